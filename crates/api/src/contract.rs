@@ -1,0 +1,87 @@
+//! The proxy⇄control contract: JSON bodies exchanged over the control socket.
+//!
+//! Transport (today): HTTP/1.1 over the unix socket `<state>/control.sock`.
+//! Routes:
+//! - `POST /v1/svid` — [`SvidRequest`] → [`SvidResponse`]: a CSR in, a signed X.509-SVID out;
+//!   the control plane never sees a private key.
+//! - `POST /v1/endpoints` — [`EndpointRegistration`] → `204`: a sidecar announces its inbound address.
+//! - `GET /v1/snapshot?since=V` — [`Snapshot`]: long poll, answers as soon as the version
+//!   exceeds `V` (or after [`LONG_POLL_SECS`] with the current one).
+//!
+//! Errors are non-2xx answers with an [`ErrorBody`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use identity::SpiffeId;
+use serde::{Deserialize, Serialize};
+
+/// How long the control plane holds a snapshot long poll before answering unchanged.
+pub const LONG_POLL_SECS: u64 = 25;
+
+/// Asks the control plane to sign a CSR for a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvidRequest {
+    /// The workload's name (`metadata.name`).
+    pub workload: String,
+    /// A PKCS#10 CSR, PEM-encoded; its subject and SANs are ignored.
+    pub csr_pem: String,
+}
+
+/// A signed X.509-SVID and the trust bundle to verify peers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvidResponse {
+    /// The identity the SVID carries.
+    pub spiffe_id: SpiffeId,
+    /// Leaf first, PEM.
+    pub cert_chain_pem: String,
+    /// The trust domain's root certificates, PEM.
+    pub bundle_pem: String,
+    /// `notAfter` of the leaf, unix seconds.
+    pub expires_at: i64,
+}
+
+/// A sidecar announcing where its inbound (mTLS) listener is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRegistration {
+    /// The workload's name.
+    pub workload: String,
+    /// The inbound listener's address.
+    pub inbound: SocketAddr,
+}
+
+/// Everything a proxy needs to route: a versioned, complete view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Increases on every change; proxies long-poll with `since=version`.
+    pub version: u64,
+    /// Mesh services by name.
+    pub services: BTreeMap<String, ServiceRoute>,
+}
+
+/// A mesh service and its ready endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRoute {
+    /// The service name callers use as a host (`http://billing/...`).
+    pub name: String,
+    /// Sidecar inbound addresses and the identity each must present.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One backend: a sidecar's inbound address and the SPIFFE ID it must prove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Inbound mTLS listener.
+    pub addr: SocketAddr,
+    /// The identity the client side verifies on the handshake.
+    pub identity: SpiffeId,
+}
+
+/// The body of every non-2xx control answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable machine-readable code, e.g. `unknown_workload`.
+    pub error: String,
+    /// A sentence for humans.
+    pub description: String,
+}

@@ -1,0 +1,19 @@
+//! meshwork's resource model and the proxy⇄control contract.
+//!
+//! Owns: the Kubernetes-style envelope (`apiVersion/kind/metadata/spec`), every
+//! resource kind's spec type, loading and validating them from YAML with errors
+//! that name file, line, resource and field, and the JSON types proxies and the
+//! control plane exchange. Pure data: no sockets, no processes.
+//!
+//! Must not import `proxy`, `control`, `broker` or `cli` (they depend on this crate).
+
+pub mod contract;
+pub mod duration;
+pub mod load;
+pub mod mesh;
+pub mod resource;
+pub mod set;
+
+pub use load::{LoadError, Loaded, Origin, load_dir, load_str};
+pub use resource::{API_VERSION, Name, ObjectMeta, Resource};
+pub use set::ResourceSet;

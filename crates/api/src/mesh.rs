@@ -1,0 +1,83 @@
+//! Mesh-level kinds: `Mesh`, `Workload` and `Service`.
+
+use std::collections::BTreeMap;
+
+use identity::{SpiffeId, TrustDomain};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::resource::{Name, Resource};
+
+/// `kind: Mesh`: settings for the whole mesh. Exactly one per directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshSpec {
+    /// The SPIFFE trust domain every workload identity lives in.
+    pub trust_domain: TrustDomain,
+    /// Lifetime of issued X.509-SVIDs; 1 h when omitted.
+    #[serde(default)]
+    pub svid_ttl: Option<HumanDuration>,
+}
+
+/// `kind: Workload`: a process the mesh starts, names and fronts with a sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// The identity's service-account segment; the workload name when omitted.
+    #[serde(default)]
+    pub service_account: Option<Name>,
+    /// argv of the application; `meshwork` as argv\[0\] means this very binary.
+    pub command: Vec<String>,
+    /// Extra environment for the application.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Loopback port the application listens on (handed to it as `PORT`);
+    /// allocated when omitted.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// How the sidecar speaks to the application.
+    #[serde(default)]
+    pub protocol: AppProtocol,
+}
+
+/// The HTTP version the local application speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+/// `kind: Service`: a mesh name (`http://billing/...`) for the workloads its selector matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Labels a workload must carry (all of them) to back this service.
+    pub selector: BTreeMap<String, String>,
+}
+
+/// A loaded `Workload` resource.
+pub type Workload = Resource<WorkloadSpec>;
+
+impl Workload {
+    /// The SPIFFE ID this workload is issued, Istio-style:
+    /// `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`.
+    pub fn spiffe_id(&self, td: &TrustDomain) -> SpiffeId {
+        let sa = self.spec.service_account.as_ref().unwrap_or(&self.metadata.name);
+        let path = format!("/ns/{}/sa/{}", self.metadata.namespace, sa);
+        // invariant: namespace and service account are DNS-1123 labels, which are
+        // valid SPIFFE path segments, so the ID is always well-formed.
+        #[allow(clippy::expect_used)]
+        SpiffeId::new(td.clone(), &path).expect("DNS-1123 labels form a valid SPIFFE path")
+    }
+
+    /// Whether every label in `selector` is carried by this workload.
+    pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector
+            .iter()
+            .all(|(k, v)| self.metadata.labels.get(k) == Some(v))
+    }
+}

@@ -1,0 +1,128 @@
+//! A validated set of resources, as read from one directory.
+
+use std::collections::BTreeSet;
+
+use identity::SpiffeId;
+
+use crate::load::{LoadError, Loaded, invalid, parse_resource};
+use crate::mesh::{MeshSpec, ServiceSpec, Workload, WorkloadSpec};
+use crate::resource::Resource;
+
+/// The kinds this release reads, for "unknown kind" errors.
+pub const KINDS: &[&str] = &["Mesh", "Workload", "Service"];
+
+/// Every resource of a directory, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceSet {
+    /// `Mesh` resources (valid sets hold exactly one).
+    pub meshes: Vec<Loaded<MeshSpec>>,
+    /// `Workload` resources.
+    pub workloads: Vec<Loaded<WorkloadSpec>>,
+    /// `Service` resources.
+    pub services: Vec<Loaded<ServiceSpec>>,
+}
+
+impl ResourceSet {
+    pub(crate) fn insert(
+        &mut self,
+        kind: &str,
+        doc: &str,
+        origin: crate::load::Origin,
+        resource: &str,
+    ) -> Result<(), LoadError> {
+        match kind {
+            "Mesh" => self.meshes.push(parse_resource(doc, origin, resource)?),
+            "Workload" => self.workloads.push(parse_resource(doc, origin, resource)?),
+            "Service" => self.services.push(parse_resource(doc, origin, resource)?),
+            other => {
+                let msg = format!("unknown kind {other:?}; known kinds: {}", KINDS.join(", "));
+                return Err(invalid(&origin, Some(resource), "kind", &msg));
+            }
+        }
+        Ok(())
+    }
+
+    /// The one `Mesh` (validated sets always have it).
+    pub fn mesh(&self) -> Option<&Resource<MeshSpec>> {
+        self.meshes.first().map(|m| &m.resource)
+    }
+
+    /// Looks a workload up by name.
+    pub fn workload(&self, name: &str) -> Option<&Workload> {
+        self.workloads
+            .iter()
+            .map(|w| &w.resource)
+            .find(|w| w.metadata.name.as_str() == name)
+    }
+
+    /// The workload's SPIFFE ID in this mesh.
+    pub fn workload_id(&self, name: &str) -> Option<SpiffeId> {
+        let td = &self.mesh()?.spec.trust_domain;
+        Some(self.workload(name)?.spiffe_id(td))
+    }
+
+    /// The workloads backing a service.
+    pub fn backends<'a>(&'a self, service: &'a ServiceSpec) -> impl Iterator<Item = &'a Workload> + 'a {
+        self.workloads
+            .iter()
+            .map(|w| &w.resource)
+            .filter(|w| w.matches(&service.selector))
+    }
+
+    /// Cross-resource rules: one Mesh, unique names, non-empty commands and selectors.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        self.validate_mesh()?;
+        unique_names(&self.workloads, "Workload")?;
+        unique_names(&self.services, "Service")?;
+        for w in &self.workloads {
+            let res = format!("Workload/{}", w.resource.metadata.name);
+            if w.resource.spec.command.is_empty() {
+                return Err(invalid(&w.origin, Some(&res), "spec.command", "must name a program"));
+            }
+        }
+        for s in &self.services {
+            let res = format!("Service/{}", s.resource.metadata.name);
+            if s.resource.spec.selector.is_empty() {
+                let msg = "must list at least one label; an empty selector would match every workload";
+                return Err(invalid(&s.origin, Some(&res), "spec.selector", msg));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_mesh(&self) -> Result<(), LoadError> {
+        match self.meshes.as_slice() {
+            [_] => Ok(()),
+            [] => Err(LoadError::Invalid {
+                file: self
+                    .workloads
+                    .first()
+                    .map(|w| w.origin.file.clone())
+                    .unwrap_or_default(),
+                line: 0,
+                column: 0,
+                resource: None,
+                field: None,
+                message: "no `kind: Mesh` resource; one is needed to set spec.trustDomain".into(),
+            }),
+            [_, second, ..] => Err(invalid(
+                &second.origin,
+                Some(&format!("Mesh/{}", second.resource.metadata.name)),
+                "kind",
+                "only one Mesh resource is allowed",
+            )),
+        }
+    }
+}
+
+fn unique_names<S>(items: &[Loaded<S>], kind: &str) -> Result<(), LoadError> {
+    let mut seen = BTreeSet::new();
+    for item in items {
+        let meta = &item.resource.metadata;
+        if !seen.insert((meta.namespace.clone(), meta.name.clone())) {
+            let res = format!("{kind}/{}", meta.name);
+            return Err(invalid(&item.origin, Some(&res), "metadata.name", "is already used by another resource of this kind"));
+        }
+    }
+    Ok(())
+}

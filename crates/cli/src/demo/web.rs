@@ -1,0 +1,96 @@
+//! Just enough HTTP for the demo apps: a server loop and a client that goes
+//! through `HTTP_PROXY` like curl would.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The parts of a request the demos look at.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// `x-meshwork-client-id`, as stamped by the sidecar.
+    pub client_id: Option<String>,
+}
+
+/// A JSON answer.
+pub struct Reply {
+    status: u16,
+    body: serde_json::Value,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply { status, body }
+    }
+}
+
+/// Serves `handler` on 127.0.0.1:`port` until SIGTERM/SIGINT.
+pub async fn serve<F, Fut>(port: u16, handler: F) -> anyhow::Result<()>
+where
+    F: Fn(Request) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Reply> + Send,
+{
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    println!("listening on 127.0.0.1:{port}");
+    let shutdown = crate::parent::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(respond(handler(parts(req).await).await)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn parts(req: hyper::Request<Incoming>) -> Request {
+    let (head, body) = req.into_parts();
+    let _ = body.collect().await; // drain, so keep-alive works
+    Request {
+        method: head.method.to_string(),
+        path: head.uri.path().to_owned(),
+        client_id: head
+            .headers
+            .get("x-meshwork-client-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+fn respond(reply: Reply) -> hyper::Response<Full<Bytes>> {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(reply.body.to_string() + "\n")));
+    *resp.status_mut() = hyper::StatusCode::from_u16(reply.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// POSTs `body` to an absolute `url` through the proxy in `HTTP_PROXY`.
+pub async fn post_via_proxy(url: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+    let proxy = std::env::var("HTTP_PROXY").context("HTTP_PROXY is not set; run under meshwork")?;
+    let addr = proxy.trim_start_matches("http://").trim_end_matches('/');
+    let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to the sidecar at {addr}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}

@@ -1,0 +1,59 @@
+//! `meshwork exec WORKLOAD -- CMD...`: run a command as a workload.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::up::{ReadyFile, StateDir};
+
+/// Arguments of `meshwork exec`.
+#[derive(clap::Args)]
+pub struct ExecArgs {
+    /// The workload to act as.
+    pub workload: String,
+    /// The state directory of the running `meshwork up`.
+    #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Replaces this process with the command, its HTTP(S)_PROXY set to the workload's sidecar.
+pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let state = StateDir::open(&args.state_dir)?;
+    let ready_path = state.ready_file(&args.workload);
+    if !ready_path.exists() {
+        bail!(
+            "workload {:?} has no running sidecar under {} (is `meshwork up` running, and is the name right?)",
+            args.workload,
+            state.path().display()
+        );
+    }
+    let ready = ReadyFile::read(&ready_path)?;
+    let (program, rest) = args.command.split_first().context("no command given")?;
+    let err = std::process::Command::new(program)
+        .args(rest)
+        .envs(proxy_vars(&ready.outbound.to_string()))
+        .env("MESHWORK_WORKLOAD", &args.workload)
+        .exec();
+    bail!("running {program:?}: {err}")
+}
+
+/// The environment that sends a process's HTTP(S) traffic through a sidecar's
+/// outbound listener. Both spellings: curl reads only lowercase `http_proxy`.
+/// Loopback stays direct so a workload can still reach its own helpers.
+pub fn proxy_vars(outbound: &str) -> [(&'static str, String); 6] {
+    let url = format!("http://{outbound}");
+    let direct = String::from("localhost,127.0.0.1,::1");
+    [
+        ("HTTP_PROXY", url.clone()),
+        ("http_proxy", url.clone()),
+        ("HTTPS_PROXY", url.clone()),
+        ("https_proxy", url),
+        ("NO_PROXY", direct.clone()),
+        ("no_proxy", direct),
+    ]
+}

@@ -1,0 +1,76 @@
+//! `meshwork`: the one binary. Subcommands run the control plane, a sidecar
+//! proxy, the broker, or a whole directory of resources (`up`).
+//!
+//! The only crate allowed to use `anyhow`, and the only one that wires the
+//! others together; it owns no protocol logic of its own.
+
+mod demo;
+mod exec;
+mod logging;
+mod parent;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A service mesh with SPIFFE workload identity, L7 policy, and a service broker.
+#[derive(Parser)]
+#[command(name = "meshwork", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a control plane, every workload and its sidecar from a resource directory.
+    Up(up::UpArgs),
+    /// Run a command as a workload: its HTTP(S)_PROXY points at the workload's sidecar.
+    Exec(exec::ExecArgs),
+    /// Check a resource directory and print what it defines.
+    Validate {
+        /// Directory of *.yaml resources.
+        dir: PathBuf,
+    },
+    /// Run the control plane (normally started by `up`).
+    Control(up::control::ControlArgs),
+    /// Run one workload's sidecar proxy (normally started by `up`).
+    Proxy(up::proxy::ProxyArgs),
+    /// Demo applications for examples/store-billing (plain HTTP, mesh-unaware).
+    #[command(hide = true)]
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Exec(args) => exec::run(args),
+        Command::Validate { dir } => validate(&dir),
+        Command::Control(args) => up::control::run(args),
+        Command::Proxy(args) => up::proxy::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshwork: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    let set = api::load_dir(dir)?;
+    let Some(mesh) = set.mesh() else { anyhow::bail!("no Mesh resource") };
+    println!("mesh {} (trust domain {})", mesh.metadata.name, mesh.spec.trust_domain);
+    for w in &set.workloads {
+        println!("workload {:<12} {}", w.resource.metadata.name, w.resource.spiffe_id(&mesh.spec.trust_domain));
+    }
+    for s in &set.services {
+        let backends: Vec<_> = set.backends(&s.resource.spec).map(|w| w.metadata.name.to_string()).collect();
+        println!("service  {:<12} -> {}", s.resource.metadata.name, backends.join(", "));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,0 +1,35 @@
+//! `meshwork control`: the control plane as its own process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::{logging, parent};
+
+/// Arguments of `meshwork control`.
+#[derive(clap::Args)]
+pub struct ControlArgs {
+    /// Directory of *.yaml resources.
+    #[arg(long)]
+    pub resources: PathBuf,
+    /// State directory (CA under `ca/`).
+    #[arg(long, default_value = ".meshwork")]
+    pub state_dir: PathBuf,
+    /// Unix socket to serve the proxy contract on; `<state-dir>/control.sock` by default.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+/// Runs the control plane until SIGINT/SIGTERM.
+pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
+    logging::init();
+    let resources = api::load_dir(&args.resources)?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
+    let socket = args.socket.unwrap_or_else(|| args.state_dir.join("control.sock"));
+    let config = control::ControlConfig { socket, state_dir: args.state_dir, resources };
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(control::serve(config, parent::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}

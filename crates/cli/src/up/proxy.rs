@@ -1,0 +1,61 @@
+//! `meshwork proxy`: one workload's sidecar as its own process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::{logging, parent};
+
+/// Arguments of `meshwork proxy`.
+#[derive(clap::Args)]
+pub struct ProxyArgs {
+    /// The workload this sidecar fronts (its `metadata.name`).
+    #[arg(long)]
+    pub workload: String,
+    /// The control plane's unix socket.
+    #[arg(long)]
+    pub control_socket: PathBuf,
+    /// Inbound (mTLS) listen address; port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub inbound: SocketAddr,
+    /// Outbound (HTTP proxy) listen address; port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub outbound: SocketAddr,
+    /// The local application's address.
+    #[arg(long)]
+    pub app: SocketAddr,
+    /// Speak HTTP/2 (prior knowledge) to the application instead of HTTP/1.1.
+    #[arg(long)]
+    pub app_http2: bool,
+    /// Write `{"inbound","outbound","spiffe_id"}` here once serving.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Run the data path on one thread (as the benchmarks do).
+    #[arg(long)]
+    pub single_thread: bool,
+}
+
+/// Runs the sidecar until SIGINT/SIGTERM.
+pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    logging::init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = proxy::ProxyConfig {
+        workload: args.workload,
+        control: proxy::ControlSource::Socket(args.control_socket),
+        inbound_listen: args.inbound,
+        outbound_listen: args.outbound,
+        app: args.app,
+        app_protocol: if args.app_http2 { proxy::AppProtocol::Http2 } else { proxy::AppProtocol::Http1 },
+        ready_file: args.ready_file,
+    };
+    let rt = if args.single_thread {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
+    .context("starting the tokio runtime")?;
+    rt.block_on(proxy::run(config, parent::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,88 @@
+//! The state directory: CA, control socket, ready files, and the `up` lock.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// What a sidecar writes once it serves (see `meshwork proxy --ready-file`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyFile {
+    /// Inbound mTLS listener.
+    pub inbound: SocketAddr,
+    /// Outbound HTTP-proxy listener.
+    pub outbound: SocketAddr,
+    /// The identity the sidecar holds.
+    pub spiffe_id: String,
+}
+
+impl ReadyFile {
+    /// Reads and parses a ready file.
+    pub fn read(path: &Path) -> anyhow::Result<ReadyFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// A state directory claimed by one running `meshwork up`.
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Opens `path` (creating it) without claiming it, for readers such as `exec`.
+    pub fn open(path: &Path) -> anyhow::Result<StateDir> {
+        let path = path.canonicalize().with_context(|| {
+            format!("state directory {} does not exist; is `meshwork up` running here?", path.display())
+        })?;
+        Ok(StateDir { path })
+    }
+
+    /// Creates `path` and takes its lock (`up.pid`); refuses if a live `up` holds it.
+    pub fn claim(path: &Path) -> anyhow::Result<StateDir> {
+        std::fs::create_dir_all(path.join("workloads"))
+            .with_context(|| format!("creating state directory {}", path.display()))?;
+        let state = StateDir::open(path)?;
+        let lock = state.path.join("up.pid");
+        if let Ok(pid) = std::fs::read_to_string(&lock) {
+            let pid = pid.trim();
+            if Path::new("/proc").join(pid).exists() && pid != std::process::id().to_string() {
+                bail!("another `meshwork up` (pid {pid}) is using {}; stop it or pass --state-dir", state.path.display());
+            }
+        }
+        std::fs::write(&lock, std::process::id().to_string()).with_context(|| format!("writing {}", lock.display()))?;
+        Ok(state)
+    }
+
+    /// Drops the lock and the ready files (they describe processes that are gone).
+    pub fn release(self) {
+        let _ = std::fs::remove_file(self.path.join("up.pid"));
+        if let Ok(entries) = std::fs::read_dir(self.path.join("workloads")) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The control plane's unix socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.path.join("control.sock")
+    }
+
+    /// A workload sidecar's ready file.
+    pub fn ready_file(&self, workload: &str) -> PathBuf {
+        self.path.join("workloads").join(format!("{workload}.json"))
+    }
+}
+
+/// A loopback port that was free a moment ago (the app binds it right after).
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}

@@ -1,0 +1,55 @@
+//! HTTP routes of the control contract (see [`api::contract`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::contract::{EndpointRegistration, LONG_POLL_SECS, Snapshot, SvidRequest, SvidResponse};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::{ControlError, Registry};
+
+pub(crate) fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v1/svid", post(svid))
+        .route("/v1/endpoints", post(endpoints))
+        .route("/v1/snapshot", get(snapshot))
+        .with_state(registry)
+}
+
+async fn svid(
+    State(registry): State<Arc<Registry>>,
+    Json(req): Json<SvidRequest>,
+) -> Result<Json<SvidResponse>, ControlError> {
+    registry.sign(&req).map(Json)
+}
+
+async fn endpoints(
+    State(registry): State<Arc<Registry>>,
+    Json(reg): Json<EndpointRegistration>,
+) -> Result<StatusCode, ControlError> {
+    registry.register(reg)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+}
+
+/// Long poll: answers once the version passes `since`, or with the current
+/// snapshot after [`LONG_POLL_SECS`] so idle connections are refreshed.
+async fn snapshot(State(registry): State<Arc<Registry>>, Query(q): Query<Since>) -> Json<Snapshot> {
+    let mut rx = registry.subscribe();
+    let wait = rx.wait_for(|s| s.version > q.since);
+    let newer = tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait).await;
+    let snap = match newer {
+        Ok(Ok(s)) => Arc::clone(&s),
+        _ => Arc::clone(&rx.borrow()),
+    };
+    Json(Snapshot::clone(&snap))
+}
