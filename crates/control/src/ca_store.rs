@@ -61,7 +61,7 @@ pub fn load_or_create(state_dir: &Path, td: &TrustDomain) -> Result<Ca, CaStoreE
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let ca = Ca::generate(td.clone(), time::OffsetDateTime::now_utc())
         .map_err(|source| CaStoreError::Invalid { dir: dir.clone(), source })?;
-    let (cert_pem, key_pem) = ca.to_pem();
+    let identity::CaPem { cert_pem, key_pem } = ca.to_pem();
     write_new(&key_path, key_pem.as_bytes(), 0o600).map_err(io(&key_path))?;
     write_new(&cert_path, cert_pem.as_bytes(), 0o644).map_err(io(&cert_path))?;
     tracing::info!(dir = %dir.display(), trust_domain = %td, "generated a new CA");

@@ -15,7 +15,6 @@ mod routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use api::ResourceSet;
 use tokio::net::UnixListener;
@@ -25,7 +24,7 @@ pub use error::ControlError;
 pub use registry::Registry;
 
 /// Default lifetime of issued SVIDs when the `Mesh` does not set one.
-pub const DEFAULT_SVID_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SVID_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What the control plane needs to start.
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use api::ResourceSet;
 use api::contract::{Endpoint, EndpointRegistration, ServiceRoute, Snapshot, SvidRequest, SvidResponse};
@@ -18,7 +17,7 @@ use crate::{ControlError, DEFAULT_SVID_TTL, ca_store};
 pub struct Registry {
     ca: Ca,
     trust_domain: TrustDomain,
-    svid_ttl: Duration,
+    svid_ttl: time::Duration,
     resources: ResourceSet,
     endpoints: Mutex<BTreeMap<String, SocketAddr>>,
     snapshots: watch::Sender<Arc<Snapshot>>,
@@ -30,6 +29,7 @@ impl Registry {
         let mesh = resources.mesh().ok_or(ControlError::NoMesh)?;
         let trust_domain = mesh.spec.trust_domain.clone();
         let svid_ttl = mesh.spec.svid_ttl.map(|d| d.get()).unwrap_or(DEFAULT_SVID_TTL);
+        let svid_ttl = time::Duration::try_from(svid_ttl).unwrap_or(identity::DEFAULT_SVID_TTL);
         let ca = ca_store::load_or_create(state_dir, &trust_domain)?;
         let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
         let registry = Registry {
@@ -60,7 +60,7 @@ impl Registry {
         tracing::info!(workload = %req.workload, spiffe_id = %id, "issued SVID");
         Ok(SvidResponse {
             spiffe_id: id,
-            cert_chain_pem: cert.chain_pem(),
+            cert_chain_pem: cert.to_pem(),
             bundle_pem: self.ca.bundle().to_pem(),
             expires_at: cert.not_after().unix_timestamp(),
         })

@@ -45,11 +45,13 @@ struct Since {
 /// snapshot after [`LONG_POLL_SECS`] so idle connections are refreshed.
 async fn snapshot(State(registry): State<Arc<Registry>>, Query(q): Query<Since>) -> Json<Snapshot> {
     let mut rx = registry.subscribe();
-    let wait = rx.wait_for(|s| s.version > q.since);
-    let newer = tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait).await;
-    let snap = match newer {
-        Ok(Ok(s)) => Arc::clone(&s),
-        _ => Arc::clone(&rx.borrow()),
+    let newer = {
+        let wait = rx.wait_for(|s| s.version > q.since);
+        match tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait).await {
+            Ok(Ok(s)) => Some(Arc::clone(&s)),
+            _ => None,
+        }
     };
+    let snap = newer.unwrap_or_else(|| Arc::clone(&rx.borrow()));
     Json(Snapshot::clone(&snap))
 }

@@ -1,0 +1,34 @@
+//! SPIFFE identity for meshwork: SPIFFE IDs and trust domains, X.509-SVIDs,
+//! the certificate authority that issues them, trust bundles, and the rustls
+//! verifiers / cert resolvers that enforce SPIFFE mTLS with hitless rotation.
+//!
+//! This crate does no I/O: no files, no sockets, no clock reads. Everything
+//! time-dependent takes `now` as an argument (inside rustls verifiers, the
+//! handshake time rustls passes in). Randomness for keys and serials comes from
+//! the OS via ring. It must not import any other meshwork crate; every other
+//! crate may import it.
+//!
+//! Flow: the control plane holds a [`Ca`]; a workload makes an [`SvidKey`] and
+//! sends [`SvidKey::csr_pem`]; the CA answers with an [`SvidCertificate`] for
+//! the SPIFFE ID *it* decided; the workload pairs both into an [`Svid`], puts it
+//! in an [`SvidStore`] with the [`TrustBundle`], and builds rustls configs with
+//! [`server_config`] / [`client_config`].
+
+pub mod bundle;
+pub mod ca;
+pub mod spiffe_id;
+pub mod svid;
+pub mod tls;
+pub mod verifier;
+
+pub use bundle::{BundleError, TrustBundle};
+pub use ca::{CLOCK_SKEW_ALLOWANCE, Ca, CaError, CaPem, DEFAULT_CA_TTL, DEFAULT_SVID_TTL};
+pub use spiffe_id::{
+    MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,
+};
+pub use svid::{Svid, SvidCertificate, SvidError, SvidKey};
+pub use tls::{ALPN_PROTOCOLS, SvidResolver, SvidStore, client_config, server_config};
+pub use verifier::{
+    PeerRole, SpiffeClientCertVerifier, SpiffeServerCertVerifier, VerifyError, peer_spiffe_id,
+    verify_svid,
+};
