@@ -35,8 +35,8 @@ impl Reply {
 /// Serves `handler` on 127.0.0.1:`port` until SIGTERM/SIGINT.
 pub async fn serve<F, Fut>(port: u16, handler: F) -> anyhow::Result<()>
 where
-    F: Fn(Request) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Reply> + Send,
+    F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
 {
     let listener = TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding 127.0.0.1:{port}"))?;
     println!("listening on 127.0.0.1:{port}");

@@ -99,16 +99,21 @@ async fn start_all(sup: &mut Supervisor, set: &ResourceSet, args: &UpArgs, state
         sup.spawn(&format!("{name}/app"), app)?;
         table.push((name, port, info));
     }
+    for (name, port, _) in &table {
+        sup.wait_for_port(&format!("{name}/app"), *port, timeout).await?;
+    }
     print_table(&table, state);
     Ok(())
 }
 
 fn print_table(rows: &[(String, u16, ReadyFile)], state: &StateDir) {
     println!("[up] meshwork is up; state in {}", state.path().display());
-    println!("[up] {:<12} {:<44} {:<17} {:<17} {:<17}", "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)");
+    let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
+    let id = rows.iter().map(|(.., i)| i.spiffe_id.len()).max().unwrap_or(9).max(9);
+    println!("[up] {:<w$}  {:<id$}  {:<15}  {:<15}  {}", "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)");
     for (name, port, info) in rows {
         let app = format!("127.0.0.1:{port}");
-        println!("[up] {:<12} {:<44} {:<17} {:<17} {:<17}", name, info.spiffe_id, app, info.inbound, info.outbound);
+        println!("[up] {name:<w$}  {:<id$}  {app:<15}  {:<15}  {}", info.spiffe_id, info.inbound.to_string(), info.outbound);
     }
     println!("[up] try: meshwork exec store -- curl -s -X POST http://billing/charges");
     println!("[up] ready");

@@ -108,6 +108,12 @@ impl Supervisor {
         .await
     }
 
+    /// Waits until an application accepts connections on its loopback port.
+    pub async fn wait_for_port(&mut self, name: &str, port: u16, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_until(name, timeout, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
+            .await
+    }
+
     /// Waits until a sidecar has written its ready file.
     pub async fn wait_for_ready(&mut self, name: &str, path: &Path, timeout: Duration) -> anyhow::Result<ReadyFile> {
         self.wait_until(name, timeout, || ReadyFile::read(path).ok()).await

@@ -1,0 +1,189 @@
+//! The gate every request passes: basic auth (401), `X-Broker-API-Version` (412),
+//! `X-Broker-API-Originating-Identity` (decoded, 400 if malformed); on the way out every
+//! error becomes an OSB JSON body and `X-Broker-API-Request-Identity` is echoed.
+
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+
+use super::extract::Identity;
+use crate::BrokerError;
+use crate::error::error_body;
+use crate::secret::Secret;
+
+const API_VERSION: HeaderName = HeaderName::from_static("x-broker-api-version");
+const ORIGINATING_IDENTITY: HeaderName =
+    HeaderName::from_static("x-broker-api-originating-identity");
+const REQUEST_IDENTITY: HeaderName = HeaderName::from_static("x-broker-api-request-identity");
+
+/// Oldest and newest supported minor versions of OSB 2.x.
+const MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 13..=17;
+
+/// The platform's basic-auth credentials.
+pub(crate) struct Auth {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+    }
+    diff == 0
+}
+
+fn check_auth(auth: &Auth, headers: &HeaderMap) -> Result<(), BrokerError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let encoded = value
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or(BrokerError::Unauthorized)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| BrokerError::Unauthorized)?;
+    let expected = format!("{}:{}", auth.username, auth.password.expose());
+    match constant_time_eq(&decoded, expected.as_bytes()) {
+        true => Ok(()),
+        false => Err(BrokerError::Unauthorized),
+    }
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), BrokerError> {
+    let supported = "this broker supports 2.13 to 2.17";
+    let Some(value) = headers.get(API_VERSION) else {
+        return Err(BrokerError::UnsupportedVersion(format!(
+            "the X-Broker-API-Version header is required; {supported}"
+        )));
+    };
+    let text = value.to_str().unwrap_or_default();
+    let minor = text.strip_prefix("2.").and_then(|m| m.parse::<u32>().ok());
+    match minor {
+        Some(m) if MINOR_VERSIONS.contains(&m) => Ok(()),
+        _ => Err(BrokerError::UnsupportedVersion(format!(
+            "X-Broker-API-Version {text:?} is not supported; {supported}"
+        ))),
+    }
+}
+
+fn identity(headers: &HeaderMap) -> Result<Identity, BrokerError> {
+    let Some(value) = headers.get(ORIGINATING_IDENTITY) else {
+        return Ok(Identity(None));
+    };
+    let text = value.to_str().map_err(|_| {
+        BrokerError::BadRequest("X-Broker-API-Originating-Identity is not visible ASCII".to_owned())
+    })?;
+    text.parse()
+        .map(|id| Identity(Some(id)))
+        .map_err(|e| BrokerError::BadRequest(format!("X-Broker-API-Originating-Identity: {e}")))
+}
+
+fn admit(auth: &Auth, req: &mut Request) -> Result<(), BrokerError> {
+    check_auth(auth, req.headers())?;
+    check_version(req.headers())?;
+    let id = identity(req.headers())?;
+    req.extensions_mut().insert(id);
+    Ok(())
+}
+
+/// The middleware.
+pub(crate) async fn gate(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+    let request_identity = req.headers().get(REQUEST_IDENTITY).cloned();
+    let method = req.method().clone();
+    let response = match admit(&auth, &mut req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    let mut response = as_osb_error(response, &method).await;
+    if let Some(id) = request_identity {
+        response.headers_mut().insert(REQUEST_IDENTITY, id);
+    }
+    response
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Rewrites error responses not produced by [`BrokerError`] (axum's 405, body-limit 413, ...)
+/// into OSB error bodies, keeping their status and headers (notably `Allow`).
+async fn as_osb_error(response: Response, method: &axum::http::Method) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    // axum adds `Allow` to 405s outside this middleware, so the header is not visible here.
+    let description = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            format!("method {method} is not allowed on this endpoint; see the Allow header")
+        }
+        _ if !text.is_empty() => text,
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let code: String = status
+        .canonical_reason()
+        .unwrap_or("Error")
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .collect();
+    let fresh = error_body(status, &code, &description);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let (_, body) = fresh.into_parts();
+    Response::from_parts(parts, Body::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn versions() {
+        assert!(check_version(&headers(&[("x-broker-api-version", "2.17")])).is_ok());
+        assert!(check_version(&headers(&[("x-broker-api-version", "2.13")])).is_ok());
+        assert!(check_version(&headers(&[("x-broker-api-version", "2.12")])).is_err());
+        assert!(check_version(&headers(&[("x-broker-api-version", "3.0")])).is_err());
+        assert!(check_version(&headers(&[("x-broker-api-version", "2.17.1")])).is_err());
+        assert!(check_version(&headers(&[])).is_err());
+    }
+
+    #[test]
+    fn basic_auth() {
+        let auth = Auth {
+            username: "u".into(),
+            password: Secret::new("p"),
+        };
+        assert!(check_auth(&auth, &headers(&[("authorization", "Basic dTpw")])).is_ok());
+        assert!(check_auth(&auth, &headers(&[("authorization", "Basic dTpx")])).is_err());
+        assert!(check_auth(&auth, &headers(&[])).is_err());
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

@@ -1,0 +1,34 @@
+//! meshwork's Open Service Broker: an OSB API v2.17 server with a portable service taxonomy
+//! and real providers.
+//!
+//! A platform asks for "a postgresql, default size"; the broker picks the environment from
+//! the request context, the provider and size from the administrator's `ServicePolicy`, and
+//! explains the choice in `last_operation.description` and instance metadata. Instances and
+//! bindings are real databases, users and Redis ACL users; state, including in-flight
+//! operations, lives in one redb file so a crash resumes or cleans up on restart.
+//!
+//! Owns: the OSB HTTP surface ([`http`](crate) module), the taxonomy specs ([`taxonomy`];
+//! the `api` crate will wrap them in resource envelopes), the providers ([`provider`]), the
+//! store and the operation engine.
+//! Must not import: `proxy`, `control` (peers under `cli`), nor anything that does I/O at
+//! import time. Errors are [`BrokerError`]; `anyhow` is for `cli` only.
+//!
+//! Start with [`serve`] (or [`RunningBroker::start`] to learn the bound address).
+
+mod error;
+mod http;
+pub mod names;
+mod ops;
+pub mod originating;
+pub mod provider;
+mod secret;
+mod server;
+pub mod store;
+pub mod taxonomy;
+
+pub use error::BrokerError;
+pub use ops::{Progress, StepGate};
+pub use provider::{Credentials, ProviderConfig, ProviderSpec};
+pub use secret::Secret;
+pub use server::{BasicCredentials, BrokerConfig, RunningBroker, serve};
+pub use taxonomy::{Named, Taxonomy, TaxonomyError};

@@ -1,0 +1,135 @@
+//! Runs a real `meshwork up` for a test and cleans it up afterwards.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn meshwork() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meshwork"))
+}
+
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
+}
+
+/// A running `meshwork up` with its own state directory.
+pub struct Up {
+    pub child: Child,
+    pub state: tempfile::TempDir,
+    pub output: mpsc::Receiver<String>,
+}
+
+impl Up {
+    /// Starts `meshwork up dir` and waits for its `[up] ready` line.
+    pub fn start(dir: &Path) -> Up {
+        let state = tempfile::tempdir().expect("tempdir");
+        let mut child = meshwork()
+            .arg("up")
+            .arg(dir)
+            .arg("--state-dir")
+            .arg(state.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshwork up");
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let up = Up { child, state, output: rx };
+        up.wait_for_line("[up] ready", Duration::from_secs(60));
+        up
+    }
+
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// `meshwork exec WORKLOAD -- args...` against this mesh.
+    pub fn exec(&self, workload: &str, args: &[&str]) -> Output {
+        meshwork()
+            .arg("exec")
+            .arg(workload)
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .arg("--")
+            .args(args)
+            .output()
+            .expect("run meshwork exec")
+    }
+
+    /// A sidecar's ready file as JSON.
+    pub fn ready(&self, workload: &str) -> serde_json::Value {
+        let path = self.state.path().join("workloads").join(format!("{workload}.json"));
+        let text = std::fs::read_to_string(&path).expect("ready file");
+        serde_json::from_str(&text).expect("ready json")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` to `up` and waits for it to exit.
+    pub fn signal_and_wait(&mut self, sig: &str, timeout: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "meshwork up did not exit after SIG{sig}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Processes whose environment names `parent` as their supervising `up`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let needle = format!("MESHWORK_PARENT_PID={parent}");
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits until `f` holds or panics with `what`.
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

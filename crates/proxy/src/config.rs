@@ -1,0 +1,87 @@
+//! What a sidecar needs to know to start.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use api::contract::Snapshot;
+use identity::{Svid, TrustBundle};
+
+/// The HTTP version the local application speaks (plain HTTP, on `app`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AppProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+/// Where the proxy gets its SVID and routing snapshots from.
+// Built and moved once per process: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum ControlSource {
+    /// The control plane's unix socket (`<state>/control.sock`): the proxy generates its
+    /// key, gets an SVID by CSR, registers its inbound address and long-polls snapshots.
+    /// This is what `meshwork proxy` uses; the lead's end-to-end tests cover it.
+    Socket(PathBuf),
+    /// Fixed identity and routes, no control plane: what this crate's integration tests
+    /// use (SVIDs from a testkit CA, a hand-written snapshot). Nothing is registered,
+    /// nothing is rotated; the snapshot never changes.
+    Static {
+        /// This workload's SVID (with its private key).
+        svid: Svid,
+        /// The trust bundle peers are verified against.
+        bundle: TrustBundle,
+        /// The routing table.
+        snapshot: Snapshot,
+    },
+}
+
+impl fmt::Debug for ControlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlSource::Socket(path) => f.debug_tuple("Socket").field(path).finish(),
+            ControlSource::Static { svid, snapshot, .. } => f
+                .debug_struct("Static")
+                .field("spiffe_id", &svid.id().as_str())
+                .field("snapshot_version", &snapshot.version)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Everything one sidecar needs.
+#[derive(Debug)]
+pub struct ProxyConfig {
+    /// The workload this sidecar serves (its `metadata.name`).
+    pub workload: String,
+    /// Where identity and routes come from.
+    pub control: ControlSource,
+    /// The mTLS listener for other sidecars (port 0: any free port).
+    pub inbound_listen: SocketAddr,
+    /// The HTTP proxy listener for the local app; keep it on loopback.
+    pub outbound_listen: SocketAddr,
+    /// The local application's plain-HTTP address.
+    pub app: SocketAddr,
+    /// The HTTP version the application speaks.
+    pub app_protocol: AppProtocol,
+    /// If set, `{"inbound":…,"outbound":…,"spiffe_id":…}` is written here once ready.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl ProxyConfig {
+    /// A config with both listeners on `127.0.0.1:0`, an HTTP/1.1 app and no ready file.
+    pub fn new(workload: impl Into<String>, control: ControlSource, app: SocketAddr) -> Self {
+        let any_loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        ProxyConfig {
+            workload: workload.into(),
+            control,
+            inbound_listen: any_loopback,
+            outbound_listen: any_loopback,
+            app,
+            app_protocol: AppProtocol::default(),
+            ready_file: None,
+        }
+    }
+}

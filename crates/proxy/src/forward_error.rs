@@ -1,0 +1,230 @@
+//! Errors of the data path: every failure says which side failed and whether a
+//! retry is safe, and renders as a JSON response the caller can act on.
+
+use std::net::SocketAddr;
+
+use http::{Response, StatusCode};
+use identity::SpiffeId;
+use serde_json::json;
+
+use crate::body::{BoxError, ProxyBody, json_response};
+
+/// Which party of a proxied exchange is at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The caller (the local app on outbound, the calling sidecar on inbound) sent
+    /// something the proxy cannot or will not forward.
+    Client,
+    /// The remote sidecar (the mesh service's inbound listener).
+    Peer,
+    /// The local application behind the inbound listener.
+    Upstream,
+    /// This proxy itself.
+    Proxy,
+}
+
+impl Side {
+    /// Lower-case name used in JSON error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Peer => "peer",
+            Side::Upstream => "upstream",
+            Side::Proxy => "proxy",
+        }
+    }
+}
+
+/// A failure while forwarding one request.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// Outbound: the host is not a mesh service (egress policy arrives in issue 4).
+    #[error("egress to {host:?} denied: not a mesh service")]
+    EgressDenied {
+        /// The host the client asked for.
+        host: String,
+    },
+    /// Outbound: the request cannot be routed (e.g. origin-form on the proxy port).
+    #[error("bad proxy request: {reason}")]
+    BadRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Outbound: `CONNECT` to a mesh service; tunnels arrive with issue 4's egress work.
+    #[error("CONNECT to mesh service {service:?} is not supported yet")]
+    ConnectUnsupported {
+        /// The mesh service named.
+        service: String,
+    },
+    /// Outbound: the mesh service has no endpoint we could connect to.
+    #[error("mesh service {service:?} is unavailable: {reason}")]
+    PeerUnavailable {
+        /// The mesh service.
+        service: String,
+        /// Why (no endpoints, or every connect attempt failed).
+        reason: String,
+    },
+    /// Outbound: connecting (TCP + mTLS + HTTP handshake) to one endpoint failed.
+    /// Nothing was sent, so trying another endpoint is safe.
+    #[error("connecting to {identity} at {addr} failed")]
+    PeerConnect {
+        /// The endpoint address.
+        addr: SocketAddr,
+        /// The identity it had to prove.
+        identity: SpiffeId,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// Outbound: the exchange with the remote sidecar failed after sending started.
+    #[error("request to mesh service {service:?} failed at the peer sidecar")]
+    PeerRequest {
+        /// The mesh service.
+        service: String,
+        /// True only if the request was provably never sent.
+        retryable: bool,
+        /// The cause.
+        #[source]
+        source: hyper::Error,
+    },
+    /// Inbound: the local application could not be reached or failed mid-exchange.
+    #[error("local application at {addr} failed")]
+    AppUnavailable {
+        /// The application's address.
+        addr: SocketAddr,
+        /// True if the connection was refused (nothing sent).
+        retryable: bool,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// Inbound: the verified caller identity is missing (cannot happen with the
+    /// required client certificates; fail closed if it ever does).
+    #[error("no verified caller identity on this connection")]
+    MissingPeerIdentity,
+}
+
+impl ForwardError {
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        match self {
+            ForwardError::EgressDenied { .. }
+            | ForwardError::BadRequest { .. }
+            | ForwardError::ConnectUnsupported { .. } => Side::Client,
+            ForwardError::PeerUnavailable { .. }
+            | ForwardError::PeerConnect { .. }
+            | ForwardError::PeerRequest { .. } => Side::Peer,
+            ForwardError::AppUnavailable { .. } => Side::Upstream,
+            ForwardError::MissingPeerIdentity => Side::Proxy,
+        }
+    }
+
+    /// Whether the caller may safely retry the same request.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ForwardError::PeerUnavailable { .. } | ForwardError::PeerConnect { .. } => true,
+            ForwardError::PeerRequest { retryable, .. }
+            | ForwardError::AppUnavailable { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// The HTTP status the caller receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForwardError::EgressDenied { .. } => StatusCode::FORBIDDEN,
+            ForwardError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ForwardError::ConnectUnsupported { .. } => StatusCode::NOT_IMPLEMENTED,
+            ForwardError::MissingPeerIdentity => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ForwardError::EgressDenied { .. } => "egress_denied",
+            ForwardError::BadRequest { .. } => "bad_proxy_request",
+            ForwardError::ConnectUnsupported { .. } => "connect_unsupported",
+            ForwardError::MissingPeerIdentity => "missing_peer_identity",
+            _ => "upstream_unavailable",
+        }
+    }
+
+    /// The JSON error response for this failure.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let mut body = json!({
+            "error": self.code(),
+            "side": self.side().as_str(),
+            "retryable": self.retryable(),
+            "description": error_chain(self),
+        });
+        match self {
+            ForwardError::EgressDenied { host } => {
+                body["host"] = json!(host);
+                body["reason"] = json!("not a mesh service; egress policy arrives in issue 4");
+            }
+            ForwardError::ConnectUnsupported { service } => {
+                body["service"] = json!(service);
+                body["reason"] =
+                    json!("CONNECT tunnels arrive with issue 4; use http://SERVICE/... instead");
+            }
+            ForwardError::PeerUnavailable { service, .. }
+            | ForwardError::PeerRequest { service, .. } => body["service"] = json!(service),
+            _ => {}
+        }
+        json_response(self.status(), &body)
+    }
+}
+
+/// `error: cause: cause` — the whole `source()` chain, for humans.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn json_of(error: ForwardError) -> (StatusCode, serde_json::Value) {
+        let response = error.to_response();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn egress_denied_names_the_host_and_the_reason() {
+        let host = "example.com".to_owned();
+        let (status, body) = json_of(ForwardError::EgressDenied { host }).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["error"], "egress_denied");
+        assert_eq!(body["host"], "example.com");
+        assert_eq!(body["side"], "client");
+        assert_eq!(body["retryable"], false);
+        assert!(body["reason"].as_str().unwrap().contains("issue 4"));
+    }
+
+    #[tokio::test]
+    async fn unavailable_service_is_retryable_502() {
+        let error = ForwardError::PeerUnavailable {
+            service: "billing".to_owned(),
+            reason: "no endpoints".to_owned(),
+        };
+        let (status, body) = json_of(error).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body["error"], "upstream_unavailable");
+        assert_eq!(body["service"], "billing");
+        assert_eq!(body["retryable"], true);
+        assert_eq!(body["side"], "peer");
+    }
+}

@@ -1,0 +1,212 @@
+//! Hop-by-hop header stripping (RFC 9110 §7.6.1), as a tower layer applied in both
+//! directions at every proxy edge.
+//!
+//! A proxy must not forward headers that describe *its* connection to the next hop:
+//! `Connection` and every header it names, `Keep-Alive`, `Proxy-*`, `TE` (except the
+//! `trailers` token, which gRPC needs end to end), `Transfer-Encoding` (hyper frames
+//! bodies itself) and `Upgrade`.
+
+use std::task::{Context, Poll};
+
+use futures_util::future::{BoxFuture, FutureExt};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+/// Headers that are hop-by-hop regardless of what `Connection` lists.
+const ALWAYS: [HeaderName; 4] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// Removes every hop-by-hop header from `headers`.
+///
+/// `TE` survives only as `te: trailers`, and only if the sender offered `trailers`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_named(headers) {
+        headers.remove(name);
+    }
+    for name in &ALWAYS {
+        headers.remove(name);
+    }
+    let proxy_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_headers {
+        headers.remove(name);
+    }
+    strip_te(headers);
+}
+
+/// The header names listed in every `Connection` header (comma-separated tokens).
+/// Tokens that are not valid header names are ignored: they cannot name a header.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Keeps `te: trailers` if any `TE` value offered the `trailers` token; drops the rest.
+fn strip_te(headers: &mut HeaderMap) {
+    let offers_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| {
+            let coding = token.split(';').next().unwrap_or("").trim();
+            coding.eq_ignore_ascii_case("trailers")
+        });
+    headers.remove(header::TE);
+    if offers_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Tower layer that strips hop-by-hop headers from requests on the way in and from
+/// responses on the way out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HopByHopLayer;
+
+impl<S> Layer<S> for HopByHopLayer {
+    type Service = HopByHop<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HopByHop { inner }
+    }
+}
+
+/// The service produced by [`HopByHopLayer`].
+#[derive(Debug, Clone)]
+pub struct HopByHop<S> {
+    inner: S,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for HopByHop<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<ResB>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
+        strip_hop_by_hop(request.headers_mut());
+        self.inner
+            .call(request)
+            .map(|result| {
+                result.map(|mut response| {
+                    strip_hop_by_hop(response.headers_mut());
+                    response
+                })
+            })
+            .boxed()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn names(map: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn strips_fixed_hop_by_hop_headers() {
+        let mut map = headers(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("proxy-connection", "keep-alive"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(names(&map), ["content-type"]);
+    }
+
+    #[test]
+    fn strips_headers_named_by_connection() {
+        let mut map = headers(&[
+            ("connection", "close, X-Secret-Hop"),
+            ("connection", " x-other ,"),
+            ("x-secret-hop", "1"),
+            ("x-other", "2"),
+            ("x-end-to-end", "3"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(names(&map), ["x-end-to-end"]);
+    }
+
+    #[test]
+    fn connection_tokens_that_are_not_header_names_are_ignored() {
+        let mut map = headers(&[("connection", "bad token, x-a"), ("x-a", "1"), ("x-b", "2")]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(names(&map), ["x-b"]);
+    }
+
+    #[test]
+    fn te_keeps_only_trailers() {
+        let mut map = headers(&[("te", "gzip, Trailers;q=1")]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map.get_all(header::TE).iter().count(), 1);
+        assert_eq!(map[header::TE], "trailers");
+
+        let mut map = headers(&[("te", "gzip, deflate")]);
+        strip_hop_by_hop(&mut map);
+        assert!(map.get(header::TE).is_none());
+    }
+
+    #[tokio::test]
+    async fn layer_strips_both_directions() {
+        let inner = tower::service_fn(|request: Request<()>| async move {
+            assert!(request.headers().get("x-hop").is_none());
+            assert_eq!(request.headers()["x-keep"], "1");
+            let response = Response::builder()
+                .header("connection", "x-resp-hop")
+                .header("x-resp-hop", "1")
+                .header("x-resp-keep", "1")
+                .body(())
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let mut service = HopByHopLayer.layer(inner);
+        let request = Request::builder()
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .header("x-keep", "1")
+            .body(())
+            .unwrap();
+        let response = service.call(request).await.unwrap();
+        assert_eq!(names(response.headers()), ["x-resp-keep"]);
+    }
+}

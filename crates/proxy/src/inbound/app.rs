@@ -1,0 +1,132 @@
+//! The innermost inbound service: forwards to the local application over plain HTTP
+//! on a pooled client (HTTP/1.1 keep-alive by default, HTTP/2 prior knowledge if the
+//! app speaks it). Bodies stream in both directions.
+
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{HeaderValue, Request, Response, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::Service;
+
+use crate::AppProtocol;
+use crate::body::{ProxyBody, boxed};
+use crate::forward_error::ForwardError;
+
+/// Pooled plain-HTTP client for the local application.
+#[derive(Clone, Debug)]
+pub struct AppService {
+    addr: SocketAddr,
+    authority: Authority,
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+impl AppService {
+    /// A client for the app at `addr` speaking `protocol`.
+    pub fn new(addr: SocketAddr, protocol: AppProtocol) -> Result<Self, http::Error> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        if protocol == AppProtocol::Http2 {
+            builder.http2_only(true);
+        }
+        Ok(AppService {
+            addr,
+            authority: Authority::try_from(addr.to_string())?,
+            client: builder.build(connector),
+        })
+    }
+
+    /// Points the request at the app, keeping the caller's host for the app to see.
+    fn retarget(&self, request: &mut Request<ProxyBody>) -> Result<(), ForwardError> {
+        let original = request.uri().authority().cloned();
+        if let (None, Some(authority)) = (request.headers().get(header::HOST), original) {
+            // h2 carries the host in :authority; an h1 app needs it as Host.
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(header::HOST, value);
+            }
+        }
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path);
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|e| ForwardError::BadRequest {
+            reason: format!("cannot build the application URI: {e}"),
+        })?;
+        Ok(())
+    }
+}
+
+impl Service<Request<ProxyBody>> for AppService {
+    type Response = Response<ProxyBody>;
+    type Error = ForwardError;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, ForwardError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The legacy client is always ready; it queues on its pool internally.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
+        let retargeted = self.retarget(&mut request);
+        let client = self.client.clone();
+        let addr = self.addr;
+        Box::pin(async move {
+            retargeted?;
+            // The app sees the version it speaks, not whatever the caller used.
+            *request.version_mut() = http::Version::default();
+            match client.request(request).await {
+                Ok(response) => Ok(response.map(boxed)),
+                Err(error) => Err(ForwardError::AppUnavailable {
+                    addr,
+                    retryable: error.is_connect(),
+                    source: Box::new(error),
+                }),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::body::empty;
+
+    #[tokio::test]
+    async fn retarget_keeps_path_and_moves_authority_to_host() {
+        let app = AppService::new(([127, 0, 0, 1], 8080).into(), AppProtocol::Http1).unwrap();
+        let mut request = Request::builder()
+            .uri("http://billing/charges?id=7")
+            .body(empty())
+            .unwrap();
+        app.retarget(&mut request).unwrap();
+        assert_eq!(request.uri(), "http://127.0.0.1:8080/charges?id=7");
+        assert_eq!(request.headers()[header::HOST], "billing");
+    }
+
+    #[tokio::test]
+    async fn retarget_keeps_an_existing_host_header() {
+        let app = AppService::new(([127, 0, 0, 1], 8080).into(), AppProtocol::Http1).unwrap();
+        let mut request = Request::builder()
+            .uri("/charges")
+            .header(header::HOST, "billing:80")
+            .body(empty())
+            .unwrap();
+        app.retarget(&mut request).unwrap();
+        assert_eq!(request.uri(), "http://127.0.0.1:8080/charges");
+        assert_eq!(request.headers()[header::HOST], "billing:80");
+    }
+}

@@ -1,0 +1,66 @@
+//! The meshwork sidecar data path.
+//!
+//! Owns: the inbound listener (mTLS only; verifies the caller's SVID and tells the
+//! local app who called in `x-meshwork-client-id`), the outbound listener (an HTTP
+//! forward proxy for the local app, routing mesh service names over mTLS to peer
+//! sidecars, h2-multiplexed and pooled), and the client side of the proxy⇄control
+//! contract (SVID by CSR, endpoint registration, snapshot long poll).
+//!
+//! Must not import `control`, `broker` or `cli`; talks to the control plane only
+//! through [`api::contract`] over its socket ([`control_client`]).
+//!
+//! Runs on any tokio runtime, including `current_thread`: nothing here assumes
+//! worker threads.
+//!
+//! ```text
+//! app ──HTTP_PROXY──▶ outbound ──mTLS h2──▶ peer inbound ──HTTP──▶ peer app
+//!                     (hop_by_hop, router,             (hop_by_hop, client_id,
+//!                      pool)                            policy slot, app client)
+//! ```
+
+mod backoff;
+mod body;
+mod config;
+mod control_client;
+mod discovery;
+mod forward_error;
+mod hop_by_hop;
+mod inbound;
+mod metrics;
+mod outbound;
+mod proxy;
+mod ready;
+mod routes;
+mod server;
+
+use std::future::Future;
+
+pub use body::{BoxError, ProxyBody};
+pub use config::{AppProtocol, ControlSource, ProxyConfig};
+pub use control_client::{ControlClient, ControlError};
+pub use forward_error::{ForwardError, Side};
+pub use inbound::client_id::{CLIENT_ID_HEADER, PeerIdentity};
+pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics};
+pub use proxy::{Proxy, ProxyError};
+pub use ready::{ReadyFileError, ReadyInfo};
+pub use server::DRAIN_TIMEOUT;
+
+/// Runs one sidecar until `shutdown` resolves: starts it ([`Proxy::start`]), writes
+/// the ready file if configured, serves, and drains in-flight requests on shutdown.
+/// Shutdown during startup (e.g. while control is still unreachable) returns `Ok`.
+pub async fn run(
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let ready_file = config.ready_file.clone();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let proxy = tokio::select! {
+        started = Proxy::start(config) => started?,
+        () = &mut shutdown => return Ok(()),
+    };
+    if let Some(path) = ready_file {
+        ready::write_ready_file(&path, proxy.ready_info()).await?;
+    }
+    proxy.serve(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Opening a connection to a peer sidecar: TCP, mTLS as this workload (the server must
+//! prove the endpoint's expected SPIFFE ID), then an HTTP handshake in whichever
+//! version ALPN selected.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use identity::{SpiffeId, SvidStore};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::body::{BoxError, ProxyBody};
+use crate::metrics::{Protocol, ProxyMetrics};
+
+/// TCP connect + TLS handshake must finish within this; a blackholed endpoint then
+/// costs one timeout and the next endpoint is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often an HTTP/2 peer connection is PINGed, and how long a PING may go
+/// unanswered before the connection is declared dead (and the pool redials).
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request sender on a fresh peer connection.
+pub enum PeerSender {
+    /// Multiplexed: clone freely, one connection per peer.
+    Http2(http2::SendRequest<ProxyBody>),
+    /// One request at a time; pooled while idle.
+    Http1(http1::SendRequest<ProxyBody>),
+}
+
+/// Connects to peer sidecars as this workload.
+#[derive(Clone)]
+pub struct PeerConnector {
+    store: Arc<SvidStore>,
+    /// One client config per expected identity: a config carries the TLS session
+    /// cache, so reusing it lets reconnects resume instead of full handshakes.
+    configs: Arc<Mutex<HashMap<SpiffeId, Arc<ClientConfig>>>>,
+    metrics: Arc<dyn ProxyMetrics>,
+}
+
+impl PeerConnector {
+    /// A connector presenting the SVID in `store`.
+    pub fn new(store: Arc<SvidStore>, metrics: Arc<dyn ProxyMetrics>) -> Self {
+        PeerConnector {
+            store,
+            configs: Arc::default(),
+            metrics,
+        }
+    }
+
+    fn client_config(&self, identity: &SpiffeId) -> Arc<ClientConfig> {
+        // The map only ever gains complete entries: a poisoned lock is still consistent.
+        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        let config = configs
+            .entry(identity.clone())
+            .or_insert_with(|| identity::client_config(&self.store, identity.clone()));
+        Arc::clone(config)
+    }
+
+    /// Connects to `addr`, requiring the server to be `identity`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        identity: &SpiffeId,
+    ) -> Result<PeerSender, BoxError> {
+        let connector = TlsConnector::from(self.client_config(identity));
+        let handshake = async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            // The SPIFFE verifier checks the URI SAN, not the name: an IP needs no DNS SAN.
+            connector
+                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                .await
+        };
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+            .await
+            .map_err(|_| {
+                format!("TCP connect and mTLS handshake took longer than {CONNECT_TIMEOUT:?}")
+            })??;
+        let protocol = Protocol::from_alpn(tls.get_ref().1.alpn_protocol());
+        self.metrics.outbound_connection(identity, addr, protocol);
+        let io = TokioIo::new(tls);
+        match protocol {
+            Protocol::Http2 => {
+                let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .adaptive_window(true)
+                    // A peer that vanished without a FIN is noticed by PING, not by
+                    // requests hanging until TCP gives up.
+                    .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+                    .handshake(io)
+                    .await?;
+                tokio::spawn(drive(connection, addr));
+                Ok(PeerSender::Http2(sender))
+            }
+            Protocol::Http1 => {
+                let (sender, connection) = http1::handshake(io).await?;
+                tokio::spawn(drive(connection, addr));
+                Ok(PeerSender::Http1(sender))
+            }
+        }
+    }
+}
+
+/// Runs a client connection to completion (it ends when every sender is dropped and
+/// in-flight exchanges finish, or when the peer goes away).
+async fn drive<C>(connection: C, addr: SocketAddr)
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    if let Err(error) = connection.await {
+        tracing::debug!(%addr, %error, "peer connection ended with an error");
+    }
+}

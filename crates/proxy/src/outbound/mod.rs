@@ -1,0 +1,61 @@
+//! The outbound listener: a plain-HTTP forward proxy on loopback for the local app
+//! (used through `HTTP_PROXY`), routing mesh service names over mTLS.
+//!
+//! Only the local application should reach this port; binding it to loopback is
+//! what keeps other hosts out (the address comes from [`crate::ProxyConfig`]).
+
+pub mod connect;
+pub mod pool;
+pub mod router;
+pub mod target;
+
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+
+use crate::hop_by_hop::HopByHopLayer;
+use crate::metrics::{Direction, ProxyMetrics};
+use crate::routes::Routes;
+use crate::server::{self, Stack};
+use pool::PeerPool;
+use router::Router;
+
+/// Builds the outbound request stack: hop-by-hop stripping, then the router.
+pub fn stack(routes: Routes, pool: PeerPool) -> Stack {
+    let service = ServiceBuilder::new()
+        .layer(HopByHopLayer)
+        // Egress policy slot: issue 4 decides non-mesh destinations here.
+        .layer(tower::layer::util::Identity::new())
+        .service(Router::new(routes, pool));
+    server::box_stack(service)
+}
+
+/// The outbound listener, ready to serve.
+pub struct Outbound {
+    /// The bound listener.
+    pub listener: TcpListener,
+    /// The request stack every connection shares.
+    pub stack: Stack,
+    /// Where connection and request events go.
+    pub metrics: Arc<dyn ProxyMetrics>,
+}
+
+impl Outbound {
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let Outbound {
+            listener,
+            stack,
+            metrics,
+        } = self;
+        server::accept_loop(listener, shutdown, move |stream, watcher| {
+            let service =
+                server::hyper_service(stack.clone(), (), Direction::Outbound, Arc::clone(&metrics));
+            server::serve_connection(TokioIo::new(stream), service, watcher)
+        })
+        .await;
+    }
+}

@@ -1,0 +1,268 @@
+//! Connections to peer sidecars, keyed by (endpoint address, expected identity).
+//!
+//! HTTP/2 peers (the normal case: every meshwork inbound offers `h2` by ALPN) get one
+//! multiplexed connection whose `SendRequest` is cloned per request. HTTP/1.1 peers get
+//! a keep-alive pool of idle connections: a sender returns to the pool once its
+//! exchange is complete. Closed connections are dropped at checkout and a new one is
+//! dialled, so a peer restart costs nothing but the reconnect.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use identity::SpiffeId;
+
+use super::connect::{PeerConnector, PeerSender};
+use crate::body::{BoxError, ProxyBody};
+
+/// Idle HTTP/1.1 connections kept per peer; more are closed when they become idle.
+const MAX_IDLE_HTTP1: usize = 32;
+
+/// A peer connection's identity: where it goes and who must answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// The peer's inbound address.
+    pub addr: SocketAddr,
+    /// The SPIFFE ID the peer must prove.
+    pub identity: SpiffeId,
+}
+
+#[derive(Default)]
+struct Entry {
+    http2: Option<http2::SendRequest<ProxyBody>>,
+    idle_http1: Vec<http1::SendRequest<ProxyBody>>,
+}
+
+/// How sending on a pooled connection failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be established: nothing was sent; here is the request back.
+    Connect {
+        /// The cause.
+        error: BoxError,
+        /// The unsent request.
+        request: Request<ProxyBody>,
+    },
+    /// The exchange failed; `request` is `Some` if it was provably never sent.
+    Exchange {
+        /// The cause.
+        error: hyper::Error,
+        /// The unsent request, when retrying is safe.
+        request: Option<Request<ProxyBody>>,
+    },
+}
+
+/// The pool of connections to peer sidecars.
+#[derive(Clone)]
+pub struct PeerPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: PeerConnector,
+    entries: Mutex<HashMap<PeerKey, Entry>>,
+}
+
+impl PeerPool {
+    /// An empty pool dialling with `connector`.
+    pub fn new(connector: PeerConnector) -> Self {
+        let inner = Inner {
+            connector,
+            entries: Mutex::new(HashMap::new()),
+        };
+        PeerPool {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Sends `request` to the peer `key`, reusing a pooled connection if there is one.
+    /// A pooled connection that turns out to be closed before the request left is
+    /// replaced by a fresh one, once.
+    pub async fn send(
+        &self,
+        key: &PeerKey,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let request = match self.checkout(key) {
+            Some(sender) => match self.send_on(key, sender, request).await {
+                Err(SendError::Exchange {
+                    request: Some(request),
+                    error,
+                }) => {
+                    tracing::debug!(addr = %key.addr, %error, "pooled connection was stale; redialling");
+                    request
+                }
+                answered => return answered,
+            },
+            None => request,
+        };
+        match self.dial(key).await {
+            Ok(sender) => self.send_on(key, sender, request).await,
+            Err(error) => Err(SendError::Connect { error, request }),
+        }
+    }
+
+    async fn send_on(
+        &self,
+        key: &PeerKey,
+        sender: PeerSender,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        match sender {
+            PeerSender::Http2(mut sender) => sender
+                .try_send_request(into_http2(request))
+                .await
+                .map_err(exchange_error),
+            PeerSender::Http1(mut sender) => {
+                let result = sender.try_send_request(into_http1(request)).await;
+                self.recycle_when_idle(key.clone(), sender);
+                result.map_err(exchange_error)
+            }
+        }
+    }
+
+    fn checkout(&self, key: &PeerKey) -> Option<PeerSender> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(key)?;
+        if let Some(sender) = &entry.http2 {
+            if !sender.is_closed() {
+                return Some(PeerSender::Http2(sender.clone()));
+            }
+            entry.http2 = None;
+        }
+        while let Some(sender) = entry.idle_http1.pop() {
+            if sender.is_ready() {
+                return Some(PeerSender::Http1(sender));
+            }
+        }
+        // Nothing usable left: forget the peer (it may have left the mesh).
+        entries.remove(key);
+        None
+    }
+
+    async fn dial(&self, key: &PeerKey) -> Result<PeerSender, BoxError> {
+        let sender = self
+            .inner
+            .connector
+            .connect(key.addr, &key.identity)
+            .await?;
+        if let PeerSender::Http2(http2) = &sender {
+            let mut entries = self.lock();
+            let entry = entries.entry(key.clone()).or_default();
+            // Concurrent first requests may each dial; keep the first live one pooled,
+            // the others serve their own request and close when it is done.
+            if entry
+                .http2
+                .as_ref()
+                .is_none_or(|existing| existing.is_closed())
+            {
+                entry.http2 = Some(http2.clone());
+            }
+        }
+        Ok(sender)
+    }
+
+    /// Returns an HTTP/1.1 sender to the idle pool once its exchange has finished
+    /// (i.e. the response body was consumed); drops it if the connection closed.
+    fn recycle_when_idle(&self, key: PeerKey, mut sender: http1::SendRequest<ProxyBody>) {
+        let pool: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let Some(inner) = pool.upgrade() else { return };
+            let mut entries = lock(&inner.entries);
+            let idle = &mut entries.entry(key).or_default().idle_http1;
+            if idle.len() < MAX_IDLE_HTTP1 {
+                idle.push(sender);
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerKey, Entry>> {
+        lock(&self.inner.entries)
+    }
+}
+
+/// The map holds only senders, never half-updated state, so a panic elsewhere while
+/// holding the lock leaves it consistent: recover from poisoning.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn exchange_error(mut error: hyper::client::conn::TrySendError<Request<ProxyBody>>) -> SendError {
+    let request = error.take_message();
+    SendError::Exchange {
+        error: error.into_error(),
+        request,
+    }
+}
+
+/// HTTP/2 carries the host as `:authority` (from an absolute URI), not as `Host`.
+/// (A request coming back unsent from an HTTP/1.1 attempt is origin-form again; its
+/// `Host` is moved back into the URI.)
+fn into_http2(mut request: Request<ProxyBody>) -> Request<ProxyBody> {
+    *request.version_mut() = http::Version::HTTP_2;
+    let host = request.headers_mut().remove(http::header::HOST);
+    if request.uri().authority().is_none() {
+        let authority = host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = authority;
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+/// HTTP/1.1 to a peer uses origin-form; the host travels in `Host`.
+fn into_http1(mut request: Request<ProxyBody>) -> Request<ProxyBody> {
+    *request.version_mut() = http::Version::HTTP_11;
+    if let Some(authority) = request.uri().authority().cloned()
+        && !request.headers().contains_key(http::header::HOST)
+        && let Ok(value) = http::HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(http::header::HOST, value);
+    }
+    if let Some(path) = request.uri().path_and_query().cloned() {
+        *request.uri_mut() = http::Uri::from(path);
+    }
+    request
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::body::empty;
+
+    #[test]
+    fn http1_form_is_origin_form_with_host() {
+        let request = Request::builder()
+            .uri("http://billing:80/charges?x=1")
+            .body(empty())
+            .unwrap();
+        let request = into_http1(request);
+        assert_eq!(request.uri(), "/charges?x=1");
+        assert_eq!(request.headers()[http::header::HOST], "billing:80");
+    }
+
+    #[test]
+    fn http2_form_is_absolute_without_host_even_after_an_http1_attempt() {
+        let request = Request::builder()
+            .uri("http://billing/charges")
+            .header(http::header::HOST, "billing")
+            .body(empty())
+            .unwrap();
+        let request = into_http2(into_http1(request));
+        assert_eq!(request.uri(), "http://billing/charges");
+        assert!(request.headers().get(http::header::HOST).is_none());
+        assert_eq!(request.version(), http::Version::HTTP_2);
+    }
+}

@@ -1,0 +1,129 @@
+//! The innermost outbound service: decides what a proxy request may reach and
+//! forwards mesh requests to one of the service's endpoints.
+//!
+//! - `http://SERVICE[:port]/path` where SERVICE is in the snapshot → an endpoint,
+//!   over the pooled mTLS connection to that peer sidecar.
+//! - `CONNECT SERVICE:port` → 501 for now (tunnels arrive with issue 4's egress work).
+//! - Anything else → 403 `egress_denied` (egress policy arrives in issue 4).
+
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+
+use super::pool::{PeerKey, PeerPool, SendError};
+use super::target::Target;
+use crate::body::{ProxyBody, boxed};
+use crate::forward_error::{ForwardError, error_chain};
+use crate::routes::{Routes, ServiceEndpoints};
+
+/// Routes outbound proxy requests to mesh services.
+#[derive(Clone)]
+pub struct Router {
+    routes: Routes,
+    pool: PeerPool,
+}
+
+impl Router {
+    /// A router reading the current table from `routes` and sending through `pool`.
+    pub fn new(routes: Routes, pool: PeerPool) -> Self {
+        Router { routes, pool }
+    }
+}
+
+impl tower::Service<Request<ProxyBody>> for Router {
+    type Response = Response<ProxyBody>;
+    type Error = ForwardError;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, ForwardError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
+        let routes = self.routes.clone();
+        let pool = self.pool.clone();
+        Box::pin(async move { route(&routes, &pool, request).await })
+    }
+}
+
+async fn route(
+    routes: &Routes,
+    pool: &PeerPool,
+    request: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let target = Target::of(&request)?;
+    let table = routes.load();
+    let service = table.service(target.host());
+    match (target, service) {
+        (Target::Connect { host, .. }, Some(_)) => {
+            Err(ForwardError::ConnectUnsupported { service: host })
+        }
+        (Target::Http { host, .. }, Some(service)) => forward(pool, &host, service, request).await,
+        (target, None) => Err(ForwardError::EgressDenied {
+            host: target.host().to_owned(),
+        }),
+    }
+}
+
+/// Tries the service's endpoints in round-robin order until one accepts the request.
+/// Moving on is only done while the request is provably unsent (connect failures,
+/// connections closed before sending), so non-idempotent requests are never repeated.
+async fn forward(
+    pool: &PeerPool,
+    service_name: &str,
+    service: &ServiceEndpoints,
+    request: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let mut request = request;
+    let mut last_failure = "the service has no endpoints".to_owned();
+    for endpoint in service.round_robin() {
+        let key = PeerKey {
+            addr: endpoint.addr,
+            identity: endpoint.identity.clone(),
+        };
+        match pool.send(&key, request).await {
+            Ok(response) => return Ok(response.map(boxed)),
+            Err(SendError::Connect {
+                error,
+                request: unsent,
+            }) => {
+                last_failure = connect_failure(service_name, key, error);
+                request = unsent;
+            }
+            Err(SendError::Exchange {
+                error,
+                request: Some(unsent),
+            }) => {
+                last_failure = format!("{} at {}: {error}", key.identity, key.addr);
+                request = unsent;
+            }
+            Err(SendError::Exchange {
+                error,
+                request: None,
+            }) => {
+                return Err(ForwardError::PeerRequest {
+                    service: service_name.to_owned(),
+                    retryable: false,
+                    source: error,
+                });
+            }
+        }
+    }
+    Err(ForwardError::PeerUnavailable {
+        service: service_name.to_owned(),
+        reason: last_failure,
+    })
+}
+
+/// Logs a failed endpoint connect and describes it for the final error.
+fn connect_failure(service: &str, key: PeerKey, source: crate::body::BoxError) -> String {
+    let error = ForwardError::PeerConnect {
+        addr: key.addr,
+        identity: key.identity,
+        source,
+    };
+    let description = error_chain(&error);
+    tracing::info!(service, error = %description, "endpoint failed; trying the next");
+    description
+}

@@ -1,0 +1,163 @@
+//! What an outbound proxy request asks for, parsed from its request target
+//! (RFC 9112 §3.2): absolute-form `http://host[:port]/path` or authority-form
+//! `CONNECT host:port`. Origin-form (`GET /path`) is not a proxy request.
+
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request};
+
+use crate::forward_error::ForwardError;
+
+/// A parsed outbound proxy request target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `GET http://host[:port]/path?query`.
+    Http {
+        /// Lower-cased host (a mesh service name, if it is one).
+        host: String,
+        /// The explicit port, if any.
+        port: Option<u16>,
+        /// What to send as the origin-form target.
+        path_and_query: PathAndQuery,
+    },
+    /// `CONNECT host:port`.
+    Connect {
+        /// Lower-cased host.
+        host: String,
+        /// The port (mandatory in authority-form).
+        port: u16,
+    },
+}
+
+impl Target {
+    /// The host the client asked for.
+    pub fn host(&self) -> &str {
+        match self {
+            Target::Http { host, .. } | Target::Connect { host, .. } => host,
+        }
+    }
+
+    /// Parses the target of `request`.
+    pub fn of<B>(request: &Request<B>) -> Result<Target, ForwardError> {
+        Target::parse(request.method(), request.uri())
+    }
+
+    /// Parses a request target given its method.
+    pub fn parse(method: &Method, uri: &Uri) -> Result<Target, ForwardError> {
+        if method == Method::CONNECT {
+            return parse_connect(uri);
+        }
+        let Some(authority) = uri.authority() else {
+            return Err(bad(
+                "origin-form request sent to the outbound proxy; send absolute-form \
+                 (http://SERVICE/path), e.g. by setting HTTP_PROXY",
+            ));
+        };
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(bad(&format!(
+                    "scheme {other:?} in absolute-form is not supported; use http:// \
+                     (the mesh adds mTLS between sidecars)"
+                )));
+            }
+            None => return Err(bad("absolute-form request without a scheme")),
+        }
+        if authority.as_str().contains('@') {
+            return Err(bad("userinfo in the request target is not allowed"));
+        }
+        let path_and_query = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Ok(Target::Http {
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16(),
+            path_and_query,
+        })
+    }
+}
+
+fn parse_connect(uri: &Uri) -> Result<Target, ForwardError> {
+    let authority = uri
+        .authority()
+        .filter(|_| uri.scheme().is_none() && uri.path_and_query().is_none())
+        .ok_or_else(|| bad("CONNECT needs an authority-form target (host:port)"))?;
+    let port = authority
+        .port_u16()
+        .ok_or_else(|| bad("CONNECT target has no port"))?;
+    Ok(Target::Connect {
+        host: authority.host().to_ascii_lowercase(),
+        port,
+    })
+}
+
+fn bad(reason: &str) -> ForwardError {
+    ForwardError::BadRequest {
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn parse(method: &str, target: &str) -> Result<Target, ForwardError> {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        Target::parse(&method, &target.parse().unwrap())
+    }
+
+    fn http(host: &str, port: Option<u16>, pq: &'static str) -> Target {
+        Target::Http {
+            host: host.to_owned(),
+            port,
+            path_and_query: PathAndQuery::from_static(pq),
+        }
+    }
+
+    #[test]
+    fn absolute_form_bare_service_name() {
+        let target = parse("GET", "http://billing/charges").unwrap();
+        assert_eq!(target, http("billing", None, "/charges"));
+    }
+
+    #[test]
+    fn absolute_form_with_port_query_and_case() {
+        let target = parse("POST", "http://Billing:8080/charges?id=1&x=y").unwrap();
+        assert_eq!(target, http("billing", Some(8080), "/charges?id=1&x=y"));
+    }
+
+    #[test]
+    fn absolute_form_without_path_gets_root() {
+        assert_eq!(
+            parse("GET", "http://billing").unwrap(),
+            http("billing", None, "/")
+        );
+    }
+
+    #[test]
+    fn origin_form_is_refused() {
+        let err = parse("GET", "/charges").unwrap_err();
+        assert!(err.to_string().contains("origin-form"), "{err}");
+    }
+
+    #[test]
+    fn other_schemes_and_userinfo_are_refused() {
+        assert!(parse("GET", "https://billing/").is_err());
+        assert!(parse("GET", "http://user:pw@billing/").is_err());
+    }
+
+    #[test]
+    fn connect_authority_form() {
+        let target = parse("CONNECT", "billing:443").unwrap();
+        assert_eq!(
+            target,
+            Target::Connect {
+                host: "billing".to_owned(),
+                port: 443
+            }
+        );
+        assert!(parse("CONNECT", "billing").is_err());
+        assert!(parse("CONNECT", "http://billing:443/").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Starting and running one sidecar: bind, get identity and routes, serve both
+//! listeners, drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use identity::{BundleError, SvidError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ProxyConfig;
+use crate::control_client::ControlError;
+use crate::discovery::{self, ControlLoops};
+use crate::inbound::{self, Inbound, app::AppService};
+use crate::metrics::{NoMetrics, ProxyMetrics};
+use crate::outbound::{self, Outbound, connect::PeerConnector, pool::PeerPool};
+use crate::ready::{ReadyFileError, ReadyInfo};
+
+/// Why the proxy could not start (or stopped abnormally).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listener could not be bound.
+    #[error("cannot bind the {listener} listener on {addr}")]
+    Bind {
+        /// `inbound` or `outbound`.
+        listener: &'static str,
+        /// The requested address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control plane refused a startup step (retrying would not help).
+    #[error("control plane: {step} failed")]
+    Control {
+        /// What the proxy was doing.
+        step: &'static str,
+        /// The cause.
+        #[source]
+        source: ControlError,
+    },
+    /// Key generation, the CSR or the returned SVID was unusable.
+    #[error("cannot make a key/CSR or use the SVID control returned")]
+    Svid(#[source] SvidError),
+    /// The returned trust bundle was unusable.
+    #[error("the trust bundle control returned is unusable")]
+    Bundle(#[source] BundleError),
+    /// Control said one identity, the certificate proves another.
+    #[error("control announced SVID {announced} but the certificate is for {certified}")]
+    SvidMismatch {
+        /// What the SVID response claimed.
+        announced: identity::SpiffeId,
+        /// What the certificate's URI SAN says.
+        certified: identity::SpiffeId,
+    },
+    /// The application address cannot be used as a URI authority.
+    #[error("application address {addr} is unusable")]
+    App {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: http::Error,
+    },
+    /// The ready file could not be written.
+    #[error(transparent)]
+    ReadyFile(#[from] ReadyFileError),
+}
+
+/// A started sidecar: listeners bound, SVID in hand, routes loaded; not yet serving.
+pub struct Proxy {
+    inbound: Inbound,
+    outbound: Outbound,
+    loops: Option<ControlLoops>,
+    info: ReadyInfo,
+}
+
+impl Proxy {
+    /// Binds both listeners, then obtains identity and routes from `config.control`
+    /// (for a socket: generating the key, SVID by CSR, registering the inbound address
+    /// and fetching the first snapshot, retrying while control is unreachable).
+    pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        Proxy::start_with_metrics(config, Arc::new(NoMetrics)).await
+    }
+
+    /// As [`Proxy::start`], reporting connection and request events to `metrics`.
+    pub async fn start_with_metrics(
+        config: ProxyConfig,
+        metrics: Arc<dyn ProxyMetrics>,
+    ) -> Result<Proxy, ProxyError> {
+        let inbound_listener = bind("inbound", config.inbound_listen).await?;
+        let outbound_listener = bind("outbound", config.outbound_listen).await?;
+        let inbound_addr = local_addr("inbound", &inbound_listener)?;
+        let outbound_addr = local_addr("outbound", &outbound_listener)?;
+        let app =
+            AppService::new(config.app, config.app_protocol).map_err(|source| ProxyError::App {
+                addr: config.app,
+                source,
+            })?;
+        let (store, routes, loops) =
+            discovery::bootstrap(config.control, &config.workload, inbound_addr).await?;
+        let pool = PeerPool::new(PeerConnector::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let info = ReadyInfo {
+            inbound: inbound_addr,
+            outbound: outbound_addr,
+            spiffe_id: store.svid().id().clone(),
+        };
+        tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, "proxy ready");
+        Ok(Proxy {
+            inbound: Inbound {
+                listener: inbound_listener,
+                stack: inbound::stack(app),
+                store,
+                metrics: Arc::clone(&metrics),
+            },
+            outbound: Outbound {
+                listener: outbound_listener,
+                stack: outbound::stack(routes, pool),
+                metrics,
+            },
+            loops,
+            info,
+        })
+    }
+
+    /// Where the listeners are bound and who this proxy is (the ready file's contents).
+    pub fn ready_info(&self) -> &ReadyInfo {
+        &self.info
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains in-flight
+    /// requests (bounded by [`crate::server::DRAIN_TIMEOUT`]).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let token = CancellationToken::new();
+        let inbound = tokio::spawn(self.inbound.serve(token.child_token()));
+        let outbound = tokio::spawn(self.outbound.serve(token.child_token()));
+        let loops = self
+            .loops
+            .map(|loops| tokio::spawn(loops.run(token.child_token())));
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        token.cancel();
+        // A panicked listener task has nothing left to drain; report and move on.
+        for (name, task) in [("inbound", inbound), ("outbound", outbound)] {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "{name} listener task failed");
+            }
+        }
+        if let Some(loops) = loops {
+            let _ = loops.await;
+        }
+    }
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+fn local_addr(listener: &'static str, bound: &TcpListener) -> Result<SocketAddr, ProxyError> {
+    bound.local_addr().map_err(|source| ProxyError::Bind {
+        listener,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}

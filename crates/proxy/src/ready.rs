@@ -1,0 +1,44 @@
+//! The ready file: written once the proxy can serve, read by `meshwork up` and tests.
+//!
+//! Written to a temporary sibling and renamed into place, so a reader never sees a
+//! half-written file (rename is atomic within a directory).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use identity::SpiffeId;
+use serde::{Deserialize, Serialize};
+
+/// Contents of the ready file, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    /// The bound inbound (mTLS) listener.
+    pub inbound: SocketAddr,
+    /// The bound outbound (HTTP proxy) listener.
+    pub outbound: SocketAddr,
+    /// The identity this proxy serves and calls as.
+    pub spiffe_id: SpiffeId,
+}
+
+/// Why the ready file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write ready file {path}")]
+pub struct ReadyFileError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Atomically writes `info` as JSON to `path`.
+pub async fn write_ready_file(path: &Path, info: &ReadyInfo) -> Result<(), ReadyFileError> {
+    let fail = |source| ReadyFileError {
+        path: path.to_owned(),
+        source,
+    };
+    let json = serde_json::to_vec(info).map_err(|e| fail(std::io::Error::other(e)))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    tokio::fs::write(&tmp, json).await.map_err(fail)?;
+    tokio::fs::rename(&tmp, path).await.map_err(fail)
+}

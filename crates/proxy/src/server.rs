@@ -1,0 +1,181 @@
+//! What both listeners share: the accept loop with graceful drain, the hyper
+//! connection builder (h1 + h2 on one port), and the adaptor from a boxed tower stack
+//! to a hyper service, where [`ForwardError`]s become JSON responses.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+use tower::util::BoxCloneSyncService;
+
+use crate::body::{ProxyBody, boxed};
+use crate::forward_error::ForwardError;
+use crate::metrics::{Direction, ProxyMetrics};
+
+/// A proxy stack as seen from the listener: boxed once, cloned per connection.
+pub type Stack = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, ForwardError>;
+
+/// How long in-flight requests get to finish after shutdown is requested.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After an accept error (e.g. out of file descriptors) wait before accepting again,
+/// instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The hyper connection builder both listeners use: h1 and h2 (by preface/ALPN).
+pub fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true);
+    builder
+}
+
+/// Accepts connections until `shutdown` is cancelled, hands each to `handle` on its
+/// own task, then waits (up to [`DRAIN_TIMEOUT`]) for watched connections to finish
+/// their in-flight requests. Connections still open after that are aborted.
+pub async fn accept_loop<H, F>(listener: TcpListener, shutdown: CancellationToken, handle: H)
+where
+    H: Fn(TcpStream, Watcher) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            // Reap finished connection tasks so the set does not grow forever.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    tasks.spawn(handle(stream, graceful.watcher()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; pausing before the next accept");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tasks.len(),
+            "drain timed out; closing remaining connections"
+        );
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Adapts a boxed stack to hyper: boxes the incoming body (streaming), inserts a
+/// per-connection request extension, and renders errors as JSON responses.
+pub fn hyper_service<X>(
+    stack: Stack,
+    extension: X,
+    direction: Direction,
+    metrics: Arc<dyn ProxyMetrics>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+> + Clone
+where
+    X: Clone + Send + Sync + 'static,
+{
+    hyper::service::service_fn(move |request: Request<Incoming>| {
+        let mut request = request.map(boxed);
+        request.extensions_mut().insert(extension.clone());
+        let stack = stack.clone();
+        let metrics = Arc::clone(&metrics);
+        answer(stack, request, direction, metrics)
+    })
+}
+
+/// Boxed here, in a non-generic function, so the compiler proves `Send` for this
+/// concrete future once (proving it through the generic hyper service trips the
+/// higher-ranked lifetime limitation of rust-lang/rust#102211).
+fn answer(
+    stack: Stack,
+    request: Request<ProxyBody>,
+    direction: Direction,
+    metrics: Arc<dyn ProxyMetrics>,
+) -> BoxFuture<'static, Result<Response<ProxyBody>, Infallible>> {
+    let mut stack = stack;
+    Box::pin(async move {
+        // Not `oneshot`: its generic state machine is what trips the lifetime check.
+        let result = match std::future::poll_fn(|cx| stack.poll_ready(cx)).await {
+            Ok(()) => stack.call(request).await,
+            Err(error) => Err(error),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(
+                    ?direction,
+                    side = error.side().as_str(),
+                    retryable = error.retryable(),
+                    error = %crate::forward_error::error_chain(&error),
+                    "request failed"
+                );
+                metrics.forward_error(direction, &error);
+                error.to_response()
+            }
+        };
+        metrics.response(direction, response.status());
+        Ok(response)
+    })
+}
+
+/// Serves one connection's worth of HTTP with `service` until it closes or the
+/// graceful watcher asks it to finish.
+pub async fn serve_connection<I, S>(io: I, service: S, watcher: Watcher)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = http_builder();
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    if let Err(error) = watcher.watch(connection).await {
+        // Peers resetting connections is normal life for a proxy: debug, not warn.
+        tracing::debug!(error = %error, "connection ended with an error");
+    }
+}
+
+/// A stack whose every call is answered by a `tower::Service` closure; used to box
+/// simple services without naming their types.
+pub fn box_stack<S>(service: S) -> Stack
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ForwardError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(service)
+}
