@@ -85,7 +85,10 @@ struct HeadMeta {
 
 /// Reads every `*.yaml`/`*.yml` file in `dir` (sorted, not recursive) into a validated set.
 pub fn load_dir(dir: &Path) -> Result<ResourceSet, LoadError> {
-    let io = |source| LoadError::Io { path: dir.to_owned(), source };
+    let io = |source| LoadError::Io {
+        path: dir.to_owned(),
+        source,
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(Result::ok)
@@ -111,12 +114,17 @@ pub fn load_dir(dir: &Path) -> Result<ResourceSet, LoadError> {
 /// Adds the resources in one file's text to `set` (without cross-resource validation).
 pub fn load_str(file: &Path, text: &str, set: &mut ResourceSet) -> Result<(), LoadError> {
     for (line, doc) in documents(text) {
-        let origin = Origin { file: file.to_owned(), line };
+        let origin = Origin {
+            file: file.to_owned(),
+            line,
+        };
         let head: Head = parse(doc, &origin, None)?;
         if head.api_version.is_none() && head.kind.is_none() && head.metadata.is_none() {
             continue; // an empty document, e.g. a leading `---`
         }
-        let kind = head.kind.ok_or_else(|| invalid(&origin, None, "kind", "is required"))?;
+        let kind = head
+            .kind
+            .ok_or_else(|| invalid(&origin, None, "kind", "is required"))?;
         let name = head.metadata.and_then(|m| m.name).unwrap_or_default();
         let resource = format!("{kind}/{name}");
         match head.api_version.as_deref() {
@@ -125,7 +133,14 @@ pub fn load_str(file: &Path, text: &str, set: &mut ResourceSet) -> Result<(), Lo
                 let msg = format!("unsupported apiVersion {other:?}; expected {API_VERSION:?}");
                 return Err(invalid(&origin, Some(&resource), "apiVersion", &msg));
             }
-            None => return Err(invalid(&origin, Some(&resource), "apiVersion", "is required")),
+            None => {
+                return Err(invalid(
+                    &origin,
+                    Some(&resource),
+                    "apiVersion",
+                    "is required",
+                ));
+            }
         }
         set.insert(&kind, doc, origin, &resource)?;
     }
@@ -139,10 +154,17 @@ pub(crate) fn parse_resource<S: DeserializeOwned>(
     resource: &str,
 ) -> Result<Loaded<S>, LoadError> {
     let parsed: Resource<S> = parse(doc, &origin, Some(resource))?;
-    Ok(Loaded { resource: parsed, origin })
+    Ok(Loaded {
+        resource: parsed,
+        origin,
+    })
 }
 
-fn parse<T: DeserializeOwned>(doc: &str, origin: &Origin, resource: Option<&str>) -> Result<T, LoadError> {
+fn parse<T: DeserializeOwned>(
+    doc: &str,
+    origin: &Origin,
+    resource: Option<&str>,
+) -> Result<T, LoadError> {
     let mut field = None;
     let result = serde_saphyr::with_deserializer_from_str(doc, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
@@ -181,7 +203,12 @@ fn first_line(msg: &str) -> String {
 }
 
 /// An error about one resource found after parsing (a semantic rule, not syntax).
-pub(crate) fn invalid(origin: &Origin, resource: Option<&str>, field: &str, message: &str) -> LoadError {
+pub(crate) fn invalid(
+    origin: &Origin,
+    resource: Option<&str>,
+    field: &str,
+    message: &str,
+) -> LoadError {
     LoadError::Invalid {
         file: origin.file.clone(),
         line: origin.line,
@@ -219,6 +246,9 @@ mod tests {
     #[test]
     fn documents_split_with_line_numbers() {
         let docs = documents("a: 1\n---\nb: 2\nc: 3\n---\n\n---\nd: 4\n");
-        assert_eq!(docs, vec![(1, "a: 1\n"), (3, "b: 2\nc: 3\n"), (8, "d: 4\n")]);
+        assert_eq!(
+            docs,
+            vec![(1, "a: 1\n"), (3, "b: 2\nc: 3\n"), (8, "d: 4\n")]
+        );
     }
 }

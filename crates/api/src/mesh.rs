@@ -66,7 +66,11 @@ impl Workload {
     /// The SPIFFE ID this workload is issued, Istio-style:
     /// `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`.
     pub fn spiffe_id(&self, td: &TrustDomain) -> SpiffeId {
-        let sa = self.spec.service_account.as_ref().unwrap_or(&self.metadata.name);
+        let sa = self
+            .spec
+            .service_account
+            .as_ref()
+            .unwrap_or(&self.metadata.name);
         let path = format!("/ns/{}/sa/{}", self.metadata.namespace, sa);
         // invariant: namespace and service account are DNS-1123 labels, which are
         // valid SPIFFE path segments, so the ID is always well-formed.

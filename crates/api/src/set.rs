@@ -62,7 +62,10 @@ impl ResourceSet {
     }
 
     /// The workloads backing a service.
-    pub fn backends<'a>(&'a self, service: &'a ServiceSpec) -> impl Iterator<Item = &'a Workload> + 'a {
+    pub fn backends<'a>(
+        &'a self,
+        service: &'a ServiceSpec,
+    ) -> impl Iterator<Item = &'a Workload> + 'a {
         self.workloads
             .iter()
             .map(|w| &w.resource)
@@ -77,13 +80,19 @@ impl ResourceSet {
         for w in &self.workloads {
             let res = format!("Workload/{}", w.resource.metadata.name);
             if w.resource.spec.command.is_empty() {
-                return Err(invalid(&w.origin, Some(&res), "spec.command", "must name a program"));
+                return Err(invalid(
+                    &w.origin,
+                    Some(&res),
+                    "spec.command",
+                    "must name a program",
+                ));
             }
         }
         for s in &self.services {
             let res = format!("Service/{}", s.resource.metadata.name);
             if s.resource.spec.selector.is_empty() {
-                let msg = "must list at least one label; an empty selector would match every workload";
+                let msg =
+                    "must list at least one label; an empty selector would match every workload";
                 return Err(invalid(&s.origin, Some(&res), "spec.selector", msg));
             }
         }
@@ -121,7 +130,12 @@ fn unique_names<S>(items: &[Loaded<S>], kind: &str) -> Result<(), LoadError> {
         let meta = &item.resource.metadata;
         if !seen.insert((meta.namespace.clone(), meta.name.clone())) {
             let res = format!("{kind}/{}", meta.name);
-            return Err(invalid(&item.origin, Some(&res), "metadata.name", "is already used by another resource of this kind"));
+            return Err(invalid(
+                &item.origin,
+                Some(&res),
+                "metadata.name",
+                "is already used by another resource of this kind",
+            ));
         }
     }
     Ok(())

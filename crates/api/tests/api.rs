@@ -15,9 +15,20 @@ fn store_billing_example_loads() {
     let mesh = set.mesh().expect("mesh");
     assert_eq!(mesh.spec.trust_domain.as_str(), "meshwork.local");
     let billing = set.workload_id("billing").expect("billing");
-    assert_eq!(billing.as_str(), "spiffe://meshwork.local/ns/default/sa/billing");
-    let svc = &set.services.iter().find(|s| s.resource.metadata.name.as_str() == "billing").expect("svc").resource;
-    let backends: Vec<_> = set.backends(&svc.spec).map(|w| w.metadata.name.to_string()).collect();
+    assert_eq!(
+        billing.as_str(),
+        "spiffe://meshwork.local/ns/default/sa/billing"
+    );
+    let svc = &set
+        .services
+        .iter()
+        .find(|s| s.resource.metadata.name.as_str() == "billing")
+        .expect("svc")
+        .resource;
+    let backends: Vec<_> = set
+        .backends(&svc.spec)
+        .map(|w| w.metadata.name.to_string())
+        .collect();
     assert_eq!(backends, ["billing"]);
 }
 
@@ -33,7 +44,9 @@ const MESH: &str = "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata: {na
 
 #[test]
 fn unknown_field_names_file_line_resource_and_field() {
-    let text = format!("{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: billing\nspec:\n  command: [x]\n  comand: [y]\n");
+    let text = format!(
+        "{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: billing\nspec:\n  command: [x]\n  comand: [y]\n"
+    );
     let err = load_err(&text);
     assert!(err.starts_with("bad.yaml:12:"), "{err}");
     assert!(err.contains("Workload/billing"), "{err}");
@@ -42,7 +55,9 @@ fn unknown_field_names_file_line_resource_and_field() {
 
 #[test]
 fn invalid_trust_domain_names_the_field_and_rule() {
-    let err = load_err("apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  trustDomain: Meshwork.Local\n");
+    let err = load_err(
+        "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  trustDomain: Meshwork.Local\n",
+    );
     assert!(err.contains("bad.yaml:5:"), "{err}");
     assert!(err.contains("spec.trustDomain"), "{err}");
     assert!(err.contains("Mesh/m"), "{err}");
@@ -50,28 +65,54 @@ fn invalid_trust_domain_names_the_field_and_rule() {
 
 #[test]
 fn wrong_api_version_and_unknown_kind_are_named() {
-    let err = load_err("apiVersion: v1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n");
-    assert!(err.contains("apiVersion") && err.contains("meshwork.dev/v1alpha1"), "{err}");
-    let err = load_err("apiVersion: meshwork.dev/v1alpha1\nkind: Workloads\nmetadata: {name: a}\nspec: {}\n");
-    assert!(err.contains("unknown kind \"Workloads\"") && err.contains("Workload,"), "{err}");
+    let err =
+        load_err("apiVersion: v1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n");
+    assert!(
+        err.contains("apiVersion") && err.contains("meshwork.dev/v1alpha1"),
+        "{err}"
+    );
+    let err = load_err(
+        "apiVersion: meshwork.dev/v1alpha1\nkind: Workloads\nmetadata: {name: a}\nspec: {}\n",
+    );
+    assert!(
+        err.contains("unknown kind \"Workloads\"") && err.contains("Workload,"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_names_and_semantic_rules_are_reported() {
-    let err = load_err(&format!("{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {{name: Billing}}\nspec: {{command: [x]}}\n"));
-    assert!(err.contains("metadata.name") && err.contains("lowercase"), "{err}");
-    let err = load_err(&format!("{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {{name: a}}\nspec: {{command: []}}\n"));
-    assert!(err.contains("spec.command") && err.contains("bad.yaml:6"), "{err}");
-    let err = load_err(&format!("{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Service\nmetadata: {{name: a}}\nspec: {{selector: {{}}}}\n"));
+    let err = load_err(&format!(
+        "{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {{name: Billing}}\nspec: {{command: [x]}}\n"
+    ));
+    assert!(
+        err.contains("metadata.name") && err.contains("lowercase"),
+        "{err}"
+    );
+    let err = load_err(&format!(
+        "{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {{name: a}}\nspec: {{command: []}}\n"
+    ));
+    assert!(
+        err.contains("spec.command") && err.contains("bad.yaml:6"),
+        "{err}"
+    );
+    let err = load_err(&format!(
+        "{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Service\nmetadata: {{name: a}}\nspec: {{selector: {{}}}}\n"
+    ));
     assert!(err.contains("spec.selector"), "{err}");
     let dup = "apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n---\n";
     let err = load_err(&format!("{MESH}{dup}{dup}"));
-    assert!(err.contains("already used") && err.contains("bad.yaml:11"), "{err}");
+    assert!(
+        err.contains("already used") && err.contains("bad.yaml:11"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_mesh_and_syntax_errors_do_not_panic() {
-    let err = load_err("apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n");
+    let err = load_err(
+        "apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n",
+    );
     assert!(err.contains("no `kind: Mesh`"), "{err}");
     let err = load_err("apiVersion: [unclosed\n");
     assert!(err.starts_with("bad.yaml:"), "{err}");

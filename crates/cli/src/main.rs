@@ -63,14 +63,30 @@ fn main() -> std::process::ExitCode {
 
 fn validate(dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
     let set = api::load_dir(dir)?;
-    let Some(mesh) = set.mesh() else { anyhow::bail!("no Mesh resource") };
-    println!("mesh {} (trust domain {})", mesh.metadata.name, mesh.spec.trust_domain);
+    let Some(mesh) = set.mesh() else {
+        anyhow::bail!("no Mesh resource")
+    };
+    println!(
+        "mesh {} (trust domain {})",
+        mesh.metadata.name, mesh.spec.trust_domain
+    );
     for w in &set.workloads {
-        println!("workload {:<12} {}", w.resource.metadata.name, w.resource.spiffe_id(&mesh.spec.trust_domain));
+        println!(
+            "workload {:<12} {}",
+            w.resource.metadata.name,
+            w.resource.spiffe_id(&mesh.spec.trust_domain)
+        );
     }
     for s in &set.services {
-        let backends: Vec<_> = set.backends(&s.resource.spec).map(|w| w.metadata.name.to_string()).collect();
-        println!("service  {:<12} -> {}", s.resource.metadata.name, backends.join(", "));
+        let backends: Vec<_> = set
+            .backends(&s.resource.spec)
+            .map(|w| w.metadata.name.to_string())
+            .collect();
+        println!(
+            "service  {:<12} -> {}",
+            s.resource.metadata.name,
+            backends.join(", ")
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

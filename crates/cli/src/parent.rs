@@ -12,7 +12,10 @@ pub const PARENT_PID_ENV: &str = "MESHWORK_PARENT_PID";
 
 /// Resolves when the supervising parent (if any) has gone; never otherwise.
 pub async fn gone() {
-    let Some(want) = std::env::var(PARENT_PID_ENV).ok().and_then(|v| v.parse::<u32>().ok()) else {
+    let Some(want) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
         return std::future::pending().await;
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));

@@ -79,7 +79,7 @@ pub enum ControlError {
         #[source]
         source: serde_json::Error,
     },
-    /// The answer exceeded [`MAX_ANSWER_BYTES`].
+    /// The answer exceeded the size limit (16 MiB).
     #[error("control's answer to {route} exceeds {MAX_ANSWER_BYTES} bytes")]
     TooLarge {
         /// The route called.

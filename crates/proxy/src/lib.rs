@@ -7,7 +7,8 @@
 //! contract (SVID by CSR, endpoint registration, snapshot long poll).
 //!
 //! Must not import `control`, `broker` or `cli`; talks to the control plane only
-//! through [`api::contract`] over its socket ([`control_client`]).
+//! through [`api::contract`] over its socket ([`ControlClient`], the one file that
+//! changes when agents move to gRPC).
 //!
 //! Runs on any tokio runtime, including `current_thread`: nothing here assumes
 //! worker threads.

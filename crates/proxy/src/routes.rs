@@ -69,6 +69,7 @@ impl ServiceEndpoints {
     }
 
     /// Whether the service currently has no endpoints.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.endpoints.is_empty()
     }

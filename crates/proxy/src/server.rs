@@ -166,8 +166,8 @@ where
     }
 }
 
-/// A stack whose every call is answered by a `tower::Service` closure; used to box
-/// simple services without naming their types.
+/// Boxes a composed service into a [`Stack`] (the type boundary between the layer
+/// chain and the listener).
 pub fn box_stack<S>(service: S) -> Stack
 where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ForwardError>

@@ -182,11 +182,33 @@ async fn connect_and_origin_form_are_refused_clearly() {
     };
     assert_eq!(connect("billing:443").await, StatusCode::NOT_IMPLEMENTED);
     assert_eq!(connect("example.com:443").await, StatusCode::FORBIDDEN);
+    // Origin-form with no Host at all cannot be routed.
     let (status, body) = via_proxy(outbound, "GET", "/charges", &[], "")
         .await
         .unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(json(&body)["error"], "bad_proxy_request");
+}
+
+#[tokio::test]
+async fn origin_form_is_routed_by_host_header() {
+    let mesh = Mesh::start().await;
+    let (status, body) = via_proxy(
+        mesh.store.outbound,
+        "POST",
+        "/charges",
+        &[("host", "billing")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let echo = json(&body);
+    assert_eq!(echo["path"], "/charges");
+    assert_eq!(
+        echo["headers"]["x-meshwork-client-id"],
+        serde_json::json!([mesh.id(STORE).as_str()])
+    );
 }
 
 /// A request body fed from a channel, so the test decides when each chunk is sent.

@@ -34,8 +34,13 @@ pub enum DemoApp {
 
 /// Serves the chosen demo app on `127.0.0.1:$PORT` until SIGTERM.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let port: u16 = std::env::var("PORT").context("PORT is not set")?.parse().context("PORT is not a port number")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let port: u16 = std::env::var("PORT")
+        .context("PORT is not set")?
+        .parse()
+        .context("PORT is not a port number")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(web::serve(port, move |req| handle(args.app, req)))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -47,27 +52,45 @@ async fn handle(app: DemoApp, req: Request) -> Reply {
         (_, "GET", "/healthz") => Reply::json(200, serde_json::json!({"ok": true})),
         (DemoApp::Billing, "POST", "/charges") => {
             let n = CHARGES.fetch_add(1, Ordering::Relaxed) + 1;
-            Reply::json(201, serde_json::json!({
-                "id": format!("ch_{n}"),
-                "status": "succeeded",
-                "caller": req.client_id,
-            }))
+            Reply::json(
+                201,
+                serde_json::json!({
+                    "id": format!("ch_{n}"),
+                    "status": "succeeded",
+                    "caller": req.client_id,
+                }),
+            )
         }
         (DemoApp::Store, "POST", "/checkout") => call_billing("store").await,
         (DemoApp::Reporting, "GET", "/report") => call_billing("reporting").await,
-        _ => Reply::json(404, serde_json::json!({"error": "not_found", "path": req.path})),
+        _ => Reply::json(
+            404,
+            serde_json::json!({"error": "not_found", "path": req.path}),
+        ),
     }
 }
 
 async fn call_billing(who: &str) -> Reply {
-    match web::post_via_proxy("http://billing/charges", Bytes::from_static(b"{\"amount\":1000}")).await {
+    match web::post_via_proxy(
+        "http://billing/charges",
+        Bytes::from_static(b"{\"amount\":1000}"),
+    )
+    .await
+    {
         Ok((status, body)) => {
-            let billing: serde_json::Value = serde_json::from_slice(&body)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
-            Reply::json(if status < 300 { 200 } else { 502 }, serde_json::json!({
-                "from": who, "billing_status": status, "billing": billing,
-            }))
+            let billing: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+            });
+            Reply::json(
+                if status < 300 { 200 } else { 502 },
+                serde_json::json!({
+                    "from": who, "billing_status": status, "billing": billing,
+                }),
+            )
         }
-        Err(e) => Reply::json(502, serde_json::json!({"from": who, "error": e.to_string()})),
+        Err(e) => Reply::json(
+            502,
+            serde_json::json!({"from": who, "error": e.to_string()}),
+        ),
     }
 }

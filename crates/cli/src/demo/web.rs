@@ -38,7 +38,9 @@ where
     F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
     println!("listening on 127.0.0.1:{port}");
     let shutdown = crate::parent::shutdown_signal();
     tokio::pin!(shutdown);
@@ -53,7 +55,9 @@ where
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(respond(handler(parts(req).await).await)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -74,8 +78,12 @@ async fn parts(req: hyper::Request<Incoming>) -> Request {
 
 fn respond(reply: Reply) -> hyper::Response<Full<Bytes>> {
     let mut resp = hyper::Response::new(Full::new(Bytes::from(reply.body.to_string() + "\n")));
-    *resp.status_mut() = hyper::StatusCode::from_u16(reply.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -83,7 +91,9 @@ fn respond(reply: Reply) -> hyper::Response<Full<Bytes>> {
 pub async fn post_via_proxy(url: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
     let proxy = std::env::var("HTTP_PROXY").context("HTTP_PROXY is not set; run under meshwork")?;
     let addr = proxy.trim_start_matches("http://").trim_end_matches('/');
-    let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to the sidecar at {addr}"))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to the sidecar at {addr}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let req = hyper::Request::post(url)

@@ -27,8 +27,14 @@ pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     let resources = api::load_dir(&args.resources)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
-    let socket = args.socket.unwrap_or_else(|| args.state_dir.join("control.sock"));
-    let config = control::ControlConfig { socket, state_dir: args.state_dir, resources };
+    let socket = args
+        .socket
+        .unwrap_or_else(|| args.state_dir.join("control.sock"));
+    let config = control::ControlConfig {
+        socket,
+        state_dir: args.state_dir,
+        resources,
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(control::serve(config, parent::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)

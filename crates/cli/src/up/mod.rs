@@ -56,16 +56,25 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-async fn start_all(sup: &mut Supervisor, set: &ResourceSet, args: &UpArgs, state: &StateDir) -> anyhow::Result<()> {
+async fn start_all(
+    sup: &mut Supervisor,
+    set: &ResourceSet,
+    args: &UpArgs,
+    state: &StateDir,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the meshwork binary")?;
     let timeout = Duration::from_secs(args.ready_timeout);
-    let dir = args.dir.canonicalize().with_context(|| format!("resolving {}", args.dir.display()))?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.dir.display()))?;
     let control = Child::meshwork(&exe, "control")
         .args(["--resources".as_ref(), dir.as_os_str()])
         .args(["--state-dir".as_ref(), state.path().as_os_str()])
         .args(["--socket".as_ref(), state.control_socket().as_os_str()]);
     sup.spawn("control", control)?;
-    sup.wait_for_socket("control", &state.control_socket(), timeout).await?;
+    sup.wait_for_socket("control", &state.control_socket(), timeout)
+        .await?;
 
     let mut apps = Vec::new();
     for w in &set.workloads {
@@ -79,7 +88,10 @@ async fn start_all(sup: &mut Supervisor, set: &ResourceSet, args: &UpArgs, state
         let _ = std::fs::remove_file(&ready);
         let mut proxy = Child::meshwork(&exe, "proxy")
             .args(["--workload", &name, "--app", &format!("127.0.0.1:{port}")])
-            .args(["--control-socket".as_ref(), state.control_socket().as_os_str()])
+            .args([
+                "--control-socket".as_ref(),
+                state.control_socket().as_os_str(),
+            ])
             .args(["--ready-file".as_ref(), ready.as_os_str()]);
         if w.spec.protocol == api::mesh::AppProtocol::Http2 {
             proxy = proxy.args(["--app-http2"]);
@@ -89,8 +101,12 @@ async fn start_all(sup: &mut Supervisor, set: &ResourceSet, args: &UpArgs, state
     }
     let mut table = Vec::new();
     for (name, port, ready) in apps {
-        let info = sup.wait_for_ready(&format!("{name}/proxy"), &ready, timeout).await?;
-        let Some(w) = set.workload(&name) else { continue };
+        let info = sup
+            .wait_for_ready(&format!("{name}/proxy"), &ready, timeout)
+            .await?;
+        let Some(w) = set.workload(&name) else {
+            continue;
+        };
         let app = Child::app(&exe, &w.spec.command, &dir)
             .envs(&w.spec.env)
             .env("PORT", &port.to_string())
@@ -100,7 +116,8 @@ async fn start_all(sup: &mut Supervisor, set: &ResourceSet, args: &UpArgs, state
         table.push((name, port, info));
     }
     for (name, port, _) in &table {
-        sup.wait_for_port(&format!("{name}/app"), *port, timeout).await?;
+        sup.wait_for_port(&format!("{name}/app"), *port, timeout)
+            .await?;
     }
     print_table(&table, state);
     Ok(())
@@ -109,11 +126,24 @@ async fn start_all(sup: &mut Supervisor, set: &ResourceSet, args: &UpArgs, state
 fn print_table(rows: &[(String, u16, ReadyFile)], state: &StateDir) {
     println!("[up] meshwork is up; state in {}", state.path().display());
     let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
-    let id = rows.iter().map(|(.., i)| i.spiffe_id.len()).max().unwrap_or(9).max(9);
-    println!("[up] {:<w$}  {:<id$}  {:<15}  {:<15}  {}", "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)");
+    let id = rows
+        .iter()
+        .map(|(.., i)| i.spiffe_id.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    println!(
+        "[up] {:<w$}  {:<id$}  {:<15}  {:<15}  {}",
+        "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)"
+    );
     for (name, port, info) in rows {
         let app = format!("127.0.0.1:{port}");
-        println!("[up] {name:<w$}  {:<id$}  {app:<15}  {:<15}  {}", info.spiffe_id, info.inbound.to_string(), info.outbound);
+        println!(
+            "[up] {name:<w$}  {:<id$}  {app:<15}  {:<15}  {}",
+            info.spiffe_id,
+            info.inbound.to_string(),
+            info.outbound
+        );
     }
     println!("[up] try: meshwork exec store -- curl -s -X POST http://billing/charges");
     println!("[up] ready");

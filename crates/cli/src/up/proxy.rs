@@ -47,11 +47,17 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         inbound_listen: args.inbound,
         outbound_listen: args.outbound,
         app: args.app,
-        app_protocol: if args.app_http2 { proxy::AppProtocol::Http2 } else { proxy::AppProtocol::Http1 },
+        app_protocol: if args.app_http2 {
+            proxy::AppProtocol::Http2
+        } else {
+            proxy::AppProtocol::Http1
+        },
         ready_file: args.ready_file,
     };
     let rt = if args.single_thread {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Runtime::new()
     }

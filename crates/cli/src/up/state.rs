@@ -20,7 +20,8 @@ pub struct ReadyFile {
 impl ReadyFile {
     /// Reads and parses a ready file.
     pub fn read(path: &Path) -> anyhow::Result<ReadyFile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 }
@@ -34,7 +35,10 @@ impl StateDir {
     /// Opens `path` (creating it) without claiming it, for readers such as `exec`.
     pub fn open(path: &Path) -> anyhow::Result<StateDir> {
         let path = path.canonicalize().with_context(|| {
-            format!("state directory {} does not exist; is `meshwork up` running here?", path.display())
+            format!(
+                "state directory {} does not exist; is `meshwork up` running here?",
+                path.display()
+            )
         })?;
         Ok(StateDir { path })
     }
@@ -48,10 +52,14 @@ impl StateDir {
         if let Ok(pid) = std::fs::read_to_string(&lock) {
             let pid = pid.trim();
             if Path::new("/proc").join(pid).exists() && pid != std::process::id().to_string() {
-                bail!("another `meshwork up` (pid {pid}) is using {}; stop it or pass --state-dir", state.path.display());
+                bail!(
+                    "another `meshwork up` (pid {pid}) is using {}; stop it or pass --state-dir",
+                    state.path.display()
+                );
             }
         }
-        std::fs::write(&lock, std::process::id().to_string()).with_context(|| format!("writing {}", lock.display()))?;
+        std::fs::write(&lock, std::process::id().to_string())
+            .with_context(|| format!("writing {}", lock.display()))?;
         Ok(state)
     }
 

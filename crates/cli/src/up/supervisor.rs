@@ -78,7 +78,9 @@ pub struct Supervisor {
 impl Supervisor {
     /// No children yet.
     pub fn new() -> Supervisor {
-        Supervisor { children: Vec::new() }
+        Supervisor {
+            children: Vec::new(),
+        }
     }
 
     /// Starts `child` in its own process group with its output prefixed by `[name]`.
@@ -96,30 +98,60 @@ impl Supervisor {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(prefix_lines(name.to_owned(), err, true));
         }
-        self.children.push(Running { name: name.to_owned(), child });
+        self.children.push(Running {
+            name: name.to_owned(),
+            child,
+        });
         Ok(())
     }
 
     /// Waits until a unix socket accepts connections.
-    pub async fn wait_for_socket(&mut self, name: &str, path: &Path, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_for_socket(
+        &mut self,
+        name: &str,
+        path: &Path,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         self.wait_until(name, timeout, || {
-            std::os::unix::net::UnixStream::connect(path).is_ok().then_some(())
+            std::os::unix::net::UnixStream::connect(path)
+                .is_ok()
+                .then_some(())
         })
         .await
     }
 
     /// Waits until an application accepts connections on its loopback port.
-    pub async fn wait_for_port(&mut self, name: &str, port: u16, timeout: Duration) -> anyhow::Result<()> {
-        self.wait_until(name, timeout, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
-            .await
+    pub async fn wait_for_port(
+        &mut self,
+        name: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.wait_until(name, timeout, || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_ok()
+                .then_some(())
+        })
+        .await
     }
 
     /// Waits until a sidecar has written its ready file.
-    pub async fn wait_for_ready(&mut self, name: &str, path: &Path, timeout: Duration) -> anyhow::Result<ReadyFile> {
-        self.wait_until(name, timeout, || ReadyFile::read(path).ok()).await
+    pub async fn wait_for_ready(
+        &mut self,
+        name: &str,
+        path: &Path,
+        timeout: Duration,
+    ) -> anyhow::Result<ReadyFile> {
+        self.wait_until(name, timeout, || ReadyFile::read(path).ok())
+            .await
     }
 
-    async fn wait_until<T>(&mut self, name: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    async fn wait_until<T>(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> anyhow::Result<T> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(v) = probe() {
@@ -174,7 +206,11 @@ impl Supervisor {
         for c in self.children.iter_mut().rev() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if tokio::time::timeout(left, c.child.wait()).await.is_err() {
-                eprintln!("[up] {} did not stop within {}s; killing it", c.name, grace.as_secs());
+                eprintln!(
+                    "[up] {} did not stop within {}s; killing it",
+                    c.name,
+                    grace.as_secs()
+                );
                 signal_group(&c.child, Signal::SIGKILL);
                 let _ = c.child.wait().await;
             }

@@ -11,7 +11,9 @@ pub fn meshwork() -> Command {
 }
 
 pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
 }
 
 /// A running `meshwork up` with its own state directory.
@@ -47,7 +49,11 @@ impl Up {
                 }
             });
         }
-        let up = Up { child, state, output: rx };
+        let up = Up {
+            child,
+            state,
+            output: rx,
+        };
         up.wait_for_line("[up] ready", Duration::from_secs(60));
         up
     }
@@ -79,7 +85,11 @@ impl Up {
 
     /// A sidecar's ready file as JSON.
     pub fn ready(&self, workload: &str) -> serde_json::Value {
-        let path = self.state.path().join("workloads").join(format!("{workload}.json"));
+        let path = self
+            .state
+            .path()
+            .join("workloads")
+            .join(format!("{workload}.json"));
         let text = std::fs::read_to_string(&path).expect("ready file");
         serde_json::from_str(&text).expect("ready json")
     }
@@ -90,14 +100,21 @@ impl Up {
 
     /// Sends `sig` to `up` and waits for it to exit.
     pub fn signal_and_wait(&mut self, sig: &str, timeout: Duration) -> std::process::ExitStatus {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
         assert!(status.success());
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "meshwork up did not exit after SIG{sig}");
+            assert!(
+                Instant::now() < deadline,
+                "meshwork up did not exit after SIG{sig}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -114,10 +131,16 @@ impl Drop for Up {
 pub fn children_of(parent: u32) -> Vec<u32> {
     let needle = format!("MESHWORK_PARENT_PID={parent}");
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
         if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             found.push(pid);
         }

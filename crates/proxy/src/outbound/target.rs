@@ -1,6 +1,9 @@
 //! What an outbound proxy request asks for, parsed from its request target
 //! (RFC 9112 §3.2): absolute-form `http://host[:port]/path` or authority-form
-//! `CONNECT host:port`. Origin-form (`GET /path`) is not a proxy request.
+//! `CONNECT host:port`. Origin-form (`GET /path`) is routed by its `Host` header,
+//! as Linkerd does for transparently redirected traffic: a client that talks to
+//! the outbound port as if it were the service (`curl -H 'Host: billing'
+//! http://127.0.0.1:PORT/charges`, load generators, h2 clients) reaches the service.
 
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request};
@@ -36,9 +39,15 @@ impl Target {
         }
     }
 
-    /// Parses the target of `request`.
+    /// Parses the target of `request`; origin-form falls back to the `Host` header.
     pub fn of<B>(request: &Request<B>) -> Result<Target, ForwardError> {
-        Target::parse(request.method(), request.uri())
+        let uri = request.uri();
+        if uri.authority().is_none() && request.method() != Method::CONNECT {
+            if let Some(host) = request.headers().get(http::header::HOST) {
+                return parse_host_header(host, uri);
+            }
+        }
+        Target::parse(request.method(), uri)
     }
 
     /// Parses a request target given its method.
@@ -75,6 +84,25 @@ impl Target {
             path_and_query,
         })
     }
+}
+
+/// Origin-form with `Host: service[:port]`.
+fn parse_host_header(host: &http::HeaderValue, uri: &Uri) -> Result<Target, ForwardError> {
+    let authority: http::uri::Authority = host
+        .to_str()
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .filter(|a: &http::uri::Authority| !a.as_str().contains('@'))
+        .ok_or_else(|| bad("the Host header is not a valid host[:port]"))?;
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Ok(Target::Http {
+        host: authority.host().to_ascii_lowercase(),
+        port: authority.port_u16(),
+        path_and_query,
+    })
 }
 
 fn parse_connect(uri: &Uri) -> Result<Target, ForwardError> {
@@ -136,7 +164,21 @@ mod tests {
     }
 
     #[test]
-    fn origin_form_is_refused() {
+    fn origin_form_uses_the_host_header() {
+        let request = Request::get("/charges?x=1")
+            .header("host", "Billing:80")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            Target::of(&request).unwrap(),
+            http("billing", Some(80), "/charges?x=1")
+        );
+        let bad = Request::get("/").header("host", "a b").body(()).unwrap();
+        assert!(Target::of(&bad).is_err());
+    }
+
+    #[test]
+    fn origin_form_without_host_is_refused() {
         let err = parse("GET", "/charges").unwrap_err();
         assert!(err.to_string().contains("origin-form"), "{err}");
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use api::contract::Snapshot;
@@ -41,7 +42,7 @@ fn snapshot(mesh: &Mesh, version: u64, with_billing: bool) -> Snapshot {
     Snapshot { version, services }
 }
 
-async fn status_of_billing(outbound: std::net::SocketAddr) -> StatusCode {
+async fn status_of_billing(outbound: SocketAddr) -> StatusCode {
     via_proxy(outbound, "GET", "http://billing/x", &[], "")
         .await
         .unwrap()
@@ -74,43 +75,54 @@ async fn socket_source_bootstraps_follows_snapshots_and_survives_control_loss() 
     assert_eq!(registered[0].inbound, ready.inbound);
     assert_eq!(status_of_billing(ready.outbound).await, StatusCode::OK);
 
-    control.publish(snapshot(&mesh, 2, false));
-    eventually("billing removed", || async {
-        status_of_billing(ready.outbound).await == StatusCode::FORBIDDEN
-    })
-    .await;
-    control.publish(snapshot(&mesh, 3, true));
-    eventually("billing back", || async {
-        status_of_billing(ready.outbound).await == StatusCode::OK
-    })
-    .await;
-
-    control.stop();
-    // Static stability: the last snapshot and SVID keep serving without control.
-    for _ in 0..3 {
-        assert_eq!(status_of_billing(ready.outbound).await, StatusCode::OK);
-    }
-
-    // Control comes back without its state (versions restart at 1, billing unknown):
-    // the proxy re-registers and resyncs instead of waiting for "newer" versions.
-    let identities = HashMap::from([("store".to_owned(), mesh.id(STORE))]);
-    let restarted = FakeControl::start_at(
-        control.socket.clone(),
-        mesh.ca.clone(),
-        identities,
-        snapshot(&mesh, 1, false),
-    );
-    eventually("resync after control restart", || async {
-        status_of_billing(ready.outbound).await == StatusCode::FORBIDDEN
-    })
-    .await;
-    assert_eq!(restarted.registrations()[0].inbound, ready.inbound);
+    follow_updates_and_outlive_control(&mesh, &control, ready.outbound).await;
+    restart_control(&mesh, &control, &ready).await;
     stop.send(()).unwrap();
     tokio::time::timeout(HANG_GUARD, running)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// Snapshot changes arrive through the long poll; once control is gone the last
+/// snapshot and SVID keep serving (static stability).
+async fn follow_updates_and_outlive_control(
+    mesh: &Mesh,
+    control: &FakeControl,
+    outbound: SocketAddr,
+) {
+    control.publish(snapshot(mesh, 2, false));
+    eventually("billing removed", || async {
+        status_of_billing(outbound).await == StatusCode::FORBIDDEN
+    })
+    .await;
+    control.publish(snapshot(mesh, 3, true));
+    eventually("billing back", || async {
+        status_of_billing(outbound).await == StatusCode::OK
+    })
+    .await;
+    control.stop();
+    for _ in 0..3 {
+        assert_eq!(status_of_billing(outbound).await, StatusCode::OK);
+    }
+}
+
+/// Control comes back without its state (versions restart at 1, billing unknown):
+/// the proxy re-registers and resyncs instead of waiting for "newer" versions.
+async fn restart_control(mesh: &Mesh, control: &FakeControl, ready: &ReadyInfo) {
+    let identities = HashMap::from([("store".to_owned(), mesh.id(STORE))]);
+    let restarted = FakeControl::start_at(
+        control.socket.clone(),
+        mesh.ca.clone(),
+        identities,
+        snapshot(mesh, 1, false),
+    );
+    eventually("resync after control restart", || async {
+        status_of_billing(ready.outbound).await == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert_eq!(restarted.registrations()[0].inbound, ready.inbound);
 }
 
 #[tokio::test]
