@@ -313,3 +313,27 @@ async fn shutdown_drains_in_flight_requests() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn http2_to_the_app_when_configured() {
+    let mesh = Mesh::start_with(proxy::AppProtocol::Http2).await;
+    let (status, body) = via_proxy(
+        mesh.store.outbound,
+        "POST",
+        "http://billing/charges",
+        &[],
+        "{}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let seen = json(&body);
+    assert_eq!(
+        seen["version"], "HTTP/2.0",
+        "the app must be spoken to in h2c"
+    );
+    assert_eq!(
+        seen["headers"]["x-meshwork-client-id"],
+        serde_json::json!([mesh.id(STORE).as_str()])
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use api::contract::{Endpoint, ServiceRoute, Snapshot};
 use identity::SpiffeId;
-use proxy::{ControlSource, Protocol, Proxy, ProxyConfig, ProxyMetrics, ReadyInfo};
+use proxy::{AppProtocol, ControlSource, Protocol, Proxy, ProxyConfig, ProxyMetrics, ReadyInfo};
 use testkit::{EchoServer, TestCa};
 use tokio_util::sync::CancellationToken;
 
@@ -72,13 +72,29 @@ async fn start(
     app: SocketAddr,
     probe: &Arc<Probe>,
 ) -> Proxy {
-    let config = ProxyConfig::new(workload, control, app);
+    start_speaking(workload, control, app, probe, AppProtocol::Http1).await
+}
+
+async fn start_speaking(
+    workload: &str,
+    control: ControlSource,
+    app: SocketAddr,
+    probe: &Arc<Probe>,
+    app_protocol: AppProtocol,
+) -> Proxy {
+    let mut config = ProxyConfig::new(workload, control, app);
+    config.app_protocol = app_protocol;
     let metrics = Arc::clone(probe) as Arc<dyn ProxyMetrics>;
     Proxy::start_with_metrics(config, metrics).await.unwrap()
 }
 
 impl Mesh {
     pub async fn start() -> Mesh {
+        Mesh::start_with(AppProtocol::Http1).await
+    }
+
+    /// billing's sidecar speaks `app_protocol` to the (h1 + h2c) echo app.
+    pub async fn start_with(app_protocol: AppProtocol) -> Mesh {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = Arc::new(TestCa::new("meshwork.local").unwrap());
         let app = EchoServer::start().await.unwrap();
@@ -90,7 +106,14 @@ impl Mesh {
             bundle: ca.bundle(),
             snapshot: Snapshot::default(),
         };
-        let billing = start("billing", billing_source, app.addr(), &billing_probe).await;
+        let billing = start_speaking(
+            "billing",
+            billing_source,
+            app.addr(),
+            &billing_probe,
+            app_protocol,
+        )
+        .await;
         let billing_info = billing.ready_info().clone();
 
         let services = [
