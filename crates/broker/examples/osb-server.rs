@@ -1,8 +1,9 @@
 //! A standalone OSB server with the demo taxonomy and the local providers, until the CLI's
 //! `meshwork broker` subcommand exists. Used by `conformance/run.sh`.
 //!
-//! usage: osb-server [--listen 127.0.0.1:0] [--state PATH] [--user U] [--password P]
+//! usage: osb-server [--listen 127.0.0.1:0] [--state PATH] [--user U] [--password P] [--purge]
 //! Prints `listening on http://ADDR` once ready; stops on SIGINT/SIGTERM.
+//! `--purge` instead deprovisions everything recorded in the state file and exits.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ struct Args {
     state: PathBuf,
     user: String,
     password: String,
+    purge: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -22,9 +24,14 @@ fn parse_args() -> Result<Args, String> {
         state: PathBuf::from(".meshwork/broker.redb"),
         user: "broker".into(),
         password: "broker".into(),
+        purge: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--purge" {
+            args.purge = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => args.listen = value.parse().map_err(|e| format!("--listen: {e}"))?,
@@ -54,6 +61,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Taxonomy::demo(),
         ProviderConfig::local(),
     );
+    if args.purge {
+        let removed = broker::purge(config).await?;
+        println!("purged {removed} instance(s)");
+        return Ok(());
+    }
     let running = RunningBroker::start(config).await?;
     println!("listening on http://{}", running.local_addr());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

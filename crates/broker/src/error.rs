@@ -174,6 +174,7 @@ impl IntoResponse for BrokerError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

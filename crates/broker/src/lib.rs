@@ -7,13 +7,14 @@
 //! bindings are real databases, users and Redis ACL users; state, including in-flight
 //! operations, lives in one redb file so a crash resumes or cleans up on restart.
 //!
-//! Owns: the OSB HTTP surface ([`http`](crate) module), the taxonomy specs ([`taxonomy`];
-//! the `api` crate will wrap them in resource envelopes), the providers ([`provider`]), the
-//! store and the operation engine.
-//! Must not import: `proxy`, `control` (peers under `cli`), nor anything that does I/O at
-//! import time. Errors are [`BrokerError`]; `anyhow` is for `cli` only.
+//! Owns: the OSB HTTP surface (private `http` module), the taxonomy specs ([`taxonomy`]; the
+//! `api` crate will wrap them in resource envelopes), the providers ([`provider`]), the redb
+//! [`store`] and the operation engine (private `ops` module).
+//! Must not import: `proxy` or `control` (its peers under `cli`). Errors are [`BrokerError`];
+//! `anyhow` is for `cli` only.
 //!
-//! Start with [`serve`] (or [`RunningBroker::start`] to learn the bound address).
+//! Start with [`serve`], or [`RunningBroker::start`] to learn the bound address (port 0).
+//! [`purge`] tears down everything a state file records.
 
 mod error;
 mod http;
@@ -30,5 +31,5 @@ pub use error::BrokerError;
 pub use ops::{Progress, StepGate};
 pub use provider::{Credentials, ProviderConfig, ProviderSpec};
 pub use secret::Secret;
-pub use server::{BasicCredentials, BrokerConfig, RunningBroker, serve};
+pub use server::{BasicCredentials, BrokerConfig, RunningBroker, purge, serve};
 pub use taxonomy::{Named, Taxonomy, TaxonomyError};

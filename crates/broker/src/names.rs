@@ -40,6 +40,7 @@ pub fn binding_user(instance_id: &str, binding_id: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

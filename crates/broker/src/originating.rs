@@ -60,6 +60,7 @@ impl OriginatingIdentity {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

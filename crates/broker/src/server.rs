@@ -76,6 +76,7 @@ impl BrokerConfig {
 /// [`RunningBroker::abort`]; dropping it leaves tasks running until the runtime ends.
 pub struct RunningBroker {
     addr: SocketAddr,
+    providers: BTreeMap<String, Arc<Provider>>,
     resumed: usize,
     tracker: TaskTracker,
     drain: CancellationToken,
@@ -93,6 +94,26 @@ pub async fn serve(
     shutdown.await;
     running.shutdown().await;
     Ok(())
+}
+
+/// Deprovisions every instance in the state file (bindings included) and forgets it: for
+/// tearing down a test or demo broker. The broker must not be running on the same file.
+/// Returns how many instances were removed; stops at the first provider failure.
+pub async fn purge(config: BrokerConfig) -> Result<usize, BrokerError> {
+    let providers = build_providers(&config.providers, &config.taxonomy)?;
+    let tracker = TaskTracker::new();
+    let store = Store::open(&config.state_path, tracker.clone())?;
+    let result = crate::ops::purge(&store, &providers).await;
+    tracker.close();
+    tracker.wait().await;
+    result
+}
+
+async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BrokerError> {
+    let listen_err = |source| BrokerError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+    let bound = listener.local_addr().map_err(listen_err)?;
+    Ok((listener, bound))
 }
 
 fn build_providers(
@@ -125,19 +146,7 @@ impl RunningBroker {
             cancel: operations.clone(),
             gate: config.step_gate,
         });
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| BrokerError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| BrokerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let (listener, addr) = listen(config.listen).await?;
         let resumed = broker.recover().await?;
         let auth = Arc::new(Auth {
             username: config.credentials.username,
@@ -145,6 +154,7 @@ impl RunningBroker {
         });
         let running = RunningBroker {
             addr,
+            providers: broker.providers.clone(),
             resumed,
             tracker: tracker.clone(),
             drain: CancellationToken::new(),
@@ -173,13 +183,18 @@ impl RunningBroker {
     }
 
     /// Stops accepting, lets in-flight requests finish, interrupts running operations (they
-    /// resume on the next start), and waits until everything, including the state file, is
-    /// closed.
+    /// resume on the next start), waits until everything, including the state file, is
+    /// closed, and stops providers' own servers (the dev PostgreSQL cluster).
     pub async fn shutdown(self) {
         self.drain.cancel();
         self.operations.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        for (name, provider) in &self.providers {
+            if let Err(e) = provider.stop().await {
+                tracing::warn!(provider = %name, error = %e, "cannot stop provider");
+            }
+        }
     }
 
     /// Stops everything at its next await point, like a crash would (nothing is cleaned up,

@@ -3,8 +3,14 @@
 //! test rather than skipping it). Every test uses its own ids and state file, so they run in
 //! parallel.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "broker/harness.rs"]
 mod harness;
+#[path = "broker/lifecycle.rs"]
+mod lifecycle;
+#[path = "broker/pgdev.rs"]
+mod pgdev;
 #[path = "broker/providers.rs"]
 mod providers;
 #[path = "broker/recovery.rs"]

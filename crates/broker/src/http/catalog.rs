@@ -64,6 +64,7 @@ pub(crate) fn catalog(taxonomy: &Taxonomy) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -114,18 +114,14 @@ impl<S: Send + Sync> FromRequestParts<S> for BindingIds {
     }
 }
 
-/// The decoded `X-Broker-API-Originating-Identity`, put in the request extensions by the gate.
-#[derive(Debug, Clone, Default)]
+/// The decoded `X-Broker-API-Originating-Identity` (400 if malformed).
+#[derive(Debug, Clone)]
 pub(crate) struct Identity(pub Option<OriginatingIdentity>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Identity {
     type Rejection = BrokerError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, BrokerError> {
-        Ok(parts
-            .extensions
-            .get::<Identity>()
-            .cloned()
-            .unwrap_or_default())
+        super::gate::identity(&parts.headers)
     }
 }
 
@@ -165,6 +161,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OsbJson<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -245,6 +245,7 @@ pub(crate) fn binding_body(rec: &BindingRecord, with_parameters: bool) -> Value 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -95,23 +95,7 @@ fn admit_bind(
     if let Some(existing) = tx.binding(&req.instance_id, &req.binding_id)? {
         return readmit_bind(tx, existing, req);
     }
-    if let Some(pred) = req.attributes.predecessor_binding_id.clone() {
-        let predecessor = tx
-            .binding(&req.instance_id, &pred)?
-            .filter(|p| p.credentials.is_some())
-            .ok_or_else(|| {
-                BrokerError::BadRequest(format!(
-                    "predecessor_binding_id {pred:?} is not a binding of instance {}",
-                    req.instance_id
-                ))
-            })?;
-        // Rotation keeps the predecessor's parameters unless new ones are given.
-        let attrs = &mut req.attributes;
-        attrs.parameters = attrs
-            .parameters
-            .take()
-            .or(predecessor.attributes.parameters);
-    }
+    inherit_from_predecessor(tx, &mut req)?;
     let record = BindingRecord {
         username: names::binding_user(&req.instance_id, &req.binding_id),
         instance_id: req.instance_id,
@@ -128,6 +112,29 @@ fn admit_bind(
     };
     tx.put_binding(&record)?;
     Ok(Admission::Started(record))
+}
+
+/// Rotation (`predecessor_binding_id`): the predecessor must be a live binding of the same
+/// instance; its parameters carry over unless new ones are given.
+fn inherit_from_predecessor(tx: &Tx, req: &mut BindRequest) -> Result<(), BrokerError> {
+    let Some(pred) = req.attributes.predecessor_binding_id.clone() else {
+        return Ok(());
+    };
+    let predecessor = tx
+        .binding(&req.instance_id, &pred)?
+        .filter(|p| p.credentials.is_some())
+        .ok_or_else(|| {
+            BrokerError::BadRequest(format!(
+                "predecessor_binding_id {pred:?} is not a binding of instance {}",
+                req.instance_id
+            ))
+        })?;
+    let attrs = &mut req.attributes;
+    attrs.parameters = attrs
+        .parameters
+        .take()
+        .or(predecessor.attributes.parameters);
+    Ok(())
 }
 
 fn readmit_bind(
@@ -269,6 +276,15 @@ fn plan_of(inst: &InstanceRecord) -> InstancePlan {
     }
 }
 
+/// The binding's credential lifetime, if the policy sets one: (expires_at, renew_before).
+fn lifetime(inst: &InstanceRecord) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let seconds = inst.resolution.credential_ttl_seconds?;
+    let ttl = time::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2));
+    let now = time::OffsetDateTime::now_utc();
+    // Ask for rotation with a fifth of the lifetime to spare.
+    Some((now + ttl, now + ttl * 0.8))
+}
+
 pub(crate) async fn run_bind(
     b: &Arc<Broker>,
     instance: String,
@@ -277,27 +293,20 @@ pub(crate) async fn run_bind(
 ) -> Result<(), BrokerError> {
     let (inst, rec) = context(b, &instance, &binding).await?;
     let provider = b.provider(&inst.resolution.provider)?;
-    let ttl = inst
-        .resolution
-        .credential_ttl_seconds
-        .map(|s| time::Duration::seconds(s.min(i64::MAX as u64) as i64));
-    let now = time::OffsetDateTime::now_utc();
+    let lifetime = lifetime(&inst);
     let plan = BindingPlan {
         username: rec.username.clone(),
         password: Secret::random_password(),
-        valid_until: ttl.map(|t| now + t),
+        valid_until: lifetime.map(|(expires, _)| expires),
     };
-    let progress = Progress::new(
-        b.clone(),
-        Target::Binding(instance.clone(), binding.clone()),
-        op_id.clone(),
-    );
+    let target = Target::Binding(instance, binding);
+    let progress = Progress::new(b.clone(), target, op_id.clone());
     match provider.bind(&plan_of(&inst), &plan, &progress).await {
         Ok(credentials) => {
             finish(b, &rec, &op_id, move |tx, mut rec| {
                 rec.credentials = Some(credentials);
-                rec.expires_at = plan.valid_until.map(rfc3339);
-                rec.renew_before = ttl.map(|t| rfc3339(now + t * 0.8));
+                rec.expires_at = lifetime.map(|(e, _)| rfc3339(e));
+                rec.renew_before = lifetime.map(|(_, r)| rfc3339(r));
                 rec.operation.state = OpState::Succeeded;
                 rec.operation.description =
                     format!("succeeded: user {} can use {}", rec.username, inst.resource);
@@ -310,16 +319,24 @@ pub(crate) async fn run_bind(
                 Ok(()) => "the partial user was removed".to_owned(),
                 Err(c) => format!("cleanup also failed ({c}); DELETE the binding to retry it"),
             };
-            let text = format!("failed: {e}; {cleanup}");
-            finish(b, &rec, &op_id, move |tx, mut rec| {
-                rec.operation.state = OpState::Failed;
-                rec.operation.description = text;
-                Ok(tx.put_binding(&rec)?)
-            })
-            .await?;
+            fail(b, &rec, &op_id, format!("failed: {e}; {cleanup}")).await?;
             Err(e.into())
         }
     }
+}
+
+async fn fail(
+    b: &Broker,
+    rec: &BindingRecord,
+    op_id: &str,
+    text: String,
+) -> Result<(), BrokerError> {
+    finish(b, rec, op_id, move |tx, mut rec| {
+        rec.operation.state = OpState::Failed;
+        rec.operation.description = text;
+        Ok(tx.put_binding(&rec)?)
+    })
+    .await
 }
 
 pub(crate) async fn run_unbind(
@@ -338,12 +355,12 @@ pub(crate) async fn run_unbind(
             .await
         }
         Err(e) => {
-            let text = format!("failed: {e}; DELETE again to retry");
-            finish(b, &rec, &op_id, move |tx, mut rec| {
-                rec.operation.state = OpState::Failed;
-                rec.operation.description = text;
-                Ok(tx.put_binding(&rec)?)
-            })
+            fail(
+                b,
+                &rec,
+                &op_id,
+                format!("failed: {e}; DELETE again to retry"),
+            )
             .await?;
             Err(e.into())
         }

@@ -11,9 +11,10 @@ use super::{Broker, Target, wait};
 use crate::BrokerError;
 use crate::originating::OriginatingIdentity;
 use crate::store::{
-    InstanceRecord, MaintenanceInfo, OpKind, OpState, Operation, PendingUpdate, Tx,
+    InstanceAttributes, InstanceRecord, MaintenanceInfo, OpKind, OpState, Operation, PendingUpdate,
+    Tx,
 };
-use crate::taxonomy::{RequestContext, ResolveRequest, Taxonomy};
+use crate::taxonomy::{RequestContext, Resolution, ResolveRequest, Taxonomy};
 
 /// An update request after HTTP decoding.
 pub(crate) struct UpdateRequest {
@@ -56,12 +57,8 @@ pub(crate) async fn update(
     Ok(Outcome::Created(load(b, &rec.id).await?))
 }
 
-fn admit_update(
-    tx: &mut Tx,
-    taxonomy: &Taxonomy,
-    req: UpdateRequest,
-) -> Result<InstanceRecord, BrokerError> {
-    let mut rec = tx
+fn updatable(tx: &Tx, req: &UpdateRequest) -> Result<InstanceRecord, BrokerError> {
+    let rec = tx
         .instance(&req.id)?
         .ok_or_else(|| BrokerError::NotFound(format!("instance {} does not exist", req.id)))?;
     if rec.operation.in_progress() {
@@ -79,17 +76,33 @@ fn admit_update(
             req.service_id, req.id
         )));
     }
-    let choice = plan_choice(taxonomy, &rec, req.plan_id.as_deref())?;
+    Ok(rec)
+}
+
+/// The instance's attributes with the update applied (absent fields keep their value).
+fn merged(rec: &InstanceRecord, req: &mut UpdateRequest) -> InstanceAttributes {
     let mut attributes = rec.attributes.clone();
-    if let Some(plan) = req.plan_id {
+    if let Some(plan) = req.plan_id.take() {
         attributes.plan_id = plan;
     }
-    attributes.context = req.context.or(attributes.context);
-    attributes.parameters = req.parameters.or(attributes.parameters);
-    attributes.maintenance_info = req.maintenance_info.or(attributes.maintenance_info);
-    check_maintenance(taxonomy, &rec.resolution.class, &attributes)?;
-    let platform = req.identity.as_ref().map(|i| i.platform.as_str());
-    let ctx = RequestContext::new(attributes.context.as_ref(), platform);
+    attributes.context = req.context.take().or(attributes.context);
+    attributes.parameters = req.parameters.take().or(attributes.parameters);
+    attributes.maintenance_info = req.maintenance_info.take().or(attributes.maintenance_info);
+    attributes
+}
+
+/// Resolves the updated instance; it must stay in its environment and on its provider.
+fn re_resolve(
+    taxonomy: &Taxonomy,
+    rec: &InstanceRecord,
+    attributes: &InstanceAttributes,
+    identity: Option<&OriginatingIdentity>,
+) -> Result<Resolution, BrokerError> {
+    let choice = plan_choice(taxonomy, rec, Some(&attributes.plan_id))?;
+    let ctx = RequestContext::new(
+        attributes.context.as_ref(),
+        identity.map(|i| i.platform.as_str()),
+    );
     let (env, _) = taxonomy.select_environment(&ctx)?;
     let old = &rec.resolution;
     if env != old.environment {
@@ -97,7 +110,7 @@ fn admit_update(
             rule: "Environment selection".to_owned(),
             reason: format!(
                 "the new context selects environment {env}, but instance {} lives in {}; instances cannot move between environments",
-                req.id, old.environment
+                rec.id, old.environment
             ),
         });
     }
@@ -105,30 +118,34 @@ fn admit_update(
         service_id: &attributes.service_id,
         plan_id: &attributes.plan_id,
         context: &ctx,
-        identity: req.identity.as_ref(),
+        identity,
     };
-    let resolution = taxonomy.resolve_in(
-        &old.class,
-        choice,
-        env,
-        old.environment_reason.clone(),
-        resolve,
-    )?;
+    let reason = old.environment_reason.clone();
+    let resolution = taxonomy.resolve_in(&old.class, choice, env, reason, resolve)?;
     if resolution.provider != old.provider {
         return Err(BrokerError::PolicyRefused {
             rule: format!("ServicePolicy rule {}", resolution.rule),
             reason: format!(
                 "it now maps to provider {}, but instance {} lives on {}; moving between providers is not supported",
-                resolution.provider, req.id, old.provider
+                resolution.provider, rec.id, old.provider
             ),
         });
     }
-    require_async(
-        resolution.asynchronous,
-        req.accepts_incomplete,
-        &resolution.rule,
-    )?;
-    let text = format!("in progress: updating; {}", resolution.explain());
+    Ok(resolution)
+}
+
+fn admit_update(
+    tx: &mut Tx,
+    taxonomy: &Taxonomy,
+    mut req: UpdateRequest,
+) -> Result<InstanceRecord, BrokerError> {
+    let mut rec = updatable(tx, &req)?;
+    let attributes = merged(&rec, &mut req);
+    check_maintenance(taxonomy, &rec.resolution.class, &attributes)?;
+    let resolution = re_resolve(taxonomy, &rec, &attributes, req.identity.as_ref())?;
+    let r = &resolution;
+    require_async(r.asynchronous, req.accepts_incomplete, &r.rule)?;
+    let text = format!("in progress: updating; {}", r.explain());
     rec.pending = Some(PendingUpdate {
         attributes,
         resolution,

@@ -22,7 +22,7 @@ pub use progress::{Progress, StepGate};
 
 use crate::BrokerError;
 use crate::provider::Provider;
-use crate::store::{OpKind, OpState, Store};
+use crate::store::{OpKind, Store};
 use crate::taxonomy::Taxonomy;
 
 /// What an operation works on.
@@ -147,33 +147,68 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         self.store
             .write_lazy(move |tx| {
+                let running = |op: &crate::store::Operation| op.id == op_id && op.in_progress();
                 match &target {
-                    Target::Instance(id) => {
-                        if let Some(mut rec) = tx.instance(id)? {
-                            if rec.operation.id == op_id
-                                && rec.operation.state == OpState::InProgress
-                            {
-                                rec.operation.description =
-                                    format!("{note}; {}", rec.resolution.explain());
-                                tx.put_instance(&rec)?;
-                            }
+                    Target::Instance(id) => match tx.instance(id)? {
+                        Some(mut rec) if running(&rec.operation) => {
+                            rec.operation.description =
+                                format!("{note}; {}", rec.resolution.explain());
+                            Ok(tx.put_instance(&rec)?)
                         }
-                    }
-                    Target::Binding(i, b) => {
-                        if let Some(mut rec) = tx.binding(i, b)? {
-                            if rec.operation.id == op_id
-                                && rec.operation.state == OpState::InProgress
-                            {
-                                rec.operation.description = note;
-                                tx.put_binding(&rec)?;
-                            }
+                        _ => Ok(()),
+                    },
+                    Target::Binding(i, b) => match tx.binding(i, b)? {
+                        Some(mut rec) if running(&rec.operation) => {
+                            rec.operation.description = note;
+                            Ok(tx.put_binding(&rec)?)
                         }
-                    }
+                        _ => Ok(()),
+                    },
                 }
-                Ok(())
             })
             .await
     }
+}
+
+/// Deprovisions and forgets every instance in `store` (see [`crate::purge`]).
+pub(crate) async fn purge(
+    store: &Store,
+    providers: &BTreeMap<String, Arc<Provider>>,
+) -> Result<usize, BrokerError> {
+    let all = store
+        .read(|tx| {
+            let mut out = Vec::new();
+            for i in tx.instances()? {
+                let users: Vec<String> = tx
+                    .bindings_of(&i.id)?
+                    .into_iter()
+                    .map(|b| b.username)
+                    .collect();
+                out.push((i, users));
+            }
+            Ok(out)
+        })
+        .await?;
+    let count = all.len();
+    for (rec, users) in all {
+        let provider = providers.get(&rec.resolution.provider).ok_or_else(|| {
+            BrokerError::Config(format!(
+                "provider {:?} is not configured",
+                rec.resolution.provider
+            ))
+        })?;
+        let plan = crate::provider::InstancePlan {
+            resource: rec.resource.clone(),
+            limits: rec.resolution.limits,
+        };
+        provider
+            .deprovision(&plan, &users, &Progress::none())
+            .await?;
+        store
+            .write(move |tx| Ok(tx.remove_instance(&rec.id)?))
+            .await?;
+    }
+    Ok(count)
 }
 
 /// Waits for a launched operation (synchronous requests).

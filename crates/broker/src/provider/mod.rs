@@ -6,6 +6,7 @@
 //! travel as [`Secret`]s and reach servers only as hashes where the server allows it.
 
 pub mod mysql;
+pub mod pgdev;
 pub mod postgres;
 pub mod redis;
 
@@ -78,13 +79,21 @@ pub enum ProviderSpec {
         /// e.g. `redis://127.0.0.1:6379`.
         admin_url: Secret,
     },
+    /// A private PostgreSQL cluster in `dir`, created and started on first use from the
+    /// installed server binaries (see [`pgdev`]); for demos without a database server.
+    PostgresDev {
+        /// Cluster directory, normally under the broker's state directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 impl ProviderSpec {
     /// The kind of service this provider provisions.
     pub fn kind(&self) -> ServiceKind {
         match self {
-            ProviderSpec::Postgres { .. } => ServiceKind::Postgresql,
+            ProviderSpec::Postgres { .. } | ProviderSpec::PostgresDev { .. } => {
+                ServiceKind::Postgresql
+            }
             ProviderSpec::Mysql { .. } => ServiceKind::Mysql,
             ProviderSpec::Redis { .. } => ServiceKind::Redis,
         }
@@ -130,6 +139,13 @@ impl ProviderConfig {
             providers.insert(format!("redis-{tier}"), rd);
         }
         ProviderConfig { providers }
+    }
+
+    /// Replaces (or adds) provider `name` with a private PostgreSQL cluster in `dir`.
+    pub fn with_private_postgres(mut self, name: &str, dir: std::path::PathBuf) -> Self {
+        self.providers
+            .insert(name.to_owned(), ProviderSpec::PostgresDev { dir });
+        self
     }
 
     /// The kind a named provider provisions.
@@ -226,6 +242,8 @@ pub enum Provider {
     Mysql(mysql::MysqlProvider),
     /// Redis.
     Redis(redis::RedisProvider),
+    /// A private PostgreSQL cluster.
+    PostgresDev(pgdev::PostgresDevProvider),
 }
 
 macro_rules! dispatch {
@@ -234,6 +252,10 @@ macro_rules! dispatch {
             Provider::Postgres($p) => $e,
             Provider::Mysql($p) => $e,
             Provider::Redis($p) => $e,
+            Provider::PostgresDev(dev) => {
+                let $p = dev.cluster().await?;
+                $e
+            }
         }
     };
 }
@@ -251,7 +273,19 @@ impl Provider {
             ProviderSpec::Redis { admin_url } => {
                 Provider::Redis(redis::RedisProvider::new(name, admin_url)?)
             }
+            ProviderSpec::PostgresDev { dir } => {
+                Provider::PostgresDev(pgdev::PostgresDevProvider::new(name, dir))
+            }
         })
+    }
+
+    /// Releases what the provider runs itself (the dev PostgreSQL cluster); called on
+    /// graceful shutdown.
+    pub async fn stop(&self) -> Result<(), ProviderError> {
+        match self {
+            Provider::PostgresDev(dev) => dev.stop().await,
+            _ => Ok(()),
+        }
     }
 
     /// Creates the instance's resources (idempotent).
@@ -305,6 +339,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

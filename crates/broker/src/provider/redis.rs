@@ -6,7 +6,9 @@
 //! Size limits are advisory here: Redis has no per-user memory or connection limits.
 
 use redis::aio::MultiplexedConnection;
-use redis::{Client, ConnectionAddr};
+use std::time::Duration;
+
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr};
 use sha2::{Digest, Sha256};
 
 use super::{BindingPlan, Credentials, InstancePlan, ProviderError};
@@ -53,8 +55,13 @@ impl RedisProvider {
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, ProviderError> {
+        // The client's default 500 ms response timeout is for caches; ACL changes over
+        // thousands of users and SCAN/UNLINK of a large key space take longer.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(60)));
         self.client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| ProviderError::Connect {
                 provider: self.name.clone(),

@@ -77,7 +77,7 @@ impl Store {
         create_private(path).map_err(|e| open_err(e.into()))?;
         let db = Database::create(path).map_err(|e| open_err(e.into()))?;
         let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
-        ensure_tables(&txn).map_err(|e| open_err(e.into()))?;
+        ensure_tables(&txn).map_err(open_err)?;
         txn.commit().map_err(|e| open_err(e.into()))?;
         Ok(Store {
             db: Arc::new(db),

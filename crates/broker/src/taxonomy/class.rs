@@ -143,13 +143,15 @@ impl ServiceClassSpec {
             }
             self.validate_quota(&path, limits, problems);
         }
-        if let Some(mi) = &self.maintenance_info {
-            if !is_semver(&mi.version) {
-                problems.push(
-                    "spec.maintenanceInfo.version",
-                    format!("{:?} is not a semantic version like 1.2.3", mi.version),
-                );
-            }
+        if let Some(mi) = self
+            .maintenance_info
+            .as_ref()
+            .filter(|m| !is_semver(&m.version))
+        {
+            problems.push(
+                "spec.maintenanceInfo.version",
+                format!("{:?} is not a semantic version like 1.2.3", mi.version),
+            );
         }
     }
 
@@ -187,6 +189,7 @@ fn is_semver(v: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -51,6 +51,7 @@ pub fn plan_id(class: &str, plan: PlanChoice) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -65,6 +66,23 @@ mod tests {
         assert_ne!(
             plan_id("mysql", PlanChoice::Default),
             plan_id("postgresql", PlanChoice::Default)
+        );
+    }
+
+    /// conformance/schemathesis.toml and platforms hold these ids: they must never change.
+    #[test]
+    fn ids_are_pinned() {
+        assert_eq!(
+            service_id("postgresql"),
+            "630422b7-d737-5f0b-b752-ebec1739d9bd"
+        );
+        assert_eq!(
+            plan_id("postgresql", PlanChoice::Default),
+            "e5af094e-a2f8-5137-a9d2-22e3bb56ff27"
+        );
+        assert_eq!(
+            plan_id("redis", PlanChoice::Sized(Size::Large)),
+            "0e636f3d-d7b1-5741-b472-024302421270"
         );
     }
 }

@@ -190,20 +190,7 @@ impl Taxonomy {
     ) -> Result<Resolution, ResolveError> {
         let rule = self.rule_for(class, environment)?;
         let r = &rule.spec;
-        let (size, size_reason) = match choice {
-            PlanChoice::Default => (r.default_size, "policy default"),
-            PlanChoice::Sized(s) if r.sizes.contains(&s) => (s, "requested"),
-            PlanChoice::Sized(s) => {
-                let allowed: Vec<&str> = r.sizes.iter().map(|s| s.as_str()).collect();
-                return Err(refused(
-                    format!("ServicePolicy rule {}", rule.id()),
-                    format!(
-                        "size {s} is not allowed in environment {environment} (sizes: {})",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
-        };
+        let (size, size_reason) = pick_size(rule, choice, environment)?;
         let kind_spec = self
             .classes()
             .get(class)
@@ -247,6 +234,28 @@ impl Taxonomy {
     }
 }
 
+fn pick_size(
+    rule: &Rule,
+    choice: PlanChoice,
+    environment: &str,
+) -> Result<(Size, &'static str), ResolveError> {
+    let r = &rule.spec;
+    match choice {
+        PlanChoice::Default => Ok((r.default_size, "policy default")),
+        PlanChoice::Sized(s) if r.sizes.contains(&s) => Ok((s, "requested")),
+        PlanChoice::Sized(s) => {
+            let allowed: Vec<&str> = r.sizes.iter().map(|s| s.as_str()).collect();
+            Err(refused(
+                format!("ServicePolicy rule {}", rule.id()),
+                format!(
+                    "size {s} is not allowed in environment {environment} (sizes: {})",
+                    allowed.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 fn team_of(rule: &Rule, req: ResolveRequest<'_>) -> Result<Option<String>, ResolveError> {
     let Some(quota) = &rule.spec.quota else {
         return Ok(None);
@@ -280,6 +289,7 @@ fn describe_context(ctx: &RequestContext) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::taxonomy::ids;

@@ -45,6 +45,18 @@ pub fn plan_id(class: &str, plan: &str) -> String {
     ids::plan_id(class, choice)
 }
 
+/// The demo taxonomy without deletion protection and with a per-team quota of `n`.
+pub fn taxonomy_with_quota(n: u32) -> Taxonomy {
+    let mut policies = demo::policies();
+    for rule in &mut policies[0].spec.rules {
+        rule.deletion_protection = false;
+        if let Some(q) = &mut rule.quota {
+            q.instances_per_team = n;
+        }
+    }
+    Taxonomy::new(demo::classes(), demo::environments(), policies).unwrap()
+}
+
 /// The demo taxonomy, optionally without prod's deletion protection (so tests clean up).
 pub fn taxonomy(deletion_protection: bool) -> Taxonomy {
     let mut policies: Vec<Named<ServicePolicySpec>> = demo::policies();
@@ -89,21 +101,32 @@ impl TestBroker {
 
     pub async fn start_with(taxonomy: Taxonomy, gate: Option<StepGate>) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, taxonomy, ProviderConfig::local(), gate).await
+    }
+
+    /// A broker whose state lives in `dir`.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        taxonomy: Taxonomy,
+        providers: ProviderConfig,
+        gate: Option<StepGate>,
+    ) -> TestBroker {
         let state = dir.path().join("broker.redb");
-        let running = RunningBroker::start(config(
-            state.clone(),
-            taxonomy,
-            ProviderConfig::local(),
-            gate,
-        ))
-        .await
-        .unwrap();
+        let config = config(state.clone(), taxonomy, providers, gate);
+        let running = RunningBroker::start(config).await.unwrap();
         TestBroker {
             addr: running.local_addr(),
             running: Some(running),
             state,
             _dir: dir,
             client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Stops the broker gracefully.
+    pub async fn shutdown(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
         }
     }
 
@@ -173,6 +196,26 @@ impl TestBroker {
         (status, value)
     }
 
+    /// Just the status of an authenticated OSB request.
+    pub async fn status(&self, method: Method, path: &str, body: Option<Value>) -> StatusCode {
+        self.osb(method, path, body).await.0
+    }
+
+    /// Asynchronous DELETE of an instance or binding path, polled until it is gone.
+    pub async fn delete_async(&self, path: &str, class: &str) {
+        let q = delete_query(class, "default");
+        let (status, answer) = self
+            .osb(
+                Method::DELETE,
+                &format!("{path}?{q}&accepts_incomplete=true"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{path}: {answer}");
+        let (status, op) = self.settle(&format!("{path}/last_operation")).await;
+        assert_eq!(status, StatusCode::GONE, "{path}: {op}");
+    }
+
     /// Polls a last_operation endpoint until the state is not `in progress`.
     pub async fn settle(&self, path: &str) -> (StatusCode, Value) {
         for _ in 0..600 {
@@ -220,7 +263,7 @@ pub fn admin_url(kind: &str) -> String {
             | ProviderSpec::Mysql { admin_url }
             | ProviderSpec::Redis { admin_url },
         ) => admin_url.expose().to_owned(),
-        None => panic!("no {kind} provider"),
+        _ => panic!("no {kind} server provider"),
     }
 }
 

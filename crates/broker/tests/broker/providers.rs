@@ -144,28 +144,22 @@ async fn enforced_connections(class: &str, resource: &str, user: &str) -> Option
     }
 }
 
-async fn leaked(class: &str, resource: &str, users: &[String]) -> Vec<String> {
-    let mut found = Vec::new();
-    for name in users.iter().chain(std::iter::once(&resource.to_owned())) {
-        let exists = match class {
-            "postgresql" => {
-                pg_count("SELECT count(*) FROM pg_roles WHERE rolname = $1", name).await > 0
-            }
-            "mysql" => {
-                let n: Option<i64> = mysql_admin()
-                    .await
-                    .exec_first("SELECT count(*) FROM mysql.user WHERE User = ?", (name,))
-                    .await
-                    .unwrap();
-                n.unwrap_or_default() > 0
-            }
-            _ => redis_acl_has(name).await,
-        };
-        if exists {
-            found.push(format!("user {name}"));
+async fn user_exists(class: &str, name: &str) -> bool {
+    match class {
+        "postgresql" => {
+            pg_count("SELECT count(*) FROM pg_roles WHERE rolname = $1", name).await > 0
         }
+        "mysql" => {
+            let sql = "SELECT count(*) FROM mysql.user WHERE User = ?";
+            let n: Option<i64> = mysql_admin().await.exec_first(sql, (name,)).await.unwrap();
+            n.unwrap_or_default() > 0
+        }
+        _ => redis_acl_has(name).await,
     }
-    let data = match class {
+}
+
+async fn data_exists(class: &str, resource: &str) -> bool {
+    match class {
         "postgresql" => {
             pg_count(
                 "SELECT count(*) FROM pg_database WHERE datname = $1",
@@ -184,15 +178,26 @@ async fn leaked(class: &str, resource: &str, users: &[String]) -> Vec<String> {
             n.unwrap_or_default() > 0
         }
         _ => {
+            let pattern = format!("{resource}:*");
             let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{resource}:*"))
+                .arg(pattern)
                 .query_async(&mut redis_admin().await)
                 .await
                 .unwrap();
             !keys.is_empty()
         }
-    };
-    if data {
+    }
+}
+
+/// What deprovisioning left behind on the server (must be nothing).
+async fn leaked(class: &str, resource: &str, users: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for name in users.iter().chain(std::iter::once(&resource.to_owned())) {
+        if user_exists(class, name).await {
+            found.push(format!("user {name}"));
+        }
+    }
+    if data_exists(class, resource).await {
         found.push(format!("data of {resource}"));
     }
     found
@@ -248,49 +253,26 @@ async fn provision(b: &TestBroker, class: &str, id: &str, namespace: &str) -> Va
         .1
 }
 
-async fn delete(b: &TestBroker, class: &str, path: &str) {
-    let q = delete_query(class, "default");
-    let (status, answer) = b
-        .osb(
-            Method::DELETE,
-            &format!("{path}?{q}&accepts_incomplete=true"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{path}: {answer}");
-    assert_eq!(
-        b.settle(&format!("{path}/last_operation")).await.0,
-        StatusCode::GONE
-    );
+fn label(meta: &Value, key: &str) -> Value {
+    meta["metadata"]["labels"][format!("meshwork.dev/{key}")].clone()
 }
 
-async fn lifecycle(class: &str, dev_provider: &str, prod_provider: &str) {
-    let b = TestBroker::start().await;
-    let (dev, prod) = (unique("dev"), unique("prod"));
-    let dev_meta = provision(&b, class, &dev, "dev-billing").await;
-    let prod_meta = provision(&b, class, &prod, &unique("prod")).await;
-    let label = |m: &Value, k: &str| m["metadata"]["labels"][format!("meshwork.dev/{k}")].clone();
-    assert_eq!(
-        (label(&dev_meta, "provider"), label(&dev_meta, "size")),
-        (json!(dev_provider), json!("small"))
-    );
-    assert_eq!(
-        (label(&prod_meta, "provider"), label(&prod_meta, "size")),
-        (json!(prod_provider), json!("medium"))
-    );
-    let (dev_res, prod_res) = (
-        broker::names::instance_resource(&dev),
-        broker::names::instance_resource(&prod),
-    );
-
-    let (b1, b2, b3) = (unique("b1"), unique("b2"), unique("b3"));
-    let first = bind(&b, class, &dev, &b1, json!({}), false).await;
+/// Bindings on the dev instance: write, rotate (the successor sees the data), isolation from
+/// prod, enforced size; then unbinding revokes the first password.
+async fn use_bindings(
+    b: &TestBroker,
+    class: &str,
+    dev: &str,
+    prod_resource: &str,
+) -> (Creds, Creds) {
+    let (b1, b2) = (unique("b1"), unique("b2"));
+    let first = bind(b, class, dev, &b1, json!({}), false).await;
     write(class, &first, "charge-1", "42.00").await.unwrap();
     assert_eq!(read(class, &first, "charge-1").await.unwrap(), "42.00");
     let rotated = bind(
-        &b,
+        b,
         class,
-        &dev,
+        dev,
         &b2,
         json!({"predecessor_binding_id": b1}),
         false,
@@ -300,32 +282,24 @@ async fn lifecycle(class: &str, dev_provider: &str, prod_provider: &str) {
     assert_eq!(
         read(class, &rotated, "charge-1").await.unwrap(),
         "42.00",
-        "the rotated binding sees the data"
+        "rotation keeps data"
     );
-    let prod_creds = bind(&b, class, &prod, &b3, json!({}), true).await;
     assert!(
-        !reaches(class, &first, &prod_res).await,
-        "dev credentials reach the prod instance"
+        !reaches(class, &first, prod_resource).await,
+        "dev credentials reach prod"
     );
+    let dev_resource = broker::names::instance_resource(dev);
+    let limit = enforced_connections(class, &dev_resource, &first.user()).await;
     assert_eq!(
-        enforced_connections(class, &dev_res, &first.user())
-            .await
-            .map(|n| n == 20),
-        class_has_limits(class)
+        limit.map(|n| n == 20),
+        class_has_limits(class),
+        "dev is small"
     );
-    assert_eq!(
-        enforced_connections(class, &prod_res, &prod_creds.user())
-            .await
-            .map(|n| n == 100),
-        class_has_limits(class)
-    );
-
     let q = delete_query(class, "default");
     let b1_path = format!("/v2/service_instances/{dev}/service_bindings/{b1}");
     assert_eq!(
-        b.osb(Method::DELETE, &format!("{b1_path}?{q}"), None)
-            .await
-            .0,
+        b.status(Method::DELETE, &format!("{b1_path}?{q}"), None)
+            .await,
         StatusCode::OK
     );
     assert!(
@@ -333,25 +307,52 @@ async fn lifecycle(class: &str, dev_provider: &str, prod_provider: &str) {
         "the unbound password still works"
     );
     assert_eq!(read(class, &rotated, "charge-1").await.unwrap(), "42.00");
+    (first, rotated)
+}
 
-    let dev_path = format!("/v2/service_instances/{dev}");
+async fn lifecycle(class: &str, dev_provider: &str, prod_provider: &str) {
+    let b = TestBroker::start().await;
+    let (dev, prod) = (unique("dev"), unique("prod"));
+    let dev_meta = provision(&b, class, &dev, "dev-billing").await;
+    let prod_meta = provision(&b, class, &prod, &unique("prod")).await;
+    let picked = |m: &Value| (label(m, "provider"), label(m, "size"));
+    assert_eq!(picked(&dev_meta), (json!(dev_provider), json!("small")));
+    assert_eq!(picked(&prod_meta), (json!(prod_provider), json!("medium")));
+    let (dev_res, prod_res) = (
+        broker::names::instance_resource(&dev),
+        broker::names::instance_resource(&prod),
+    );
+    let b3 = unique("b3");
+    let prod_creds = bind(&b, class, &prod, &b3, json!({}), true).await;
+    let limit = enforced_connections(class, &prod_res, &prod_creds.user()).await;
     assert_eq!(
-        b.osb(Method::DELETE, &format!("{dev_path}?{q}"), None)
-            .await
-            .0,
+        limit.map(|n| n == 100),
+        class_has_limits(class),
+        "prod is medium"
+    );
+    let (first, rotated) = use_bindings(&b, class, &dev, &prod_res).await;
+
+    let dev_path = format!(
+        "/v2/service_instances/{dev}?{}",
+        delete_query(class, "default")
+    );
+    assert_eq!(
+        b.status(Method::DELETE, &dev_path, None).await,
         StatusCode::OK,
         "dev cascades"
     );
     assert!(read(class, &rotated, "charge-1").await.is_err());
-    let users = [first.user(), rotated.user()];
-    assert_eq!(leaked(class, &dev_res, &users).await, Vec::<String>::new());
-    delete(
-        &b,
-        class,
+    assert_eq!(
+        leaked(class, &dev_res, &[first.user(), rotated.user()]).await,
+        Vec::<String>::new()
+    );
+    b.delete_async(
         &format!("/v2/service_instances/{prod}/service_bindings/{b3}"),
+        class,
     )
     .await;
-    delete(&b, class, &format!("/v2/service_instances/{prod}")).await;
+    b.delete_async(&format!("/v2/service_instances/{prod}"), class)
+        .await;
     assert_eq!(
         leaked(class, &prod_res, &[prod_creds.user()]).await,
         Vec::<String>::new()

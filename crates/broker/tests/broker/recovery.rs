@@ -9,47 +9,34 @@ use http::{Method, StatusCode};
 
 use crate::harness::*;
 
-async fn crash_mid_provision(class: &str) -> (TestBroker, String) {
-    let gate = StepGate::new(STEP_INSTANCE_CREATED);
-    let mut b = TestBroker::start_with(taxonomy(false), Some(gate.clone())).await;
-    let id = unique("crash");
-    let path = format!("/v2/service_instances/{id}?accepts_incomplete=true");
-    let (status, answer) = b
-        .osb(
-            Method::PUT,
-            &path,
-            Some(provision_body(class, "default", Some("dev-crash"))),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    gate.reached().await;
-    // While held: a re-PUT is 202, GET is 404, mutations are ConcurrencyError.
+/// While an operation is held mid-provision: a re-PUT is 202 with the same operation, GET is
+/// 404, DELETE is ConcurrencyError, and last_operation shows the step reached.
+async fn check_held(b: &TestBroker, class: &str, id: &str, operation: &serde_json::Value) {
+    let path = format!("/v2/service_instances/{id}");
+    let body = provision_body(class, "default", Some("dev-crash"));
     let (status, again) = b
         .osb(
             Method::PUT,
-            &path,
-            Some(provision_body(class, "default", Some("dev-crash"))),
+            &format!("{path}?accepts_incomplete=true"),
+            Some(body),
         )
         .await;
     assert_eq!(
         (status, &again["operation"]),
-        (StatusCode::ACCEPTED, &answer["operation"])
+        (StatusCode::ACCEPTED, operation)
     );
-    let instance = format!("/v2/service_instances/{id}");
     assert_eq!(
-        b.osb(Method::GET, &instance, None).await.0,
+        b.status(Method::GET, &path, None).await,
         StatusCode::NOT_FOUND
     );
     let q = delete_query(class, "default");
-    let (status, body) = b
-        .osb(Method::DELETE, &format!("{instance}?{q}"), None)
-        .await;
+    let (status, body) = b.osb(Method::DELETE, &format!("{path}?{q}"), None).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("ConcurrencyError"))
     );
     let (_, op) = b
-        .osb(Method::GET, &format!("{instance}/last_operation"), None)
+        .osb(Method::GET, &format!("{path}/last_operation"), None)
         .await;
     assert!(
         op["description"]
@@ -58,6 +45,20 @@ async fn crash_mid_provision(class: &str) -> (TestBroker, String) {
             .contains(STEP_INSTANCE_CREATED),
         "{op}"
     );
+}
+
+/// Starts an async provision, holds it after the instance's main resource exists, and
+/// aborts the broker there.
+async fn crash_mid_provision(class: &str) -> (TestBroker, String) {
+    let gate = StepGate::new(STEP_INSTANCE_CREATED);
+    let mut b = TestBroker::start_with(taxonomy(false), Some(gate.clone())).await;
+    let id = unique("crash");
+    let path = format!("/v2/service_instances/{id}?accepts_incomplete=true");
+    let body = provision_body(class, "default", Some("dev-crash"));
+    let (status, answer) = b.osb(Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    gate.reached().await;
+    check_held(&b, class, &id, &answer["operation"]).await;
     b.abort().await;
     (b, id)
 }

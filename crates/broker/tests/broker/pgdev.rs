@@ -1,0 +1,57 @@
+//! The dev PostgreSQL flavour: a private cluster under the state directory, no server needed.
+
+use std::os::unix::fs::PermissionsExt;
+
+use broker::ProviderConfig;
+use http::{Method, StatusCode};
+
+use crate::harness::*;
+
+/// Provisions and binds on the dev cluster; returns the binding's URI after checking it works.
+async fn provision_bind_use(b: &TestBroker, path: &str) -> String {
+    let body = provision_body("postgresql", "default", Some("dev-demo"));
+    let (status, answer) = b.osb(Method::PUT, path, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let bpath = format!("{path}/service_bindings/{}", unique("b"));
+    let bind = Some(bind_body("postgresql", "default"));
+    let (status, answer) = b.osb(Method::PUT, &bpath, bind).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_ne!(
+        answer["credentials"]["port"], 5432,
+        "served by the private cluster"
+    );
+    let uri = answer["credentials"]["uri"].as_str().unwrap().to_owned();
+    let client = pg_connect(&uri).await.unwrap();
+    let sql = "CREATE TABLE t (v int); INSERT INTO t VALUES (7)";
+    client.batch_execute(sql).await.unwrap();
+    let v: i32 = client
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 7);
+    uri
+}
+
+#[tokio::test]
+async fn private_postgres_cluster_serves_dev_and_stops_with_the_broker() {
+    // 0755: when the tests run as root the cluster runs as `postgres`, which must reach it.
+    let dir = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let cluster = dir.path().join("postgres-dev");
+    let providers =
+        ProviderConfig::local().with_private_postgres("postgres-shared", cluster.clone());
+    let mut b = TestBroker::start_in(dir, taxonomy(false), providers, None).await;
+    let path = format!("/v2/service_instances/{}", unique("pgdev"));
+    let uri = provision_bind_use(&b, &path).await;
+    let q = delete_query("postgresql", "default");
+    let status = b.status(Method::DELETE, &format!("{path}?{q}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cluster.join("data/postmaster.pid").exists(), "running");
+    b.shutdown().await;
+    let pid = cluster.join("data/postmaster.pid");
+    assert!(!pid.exists(), "stopped with the broker");
+    assert!(pg_connect(&uri).await.is_err());
+}
