@@ -57,6 +57,14 @@ pub struct Snapshot {
     pub version: u64,
     /// Mesh services by name.
     pub services: BTreeMap<String, ServiceRoute>,
+    /// Every `AuthorizationPolicy` and `EgressPolicy` of the mesh, named `<namespace>/<name>`
+    /// (see [`crate::policy`]); proxies compile it with `policy::Engine::compile`.
+    #[serde(default)]
+    pub policies: policy::PolicySet,
+    /// `policies.hash()` (hex), so a proxy's snapshot can be named and compared with files
+    /// (`meshwork policy explain --state-dir`). Empty from control planes without policies.
+    #[serde(default)]
+    pub policy_hash: String,
 }
 
 /// A mesh service and its ready endpoints.

@@ -9,10 +9,15 @@
 
 pub mod contract;
 pub mod duration;
+pub mod entry;
 pub mod load;
+mod locate;
 pub mod mesh;
+pub mod policy;
 pub mod resource;
 pub mod set;
+pub mod taxonomy;
+pub mod workload;
 
 pub use load::{LoadError, Loaded, Origin, load_dir, load_str};
 pub use resource::{API_VERSION, Name, ObjectMeta, Resource};

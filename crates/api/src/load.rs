@@ -67,6 +67,28 @@ pub enum LoadError {
     /// A directory holds no resources at all.
     #[error("{}: no *.yaml or *.yml resource files found", .0.display())]
     Empty(PathBuf),
+    /// Several problems found at once (e.g. every invalid field of a policy), one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<LoadError>),
+}
+
+impl LoadError {
+    /// One error as itself, several as [`LoadError::Several`] (flattened).
+    pub(crate) fn from_many(errors: Vec<LoadError>) -> LoadError {
+        let mut flat: Vec<LoadError> = errors
+            .into_iter()
+            .flat_map(|e| match e {
+                LoadError::Several(inner) => inner,
+                other => vec![other],
+            })
+            .collect();
+        if flat.len() == 1
+            && let Some(one) = flat.pop()
+        {
+            return one;
+        }
+        LoadError::Several(flat)
+    }
 }
 
 /// The kind-independent head of a document, read before its spec.

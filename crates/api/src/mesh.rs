@@ -17,6 +17,22 @@ pub struct MeshSpec {
     /// Lifetime of issued X.509-SVIDs; 1 h when omitted.
     #[serde(default)]
     pub svid_ttl: Option<HumanDuration>,
+    /// The DNS server sidecars resolve egress destinations with; the system resolver when
+    /// omitted. Sidecars connect to what *they* resolved, never to what the app looked up.
+    #[serde(default)]
+    pub dns: Option<DnsSpec>,
+}
+
+/// `spec.dns` of a `Mesh`: `{server: 127.0.0.1:5353}`, or `{workload: NAME}` for a DNS
+/// server that is itself a workload of the mesh (serving on its application port, which
+/// `meshwork up` allocates — how the store-billing example runs offline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum DnsSpec {
+    /// A DNS server address (UDP, with TCP fallback).
+    Server(std::net::SocketAddr),
+    /// The workload whose application is the DNS server.
+    Workload(Name),
 }
 
 /// `kind: Workload`: a process the mesh starts, names and fronts with a sidecar.

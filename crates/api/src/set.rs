@@ -3,13 +3,28 @@
 use std::collections::BTreeSet;
 
 use identity::SpiffeId;
+use policy::{AuthorizationPolicySpec, EgressPolicySpec};
 
 use crate::load::{LoadError, Loaded, invalid, parse_resource};
-use crate::mesh::{MeshSpec, ServiceSpec, Workload, WorkloadSpec};
+use crate::mesh::{DnsSpec, MeshSpec, ServiceSpec, Workload, WorkloadSpec};
+use crate::policy::{validate_policies, validate_spec};
 use crate::resource::Resource;
+use crate::taxonomy::{
+    self, EnvironmentSpec, ServiceClaimSpec, ServiceClassSpec, ServicePolicySpec,
+};
 
 /// The kinds this release reads, for "unknown kind" errors.
-pub const KINDS: &[&str] = &["Mesh", "Workload", "Service"];
+pub const KINDS: &[&str] = &[
+    "Mesh",
+    "Workload",
+    "Service",
+    "AuthorizationPolicy",
+    "EgressPolicy",
+    "ServiceClass",
+    "Environment",
+    "ServicePolicy",
+    "ServiceClaim",
+];
 
 /// Every resource of a directory, by kind.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +35,18 @@ pub struct ResourceSet {
     pub workloads: Vec<Loaded<WorkloadSpec>>,
     /// `Service` resources.
     pub services: Vec<Loaded<ServiceSpec>>,
+    /// `AuthorizationPolicy` resources.
+    pub authorization_policies: Vec<Loaded<AuthorizationPolicySpec>>,
+    /// `EgressPolicy` resources.
+    pub egress_policies: Vec<Loaded<EgressPolicySpec>>,
+    /// `ServiceClass` resources (the broker's catalog; see [`crate::taxonomy`]).
+    pub service_classes: Vec<Loaded<ServiceClassSpec>>,
+    /// `Environment` resources.
+    pub environments: Vec<Loaded<EnvironmentSpec>>,
+    /// `ServicePolicy` resources.
+    pub service_policies: Vec<Loaded<ServicePolicySpec>>,
+    /// `ServiceClaim` resources.
+    pub service_claims: Vec<Loaded<ServiceClaimSpec>>,
 }
 
 impl ResourceSet {
@@ -34,6 +61,30 @@ impl ResourceSet {
             "Mesh" => self.meshes.push(parse_resource(doc, origin, resource)?),
             "Workload" => self.workloads.push(parse_resource(doc, origin, resource)?),
             "Service" => self.services.push(parse_resource(doc, origin, resource)?),
+            // Policies are checked field by field here, where the text is at hand, so each
+            // error points at its field's line.
+            "AuthorizationPolicy" => {
+                let policy = parse_resource(doc, origin, resource)?;
+                validate_spec(&policy, Some(doc))?;
+                self.authorization_policies.push(policy);
+            }
+            "EgressPolicy" => {
+                let policy = parse_resource(doc, origin, resource)?;
+                validate_spec(&policy, Some(doc))?;
+                self.egress_policies.push(policy);
+            }
+            "ServiceClass" => self
+                .service_classes
+                .push(taxonomy::parse(doc, origin, resource)?),
+            "Environment" => self
+                .environments
+                .push(taxonomy::parse(doc, origin, resource)?),
+            "ServicePolicy" => self
+                .service_policies
+                .push(taxonomy::parse(doc, origin, resource)?),
+            "ServiceClaim" => self
+                .service_claims
+                .push(taxonomy::parse(doc, origin, resource)?),
             other => {
                 let msg = format!("unknown kind {other:?}; known kinds: {}", KINDS.join(", "));
                 return Err(invalid(&origin, Some(resource), "kind", &msg));
@@ -72,11 +123,17 @@ impl ResourceSet {
             .filter(|w| w.matches(&service.selector))
     }
 
-    /// Cross-resource rules: one Mesh, unique names, non-empty commands and selectors.
+    /// Cross-resource rules: one Mesh, unique names, non-empty commands and selectors,
+    /// valid policies whose `targetService` names a Service.
     pub fn validate(&self) -> Result<(), LoadError> {
         self.validate_mesh()?;
         unique_names(&self.workloads, "Workload")?;
         unique_names(&self.services, "Service")?;
+        self.validate_dns()?;
+        unique_names(&self.authorization_policies, "AuthorizationPolicy")?;
+        unique_names(&self.egress_policies, "EgressPolicy")?;
+        validate_policies(self)?;
+        self.validate_taxonomy()?;
         for w in &self.workloads {
             let res = format!("Workload/{}", w.resource.metadata.name);
             if w.resource.spec.command.is_empty() {
@@ -97,6 +154,21 @@ impl ResourceSet {
             }
         }
         Ok(())
+    }
+
+    /// `spec.dns.workload` must name a Workload.
+    fn validate_dns(&self) -> Result<(), LoadError> {
+        let Some(mesh) = self.meshes.first() else {
+            return Ok(());
+        };
+        match &mesh.resource.spec.dns {
+            Some(DnsSpec::Workload(name)) if self.workload(name.as_str()).is_none() => {
+                let res = format!("Mesh/{}", mesh.resource.metadata.name);
+                let msg = format!("{:?} names no Workload", name.as_str());
+                Err(invalid(&mesh.origin, Some(&res), "spec.dns.workload", &msg))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn validate_mesh(&self) -> Result<(), LoadError> {

@@ -4,11 +4,11 @@
 #
 #   crates/broker/conformance/run.sh            # from anywhere; exits non-zero on failures
 #
-# Env: SHARED_DIR (default: <repo>/../shared), BROKER_BIN (a binary that accepts
-# --listen/--state/--user/--password and prints "listening on http://ADDR"; default: the
-# osb-server example, built here), ST_ARGS (extra schemathesis arguments).
-# The broker provisions for real on the local servers; everything it created is deprovisioned
-# afterwards (osb-server --purge).
+# Env: SHARED_DIR (default: <repo>/../shared), BROKER_BIN (the `meshwork` binary; default: built
+# here), ST_ARGS (extra schemathesis arguments).
+# Runs `meshwork broker` with the built-in demo taxonomy (credentials through the environment,
+# never argv). The broker provisions for real on the local servers; everything it created is
+# deprovisioned afterwards (`meshwork broker purge`).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +25,7 @@ cleanup() {
         wait "$pid" || true
     fi
     if [ -f "$work/broker.redb" ]; then
-        "$bin" --state "$work/broker.redb" --purge || echo "run.sh: purge failed; see $work" >&2
+        "$bin" broker purge --state "$work/broker.redb" >/dev/null || echo "run.sh: purge failed; see $work" >&2
     fi
     rm -rf "$work"
 }
@@ -40,11 +40,12 @@ python3 "$shared/osb/osb_openapi_overlay.py" "$shared/osb/openapi-v2.17.yaml" "$
 if [ -n "${BROKER_BIN:-}" ]; then
     bin="$BROKER_BIN"
 else
-    (cd "$repo" && cargo build --quiet -p meshwork-broker --example osb-server)
-    bin="$repo/target/debug/examples/osb-server"
+    (cd "$repo" && cargo build --quiet -p meshwork-cli)
+    bin="${CARGO_TARGET_DIR:-$repo/target}/debug/meshwork"
 fi
 
-"$bin" --listen 127.0.0.1:0 --state "$work/broker.redb" --user "$user" --password "$pass" \
+MESHWORK_BROKER_USERNAME="$user" MESHWORK_BROKER_PASSWORD="$pass" \
+    "$bin" broker --listen 127.0.0.1:0 --state "$work/broker.redb" \
     >"$work/broker.out" 2>"$work/broker.err" &
 pid=$!
 url=""

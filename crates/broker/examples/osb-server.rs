@@ -1,5 +1,5 @@
-//! A standalone OSB server with the demo taxonomy and the local providers, until the CLI's
-//! `meshwork broker` subcommand exists. Used by `conformance/run.sh`.
+//! A minimal embedding of the broker: the demo taxonomy and the local providers in a few lines.
+//! The real command is `meshwork broker` (crates/cli), which `conformance/run.sh` runs.
 //!
 //! usage: osb-server [--listen 127.0.0.1:0] [--state PATH] [--user U] [--password P] [--purge]
 //! Prints `listening on http://ADDR` once ready; stops on SIGINT/SIGTERM.

@@ -7,9 +7,9 @@
 //! bindings are real databases, users and Redis ACL users; state, including in-flight
 //! operations, lives in one redb file so a crash resumes or cleans up on restart.
 //!
-//! Owns: the OSB HTTP surface (private `http` module), the taxonomy specs ([`taxonomy`]; the
-//! `api` crate will wrap them in resource envelopes), the providers ([`provider`]), the redb
-//! [`store`] and the operation engine (private `ops` module).
+//! Owns: the OSB HTTP surface (private `http` module), the taxonomy ([`taxonomy`]: resolution
+//! and cross-references; the spec types are `api::taxonomy`'s, re-exported), the providers
+//! ([`provider`]), the redb [`store`] and the operation engine (private `ops` module).
 //! Must not import: `proxy` or `control` (its peers under `cli`). Errors are [`BrokerError`];
 //! `anyhow` is for `cli` only.
 //!

@@ -4,10 +4,18 @@
 //! The only crate allowed to use `anyhow`, and the only one that wires the
 //! others together; it owns no protocol logic of its own.
 
+mod agent_cmd;
+mod broker_cmd;
+mod ca_cmd;
+mod check_cmd;
+mod claims;
 mod demo;
+mod entry_cmd;
 mod exec;
 mod logging;
 mod parent;
+mod policy_cmd;
+mod token_cmd;
 mod up;
 
 use std::path::PathBuf;
@@ -37,6 +45,22 @@ enum Command {
     Control(up::control::ControlArgs),
     /// Run one workload's sidecar proxy (normally started by `up`).
     Proxy(up::proxy::ProxyArgs),
+    /// Explain and test policies: `policy explain`, `policy test FILE` (exit 1 on deny/mismatch).
+    Policy(policy_cmd::PolicyArgs),
+    /// Run a node agent: joins the control plane, serves the SPIFFE Workload API.
+    Agent(agent_cmd::AgentArgs),
+    /// Join tokens for agents: `token create [--ttl 10m]`.
+    Token(token_cmd::TokenArgs),
+    /// Registration entries: `entry create|list|delete`.
+    Entry(entry_cmd::EntryArgs),
+    /// The CA: `ca rotate`, `ca status`.
+    Ca(ca_cmd::CaArgs),
+    /// Check SVID/CA expiry, agent-control connectivity and clock skew (exit 1 on a problem).
+    Check(check_cmd::CheckArgs),
+    /// Run the Open Service Broker (OSB v2.17); `broker purge` deprovisions a state file's instances.
+    Broker(broker_cmd::BrokerArgs),
+    /// Service claims: `claims delete DIR NAME…` deprovisions (database and users dropped).
+    Claims(claims::ClaimsArgs),
     /// Demo applications for examples/store-billing (plain HTTP, mesh-unaware).
     #[command(hide = true)]
     Demo(demo::DemoArgs),
@@ -50,6 +74,14 @@ fn main() -> std::process::ExitCode {
         Command::Validate { dir } => validate(&dir),
         Command::Control(args) => up::control::run(args),
         Command::Proxy(args) => up::proxy::run(args),
+        Command::Policy(args) => policy_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
+        Command::Token(args) => token_cmd::run(args),
+        Command::Entry(args) => entry_cmd::run(args),
+        Command::Ca(args) => ca_cmd::run(args),
+        Command::Check(args) => check_cmd::run(args),
+        Command::Broker(args) => broker_cmd::run(args),
+        Command::Claims(args) => claims::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

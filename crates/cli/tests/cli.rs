@@ -1,7 +1,13 @@
 //! End-to-end tests: real `meshwork` processes, real sockets, real TLS, curl.
 
+#[path = "cli/broker.rs"]
+mod broker;
 #[path = "cli/harness.rs"]
 mod harness;
+#[path = "cli/identity.rs"]
+mod identity;
+#[path = "cli/policy.rs"]
+mod policy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -19,9 +19,12 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
-    /// The CA could not be loaded or created.
+    /// The CA could not be loaded or created, or the state file failed.
     #[error(transparent)]
-    Ca(#[from] crate::ca_store::CaStoreError),
+    Authority(#[from] crate::authority::AuthorityError),
+    /// The state file failed.
+    #[error(transparent)]
+    State(#[from] crate::store::StateError),
     /// The resources have no `Mesh` (the loader normally prevents this).
     #[error("the resources define no Mesh; cannot pick a trust domain")]
     NoMesh,
@@ -37,13 +40,40 @@ pub enum ControlError {
         #[source]
         source: identity::CaError,
     },
+    /// A request was malformed or named something that does not exist.
+    #[error("{message}")]
+    Request {
+        /// HTTP status to answer with.
+        status: StatusCode,
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// For humans.
+        message: String,
+    },
 }
 
 impl ControlError {
+    /// A request-level error with its status and code.
+    pub fn request(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ControlError {
+        ControlError::Request {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ControlError::UnknownWorkload(_) => (StatusCode::NOT_FOUND, "unknown_workload"),
             ControlError::Csr { .. } => (StatusCode::BAD_REQUEST, "bad_csr"),
+            ControlError::Request { status, code, .. } => (*status, code),
+            ControlError::Authority(crate::AuthorityError::RotationInProgress { .. }) => {
+                (StatusCode::CONFLICT, "rotation_in_progress")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -52,7 +82,10 @@ impl ControlError {
 impl IntoResponse for ControlError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = ErrorBody { error: code.to_owned(), description: self.to_string() };
+        let body = ErrorBody {
+            error: code.to_owned(),
+            description: self.to_string(),
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -1,17 +1,35 @@
-//! The meshwork control plane: holds the CA, the registry of workloads and
-//! services, signs X.509-SVIDs from CSRs and serves versioned config snapshots.
+//! The meshwork control plane and node agent.
 //!
-//! It speaks the contract in [`api::contract`] over a unix socket. Today any
-//! process that can open the socket (mode 0600, so: the same user) may ask for
-//! any workload's SVID; workload attestation replaces that trust with proof in
-//! the control-plane issue (#3). The control plane never sees a private key.
+//! Control plane: holds the CA and the registration entries in a durable state file
+//! ([`store`], `<state>/control.redb`), signs X.509-SVIDs from CSRs and JWT-SVIDs,
+//! serves versioned config snapshots to sidecars and operator routes over a 0600 unix
+//! socket (the [`api::contract`] plus `/v1/admin/*`), and the node API to agents over
+//! mTLS on loopback TCP ([`node_api`]). CA rotation with overlap lives in [`authority`].
+//!
+//! Node agent ([`agent`], `meshwork agent`): joins with a one-time token, attests
+//! workloads from unix peer credentials against registration entries, and serves the
+//! SPIFFE Workload API. The control plane never sees a workload's private key.
+//!
+//! Static stability: agents and sidecars keep serving what they have while the control
+//! plane is gone, and resynchronise when it returns. See docs/identity.md.
 //!
 //! Must not import `proxy`, `broker` or `cli`.
 
-mod ca_store;
+mod admin;
+mod admin_client;
+pub mod agent;
+pub mod authority;
+pub mod check;
 mod error;
+mod issuer;
+mod jwt;
+pub mod node_api;
+mod node_tls;
 mod registry;
+mod reload;
 mod routes;
+pub mod store;
+mod tokens;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,9 +37,20 @@ use std::sync::Arc;
 use api::ResourceSet;
 use tokio::net::UnixListener;
 
-pub use ca_store::CaStoreError;
+pub use admin::{ControlStatus, TokenRequest};
+pub use admin_client::{AdminClient, AdminError};
+pub use authority::{AuthorityError, AuthorityState};
 pub use error::ControlError;
+pub use issuer::{AuthorityStatus, Entry, Issuer, NodeView};
+pub use jwt::{DEFAULT_JWT_TTL, JwtBundle, JwtError};
+pub use node_api::{
+    AGENT_PATH_PREFIX, CONTROL_PATH, JoinRequest, JwtSvidRequest, JwtSvidResponse, RenewRequest,
+    WorkloadSvidRequest,
+};
+pub use node_tls::control_id;
 pub use registry::Registry;
+pub use store::{STATE_FILE, StateError};
+pub use tokens::{DEFAULT_TOKEN_TTL, JoinRefusal, JoinToken};
 
 /// Default lifetime of issued SVIDs when the `Mesh` does not set one.
 pub const DEFAULT_SVID_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -35,6 +64,10 @@ pub struct ControlConfig {
     pub state_dir: PathBuf,
     /// The mesh's resources.
     pub resources: ResourceSet,
+    /// Where to serve the agent API (mTLS, loopback TCP; port 0 picks one). The bound
+    /// address is written to `<state>/node-api.addr` and the trust bundle agents
+    /// bootstrap with to `<state>/bundle.pem`. `None`: no agents.
+    pub node_api: Option<std::net::SocketAddr>,
 }
 
 /// Runs the control plane until `shutdown` resolves.
@@ -42,7 +75,35 @@ pub async fn serve(
     config: ControlConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
+    serve_watching(config, None, shutdown).await
+}
+
+/// [`serve`], and with `resources_dir` (the directory `config.resources` came from) also
+/// applies policy edits live: the directory is polled every second, and changed policies are
+/// published in a new snapshot; an invalid edit is logged and the previous policies keep
+/// serving. `Mesh`/`Workload`/`Service` changes need a restart.
+pub async fn serve_watching(
+    config: ControlConfig,
+    resources_dir: Option<PathBuf>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    let started_with = resources_dir.as_ref().map(|_| config.resources.clone());
     let registry = Arc::new(Registry::open(&config.state_dir, config.resources)?);
+    let _watcher = resources_dir
+        .zip(started_with)
+        .map(|(dir, set)| reload::watch(Arc::clone(&registry), dir, set));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let node_api = match config.node_api {
+        Some(addr) => Some(start_node_api(addr, &config.state_dir, &registry, stop.clone()).await?),
+        None => None,
+    };
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    };
     if config.socket.exists() {
         std::fs::remove_file(&config.socket).map_err(|source| ControlError::Socket {
             path: config.socket.clone(),
@@ -55,16 +116,88 @@ pub async fn serve(
     })?;
     restrict_to_owner(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "control plane listening");
-    axum::serve(listener, routes::router(registry))
+    let served = axum::serve(listener, routes::router(registry))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|source| ControlError::Socket { path: config.socket, source })
+        .map_err(|source| ControlError::Socket {
+            path: config.socket,
+            source,
+        });
+    stop.cancel();
+    if let Some(task) = node_api {
+        let _ = task.await;
+    }
+    served
+}
+
+/// Binds the node API, publishes its address and the bootstrap bundle, and serves it
+/// until `stop` is cancelled.
+async fn start_node_api(
+    addr: std::net::SocketAddr,
+    state_dir: &std::path::Path,
+    registry: &Arc<Registry>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let socket_err = |path: PathBuf| move |source| ControlError::Socket { path, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(socket_err(PathBuf::from(addr.to_string())))?;
+    let bound = listener
+        .local_addr()
+        .map_err(socket_err(PathBuf::from(addr.to_string())))?;
+    let issuer = Arc::clone(registry.issuer());
+    let bundle_path = state_dir.join("bundle.pem");
+    write_atomically(&bundle_path, issuer.bundle().to_pem().as_bytes())
+        .map_err(socket_err(bundle_path.clone()))?;
+    let addr_path = state_dir.join("node-api.addr");
+    write_atomically(&addr_path, bound.to_string().as_bytes()).map_err(socket_err(addr_path))?;
+    tracing::info!(%bound, "node API (mTLS) listening");
+    tokio::spawn(publish_bundle(
+        Arc::clone(&issuer),
+        bundle_path,
+        stop.clone(),
+    ));
+    Ok(tokio::spawn(async move {
+        if let Err(error) = node_tls::serve(listener, issuer, stop.cancelled_owned()).await {
+            tracing::error!(%error, "node API stopped");
+        }
+    }))
+}
+
+/// Keeps `<state>/bundle.pem` (what new agents bootstrap with) current across CA rotations.
+async fn publish_bundle(
+    issuer: Arc<Issuer>,
+    path: PathBuf,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut views = issuer.subscribe();
+    let mut written = issuer.bundle().to_pem();
+    while tokio::select! { () = stop.cancelled() => false, r = views.changed() => r.is_ok() } {
+        let pem = views.borrow_and_update().bundle_pem.clone();
+        if pem != written {
+            if let Err(error) = write_atomically(&path, pem.as_bytes()) {
+                tracing::warn!(%error, path = %path.display(), "cannot update the bootstrap bundle");
+            }
+            written = pem;
+        }
+    }
+}
+
+/// Writes `bytes` to a temporary file and renames it over `path`, so readers never
+/// see a half-written file.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Only the owner may talk to the control socket: it hands out identities.
 fn restrict_to_owner(path: &std::path::Path) -> Result<(), ControlError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        ControlError::Socket { path: path.to_owned(), source }
+        ControlError::Socket {
+            path: path.to_owned(),
+            source,
+        }
     })
 }

@@ -6,20 +6,25 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use api::ResourceSet;
-use api::contract::{Endpoint, EndpointRegistration, ServiceRoute, Snapshot, SvidRequest, SvidResponse};
-use identity::{Ca, TrustDomain};
+use api::contract::{
+    Endpoint, EndpointRegistration, ServiceRoute, Snapshot, SvidRequest, SvidResponse,
+};
+use identity::TrustDomain;
+use policy::PolicySet;
 use tokio::sync::watch;
 
-use crate::{ControlError, DEFAULT_SVID_TTL, ca_store};
+use crate::issuer::Issuer;
+use crate::{ControlError, DEFAULT_SVID_TTL};
 
 /// The control plane's state. Snapshots are published on a watch channel so
 /// long polls wake as soon as anything changes.
 pub struct Registry {
-    ca: Ca,
+    issuer: Arc<Issuer>,
     trust_domain: TrustDomain,
-    svid_ttl: time::Duration,
     resources: ResourceSet,
     endpoints: Mutex<BTreeMap<String, SocketAddr>>,
+    /// The policies published in snapshots; replaced live by [`Registry::replace_policies`].
+    policies: Mutex<PolicySet>,
     snapshots: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -28,19 +33,24 @@ impl Registry {
     pub fn open(state_dir: &Path, resources: ResourceSet) -> Result<Self, ControlError> {
         let mesh = resources.mesh().ok_or(ControlError::NoMesh)?;
         let trust_domain = mesh.spec.trust_domain.clone();
-        let svid_ttl = mesh.spec.svid_ttl.map(|d| d.get()).unwrap_or(DEFAULT_SVID_TTL);
+        let svid_ttl = mesh
+            .spec
+            .svid_ttl
+            .map(|d| d.get())
+            .unwrap_or(DEFAULT_SVID_TTL);
         let svid_ttl = time::Duration::try_from(svid_ttl).unwrap_or(identity::DEFAULT_SVID_TTL);
-        let ca = ca_store::load_or_create(state_dir, &trust_domain)?;
+        let issuer = Arc::new(Issuer::open(state_dir, &trust_domain, svid_ttl)?);
         let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
+        let endpoints = issuer.endpoints()?;
         let registry = Registry {
-            ca,
+            issuer,
             trust_domain,
-            svid_ttl,
+            policies: Mutex::new(resources.policy_set()),
             resources,
-            endpoints: Mutex::new(BTreeMap::new()),
+            endpoints: Mutex::new(endpoints.clone()),
             snapshots,
         };
-        registry.publish(&BTreeMap::new());
+        registry.publish(&endpoints);
         Ok(registry)
     }
 
@@ -52,18 +62,15 @@ impl Registry {
             .workload(&req.workload)
             .ok_or_else(|| ControlError::UnknownWorkload(req.workload.clone()))?;
         let id = workload.spiffe_id(&self.trust_domain);
-        let now = time::OffsetDateTime::now_utc();
-        let cert = self
-            .ca
-            .sign_csr(&req.csr_pem, &id, self.svid_ttl, now)
-            .map_err(|source| ControlError::Csr { workload: req.workload.clone(), source })?;
+        let response = self
+            .issuer
+            .sign(&req.csr_pem, &id)
+            .map_err(|source| ControlError::Csr {
+                workload: req.workload.clone(),
+                source,
+            })?;
         tracing::info!(workload = %req.workload, spiffe_id = %id, "issued SVID");
-        Ok(SvidResponse {
-            spiffe_id: id,
-            cert_chain_pem: cert.to_pem(),
-            bundle_pem: self.ca.bundle().to_pem(),
-            expires_at: cert.not_after().unix_timestamp(),
-        })
+        Ok(response)
     }
 
     /// Records a sidecar's inbound address and publishes a new snapshot.
@@ -76,9 +83,32 @@ impl Registry {
             return Ok(()); // re-registration after a reconnect: nothing changed
         }
         tracing::info!(workload = %reg.workload, inbound = %reg.inbound, "endpoint registered");
+        // Durable before acknowledged: a restarted control plane routes to it at once.
+        self.issuer.put_endpoint(&reg.workload, reg.inbound)?;
         endpoints.insert(reg.workload, reg.inbound);
         self.publish(&endpoints);
         Ok(())
+    }
+
+    /// Replaces the mesh's policies (their files changed) and publishes a new snapshot;
+    /// returns `false`, publishing nothing, when they are unchanged.
+    pub fn replace_policies(&self, policies: PolicySet) -> bool {
+        // The endpoints lock serialises publishing, as in `register`.
+        let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut current = self.policies.lock().unwrap_or_else(|p| p.into_inner());
+            if *current == policies {
+                return false;
+            }
+            *current = policies;
+        }
+        self.publish(&endpoints);
+        true
+    }
+
+    /// The identity state (CA, entries, tokens) behind this registry.
+    pub fn issuer(&self) -> &Arc<Issuer> {
+        &self.issuer
     }
 
     /// A receiver that sees every new snapshot.
@@ -87,7 +117,15 @@ impl Registry {
     }
 
     fn publish(&self, endpoints: &BTreeMap<String, SocketAddr>) {
-        let version = self.snapshots.borrow().version + 1;
+        // Persisted, so versions keep growing across control-plane restarts.
+        let next = self.snapshots.borrow().version + 1;
+        let version = match self.issuer.next_version() {
+            Ok(v) => v.max(next),
+            Err(error) => {
+                tracing::warn!(%error, "cannot persist the snapshot version");
+                next
+            }
+        };
         let services = self
             .resources
             .services
@@ -99,12 +137,25 @@ impl Registry {
                     .backends(&s.resource.spec)
                     .filter_map(|w| {
                         let addr = *endpoints.get(w.metadata.name.as_str())?;
-                        Some(Endpoint { addr, identity: w.spiffe_id(&self.trust_domain) })
+                        Some(Endpoint {
+                            addr,
+                            identity: w.spiffe_id(&self.trust_domain),
+                        })
                     })
                     .collect();
                 (name.clone(), ServiceRoute { name, endpoints })
             })
             .collect();
-        self.snapshots.send_replace(Arc::new(Snapshot { version, services }));
+        let policies = self
+            .policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.snapshots.send_replace(Arc::new(Snapshot {
+            version,
+            services,
+            policy_hash: policies.hash().to_string(),
+            policies,
+        }));
     }
 }

@@ -17,6 +17,7 @@ pub(crate) fn router(registry: Arc<Registry>) -> Router {
         .route("/v1/svid", post(svid))
         .route("/v1/endpoints", post(endpoints))
         .route("/v1/snapshot", get(snapshot))
+        .merge(crate::admin::router())
         .with_state(registry)
 }
 

@@ -1,4 +1,10 @@
-//! The control plane over its real unix socket.
+//! The control plane over its real unix socket; the agent and its Workload API
+//! against real SPIFFE clients (the `spiffe` crate).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "control/workload_api.rs"]
+mod workload_api;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,11 +28,17 @@ struct Running {
 }
 
 async fn start(state: &Path) -> Running {
+    start_with(state, &example(), None).await
+}
+
+/// Starts control on `state` with the resources of `dir`, and the node API if asked.
+async fn start_with(state: &Path, dir: &Path, node_api: Option<std::net::SocketAddr>) -> Running {
     let socket = state.join("control.sock");
     let config = ControlConfig {
         socket: socket.clone(),
         state_dir: state.to_owned(),
-        resources: api::load_dir(&example()).expect("example"),
+        resources: api::load_dir(dir).expect("resources"),
+        node_api,
     };
     let (stop, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(control::serve(config, async {
@@ -50,7 +62,9 @@ impl Running {
 
 async fn call(socket: &Path, method: &str, uri: &str, body: Option<String>) -> (u16, Bytes) {
     let stream = UnixStream::connect(socket).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     let req = hyper::Request::builder()
         .method(method)
@@ -61,13 +75,25 @@ async fn call(socket: &Path, method: &str, uri: &str, body: Option<String>) -> (
         .expect("request");
     let resp = tx.send_request(req).await.expect("send");
     let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.expect("body").to_bytes())
+    (
+        status,
+        resp.into_body().collect().await.expect("body").to_bytes(),
+    )
 }
 
 async fn sign(socket: &Path, workload: &str, key: &SvidKey) -> (u16, Bytes) {
     let any_id = "spiffe://evil.example/admin".parse().expect("id");
-    let req = SvidRequest { workload: workload.into(), csr_pem: key.csr_pem(&any_id).expect("csr") };
-    call(socket, "POST", "/v1/svid", Some(serde_json::to_string(&req).expect("json"))).await
+    let req = SvidRequest {
+        workload: workload.into(),
+        csr_pem: key.csr_pem(&any_id).expect("csr"),
+    };
+    call(
+        socket,
+        "POST",
+        "/v1/svid",
+        Some(serde_json::to_string(&req).expect("json")),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -79,13 +105,19 @@ async fn signs_csr_with_the_registry_identity() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let resp: SvidResponse = serde_json::from_slice(&body).expect("json");
     // The CSR asked for spiffe://evil.example/admin; the registry decides.
-    assert_eq!(resp.spiffe_id.as_str(), "spiffe://meshwork.local/ns/default/sa/billing");
+    assert_eq!(
+        resp.spiffe_id.as_str(),
+        "spiffe://meshwork.local/ns/default/sa/billing"
+    );
     let cert = SvidCertificate::from_pem(&resp.cert_chain_pem).expect("chain");
     let svid = Svid::new(key, cert).expect("key matches leaf");
     assert_eq!(svid.id(), &resp.spiffe_id);
-    let bundle = TrustBundle::from_pem(resp.spiffe_id.trust_domain().clone(), &resp.bundle_pem).expect("bundle");
+    let bundle = TrustBundle::from_pem(resp.spiffe_id.trust_domain().clone(), &resp.bundle_pem)
+        .expect("bundle");
     let now = rustls_pki_types::UnixTime::now();
-    let verified = identity::verify_svid(&bundle, svid.cert_chain(), now, identity::PeerRole::Client).expect("verifies");
+    let verified =
+        identity::verify_svid(&bundle, svid.cert_chain(), now, identity::PeerRole::Client)
+            .expect("verifies");
     assert_eq!(verified, resp.spiffe_id);
     ctl.shutdown().await;
 }
@@ -115,41 +147,89 @@ async fn snapshot_long_poll_wakes_on_registration() {
 
     let socket = ctl.socket.clone();
     let since = first.version;
-    let poll = tokio::spawn(async move { call(&socket, "GET", &format!("/v1/snapshot?since={since}"), None).await });
+    let poll = tokio::spawn(async move {
+        call(&socket, "GET", &format!("/v1/snapshot?since={since}"), None).await
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!poll.is_finished(), "long poll answered before anything changed");
-    let reg = EndpointRegistration { workload: "billing".into(), inbound: "127.0.0.1:4143".parse().expect("addr") };
-    let (status, _) = call(&ctl.socket, "POST", "/v1/endpoints", Some(serde_json::to_string(&reg).expect("json"))).await;
+    assert!(
+        !poll.is_finished(),
+        "long poll answered before anything changed"
+    );
+    let reg = EndpointRegistration {
+        workload: "billing".into(),
+        inbound: "127.0.0.1:4143".parse().expect("addr"),
+    };
+    let (status, _) = call(
+        &ctl.socket,
+        "POST",
+        "/v1/endpoints",
+        Some(serde_json::to_string(&reg).expect("json")),
+    )
+    .await;
     assert_eq!(status, 204);
-    let (_, body) = tokio::time::timeout(Duration::from_secs(5), poll).await.expect("woke").expect("join");
+    let (_, body) = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("woke")
+        .expect("join");
     let next: Snapshot = serde_json::from_slice(&body).expect("snapshot");
     assert!(next.version > first.version);
     let ep = &next.services["billing"].endpoints[0];
     assert_eq!(ep.addr, reg.inbound);
-    assert_eq!(ep.identity.as_str(), "spiffe://meshwork.local/ns/default/sa/billing");
+    assert_eq!(
+        ep.identity.as_str(),
+        "spiffe://meshwork.local/ns/default/sa/billing"
+    );
     ctl.shutdown().await;
 }
 
 #[tokio::test]
-async fn ca_survives_restart_and_is_never_silently_replaced() {
+async fn ca_survives_restart_and_corrupt_state_is_never_silently_replaced() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = |body: &Bytes| {
+        serde_json::from_slice::<SvidResponse>(body)
+            .expect("json")
+            .bundle_pem
+    };
     let ctl = start(dir.path()).await;
+    let (_, body) = sign(&ctl.socket, "billing", &SvidKey::generate().expect("key")).await;
+    let first = bundle(&body);
     ctl.shutdown().await;
-    let cert = std::fs::read_to_string(dir.path().join("ca/cert.pem")).expect("cert");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("ca/key.pem")).expect("meta").permissions());
-    assert_eq!(mode & 0o777, 0o600, "CA key must be owner-only");
+    let state = dir.path().join(control::STATE_FILE);
+    let mode = std::fs::metadata(&state)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the state file holds the CA key: owner-only"
+    );
 
     let ctl = start(dir.path()).await;
+    let (_, body) = sign(&ctl.socket, "billing", &SvidKey::generate().expect("key")).await;
+    assert_eq!(bundle(&body), first, "CA changed across restart");
     ctl.shutdown().await;
-    assert_eq!(std::fs::read_to_string(dir.path().join("ca/cert.pem")).expect("cert"), cert, "CA changed across restart");
 
-    std::fs::write(dir.path().join("ca/key.pem"), "garbage").expect("corrupt");
+    let garbage = vec![0xa5_u8; 4096];
+    std::fs::write(&state, &garbage).expect("corrupt");
     let config = ControlConfig {
         socket: dir.path().join("control.sock"),
         state_dir: dir.path().to_owned(),
         resources: api::load_dir(&example()).expect("example"),
+        node_api: None,
     };
-    let err = control::serve(config, async {}).await.expect_err("corrupt CA must fail");
-    assert!(err.to_string().contains("refusing to replace"), "{err}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("ca/key.pem")).expect("key"), "garbage", "data was lost");
+    let err = control::serve(config, async {})
+        .await
+        .expect_err("corrupt state must fail");
+    let text = err.to_string();
+    assert!(
+        text.contains("refusing to replace") && text.contains("control.redb"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&state).expect("state"),
+        garbage,
+        "data was lost"
+    );
 }

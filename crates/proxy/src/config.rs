@@ -25,6 +25,14 @@ pub enum ControlSource {
     /// key, gets an SVID by CSR, registers its inbound address and long-polls snapshots.
     /// This is what `meshwork proxy` uses; the lead's end-to-end tests cover it.
     Socket(PathBuf),
+    /// SVIDs from the SPIFFE Workload API (the node agent's socket), like any other
+    /// workload; routes from the control socket as for [`ControlSource::Socket`].
+    WorkloadApi {
+        /// The control plane's unix socket (registration and snapshots).
+        control: PathBuf,
+        /// The Workload API socket (`SPIFFE_ENDPOINT_SOCKET` without `unix:`).
+        workload_api: PathBuf,
+    },
     /// Fixed identity and routes, no control plane: what this crate's integration tests
     /// use (SVIDs from a testkit CA, a hand-written snapshot). Nothing is registered,
     /// nothing is rotated; the snapshot never changes.
@@ -42,6 +50,14 @@ impl fmt::Debug for ControlSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ControlSource::Socket(path) => f.debug_tuple("Socket").field(path).finish(),
+            ControlSource::WorkloadApi {
+                control,
+                workload_api,
+            } => f
+                .debug_struct("WorkloadApi")
+                .field("control", control)
+                .field("workload_api", workload_api)
+                .finish(),
             ControlSource::Static { svid, snapshot, .. } => f
                 .debug_struct("Static")
                 .field("spiffe_id", &svid.id().as_str())
@@ -68,10 +84,13 @@ pub struct ProxyConfig {
     pub app_protocol: AppProtocol,
     /// If set, `{"inbound":…,"outbound":…,"spiffe_id":…}` is written here once ready.
     pub ready_file: Option<PathBuf>,
+    /// Where egress destinations are resolved (the proxy connects to what it resolved).
+    pub dns: crate::EgressDns,
 }
 
 impl ProxyConfig {
-    /// A config with both listeners on `127.0.0.1:0`, an HTTP/1.1 app and no ready file.
+    /// A config with both listeners on `127.0.0.1:0`, an HTTP/1.1 app, no ready file and the
+    /// system resolver for egress.
     pub fn new(workload: impl Into<String>, control: ControlSource, app: SocketAddr) -> Self {
         let any_loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         ProxyConfig {
@@ -82,6 +101,7 @@ impl ProxyConfig {
             app,
             app_protocol: AppProtocol::default(),
             ready_file: None,
+            dns: crate::EgressDns::System,
         }
     }
 }

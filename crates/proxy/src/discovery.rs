@@ -37,7 +37,7 @@ pub async fn bootstrap(
     workload: &str,
     inbound: SocketAddr,
 ) -> Result<(Arc<SvidStore>, Routes, Option<ControlLoops>), ProxyError> {
-    let path = match control {
+    let (path, workload_api) = match control {
         ControlSource::Static {
             svid,
             bundle,
@@ -46,10 +46,23 @@ pub async fn bootstrap(
             let store = Arc::new(SvidStore::new(svid, bundle));
             return Ok((store, Routes::new(&snapshot), None));
         }
-        ControlSource::Socket(path) => path,
+        ControlSource::Socket(path) => (path, None),
+        ControlSource::WorkloadApi {
+            control,
+            workload_api,
+        } => (control, Some(workload_api)),
     };
     let client = ControlClient::new(path);
-    let (svid, bundle) = fetch_svid(&client, workload).await?;
+    let (svid, bundle, svid_stream) = match workload_api {
+        Some(socket) => {
+            let (svid, bundle, stream) = crate::workload_api::first_svid(&socket).await?;
+            (svid, bundle, Some(stream))
+        }
+        None => {
+            let (svid, bundle) = fetch_svid(&client, workload).await?;
+            (svid, bundle, None)
+        }
+    };
     register(&client, workload, inbound).await?;
     let routes = Routes::new(&first_snapshot(&client).await?);
     let store = Arc::new(SvidStore::new(svid, bundle));
@@ -59,6 +72,7 @@ pub async fn bootstrap(
         inbound,
         routes: routes.clone(),
         store: Arc::clone(&store),
+        svid_stream,
     };
     Ok((store, routes, Some(loops)))
 }
@@ -173,13 +187,26 @@ pub struct ControlLoops {
     pub routes: Routes,
     /// The store whose SVID is renewed.
     pub store: Arc<SvidStore>,
+    /// With the Workload API: the stream that pushes renewed SVIDs (no CSR renewal then).
+    pub svid_stream: Option<crate::workload_api::SvidStream>,
 }
 
 impl ControlLoops {
     /// Runs both loops until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let stream = self.svid_stream.take();
         let loops = Arc::new(self);
-        let renewal = renew_svids(Arc::clone(&loops));
+        let renewal = {
+            let loops = Arc::clone(&loops);
+            async move {
+                match stream {
+                    Some(stream) => {
+                        crate::workload_api::follow(stream, Arc::clone(&loops.store)).await
+                    }
+                    None => renew_svids(loops).await,
+                }
+            }
+        };
         let snapshots = watch_snapshots(Arc::clone(&loops));
         tokio::select! {
             () = shutdown.cancelled() => {}

@@ -19,6 +19,8 @@ pub enum Side {
     Peer,
     /// The local application behind the inbound listener.
     Upstream,
+    /// A destination outside the mesh (egress).
+    External,
     /// This proxy itself.
     Proxy,
 }
@@ -30,6 +32,7 @@ impl Side {
             Side::Client => "client",
             Side::Peer => "peer",
             Side::Upstream => "upstream",
+            Side::External => "external",
             Side::Proxy => "proxy",
         }
     }
@@ -38,11 +41,30 @@ impl Side {
 /// A failure while forwarding one request.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    /// Outbound: the host is not a mesh service (egress policy arrives in issue 4).
-    #[error("egress to {host:?} denied: not a mesh service")]
-    EgressDenied {
+    /// Egress: the destination (allowed by policy) could not be resolved or connected to.
+    /// Nothing was sent, so a retry is safe.
+    #[error("egress destination {host}:{port} is unreachable")]
+    EgressUnreachable {
         /// The host the client asked for.
         host: String,
+        /// The destination port.
+        port: u16,
+        /// Why (resolution or connection failure).
+        #[source]
+        source: BoxError,
+    },
+    /// Egress: the plain-HTTP exchange with the destination failed.
+    #[error("egress request to {host}:{port} failed")]
+    EgressRequest {
+        /// The host the client asked for.
+        host: String,
+        /// The destination port.
+        port: u16,
+        /// True only if the request was provably never sent.
+        retryable: bool,
+        /// The cause.
+        #[source]
+        source: BoxError,
     },
     /// Outbound: the request cannot be routed (e.g. origin-form on the proxy port).
     #[error("bad proxy request: {reason}")]
@@ -50,8 +72,9 @@ pub enum ForwardError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Outbound: `CONNECT` to a mesh service; tunnels arrive with issue 4's egress work.
-    #[error("CONNECT to mesh service {service:?} is not supported yet")]
+    /// Outbound: `CONNECT` to a mesh service; tunnels are for egress only (mesh traffic
+    /// goes as HTTP so the sidecars can add mTLS and policy).
+    #[error("CONNECT to mesh service {service:?} is not supported")]
     ConnectUnsupported {
         /// The mesh service named.
         service: String,
@@ -108,9 +131,12 @@ impl ForwardError {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            ForwardError::EgressDenied { .. }
-            | ForwardError::BadRequest { .. }
-            | ForwardError::ConnectUnsupported { .. } => Side::Client,
+            ForwardError::BadRequest { .. } | ForwardError::ConnectUnsupported { .. } => {
+                Side::Client
+            }
+            ForwardError::EgressUnreachable { .. } | ForwardError::EgressRequest { .. } => {
+                Side::External
+            }
             ForwardError::PeerUnavailable { .. }
             | ForwardError::PeerConnect { .. }
             | ForwardError::PeerRequest { .. } => Side::Peer,
@@ -122,9 +148,12 @@ impl ForwardError {
     /// Whether the caller may safely retry the same request.
     pub fn retryable(&self) -> bool {
         match self {
-            ForwardError::PeerUnavailable { .. } | ForwardError::PeerConnect { .. } => true,
+            ForwardError::PeerUnavailable { .. }
+            | ForwardError::PeerConnect { .. }
+            | ForwardError::EgressUnreachable { .. } => true,
             ForwardError::PeerRequest { retryable, .. }
-            | ForwardError::AppUnavailable { retryable, .. } => *retryable,
+            | ForwardError::AppUnavailable { retryable, .. }
+            | ForwardError::EgressRequest { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -132,7 +161,6 @@ impl ForwardError {
     /// The HTTP status the caller receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            ForwardError::EgressDenied { .. } => StatusCode::FORBIDDEN,
             ForwardError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ForwardError::ConnectUnsupported { .. } => StatusCode::NOT_IMPLEMENTED,
             ForwardError::MissingPeerIdentity => StatusCode::INTERNAL_SERVER_ERROR,
@@ -143,8 +171,10 @@ impl ForwardError {
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            ForwardError::EgressDenied { .. } => "egress_denied",
             ForwardError::BadRequest { .. } => "bad_proxy_request",
+            ForwardError::EgressUnreachable { .. } | ForwardError::EgressRequest { .. } => {
+                "egress_unreachable"
+            }
             ForwardError::ConnectUnsupported { .. } => "connect_unsupported",
             ForwardError::MissingPeerIdentity => "missing_peer_identity",
             _ => "upstream_unavailable",
@@ -160,14 +190,16 @@ impl ForwardError {
             "description": error_chain(self),
         });
         match self {
-            ForwardError::EgressDenied { host } => {
+            ForwardError::EgressUnreachable { host, port, .. }
+            | ForwardError::EgressRequest { host, port, .. } => {
                 body["host"] = json!(host);
-                body["reason"] = json!("not a mesh service; egress policy arrives in issue 4");
+                body["port"] = json!(port);
             }
             ForwardError::ConnectUnsupported { service } => {
                 body["service"] = json!(service);
-                body["reason"] =
-                    json!("CONNECT tunnels arrive with issue 4; use http://SERVICE/... instead");
+                body["reason"] = json!(
+                    "CONNECT tunnels are for destinations outside the mesh; use http://SERVICE/... for mesh services"
+                );
             }
             ForwardError::PeerUnavailable { service, .. }
             | ForwardError::PeerRequest { service, .. } => body["service"] = json!(service),
@@ -203,15 +235,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn egress_denied_names_the_host_and_the_reason() {
-        let host = "example.com".to_owned();
-        let (status, body) = json_of(ForwardError::EgressDenied { host }).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(body["error"], "egress_denied");
-        assert_eq!(body["host"], "example.com");
-        assert_eq!(body["side"], "client");
-        assert_eq!(body["retryable"], false);
-        assert!(body["reason"].as_str().unwrap().contains("issue 4"));
+    async fn unreachable_egress_names_the_destination_and_is_retryable() {
+        let error = ForwardError::EgressUnreachable {
+            host: "api.stripe.com".to_owned(),
+            port: 443,
+            source: "connection refused".into(),
+        };
+        let (status, body) = json_of(error).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body["error"], "egress_unreachable");
+        assert_eq!(body["host"], "api.stripe.com");
+        assert_eq!(body["port"], 443);
+        assert_eq!(body["side"], "external");
+        assert_eq!(body["retryable"], true);
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ mod backoff;
 mod body;
 mod config;
 mod control_client;
+mod denial;
 mod discovery;
 mod forward_error;
 mod hop_by_hop;
@@ -33,6 +34,7 @@ mod proxy;
 mod ready;
 mod routes;
 mod server;
+mod workload_api;
 
 use std::future::Future;
 
@@ -42,6 +44,7 @@ pub use control_client::{ControlClient, ControlError};
 pub use forward_error::{ForwardError, Side};
 pub use inbound::client_id::{CLIENT_ID_HEADER, PeerIdentity};
 pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics};
+pub use outbound::resolve::EgressDns;
 pub use proxy::{Proxy, ProxyError};
 pub use ready::{ReadyFileError, ReadyInfo};
 pub use server::DRAIN_TIMEOUT;

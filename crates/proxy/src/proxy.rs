@@ -14,7 +14,8 @@ use crate::control_client::ControlError;
 use crate::discovery::{self, ControlLoops};
 use crate::inbound::{self, Inbound, app::AppService};
 use crate::metrics::{NoMetrics, ProxyMetrics};
-use crate::outbound::{self, Outbound, connect::PeerConnector, pool::PeerPool};
+use crate::outbound::resolve::HostResolver;
+use crate::outbound::{self, Outbound, connect::PeerConnector, egress::Egress, pool::PeerPool};
 use crate::ready::{ReadyFileError, ReadyInfo};
 
 /// Why the proxy could not start (or stopped abnormally).
@@ -66,6 +67,9 @@ pub enum ProxyError {
     /// The ready file could not be written.
     #[error(transparent)]
     ReadyFile(#[from] ReadyFileError),
+    /// The egress resolver could not be set up.
+    #[error("cannot set up the egress DNS resolver")]
+    Resolver(#[source] crate::body::BoxError),
 }
 
 /// A started sidecar: listeners bound, SVID in hand, routes loaded; not yet serving.
@@ -101,22 +105,24 @@ impl Proxy {
         let (store, routes, loops) =
             discovery::bootstrap(config.control, &config.workload, inbound_addr).await?;
         let pool = PeerPool::new(PeerConnector::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let resolver = HostResolver::new(config.dns).map_err(ProxyError::Resolver)?;
         let info = ReadyInfo {
             inbound: inbound_addr,
             outbound: outbound_addr,
             spiffe_id: store.svid().id().clone(),
         };
+        let egress = Egress::new(info.spiffe_id.clone(), resolver);
         tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, "proxy ready");
         Ok(Proxy {
             inbound: Inbound {
                 listener: inbound_listener,
-                stack: inbound::stack(app),
+                stack: inbound::stack(app, routes.clone(), info.spiffe_id.clone()),
                 store,
                 metrics: Arc::clone(&metrics),
             },
             outbound: Outbound {
                 listener: outbound_listener,
-                stack: outbound::stack(routes, pool),
+                stack: outbound::stack(routes, pool, egress),
                 metrics,
             },
             loops,

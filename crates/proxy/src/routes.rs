@@ -1,10 +1,12 @@
-//! The routing table the outbound listener reads: mesh service name → endpoints,
-//! swapped atomically whenever a newer [`Snapshot`] arrives.
+//! The snapshot-derived state both listeners read: the routing table (mesh service name →
+//! endpoints) and the compiled policy engine, swapped atomically, together, whenever a newer
+//! [`Snapshot`] arrives.
 //!
 //! Readers never block writers: a request loads the current `Arc<RouteTable>` once and
-//! routes against that version even if a new one is stored meanwhile. Because a table is
-//! only ever *replaced* by a newer snapshot, losing the control plane leaves the last
-//! known table serving (static stability).
+//! routes and authorizes against that version even if a new one is stored meanwhile, so a
+//! policy update applies to the next request without restarting anything or touching open
+//! connections. Because a table is only ever *replaced* by a newer snapshot, losing the
+//! control plane leaves the last known table serving (static stability).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,31 +14,71 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use api::contract::{Endpoint, Snapshot};
 use arc_swap::ArcSwap;
+use identity::SpiffeId;
+use policy::Engine;
 
-/// One version of the routing table.
+/// One version of the routing table and policies.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     version: u64,
     services: HashMap<String, ServiceEndpoints>,
+    /// The services each identity serves: what an inbound request to that workload targets.
+    backed_by: HashMap<SpiffeId, Vec<String>>,
+    policies: Arc<Policies>,
+}
+
+/// A snapshot's policies, compiled once per distinct policy hash.
+#[derive(Debug)]
+pub struct Policies {
+    /// The snapshot's policy hash (names the policies in logs and tools).
+    pub hash: String,
+    /// The engine, or why the policies could not be compiled (then requests fail closed).
+    pub engine: Result<Engine, String>,
+}
+
+impl Default for Policies {
+    /// No policies: every inbound request is allowed, all egress is denied.
+    fn default() -> Self {
+        Policies {
+            hash: String::new(),
+            engine: Ok(Engine::default()),
+        }
+    }
 }
 
 impl RouteTable {
     /// Builds the table for `snapshot`. Service names are matched case-insensitively.
     pub fn new(snapshot: &Snapshot) -> Self {
+        Self::next(snapshot, None)
+    }
+
+    /// Builds the table for `snapshot`, reusing `previous`'s compiled policies when the
+    /// policy hash is unchanged (most snapshots only move endpoints).
+    fn next(snapshot: &Snapshot, previous: Option<&RouteTable>) -> Self {
+        let mut backed_by: HashMap<SpiffeId, Vec<String>> = HashMap::new();
         let services = snapshot
             .services
             .iter()
             .map(|(name, route)| {
+                let name = name.to_ascii_lowercase();
+                for endpoint in &route.endpoints {
+                    let names = backed_by.entry(endpoint.identity.clone()).or_default();
+                    if !names.contains(&name) {
+                        names.push(name.clone());
+                    }
+                }
                 let endpoints = ServiceEndpoints {
                     endpoints: route.endpoints.clone(),
                     cursor: AtomicUsize::new(0),
                 };
-                (name.to_ascii_lowercase(), endpoints)
+                (name, endpoints)
             })
             .collect();
         RouteTable {
             version: snapshot.version,
             services,
+            backed_by,
+            policies: compile_policies(snapshot, previous.map(|p| &p.policies)),
         }
     }
 
@@ -48,6 +90,44 @@ impl RouteTable {
     /// The endpoints of the mesh service `name`, if it is one.
     pub fn service(&self, name: &str) -> Option<&ServiceEndpoints> {
         self.services.get(name)
+    }
+
+    /// The mesh services (lower case) whose endpoints present `identity`: the services a
+    /// request arriving at that workload's inbound listener can be for.
+    pub fn services_of(&self, identity: &SpiffeId) -> &[String] {
+        self.backed_by.get(identity).map_or(&[], Vec::as_slice)
+    }
+
+    /// The policies of this snapshot.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+}
+
+/// Compiles the snapshot's policies, unless `previous` already holds the same hash. When they
+/// do not compile (control validates them, so only a version skew can cause this) the previous
+/// policies keep serving; without previous ones every request is refused.
+fn compile_policies(snapshot: &Snapshot, previous: Option<&Arc<Policies>>) -> Arc<Policies> {
+    if let Some(previous) = previous.filter(|p| p.hash == snapshot.policy_hash) {
+        return Arc::clone(previous);
+    }
+    match Engine::compile(&snapshot.policies) {
+        Ok(engine) => {
+            tracing::info!(policy_hash = %snapshot.policy_hash, rules = engine.rule_count(), "policies applied");
+            Arc::new(Policies {
+                hash: snapshot.policy_hash.clone(),
+                engine: Ok(engine),
+            })
+        }
+        Err(error) => {
+            tracing::error!(policy_hash = %snapshot.policy_hash, %error, "snapshot policies do not compile");
+            previous.map(Arc::clone).unwrap_or_else(|| {
+                Arc::new(Policies {
+                    hash: snapshot.policy_hash.clone(),
+                    engine: Err(error.to_string()),
+                })
+            })
+        }
     }
 }
 
@@ -96,16 +176,20 @@ impl Routes {
 
     /// Replaces the table if `snapshot` is newer; returns whether it was.
     pub fn update(&self, snapshot: &Snapshot) -> bool {
-        if snapshot.version <= self.current.load().version {
+        let current = self.current.load();
+        if snapshot.version <= current.version {
             return false;
         }
-        self.current.store(Arc::new(RouteTable::new(snapshot)));
+        self.current
+            .store(Arc::new(RouteTable::next(snapshot, Some(&current))));
         true
     }
 
     /// Replaces the table unconditionally (control restarted and its versions reset).
     pub fn replace(&self, snapshot: &Snapshot) {
-        self.current.store(Arc::new(RouteTable::new(snapshot)));
+        let current = self.current.load();
+        self.current
+            .store(Arc::new(RouteTable::next(snapshot, Some(&current))));
     }
 }
 
@@ -132,6 +216,7 @@ mod tests {
         Snapshot {
             version,
             services: [("Billing".to_owned(), route)].into(),
+            ..Snapshot::default()
         }
     }
 
@@ -145,6 +230,55 @@ mod tests {
         assert_eq!(order(billing), [2, 3, 1]);
         assert_eq!(order(billing), [3, 1, 2]);
         assert!(table.service("reporting").is_none());
+    }
+
+    fn with_policies(version: u64, policies: serde_json::Value) -> Snapshot {
+        let policies: policy::PolicySet = serde_json::from_value(policies).unwrap();
+        Snapshot {
+            policy_hash: policies.hash().to_string(),
+            policies,
+            ..snapshot(version, &[1])
+        }
+    }
+
+    #[test]
+    fn policies_are_compiled_once_per_hash_and_broken_ones_never_replace_good_ones() {
+        let egress = |ports: &[u16]| serde_json::json!({"egress": {"default/e": {"to": [{"host": "example.com", "ports": ports}]}}});
+        let routes = Routes::new(&with_policies(1, egress(&[443])));
+        let first = Arc::clone(&routes.load().policies);
+        assert_eq!(first.engine.as_ref().unwrap().rule_count(), 1);
+        assert!(routes.update(&with_policies(2, egress(&[443]))));
+        assert!(
+            Arc::ptr_eq(&first, &routes.load().policies),
+            "same hash: not recompiled"
+        );
+        assert!(routes.update(&with_policies(3, egress(&[443, 8443]))));
+        let second = Arc::clone(&routes.load().policies);
+        assert_ne!(second.hash, first.hash);
+
+        let broken = with_policies(4, egress(&[0]));
+        assert!(routes.update(&broken));
+        assert!(
+            Arc::ptr_eq(&second, &routes.load().policies),
+            "previous policies keep serving"
+        );
+        assert!(
+            RouteTable::new(&broken).policies().engine.is_err(),
+            "no previous: fail closed"
+        );
+    }
+
+    #[test]
+    fn services_are_found_by_the_identity_of_their_endpoints() {
+        let table = RouteTable::new(&snapshot(1, &[1, 2]));
+        let billing = "spiffe://meshwork.local/ns/default/sa/billing"
+            .parse()
+            .unwrap();
+        assert_eq!(table.services_of(&billing), ["billing"]);
+        let store = "spiffe://meshwork.local/ns/default/sa/store"
+            .parse()
+            .unwrap();
+        assert!(table.services_of(&store).is_empty());
     }
 
     #[test]

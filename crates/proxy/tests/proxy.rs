@@ -7,6 +7,8 @@
 //! proves the proxy needs no worker threads.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "proxy/egress.rs"]
+mod egress;
 #[path = "proxy/fake_control.rs"]
 mod fake_control;
 #[path = "proxy/h1_peer.rs"]
@@ -145,10 +147,10 @@ async fn non_mesh_host_is_refused_with_403_json() {
     let error = json(&body);
     assert_eq!(error["error"], "egress_denied");
     assert_eq!(error["host"], "example.com");
-    assert_eq!(
-        error["reason"],
-        "not a mesh service; egress policy arrives in issue 4"
-    );
+    // No EgressPolicy in this mesh: egress is default-deny, and the body says so.
+    assert_eq!(error["kind"], "default_deny");
+    assert!(error["policy"].is_null(), "{error}");
+    assert_eq!(error["decision_id"].as_str().unwrap().len(), 16);
 }
 
 #[tokio::test]

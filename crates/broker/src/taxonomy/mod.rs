@@ -1,19 +1,18 @@
 //! The portable taxonomy: `ServiceClass`, `Environment` and `ServicePolicy` specs, their
 //! validation, and the resolution of an OSB request to a provider and size.
 //!
-//! These are the *spec* halves of the resources; the `apiVersion/kind/metadata` envelope and
-//! YAML loading belong to the `api` crate, which hands the parsed specs to [`Taxonomy::new`]
-//! as [`Named`] values.
+//! The specs (and each spec's own checks) are resource types, so they live in the `api` crate
+//! (`api::taxonomy`) with the envelope and YAML loading; they are re-exported here. The CLI
+//! hands the parsed specs to [`Taxonomy::new`] as [`Named`] values, which checks the references
+//! between them.
 
-pub mod class;
 pub mod demo;
-pub mod environment;
 pub mod ids;
-pub mod policy;
 mod resolve;
 
+pub use api::taxonomy::{Problem, Problems, class, environment, policy};
+
 use std::collections::BTreeMap;
-use std::fmt;
 
 pub use class::{MaintenanceInfoSpec, ServiceClassSpec, ServiceKind, Size, SizeLimits};
 pub use environment::{ContextKey, ContextMatch, EnvironmentSpec, Glob, RequestContext};
@@ -40,75 +39,12 @@ impl<S> Named<S> {
     }
 }
 
-/// One thing wrong with one resource, located by field path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// `Kind/name`, e.g. `ServicePolicy/default`.
-    pub resource: String,
-    /// Field path, e.g. `spec.rules[0].defaultSize`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.resource, self.path, self.message)
-    }
-}
-
 /// The taxonomy is invalid; every problem found is listed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid taxonomy: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct TaxonomyError {
     /// All problems, in resource order.
     pub problems: Vec<Problem>,
-}
-
-/// Collects problems for one resource.
-pub(crate) struct Problems {
-    resource: String,
-    items: Vec<Problem>,
-}
-
-impl Problems {
-    pub(crate) fn new(kind: &str, name: &str) -> Self {
-        Problems {
-            resource: format!("{kind}/{name}"),
-            items: Vec::new(),
-        }
-    }
-
-    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.items.push(Problem {
-            resource: self.resource.clone(),
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    #[cfg(test)]
-    pub(crate) fn into_result(self) -> Result<(), TaxonomyError> {
-        if self.items.is_empty() {
-            Ok(())
-        } else {
-            Err(TaxonomyError {
-                problems: self.items,
-            })
-        }
-    }
-}
-
-pub(crate) const NAME_RULE: &str =
-    "must be 1-63 lowercase letters, digits or '-', starting and ending alphanumeric";
-
-pub(crate) fn is_resource_name(s: &str) -> bool {
-    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    s.len() <= 63
-        && edge(s.chars().next())
-        && edge(s.chars().last())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// A policy rule together with the policy that holds it.
@@ -261,14 +197,14 @@ fn collect<S>(
     let mut out = BTreeMap::new();
     for Named { name, spec } in items {
         let mut p = Problems::new(kind, &name);
-        if !is_resource_name(&name) {
-            p.push("metadata.name", NAME_RULE);
+        if !api::taxonomy::is_resource_name(&name) {
+            p.push("metadata.name", api::taxonomy::NAME_RULE);
         }
         if out.contains_key(&name) {
             p.push("metadata.name", "defined twice");
         }
         validate(&spec, &mut p);
-        problems.extend(p.items);
+        problems.extend(p.into_problems());
         out.insert(name, spec);
     }
     out
@@ -376,13 +312,5 @@ mod tests {
             "{text}"
         );
         assert!(t.check_providers(|_| Some(ServiceKind::Mysql)).is_err());
-    }
-
-    #[test]
-    fn resource_names() {
-        assert!(is_resource_name("prod-eu1"));
-        assert!(!is_resource_name("Prod"));
-        assert!(!is_resource_name("-x"));
-        assert!(!is_resource_name(""));
     }
 }

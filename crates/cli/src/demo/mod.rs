@@ -4,10 +4,12 @@
 //! stamped into `x-meshwork-client-id`; `store` and `reporting` call billing
 //! through `HTTP_PROXY`, as any unmodified application would.
 
+mod charges;
+mod dns;
+pub mod stripe;
 mod web;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -30,6 +32,9 @@ pub enum DemoApp {
     Store,
     /// Reports: `GET /report` tries to read billing (and is denied by policy).
     Reporting,
+    /// An offline stand-in for api.stripe.com: HTTPS on a loopback :443 plus a DNS server
+    /// on `$PORT` resolving it (see `demo/stripe.rs`).
+    Stripe,
 }
 
 /// Serves the chosen demo app on `127.0.0.1:$PORT` until SIGTERM.
@@ -38,29 +43,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("PORT is not set")?
         .parse()
         .context("PORT is not a port number")?;
+    if let DemoApp::Stripe = args.app {
+        return stripe::run(port);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let DemoApp::Billing = args.app {
+        rt.block_on(charges::init())?;
+    }
     rt.block_on(web::serve(port, move |req| handle(args.app, req)))?;
     Ok(ExitCode::SUCCESS)
 }
 
-static CHARGES: AtomicU64 = AtomicU64::new(0);
-
 async fn handle(app: DemoApp, req: Request) -> Reply {
     match (app, req.method.as_str(), req.path.as_str()) {
         (_, "GET", "/healthz") => Reply::json(200, serde_json::json!({"ok": true})),
-        (DemoApp::Billing, "POST", "/charges") => {
-            let n = CHARGES.fetch_add(1, Ordering::Relaxed) + 1;
-            Reply::json(
-                201,
-                serde_json::json!({
-                    "id": format!("ch_{n}"),
-                    "status": "succeeded",
-                    "caller": req.client_id,
-                }),
-            )
-        }
+        (DemoApp::Billing, "POST", "/charges") => charges::create(&req).await,
         (DemoApp::Store, "POST", "/checkout") => call_billing("store").await,
         (DemoApp::Reporting, "GET", "/report") => call_billing("reporting").await,
         _ => Reply::json(

@@ -18,6 +18,8 @@ pub struct Request {
     pub path: String,
     /// `x-meshwork-client-id`, as stamped by the sidecar.
     pub client_id: Option<String>,
+    /// The request body (empty when it could not be read).
+    pub body: Bytes,
 }
 
 /// A JSON answer.
@@ -64,7 +66,12 @@ where
 
 async fn parts(req: hyper::Request<Incoming>) -> Request {
     let (head, body) = req.into_parts();
-    let _ = body.collect().await; // drain, so keep-alive works
+    // Read whole (also drains it, so keep-alive works).
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     Request {
         method: head.method.to_string(),
         path: head.uri.path().to_owned(),
@@ -73,6 +80,7 @@ async fn parts(req: hyper::Request<Incoming>) -> Request {
             .get("x-meshwork-client-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        body,
     }
 }
 

@@ -13,12 +13,15 @@ pub struct ControlArgs {
     /// Directory of *.yaml resources.
     #[arg(long)]
     pub resources: PathBuf,
-    /// State directory (CA under `ca/`).
+    /// State directory (`control.redb` holds the CA, entries and join tokens).
     #[arg(long, default_value = ".meshwork")]
     pub state_dir: PathBuf,
     /// Unix socket to serve the proxy contract on; `<state-dir>/control.sock` by default.
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Serve the agent API (mTLS) here; the bound address goes to `<state-dir>/node-api.addr`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub node_api: std::net::SocketAddr,
 }
 
 /// Runs the control plane until SIGINT/SIGTERM.
@@ -34,8 +37,15 @@ pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         socket,
         state_dir: args.state_dir,
         resources,
+        node_api: Some(args.node_api),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    rt.block_on(control::serve(config, parent::shutdown_signal()))?;
+    // Policy edits in the resource directory apply live (polled every second).
+    let watch = Some(args.resources);
+    rt.block_on(control::serve_watching(
+        config,
+        watch,
+        parent::shutdown_signal(),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

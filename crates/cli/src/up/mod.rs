@@ -6,7 +6,9 @@
 //! dies) stops them all. Children run in their own process groups so a
 //! terminal's Ctrl-C reaches only `up`, which then stops them in order.
 
+mod claims;
 pub mod control;
+mod node_agent;
 pub mod proxy;
 mod state;
 mod supervisor;
@@ -32,6 +34,10 @@ pub struct UpArgs {
     /// How long to wait for each process to become ready.
     #[arg(long, default_value = "20", value_name = "SECONDS")]
     pub ready_timeout: u64,
+    /// The environment `ServiceClaim`s are provisioned in (the broker's policy maps it to
+    /// providers and sizes; sent as the OSB context's `clusterid`).
+    #[arg(long, default_value = "dev", env = "MESHWORK_ENVIRONMENT")]
+    pub environment: String,
 }
 
 /// Runs `up` until a signal or a child's exit.
@@ -71,19 +77,30 @@ async fn start_all(
     let control = Child::meshwork(&exe, "control")
         .args(["--resources".as_ref(), dir.as_os_str()])
         .args(["--state-dir".as_ref(), state.path().as_os_str()])
-        .args(["--socket".as_ref(), state.control_socket().as_os_str()]);
-    sup.spawn("control", control)?;
+        .args(["--socket".as_ref(), state.control_socket().as_os_str()])
+        // A fixed port, so a restarted control plane is where the agent last saw it.
+        .args([
+            "--node-api",
+            &format!(
+                "127.0.0.1:{}",
+                state::free_port().context("allocating the node API port")?
+            ),
+        ]);
+    sup.spawn_restartable("control", control)?;
     sup.wait_for_socket("control", &state.control_socket(), timeout)
         .await?;
+    let agent_socket = node_agent::start(sup, &exe, state, timeout).await?;
 
+    let ports = app_ports(set)?;
+    let dns = egress_dns(set, &ports);
     let mut apps = Vec::new();
     for w in &set.workloads {
         let w = &w.resource;
         let name = w.metadata.name.to_string();
-        let port = match w.spec.port {
-            Some(p) => p,
-            None => state::free_port().context("allocating an application port")?,
-        };
+        let port = ports
+            .get(&name)
+            .copied()
+            .context("no port for a workload")?;
         let ready = state.ready_file(&name);
         let _ = std::fs::remove_file(&ready);
         let mut proxy = Child::meshwork(&exe, "proxy")
@@ -92,13 +109,35 @@ async fn start_all(
                 "--control-socket".as_ref(),
                 state.control_socket().as_os_str(),
             ])
-            .args(["--ready-file".as_ref(), ready.as_os_str()]);
+            .args(["--ready-file".as_ref(), ready.as_os_str()])
+            .args(["--workload-api".as_ref(), agent_socket.as_os_str()]);
         if w.spec.protocol == api::mesh::AppProtocol::Http2 {
             proxy = proxy.args(["--app-http2"]);
         }
+        if let Some(dns) = dns {
+            proxy = proxy.args(["--dns", &dns.to_string()]);
+        }
         sup.spawn(&format!("{name}/proxy"), proxy)?;
+        let id = set
+            .workload_id(&name)
+            .context("workload without an identity")?;
+        node_agent::register(
+            sup,
+            state,
+            &format!("{name}/proxy"),
+            &format!("up-{name}"),
+            id,
+        )
+        .await?;
         apps.push((name, port, ready));
     }
+    let claims_ctx = claims::ClaimsContext {
+        exe: &exe,
+        dir: &dir,
+        environment: &args.environment,
+        timeout,
+    };
+    let bindings = claims::deliver(sup, set, state, &claims_ctx).await?;
     let mut table = Vec::new();
     for (name, port, ready) in apps {
         let info = sup
@@ -109,8 +148,10 @@ async fn start_all(
         };
         let app = Child::app(&exe, &w.spec.command, &dir)
             .envs(&w.spec.env)
+            .envs(&bindings.env_for(&name))
             .env("PORT", &port.to_string())
             .env("MESHWORK_WORKLOAD", &name)
+            .env("MESHWORK_STATE_DIR", &state.path().to_string_lossy())
             .proxy_env(&info.outbound.to_string());
         sup.spawn(&format!("{name}/app"), app)?;
         table.push((name, port, info));
@@ -123,6 +164,34 @@ async fn start_all(
     Ok(())
 }
 
+/// Every workload's application port: its `spec.port`, or a free one.
+fn app_ports(set: &ResourceSet) -> anyhow::Result<std::collections::BTreeMap<String, u16>> {
+    set.workloads
+        .iter()
+        .map(|w| {
+            let port = match w.resource.spec.port {
+                Some(p) => p,
+                None => state::free_port().context("allocating an application port")?,
+            };
+            Ok((w.resource.metadata.name.to_string(), port))
+        })
+        .collect()
+}
+
+/// The DNS server sidecars resolve egress names with (`Mesh` `spec.dns`), if any.
+fn egress_dns(
+    set: &ResourceSet,
+    ports: &std::collections::BTreeMap<String, u16>,
+) -> Option<std::net::SocketAddr> {
+    match set.mesh()?.spec.dns.as_ref()? {
+        api::mesh::DnsSpec::Server(addr) => Some(*addr),
+        api::mesh::DnsSpec::Workload(name) => {
+            let port = ports.get(name.as_str())?;
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], *port)))
+        }
+    }
+}
+
 fn print_table(rows: &[(String, u16, ReadyFile)], state: &StateDir) {
     println!("[up] meshwork is up; state in {}", state.path().display());
     let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
@@ -133,8 +202,8 @@ fn print_table(rows: &[(String, u16, ReadyFile)], state: &StateDir) {
         .unwrap_or(9)
         .max(9);
     println!(
-        "[up] {:<w$}  {:<id$}  {:<15}  {:<15}  {}",
-        "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)"
+        "[up] {:<w$}  {:<id$}  {:<15}  {:<15}  OUTBOUND (proxy)",
+        "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)"
     );
     for (name, port, info) in rows {
         let app = format!("127.0.0.1:{port}");

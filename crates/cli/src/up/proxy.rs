@@ -17,6 +17,10 @@ pub struct ProxyArgs {
     /// The control plane's unix socket.
     #[arg(long)]
     pub control_socket: PathBuf,
+    /// Get SVIDs from the SPIFFE Workload API at this socket (`unix:/path` or a path),
+    /// like any workload, instead of by CSR from the control socket.
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    pub workload_api: Option<String>,
     /// Inbound (mTLS) listen address; port 0 picks one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub inbound: SocketAddr,
@@ -35,6 +39,10 @@ pub struct ProxyArgs {
     /// Run the data path on one thread (as the benchmarks do).
     #[arg(long)]
     pub single_thread: bool,
+    /// Resolve egress destinations with this DNS server (e.g. 127.0.0.1:5353) instead of the
+    /// system resolver.
+    #[arg(long, value_name = "ADDR")]
+    pub dns: Option<SocketAddr>,
 }
 
 /// Runs the sidecar until SIGINT/SIGTERM.
@@ -43,7 +51,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = proxy::ProxyConfig {
         workload: args.workload,
-        control: proxy::ControlSource::Socket(args.control_socket),
+        control: match args.workload_api {
+            Some(endpoint) => proxy::ControlSource::WorkloadApi {
+                control: args.control_socket,
+                workload_api: PathBuf::from(endpoint.strip_prefix("unix:").unwrap_or(&endpoint)),
+            },
+            None => proxy::ControlSource::Socket(args.control_socket),
+        },
         inbound_listen: args.inbound,
         outbound_listen: args.outbound,
         app: args.app,
@@ -53,6 +67,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             proxy::AppProtocol::Http1
         },
         ready_file: args.ready_file,
+        dns: args
+            .dns
+            .map_or(proxy::EgressDns::System, proxy::EgressDns::Server),
     };
     let rt = if args.single_thread {
         tokio::runtime::Builder::new_current_thread()

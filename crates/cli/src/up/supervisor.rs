@@ -68,7 +68,13 @@ impl Child {
 struct Running {
     name: String,
     child: tokio::process::Child,
+    /// For children restarted when they die (the control plane): how to start them again.
+    restart: Option<Command>,
+    restarts: u32,
 }
+
+/// A restartable child that dies more often than this is given up on.
+const MAX_RESTARTS: u32 = 5;
 
 /// The set of running children, stopped in reverse start order.
 pub struct Supervisor {
@@ -85,24 +91,32 @@ impl Supervisor {
 
     /// Starts `child` in its own process group with its output prefixed by `[name]`.
     pub fn spawn(&mut self, name: &str, Child(mut cmd): Child) -> anyhow::Result<()> {
-        cmd.env(PARENT_PID_ENV, std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(prefix_lines(name.to_owned(), out, false));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(prefix_lines(name.to_owned(), err, true));
-        }
+        let child = start(name, &mut cmd)?;
         self.children.push(Running {
             name: name.to_owned(),
             child,
+            restart: None,
+            restarts: 0,
         });
         Ok(())
+    }
+
+    /// As [`Supervisor::spawn`], and restarted (up to [`MAX_RESTARTS`] times) when it
+    /// dies: the control plane, whose loss the data plane rides out (static stability).
+    pub fn spawn_restartable(&mut self, name: &str, Child(mut cmd): Child) -> anyhow::Result<()> {
+        let child = start(name, &mut cmd)?;
+        self.children.push(Running {
+            name: name.to_owned(),
+            child,
+            restart: Some(cmd),
+            restarts: 0,
+        });
+        Ok(())
+    }
+
+    /// The pid of a running child.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.iter().find(|c| c.name == name)?.child.id()
     }
 
     /// Waits until a unix socket accepts connections.
@@ -177,8 +191,20 @@ impl Supervisor {
         let any_exit = async {
             loop {
                 for c in &mut self.children {
-                    if let Ok(Some(status)) = c.child.try_wait() {
-                        return (c.name.clone(), status);
+                    let Ok(Some(status)) = c.child.try_wait() else {
+                        continue;
+                    };
+                    match c.restart.as_mut().filter(|_| c.restarts < MAX_RESTARTS) {
+                        Some(cmd) => {
+                            c.restarts += 1;
+                            eprintln!("[up] {} exited ({status}); restarting it", c.name);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            match start(&c.name, cmd) {
+                                Ok(child) => c.child = child,
+                                Err(e) => eprintln!("[up] restarting {} failed: {e:#}", c.name),
+                            }
+                        }
+                        None => return (c.name.clone(), status),
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -216,6 +242,24 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Spawns `cmd` in its own process group, its output prefixed by `[name]`.
+fn start(name: &str, cmd: &mut Command) -> anyhow::Result<tokio::process::Child> {
+    cmd.env(PARENT_PID_ENV, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(prefix_lines(name.to_owned(), out, false));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(prefix_lines(name.to_owned(), err, true));
+    }
+    Ok(child)
 }
 
 fn signal_group(child: &tokio::process::Child, sig: Signal) {

@@ -1,4 +1,5 @@
 //! Runs a real `meshwork up` for a test and cleans it up afterwards.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a panic is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -42,6 +42,19 @@ pub struct PolicySet {
     pub egress: BTreeMap<String, EgressPolicySpec>,
 }
 
+impl PolicySet {
+    /// The content hash an engine compiled from this set reports ([`Engine::hash`]), without
+    /// compiling it: what the control plane publishes beside the set in its snapshots.
+    pub fn hash(&self) -> EngineHash {
+        hash_set(self)
+    }
+
+    /// Whether the set holds no policies at all.
+    pub fn is_empty(&self) -> bool {
+        self.authorization.is_empty() && self.egress.is_empty()
+    }
+}
+
 /// Which kind of resource a [`PolicyError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {

@@ -6,6 +6,7 @@
 //! sends): no HTTP is ever spoken in plaintext here.
 
 pub mod app;
+pub mod authorize;
 pub mod client_id;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
-use identity::SvidStore;
+use identity::{SpiffeId, SvidStore};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -21,23 +22,25 @@ use tower::ServiceBuilder;
 
 use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, Protocol, ProxyMetrics};
+use crate::routes::Routes;
 use crate::server::{self, Stack};
 use app::AppService;
+use authorize::AuthorizeLayer;
 use client_id::{ClientIdLayer, PeerIdentity};
 
 /// A handshake that has not finished by then is dropped: it would otherwise hold a
 /// task (and delay shutdown) for as long as a slow or malicious client likes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the inbound request stack: hop-by-hop stripping, client-id stamping, the
-/// policy slot, then the app client.
-pub fn stack(app: AppService) -> Stack {
+/// Builds the inbound request stack: hop-by-hop stripping, client-id stamping,
+/// authorization (the policies in `routes`, for this workload's identity `own`), then the
+/// app client.
+pub fn stack(app: AppService, routes: Routes, own: SpiffeId) -> Stack {
     let service = ServiceBuilder::new()
         .layer(HopByHopLayer)
         .layer(ClientIdLayer)
-        // Policy slot: issue 4 puts its authorization layer here. It sees the verified
-        // caller as the `PeerIdentity` request extension and the stamped header.
-        .layer(tower::layer::util::Identity::new())
+        // Sees the verified caller as the `PeerIdentity` request extension.
+        .layer(AuthorizeLayer::new(routes, own))
         .service(app);
     server::box_stack(service)
 }

@@ -5,7 +5,9 @@
 //! what keeps other hosts out (the address comes from [`crate::ProxyConfig`]).
 
 pub mod connect;
+pub mod egress;
 pub mod pool;
+pub mod resolve;
 pub mod router;
 pub mod target;
 
@@ -20,16 +22,16 @@ use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, ProxyMetrics};
 use crate::routes::Routes;
 use crate::server::{self, Stack};
+use egress::Egress;
 use pool::PeerPool;
 use router::Router;
 
-/// Builds the outbound request stack: hop-by-hop stripping, then the router.
-pub fn stack(routes: Routes, pool: PeerPool) -> Stack {
+/// Builds the outbound request stack: hop-by-hop stripping, then the router (which hands
+/// destinations outside the mesh to `egress`: only the router knows what is in the mesh).
+pub fn stack(routes: Routes, pool: PeerPool, egress: Egress) -> Stack {
     let service = ServiceBuilder::new()
         .layer(HopByHopLayer)
-        // Egress policy slot: issue 4 decides non-mesh destinations here.
-        .layer(tower::layer::util::Identity::new())
-        .service(Router::new(routes, pool));
+        .service(Router::new(routes, pool, egress));
     server::box_stack(service)
 }
 

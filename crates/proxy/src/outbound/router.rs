@@ -3,14 +3,16 @@
 //!
 //! - `http://SERVICE[:port]/path` where SERVICE is in the snapshot → an endpoint,
 //!   over the pooled mTLS connection to that peer sidecar.
-//! - `CONNECT SERVICE:port` → 501 for now (tunnels arrive with issue 4's egress work).
-//! - Anything else → 403 `egress_denied` (egress policy arrives in issue 4).
+//! - `CONNECT SERVICE:port` → 501: mesh traffic goes as HTTP, so the sidecars can add
+//!   mTLS and policy.
+//! - Anything else is egress: decided by `EgressPolicy` and carried out by [`Egress`].
 
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 
+use super::egress::Egress;
 use super::pool::{PeerKey, PeerPool, SendError};
 use super::target::Target;
 use crate::body::{ProxyBody, boxed};
@@ -22,12 +24,18 @@ use crate::routes::{Routes, ServiceEndpoints};
 pub struct Router {
     routes: Routes,
     pool: PeerPool,
+    egress: Egress,
 }
 
 impl Router {
-    /// A router reading the current table from `routes` and sending through `pool`.
-    pub fn new(routes: Routes, pool: PeerPool) -> Self {
-        Router { routes, pool }
+    /// A router reading the current table from `routes`, sending mesh requests through
+    /// `pool` and everything else through `egress`.
+    pub fn new(routes: Routes, pool: PeerPool, egress: Egress) -> Self {
+        Router {
+            routes,
+            pool,
+            egress,
+        }
     }
 }
 
@@ -41,15 +49,15 @@ impl tower::Service<Request<ProxyBody>> for Router {
     }
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
-        let routes = self.routes.clone();
-        let pool = self.pool.clone();
-        Box::pin(async move { route(&routes, &pool, request).await })
+        let router = self.clone();
+        Box::pin(async move { route(&router.routes, &router.pool, &router.egress, request).await })
     }
 }
 
 async fn route(
     routes: &Routes,
     pool: &PeerPool,
+    egress: &Egress,
     request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let target = Target::of(&request)?;
@@ -60,9 +68,7 @@ async fn route(
             Err(ForwardError::ConnectUnsupported { service: host })
         }
         (Target::Http { host, .. }, Some(service)) => forward(pool, &host, service, request).await,
-        (target, None) => Err(ForwardError::EgressDenied {
-            host: target.host().to_owned(),
-        }),
+        (target, None) => egress.handle(&table, target, request).await,
     }
 }
 

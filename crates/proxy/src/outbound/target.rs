@@ -42,10 +42,11 @@ impl Target {
     /// Parses the target of `request`; origin-form falls back to the `Host` header.
     pub fn of<B>(request: &Request<B>) -> Result<Target, ForwardError> {
         let uri = request.uri();
-        if uri.authority().is_none() && request.method() != Method::CONNECT {
-            if let Some(host) = request.headers().get(http::header::HOST) {
-                return parse_host_header(host, uri);
-            }
+        if uri.authority().is_none()
+            && request.method() != Method::CONNECT
+            && let Some(host) = request.headers().get(http::header::HOST)
+        {
+            return parse_host_header(host, uri);
         }
         Target::parse(request.method(), uri)
     }

@@ -54,6 +54,7 @@ async fn h1_only_peer_gets_a_kept_alive_http1_connection() {
         services: [route("legacy", peer, mesh.id(LEGACY))]
             .into_iter()
             .collect(),
+        ..Snapshot::default()
     };
     let source = ControlSource::Static {
         svid: mesh.ca.svid(STORE).unwrap(),

@@ -130,6 +130,7 @@ impl Mesh {
             snapshot: Snapshot {
                 version: 1,
                 services: services.into_iter().collect(),
+                ..Snapshot::default()
             },
         };
         // store's own app is never called in these tests.

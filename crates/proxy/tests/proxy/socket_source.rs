@@ -39,7 +39,11 @@ fn snapshot(mesh: &Mesh, version: u64, with_billing: bool) -> Snapshot {
         .then(|| route("billing", mesh.billing.inbound, mesh.id(BILLING)))
         .into_iter()
         .collect();
-    Snapshot { version, services }
+    Snapshot {
+        version,
+        services,
+        ..Snapshot::default()
+    }
 }
 
 async fn status_of_billing(outbound: SocketAddr) -> StatusCode {

@@ -125,7 +125,7 @@ pub struct ServicePolicySpec {
 
 impl ServicePolicySpec {
     /// Local checks; cross-resource references are checked by the taxonomy loader.
-    pub(crate) fn validate(&self, problems: &mut Problems) {
+    pub fn validate(&self, problems: &mut Problems) {
         for (i, rule) in self.rules.iter().enumerate() {
             let path = format!("spec.rules[{i}]");
             if !super::is_resource_name(&rule.name) {

@@ -129,7 +129,7 @@ pub struct ServiceClassSpec {
 
 impl ServiceClassSpec {
     /// Checks what serde cannot: at least one size, and the quota field each kind needs.
-    pub(crate) fn validate(&self, problems: &mut Problems) {
+    pub fn validate(&self, problems: &mut Problems) {
         if self.sizes.is_empty() {
             problems.push(
                 "spec.sizes",

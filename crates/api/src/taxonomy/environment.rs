@@ -207,7 +207,8 @@ pub struct EnvironmentSpec {
 }
 
 impl EnvironmentSpec {
-    pub(crate) fn validate(&self, problems: &mut Problems) {
+    /// Checks what serde cannot: at least one match rule, none empty or contradictory.
+    pub fn validate(&self, problems: &mut Problems) {
         if self.matches.is_empty() {
             problems.push("spec.match", "at least one rule is required");
         }

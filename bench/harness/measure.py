@@ -1,0 +1,76 @@
+"""One contender, one round: start the pair, measure idle memory, warm up, unloaded latency,
+fixed-rate latency (sampling RSS and CPU), saturation (CPU per request), peak memory, stop."""
+
+import time
+from dataclasses import dataclass
+
+import load
+from contenders import Contender, ready
+from procs import Proc, counters_of, cpu_of, cpu_seconds, mem_of, stop
+
+
+@dataclass
+class Plan:
+    """Durations and sizes of each phase (`--quick` shrinks them)."""
+
+    warmup_s: float = 3
+    unloaded_n: int = 5000
+    rate: int = 1000
+    rate_conns: int = 4
+    rate_s: int = 10
+    saturation_conns: int = 32
+    saturation_s: int = 5
+
+    @classmethod
+    def quick(cls) -> "Plan":
+        return cls(warmup_s=1, unloaded_n=1000, rate_s=3, saturation_s=2)
+
+
+class RssSampler:
+    """Keeps the largest VmRSS seen per measured process while a load runs."""
+
+    def __init__(self, procs: list[Proc]):
+        self.procs = procs
+        self.peak = mem_of(procs, "VmRSS")
+
+    def __call__(self) -> None:
+        self.peak = [max(a, b) for a, b in zip(self.peak, mem_of(self.procs, "VmRSS"))]
+
+
+def _fixed_rate(tools: load.Tools, c: Contender, procs: list[Proc], plan: Plan) -> dict:
+    sampler = RssSampler(procs)
+    cpu0, t0 = cpu_of(procs), time.monotonic()
+    result = load.fixed_rate(tools, c.target, plan.rate, plan.rate_conns, plan.rate_s, sampler)
+    result["cpu_s"], result["wall_s"] = cpu_of(procs) - cpu0, time.monotonic() - t0
+    sampler()
+    result["rss_max_mib"] = sampler.peak
+    return result
+
+
+def _saturation(c: Contender, procs: list[Proc], app: Proc, plan: Plan) -> dict:
+    before, app0 = counters_of(procs), cpu_seconds(app.pid)
+    result = load.wrk(c.target, plan.saturation_conns, plan.saturation_s)
+    after = counters_of(procs)
+    result.update({k: after[k] - before[k] for k in after})
+    result["cpu_s"] = result["user_s"] + result["sys_s"]
+    result["app_cpu_s"] = cpu_seconds(app.pid) - app0
+    return result
+
+
+def run_one(tools: load.Tools, c: Contender, app: Proc, plan: Plan) -> dict:
+    procs = c.start()
+    try:
+        c.target = ready(c)
+        time.sleep(0.5)  # let the readiness probe's allocations settle before "idle"
+        record = {"contender": c.name, "family": c.family, "hop": c.hop,
+                  "client_form": "absolute-form" if c.target.absolute_form else "origin-form + Host",
+                  "idle_rss_mib": mem_of(procs, "VmRSS")}
+        load.wrk(c.target, plan.rate_conns, plan.warmup_s)
+        record["unloaded"] = load.unloaded(tools, c.target, plan.unloaded_n)
+        record["fixed"] = _fixed_rate(tools, c, procs, plan)
+        record["saturation"] = _saturation(c, procs, app, plan)
+        record["peak_rss_mib"] = mem_of(procs, "VmHWM")
+        record["pids_alive"] = all(p.alive() for p in procs)
+        return record
+    finally:
+        stop(procs)

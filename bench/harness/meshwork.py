@@ -1,0 +1,98 @@
+"""The meshwork chain: `meshwork control` (not measured) plus two single-threaded sidecars,
+`client` (A: outbound listener) and `server` (B: mTLS inbound listener → app on 18080).
+Flags as in crates/cli/src/up/*.rs; resources in bench/mesh/."""
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from paths import MESH_RESOURCES, MESH_STATE, MESHWORK
+from procs import Proc, spawn, stop, wait_port
+
+APP = "127.0.0.1:18080"
+OUTBOUND_PORT = {"h2": 23001, "h1": 23002}
+INBOUND_PORT = {"h2": 23443, "h1": 23444}
+
+# Flags that would force HTTP/1.1 between the sidecars, if the CLI grows one (checked in
+# `meshwork proxy --help`); until then only the h2 hop (negotiated by ALPN) is measured.
+H1_FLAG_CANDIDATES = ("--peer-http1", "--mesh-http1", "--http1-between-proxies", "--peer-protocol=http1")
+
+
+def h1_flag() -> str | None:
+    help_text = subprocess.run([MESHWORK, "proxy", "--help"], capture_output=True, text=True).stdout
+    for flag in H1_FLAG_CANDIDATES:
+        if flag.split("=")[0] + " " in help_text or flag.split("=")[0] + "\n" in help_text:
+            return flag
+    return None
+
+
+def version() -> str:
+    out = subprocess.run([MESHWORK, "--version"], capture_output=True, text=True).stdout.strip()
+    rev = subprocess.run(["git", "-C", str(MESHWORK.parents[2]), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip()
+    return f"{out or 'meshwork'} (git {rev or '?'}, working tree as built)"
+
+
+def control_argv(state: Path) -> list:
+    return [MESHWORK, "control", "--resources", MESH_RESOURCES, "--state-dir", state,
+            "--socket", state / "control.sock"]
+
+
+def proxy_argv(workload: str, state: Path, inbound: str, outbound: str, extra: list[str]) -> list:
+    return [MESHWORK, "proxy", "--workload", workload, "--control-socket", state / "control.sock",
+            "--inbound", inbound, "--outbound", outbound, "--app", APP,
+            "--ready-file", state / f"{workload}.ready.json", "--single-thread", *extra]
+
+
+def wait_file(path: Path, proc: Proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early (see {proc.log})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} not written after {timeout:.0f}s (see {proc.log})")
+        time.sleep(0.05)
+
+
+def start_control(state: Path, timeout: float = 30.0) -> Proc:
+    shutil.rmtree(state, ignore_errors=True)  # fresh CA and registry: no stale endpoints
+    state.mkdir(parents=True)
+    control = spawn(f"meshwork-control-{state.name}", control_argv(state), measured=False)
+    wait_file(state / "control.sock", control, timeout)
+    return control
+
+
+def start_sidecars(hop: str, state: Path, wrapper: list[str] | None = None,
+                   timeout: float = 30.0) -> list[Proc]:
+    """B (server) then A (client); `wrapper` prefixes both argv (valgrind for bench/callgrind)."""
+    extra = [h1_flag()] if hop == "h1" else []
+    wrap = wrapper or []
+    b = spawn(f"meshwork-{hop}-B", wrap + proxy_argv(
+        "server", state, f"127.0.0.1:{INBOUND_PORT[hop]}", "127.0.0.1:0", extra))
+    a = spawn(f"meshwork-{hop}-A", wrap + proxy_argv(
+        "client", state, "127.0.0.1:0", f"127.0.0.1:{OUTBOUND_PORT[hop]}", extra))
+    try:
+        for proc, workload in ((b, "server"), (a, "client")):
+            wait_file(state / f"{workload}.ready.json", proc, timeout)
+        wait_port(OUTBOUND_PORT[hop], proc=a)
+    except Exception:
+        stop([a, b])
+        raise
+    return [a, b]
+
+
+def start_chain(hop: str) -> list[Proc]:
+    state = MESH_STATE / hop
+    control = start_control(state)
+    try:
+        return start_sidecars(hop, state) + [control]
+    except Exception:
+        stop([control])
+        raise
+
+
+def ready_info(hop: str) -> dict:
+    state = MESH_STATE / hop
+    return {w: json.loads((state / f"{w}.ready.json").read_text()) for w in ("client", "server")}

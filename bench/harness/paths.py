@@ -1,0 +1,34 @@
+"""Where everything lives. Generated files go under bench/work/ (git-ignored);
+only reports in bench/results/ are meant to be committed."""
+
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent
+REPO = BENCH.parent
+WORK = BENCH / "work"
+ANCHOR_TEMPLATES = BENCH / "anchors"
+MESH_RESOURCES = BENCH / "mesh"
+RESULTS = BENCH / "results"
+
+CERTS = WORK / "certs"
+CONF = WORK / "conf"          # rendered anchor configs
+LOGS = WORK / "logs"          # proxy stderr/stdout, nginx error logs, temp dirs
+RAW = WORK / "raw"            # per-run raw JSON (also copied next to the report)
+MESH_STATE = WORK / "mesh-state"
+CALLGRIND = WORK / "callgrind"
+
+VENV = WORK / "venv"
+CARGO_ROOT = WORK / "cargo-bin"
+ENVOY = VENV / "lib" / "python3.11" / "site-packages" / "envoy" / "_bin" / "envoy"
+MESHWORK = REPO / "target" / "release" / "meshwork"
+
+
+def envoy_binary() -> Path:
+    """The envoy binary inside the venv, whatever the venv's Python minor version."""
+    found = sorted(VENV.glob("lib/python3*/site-packages/envoy/_bin/envoy"))
+    return found[0] if found else ENVOY
+
+
+def ensure_dirs() -> None:
+    for d in (WORK, CERTS, CONF, LOGS, LOGS / "tmp", RAW, MESH_STATE, CALLGRIND, RESULTS):
+        d.mkdir(parents=True, exist_ok=True)

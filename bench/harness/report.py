@@ -1,0 +1,156 @@
+"""The markdown report: medians, same-run ratios, goals (PASS/MISS), the first-hop view,
+the callgrind signal, the machine and the caveats."""
+
+from stats import ratio
+
+LATENCY_COLUMNS = [  # (metric key, header, digits)
+    ("added_p50_1c_ms", "added p50, 1 conn (ms)", 3),
+    ("p50_1c_ms", "p50, 1 conn (ms)", 3),
+    ("added_p50_1000_ms", "added p50 @1000 rps (ms)", 3),
+    ("added_p90_1000_ms", "added p90 @1000 rps (ms)", 3),
+    ("p99_1000_ms", "p99 @1000 rps (ms) ⓘ", 2),
+    ("errors", "errors", 0),
+]
+COST_COLUMNS = [
+    ("cpu_us_req", "pair CPU µs/req (saturation)", 1),
+    ("cpu_user_us_req", "of which user", 1),
+    ("cpu_sys_us_req", "of which kernel", 1),
+    ("cpu_us_req_1000", "pair CPU µs/req @1000 rps", 1),
+    ("vcpu_1000", "pair vCPU @1000 rps", 3),
+    ("idle_rss", "idle RSS A / B (MiB)", 1),
+    ("rss_1000", "RSS @1000 rps A / B (MiB)", 1),
+    ("peak_rss", "peak RSS A / B (MiB)", 1),
+    ("max_rps", "max rps, 32 conns ⓘ", 0),
+]
+MESHWORK = ("meshwork-h2", "meshwork-h1")
+
+
+def num(x, digits: int = 2) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def times(x) -> str:
+    return "—" if x is None else f"{x:.2f}×"
+
+
+def _cell(med: dict, key: str, digits: int) -> str:
+    if key in ("idle_rss", "rss_1000", "peak_rss"):
+        a, b = med.get(f"{key}_A"), med.get(f"{key}_B")
+        return "—" if a is None else f"{a:.1f} / {b:.1f}"
+    return num(med.get(key), digits)
+
+
+def medians_table(med: dict, order: list[str], columns: list[tuple[str, str, int]]) -> list[str]:
+    lines = ["| contender | " + " | ".join(h for _, h, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name in order:
+        if name in med:
+            lines.append(f"| {name} | " + " | ".join(_cell(med[name], k, d) for k, _, d in columns) + " |")
+    return lines
+
+
+def ratios_table(med: dict) -> list[str]:
+    rows = [("pair CPU µs/req (saturation)", "cpu_us_req"), ("pair CPU µs/req @1000 rps", "cpu_us_req_1000"),
+            ("  of which user space", "cpu_user_us_req"),
+            ("  of which kernel", "cpu_sys_us_req"), ("added p50, 1 conn", "added_p50_1c_ms"), ("added p50 @1000 rps", "added_p50_1000_ms"),
+            ("added p90 @1000 rps", "added_p90_1000_ms"), ("idle RSS (larger proxy)", "idle_rss_max"),
+            ("RSS @1000 rps (larger proxy)", "rss_1000_max"), ("peak RSS (larger proxy)", "peak_rss_max"),
+            ("max rps ⓘ", "max_rps")]
+    lines = []
+    for m in (x for x in MESHWORK if x in med):
+        hop = m.split("-")[1]
+        refs = [f"haproxy-{hop}", f"envoy-{hop}", "nginx-h1"]
+        lines += [f"**{m}** ÷ anchor (same run; < 1 means meshwork needs less):", "",
+                  "| metric | " + " | ".join(f"÷ {r}" for r in refs) + " |", "|---|" + "---:|" * len(refs)]
+        lines += [f"| {label} | " + " | ".join(times(ratio(med, m, r, key)) for r in refs) + " |"
+                  for label, key in rows]
+        lines.append("")
+    return lines
+
+
+def goals(med: dict) -> list[tuple[str, str, str]]:
+    """(goal, measured, verdict) rows, issue 6's goals."""
+    out = []
+
+    def relative(goal: str, m: str, ref: str, key: str, limit: float) -> None:
+        if m not in med or ref not in med:
+            out.append((goal, "not measured", "NOT MEASURED"))
+            return
+        r = ratio(med, m, ref, key)
+        verdict = "n/a" if r is None else ("PASS" if r <= limit else "MISS")
+        out.append((goal, f"{times(r)} ({num(med[m].get(key), 3)} vs {num(med[ref].get(key), 3)})", verdict))
+
+    def absolute(goal: str, m: str, key: str, limit: float) -> None:
+        if m not in med:
+            out.append((goal, "not measured", "NOT MEASURED"))
+            return
+        v = med[m][key]
+        out.append((goal, f"{v:.1f} MiB", "PASS" if v <= limit else "MISS"))
+
+    for hop in ("h2", "h1"):
+        m = f"meshwork-{hop}"
+        relative(f"{m}: pair CPU µs/req ≤ 1.0× haproxy-{hop}", m, f"haproxy-{hop}", "cpu_us_req", 1.0)
+        relative(f"{m}: pair CPU µs/req ≤ 0.4× envoy-{hop}", m, f"envoy-{hop}", "cpu_us_req", 0.4)
+        relative(f"{m}: added unloaded p50 ≤ 1.0× nginx-h1", m, "nginx-h1", "added_p50_1c_ms", 1.0)
+        absolute(f"{m}: RSS ≤ 12 MiB per proxy at idle", m, "idle_rss_max", 12.0)
+        absolute(f"{m}: RSS ≤ 20 MiB per proxy at 1000 rps", m, "rss_1000_max", 20.0)
+    return out
+
+
+def goals_table(med: dict) -> list[str]:
+    lines = ["| goal (issue 6) | measured (medians) | verdict |", "|---|---|---|"]
+    return lines + [f"| {g} | {v} | **{x}** |" for g, v, x in goals(med)]
+
+
+def hop_section(med: dict) -> list[str]:
+    """Issue 2 item 8: one mesh hop vs direct at a fixed rate, as ratios from the same run."""
+    d, m = med.get("direct"), med.get("meshwork-h2")
+    if d is None or m is None:
+        return ["(meshwork-h2 or direct missing from this run)"]
+    lines = ["| at 1000 rps, 4 conns | direct | meshwork-h2 | added | meshwork ÷ direct |", "|---|---:|---:|---:|---:|"]
+    for p in ("p50", "p90"):
+        dv, mv = d[f"{p}_1000_ms"], m[f"{p}_1000_ms"]
+        lines.append(f"| {p} (ms) | {dv:.3f} | {mv:.3f} | +{m[f'added_{p}_1000_ms']:.3f} | {times(mv / dv if dv else None)} |")
+    lines += ["", "| proxy pair CPU µs/req | meshwork-h2 | ÷ nginx-h1 | ÷ haproxy-h2 | ÷ envoy-h2 |", "|---|---:|---:|---:|---:|"]
+    for label, key in (("at saturation", "cpu_us_req"), ("at 1000 rps", "cpu_us_req_1000")):
+        lines.append(f"| {label} | {num(m.get(key), 1)} | " + " | ".join(
+            times(ratio(med, "meshwork-h2", r, key)) for r in ("nginx-h1", "haproxy-h2", "envoy-h2")) + " |")
+    return lines
+
+
+def callgrind_section(cg: dict | None) -> list[str]:
+    if cg is None:
+        return ["Not run this time (`bench/callgrind` runs it on its own)."]
+    z, l = cg["zero"], cg["loaded"]
+    lines = [f"meshwork proxy pair (hop {cg['hop']}), one keep-alive client connection, sequential requests.", "",
+             "| run | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
+    for label, r in ((f"0 requests (start-up + shut-down)", z), (f"{l['requests']} requests", l)):
+        i = r["instructions"]
+        lines.append(f"| {label} | {i['A']:,} | {i['B']:,} | {i['A'] + i['B']:,} |")
+    lines += ["", f"- **instructions per request (pair total ÷ N): {cg['per_request']:,.0f}**",
+              f"- marginal per request ((N-run − 0-run) ÷ N; includes the one mTLS handshake): {cg['marginal_per_request']:,.0f}",
+              f"- attempts before the route was there (not counted in N): {l['failed_before_route']}"]
+    return lines
+
+
+def profile_section(cg: dict | None) -> list[str]:
+    if cg is None:
+        return []
+    n, pr = cg["requests"], cg["profile"]
+    lines = ["## Profile: where meshwork's instructions per request go (callgrind)", "",
+             f"Marginal cost = (N-run − 0-run) ÷ N per function, exclusive, grouped by component "
+             f"(N = {n}; the one mTLS handshake between the sidecars is spread over N).", "",
+             "| component | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
+    cats = {side: dict(pr[side]["categories"]) for side in "AB"}
+    names = sorted(set(cats["A"]) | set(cats["B"]), key=lambda c: -(cats["A"].get(c, 0) + cats["B"].get(c, 0)))
+    for c in names:
+        a, b = cats["A"].get(c, 0.0), cats["B"].get(c, 0.0)
+        lines.append(f"| {c} | {a:,.0f} | {b:,.0f} | {a + b:,.0f} |")
+    ta, tb = sum(cats["A"].values()), sum(cats["B"].values())
+    lines += [f"| **total** | **{ta:,.0f}** | **{tb:,.0f}** | **{ta + tb:,.0f}** |", ""]
+    for side, label in (("A", "A = client sidecar (outbound)"), ("B", "B = server sidecar (inbound)")):
+        lines += [f"**{label}: top functions, marginal exclusive instructions per request**", "", "```"]
+        lines += [f"{cost:>9,.0f}  {fn}" for fn, cost in pr[side]["top_marginal"]]
+        lines += ["```", "", f"**{label}: top inclusive (N-run, runtime scaffolding frames left out)**", "", "```",
+                  *pr[side]["inclusive"], "```", ""]
+    return lines

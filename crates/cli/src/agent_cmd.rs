@@ -1,0 +1,84 @@
+//! `meshwork agent`: the node agent (SPIFFE Workload API) as its own process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::{logging, parent};
+
+/// Arguments of `meshwork agent`.
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// One-time join token from `meshwork token create`.
+    #[arg(long, env = "MESHWORK_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: String,
+    /// State directory of the control plane (for the defaults below).
+    #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// The control plane's node API; read from `<state-dir>/node-api.addr` by default.
+    #[arg(long)]
+    pub control: Option<SocketAddr>,
+    /// Roots to trust the control plane with before joining; `<state-dir>/bundle.pem` by default.
+    #[arg(long)]
+    pub trust_bundle: Option<PathBuf>,
+    /// The Workload API socket to serve; `<state-dir>/agent.sock` by default.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Serve `/metrics` and `/status` here (loopback only).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    logging::init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let control = match args.control {
+        Some(addr) => addr,
+        None => {
+            let path = args.state_dir.join("node-api.addr");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {} (is the control plane running? or pass --control)",
+                    path.display()
+                )
+            })?;
+            text.trim()
+                .parse()
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+    };
+    if let Some(admin) = args.admin
+        && !admin.ip().is_loopback()
+    {
+        bail!("--admin {admin}: only loopback addresses are allowed");
+    }
+    let bundle_path = args
+        .trust_bundle
+        .unwrap_or_else(|| args.state_dir.join("bundle.pem"));
+    let pem = std::fs::read_to_string(&bundle_path)
+        .with_context(|| format!("reading {}", bundle_path.display()))?;
+    let trust_domain = control::agent::trust_domain_of(&pem).with_context(|| {
+        format!(
+            "{} holds no root with a spiffe://<trust domain> URI SAN",
+            bundle_path.display()
+        )
+    })?;
+    let bootstrap_bundle = identity::TrustBundle::from_pem(trust_domain.clone(), &pem)
+        .with_context(|| format!("reading {}", bundle_path.display()))?;
+    let config = control::agent::AgentConfig {
+        control,
+        trust_domain,
+        bootstrap_bundle,
+        join_token: args.join_token,
+        socket: args
+            .socket
+            .unwrap_or_else(|| args.state_dir.join("agent.sock")),
+        admin: args.admin,
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(control::agent::run(config, parent::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,230 @@
+//! What a platform does with a broker for one claim: provision (idempotently), bind with a
+//! fresh credential, unbind, deprovision — asynchronously when the broker says 202, polling
+//! `last_operation` like any OSB platform.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::osb::{Answer, OsbClient};
+
+/// The OSB ids and attributes of one claim and its one binding.
+#[derive(Debug, Clone)]
+pub struct ClaimIds {
+    /// Claim name, for messages.
+    pub claim: String,
+    /// OSB instance id (stable across runs of the same state directory).
+    pub instance_id: String,
+    /// OSB binding id (stable: one binding per claim and workload).
+    pub binding_id: String,
+    /// Catalog service id of the claim's class.
+    pub service_id: String,
+    /// Catalog plan id of the claim's size (or `default`).
+    pub plan_id: String,
+    /// `organization_guid` (the mesh name).
+    pub organization: String,
+    /// `space_guid` (the claim's namespace).
+    pub space: String,
+    /// The OSB `context` object.
+    pub context: Value,
+    /// The bound workload (`bind_resource.app_guid`).
+    pub app: String,
+}
+
+impl ClaimIds {
+    fn instance_path(&self) -> String {
+        format!("/v2/service_instances/{}", self.instance_id)
+    }
+
+    fn binding_path(&self) -> String {
+        format!(
+            "{}/service_bindings/{}",
+            self.instance_path(),
+            self.binding_id
+        )
+    }
+}
+
+/// How long one operation may take before the platform gives up polling.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience(pub Duration);
+
+/// Polls a `last_operation` until it succeeded, or answers 410 (a deleted resource's
+/// operation has nothing left to report: the deletion finished).
+async fn poll(osb: &OsbClient, path: &str, patience: Patience, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + patience.0;
+    loop {
+        let answer = osb.call("GET", path, None).await?;
+        match (answer.status, answer.body["state"].as_str()) {
+            (410, _) | (200, Some("succeeded")) => return Ok(()),
+            (200, Some("failed")) => bail!("{what} failed: {}", answer.body["description"]),
+            (200, Some("in progress")) => {}
+            _ => bail!("{what}: polling the operation: {}", answer.reason()),
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not finish within {}s", patience.0.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn refused(ids: &ClaimIds, what: &str, answer: &Answer) -> anyhow::Error {
+    let hint = match answer.status {
+        409 => {
+            "; the instance exists with other attributes (another --environment or size?): \
+             `meshwork claims delete` it first"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!(
+        "claim {}: the broker refused to {what}: {}{hint}",
+        ids.claim,
+        answer.reason()
+    )
+}
+
+/// `PUT` the instance (200 when it already exists identically); returns its `metadata`.
+pub async fn provision(
+    osb: &OsbClient,
+    ids: &ClaimIds,
+    patience: Patience,
+) -> anyhow::Result<Value> {
+    let body = json!({
+        "service_id": ids.service_id,
+        "plan_id": ids.plan_id,
+        "organization_guid": ids.organization,
+        "space_guid": ids.space,
+        "context": ids.context,
+    });
+    let path = format!("{}?accepts_incomplete=true", ids.instance_path());
+    let answer = osb.call("PUT", &path, Some(&body)).await?;
+    match answer.status {
+        200 | 201 => Ok(answer.body["metadata"].clone()),
+        202 => {
+            let last = format!("{}/last_operation", ids.instance_path());
+            let what = format!("provisioning claim {}", ids.claim);
+            poll(osb, &last, patience, &what).await?;
+            let fetched = osb.call("GET", &ids.instance_path(), None).await?;
+            Ok(fetched.body["metadata"].clone())
+        }
+        _ => Err(refused(ids, "provision it", &answer)),
+    }
+}
+
+fn delete_query(service_id: &str, plan_id: &str) -> String {
+    format!("service_id={service_id}&plan_id={plan_id}&accepts_incomplete=true")
+}
+
+/// `DELETE` the binding; `Ok(false)` when there was none.
+pub async fn unbind(osb: &OsbClient, ids: &ClaimIds, patience: Patience) -> anyhow::Result<bool> {
+    let path = format!(
+        "{}?{}",
+        ids.binding_path(),
+        delete_query(&ids.service_id, &ids.plan_id)
+    );
+    let answer = osb.call("DELETE", &path, None).await?;
+    match answer.status {
+        200 => Ok(true),
+        410 => Ok(false),
+        202 => {
+            let last = format!("{}/last_operation", ids.binding_path());
+            let what = format!("unbinding claim {}", ids.claim);
+            poll(osb, &last, patience, &what).await?;
+            Ok(true)
+        }
+        _ => Err(refused(ids, "unbind it", &answer)),
+    }
+}
+
+/// A fresh binding: the previous one (if any) is deleted first, so every run of `up` hands the
+/// workload a new credential and the old one stops working. Returns the OSB `credentials`.
+pub async fn rebind(osb: &OsbClient, ids: &ClaimIds, patience: Patience) -> anyhow::Result<Value> {
+    unbind(osb, ids, patience).await?;
+    let body = json!({
+        "service_id": ids.service_id,
+        "plan_id": ids.plan_id,
+        "context": ids.context,
+        "bind_resource": { "app_guid": ids.app },
+    });
+    let path = format!("{}?accepts_incomplete=true", ids.binding_path());
+    let answer = osb.call("PUT", &path, Some(&body)).await?;
+    let answer = match answer.status {
+        200 | 201 => answer,
+        202 => {
+            let last = format!("{}/last_operation", ids.binding_path());
+            let what = format!("binding claim {}", ids.claim);
+            poll(osb, &last, patience, &what).await?;
+            osb.call("GET", &ids.binding_path(), None).await?
+        }
+        _ => return Err(refused(ids, "bind it", &answer)),
+    };
+    match answer.body.get("credentials") {
+        Some(c) if c.is_object() => Ok(c.clone()),
+        _ => Err(refused(ids, "return credentials", &answer)),
+    }
+}
+
+/// Unbinds, then `DELETE`s the instance with the plan it has now. `Ok(false)` when the
+/// instance did not exist. A policy with `deletionProtection` refuses (422), and says so.
+pub async fn deprovision(
+    osb: &OsbClient,
+    ids: &ClaimIds,
+    patience: Patience,
+) -> anyhow::Result<bool> {
+    let current = osb.call("GET", &ids.instance_path(), None).await?;
+    if current.status == 404 || current.status == 410 {
+        return Ok(false);
+    }
+    let mut ids = ids.clone();
+    if let Some(plan) = current.body["plan_id"].as_str() {
+        ids.plan_id = plan.to_owned();
+    }
+    unbind(osb, &ids, patience).await?;
+    let path = format!(
+        "{}?{}",
+        ids.instance_path(),
+        delete_query(&ids.service_id, &ids.plan_id)
+    );
+    let answer = osb.call("DELETE", &path, None).await?;
+    match answer.status {
+        200 => Ok(true),
+        410 => Ok(false),
+        202 => {
+            let last = format!("{}/last_operation", ids.instance_path());
+            let what = format!("deprovisioning claim {}", ids.claim);
+            poll(osb, &last, patience, &what).await?;
+            Ok(true)
+        }
+        _ => Err(refused(&ids, "deprovision it", &answer)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_built_from_ids() {
+        let ids = ClaimIds {
+            claim: "db".into(),
+            instance_id: "db.default.abc".into(),
+            binding_id: "billing.db".into(),
+            service_id: "s".into(),
+            plan_id: "p".into(),
+            organization: "mesh".into(),
+            space: "default".into(),
+            context: json!({}),
+            app: "billing".into(),
+        };
+        assert_eq!(
+            ids.binding_path(),
+            "/v2/service_instances/db.default.abc/service_bindings/billing.db"
+        );
+        assert_eq!(
+            delete_query("s", "p"),
+            "service_id=s&plan_id=p&accepts_incomplete=true"
+        );
+    }
+}

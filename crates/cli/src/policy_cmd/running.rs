@@ -1,0 +1,99 @@
+//! The policies a running mesh serves: its control plane's current snapshot (the one every
+//! proxy follows), fetched over the control socket, plus the identities of its sidecars.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use api::contract::Snapshot;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use identity::SpiffeId;
+use policy::Engine;
+
+use crate::up::{ReadyFile, StateDir};
+
+/// A running mesh's policies, compiled, and where they came from.
+pub struct RunningPolicies {
+    /// The mesh's state directory.
+    pub state_dir: PathBuf,
+    /// The snapshot version the policies came with.
+    pub version: u64,
+    /// The snapshot's policy hash (equal to `engine.hash()`).
+    pub hash: String,
+    /// The snapshot's policies, compiled.
+    pub engine: Engine,
+    /// Workload name → SPIFFE ID, from the sidecars' ready files.
+    pub workloads: BTreeMap<String, SpiffeId>,
+}
+
+impl RunningPolicies {
+    /// Asks the control plane of the mesh in `state_dir` for its current snapshot.
+    pub fn fetch(state_dir: &Path) -> anyhow::Result<RunningPolicies> {
+        let state = StateDir::open(state_dir)?;
+        let socket = state.control_socket();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let snapshot = rt.block_on(snapshot(&socket)).with_context(|| {
+            format!(
+                "asking the control plane at {} for its snapshot",
+                socket.display()
+            )
+        })?;
+        let engine = Engine::compile(&snapshot.policies)
+            .context("the running mesh's policies do not compile")?;
+        let hash = engine.hash().to_string();
+        if snapshot.policy_hash != hash {
+            bail!(
+                "the running mesh announces policy hash {:?} but its policies hash to {hash}: \
+                 is it running another meshwork version?",
+                snapshot.policy_hash
+            );
+        }
+        Ok(RunningPolicies {
+            workloads: workload_ids(&state),
+            state_dir: state.path().to_owned(),
+            version: snapshot.version,
+            hash,
+            engine,
+        })
+    }
+}
+
+/// `GET /v1/snapshot?since=0` on the control socket: answers at once with the current one.
+async fn snapshot(socket: &Path) -> anyhow::Result<Snapshot> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get("/v1/snapshot?since=0")
+        .header(hyper::header::HOST, "control")
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!(
+            "control answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    serde_json::from_slice(&body).context("parsing the snapshot")
+}
+
+/// Workload name → SPIFFE ID of every sidecar that wrote a ready file.
+fn workload_ids(state: &StateDir) -> BTreeMap<String, SpiffeId> {
+    let Ok(entries) = std::fs::read_dir(state.path().join("workloads")) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let name = path.file_stem()?.to_str()?.to_owned();
+            let id = ReadyFile::read(&path).ok()?.spiffe_id.parse().ok()?;
+            Some((name, id))
+        })
+        .collect()
+}

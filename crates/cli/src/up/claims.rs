@@ -1,0 +1,152 @@
+//! `up`'s part in service claims: when the directory has `ServiceClaim`s, start
+//! `meshwork broker` as a child, provision and bind each claim through the OSB API as a
+//! platform would, and deliver the credentials (files + environment) to the bound workload
+//! before its app starts. Credentials are never printed; only where they are.
+//!
+//! Claims outlive `up`: instances stay provisioned across restarts (the re-`PUT` answers
+//! 200), and each run rotates the binding (unbind, bind: a new user password, the old one
+//! stops working; tables belong to the instance, so data stays). `meshwork claims delete`
+//! deprovisions.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::ResourceSet;
+
+use super::StateDir;
+use super::supervisor::{Child, Supervisor};
+use crate::claims::delivery::{self, Delivered};
+use crate::claims::osb::OsbClient;
+use crate::claims::platform::{self, Patience};
+use crate::claims::{self as claims, ClaimScope};
+
+/// What `up` needs to start the broker and provision.
+pub struct ClaimsContext<'a> {
+    /// The `meshwork` binary.
+    pub exe: &'a Path,
+    /// The (canonical) resource directory.
+    pub dir: &'a Path,
+    /// The environment claims are provisioned in (`--environment`).
+    pub environment: &'a str,
+    /// How long to wait for the broker to listen, and for each operation.
+    pub timeout: Duration,
+}
+
+/// The environment each bound workload's app gets, by workload name.
+#[derive(Default)]
+pub struct Bindings {
+    env: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Bindings {
+    /// The variables for `workload`'s app (none when nothing is bound to it).
+    pub fn env_for(&self, workload: &str) -> BTreeMap<String, String> {
+        self.env.get(workload).cloned().unwrap_or_default()
+    }
+}
+
+/// Provisions and binds every claim of `set`; returns the environment to give the apps.
+pub async fn deliver(
+    sup: &mut Supervisor,
+    set: &ResourceSet,
+    state: &StateDir,
+    ctx: &ClaimsContext<'_>,
+) -> anyhow::Result<Bindings> {
+    if set.service_claims.is_empty() {
+        return Ok(Bindings::default());
+    }
+    let osb = start_broker(sup, state.path(), ctx).await?;
+    let mesh = set.mesh().map(|m| m.metadata.name.to_string());
+    let id = claims::platform_id(state.path())?;
+    let scope = ClaimScope {
+        mesh: mesh.as_deref().unwrap_or("meshwork"),
+        environment: ctx.environment,
+        platform_id: &id,
+    };
+    let patience = Patience(ctx.timeout.max(Duration::from_secs(60)));
+    let mut by_workload: BTreeMap<String, Vec<Delivered>> = BTreeMap::new();
+    for claim in &set.service_claims {
+        let ids = claims::claim_ids(&osb, &scope, claim).await?;
+        let metadata = platform::provision(&osb, &ids, patience).await?;
+        let credentials = platform::rebind(&osb, &ids, patience).await?;
+        let root = delivery::binding_root(state.path(), &ids.app);
+        let dir = delivery::write_binding(&root, &ids.claim, &credentials)?;
+        println!(
+            "[up] claim {}: {} → bound to {} (files in {}; database {})",
+            ids.claim,
+            metadata["attributes"]["resolution"]
+                .as_str()
+                .unwrap_or("provisioned"),
+            ids.app,
+            dir.display(),
+            credentials["database"].as_str().unwrap_or("-"),
+        );
+        by_workload.entry(ids.app).or_default().push(Delivered {
+            claim: ids.claim,
+            kind: credentials["type"].as_str().unwrap_or_default().to_owned(),
+            uri: credentials["uri"].as_str().unwrap_or_default().to_owned(),
+        });
+    }
+    let env = by_workload
+        .into_iter()
+        .map(|(w, bindings)| {
+            let root = delivery::binding_root(state.path(), &w);
+            let vars = delivery::environment(&root, &bindings);
+            (w, vars)
+        })
+        .collect();
+    Ok(Bindings { env })
+}
+
+/// Starts `meshwork broker` on `<state>/broker.redb` with this directory's taxonomy and a
+/// password from a 0600 file (never argv), and waits until it listens.
+async fn start_broker(
+    sup: &mut Supervisor,
+    state: &Path,
+    ctx: &ClaimsContext<'_>,
+) -> anyhow::Result<OsbClient> {
+    let password = claims::platform_password(state)?;
+    allow_traversal(state)?;
+    let port = super::state::free_port().context("allocating the broker's port")?;
+    let listen = format!("127.0.0.1:{port}");
+    let broker = Child::meshwork(ctx.exe, "broker")
+        .args(["--listen", &listen])
+        .args(["--state".as_ref(), claims::broker_store(state).as_os_str()])
+        .args(["--resources".as_ref(), ctx.dir.as_os_str()])
+        .args([
+            "--password-file".as_ref(),
+            claims::password_file(state).as_os_str(),
+        ])
+        .env(crate::broker_cmd::USERNAME_ENV, claims::PLATFORM_USER);
+    sup.spawn("broker", broker)?;
+    sup.wait_for_port("broker", port, ctx.timeout).await?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let addr_file = claims::addr_file(state);
+    std::fs::write(&addr_file, addr.to_string())
+        .with_context(|| format!("writing {}", addr_file.display()))?;
+    Ok(OsbClient::new(
+        addr,
+        claims::PLATFORM_USER,
+        password.expose(),
+        &claims::requester(),
+    ))
+}
+
+/// The private PostgreSQL cluster lives under the state directory and, when `up` runs as
+/// root, runs as the `postgres` user, which must be able to traverse to it: give others the
+/// search (x) bit — not read — on the state directory. Its secrets stay 0600/0700.
+fn allow_traversal(state: &Path) -> anyhow::Result<()> {
+    let mode = state
+        .metadata()
+        .with_context(|| format!("reading {}", state.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o011 != 0o011 {
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(mode | 0o011))
+            .with_context(|| format!("letting the postgres user reach {}", state.display()))?;
+    }
+    Ok(())
+}

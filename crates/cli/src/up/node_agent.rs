@@ -1,0 +1,86 @@
+//! The node agent under `up`: a join token from the control plane, one `meshwork agent`,
+//! and a registration entry per sidecar.
+//!
+//! Every process `up` starts runs as the same uid and (for `meshwork` workloads) the
+//! same executable, so uid and path alone cannot tell one sidecar from another. Each
+//! entry therefore also pins the exact process `up` just spawned —
+//! `unix:process:<pid>:<start time>` — which only that process can match (the start
+//! time guards against pid reuse). The honest limit: any process of the same uid could
+//! ptrace or impersonate a sibling anyway; per-uid isolation is what the OS offers.
+//! See docs/identity.md.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use api::entry::{RegistrationEntrySpec, Selector};
+use identity::SpiffeId;
+
+use super::StateDir;
+use super::supervisor::{Child, Supervisor};
+
+/// Creates a join token, starts the agent and waits for its Workload API socket.
+pub async fn start(
+    sup: &mut Supervisor,
+    exe: &std::path::Path,
+    state: &StateDir,
+    timeout: Duration,
+) -> anyhow::Result<PathBuf> {
+    let admin = control::AdminClient::new(state.control_socket());
+    let token = admin
+        .create_token(Some(60))
+        .await
+        .context("creating the agent's join token")?;
+    let socket = state.path().join("agent.sock");
+    let port = super::state::free_port().context("allocating the agent's admin port")?;
+    let admin_addr = format!("127.0.0.1:{port}");
+    let agent = Child::meshwork(exe, "agent")
+        .args(["--state-dir".as_ref(), state.path().as_os_str()])
+        .args(["--socket".as_ref(), socket.as_os_str()])
+        .args(["--admin", &admin_addr])
+        .env("MESHWORK_JOIN_TOKEN", &token.token);
+    sup.spawn("agent", agent)?;
+    sup.wait_for_socket("agent", &socket, timeout).await?;
+    let addr_file = state.path().join("agent-admin.addr");
+    std::fs::write(&addr_file, &admin_addr)
+        .with_context(|| format!("writing {}", addr_file.display()))?;
+    Ok(socket)
+}
+
+/// Registers the entry that gives the just-spawned child `name` the identity `id`.
+pub async fn register(
+    sup: &Supervisor,
+    state: &StateDir,
+    name: &str,
+    entry_id: &str,
+    id: SpiffeId,
+) -> anyhow::Result<()> {
+    let Some(pid) = sup.pid(name) else {
+        bail!("{name} is not running")
+    };
+    let facts = {
+        let start_time = control::agent::process_start_time(pid)
+            .with_context(|| format!("reading /proc/{pid}/stat of {name}"))?;
+        let path = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .with_context(|| format!("reading /proc/{pid}/exe of {name}"))?;
+        let uid = std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(format!("/proc/{pid}")).context("stat /proc/pid")?,
+        );
+        vec![
+            Selector::Uid(uid),
+            Selector::Path(path),
+            Selector::Process { pid, start_time },
+        ]
+    };
+    let spec = RegistrationEntrySpec {
+        spiffe_id: id,
+        selectors: facts,
+        hint: None,
+    };
+    let admin = control::AdminClient::new(state.control_socket());
+    admin
+        .put_entry(entry_id, &spec)
+        .await
+        .with_context(|| format!("registering {name}"))?;
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Issue 5's delivery side, end to end: `meshwork up examples/store-billing` provisions the
+//! `charges-db` claim through a real `meshwork broker` (a private PostgreSQL cluster under the
+//! state directory), delivers the binding to billing only, billing's charges land in that
+//! database, restarts keep the data and rotate the credential, and `meshwork claims delete`
+//! leaves no database or user behind.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use super::curl_json;
+use crate::harness::{Up, children_of, example, meshwork};
+
+const STORE_ID: &str = "spiffe://meshwork.local/ns/default/sa/store";
+
+/// `meshwork up dir --state-dir state`, every output line also kept in the returned log.
+fn up_in(dir: &Path, state: tempfile::TempDir) -> (Up, Arc<Mutex<Vec<String>>>) {
+    let mut child = meshwork()
+        .arg("up")
+        .arg(dir)
+        .arg("--state-dir")
+        .arg(state.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn meshwork up");
+    let (tx, rx) = mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let streams: [Box<dyn std::io::Read + Send>; 2] = [
+        Box::new(child.stdout.take().unwrap()),
+        Box::new(child.stderr.take().unwrap()),
+    ];
+    for stream in streams {
+        let (tx, log) = (tx.clone(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                log.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let up = Up {
+        child,
+        state,
+        output: rx,
+    };
+    up.wait_for_line("[up] ready", Duration::from_secs(90));
+    (up, log)
+}
+
+fn charge(up: &Up) -> serde_json::Value {
+    let args = [
+        "curl",
+        "-sS",
+        "-X",
+        "POST",
+        "-d",
+        "{\"amount\":4200}",
+        "-w",
+        "\n%{http_code}",
+        "http://billing/charges",
+    ];
+    let (code, json) = curl_json(&up.exec("store", &args));
+    assert_eq!(code, 201, "{json}");
+    assert_eq!(json["stored_in"], "postgresql", "{json}");
+    json
+}
+
+fn binding_dir(state: &Path) -> PathBuf {
+    state.join("bindings/billing/charges-db")
+}
+
+fn entry(state: &Path, key: &str) -> String {
+    std::fs::read_to_string(binding_dir(state).join(key)).unwrap()
+}
+
+/// The servicebinding.io files: exactly the expected keys, files 0600, directories 0700.
+fn check_binding_files(state: &Path) {
+    let dir = binding_dir(state);
+    let keys: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let want = [
+        "database", "host", "password", "port", "provider", "type", "uri", "username",
+    ];
+    assert_eq!(keys, want.iter().map(|s| s.to_string()).collect());
+    for key in &keys {
+        let mode = dir.join(key).metadata().unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    for d in [
+        dir.clone(),
+        state.join("bindings/billing"),
+        state.join("bindings"),
+    ] {
+        assert_eq!(
+            d.metadata().unwrap().mode() & 0o777,
+            0o700,
+            "{}",
+            d.display()
+        );
+    }
+    assert_eq!(entry(state, "type"), "postgresql");
+    assert_eq!(entry(state, "provider"), "postgres-private");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The row billing wrote, read back with the binding's own credentials.
+fn row(uri: &str, id: i64) -> (i64, String) {
+    runtime().block_on(async {
+        let db = connect(uri).await.expect("connect with the binding");
+        let r = db
+            .query_one("SELECT amount, caller FROM charges WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    })
+}
+
+/// Databases and roles the broker made (`mw_…`), seen by the private cluster's superuser.
+fn leftovers(state: &Path) -> Vec<String> {
+    let dir = state.join("postgres-private");
+    let port = std::fs::read_to_string(dir.join("port")).unwrap();
+    let pw = std::fs::read_to_string(dir.join("superuser.pw")).unwrap();
+    let url = format!(
+        "postgresql://postgres:{}@127.0.0.1:{}/postgres",
+        pw.trim(),
+        port.trim()
+    );
+    runtime().block_on(async {
+        let db = connect(&url).await.expect("connect as superuser");
+        let sql = "SELECT datname::text FROM pg_database WHERE datname LIKE 'mw\\_%' \
+                   UNION ALL SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'mw\\_%'";
+        let rows = db.query(sql, &[]).await.unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    })
+}
+
+/// Environment variables of `up`'s children whose command line contains `needle`.
+fn env_of_child(up: &Up, needle: &str) -> Vec<String> {
+    let pid = children_of(up.pid())
+        .into_iter()
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
+        })
+        .unwrap_or_else(|| panic!("no child running {needle:?}"));
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    env.split(|b| *b == 0)
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
+fn has_var(env: &[String], var: &str) -> bool {
+    env.iter().any(|kv| kv.starts_with(&format!("{var}=")))
+}
+
+#[test]
+fn billing_charges_land_in_the_claimed_database() {
+    let state = tempfile::tempdir().unwrap();
+    let (mut up, log) = up_in(&example("store-billing"), state);
+    let s = up.state.path().to_owned();
+    check_binding_files(&s);
+
+    // The charge is a row of the database the broker chose, written by billing's binding.
+    let first = charge(&up);
+    let uri = entry(&s, "uri");
+    assert!(
+        uri.ends_with(&format!("/{}", entry(&s, "database"))),
+        "{uri}"
+    );
+    let id = first["row_id"].as_i64().unwrap();
+    assert_eq!(row(&uri, id), (4200, STORE_ID.to_owned()));
+
+    // Only billing's app holds the credentials; nothing printed them.
+    let billing = env_of_child(&up, "demo billing");
+    assert!(billing.contains(&format!("DATABASE_URL={uri}")));
+    assert!(billing.contains(&format!("CHARGES_DB_URL={uri}")));
+    let root = format!(
+        "SERVICE_BINDING_ROOT={}",
+        s.join("bindings/billing").display()
+    );
+    assert!(billing.contains(&root));
+    for other in ["demo store", "demo reporting", "--workload billing"] {
+        let env = env_of_child(&up, other);
+        assert!(!has_var(&env, "DATABASE_URL"), "{other} got DATABASE_URL");
+        assert!(!has_var(&env, "SERVICE_BINDING_ROOT"), "{other}");
+    }
+    let password = entry(&s, "password");
+    assert!(password.len() >= 16);
+    assert!(!log.lock().unwrap().iter().any(|l| l.contains(&password)));
+
+    // A restart keeps the instance (and the data) and rotates the credential.
+    let status = up.signal_and_wait("TERM", Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let state = std::mem::replace(&mut up.state, tempfile::tempdir().unwrap());
+    drop(up);
+    let (up, log) = up_in(&example("store-billing"), state);
+    let second = charge(&up);
+    assert!(second["row_id"].as_i64().unwrap() > id, "{second}");
+    let new_uri = entry(&s, "uri");
+    assert_ne!(new_uri, uri, "the binding was rotated");
+    assert_eq!(row(&new_uri, id), (4200, STORE_ID.to_owned()));
+    let old = runtime().block_on(connect(&uri));
+    assert!(old.is_err(), "the previous credential still works");
+    let password = entry(&s, "password");
+    assert!(!log.lock().unwrap().iter().any(|l| l.contains(&password)));
+
+    // Deprovisioning (through the running up's broker) leaves nothing behind.
+    assert!(!leftovers(&s).is_empty());
+    let out = meshwork()
+        .args(["claims", "delete"])
+        .arg(example("store-billing"))
+        .arg("charges-db")
+        .arg("--state-dir")
+        .arg(&s)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("charges-db: deprovisioned"), "{stdout}");
+    assert_eq!(leftovers(&s), Vec::<String>::new());
+    assert!(!binding_dir(&s).exists());
+    assert!(runtime().block_on(connect(&new_uri)).is_err());
+}
+
+#[test]
+fn a_claim_for_a_missing_workload_is_reported_with_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "mesh.yaml",
+        "services.yaml",
+        "workloads.yaml",
+        "taxonomy.yaml",
+    ] {
+        std::fs::copy(example("store-billing").join(f), dir.path().join(f)).unwrap();
+    }
+    let claim = "apiVersion: meshwork.dev/v1alpha1\nkind: ServiceClaim\nmetadata:\n  name: db\nspec:\n  class: postgresql\n  size: large\n  bindTo: payroll\n";
+    std::fs::write(dir.path().join("zz-claims.yaml"), claim).unwrap();
+    let out = meshwork().arg("validate").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "zz-claims.yaml:1:0: ServiceClaim/db field `spec.bindTo`: \"payroll\" names no Workload"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("field `spec.size`: ServiceClass postgresql offers no size large"),
+        "{err}"
+    );
+}

@@ -1,0 +1,158 @@
+//! Operator routes on the control socket (`<state>/control.sock`, mode 0600: only the
+//! owner can reach them): join tokens, registration entries, CA rotation, status.
+//!
+//! - `POST /v1/admin/tokens` `{ "ttl_secs": 600 }` → [`JoinToken`]
+//! - `GET /v1/admin/entries` → `[Entry]`
+//! - `PUT /v1/admin/entries/{id}` [`RegistrationEntrySpec`] → 204 (durable before the answer)
+//! - `DELETE /v1/admin/entries/{id}` → 204 / 404
+//! - `POST /v1/admin/ca/rotate` → the prepared [`AuthorityStatus`] (409 while one is pending)
+//! - `GET /v1/admin/status` → [`ControlStatus`]
+
+use std::sync::Arc;
+
+use api::entry::RegistrationEntrySpec;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::issuer::{AuthorityStatus, Entry};
+use crate::tokens::{DEFAULT_TOKEN_TTL, JoinToken};
+use crate::{ControlError, Registry};
+
+/// The answer of `GET /v1/admin/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlStatus {
+    /// The trust domain.
+    pub trust_domain: String,
+    /// Lifetime of issued X.509-SVIDs, seconds.
+    pub svid_ttl_secs: i64,
+    /// Every CA and its state.
+    pub authorities: Vec<AuthorityStatus>,
+    /// Registration entries.
+    pub entries: usize,
+    /// Agents that joined.
+    pub agents: usize,
+    /// The control plane's clock, unix seconds (for skew checks).
+    pub now: i64,
+}
+
+/// Body of `POST /v1/admin/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// Lifetime in seconds; 10 minutes when absent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+pub(crate) fn router() -> Router<Arc<Registry>> {
+    Router::new()
+        .route("/v1/admin/tokens", post(create_token))
+        .route("/v1/admin/entries", get(list_entries))
+        .route(
+            "/v1/admin/entries/{id}",
+            put(put_entry).delete(delete_entry),
+        )
+        .route("/v1/admin/ca/rotate", post(rotate_ca))
+        .route("/v1/admin/status", get(status))
+}
+
+async fn create_token(
+    State(registry): State<Arc<Registry>>,
+    Json(req): Json<TokenRequest>,
+) -> Result<Json<JoinToken>, ControlError> {
+    let ttl = match req.ttl_secs {
+        Some(0) => {
+            return Err(ControlError::request(
+                StatusCode::BAD_REQUEST,
+                "bad_ttl",
+                "ttl must be positive",
+            ));
+        }
+        Some(s) => time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)),
+        None => DEFAULT_TOKEN_TTL,
+    };
+    Ok(Json(registry.issuer().create_token(ttl)?))
+}
+
+async fn list_entries(State(registry): State<Arc<Registry>>) -> Json<Vec<Entry>> {
+    Json(registry.issuer().entries())
+}
+
+async fn put_entry(
+    State(registry): State<Arc<Registry>>,
+    Path(id): Path<String>,
+    Json(spec): Json<RegistrationEntrySpec>,
+) -> Result<StatusCode, ControlError> {
+    let issuer = registry.issuer();
+    if spec.selectors.is_empty() {
+        let msg = "an entry needs at least one selector (an empty list would match every process)";
+        return Err(ControlError::request(
+            StatusCode::BAD_REQUEST,
+            "no_selectors",
+            msg,
+        ));
+    }
+    if spec.spiffe_id.trust_domain() != issuer.trust_domain() {
+        let msg = format!(
+            "{} is not in trust domain {}",
+            spec.spiffe_id,
+            issuer.trust_domain()
+        );
+        return Err(ControlError::request(
+            StatusCode::BAD_REQUEST,
+            "foreign_trust_domain",
+            msg,
+        ));
+    }
+    if id.is_empty()
+        || id.len() > 253
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        let msg = "entry ids are 1-253 characters of [A-Za-z0-9._-]";
+        return Err(ControlError::request(
+            StatusCode::BAD_REQUEST,
+            "bad_entry_id",
+            msg,
+        ));
+    }
+    tracing::info!(entry = %id, spiffe_id = %spec.spiffe_id, "registration entry stored");
+    issuer.put_entry(Entry { id, spec })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_entry(
+    State(registry): State<Arc<Registry>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ControlError> {
+    if registry.issuer().delete_entry(&id)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ControlError::request(
+            StatusCode::NOT_FOUND,
+            "unknown_entry",
+            format!("no entry {id:?}"),
+        ))
+    }
+}
+
+async fn rotate_ca(
+    State(registry): State<Arc<Registry>>,
+) -> Result<Json<AuthorityStatus>, ControlError> {
+    Ok(Json(registry.issuer().rotate_ca()?))
+}
+
+async fn status(State(registry): State<Arc<Registry>>) -> Json<ControlStatus> {
+    let issuer = registry.issuer();
+    Json(ControlStatus {
+        trust_domain: issuer.trust_domain().to_string(),
+        svid_ttl_secs: issuer.svid_ttl().whole_seconds(),
+        authorities: issuer.authorities(),
+        entries: issuer.entries().len(),
+        agents: issuer.agent_count(),
+        now: time::OffsetDateTime::now_utc().unix_timestamp(),
+    })
+}

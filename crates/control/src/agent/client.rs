@@ -1,0 +1,308 @@
+//! The agent's client of the node API ([`crate::node_api`]): HTTP/1.1 + JSON over
+//! TLS on loopback TCP, one connection per call (calls are rare; a long poll holds
+//! its own connection, and a restarted control plane needs no reconnect logic).
+//!
+//! Before joining, the agent has no SVID: it verifies the control plane against
+//! the bootstrap bundle ([`BootstrapVerifier`]) and presents no certificate. After
+//! joining, every call is mTLS with the node SVID, and the control plane must prove
+//! `spiffe://<td>/meshwork/control`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::contract::{ErrorBody, SvidResponse};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use identity::{PeerRole, SpiffeId, SvidStore, TrustBundle};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_rustls::TlsConnector;
+
+/// Ordinary calls must answer quickly.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Long polls answer after `LONG_POLL_SECS`; allow slack.
+const POLL_TIMEOUT: Duration = Duration::from_secs(api::contract::LONG_POLL_SECS + 15);
+/// Largest answer accepted.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a call to the control plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeClientError {
+    /// TCP connect, TLS handshake or HTTP exchange failed: control is unreachable.
+    #[error("control plane at {addr} unreachable ({step}): {message}")]
+    Unreachable {
+        /// The node API address.
+        addr: SocketAddr,
+        /// connect / handshake / exchange / timeout.
+        step: &'static str,
+        /// The cause.
+        message: String,
+    },
+    /// Control answered with an error.
+    #[error("control answered {route} with {status}: {error}: {description}")]
+    Status {
+        /// The route.
+        route: String,
+        /// The status.
+        status: StatusCode,
+        /// The machine-readable code.
+        error: String,
+        /// For humans.
+        description: String,
+    },
+    /// The answer is not the expected JSON.
+    #[error("control's answer to {route} is not valid JSON: {source}")]
+    Decode {
+        /// The route.
+        route: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl NodeClientError {
+    /// Whether retrying later can help (transport trouble, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            NodeClientError::Unreachable { .. } => true,
+            NodeClientError::Status { status, .. } => status.is_server_error(),
+            NodeClientError::Decode { .. } => false,
+        }
+    }
+}
+
+/// A client of one control plane's node API.
+#[derive(Clone)]
+pub struct NodeClient {
+    addr: SocketAddr,
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeClient {
+    /// Pre-join: verifies control against `bundle`, presents no certificate.
+    pub fn bootstrap(addr: SocketAddr, bundle: TrustBundle, control: SpiffeId) -> NodeClient {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // invariant: ring supports the default protocol versions.
+        #[allow(clippy::expect_used)]
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.3 and 1.2")
+            .dangerous() // not weakening: SPIFFE ID check instead of WebPKI names
+            .with_custom_certificate_verifier(Arc::new(BootstrapVerifier::new(bundle, control)))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        NodeClient {
+            addr,
+            connector: TlsConnector::from(Arc::new(config)),
+        }
+    }
+
+    /// Post-join: mTLS with the node SVID in `store`.
+    pub fn attested(addr: SocketAddr, store: &Arc<SvidStore>, control: SpiffeId) -> NodeClient {
+        let mut config = Arc::unwrap_or_clone(identity::client_config(store, control));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        NodeClient {
+            addr,
+            connector: TlsConnector::from(Arc::new(config)),
+        }
+    }
+
+    /// POSTs `body` as JSON to `route` and decodes the answer.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        route: &str,
+        body: &B,
+    ) -> Result<T, NodeClientError> {
+        let json = serde_json::to_vec(body).unwrap_or_default();
+        let bytes = self
+            .call(Method::POST, route, Some(json), CALL_TIMEOUT)
+            .await?;
+        decode(route, &bytes)
+    }
+
+    /// GETs `route` (a long poll) and decodes the answer.
+    pub async fn poll<T: DeserializeOwned>(&self, route: &str) -> Result<T, NodeClientError> {
+        let bytes = self.call(Method::GET, route, None, POLL_TIMEOUT).await?;
+        decode(route, &bytes)
+    }
+
+    /// As [`NodeClient::post`] for SVID-returning routes.
+    pub async fn svid<B: Serialize>(
+        &self,
+        route: &str,
+        body: &B,
+    ) -> Result<SvidResponse, NodeClientError> {
+        self.post(route, body).await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        route: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Bytes, NodeClientError> {
+        match tokio::time::timeout(timeout, self.exchange(method, route, body)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.unreachable("timeout", format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    fn unreachable(&self, step: &'static str, message: String) -> NodeClientError {
+        NodeClientError::Unreachable {
+            addr: self.addr,
+            step,
+            message,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        route: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, NodeClientError> {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| self.unreachable("connect", e.to_string()))?;
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| self.unreachable("handshake", e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| self.unreachable("exchange", e.to_string()))?;
+        tokio::spawn(conn);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(route)
+            .header(header::HOST, "control");
+        if body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        // invariant: method, route and headers are valid.
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap_or_else(|_| Request::new(Full::default()));
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.unreachable("exchange", e.to_string()))?;
+        let status = response.status();
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| self.unreachable("exchange", e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(status_error(route, status, &bytes));
+        }
+        Ok(bytes)
+    }
+}
+
+/// A non-2xx answer, with the contract's error body when there is one.
+fn status_error(route: &str, status: StatusCode, bytes: &[u8]) -> NodeClientError {
+    let (error, description) = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => (b.error, b.description),
+        Err(_) => (
+            "unknown".into(),
+            String::from_utf8_lossy(bytes).chars().take(200).collect(),
+        ),
+    };
+    NodeClientError::Status {
+        route: route.to_owned(),
+        status,
+        error,
+        description,
+    }
+}
+
+fn decode<T: DeserializeOwned>(route: &str, bytes: &[u8]) -> Result<T, NodeClientError> {
+    serde_json::from_slice(bytes).map_err(|source| NodeClientError::Decode {
+        route: route.to_owned(),
+        source,
+    })
+}
+
+/// Verifies the control plane's SVID against a fixed bundle (the agent's bootstrap
+/// trust) and requires the expected SPIFFE ID.
+#[derive(Debug)]
+pub struct BootstrapVerifier {
+    bundle: TrustBundle,
+    expected: SpiffeId,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl BootstrapVerifier {
+    /// Trusts `bundle`, accepts only `expected`.
+    pub fn new(bundle: TrustBundle, expected: SpiffeId) -> BootstrapVerifier {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        BootstrapVerifier {
+            bundle,
+            expected,
+            algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for BootstrapVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut chain = vec![end_entity.clone()];
+        chain.extend(intermediates.iter().cloned());
+        let found = identity::verify_svid(&self.bundle, &chain, now, PeerRole::Server)?;
+        if found != self.expected {
+            let err = identity::VerifyError::ServerIdentityMismatch {
+                expected: self.expected.clone(),
+                found,
+            };
+            return Err(err.into());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

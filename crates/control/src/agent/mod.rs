@@ -1,0 +1,202 @@
+//! The node agent (`meshwork agent`): joins the control plane with a one-time join
+//! token, then serves the SPIFFE Workload API on a unix socket to the workloads of
+//! its host.
+//!
+//! - Node attestation: join token → node SVID ([`crate::node_api`]); afterwards every
+//!   call to control is mTLS with that SVID, renewed at half-life.
+//! - Workload attestation: unix peer credentials (`attest`) matched against
+//!   registration entries synced from control.
+//! - Keys for workload SVIDs are generated here (where they are used); only CSRs go
+//!   to control. SVIDs are renewed at half-life with jitter and pushed to streams.
+//! - Static stability: when control is unreachable the agent keeps serving what it
+//!   has (entries, bundles, SVIDs until they expire) and retries with capped,
+//!   jittered exponential backoff; it resynchronises when control returns.
+
+mod attest;
+mod client;
+mod metrics;
+mod state;
+mod sync;
+mod workload_api;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use identity::{SpiffeId, Svid, SvidCertificate, SvidKey, SvidStore, TrustBundle, TrustDomain};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use attest::{facts as process_facts, start_time as process_start_time};
+pub use client::{BootstrapVerifier, NodeClient, NodeClientError};
+pub use metrics::{AgentStatus, fetch_status};
+pub use state::{AgentState, Identities, renewal_delay};
+
+use crate::node_api::JoinRequest;
+use crate::node_tls::control_id;
+
+/// What an agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The control plane's node API (`<state>/node-api.addr`).
+    pub control: SocketAddr,
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// Roots to verify the control plane with before joining (`<state>/bundle.pem`).
+    pub bootstrap_bundle: TrustBundle,
+    /// The one-time join token.
+    pub join_token: String,
+    /// The Workload API socket to create (mode 0666: any local process may ask; attestation decides).
+    pub socket: PathBuf,
+    /// Where to serve `/metrics` and `/status` (loopback), if anywhere.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Joining failed for good (e.g. the token was refused).
+    #[error("joining the control plane failed")]
+    Join(#[source] NodeClientError),
+    /// A key, CSR or returned SVID was unusable.
+    #[error("the node SVID or its key is unusable")]
+    Svid(#[source] identity::SvidError),
+    /// Control returned a bundle that does not parse.
+    #[error("the trust bundle from control does not parse")]
+    Bundle(#[source] identity::BundleError),
+    /// The Workload API socket or admin listener could not be set up.
+    #[error("{what} {where_}")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// Path or address.
+        where_: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The agent's shared pieces.
+pub(crate) struct Agent {
+    pub client: NodeClient,
+    pub node: Arc<SvidStore>,
+    pub state: watch::Sender<Arc<AgentState>>,
+    pub trust_domain: TrustDomain,
+}
+
+/// Runs the agent until `shutdown` resolves. Returns `Ok` on shutdown (also when it
+/// comes while still joining), an error when joining is refused.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let agent = tokio::select! {
+        joined = join(&config) => Arc::new(joined?),
+        () = &mut shutdown => return Ok(()),
+    };
+    let stop = CancellationToken::new();
+    let listener = workload_api::bind(&config.socket)?;
+    let admin = match config.admin {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(sync::run(Arc::clone(&agent), stop.clone()));
+    if let Some(listener) = admin {
+        tasks.spawn(metrics::serve(listener, Arc::clone(&agent), stop.clone()));
+    }
+    tasks.spawn(workload_api::serve(
+        listener,
+        Arc::clone(&agent),
+        stop.clone(),
+    ));
+    tracing::info!(socket = %config.socket.display(), node = %agent.node.svid().id(), "agent ready");
+    shutdown.await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+/// Node attestation: trades the join token for a node SVID, then takes the first sync.
+async fn join(config: &AgentConfig) -> Result<Agent, AgentError> {
+    let control = control_id(&config.trust_domain);
+    let bootstrap = NodeClient::bootstrap(
+        config.control,
+        config.bootstrap_bundle.clone(),
+        control.clone(),
+    );
+    let key = SvidKey::generate().map_err(AgentError::Svid)?;
+    let csr_pem = key.csr_pem(&control).map_err(AgentError::Svid)?;
+    let request = JoinRequest {
+        token: config.join_token.clone(),
+        csr_pem,
+    };
+    let mut backoff = state::Backoff::default();
+    let response = loop {
+        match bootstrap.svid("/v1/node/join", &request).await {
+            Ok(r) => break r,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "join failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => return Err(AgentError::Join(e)),
+        }
+    };
+    let (svid, bundle) = assemble(key, &response, &config.trust_domain)?;
+    tracing::info!(node = %svid.id(), not_after = %svid.not_after(), "joined the control plane");
+    let node = Arc::new(SvidStore::new(svid, bundle.clone()));
+    let client = NodeClient::attested(config.control, &node, control);
+    let initial = AgentState {
+        entries: Vec::new(),
+        svids: Default::default(),
+        jwt_bundle: crate::jwt::JwtBundle::empty(config.trust_domain.clone()),
+        jwks: String::new(),
+        bundle,
+        control_connected: true,
+        last_sync: None,
+    };
+    let (state, _) = watch::channel(Arc::new(initial));
+    Ok(Agent {
+        client,
+        node,
+        state,
+        trust_domain: config.trust_domain.clone(),
+    })
+}
+
+/// Pairs a key with the SVID control signed for it and reads the bundle.
+pub(crate) fn assemble(
+    key: SvidKey,
+    response: &api::contract::SvidResponse,
+    td: &TrustDomain,
+) -> Result<(Svid, TrustBundle), AgentError> {
+    let cert = SvidCertificate::from_pem(&response.cert_chain_pem).map_err(AgentError::Svid)?;
+    let svid = Svid::new(key, cert).map_err(AgentError::Svid)?;
+    let bundle =
+        TrustBundle::from_pem(td.clone(), &response.bundle_pem).map_err(AgentError::Bundle)?;
+    Ok((svid, bundle))
+}
+
+/// A throwaway CSR subject: control decides identities, the CSR only carries the key.
+pub(crate) fn csr_subject(td: &TrustDomain) -> SpiffeId {
+    td.spiffe_id()
+}
+
+/// The trust domain a bundle's first root certifies (its `spiffe://<td>` URI SAN).
+pub fn trust_domain_of(bundle_pem: &str) -> Option<TrustDomain> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(bundle_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(uri) => {
+            uri.strip_prefix("spiffe://")?.parse().ok()
+        }
+        _ => None,
+    })
+}

@@ -1,0 +1,340 @@
+//! The identity half of the control plane: the durable state (CA authorities, JWT
+//! key, registration entries, join tokens, agents) and everything issued from it.
+//!
+//! Agents see a [`NodeView`] — entries, X.509 bundle and JWT bundle under one
+//! version — published on a watch channel so their long polls wake on any change
+//! (a new entry, a CA rotation step).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use api::contract::SvidResponse;
+use api::entry::RegistrationEntrySpec;
+use identity::{CaError, SpiffeId, TrustBundle, TrustDomain};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::authority::{Authorities, AuthorityError, AuthorityState};
+use crate::jwt::{JwtAuthority, JwtError, JwtKeyRecord};
+use crate::store::{AGENTS, ENDPOINTS, ENTRIES, JWT_KEYS, StateError, Store};
+use crate::tokens::{self, JoinRefusal, JoinToken};
+
+/// A registration entry with its id, as stored and as sent to agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Unique id (e.g. `up-billing`); re-registering an id replaces the entry.
+    pub id: String,
+    /// What it grants to whom.
+    pub spec: RegistrationEntrySpec,
+}
+
+/// What agents need from control, under one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Grows on every change.
+    pub version: u64,
+    /// Every registration entry.
+    pub entries: Vec<Entry>,
+    /// The X.509 trust bundle, PEM (every published root).
+    pub bundle_pem: String,
+    /// The JWT bundle, a JWKS document.
+    pub jwks: String,
+}
+
+/// One CA as shown by `meshwork ca status` / `meshwork check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorityStatus {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Prepared / active / retiring.
+    #[serde(flatten)]
+    pub state: AuthorityState,
+    /// The root's notAfter, unix s.
+    pub not_after: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AgentRecord {
+    joined_at: i64,
+}
+
+/// Durable identity state and the issuing it backs.
+pub struct Issuer {
+    store: Store,
+    trust_domain: TrustDomain,
+    svid_ttl: time::Duration,
+    authorities: RwLock<Authorities>,
+    jwt: JwtAuthority,
+    entries: Mutex<BTreeMap<String, RegistrationEntrySpec>>,
+    view: watch::Sender<Arc<NodeView>>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    /// Opens the state file in `state_dir` and loads (or creates) the CA and JWT key.
+    pub fn open(
+        state_dir: &Path,
+        td: &TrustDomain,
+        svid_ttl: time::Duration,
+    ) -> Result<Issuer, AuthorityError> {
+        let store = Store::open(state_dir)?;
+        let now = OffsetDateTime::now_utc();
+        let authorities = Authorities::load_or_create(&store, state_dir, td, now)?;
+        let jwt = load_jwt(&store)?;
+        let entries = store
+            .all::<RegistrationEntrySpec>(ENTRIES)?
+            .into_iter()
+            .collect();
+        let issuer = Issuer {
+            store,
+            trust_domain: td.clone(),
+            svid_ttl,
+            authorities: RwLock::new(authorities),
+            jwt,
+            entries: Mutex::new(entries),
+            view: watch::channel(Arc::new(NodeView::default())).0,
+        };
+        issuer.publish()?;
+        Ok(issuer)
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The lifetime of issued X.509-SVIDs.
+    pub fn svid_ttl(&self) -> time::Duration {
+        self.svid_ttl
+    }
+
+    /// The state file.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Signs `csr_pem` for `id` with the active root; the answer carries the full bundle.
+    pub fn sign(&self, csr_pem: &str, id: &SpiffeId) -> Result<SvidResponse, CaError> {
+        let now = OffsetDateTime::now_utc();
+        let auth = self.authorities.read().unwrap_or_else(|p| p.into_inner());
+        let cert = auth.active().sign_csr(csr_pem, id, self.svid_ttl, now)?;
+        Ok(SvidResponse {
+            spiffe_id: id.clone(),
+            cert_chain_pem: cert.to_pem(),
+            bundle_pem: auth.bundle().to_pem(),
+            expires_at: cert.not_after().unix_timestamp(),
+        })
+    }
+
+    /// The X.509 trust bundle (every published root).
+    pub fn bundle(&self) -> TrustBundle {
+        self.authorities
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .bundle()
+    }
+
+    /// Mints a JWT-SVID.
+    pub fn mint_jwt(
+        &self,
+        id: &SpiffeId,
+        audience: &[String],
+        ttl: time::Duration,
+    ) -> Result<String, JwtError> {
+        self.jwt.mint(id, audience, ttl, OffsetDateTime::now_utc())
+    }
+
+    /// Every CA and its state.
+    pub fn authorities(&self) -> Vec<AuthorityStatus> {
+        let auth = self.authorities.read().unwrap_or_else(|p| p.into_inner());
+        auth.all()
+            .iter()
+            .map(|a| AuthorityStatus {
+                seq: a.seq,
+                state: a.state,
+                not_after: a.ca.not_after().unix_timestamp(),
+            })
+            .collect()
+    }
+
+    /// How long a new root is published before it signs, and an old one stays after.
+    pub fn rotation_overlap(&self) -> time::Duration {
+        self.svid_ttl + identity::CLOCK_SKEW_ALLOWANCE
+    }
+
+    /// Starts a CA rotation (see [`crate::authority`]).
+    pub fn rotate_ca(&self) -> Result<AuthorityStatus, AuthorityError> {
+        let status = {
+            let mut auth = self.authorities.write().unwrap_or_else(|p| p.into_inner());
+            let a = auth.rotate(
+                &self.store,
+                OffsetDateTime::now_utc(),
+                self.rotation_overlap(),
+            )?;
+            AuthorityStatus {
+                seq: a.seq,
+                state: a.state,
+                not_after: a.ca.not_after().unix_timestamp(),
+            }
+        };
+        self.publish()?;
+        Ok(status)
+    }
+
+    /// Applies due CA transitions; the next one's time (unix s), if any.
+    pub fn tick_ca(&self) -> Result<Option<i64>, AuthorityError> {
+        let (changed, next) = {
+            let mut auth = self.authorities.write().unwrap_or_else(|p| p.into_inner());
+            let changed = auth.tick(
+                &self.store,
+                OffsetDateTime::now_utc(),
+                self.rotation_overlap(),
+            )?;
+            (changed, auth.next_transition())
+        };
+        if changed {
+            self.publish()?;
+        }
+        Ok(next)
+    }
+
+    /// Creates or replaces an entry durably, then publishes it to agents.
+    pub fn put_entry(&self, entry: Entry) -> Result<(), StateError> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.put(ENTRIES, &entry.id, &entry.spec)?;
+        entries.insert(entry.id, entry.spec);
+        drop(entries);
+        self.publish()
+    }
+
+    /// Deletes an entry durably; whether it existed.
+    pub fn delete_entry(&self, id: &str) -> Result<bool, StateError> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let existed = self.store.delete(ENTRIES, id)?;
+        entries.remove(id);
+        drop(entries);
+        self.publish()?;
+        Ok(existed)
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> Vec<Entry> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .map(|(id, spec)| Entry {
+                id: id.clone(),
+                spec: spec.clone(),
+            })
+            .collect()
+    }
+
+    /// One entry.
+    pub fn entry(&self, id: &str) -> Option<RegistrationEntrySpec> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// A new join token, stored before it is returned.
+    pub fn create_token(&self, ttl: time::Duration) -> Result<JoinToken, StateError> {
+        tokens::create(&self.store, ttl, OffsetDateTime::now_utc())
+    }
+
+    /// Redeems a join token and records the agent; the agent's SPIFFE ID.
+    pub fn join(&self, token: &str) -> Result<SpiffeId, JoinRefusal> {
+        let now = OffsetDateTime::now_utc();
+        tokens::redeem(&self.store, token, now)?;
+        let id = tokens::agent_id(&self.trust_domain, token);
+        self.store.put(
+            AGENTS,
+            id.as_str(),
+            &AgentRecord {
+                joined_at: now.unix_timestamp(),
+            },
+        )?;
+        tracing::info!(agent = %id, "agent joined");
+        Ok(id)
+    }
+
+    /// Whether `id` is an agent that joined (and was not removed).
+    pub fn is_agent(&self, id: &SpiffeId) -> bool {
+        matches!(
+            self.store.get::<AgentRecord>(AGENTS, id.as_str()),
+            Ok(Some(_))
+        )
+    }
+
+    /// How many agents have joined.
+    pub fn agent_count(&self) -> usize {
+        self.store
+            .all::<AgentRecord>(AGENTS)
+            .map(|a| a.len())
+            .unwrap_or(0)
+    }
+
+    /// The sidecar endpoints registered so far (they survive restarts, so a restarted
+    /// control plane publishes complete routes before sidecars re-register).
+    pub fn endpoints(&self) -> Result<BTreeMap<String, std::net::SocketAddr>, StateError> {
+        Ok(self.store.all(ENDPOINTS)?.into_iter().collect())
+    }
+
+    /// Records a sidecar endpoint durably.
+    pub fn put_endpoint(
+        &self,
+        workload: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<(), StateError> {
+        self.store.put(ENDPOINTS, workload, &addr)
+    }
+
+    /// A receiver of every new [`NodeView`].
+    pub fn subscribe(&self) -> watch::Receiver<Arc<NodeView>> {
+        self.view.subscribe()
+    }
+
+    /// The next (persisted) version number.
+    pub fn next_version(&self) -> Result<u64, StateError> {
+        self.store.next_version()
+    }
+
+    fn publish(&self) -> Result<(), StateError> {
+        let version = self.store.next_version()?;
+        let view = NodeView {
+            version,
+            entries: self.entries(),
+            bundle_pem: self.bundle().to_pem(),
+            jwks: self.jwt.jwks(),
+        };
+        self.view.send_replace(Arc::new(view));
+        Ok(())
+    }
+}
+
+fn load_jwt(store: &Store) -> Result<JwtAuthority, AuthorityError> {
+    let invalid = |e: JwtError| {
+        AuthorityError::State(StateError::Record {
+            path: store.path().to_owned(),
+            table: "jwt_keys".into(),
+            key: String::new(),
+            source: serde_json::Error::io(std::io::Error::other(e.to_string())),
+        })
+    };
+    if let Some((_, rec)) = store.all::<JwtKeyRecord>(JWT_KEYS)?.into_iter().next() {
+        return JwtAuthority::from_record(&rec).map_err(invalid);
+    }
+    let (jwt, rec) = JwtAuthority::generate().map_err(invalid)?;
+    store.put(JWT_KEYS, &rec.kid, &rec)?;
+    Ok(jwt)
+}

@@ -1,0 +1,213 @@
+//! The agent ⇄ control API: HTTP + JSON over mTLS on a loopback TCP port
+//! (the listener is in `node_tls`).
+//!
+//! - `POST /v1/node/join` [`JoinRequest`] → [`SvidResponse`]: node attestation. The
+//!   only route that takes a caller without a client certificate; the one-time join
+//!   token is the proof, and the answer is the agent's node SVID.
+//! - `POST /v1/node/renew` [`RenewRequest`] → [`SvidResponse`]: a fresh node SVID.
+//! - `POST /v1/node/svid` [`WorkloadSvidRequest`] → [`SvidResponse`]: an X.509-SVID
+//!   for a registration entry; the agent attested the workload and made the key.
+//! - `POST /v1/node/jwt` [`JwtSvidRequest`] → [`JwtSvidResponse`].
+//! - `GET /v1/node/sync?since=V` → [`NodeView`]: long poll, like the proxy snapshot.
+//!
+//! Every route but `join` requires the caller's (verified) SVID to be a node SVID of
+//! an agent recorded at join.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::contract::{LONG_POLL_SECS, SvidResponse};
+use axum::extract::{Extension, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use identity::SpiffeId;
+use serde::{Deserialize, Serialize};
+
+use crate::ControlError;
+use crate::issuer::{Issuer, NodeView};
+use crate::jwt::DEFAULT_JWT_TTL;
+use crate::tokens::JoinRefusal;
+
+/// Path prefix of every agent's SPIFFE ID.
+pub const AGENT_PATH_PREFIX: &str = "/meshwork/agent/";
+
+/// The control plane's own SPIFFE ID path (what agents verify on every connection).
+pub const CONTROL_PATH: &str = "/meshwork/control";
+
+/// Node attestation with a join token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The one-time token from `meshwork token create`.
+    pub token: String,
+    /// CSR for the node SVID (the key stays with the agent).
+    pub csr_pem: String,
+}
+
+/// Node SVID renewal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// CSR for the new node SVID.
+    pub csr_pem: String,
+}
+
+/// An X.509-SVID for an entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadSvidRequest {
+    /// The registration entry the workload matched.
+    pub entry_id: String,
+    /// CSR made by the agent for the workload.
+    pub csr_pem: String,
+}
+
+/// A JWT-SVID for an entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JwtSvidRequest {
+    /// The registration entry the workload matched.
+    pub entry_id: String,
+    /// Audiences (at least one).
+    pub audience: Vec<String>,
+}
+
+/// A minted JWT-SVID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JwtSvidResponse {
+    /// Its subject.
+    pub spiffe_id: SpiffeId,
+    /// JWS compact serialisation.
+    pub token: String,
+    /// `exp`, unix seconds.
+    pub expires_at: i64,
+}
+
+/// The verified SPIFFE ID of the TLS client, if it presented a certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer(pub Option<SpiffeId>);
+
+pub(crate) fn router(issuer: Arc<Issuer>) -> Router {
+    Router::new()
+        .route("/v1/node/join", post(join))
+        .route("/v1/node/renew", post(renew))
+        .route("/v1/node/svid", post(workload_svid))
+        .route("/v1/node/jwt", post(jwt_svid))
+        .route("/v1/node/sync", get(sync))
+        .with_state(issuer)
+}
+
+fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> ControlError {
+    ControlError::request(status, code, message)
+}
+
+/// The calling agent, or why it is not one.
+fn agent(issuer: &Issuer, peer: &Peer) -> Result<SpiffeId, ControlError> {
+    let Some(id) = &peer.0 else {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "no_client_svid",
+            "this route needs a node SVID",
+        ));
+    };
+    if !id.path().starts_with(AGENT_PATH_PREFIX) || !issuer.is_agent(id) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "not_an_agent",
+            format!("{id} is not an attested agent"),
+        ));
+    }
+    Ok(id.clone())
+}
+
+fn sign(issuer: &Issuer, csr_pem: &str, id: &SpiffeId) -> Result<Json<SvidResponse>, ControlError> {
+    issuer
+        .sign(csr_pem, id)
+        .map(Json)
+        .map_err(|source| ControlError::Csr {
+            workload: id.to_string(),
+            source,
+        })
+}
+
+async fn join(
+    State(issuer): State<Arc<Issuer>>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<SvidResponse>, ControlError> {
+    let id = issuer.join(&req.token).map_err(|e| match e {
+        JoinRefusal::State(source) => ControlError::State(source),
+        other => refused(StatusCode::FORBIDDEN, "join_refused", other.to_string()),
+    })?;
+    sign(&issuer, &req.csr_pem, &id)
+}
+
+async fn renew(
+    State(issuer): State<Arc<Issuer>>,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<RenewRequest>,
+) -> Result<Json<SvidResponse>, ControlError> {
+    let id = agent(&issuer, &peer)?;
+    sign(&issuer, &req.csr_pem, &id)
+}
+
+async fn workload_svid(
+    State(issuer): State<Arc<Issuer>>,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<WorkloadSvidRequest>,
+) -> Result<Json<SvidResponse>, ControlError> {
+    let agent = agent(&issuer, &peer)?;
+    let entry = issuer.entry(&req.entry_id).ok_or_else(|| {
+        refused(
+            StatusCode::NOT_FOUND,
+            "unknown_entry",
+            format!("no entry {:?}", req.entry_id),
+        )
+    })?;
+    tracing::debug!(%agent, entry = %req.entry_id, spiffe_id = %entry.spiffe_id, "workload SVID");
+    sign(&issuer, &req.csr_pem, &entry.spiffe_id)
+}
+
+async fn jwt_svid(
+    State(issuer): State<Arc<Issuer>>,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<JwtSvidRequest>,
+) -> Result<Json<JwtSvidResponse>, ControlError> {
+    agent(&issuer, &peer)?;
+    let entry = issuer.entry(&req.entry_id).ok_or_else(|| {
+        refused(
+            StatusCode::NOT_FOUND,
+            "unknown_entry",
+            format!("no entry {:?}", req.entry_id),
+        )
+    })?;
+    let token = issuer
+        .mint_jwt(&entry.spiffe_id, &req.audience, DEFAULT_JWT_TTL)
+        .map_err(|e| refused(StatusCode::BAD_REQUEST, "bad_jwt_request", e.to_string()))?;
+    let expires_at = (time::OffsetDateTime::now_utc() + DEFAULT_JWT_TTL).unix_timestamp();
+    Ok(Json(JwtSvidResponse {
+        spiffe_id: entry.spiffe_id,
+        token,
+        expires_at,
+    }))
+}
+
+#[derive(Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn sync(
+    State(issuer): State<Arc<Issuer>>,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<Since>,
+) -> Result<Json<NodeView>, ControlError> {
+    agent(&issuer, &peer)?;
+    let mut rx = issuer.subscribe();
+    let newer = {
+        let wait = rx.wait_for(|v| v.version > q.since);
+        match tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait).await {
+            Ok(Ok(v)) => Some(Arc::clone(&v)),
+            _ => None,
+        }
+    };
+    let view = newer.unwrap_or_else(|| Arc::clone(&rx.borrow()));
+    Ok(Json(NodeView::clone(&view)))
+}

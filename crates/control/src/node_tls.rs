@@ -1,0 +1,207 @@
+//! The node API listener: TLS on loopback TCP, serving [`crate::node_api`].
+//!
+//! The control plane presents its own SVID (`spiffe://<td>/meshwork/control`), issued
+//! by its CA at start and renewed at half-life. Client certificates are *requested*
+//! but not required at the TLS layer, because an agent that is joining has none yet;
+//! when one is presented it is fully verified against the bundle, and every route
+//! except `join` refuses a caller without a verified node SVID. The same task keeps
+//! CA rotation moving (see [`crate::authority`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use identity::{
+    SpiffeClientCertVerifier, SpiffeId, Svid, SvidCertificate, SvidKey, SvidResolver, SvidStore,
+};
+use rustls::DistinguishedName;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::ControlError;
+use crate::issuer::Issuer;
+use crate::node_api::{self, CONTROL_PATH, Peer};
+
+/// How often CA transitions and the control plane's own SVID are checked.
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The control plane's SPIFFE ID in `td`.
+pub fn control_id(td: &identity::TrustDomain) -> SpiffeId {
+    // invariant: a constant, valid path.
+    SpiffeId::new(td.clone(), CONTROL_PATH).unwrap_or_else(|_| td.spiffe_id())
+}
+
+/// Issues the control plane its own SVID from its own CA.
+fn own_svid(issuer: &Issuer) -> Result<Svid, ControlError> {
+    let id = control_id(issuer.trust_domain());
+    let csr = |e: identity::SvidError| {
+        ControlError::request(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "own_svid",
+            format!("issuing the control plane's own SVID: {e}"),
+        )
+    };
+    let key = SvidKey::generate().map_err(csr)?;
+    let response = issuer
+        .sign(&key.csr_pem(&id).map_err(csr)?, &id)
+        .map_err(|source| ControlError::Csr {
+            workload: id.to_string(),
+            source,
+        })?;
+    let cert = SvidCertificate::from_pem(&response.cert_chain_pem).map_err(csr)?;
+    Svid::new(key, cert).map_err(csr)
+}
+
+/// Serves the node API on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    issuer: Arc<Issuer>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ControlError> {
+    let store = Arc::new(SvidStore::new(own_svid(&issuer)?, issuer.bundle()));
+    let acceptor = TlsAcceptor::from(server_config(&store));
+    let router = node_api::router(Arc::clone(&issuer));
+    let maintenance = tokio::spawn(maintain(Arc::clone(&issuer), Arc::clone(&store)));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "node API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(connection(acceptor.clone(), router.clone(), tcp, remote));
+    }
+    maintenance.abort();
+    Ok(())
+}
+
+async fn connection(
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+) {
+    let tls = match acceptor.accept(tcp).await {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::debug!(%error, %remote, "node API handshake failed");
+            return;
+        }
+    };
+    // rustls verified any certificate it received, so the leaf's ID is proven.
+    let peer = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| identity::peer_spiffe_id(c).ok());
+    let service = TowerToHyperService::new(router.layer(Extension(Peer(peer))));
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
+        tracing::debug!(%error, %remote, "node API connection ended with an error");
+    }
+}
+
+/// Drives CA rotation and keeps the control plane's SVID and bundle current.
+async fn maintain(issuer: Arc<Issuer>, store: Arc<SvidStore>) {
+    loop {
+        tokio::time::sleep(MAINTENANCE_PERIOD).await;
+        if let Err(error) = issuer.tick_ca() {
+            tracing::error!(%error, "CA rotation step failed; retrying");
+        }
+        let bundle = issuer.bundle();
+        if *store.bundle() != bundle {
+            store.set_bundle(bundle);
+        }
+        let svid = store.svid();
+        let now = time::OffsetDateTime::now_utc();
+        let half = svid.not_before() + (svid.not_after() - svid.not_before()) / 2;
+        if now >= half {
+            match own_svid(&issuer) {
+                Ok(svid) => store.rotate(svid),
+                Err(error) => tracing::error!(%error, "renewing the control plane's SVID failed"),
+            }
+        }
+    }
+}
+
+fn server_config(store: &Arc<SvidStore>) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // invariant: ring supports the default protocol versions.
+    #[allow(clippy::expect_used)]
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.3 and 1.2");
+    let verifier = OptionalClientSvid(SpiffeClientCertVerifier::new(Arc::clone(store)));
+    let mut config = builder
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(SvidResolver::new(Arc::clone(store))));
+    config.alpn_protocols = identity::ALPN_PROTOCOLS
+        .iter()
+        .map(|p| p.to_vec())
+        .collect();
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Arc::new(config)
+}
+
+/// The SPIFFE client verifier with the certificate optional at the TLS layer (routes
+/// enforce it; see the module docs). A certificate that *is* sent is verified in full.
+#[derive(Debug)]
+struct OptionalClientSvid(SpiffeClientCertVerifier);
+
+impl ClientCertVerifier for OptionalClientSvid {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,409 @@
+//! A control plane with its node API, an agent joined with a token, and SPIFFE
+//! clients nobody here wrote (the `spiffe` crate) talking to the agent.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use control::agent::{AgentConfig, AgentError};
+use control::{JoinToken, TokenRequest};
+use identity::TrustBundle;
+use spiffe::{WorkloadApiClient, X509Source};
+
+use super::{Running, call, start_with};
+
+const TD: &str = "meshwork.local";
+const ID: &str = "spiffe://meshwork.local/test/interop";
+
+/// A resource directory holding only a Mesh with the given SVID lifetime.
+fn mesh_dir(svid_ttl: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mesh = format!(
+        "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: t\nspec:\n  trustDomain: {TD}\n  svidTtl: {svid_ttl}\n"
+    );
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).expect("write");
+    dir
+}
+
+struct Mesh {
+    state: tempfile::TempDir,
+    _resources: tempfile::TempDir,
+    control: Option<Running>,
+}
+
+impl Mesh {
+    async fn start(svid_ttl: &str) -> Mesh {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let state = tempfile::tempdir().expect("tempdir");
+        let resources = mesh_dir(svid_ttl);
+        let any_port = "127.0.0.1:0".parse().ok();
+        let control = start_with(state.path(), resources.path(), any_port).await;
+        Mesh {
+            state,
+            _resources: resources,
+            control: Some(control),
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.state.path().join("control.sock")
+    }
+
+    async fn token(&self, ttl_secs: u64) -> String {
+        let body = serde_json::to_string(&TokenRequest {
+            ttl_secs: Some(ttl_secs),
+        })
+        .expect("json");
+        let (status, body) = call(&self.socket(), "POST", "/v1/admin/tokens", Some(body)).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<JoinToken>(&body)
+            .expect("token")
+            .token
+    }
+
+    async fn entry(&self, id: &str, spiffe_id: &str, selectors: &[String]) {
+        let body = serde_json::json!({"spiffeId": spiffe_id, "selectors": selectors}).to_string();
+        let (status, body) = call(
+            &self.socket(),
+            "PUT",
+            &format!("/v1/admin/entries/{id}"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
+    }
+
+    fn agent_config(&self, token: String, socket: &Path) -> AgentConfig {
+        let addr = std::fs::read_to_string(self.state.path().join("node-api.addr")).expect("addr");
+        let bundle = std::fs::read_to_string(self.state.path().join("bundle.pem")).expect("bundle");
+        AgentConfig {
+            control: addr.trim().parse().expect("addr"),
+            trust_domain: TD.parse().expect("td"),
+            bootstrap_bundle: TrustBundle::from_pem(TD.parse().expect("td"), &bundle)
+                .expect("bundle"),
+            join_token: token,
+            socket: socket.to_owned(),
+            admin: None,
+        }
+    }
+
+    /// Starts an agent; the oneshot stops it.
+    fn agent(
+        &self,
+        config: AgentConfig,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), AgentError>>,
+    ) {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(control::agent::run(config, async {
+            let _ = rx.await;
+        }));
+        (stop, task)
+    }
+}
+
+/// Selectors matching this very test process.
+fn me() -> Vec<String> {
+    let exe = std::env::current_exe().expect("exe");
+    vec![
+        format!("unix:uid:{}", nix_uid()),
+        format!("unix:path:{}", exe.display()),
+    ]
+}
+
+fn nix_uid() -> u32 {
+    // /proc/self belongs to the process's effective uid.
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("/proc/self"))
+}
+
+/// An error and all its sources, for matching on the root cause.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+async fn wait_for_socket(path: &Path) {
+    for _ in 0..500 {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("agent socket {} never came up", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_crate_fetches_an_svid_sees_it_rotate_and_validates_a_jwt() {
+    let mesh = Mesh::start("6s").await;
+    mesh.entry("interop", ID, &me()).await;
+    let sock = mesh.state.path().join("agent.sock");
+    let (stop, agent) = mesh.agent(mesh.agent_config(mesh.token(600).await, &sock));
+    wait_for_socket(&sock).await;
+    let endpoint = format!("unix:{}", sock.display());
+
+    let source = X509Source::builder()
+        .endpoint(&endpoint)
+        .build()
+        .await
+        .expect("X509Source");
+    let first = source.svid().expect("svid");
+    assert_eq!(first.spiffe_id().to_string(), ID);
+    let td = spiffe::TrustDomain::new(TD).expect("td");
+    let bundle = source
+        .try_bundle_for_trust_domain(&td)
+        .expect("bundle for our trust domain");
+    assert!(!bundle.authorities().is_empty());
+
+    // A 6 s SVID is renewed at 40-50 % of its life and pushed down the stream.
+    let mut updates = source.updated();
+    let rotated = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            updates.changed().await.expect("updates");
+            let now = source.svid().expect("svid");
+            if now.leaf().as_ref() != first.leaf().as_ref() {
+                return now;
+            }
+        }
+    })
+    .await
+    .expect("no rotation within 30 s");
+    assert_eq!(rotated.spiffe_id().to_string(), ID);
+
+    // `ca rotate` publishes the new root to workloads before anything is signed with it.
+    let (status, body) = call(&mesh.socket(), "POST", "/v1/admin/ca/rotate", None).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let roots = source
+                .try_bundle_for_trust_domain(&td)
+                .map_or(0, |b| b.authorities().len());
+            if roots == 2 {
+                return;
+            }
+            updates.changed().await.expect("updates");
+        }
+    })
+    .await
+    .expect("the new root never reached the workload");
+    let (status, _) = call(&mesh.socket(), "POST", "/v1/admin/ca/rotate", None).await;
+    assert_eq!(status, 409, "a second rotation while one is pending");
+
+    let client = WorkloadApiClient::connect_to(&endpoint)
+        .await
+        .expect("client");
+    let token = client
+        .fetch_jwt_token(["billing"], None)
+        .await
+        .expect("JWT-SVID");
+    let validated = client
+        .validate_jwt_token("billing", &token)
+        .await
+        .expect("validates");
+    assert_eq!(validated.spiffe_id().to_string(), ID);
+    assert!(
+        client
+            .validate_jwt_token("someone-else", &token)
+            .await
+            .is_err(),
+        "audience not checked"
+    );
+    let jwt_bundles = client.fetch_jwt_bundles().await.expect("JWT bundles");
+    assert!(jwt_bundles.get(&td).is_some());
+
+    source.shutdown().await;
+    let _ = stop.send(());
+    agent.await.expect("join").expect("agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_matching_no_entry_gets_nothing() {
+    let mesh = Mesh::start("1h").await;
+    // Same binary, another uid: not us.
+    let exe = std::env::current_exe().expect("exe");
+    mesh.entry(
+        "other",
+        "spiffe://meshwork.local/other",
+        &[
+            "unix:uid:54321".into(),
+            format!("unix:path:{}", exe.display()),
+        ],
+    )
+    .await;
+    let sock = mesh.state.path().join("agent.sock");
+    let (stop, agent) = mesh.agent(mesh.agent_config(mesh.token(600).await, &sock));
+    wait_for_socket(&sock).await;
+    let client = WorkloadApiClient::connect_to(format!("unix:{}", sock.display()))
+        .await
+        .expect("client");
+    let err = client
+        .fetch_x509_svid()
+        .await
+        .expect_err("no entry matches this process");
+    // The spiffe crate reports the agent's PermissionDenied as NoIdentityIssued.
+    assert!(
+        matches!(err, spiffe::WorkloadApiError::NoIdentityIssued),
+        "{err:?}"
+    );
+    assert!(client.fetch_jwt_token(["a"], None).await.is_err());
+    assert!(
+        client.fetch_x509_bundles().await.is_err(),
+        "bundles leak to an unattested caller"
+    );
+    let _ = stop.send(());
+    agent.await.expect("join").expect("agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_security_header_are_invalid() {
+    let mesh = Mesh::start("1h").await;
+    mesh.entry("interop", ID, &me()).await;
+    let sock = mesh.state.path().join("agent.sock");
+    let (stop, agent) = mesh.agent(mesh.agent_config(mesh.token(600).await, &sock));
+    wait_for_socket(&sock).await;
+    let path = sock.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("channel");
+    let mut raw = api::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
+    let err = raw
+        .fetch_x509svid(api::workload::X509svidRequest {})
+        .await
+        .expect_err("no header");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let _ = stop.send(());
+    agent.await.expect("join").expect("agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_works_once_and_not_after_it_expires() {
+    let mesh = Mesh::start("1h").await;
+    let token = mesh.token(600).await;
+    let dir = mesh.state.path();
+    let (stop, first) = mesh.agent(mesh.agent_config(token.clone(), &dir.join("a.sock")));
+    wait_for_socket(&dir.join("a.sock")).await;
+
+    let reused = control::agent::run(
+        mesh.agent_config(token, &dir.join("b.sock")),
+        std::future::pending(),
+    );
+    let err = reused.await.expect_err("a reused token must be refused");
+    assert!(chain(&err).contains("already used"), "{}", chain(&err));
+
+    let short = mesh.token(1).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired = control::agent::run(
+        mesh.agent_config(short, &dir.join("c.sock")),
+        std::future::pending(),
+    );
+    let err = expired.await.expect_err("an expired token must be refused");
+    assert!(chain(&err).contains("expired"), "{}", chain(&err));
+
+    let made_up = control::agent::run(
+        mesh.agent_config("nope".into(), &dir.join("d.sock")),
+        std::future::pending(),
+    );
+    let err = made_up.await.expect_err("unknown token");
+    assert!(chain(&err).contains("unknown"), "{}", chain(&err));
+    let _ = stop.send(());
+    first.await.expect("join").expect("agent");
+    mesh.control.expect("control").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_reports_expiry_for_check_and_prometheus() {
+    let mesh = Mesh::start("1h").await;
+    mesh.entry("interop", ID, &me()).await;
+    let sock = mesh.state.path().join("agent.sock");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr");
+    let mut config = mesh.agent_config(mesh.token(600).await, &sock);
+    config.admin = Some(admin);
+    let (stop, agent) = mesh.agent(config);
+    wait_for_socket(&sock).await;
+
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(s) = control::agent::fetch_status(admin).await
+                && !s.svids.is_empty()
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the agent never reported its SVID");
+    assert_eq!(status.svids[0].1, ID);
+    assert!(status.control_connected);
+
+    let control_status = control::AdminClient::new(mesh.socket())
+        .status()
+        .await
+        .expect("status");
+    let input = control::check::CheckInput {
+        control: Ok(control_status),
+        agent: Some(Ok(status.clone())),
+        now: status.now,
+        ca_warn_secs: 30 * 86_400,
+    };
+    let findings = control::check::evaluate(&input);
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.level == control::check::Level::Ok),
+        "{findings:#?}"
+    );
+    // The same mesh an hour later, with nothing renewed: every SVID has expired.
+    let later = control::check::CheckInput {
+        now: status.now + 3700,
+        ..input
+    };
+    let worst = control::check::evaluate(&later)
+        .iter()
+        .map(|f| f.level)
+        .max();
+    assert_eq!(worst, Some(control::check::Level::Error));
+
+    let body = http_get(admin, "/metrics").await;
+    assert!(
+        body.contains(&format!(
+            "meshwork_svid_expiry_timestamp_seconds{{spiffe_id=\"{ID}\",entry=\"interop\"}} {}",
+            status.svids[0].2
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains("meshwork_ca_expiry_timestamp_seconds{root=\"0\"}"),
+        "{body}"
+    );
+    assert!(body.contains("meshwork_control_connected 1"), "{body}");
+    let _ = stop.send(());
+    agent.await.expect("join").expect("agent");
+}
+
+/// `GET path` over plain HTTP/1.1 on loopback.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
