@@ -17,6 +17,17 @@ pub enum AppProtocol {
     Http2,
 }
 
+/// The HTTP version offered to peer sidecars over mTLS (by ALPN).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum PeerProtocol {
+    /// Offer `h2` then `http/1.1`: one multiplexed connection per peer (the default).
+    #[default]
+    Http2,
+    /// Offer only `http/1.1`: a keep-alive pool per peer. For comparisons with
+    /// HTTP/1.1-only proxies, and peers that mishandle h2.
+    Http1,
+}
+
 /// Where the proxy gets its SVID and routing snapshots from.
 // Built and moved once per process: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -82,6 +93,8 @@ pub struct ProxyConfig {
     pub app: SocketAddr,
     /// The HTTP version the application speaks.
     pub app_protocol: AppProtocol,
+    /// The HTTP version offered to peer sidecars.
+    pub peer_protocol: PeerProtocol,
     /// If set, `{"inbound":…,"outbound":…,"spiffe_id":…}` is written here once ready.
     pub ready_file: Option<PathBuf>,
     /// Where egress destinations are resolved (the proxy connects to what it resolved).
@@ -100,6 +113,7 @@ impl ProxyConfig {
             outbound_listen: any_loopback,
             app,
             app_protocol: AppProtocol::default(),
+            peer_protocol: PeerProtocol::default(),
             ready_file: None,
             dns: crate::EgressDns::System,
         }

@@ -39,7 +39,7 @@ mod workload_api;
 use std::future::Future;
 
 pub use body::{BoxError, ProxyBody};
-pub use config::{AppProtocol, ControlSource, ProxyConfig};
+pub use config::{AppProtocol, ControlSource, PeerProtocol, ProxyConfig};
 pub use control_client::{ControlClient, ControlError};
 pub use forward_error::{ForwardError, Side};
 pub use inbound::client_id::{CLIENT_ID_HEADER, PeerIdentity};

@@ -104,7 +104,11 @@ impl Proxy {
             })?;
         let (store, routes, loops) =
             discovery::bootstrap(config.control, &config.workload, inbound_addr).await?;
-        let pool = PeerPool::new(PeerConnector::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let pool = PeerPool::new(PeerConnector::new(
+            Arc::clone(&store),
+            config.peer_protocol,
+            Arc::clone(&metrics),
+        ));
         let resolver = HostResolver::new(config.dns).map_err(ProxyError::Resolver)?;
         let info = ReadyInfo {
             inbound: inbound_addr,

@@ -339,3 +339,23 @@ async fn http2_to_the_app_when_configured() {
         serde_json::json!([mesh.id(STORE).as_str()])
     );
 }
+
+#[tokio::test]
+async fn http1_between_sidecars_when_configured() {
+    let mesh = Mesh::start_configured(proxy::AppProtocol::Http1, proxy::PeerProtocol::Http1).await;
+    for _ in 0..3 {
+        let (status, body) = via_proxy(mesh.store.outbound, "GET", "http://billing/x", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+    }
+    let outbound = mesh.store_probe.outbound.lock().unwrap().clone();
+    assert_eq!(
+        outbound.len(),
+        1,
+        "sequential h1 requests reuse one kept-alive connection"
+    );
+    assert_eq!(outbound[0].2, Protocol::Http1);
+    let inbound = mesh.billing_probe.inbound.lock().unwrap().clone();
+    assert_eq!(inbound, [(mesh.id(STORE), Protocol::Http1)]);
+}

@@ -33,6 +33,9 @@ pub struct ProxyArgs {
     /// Speak HTTP/2 (prior knowledge) to the application instead of HTTP/1.1.
     #[arg(long)]
     pub app_http2: bool,
+    /// Offer only HTTP/1.1 to peer sidecars (default: h2, multiplexed).
+    #[arg(long)]
+    pub peer_http1: bool,
     /// Write `{"inbound","outbound","spiffe_id"}` here once serving.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -65,6 +68,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             proxy::AppProtocol::Http2
         } else {
             proxy::AppProtocol::Http1
+        },
+        peer_protocol: if args.peer_http1 {
+            proxy::PeerProtocol::Http1
+        } else {
+            proxy::PeerProtocol::Http2
         },
         ready_file: args.ready_file,
         dns: args

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::body::{BoxError, ProxyBody};
+use crate::config::PeerProtocol;
 use crate::metrics::{Protocol, ProxyMetrics};
 
 /// TCP connect + TLS handshake must finish within this; a blackholed endpoint then
@@ -42,15 +43,21 @@ pub struct PeerConnector {
     /// One client config per expected identity: a config carries the TLS session
     /// cache, so reusing it lets reconnects resume instead of full handshakes.
     configs: Arc<Mutex<HashMap<SpiffeId, Arc<ClientConfig>>>>,
+    peer_protocol: PeerProtocol,
     metrics: Arc<dyn ProxyMetrics>,
 }
 
 impl PeerConnector {
     /// A connector presenting the SVID in `store`.
-    pub fn new(store: Arc<SvidStore>, metrics: Arc<dyn ProxyMetrics>) -> Self {
+    pub fn new(
+        store: Arc<SvidStore>,
+        peer_protocol: PeerProtocol,
+        metrics: Arc<dyn ProxyMetrics>,
+    ) -> Self {
         PeerConnector {
             store,
             configs: Arc::default(),
+            peer_protocol,
             metrics,
         }
     }
@@ -60,8 +67,20 @@ impl PeerConnector {
         let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
         let config = configs
             .entry(identity.clone())
-            .or_insert_with(|| identity::client_config(&self.store, identity.clone()));
+            .or_insert_with(|| self.new_client_config(identity));
         Arc::clone(config)
+    }
+
+    fn new_client_config(&self, identity: &SpiffeId) -> Arc<ClientConfig> {
+        let config = identity::client_config(&self.store, identity.clone());
+        match self.peer_protocol {
+            PeerProtocol::Http2 => config,
+            PeerProtocol::Http1 => {
+                let mut config = ClientConfig::clone(&config);
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(config)
+            }
+        }
     }
 
     /// Connects to `addr`, requiring the server to be `identity`.

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use api::contract::{Endpoint, ServiceRoute, Snapshot};
 use identity::SpiffeId;
-use proxy::{AppProtocol, ControlSource, Protocol, Proxy, ProxyConfig, ProxyMetrics, ReadyInfo};
+use proxy::{
+    AppProtocol, ControlSource, PeerProtocol, Protocol, Proxy, ProxyConfig, ProxyMetrics, ReadyInfo,
+};
 use testkit::{EchoServer, TestCa};
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +74,7 @@ async fn start(
     app: SocketAddr,
     probe: &Arc<Probe>,
 ) -> Proxy {
-    start_speaking(workload, control, app, probe, AppProtocol::Http1).await
+    start_speaking(workload, control, app, probe, |_| ()).await
 }
 
 async fn start_speaking(
@@ -80,10 +82,10 @@ async fn start_speaking(
     control: ControlSource,
     app: SocketAddr,
     probe: &Arc<Probe>,
-    app_protocol: AppProtocol,
+    configure: impl FnOnce(&mut ProxyConfig),
 ) -> Proxy {
     let mut config = ProxyConfig::new(workload, control, app);
-    config.app_protocol = app_protocol;
+    configure(&mut config);
     let metrics = Arc::clone(probe) as Arc<dyn ProxyMetrics>;
     Proxy::start_with_metrics(config, metrics).await.unwrap()
 }
@@ -95,6 +97,11 @@ impl Mesh {
 
     /// billing's sidecar speaks `app_protocol` to the (h1 + h2c) echo app.
     pub async fn start_with(app_protocol: AppProtocol) -> Mesh {
+        Mesh::start_configured(app_protocol, PeerProtocol::Http2).await
+    }
+
+    /// As [`Mesh::start_with`], with store's sidecar offering `peer` to billing's.
+    pub async fn start_configured(app_protocol: AppProtocol, peer: PeerProtocol) -> Mesh {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = Arc::new(TestCa::new("meshwork.local").unwrap());
         let app = EchoServer::start().await.unwrap();
@@ -106,13 +113,9 @@ impl Mesh {
             bundle: ca.bundle(),
             snapshot: Snapshot::default(),
         };
-        let billing = start_speaking(
-            "billing",
-            billing_source,
-            app.addr(),
-            &billing_probe,
-            app_protocol,
-        )
+        let billing = start_speaking("billing", billing_source, app.addr(), &billing_probe, |c| {
+            c.app_protocol = app_protocol
+        })
         .await;
         let billing_info = billing.ready_info().clone();
 
@@ -134,7 +137,14 @@ impl Mesh {
             },
         };
         // store's own app is never called in these tests.
-        let store = start("store", store_source, closed_port().await, &store_probe).await;
+        let store = start_speaking(
+            "store",
+            store_source,
+            closed_port().await,
+            &store_probe,
+            |c| c.peer_protocol = peer,
+        )
+        .await;
         let store_info = store.ready_info().clone();
 
         let served = vec![
