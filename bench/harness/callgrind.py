@@ -14,7 +14,6 @@ from paths import CALLGRIND, MESH_STATE
 from procs import Proc, stop
 
 SETTLE_S = 3.0  # after both ready files: lets the snapshot with `server` reach the client sidecar
-HOP = "h2"
 
 
 def _valgrind(tag: str) -> list[str]:
@@ -57,16 +56,16 @@ class Client:
         raise RuntimeError("meshwork chain under callgrind never answered 200")
 
 
-def _one_run(n: int, state: Path) -> dict:
-    tag = f"n{n}"
+def _one_run(n: int, hop: str, state: Path) -> dict:
+    tag = f"{hop}-n{n}"
     for old in CALLGRIND.glob(f"{tag}-*.out"):
         old.unlink()
-    procs: list[Proc] = meshwork.start_sidecars(HOP, state, wrapper=_valgrind(tag), timeout=300)
+    procs: list[Proc] = meshwork.start_sidecars(hop, state, wrapper=_valgrind(tag), timeout=300)
     failed = 0
     try:
         time.sleep(SETTLE_S)
         if n:
-            client = Client(meshwork.OUTBOUND_PORT[HOP])
+            client = Client(meshwork.OUTBOUND_PORT[hop])
             failed = client.first_ok()
             statuses = [client.get() for _ in range(n - 1)]
             if any(s != 200 for s in statuses):
@@ -110,7 +109,8 @@ CATEGORIES = [
     ("tracing", r"tracing"),
     ("tokio runtime, timers, I/O driver", r"tokio|mio::"),
     ("libc (syscall wrappers, locks)", r"libc\.so|syscall|epoll|__libc_|__GI_"),
-    ("meshwork proxy code", r"proxy::|identity::|api::"),
+    ("meshwork policy engine", r"meshwork_policy::|\bpolicy::"),
+    ("meshwork proxy code", r"\bproxy::|meshwork_|\bidentity::|\bapi::"),
 ]
 
 
@@ -154,17 +154,23 @@ def profile(zero: dict, loaded: dict, n: int) -> dict:
     return out
 
 
-def run(n: int = 2000) -> dict:
+def run(n: int = 2000) -> list[dict]:
+    """One measurement per hop protocol the binary supports (h2 always; h1 with --peer-http1)."""
+    hops = ["h2"] + (["h1"] if meshwork.h1_flag() else [])
+    return [run_hop(n, hop) for hop in hops]
+
+
+def run_hop(n: int, hop: str) -> dict:
     CALLGRIND.mkdir(parents=True, exist_ok=True)
-    state = MESH_STATE / "callgrind"
+    state = MESH_STATE / f"callgrind-{hop}"
     control = meshwork.start_control(state)
     try:
-        zero, loaded = _one_run(0, state), _one_run(n, state)
+        zero, loaded = _one_run(0, hop, state), _one_run(n, hop, state)
     finally:
         stop([control])
     total = lambda r: sum(r["instructions"].values())  # noqa: E731
     return {
-        "hop": HOP, "requests": n, "zero": zero, "loaded": loaded,
+        "hop": hop, "requests": n, "zero": zero, "loaded": loaded,
         "per_request": total(loaded) / n,
         "marginal_per_request": (total(loaded) - total(zero)) / n,
         "profile": profile(zero, loaded, n),

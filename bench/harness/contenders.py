@@ -86,12 +86,12 @@ def all_contenders(with_meshwork_h1: bool) -> list[Contender]:
     return cs
 
 
-def probe(target: Target) -> tuple[int, bytes]:
+def probe(target: Target, method: str = "GET") -> tuple[int, bytes]:
     """One request as the load generators send it; returns (status, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=5)
     try:
         path = target.url if target.absolute_form else "/"
-        conn.request("GET", path, headers={"Host": HOST_HEADER})
+        conn.request(method, path, headers={"Host": HOST_HEADER})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -115,3 +115,9 @@ def ready(c: Contender, timeout: float = 30.0) -> Target:
             last = f"{'absolute' if target.absolute_form else 'origin'}-form: {status} {body[:200]!r}"
         time.sleep(0.2)
     raise RuntimeError(f"{c.name}: no 200 ok through the chain after {timeout:.0f}s ({last})")
+
+
+def policy_enforced(target: Target) -> bool:
+    """bench/mesh allows only GET from `client`: a POST must be refused (403) by sidecar B."""
+    status, _ = probe(target, "POST")
+    return status == 403

@@ -175,6 +175,18 @@ def cmd_callgrind(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """Re-makes the markdown report from a raw JSON file (e.g. after changing the report code)."""
+    raw_path = Path(args.raw).resolve()
+    raw = json.loads(raw_path.read_text())
+    order = list(dict.fromkeys(r["contender"] for r in sorted(raw["records"], key=lambda r: (r["round"], r["position"]))
+                               if r["round"] == 0)) or sorted({r["contender"] for r in raw["records"]})
+    md_path = raw_path.with_suffix(".md")
+    md_path.write_text("\n".join(document(raw, order)) + "\n")
+    log(f"wrote {md_path}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="bench")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -189,8 +201,10 @@ def main() -> int:
     cg = sub.add_parser("callgrind", help="instructions per request under callgrind (bench/callgrind)")
     cg.add_argument("-n", type=int, default=2000)
     cg.add_argument("--no-install", action="store_true")
+    render = sub.add_parser("render", help="re-make a report's markdown from its raw JSON")
+    render.add_argument("raw", help="bench/results/<name>.json")
     args = p.parse_args()
-    return cmd_run(args) if args.cmd == "run" else cmd_callgrind(args)
+    return {"run": cmd_run, "callgrind": cmd_callgrind, "render": cmd_render}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 import load
-from contenders import Contender, ready
+from contenders import Contender, policy_enforced, ready
 from procs import Proc, counters_of, cpu_of, cpu_seconds, mem_of, stop
 
 
@@ -65,6 +65,8 @@ def run_one(tools: load.Tools, c: Contender, app: Proc, plan: Plan) -> dict:
         record = {"contender": c.name, "family": c.family, "hop": c.hop,
                   "client_form": "absolute-form" if c.target.absolute_form else "origin-form + Host",
                   "idle_rss_mib": mem_of(procs, "VmRSS")}
+        if c.family == "meshwork":
+            record["policy_enforced"] = policy_enforced(c.target)
         load.wrk(c.target, plan.rate_conns, plan.warmup_s)
         record["unloaded"] = load.unloaded(tools, c.target, plan.unloaded_n)
         record["fixed"] = _fixed_rate(tools, c, procs, plan)

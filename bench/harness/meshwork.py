@@ -3,6 +3,7 @@
 Flags as in crates/cli/src/up/*.rs; resources in bench/mesh/."""
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -15,17 +16,14 @@ APP = "127.0.0.1:18080"
 OUTBOUND_PORT = {"h2": 23001, "h1": 23002}
 INBOUND_PORT = {"h2": 23443, "h1": 23444}
 
-# Flags that would force HTTP/1.1 between the sidecars, if the CLI grows one (checked in
-# `meshwork proxy --help`); until then only the h2 hop (negotiated by ALPN) is measured.
-H1_FLAG_CANDIDATES = ("--peer-http1", "--mesh-http1", "--http1-between-proxies", "--peer-protocol=http1")
+# The flag that forces HTTP/1.1 between the sidecars (checked in
+# `meshwork proxy --help`; an older binary without it is measured with the h2 hop only).
+H1_FLAG = "--peer-http1"
 
 
 def h1_flag() -> str | None:
     help_text = subprocess.run([MESHWORK, "proxy", "--help"], capture_output=True, text=True).stdout
-    for flag in H1_FLAG_CANDIDATES:
-        if flag.split("=")[0] + " " in help_text or flag.split("=")[0] + "\n" in help_text:
-            return flag
-    return None
+    return H1_FLAG if re.search(rf"{H1_FLAG}\b", help_text) else None
 
 
 def version() -> str:

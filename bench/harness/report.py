@@ -1,7 +1,7 @@
 """The markdown report: medians, same-run ratios, goals (PASS/MISS), the first-hop view,
 the callgrind signal, the machine and the caveats."""
 
-from stats import ratio
+from stats import per_round_ratios, ratio
 
 LATENCY_COLUMNS = [  # (metric key, header, digits)
     ("added_p50_1c_ms", "added p50, 1 conn (ms)", 3),
@@ -68,24 +68,26 @@ def ratios_table(med: dict) -> list[str]:
     return lines
 
 
-def goals(med: dict) -> list[tuple[str, str, str]]:
-    """(goal, measured, verdict) rows, issue 6's goals."""
+def goals(med: dict, rounds: dict) -> list[tuple[str, str, str, str]]:
+    """(goal, measured, per-round ratios, verdict) rows, issue 6's goals."""
     out = []
 
     def relative(goal: str, m: str, ref: str, key: str, limit: float) -> None:
         if m not in med or ref not in med:
-            out.append((goal, "not measured", "NOT MEASURED"))
+            out.append((goal, "not measured", "", "NOT MEASURED"))
             return
         r = ratio(med, m, ref, key)
         verdict = "n/a" if r is None else ("PASS" if r <= limit else "MISS")
-        out.append((goal, f"{times(r)} ({num(med[m].get(key), 3)} vs {num(med[ref].get(key), 3)})", verdict))
+        spread = ", ".join(f"{x:.2f}" for x in per_round_ratios(rounds, m, ref, key))
+        out.append((goal, f"{times(r)} ({num(med[m].get(key), 3)} vs {num(med[ref].get(key), 3)})", spread, verdict))
 
     def absolute(goal: str, m: str, key: str, limit: float) -> None:
         if m not in med:
-            out.append((goal, "not measured", "NOT MEASURED"))
+            out.append((goal, "not measured", "", "NOT MEASURED"))
             return
         v = med[m][key]
-        out.append((goal, f"{v:.1f} MiB", "PASS" if v <= limit else "MISS"))
+        spread = ", ".join(f"{x[key]:.1f}" for x in rounds.get(m, []))
+        out.append((goal, f"{v:.1f} MiB", spread, "PASS" if v <= limit else "MISS"))
 
     for hop in ("h2", "h1"):
         m = f"meshwork-{hop}"
@@ -97,9 +99,9 @@ def goals(med: dict) -> list[tuple[str, str, str]]:
     return out
 
 
-def goals_table(med: dict) -> list[str]:
-    lines = ["| goal (issue 6) | measured (medians) | verdict |", "|---|---|---|"]
-    return lines + [f"| {g} | {v} | **{x}** |" for g, v, x in goals(med)]
+def goals_table(med: dict, rounds: dict) -> list[str]:
+    lines = ["| goal (issue 6) | measured (medians) | each round | verdict |", "|---|---|---|---|"]
+    return lines + [f"| {g} | {v} | {r} | **{x}** |" for g, v, r, x in goals(med, rounds)]
 
 
 def hop_section(med: dict) -> list[str]:
@@ -118,11 +120,21 @@ def hop_section(med: dict) -> list[str]:
     return lines
 
 
-def callgrind_section(cg: dict | None) -> list[str]:
-    if cg is None:
+def _as_list(runs: list[dict] | dict | None) -> list[dict]:
+    """Raw files before h1 support held one callgrind dict instead of one per hop."""
+    return [runs] if isinstance(runs, dict) else list(runs or [])
+
+
+def callgrind_section(runs: list[dict] | None) -> list[str]:
+    runs = _as_list(runs)
+    if not runs:
         return ["Not run this time (`bench/callgrind` runs it on its own)."]
+    return [line for cg in runs for line in _callgrind_hop(cg) + [""]]
+
+
+def _callgrind_hop(cg: dict) -> list[str]:
     z, l = cg["zero"], cg["loaded"]
-    lines = [f"meshwork proxy pair (hop {cg['hop']}), one keep-alive client connection, sequential requests.", "",
+    lines = [f"**meshwork-{cg['hop']}** pair (policy on), one keep-alive client connection, sequential requests.", "",
              "| run | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
     for label, r in ((f"0 requests (start-up + shut-down)", z), (f"{l['requests']} requests", l)):
         i = r["instructions"]
@@ -133,14 +145,21 @@ def callgrind_section(cg: dict | None) -> list[str]:
     return lines
 
 
-def profile_section(cg: dict | None) -> list[str]:
-    if cg is None:
+def profile_section(runs: list[dict] | None) -> list[str]:
+    runs = _as_list(runs)
+    if not runs:
         return []
+    return [line for cg in runs for line in _profile_hop(cg)]
+
+
+def _profile_hop(cg: dict) -> list[str]:
     n, pr = cg["requests"], cg["profile"]
-    lines = ["## Profile: where meshwork's instructions per request go (callgrind)", "",
+    lines = [f"## Profile of meshwork-{cg['hop']}: where the instructions per request go (callgrind)", "",
              f"Marginal cost = (N-run − 0-run) ÷ N per function, exclusive, grouped by component "
              f"(N = {n}; the one mTLS handshake between the sidecars is spread over N).", "",
              "| component | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
+    if "categories" not in pr["A"]:
+        return lines[:1] + ["(raw file from an older harness: no breakdown)", ""]
     cats = {side: dict(pr[side]["categories"]) for side in "AB"}
     names = sorted(set(cats["A"]) | set(cats["B"]), key=lambda c: -(cats["A"].get(c, 0) + cats["B"].get(c, 0)))
     for c in names:

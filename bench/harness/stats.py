@@ -7,6 +7,7 @@ def _per_round_metrics(rec: dict, direct: dict | None) -> dict:
     """Derived numbers for one contender in one round (direct = the same round's direct run)."""
     un, fx, sat = rec["unloaded"], rec["fixed"], rec["saturation"]
     m = {
+        "round": rec["round"],
         "p50_1c_ms": un["p50_ms"],
         "p50_1000_ms": fx["p50_ms"],
         "p90_1000_ms": fx["p90_ms"],
@@ -49,7 +50,7 @@ def medians(rounds: dict[str, list[dict]]) -> dict[str, dict]:
     out = {}
     for name, ms in rounds.items():
         keys = set().union(*ms)
-        med = {k: median(m[k] for m in ms if k in m) for k in keys if k != "errors"}
+        med = {k: median(m[k] for m in ms if k in m) for k in keys if k not in ("errors", "round")}
         med["errors"] = sum(m["errors"] for m in ms)
         med["rounds"] = len(ms)
         out[name] = med
@@ -62,3 +63,14 @@ def ratio(med: dict, a: str, b: str, key: str) -> float | None:
     if x is None or y is None or y <= 0:
         return None
     return x / y
+
+
+def per_round_ratios(rounds: dict[str, list[dict]], a: str, b: str, key: str) -> list[float]:
+    """a/b for each round in which both ran (to show how stable a median ratio is)."""
+    bs = {m["round"]: m.get(key) for m in rounds.get(b, [])}
+    out = []
+    for m in rounds.get(a, []):
+        x, y = m.get(key), bs.get(m["round"])
+        if x is not None and y is not None and y > 0:
+            out.append(x / y)
+    return out

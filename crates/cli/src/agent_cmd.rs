@@ -11,9 +11,13 @@ use crate::{logging, parent};
 /// Arguments of `meshwork agent`.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// One-time join token from `meshwork token create`.
+    /// One-time join token from `meshwork token create` (not needed to resume with a
+    /// node SVID saved in --data-dir).
     #[arg(long, env = "MESHWORK_JOIN_TOKEN", hide_env_values = true)]
-    pub join_token: String,
+    pub join_token: Option<String>,
+    /// Where the node SVID and key are kept (0600); `<state-dir>/agent` by default.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// State directory of the control plane (for the defaults below).
     #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
     pub state_dir: PathBuf,
@@ -73,6 +77,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         trust_domain,
         bootstrap_bundle,
         join_token: args.join_token,
+        data_dir: Some(args.data_dir.unwrap_or_else(|| args.state_dir.join("agent"))),
         socket: args
             .socket
             .unwrap_or_else(|| args.state_dir.join("agent.sock")),

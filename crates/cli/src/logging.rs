@@ -11,5 +11,9 @@ pub fn init() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
+        // Under `up`, stderr is a pipe to `up`; when `up` is killed, reporting the failed
+        // write would panic (eprintln! on a broken pipe) and skip the child's clean shutdown
+        // (the broker stopping its PostgreSQL cluster). Lost log lines are the lesser harm.
+        .log_internal_errors(false)
         .try_init();
 }

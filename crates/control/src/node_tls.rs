@@ -115,6 +115,11 @@ async fn connection(
 
 /// Drives CA rotation and keeps the control plane's SVID and bundle current.
 async fn maintain(issuer: Arc<Issuer>, store: Arc<SvidStore>) {
+    let half_life = |svid: &Svid| {
+        let now = time::OffsetDateTime::now_utc();
+        now + (svid.not_after() - now) / 2
+    };
+    let mut renew_at = half_life(&store.svid());
     loop {
         tokio::time::sleep(MAINTENANCE_PERIOD).await;
         if let Err(error) = issuer.tick_ca() {
@@ -124,12 +129,12 @@ async fn maintain(issuer: Arc<Issuer>, store: Arc<SvidStore>) {
         if *store.bundle() != bundle {
             store.set_bundle(bundle);
         }
-        let svid = store.svid();
-        let now = time::OffsetDateTime::now_utc();
-        let half = svid.not_before() + (svid.not_after() - svid.not_before()) / 2;
-        if now >= half {
+        if time::OffsetDateTime::now_utc() >= renew_at {
             match own_svid(&issuer) {
-                Ok(svid) => store.rotate(svid),
+                Ok(svid) => {
+                    renew_at = half_life(&svid);
+                    store.rotate(svid);
+                }
                 Err(error) => tracing::error!(%error, "renewing the control plane's SVID failed"),
             }
         }

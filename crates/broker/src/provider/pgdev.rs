@@ -30,6 +30,9 @@ pub struct PostgresDevProvider {
     name: String,
     dir: PathBuf,
     cluster: OnceCell<PostgresProvider>,
+    /// The postmaster's pid once the cluster runs, to stop it even when its data directory
+    /// has been removed under it (`pg_ctl` finds the server through `postmaster.pid`).
+    postmaster: std::sync::OnceLock<u32>,
 }
 
 fn is_root() -> bool {
@@ -70,6 +73,7 @@ impl PostgresDevProvider {
             name: name.to_owned(),
             dir: dir.to_owned(),
             cluster: OnceCell::new(),
+            postmaster: std::sync::OnceLock::new(),
         }
     }
 
@@ -149,6 +153,12 @@ impl PostgresDevProvider {
             let args = ["start", "-w", "-t", "60", "-D", &data_arg, "-l", &log];
             self.check("start cluster", &bins.join("pg_ctl"), &args)
                 .await?;
+        }
+        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()));
+        if let Some(pid) = pid {
+            let _ = self.postmaster.set(pid);
         }
         let url = format!(
             "postgres://postgres:{}@127.0.0.1:{}/postgres",
@@ -232,11 +242,21 @@ impl PostgresDevProvider {
         }
         let bins = bin_dir().map_err(|e| self.failed("find PostgreSQL binaries", e))?;
         let data = self.dir.join("data").to_string_lossy().into_owned();
-        self.check(
-            "stop cluster",
-            &bins.join("pg_ctl"),
-            &["stop", "-m", "fast", "-D", &data],
-        )
-        .await
+        let stopped = self
+            .check(
+                "stop cluster",
+                &bins.join("pg_ctl"),
+                &["stop", "-m", "fast", "-D", &data],
+            )
+            .await;
+        if let (Err(_), Some(pid)) = (&stopped, self.postmaster.get()) {
+            // The data directory is gone (a test's state directory removed while we stop):
+            // SIGINT asks the postmaster for the same fast shutdown `pg_ctl stop -m fast` does.
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .await;
+        }
+        stopped
     }
 }

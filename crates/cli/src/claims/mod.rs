@@ -197,7 +197,7 @@ async fn delete(
             Ok(true) => println!("claim {name}: deprovisioned (its database and users are gone)"),
             Ok(false) => println!("claim {name}: nothing to delete"),
             Err(e) => {
-                eprintln!("claim {name}: {e:#}");
+                eprintln!("{e:#}"); // names the claim already
                 result = Err(anyhow::anyhow!("some claims were not deleted"));
                 continue;
             }

@@ -59,7 +59,12 @@ async fn poll(osb: &OsbClient, path: &str, patience: Patience, what: &str) -> an
         let answer = osb.call("GET", path, None).await?;
         match (answer.status, answer.body["state"].as_str()) {
             (410, _) | (200, Some("succeeded")) => return Ok(()),
-            (200, Some("failed")) => bail!("{what} failed: {}", answer.body["description"]),
+            (200, Some("failed")) => {
+                let why = answer.body["description"]
+                    .as_str()
+                    .unwrap_or("no description");
+                bail!("{what} failed: {why}")
+            }
             (200, Some("in progress")) => {}
             _ => bail!("{what}: polling the operation: {}", answer.reason()),
         }

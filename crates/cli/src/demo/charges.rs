@@ -25,7 +25,7 @@ enum Store {
     /// The URL holds the binding's password: it is never printed.
     Postgres {
         url: String,
-        client: Mutex<Client>,
+        client: Box<Mutex<Client>>,
     },
 }
 
@@ -55,7 +55,7 @@ pub async fn init() -> anyhow::Result<()> {
             println!("charges are stored in PostgreSQL (DATABASE_URL)");
             Store::Postgres {
                 url,
-                client: Mutex::new(client),
+                client: Box::new(Mutex::new(client)),
             }
         }
         Err(_) => {

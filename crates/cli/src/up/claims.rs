@@ -20,7 +20,7 @@ use super::StateDir;
 use super::supervisor::{Child, Supervisor};
 use crate::claims::delivery::{self, Delivered};
 use crate::claims::osb::OsbClient;
-use crate::claims::platform::{self, Patience};
+use crate::claims::platform::{self, ClaimIds, Patience};
 use crate::claims::{self as claims, ClaimScope};
 
 /// What `up` needs to start the broker and provision.
@@ -70,25 +70,8 @@ pub async fn deliver(
     let mut by_workload: BTreeMap<String, Vec<Delivered>> = BTreeMap::new();
     for claim in &set.service_claims {
         let ids = claims::claim_ids(&osb, &scope, claim).await?;
-        let metadata = platform::provision(&osb, &ids, patience).await?;
-        let credentials = platform::rebind(&osb, &ids, patience).await?;
-        let root = delivery::binding_root(state.path(), &ids.app);
-        let dir = delivery::write_binding(&root, &ids.claim, &credentials)?;
-        println!(
-            "[up] claim {}: {} → bound to {} (files in {}; database {})",
-            ids.claim,
-            metadata["attributes"]["resolution"]
-                .as_str()
-                .unwrap_or("provisioned"),
-            ids.app,
-            dir.display(),
-            credentials["database"].as_str().unwrap_or("-"),
-        );
-        by_workload.entry(ids.app).or_default().push(Delivered {
-            claim: ids.claim,
-            kind: credentials["type"].as_str().unwrap_or_default().to_owned(),
-            uri: credentials["uri"].as_str().unwrap_or_default().to_owned(),
-        });
+        let delivered = deliver_one(&osb, &ids, state.path(), patience).await?;
+        by_workload.entry(ids.app).or_default().push(delivered);
     }
     let env = by_workload
         .into_iter()
@@ -99,6 +82,34 @@ pub async fn deliver(
         })
         .collect();
     Ok(Bindings { env })
+}
+
+/// Provisions (idempotently) and rebinds one claim, and writes its binding files.
+async fn deliver_one(
+    osb: &OsbClient,
+    ids: &ClaimIds,
+    state: &Path,
+    patience: Patience,
+) -> anyhow::Result<Delivered> {
+    let metadata = platform::provision(osb, ids, patience).await?;
+    let credentials = platform::rebind(osb, ids, patience).await?;
+    let root = delivery::binding_root(state, &ids.app);
+    let dir = delivery::write_binding(&root, &ids.claim, &credentials)?;
+    println!(
+        "[up] claim {}: {} → bound to {} (files in {}; database {})",
+        ids.claim,
+        metadata["attributes"]["resolution"]
+            .as_str()
+            .unwrap_or("provisioned"),
+        ids.app,
+        dir.display(),
+        credentials["database"].as_str().unwrap_or("-"),
+    );
+    Ok(Delivered {
+        claim: ids.claim.clone(),
+        kind: credentials["type"].as_str().unwrap_or_default().to_owned(),
+        uri: credentials["uri"].as_str().unwrap_or_default().to_owned(),
+    })
 }
 
 /// Starts `meshwork broker` on `<state>/broker.redb` with this directory's taxonomy and a

@@ -39,7 +39,8 @@ pub async fn start(
         .args(["--socket".as_ref(), socket.as_os_str()])
         .args(["--admin", &admin_addr])
         .env("MESHWORK_JOIN_TOKEN", &token.token);
-    sup.spawn("agent", agent)?;
+    // Restartable: a restarted agent resumes with the node SVID saved in <state>/agent.
+    sup.spawn_restartable("agent", agent)?;
     sup.wait_for_socket("agent", &socket, timeout).await?;
     let addr_file = state.path().join("agent-admin.addr");
     std::fs::write(&addr_file, &admin_addr)

@@ -174,25 +174,20 @@ fn has_var(env: &[String], var: &str) -> bool {
     env.iter().any(|kv| kv.starts_with(&format!("{var}=")))
 }
 
-#[test]
-fn billing_charges_land_in_the_claimed_database() {
-    let state = tempfile::tempdir().unwrap();
-    let (mut up, log) = up_in(&example("store-billing"), state);
-    let s = up.state.path().to_owned();
-    check_binding_files(&s);
-
-    // The charge is a row of the database the broker chose, written by billing's binding.
-    let first = charge(&up);
-    let uri = entry(&s, "uri");
+/// First run: the charge is a row of the database the broker chose, written with billing's
+/// binding; only billing's app holds the credentials; nothing printed them. Returns the row id.
+fn first_run(up: &Up, log: &Arc<Mutex<Vec<String>>>) -> i64 {
+    let s = up.state.path();
+    check_binding_files(s);
+    let first = charge(up);
+    let uri = entry(s, "uri");
     assert!(
-        uri.ends_with(&format!("/{}", entry(&s, "database"))),
+        uri.ends_with(&format!("/{}", entry(s, "database"))),
         "{uri}"
     );
     let id = first["row_id"].as_i64().unwrap();
     assert_eq!(row(&uri, id), (4200, STORE_ID.to_owned()));
-
-    // Only billing's app holds the credentials; nothing printed them.
-    let billing = env_of_child(&up, "demo billing");
+    let billing = env_of_child(up, "demo billing");
     assert!(billing.contains(&format!("DATABASE_URL={uri}")));
     assert!(billing.contains(&format!("CHARGES_DB_URL={uri}")));
     let root = format!(
@@ -201,20 +196,54 @@ fn billing_charges_land_in_the_claimed_database() {
     );
     assert!(billing.contains(&root));
     for other in ["demo store", "demo reporting", "--workload billing"] {
-        let env = env_of_child(&up, other);
+        let env = env_of_child(up, other);
         assert!(!has_var(&env, "DATABASE_URL"), "{other} got DATABASE_URL");
         assert!(!has_var(&env, "SERVICE_BINDING_ROOT"), "{other}");
     }
-    let password = entry(&s, "password");
+    assert_never_printed(s, log);
+    id
+}
+
+fn assert_never_printed(state: &Path, log: &Arc<Mutex<Vec<String>>>) {
+    let password = entry(state, "password");
     assert!(password.len() >= 16);
     assert!(!log.lock().unwrap().iter().any(|l| l.contains(&password)));
+}
+
+/// Deprovisioning (through the running up's broker) leaves no database, user or file.
+fn delete_leaves_nothing(state: &Path) {
+    assert!(!leftovers(state).is_empty());
+    let uri = entry(state, "uri");
+    let out = meshwork()
+        .args(["claims", "delete"])
+        .arg(example("store-billing"))
+        .arg("charges-db")
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(stdout.contains("charges-db: deprovisioned"), "{stdout}");
+    assert_eq!(leftovers(state), Vec::<String>::new());
+    assert!(!binding_dir(state).exists());
+    assert!(runtime().block_on(connect(&uri)).is_err());
+}
+
+#[test]
+fn billing_charges_land_in_the_claimed_database() {
+    let (mut up, log) = up_in(&example("store-billing"), tempfile::tempdir().unwrap());
+    let s = up.state.path().to_owned();
+    let id = first_run(&up, &log);
+    let uri = entry(&s, "uri");
 
     // A restart keeps the instance (and the data) and rotates the credential.
     let status = up.signal_and_wait("TERM", Duration::from_secs(20));
     assert!(status.success(), "{status}");
     let state = std::mem::replace(&mut up.state, tempfile::tempdir().unwrap());
     drop(up);
-    let (up, log) = up_in(&example("store-billing"), state);
+    let (mut up, log) = up_in(&example("store-billing"), state);
     let second = charge(&up);
     assert!(second["row_id"].as_i64().unwrap() > id, "{second}");
     let new_uri = entry(&s, "uri");
@@ -222,29 +251,12 @@ fn billing_charges_land_in_the_claimed_database() {
     assert_eq!(row(&new_uri, id), (4200, STORE_ID.to_owned()));
     let old = runtime().block_on(connect(&uri));
     assert!(old.is_err(), "the previous credential still works");
-    let password = entry(&s, "password");
-    assert!(!log.lock().unwrap().iter().any(|l| l.contains(&password)));
+    assert_never_printed(&s, &log);
 
-    // Deprovisioning (through the running up's broker) leaves nothing behind.
-    assert!(!leftovers(&s).is_empty());
-    let out = meshwork()
-        .args(["claims", "delete"])
-        .arg(example("store-billing"))
-        .arg("charges-db")
-        .arg("--state-dir")
-        .arg(&s)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("charges-db: deprovisioned"), "{stdout}");
-    assert_eq!(leftovers(&s), Vec::<String>::new());
-    assert!(!binding_dir(&s).exists());
-    assert!(runtime().block_on(connect(&new_uri)).is_err());
+    delete_leaves_nothing(&s);
+    // Stop before the state directory goes: the broker stops its PostgreSQL cluster first.
+    let status = up.signal_and_wait("TERM", Duration::from_secs(20));
+    assert!(status.success(), "{status}");
 }
 
 #[test]
@@ -273,4 +285,32 @@ fn a_claim_for_a_missing_workload_is_reported_with_file_and_field() {
         err.contains("field `spec.size`: ServiceClass postgresql offers no size large"),
         "{err}"
     );
+}
+
+#[test]
+fn a_policy_naming_an_unknown_provider_is_refused_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let taxonomy = std::fs::read_to_string(example("store-billing").join("taxonomy.yaml")).unwrap();
+    let bad = taxonomy.replace("provider: postgres-private", "provider: rds-aurora");
+    std::fs::write(dir.path().join("taxonomy.yaml"), bad).unwrap();
+    let out = meshwork()
+        .args(["broker", "--listen", "127.0.0.1:0", "--resources"])
+        .arg(dir.path())
+        .arg("--state")
+        .arg(dir.path().join("broker.redb"))
+        .env("MESHWORK_BROKER_USERNAME", "platform")
+        .env("MESHWORK_BROKER_PASSWORD", "not-on-argv")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("taxonomy.yaml:")
+            && err.contains(
+                "ServicePolicy/store-billing field `spec.rules[name=dev-postgresql].provider`"
+            )
+            && err.contains("no provider named \"rds-aurora\""),
+        "{err}"
+    );
+    assert!(!err.contains("not-on-argv"));
 }

@@ -106,15 +106,22 @@ fn sigkill_of_the_control_plane_during_traffic() {
 
     // Steady traffic while control is dead and then restarting: nothing fails.
     let until = Instant::now() + Duration::from_secs(3);
-    let mut sent = 0;
+    let (mut sent, mut while_down) = (0, 0);
     while Instant::now() < until {
+        let down = std::os::unix::net::UnixStream::connect(state.join("control.sock")).is_err();
         assert_eq!(
             charge(&outbound),
             201,
-            "request {sent} failed while control was down"
+            "request {sent} failed (control down: {down})"
         );
         sent += 1;
+        while_down += usize::from(down);
     }
+    assert!(
+        while_down > 0,
+        "no request was sent while the control plane was down"
+    );
+    eprintln!("{sent} requests, {while_down} of them while the control plane was down");
     eventually(
         "up to restart the control plane",
         Duration::from_secs(20),
@@ -148,12 +155,18 @@ fn sigkill_of_the_control_plane_during_traffic() {
         .arg("--state-dir")
         .arg(&state)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(state.join("agent2.log")).expect("log"))
         .spawn()
         .expect("agent");
-    eventually("the second agent to join", Duration::from_secs(20), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        let log = std::fs::read_to_string(state.join("agent2.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "the second agent did not join:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = agent.kill();
     let _ = agent.wait();
     // And the first agent is connected again: `meshwork check` is green.

@@ -14,7 +14,9 @@
 
 mod attest;
 mod client;
+mod jwt_cache;
 mod metrics;
+mod node;
 mod state;
 mod sync;
 mod workload_api;
@@ -32,7 +34,6 @@ pub use client::{BootstrapVerifier, NodeClient, NodeClientError};
 pub use metrics::{AgentStatus, fetch_status};
 pub use state::{AgentState, Identities, renewal_delay};
 
-use crate::node_api::JoinRequest;
 use crate::node_tls::control_id;
 
 /// What an agent needs to start.
@@ -44,8 +45,10 @@ pub struct AgentConfig {
     pub trust_domain: TrustDomain,
     /// Roots to verify the control plane with before joining (`<state>/bundle.pem`).
     pub bootstrap_bundle: TrustBundle,
-    /// The one-time join token.
-    pub join_token: String,
+    /// The one-time join token; not needed to resume with a saved node SVID.
+    pub join_token: Option<String>,
+    /// Where the node SVID and key are kept (mode 0600) so a restart needs no new token.
+    pub data_dir: Option<PathBuf>,
     /// The Workload API socket to create (mode 0666: any local process may ask; attestation decides).
     pub socket: PathBuf,
     /// Where to serve `/metrics` and `/status` (loopback), if anywhere.
@@ -64,6 +67,27 @@ pub enum AgentError {
     /// Control returned a bundle that does not parse.
     #[error("the trust bundle from control does not parse")]
     Bundle(#[source] identity::BundleError),
+    /// No saved node SVID could be used and no join token was given.
+    #[error("no join token given and no usable saved node SVID")]
+    NoToken,
+    /// The saved node SVID could not be read or written.
+    #[error("saved node SVID {}", path.display())]
+    Saved {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The saved node SVID does not parse.
+    #[error("saved node SVID {} is unreadable; move it away to join again with a token", path.display())]
+    SavedSvid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: identity::SvidError,
+    },
     /// The Workload API socket or admin listener could not be set up.
     #[error("{what} {where_}")]
     Listen {
@@ -83,6 +107,8 @@ pub(crate) struct Agent {
     pub node: Arc<SvidStore>,
     pub state: watch::Sender<Arc<AgentState>>,
     pub trust_domain: TrustDomain,
+    pub jwt_cache: jwt_cache::JwtCache,
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Runs the agent until `shutdown` resolves. Returns `Ok` on shutdown (also when it
@@ -92,8 +118,15 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let agent = tokio::select! {
-        joined = join(&config) => Arc::new(joined?),
+    // Join, then take the first sync before serving, so a caller is never refused
+    // for want of entries the agent simply has not fetched yet.
+    let started = async {
+        let agent = join(&config).await?;
+        let version = sync::first(&agent).await;
+        Ok::<_, AgentError>((Arc::new(agent), version))
+    };
+    let (agent, version) = tokio::select! {
+        started = started => started?,
         () = &mut shutdown => return Ok(()),
     };
     let stop = CancellationToken::new();
@@ -103,7 +136,7 @@ pub async fn run(
         None => None,
     };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(sync::run(Arc::clone(&agent), stop.clone()));
+    tasks.spawn(sync::run(Arc::clone(&agent), version, stop.clone()));
     if let Some(listener) = admin {
         tasks.spawn(metrics::serve(listener, Arc::clone(&agent), stop.clone()));
     }
@@ -123,30 +156,7 @@ pub async fn run(
 /// Node attestation: trades the join token for a node SVID, then takes the first sync.
 async fn join(config: &AgentConfig) -> Result<Agent, AgentError> {
     let control = control_id(&config.trust_domain);
-    let bootstrap = NodeClient::bootstrap(
-        config.control,
-        config.bootstrap_bundle.clone(),
-        control.clone(),
-    );
-    let key = SvidKey::generate().map_err(AgentError::Svid)?;
-    let csr_pem = key.csr_pem(&control).map_err(AgentError::Svid)?;
-    let request = JoinRequest {
-        token: config.join_token.clone(),
-        csr_pem,
-    };
-    let mut backoff = state::Backoff::default();
-    let response = loop {
-        match bootstrap.svid("/v1/node/join", &request).await {
-            Ok(r) => break r,
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "join failed; retrying");
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(e) => return Err(AgentError::Join(e)),
-        }
-    };
-    let (svid, bundle) = assemble(key, &response, &config.trust_domain)?;
-    tracing::info!(node = %svid.id(), not_after = %svid.not_after(), "joined the control plane");
+    let (svid, bundle) = node::attest(config).await?;
     let node = Arc::new(SvidStore::new(svid, bundle.clone()));
     let client = NodeClient::attested(config.control, &node, control);
     let initial = AgentState {
@@ -164,6 +174,8 @@ async fn join(config: &AgentConfig) -> Result<Agent, AgentError> {
         node,
         state,
         trust_domain: config.trust_domain.clone(),
+        jwt_cache: jwt_cache::JwtCache::default(),
+        data_dir: config.data_dir.clone(),
     })
 }
 

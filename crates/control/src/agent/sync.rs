@@ -17,18 +17,35 @@ use crate::jwt::JwtBundle;
 use crate::node_api::{RenewRequest, WorkloadSvidRequest};
 
 /// Runs every loop until `stop` is cancelled.
-pub(crate) async fn run(agent: Arc<Agent>, stop: CancellationToken) {
+pub(crate) async fn run(agent: Arc<Agent>, version: u64, stop: CancellationToken) {
     tokio::select! {
         () = stop.cancelled() => {}
-        () = sync_views(Arc::clone(&agent)) => {}
+        () = sync_views(Arc::clone(&agent), version) => {}
         () = manage_svids(Arc::clone(&agent)) => {}
         () = renew_node_svid(agent) => {}
     }
 }
 
 /// Long-polls [`NodeView`]s. After a failure the next poll is a full resync (`since=0`).
-async fn sync_views(agent: Arc<Agent>) {
-    let mut version = 0;
+/// The first full sync after joining, retried until it succeeds; its version.
+pub(crate) async fn first(agent: &Agent) -> u64 {
+    let mut backoff = Backoff::default();
+    loop {
+        match agent.client.poll::<NodeView>("/v1/node/sync?since=0").await {
+            Ok(view) => {
+                let version = view.version;
+                adopt(agent, view);
+                return version;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "first sync failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+async fn sync_views(agent: Arc<Agent>, mut version: u64) {
     let mut backoff = Backoff::default();
     loop {
         match agent
@@ -182,6 +199,11 @@ async fn renew_node_svid(agent: Arc<Agent>) {
                 backoff.reset();
                 tracing::info!(node = %svid.id(), not_after = %svid.not_after(), "node SVID renewed");
                 delay = renewal_delay(svid.not_after(), OffsetDateTime::now_utc());
+                if let Some(dir) = &agent.data_dir
+                    && let Err(error) = super::node::save(dir, &svid)
+                {
+                    tracing::warn!(%error, "cannot save the renewed node SVID");
+                }
                 agent.node.rotate(svid);
             }
             Err(error) => {

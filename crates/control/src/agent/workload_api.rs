@@ -26,7 +26,6 @@ use tonic::{Request, Response, Status};
 
 use super::state::{AgentState, Identities};
 use super::{Agent, AgentError, attest};
-use crate::node_api::{JwtSvidRequest, JwtSvidResponse};
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -250,14 +249,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let mut svids = Vec::new();
         for entry in entries {
-            let body = JwtSvidRequest {
-                entry_id: entry.id.clone(),
-                audience: req.audience.clone(),
-            };
-            let minted: JwtSvidResponse = self
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let minted = self
                 .agent
-                .client
-                .post("/v1/node/jwt", &body)
+                .jwt_cache
+                .token(&self.agent.client, &entry.id, &req.audience, now)
                 .await
                 .map_err(|e| {
                     if e.is_transient() {

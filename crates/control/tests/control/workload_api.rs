@@ -80,7 +80,8 @@ impl Mesh {
             trust_domain: TD.parse().expect("td"),
             bootstrap_bundle: TrustBundle::from_pem(TD.parse().expect("td"), &bundle)
                 .expect("bundle"),
-            join_token: token,
+            join_token: Some(token),
+            data_dir: None,
             socket: socket.to_owned(),
             admin: None,
         }
@@ -406,4 +407,46 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_serving_while_control_is_gone() {
+    let mut mesh = Mesh::start("1h").await;
+    mesh.entry("interop", ID, &me()).await;
+    let sock = mesh.state.path().join("agent.sock");
+    let (stop, agent) = mesh.agent(mesh.agent_config(mesh.token(600).await, &sock));
+    wait_for_socket(&sock).await;
+    let client = WorkloadApiClient::connect_to(format!("unix:{}", sock.display()))
+        .await
+        .expect("client");
+    let svid = client.fetch_x509_svid().await.expect("svid");
+    let token = client
+        .fetch_jwt_token(["billing"], None)
+        .await
+        .expect("jwt");
+
+    mesh.control.take().expect("control").shutdown().await;
+
+    // X.509: the same SVID, to a new connection too.
+    let again = WorkloadApiClient::connect_to(format!("unix:{}", sock.display()))
+        .await
+        .expect("client");
+    let cached = again
+        .fetch_x509_svid()
+        .await
+        .expect("svid while control is down");
+    assert_eq!(cached.leaf().as_ref(), svid.leaf().as_ref());
+    // JWT: the token already minted for this audience still validates locally...
+    assert_eq!(
+        again
+            .fetch_jwt_token(["billing"], None)
+            .await
+            .expect("cached jwt"),
+        token
+    );
+    assert!(again.validate_jwt_token("billing", &token).await.is_ok());
+    // ...but a new audience needs control.
+    assert!(again.fetch_jwt_token(["elsewhere"], None).await.is_err());
+    let _ = stop.send(());
+    agent.await.expect("join").expect("agent");
 }

@@ -68,15 +68,6 @@ pub async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-async fn start(
-    workload: &str,
-    control: ControlSource,
-    app: SocketAddr,
-    probe: &Arc<Probe>,
-) -> Proxy {
-    start_speaking(workload, control, app, probe, |_| ()).await
-}
-
 async fn start_speaking(
     workload: &str,
     control: ControlSource,
