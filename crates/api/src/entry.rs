@@ -32,6 +32,37 @@ impl RegistrationEntrySpec {
     }
 }
 
+/// Each `RegistrationEntry` names at least one selector and a SPIFFE ID of the mesh's
+/// trust domain.
+pub(crate) fn validate_entries(set: &crate::ResourceSet) -> Result<(), crate::LoadError> {
+    let td = set.mesh().map(|m| &m.spec.trust_domain);
+    for e in &set.registration_entries {
+        let res = format!("RegistrationEntry/{}", e.resource.metadata.name);
+        let spec = &e.resource.spec;
+        if spec.selectors.is_empty() {
+            let msg = "must list at least one selector; an empty list would match every process";
+            return Err(crate::load::invalid(
+                &e.origin,
+                Some(&res),
+                "spec.selectors",
+                msg,
+            ));
+        }
+        if let Some(td) = td
+            && spec.spiffe_id.trust_domain() != td
+        {
+            let msg = format!("{} is not in the mesh's trust domain {td}", spec.spiffe_id);
+            return Err(crate::load::invalid(
+                &e.origin,
+                Some(&res),
+                "spec.spiffeId",
+                &msg,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What the agent knows about a Workload API caller, from `SO_PEERCRED` and `/proc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessFacts {
@@ -222,6 +253,51 @@ mod tests {
             start_time: None,
             ..facts()
         }));
+    }
+
+    #[test]
+    fn entries_load_from_yaml_and_are_validated() {
+        let mesh = "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: m\nspec:\n  trustDomain: example.org\n";
+        let entry = |id: &str, selectors: &str| {
+            format!(
+                "---\napiVersion: meshwork.dev/v1alpha1\nkind: RegistrationEntry\nmetadata:\n  name: billing\nspec:\n  spiffeId: {id}\n  selectors: {selectors}\n"
+            )
+        };
+        let load = |text: String| {
+            let mut set = crate::ResourceSet::default();
+            crate::load_str(std::path::Path::new("e.yaml"), &text, &mut set)
+                .and_then(|()| set.validate().map(|()| set))
+        };
+        let ok = load(format!(
+            "{mesh}{}",
+            entry(
+                "spiffe://example.org/billing",
+                "[unix:uid:1001, \"unix:path:/opt/b\"]"
+            )
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.registration_entries[0].resource.spec.selectors[0],
+            Selector::Uid(1001)
+        );
+        let empty = load(format!(
+            "{mesh}{}",
+            entry("spiffe://example.org/billing", "[]")
+        ))
+        .unwrap_err();
+        assert!(empty.to_string().contains("spec.selectors"), "{empty}");
+        let foreign = load(format!(
+            "{mesh}{}",
+            entry("spiffe://other.org/billing", "[unix:uid:1]")
+        ))
+        .unwrap_err();
+        assert!(foreign.to_string().contains("spec.spiffeId"), "{foreign}");
+        let bad = load(format!(
+            "{mesh}{}",
+            entry("spiffe://example.org/billing", "[unix:uid:x]")
+        ))
+        .unwrap_err();
+        assert!(bad.to_string().contains("unix:uid:x"), "{bad}");
     }
 
     #[test]

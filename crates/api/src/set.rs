@@ -24,6 +24,7 @@ pub const KINDS: &[&str] = &[
     "Environment",
     "ServicePolicy",
     "ServiceClaim",
+    "RegistrationEntry",
 ];
 
 /// Every resource of a directory, by kind.
@@ -47,6 +48,8 @@ pub struct ResourceSet {
     pub service_policies: Vec<Loaded<ServicePolicySpec>>,
     /// `ServiceClaim` resources.
     pub service_claims: Vec<Loaded<ServiceClaimSpec>>,
+    /// `RegistrationEntry` resources (see [`crate::entry`]).
+    pub registration_entries: Vec<Loaded<crate::entry::RegistrationEntrySpec>>,
 }
 
 impl ResourceSet {
@@ -85,6 +88,9 @@ impl ResourceSet {
             "ServiceClaim" => self
                 .service_claims
                 .push(taxonomy::parse(doc, origin, resource)?),
+            "RegistrationEntry" => self
+                .registration_entries
+                .push(parse_resource(doc, origin, resource)?),
             other => {
                 let msg = format!("unknown kind {other:?}; known kinds: {}", KINDS.join(", "));
                 return Err(invalid(&origin, Some(resource), "kind", &msg));
@@ -134,6 +140,8 @@ impl ResourceSet {
         unique_names(&self.egress_policies, "EgressPolicy")?;
         validate_policies(self)?;
         self.validate_taxonomy()?;
+        unique_names(&self.registration_entries, "RegistrationEntry")?;
+        crate::entry::validate_entries(self)?;
         for w in &self.workloads {
             let res = format!("Workload/{}", w.resource.metadata.name);
             if w.resource.spec.command.is_empty() {

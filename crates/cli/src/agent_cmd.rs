@@ -77,7 +77,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         trust_domain,
         bootstrap_bundle,
         join_token: args.join_token,
-        data_dir: Some(args.data_dir.unwrap_or_else(|| args.state_dir.join("agent"))),
+        data_dir: Some(
+            args.data_dir
+                .unwrap_or_else(|| args.state_dir.join("agent")),
+        ),
         socket: args
             .socket
             .unwrap_or_else(|| args.state_dir.join("agent.sock")),

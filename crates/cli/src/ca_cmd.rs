@@ -36,22 +36,40 @@ pub fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting tokio")?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     match args.command {
         CaCommand::Rotate => {
             let a = rt.block_on(client.rotate_ca())?;
-            println!("CA #{} published in the trust bundle: {:?}", a.seq, a.state);
+            println!(
+                "CA #{} is in the trust bundle now; {}",
+                a.seq,
+                state(a.state, now)
+            );
         }
         CaCommand::Status => {
             let status = rt.block_on(client.status())?;
             for a in status.authorities {
                 let left = control::check::human(a.not_after - status.now);
                 println!(
-                    "CA #{:<3} {:<40} expires in {left}",
+                    "CA #{:<3} {:<45} expires in {left}",
                     a.seq,
-                    format!("{:?}", a.state)
+                    state(a.state, status.now)
                 );
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn state(s: control::AuthorityState, now: i64) -> String {
+    let until = |t: i64| control::check::human((t - now).max(0));
+    match s {
+        control::AuthorityState::Prepared { activate_at } => {
+            format!("prepared: signs in {}", until(activate_at))
+        }
+        control::AuthorityState::Active => "active: signing".into(),
+        control::AuthorityState::Retiring { retire_at } => {
+            format!("retiring: leaves the bundle in {}", until(retire_at))
+        }
+    }
 }

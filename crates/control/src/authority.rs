@@ -2,10 +2,10 @@
 //!
 //! Normally one root is `Active` (it signs). `meshwork ca rotate` adds a new root as
 //! `Prepared`: it is published in the trust bundle at once but signs nothing until
-//! `activate_at`, one SVID lifetime (plus clock-skew allowance) later — by then every
-//! holder of an SVID has renewed at least once and so holds the new bundle. At
-//! activation the old root becomes `Retiring`: still in the bundle until every SVID
-//! it signed has expired (another SVID lifetime), then it is dropped.
+//! `activate_at`, one SVID lifetime (plus a margin) later — by then every holder of an
+//! SVID has renewed at least once and so holds the new bundle. At activation the old
+//! root becomes `Retiring`: still in the bundle until every SVID it signed has expired
+//! (another SVID lifetime plus the clock-skew allowance), then it is dropped.
 //!
 //! Records live in the state file ([`crate::store`]); the legacy `<state>/ca/*.pem`
 //! files of earlier releases are imported once (and left in place).
@@ -165,12 +165,12 @@ impl Authorities {
         TrustBundle::new(td, roots).unwrap_or_else(|_| self.active().bundle())
     }
 
-    /// Prepares a new root, published now and signing from `now + overlap`.
+    /// Prepares a new root, published now and signing from `now + activate_after`.
     pub fn rotate(
         &mut self,
         store: &Store,
         now: OffsetDateTime,
-        overlap: time::Duration,
+        activate_after: time::Duration,
     ) -> Result<&Authority, AuthorityError> {
         if let Some(AuthorityState::Prepared { activate_at }) = self
             .list
@@ -183,7 +183,7 @@ impl Authorities {
         let td = self.active().trust_domain().clone();
         let ca = generate(&td, now, store.path())?;
         let seq = self.list.iter().map(|a| a.seq).max().unwrap_or(0) + 1;
-        let activate_at = (now + overlap).unix_timestamp();
+        let activate_at = (now + activate_after).unix_timestamp();
         let authority = Authority {
             seq,
             ca: Arc::new(ca),
@@ -206,13 +206,13 @@ impl Authorities {
         &mut self,
         store: &Store,
         now: OffsetDateTime,
-        overlap: time::Duration,
+        retire_after: time::Duration,
     ) -> Result<bool, AuthorityError> {
         let t = now.unix_timestamp();
         let mut changed = false;
         let due = |a: &Authority| matches!(a.state, AuthorityState::Prepared { activate_at } if activate_at <= t);
         if let Some(pos) = self.list.iter().position(due) {
-            let retire_at = (now + overlap).unix_timestamp();
+            let retire_at = (now + retire_after).unix_timestamp();
             for a in self
                 .list
                 .iter_mut()

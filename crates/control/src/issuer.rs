@@ -21,6 +21,12 @@ use crate::jwt::{JwtAuthority, JwtError, JwtKeyRecord};
 use crate::store::{AGENTS, ENDPOINTS, ENTRIES, JWT_KEYS, StateError, Store};
 use crate::tokens::{self, JoinRefusal, JoinToken};
 
+/// Slack on top of one SVID lifetime before a prepared root starts signing.
+const ACTIVATION_MARGIN: time::Duration = time::Duration::seconds(5);
+
+/// Ids of entries that come from `RegistrationEntry` resources: `resource.<namespace>.<name>`.
+pub const RESOURCE_ENTRY_PREFIX: &str = "resource.";
+
 /// A registration entry with its id, as stored and as sent to agents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -166,8 +172,16 @@ impl Issuer {
             .collect()
     }
 
-    /// How long a new root is published before it signs, and an old one stays after.
-    pub fn rotation_overlap(&self) -> time::Duration {
+    /// How long a new root is published before it signs: every SVID holder renews
+    /// (and so receives the new bundle) within half an SVID lifetime; we wait a whole
+    /// one plus a margin for propagation.
+    pub fn activation_delay(&self) -> time::Duration {
+        self.svid_ttl + ACTIVATION_MARGIN
+    }
+
+    /// How long a replaced root stays in the bundle: until everything it signed has
+    /// expired, even for verifiers whose clocks lag by the skew allowance.
+    pub fn retirement_delay(&self) -> time::Duration {
         self.svid_ttl + identity::CLOCK_SKEW_ALLOWANCE
     }
 
@@ -178,7 +192,7 @@ impl Issuer {
             let a = auth.rotate(
                 &self.store,
                 OffsetDateTime::now_utc(),
-                self.rotation_overlap(),
+                self.activation_delay(),
             )?;
             AuthorityStatus {
                 seq: a.seq,
@@ -197,7 +211,7 @@ impl Issuer {
             let changed = auth.tick(
                 &self.store,
                 OffsetDateTime::now_utc(),
-                self.rotation_overlap(),
+                self.retirement_delay(),
             )?;
             (changed, auth.next_transition())
         };
@@ -224,6 +238,37 @@ impl Issuer {
         drop(entries);
         self.publish()?;
         Ok(existed)
+    }
+
+    /// Makes the stored entries with ids `resource.*` exactly the `RegistrationEntry`
+    /// resources of the directory (declarative; API-made entries are left alone).
+    pub fn apply_resource_entries(&self, resources: &api::ResourceSet) -> Result<(), StateError> {
+        let wanted: BTreeMap<String, RegistrationEntrySpec> = resources
+            .registration_entries
+            .iter()
+            .map(|e| {
+                let meta = &e.resource.metadata;
+                (
+                    format!("{RESOURCE_ENTRY_PREFIX}{}.{}", meta.namespace, meta.name),
+                    e.resource.spec.clone(),
+                )
+            })
+            .collect();
+        let stale: Vec<String> = self
+            .entries()
+            .into_iter()
+            .filter(|e| e.id.starts_with(RESOURCE_ENTRY_PREFIX) && !wanted.contains_key(&e.id))
+            .map(|e| e.id)
+            .collect();
+        for id in stale {
+            self.delete_entry(&id)?;
+        }
+        for (id, spec) in wanted {
+            if self.entry(&id).as_ref() != Some(&spec) {
+                self.put_entry(Entry { id, spec })?;
+            }
+        }
+        Ok(())
     }
 
     /// Every entry.
@@ -255,14 +300,15 @@ impl Issuer {
     /// Redeems a join token and records the agent; the agent's SPIFFE ID.
     pub fn join(&self, token: &str) -> Result<SpiffeId, JoinRefusal> {
         let now = OffsetDateTime::now_utc();
-        tokens::redeem(&self.store, token, now)?;
         let id = tokens::agent_id(&self.trust_domain, token);
-        self.store.put(
-            AGENTS,
-            id.as_str(),
-            &AgentRecord {
-                joined_at: now.unix_timestamp(),
-            },
+        let record = AgentRecord {
+            joined_at: now.unix_timestamp(),
+        };
+        tokens::redeem_recording(
+            &self.store,
+            token,
+            now,
+            Some((AGENTS, id.as_str(), &record)),
         )?;
         tracing::info!(agent = %id, "agent joined");
         Ok(id)

@@ -40,6 +40,7 @@ impl Registry {
             .unwrap_or(DEFAULT_SVID_TTL);
         let svid_ttl = time::Duration::try_from(svid_ttl).unwrap_or(identity::DEFAULT_SVID_TTL);
         let issuer = Arc::new(Issuer::open(state_dir, &trust_domain, svid_ttl)?);
+        issuer.apply_resource_entries(&resources)?;
         let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
         let endpoints = issuer.endpoints()?;
         let registry = Registry {

@@ -37,6 +37,13 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALL_TABLES: [TableDefinition<&str, &[u8]>; 6] =
     [AUTHORITIES, JWT_KEYS, ENTRIES, TOKENS, AGENTS, ENDPOINTS];
 
+/// A record of another table to write along with a change (see `Store::modify_and_put`).
+pub(crate) type AlsoPut<'a, X> = Option<(
+    TableDefinition<'static, &'static str, &'static [u8]>,
+    &'a str,
+    &'a X,
+)>;
+
 /// The state file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -228,6 +235,7 @@ impl Store {
         txn.commit().map_err(|e| self.storage(e))
     }
 
+    #[cfg(test)]
     /// Reads, changes and writes back one record atomically. `f` sees the current
     /// value (if any) and returns the value to store (`None` leaves it as is) and
     /// its answer for the caller.
@@ -240,6 +248,23 @@ impl Store {
     where
         T: Serialize + DeserializeOwned,
     {
+        self.modify_and_put::<T, R, ()>(table, key, f, None)
+    }
+
+    /// Reads, changes and writes back one record atomically (see `modify` in tests);
+    /// when `f` writes, `also` (a record of another table) is written in the same
+    /// transaction.
+    pub(crate) fn modify_and_put<T, R, X>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        f: impl FnOnce(Option<T>) -> (Option<T>, R),
+        also: AlsoPut<'_, X>,
+    ) -> Result<R, StateError>
+    where
+        T: Serialize + DeserializeOwned,
+        X: Serialize,
+    {
         let txn = self.db.begin_write().map_err(|e| self.storage(e))?;
         let answer = {
             let mut t = txn.open_table(table).map_err(|e| self.storage(e))?;
@@ -251,6 +276,12 @@ impl Store {
             if let Some(next) = next {
                 t.insert(key, encode(&next).as_slice())
                     .map_err(|e| self.storage(e))?;
+                if let Some((table, key, value)) = also {
+                    let mut other = txn.open_table(table).map_err(|e| self.storage(e))?;
+                    other
+                        .insert(key, encode(value).as_slice())
+                        .map_err(|e| self.storage(e))?;
+                }
             }
             answer
         };

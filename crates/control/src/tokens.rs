@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::store::{StateError, Store, TOKENS};
+use crate::store::{AlsoPut, StateError, Store, TOKENS};
 
 /// Default lifetime of a join token.
 pub const DEFAULT_TOKEN_TTL: time::Duration = time::Duration::minutes(10);
@@ -73,22 +73,33 @@ pub fn create(
 }
 
 /// Marks `token` used if it is known, unused and unexpired.
+#[cfg(test)]
 pub fn redeem(store: &Store, token: &str, now: OffsetDateTime) -> Result<(), JoinRefusal> {
+    redeem_recording::<()>(store, token, now, None)
+}
+
+/// As [`redeem`], writing `record` (the joined agent) in the same transaction, so a
+/// token is never spent without its agent being recorded.
+pub fn redeem_recording<X: Serialize>(
+    store: &Store,
+    token: &str,
+    now: OffsetDateTime,
+    record: AlsoPut<'_, X>,
+) -> Result<(), JoinRefusal> {
     let t = now.unix_timestamp();
-    store.modify::<TokenRecord, Result<(), JoinRefusal>>(TOKENS, &digest(token), |current| {
-        match current {
-            None => (None, Err(JoinRefusal::Unknown)),
-            Some(rec) if rec.used_at.is_some() => (None, Err(JoinRefusal::AlreadyUsed)),
-            Some(rec) if rec.expires_at <= t => (None, Err(JoinRefusal::Expired(rec.expires_at))),
-            Some(rec) => (
-                Some(TokenRecord {
-                    used_at: Some(t),
-                    ..rec
-                }),
-                Ok(()),
-            ),
-        }
-    })?
+    let check = |current: Option<TokenRecord>| match current {
+        None => (None, Err(JoinRefusal::Unknown)),
+        Some(rec) if rec.used_at.is_some() => (None, Err(JoinRefusal::AlreadyUsed)),
+        Some(rec) if rec.expires_at <= t => (None, Err(JoinRefusal::Expired(rec.expires_at))),
+        Some(rec) => (
+            Some(TokenRecord {
+                used_at: Some(t),
+                ..rec
+            }),
+            Ok(()),
+        ),
+    };
+    store.modify_and_put(TOKENS, &digest(token), check, record)?
 }
 
 /// The SPIFFE ID an agent that joined with `token` receives:
@@ -143,6 +154,21 @@ mod tests {
             redeem(&store, &t.token, later),
             Err(JoinRefusal::Expired(_))
         ));
+    }
+
+    #[test]
+    fn the_agent_is_recorded_with_the_redemption_and_only_then() {
+        use crate::store::AGENTS;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let t = create(&store, DEFAULT_TOKEN_TTL, now).unwrap();
+        let rec = serde_json::json!({"joined_at": 1});
+        redeem_recording(&store, &t.token, now, Some((AGENTS, "a", &rec))).unwrap();
+        let again = redeem_recording(&store, &t.token, now, Some((AGENTS, "b", &rec)));
+        assert!(matches!(again, Err(JoinRefusal::AlreadyUsed)));
+        let agents: Vec<(String, serde_json::Value)> = store.all(AGENTS).unwrap();
+        assert_eq!(agents, vec![("a".to_owned(), rec)]);
     }
 
     #[test]

@@ -279,7 +279,11 @@ async fn pause(backoff: &mut Backoff, what: &str, error: &ControlError) {
 /// each time. Failures retry with backoff; the current SVID serves meanwhile.
 async fn renew_svids(loops: Arc<ControlLoops>) {
     loop {
-        let delay = renewal_delay(loops.store.svid().not_after(), OffsetDateTime::now_utc());
+        // Half-life minus up to 20 % jitter, so sidecars started together spread out.
+        let jitter = rand::Rng::random_range(&mut rand::rng(), 0.8..=1.0);
+        let delay = renewal_delay(loops.store.svid().not_after(), OffsetDateTime::now_utc())
+            .mul_f64(jitter)
+            .max(MIN_RENEWAL_DELAY);
         tokio::time::sleep(delay).await;
         match fetch_svid(&loops.client, &loops.workload).await {
             Ok((svid, bundle)) => {

@@ -4,7 +4,9 @@
 //! local app who called in `x-meshwork-client-id`), the outbound listener (an HTTP
 //! forward proxy for the local app, routing mesh service names over mTLS to peer
 //! sidecars, h2-multiplexed and pooled), and the client side of the proxy⇄control
-//! contract (SVID by CSR, endpoint registration, snapshot long poll).
+//! contract (SVID by CSR, endpoint registration, snapshot long poll). With
+//! `ControlSource::WorkloadApi` the SVID instead comes from the node agent's SPIFFE
+//! Workload API, like any workload's, and is swapped in on every push (`workload_api`).
 //!
 //! Must not import `control`, `broker` or `cli`; talks to the control plane only
 //! through [`api::contract`] over its socket ([`ControlClient`], the one file that

@@ -40,9 +40,14 @@ fn charge(outbound: &str) -> u16 {
 
 /// The pid of up's control-plane child.
 fn control_pid(up: &Up) -> Option<u32> {
+    child_pid(up, "control")
+}
+
+/// The pid of up's `meshwork <sub>` child.
+fn child_pid(up: &Up, sub: &str) -> Option<u32> {
     children_of(up.pid()).into_iter().find(|pid| {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        cmdline.split(|b| *b == 0).nth(1) == Some(b"control".as_slice())
+        cmdline.split(|b| *b == 0).nth(1) == Some(sub.as_bytes())
     })
 }
 
@@ -152,6 +157,8 @@ fn sigkill_of_the_control_plane_during_traffic() {
     let mut agent = meshwork()
         .args(["agent", "--join-token", &token, "--socket"])
         .arg(&socket)
+        .arg("--data-dir")
+        .arg(state.join("agent2"))
         .arg("--state-dir")
         .arg(&state)
         .stdout(Stdio::null())
@@ -223,4 +230,34 @@ fn sidecars_rotate_short_lived_svids_without_failing_requests() {
             .count();
         assert!(rotations >= 1, "{who}'s sidecar never rotated its SVID");
     }
+}
+
+#[test]
+fn sigkill_of_the_agent_is_ridden_out() {
+    let up = Up::start(&example("store-billing"));
+    let state = up.state.path().to_owned();
+    let outbound = up.ready("store")["outbound"]
+        .as_str()
+        .expect("outbound")
+        .to_owned();
+    let pid = child_pid(&up, "agent").expect("agent is running");
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // Sidecars hold their SVIDs; traffic does not notice.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(charge(&outbound), 201);
+    }
+    // up restarts the agent, which resumes with its saved node SVID (its join token
+    // is spent), and `meshwork check` sees it connected again.
+    eventually("the agent to come back", Duration::from_secs(20), || {
+        child_pid(&up, "agent").is_some_and(|p| p != pid)
+    });
+    eventually("meshwork check to pass", Duration::from_secs(30), || {
+        run(&state, &["check"]).status.success()
+    });
+    assert_eq!(charge(&outbound), 201);
 }

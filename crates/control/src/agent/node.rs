@@ -32,7 +32,9 @@ pub(crate) async fn attest(config: &AgentConfig) -> Result<(Svid, TrustBundle), 
                     save(dir, &pair.0)?;
                     return Ok(pair);
                 }
-                Err(error) => tracing::warn!(%error, "control refused the saved node SVID; joining with the token"),
+                Err(error) => {
+                    tracing::warn!(%error, "control refused the saved node SVID; joining with the token")
+                }
             }
         } else {
             tracing::warn!(dir = %dir.display(), "the saved node SVID has expired; joining with the token");
@@ -48,10 +50,17 @@ pub(crate) async fn attest(config: &AgentConfig) -> Result<(Svid, TrustBundle), 
 
 async fn join(config: &AgentConfig, token: &str) -> Result<(Svid, TrustBundle), AgentError> {
     let control = control_id(&config.trust_domain);
-    let client = NodeClient::bootstrap(config.control, config.bootstrap_bundle.clone(), control.clone());
+    let client = NodeClient::bootstrap(
+        config.control,
+        config.bootstrap_bundle.clone(),
+        control.clone(),
+    );
     let key = SvidKey::generate().map_err(AgentError::Svid)?;
     let csr_pem = key.csr_pem(&control).map_err(AgentError::Svid)?;
-    let request = JoinRequest { token: token.to_owned(), csr_pem };
+    let request = JoinRequest {
+        token: token.to_owned(),
+        csr_pem,
+    };
     let mut backoff = Backoff::default();
     let response = loop {
         match client.svid("/v1/node/join", &request).await {
@@ -77,8 +86,13 @@ async fn resume(config: &AgentConfig, saved: Svid) -> Result<(Svid, TrustBundle)
     let mut backoff = Backoff::default();
     loop {
         let key = SvidKey::generate().map_err(AgentError::Svid)?;
-        let csr_pem = key.csr_pem(&csr_subject(&config.trust_domain)).map_err(AgentError::Svid)?;
-        match client.svid("/v1/node/renew", &RenewRequest { csr_pem }).await {
+        let csr_pem = key
+            .csr_pem(&csr_subject(&config.trust_domain))
+            .map_err(AgentError::Svid)?;
+        match client
+            .svid("/v1/node/renew", &RenewRequest { csr_pem })
+            .await
+        {
             Ok(response) => {
                 tracing::info!(node = %id, "resumed with the saved node SVID");
                 return assemble(key, &response, &config.trust_domain);
@@ -98,7 +112,12 @@ fn load(dir: &Path) -> Result<Option<Svid>, AgentError> {
     if !cert.exists() && !key.exists() {
         return Ok(None);
     }
-    let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|source| AgentError::Saved { path: p.clone(), source });
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).map_err(|source| AgentError::Saved {
+            path: p.clone(),
+            source,
+        })
+    };
     let (chain, key_pem) = (read(&cert)?, read(&key)?);
     Svid::from_pem(&chain, &key_pem)
         .map(Some)
@@ -111,15 +130,25 @@ pub(crate) fn save(dir: &Path, svid: &Svid) -> Result<(), AgentError> {
         let path = path.to_owned();
         move |source| AgentError::Saved { path, source }
     };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err(dir))?;
-    write_private(&dir.join(KEY_FILE), svid.key_pem().as_bytes()).map_err(err(&dir.join(KEY_FILE)))?;
-    write_private(&dir.join(SVID_FILE), svid.certificate().to_pem().as_bytes()).map_err(err(&dir.join(SVID_FILE)))
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err(dir))?;
+    write_private(&dir.join(KEY_FILE), svid.key_pem().as_bytes())
+        .map_err(err(&dir.join(KEY_FILE)))?;
+    write_private(&dir.join(SVID_FILE), svid.certificate().to_pem().as_bytes())
+        .map_err(err(&dir.join(SVID_FILE)))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)

@@ -450,3 +450,140 @@ async fn the_agent_keeps_serving_while_control_is_gone() {
     let _ = stop.send(());
     agent.await.expect("join").expect("agent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_resumes_with_its_saved_node_svid() {
+    let mesh = Mesh::start("1h").await;
+    mesh.entry("interop", ID, &me()).await;
+    let sock = mesh.state.path().join("agent.sock");
+    let data = mesh.state.path().join("agent-data");
+    let mut config = mesh.agent_config(mesh.token(600).await, &sock);
+    config.data_dir = Some(data.clone());
+    let (stop, agent) = mesh.agent(config.clone());
+    wait_for_socket(&sock).await;
+    let _ = stop.send(());
+    agent.await.expect("join").expect("agent");
+    let key_mode = std::fs::metadata(data.join("node-key.pem")).expect("saved key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777,
+        0o600
+    );
+
+    // No token this time: the saved node SVID is enough.
+    config.join_token = None;
+    let (stop, agent) = mesh.agent(config.clone());
+    wait_for_socket(&sock).await;
+    let client = WorkloadApiClient::connect_to(format!("unix:{}", sock.display()))
+        .await
+        .expect("client");
+    let svid = client.fetch_x509_svid().await.expect("svid after resuming");
+    assert_eq!(svid.spiffe_id().to_string(), ID);
+    let _ = stop.send(());
+    agent.await.expect("join").expect("agent");
+
+    // A damaged saved SVID is reported, not silently replaced.
+    std::fs::write(data.join("node-svid.pem"), "garbage").expect("corrupt");
+    let err = control::agent::run(config, std::future::pending())
+        .await
+        .expect_err("unreadable saved SVID");
+    assert!(chain(&err).contains("node-svid.pem"), "{}", chain(&err));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_entry_resources_are_applied_declaratively() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let state = tempfile::tempdir().expect("tempdir");
+    let resources = mesh_dir("1h");
+    let exe = std::env::current_exe().expect("exe");
+    let entry = format!(
+        "apiVersion: meshwork.dev/v1alpha1\nkind: RegistrationEntry\nmetadata:\n  name: interop\nspec:\n  spiffeId: {ID}\n  selectors: [\"unix:uid:{}\", \"unix:path:{}\"]\n",
+        nix_uid(),
+        exe.display()
+    );
+    std::fs::write(resources.path().join("entry.yaml"), entry).expect("write");
+    let control = start_with(state.path(), resources.path(), None).await;
+    let admin = control::AdminClient::new(state.path().join("control.sock"));
+    let spec = api::entry::RegistrationEntrySpec {
+        spiffe_id: "spiffe://meshwork.local/by-api".parse().expect("id"),
+        selectors: vec!["unix:uid:4242".parse().expect("selector")],
+        hint: None,
+    };
+    admin.put_entry("by-api", &spec).await.expect("api entry");
+    let ids = |entries: Vec<control::Entry>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(admin.entries().await.expect("entries")),
+        ["by-api", "resource.default.interop"]
+    );
+    control.shutdown().await;
+
+    // The resource is deleted: after a restart its entry is gone, the API's stays.
+    std::fs::remove_file(resources.path().join("entry.yaml")).expect("rm");
+    let control = start_with(state.path(), resources.path(), None).await;
+    assert_eq!(ids(admin.entries().await.expect("entries")), ["by-api"]);
+    control.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_ca_rotation_workloads_get_svids_from_the_new_root_and_trust_both() {
+    // 2 s SVIDs: the new root is published at once and signs after 2 s + 5 s margin.
+    let mesh = Mesh::start("2s").await;
+    mesh.entry("interop", ID, &me()).await;
+    let sock = mesh.state.path().join("agent.sock");
+    let (stop, agent) = mesh.agent(mesh.agent_config(mesh.token(600).await, &sock));
+    wait_for_socket(&sock).await;
+    let endpoint = format!("unix:{}", sock.display());
+    let source = X509Source::builder()
+        .endpoint(&endpoint)
+        .build()
+        .await
+        .expect("X509Source");
+    let (status, _) = call(&mesh.socket(), "POST", "/v1/admin/ca/rotate", None).await;
+    assert_eq!(status, 200);
+
+    let td: identity::TrustDomain = TD.parse().expect("td");
+    let spiffe_td = spiffe::TrustDomain::new(TD).expect("td");
+    let mut updates = source.updated();
+    let signed_by_new = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let roots = source
+                .try_bundle_for_trust_domain(&spiffe_td)
+                .map(|b| b.authorities().to_vec())
+                .unwrap_or_default();
+            if let (2, Ok(svid)) = (roots.len(), source.svid()) {
+                let der = |c: &spiffe::Certificate| {
+                    rustls_pki_types::CertificateDer::from(c.as_ref().to_vec())
+                };
+                let new_root = TrustBundle::new(td.clone(), vec![der(&roots[1])]).expect("bundle");
+                let chain: Vec<_> = svid.cert_chain().iter().map(der).collect();
+                let now = rustls_pki_types::UnixTime::now();
+                if identity::verify_svid(&new_root, &chain, now, identity::PeerRole::Client).is_ok()
+                {
+                    return roots;
+                }
+            }
+            updates.changed().await.expect("updates");
+        }
+    })
+    .await
+    .expect("no SVID from the new root within 30 s");
+    // The old root is still trusted (it retires one SVID lifetime + skew later).
+    assert_eq!(signed_by_new.len(), 2);
+    let status = control::AdminClient::new(mesh.socket())
+        .status()
+        .await
+        .expect("status");
+    let states: Vec<_> = status.authorities.iter().map(|a| a.state).collect();
+    assert!(
+        matches!(
+            states.as_slice(),
+            [
+                control::AuthorityState::Retiring { .. },
+                control::AuthorityState::Active
+            ]
+        ),
+        "{states:?}"
+    );
+    source.shutdown().await;
+    let _ = stop.send(());
+    agent.await.expect("join").expect("agent");
+}
