@@ -124,15 +124,3 @@ fn missing_directory_is_an_io_error_naming_it() {
     assert!(matches!(err, LoadError::Io { .. }));
     assert!(err.to_string().contains("/nonexistent/meshwork"));
 }
-
-#[test]
-#[ignore = "prints messages for eyeballing"]
-fn print_messages() {
-    for t in [
-        "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  trustDomain: Meshwork.Local\n",
-        "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  trustDomain: a\n  svidTtl: 10x\n",
-        "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  trustDomain: a\n  extra: 1\n",
-    ] {
-        println!("{}", load_err(t));
-    }
-}
