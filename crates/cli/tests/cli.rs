@@ -94,8 +94,12 @@ fn store_billing_through_two_sidecars() {
         "store",
         &["curl", "-sS", "-w", "\n%{http_code}", "http://nosuch/x"],
     );
-    let (code, _) = curl_json(&out);
-    assert!(code == 403 || code == 502, "status {code}");
+    let (code, json) = curl_json(&out);
+    assert_eq!(
+        (code, json["error"].as_str()),
+        (403, Some("egress_denied")),
+        "{json}"
+    );
 
     let status = up.signal_and_wait("TERM", Duration::from_secs(15));
     assert!(status.success(), "up exited with {status}");

@@ -22,10 +22,20 @@ const PRIVILEGES: &str = "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, I
 const ER_NO_SUCH_THREAD: u16 = 1094;
 
 /// A MySQL/MariaDB server reached through an admin URL.
-#[derive(Debug)]
 pub struct MysqlProvider {
     name: String,
     opts: Opts,
+}
+
+/// By hand: `Opts`'s own `Debug` prints the admin password.
+impl std::fmt::Debug for MysqlProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlProvider")
+            .field("name", &self.name)
+            .field("host", &self.opts.ip_or_hostname())
+            .field("port", &self.opts.tcp_port())
+            .finish_non_exhaustive()
+    }
 }
 
 fn ident(name: &str) -> String {

@@ -45,20 +45,38 @@ pub fn run(port: u16) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (listener, ip) = bind_https().await?;
         let (ca_pem, tls) = demo_tls()?;
         let ca_file = write_ca(&state, &ca_pem)?;
-        println!(
-            "{HOST} stand-in on https://{ip}:443 (CA: {}); DNS on 127.0.0.1:{port}",
-            ca_file.display()
-        );
+        let https = bind_https().await;
+        let ip = match &https {
+            Ok((_, ip)) => {
+                println!(
+                    "{HOST} stand-in on https://{ip}:443 (CA: {})",
+                    ca_file.display()
+                );
+                *ip
+            }
+            // Without :443 the rest of the example still works; only the egress demo
+            // to api.stripe.com answers "connection refused" (a 502 from the sidecar).
+            Err(e) => {
+                eprintln!("warning: {e:#}; serving DNS only");
+                Ipv4Addr::LOCALHOST
+            }
+        };
+        println!("DNS for {HOST} on 127.0.0.1:{port}");
         let zone = Zone {
             name: format!("{HOST}.").parse()?,
             address: ip,
         };
+        let serve = async {
+            match https {
+                Ok((listener, _)) => serve_https(listener, TlsAcceptor::from(tls)).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = dns::serve(port, zone) => r,
-            r = serve_https(listener, TlsAcceptor::from(tls)) => r,
+            r = serve => r,
             () = crate::parent::shutdown_signal() => Ok(()),
         }
     })?;
