@@ -13,7 +13,8 @@ pub mod proxy;
 mod state;
 mod supervisor;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -62,52 +63,96 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// What `start_all` needs at every step.
+struct Launch<'a> {
+    exe: PathBuf,
+    dir: PathBuf,
+    timeout: Duration,
+    set: &'a ResourceSet,
+    state: &'a StateDir,
+}
+
+/// A sidecar that was started and whose app waits for it.
+struct Pending {
+    name: String,
+    port: u16,
+    ready: PathBuf,
+}
+
 async fn start_all(
     sup: &mut Supervisor,
     set: &ResourceSet,
     args: &UpArgs,
     state: &StateDir,
 ) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("finding the meshwork binary")?;
-    let timeout = Duration::from_secs(args.ready_timeout);
-    let dir = args
-        .dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", args.dir.display()))?;
-    let control = Child::meshwork(&exe, "control")
-        .args(["--resources".as_ref(), dir.as_os_str()])
-        .args(["--state-dir".as_ref(), state.path().as_os_str()])
-        .args(["--socket".as_ref(), state.control_socket().as_os_str()])
-        // A fixed port, so a restarted control plane is where the agent last saw it.
-        .args([
-            "--node-api",
-            &format!(
-                "127.0.0.1:{}",
-                state::free_port().context("allocating the node API port")?
-            ),
-        ]);
-    sup.spawn_restartable("control", control)?;
-    sup.wait_for_socket("control", &state.control_socket(), timeout)
-        .await?;
-    let agent_socket = node_agent::start(sup, &exe, state, timeout).await?;
-
+    let launch = Launch {
+        exe: std::env::current_exe().context("finding the meshwork binary")?,
+        dir: args
+            .dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", args.dir.display()))?,
+        timeout: Duration::from_secs(args.ready_timeout),
+        set,
+        state,
+    };
+    let (node_api, agent_socket) = start_control_plane(sup, &launch).await?;
     let ports = app_ports(set)?;
-    let dns = egress_dns(set, &ports);
-    let mut apps = Vec::new();
-    for w in &set.workloads {
+    let pending = start_sidecars(sup, &launch, &ports, &agent_socket).await?;
+    let claims_ctx = claims::ClaimsContext {
+        exe: &launch.exe,
+        dir: &launch.dir,
+        environment: &args.environment,
+        timeout: launch.timeout,
+    };
+    let bindings = claims::deliver(sup, set, state, &claims_ctx).await?;
+    let table = start_apps(sup, &launch, pending, &bindings).await?;
+    print_table(&table, &launch, &node_api, &agent_socket);
+    Ok(())
+}
+
+/// The control plane (restarted if it dies) and the node agent; returns the node API
+/// address and the Workload API socket.
+async fn start_control_plane(
+    sup: &mut Supervisor,
+    l: &Launch<'_>,
+) -> anyhow::Result<(String, PathBuf)> {
+    // A fixed port for this run, so a restarted control plane is where the agent last saw it.
+    let node_api = format!(
+        "127.0.0.1:{}",
+        state::free_port().context("allocating the node API port")?
+    );
+    let control = Child::meshwork(&l.exe, "control")
+        .args(["--resources".as_ref(), l.dir.as_os_str()])
+        .args(["--state-dir".as_ref(), l.state.path().as_os_str()])
+        .args(["--socket".as_ref(), l.state.control_socket().as_os_str()])
+        .args(["--node-api", &node_api]);
+    sup.spawn_restartable("control", control)?;
+    sup.wait_for_socket("control", &l.state.control_socket(), l.timeout)
+        .await?;
+    let agent_socket = node_agent::start(sup, &l.exe, l.state, l.timeout).await?;
+    Ok((node_api, agent_socket))
+}
+
+/// One sidecar per workload, each registered with the agent as exactly that process.
+async fn start_sidecars(
+    sup: &mut Supervisor,
+    l: &Launch<'_>,
+    ports: &BTreeMap<String, u16>,
+    agent_socket: &Path,
+) -> anyhow::Result<Vec<Pending>> {
+    let dns = egress_dns(l.set, ports);
+    let mut pending = Vec::new();
+    for w in &l.set.workloads {
         let w = &w.resource;
         let name = w.metadata.name.to_string();
-        let port = ports
-            .get(&name)
-            .copied()
-            .context("no port for a workload")?;
-        let ready = state.ready_file(&name);
+        let port = *ports.get(&name).context("no port for a workload")?;
+        let ready = l.state.ready_file(&name);
         let _ = std::fs::remove_file(&ready);
-        let mut proxy = Child::meshwork(&exe, "proxy")
+        let mut proxy = Child::meshwork(&l.exe, "proxy")
             .args(["--workload", &name, "--app", &format!("127.0.0.1:{port}")])
             .args([
                 "--control-socket".as_ref(),
-                state.control_socket().as_os_str(),
+                l.state.control_socket().as_os_str(),
             ])
             .args(["--ready-file".as_ref(), ready.as_os_str()])
             .args(["--workload-api".as_ref(), agent_socket.as_os_str()]);
@@ -117,55 +162,52 @@ async fn start_all(
         if let Some(dns) = dns {
             proxy = proxy.args(["--dns", &dns.to_string()]);
         }
-        sup.spawn(&format!("{name}/proxy"), proxy)?;
-        let id = set
+        let proc_name = format!("{name}/proxy");
+        sup.spawn(&proc_name, proxy)?;
+        let id = l
+            .set
             .workload_id(&name)
             .context("workload without an identity")?;
-        node_agent::register(
-            sup,
-            state,
-            &format!("{name}/proxy"),
-            &format!("up-{name}"),
-            id,
-        )
-        .await?;
-        apps.push((name, port, ready));
+        node_agent::register(sup, l.state, &proc_name, &format!("up-{name}"), id).await?;
+        pending.push(Pending { name, port, ready });
     }
-    let claims_ctx = claims::ClaimsContext {
-        exe: &exe,
-        dir: &dir,
-        environment: &args.environment,
-        timeout,
-    };
-    let bindings = claims::deliver(sup, set, state, &claims_ctx).await?;
+    Ok(pending)
+}
+
+/// Each app once its sidecar serves, with its bindings and `HTTP_PROXY`; waits for its port.
+async fn start_apps(
+    sup: &mut Supervisor,
+    l: &Launch<'_>,
+    pending: Vec<Pending>,
+    bindings: &claims::Bindings,
+) -> anyhow::Result<Vec<(String, u16, ReadyFile)>> {
     let mut table = Vec::new();
-    for (name, port, ready) in apps {
+    for Pending { name, port, ready } in pending {
         let info = sup
-            .wait_for_ready(&format!("{name}/proxy"), &ready, timeout)
+            .wait_for_ready(&format!("{name}/proxy"), &ready, l.timeout)
             .await?;
-        let Some(w) = set.workload(&name) else {
+        let Some(w) = l.set.workload(&name) else {
             continue;
         };
-        let app = Child::app(&exe, &w.spec.command, &dir)
+        let app = Child::app(&l.exe, &w.spec.command, &l.dir)
             .envs(&w.spec.env)
             .envs(&bindings.env_for(&name))
             .env("PORT", &port.to_string())
             .env("MESHWORK_WORKLOAD", &name)
-            .env("MESHWORK_STATE_DIR", &state.path().to_string_lossy())
+            .env("MESHWORK_STATE_DIR", &l.state.path().to_string_lossy())
             .proxy_env(&info.outbound.to_string());
         sup.spawn(&format!("{name}/app"), app)?;
         table.push((name, port, info));
     }
     for (name, port, _) in &table {
-        sup.wait_for_port(&format!("{name}/app"), *port, timeout)
+        sup.wait_for_port(&format!("{name}/app"), *port, l.timeout)
             .await?;
     }
-    print_table(&table, state);
-    Ok(())
+    Ok(table)
 }
 
 /// Every workload's application port: its `spec.port`, or a free one.
-fn app_ports(set: &ResourceSet) -> anyhow::Result<std::collections::BTreeMap<String, u16>> {
+fn app_ports(set: &ResourceSet) -> anyhow::Result<BTreeMap<String, u16>> {
     set.workloads
         .iter()
         .map(|w| {
@@ -179,10 +221,7 @@ fn app_ports(set: &ResourceSet) -> anyhow::Result<std::collections::BTreeMap<Str
 }
 
 /// The DNS server sidecars resolve egress names with (`Mesh` `spec.dns`), if any.
-fn egress_dns(
-    set: &ResourceSet,
-    ports: &std::collections::BTreeMap<String, u16>,
-) -> Option<std::net::SocketAddr> {
+fn egress_dns(set: &ResourceSet, ports: &BTreeMap<String, u16>) -> Option<std::net::SocketAddr> {
     match set.mesh()?.spec.dns.as_ref()? {
         api::mesh::DnsSpec::Server(addr) => Some(*addr),
         api::mesh::DnsSpec::Workload(name) => {
@@ -192,8 +231,20 @@ fn egress_dns(
     }
 }
 
-fn print_table(rows: &[(String, u16, ReadyFile)], state: &StateDir) {
-    println!("[up] meshwork is up; state in {}", state.path().display());
+fn print_table(rows: &[(String, u16, ReadyFile)], l: &Launch<'_>, node_api: &str, agent: &Path) {
+    let state = l.state.path();
+    println!("[up] meshwork is up; state in {}", state.display());
+    println!(
+        "[up] control plane   {} (node API {node_api})",
+        l.state.control_socket().display()
+    );
+    println!(
+        "[up] node agent      {} (SPIFFE_ENDPOINT_SOCKET=unix:{0})",
+        agent.display()
+    );
+    if let Ok(addr) = std::fs::read_to_string(state.join("broker.addr")) {
+        println!("[up] service broker  http://{}", addr.trim());
+    }
     let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
     let id = rows
         .iter()
@@ -214,6 +265,22 @@ fn print_table(rows: &[(String, u16, ReadyFile)], state: &StateDir) {
             info.outbound
         );
     }
-    println!("[up] try: meshwork exec store -- curl -s -X POST http://billing/charges");
+    if l.set.workload("store").is_some() && l.set.workload("billing").is_some() {
+        println!("[up] try: meshwork exec store -- curl -s -X POST http://billing/charges");
+    } else if let Some((from, to)) = example_call(l.set) {
+        println!("[up] try: meshwork exec {from} -- curl -s http://{to}/");
+    }
     println!("[up] ready");
+}
+
+/// A workload and a service it does not back, for the "try:" hint.
+fn example_call(set: &ResourceSet) -> Option<(String, String)> {
+    let service = set.services.first()?;
+    let name = service.resource.metadata.name.to_string();
+    let caller = set
+        .workloads
+        .iter()
+        .map(|w| &w.resource)
+        .find(|w| !w.matches(&service.resource.spec.selector))?;
+    Some((caller.metadata.name.to_string(), name))
 }
