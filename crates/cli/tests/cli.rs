@@ -72,6 +72,24 @@ fn store_billing_through_two_sidecars() {
     assert_eq!(code, 201, "{json}");
     assert_eq!(json["caller"], STORE_ID, "spoofed identity reached the app");
 
+    // Through a CONNECT tunnel (`-p`): HTTP inside it still takes the mesh path.
+    let out = up.exec(
+        "store",
+        &[
+            "curl",
+            "-sS",
+            "-p",
+            "-X",
+            "POST",
+            "-w",
+            "\n%{http_code}",
+            "http://billing/charges",
+        ],
+    );
+    let (code, json) = curl_json(&out);
+    assert_eq!(code, 201, "{json}");
+    assert_eq!(json["caller"], STORE_ID, "the tunnel bypassed identity");
+
     // Two hops: reporting -> store (/checkout) -> billing; billing sees store.
     let out = up.exec(
         "reporting",

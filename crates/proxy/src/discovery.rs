@@ -240,6 +240,7 @@ async fn watch_snapshots(loops: Arc<ControlLoops>) {
             Err(error) => {
                 pause(&mut backoff, "snapshot poll", &error).await;
                 resync = true;
+                return; // MUTATION
             }
         }
     }

@@ -72,13 +72,6 @@ pub enum ForwardError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Outbound: `CONNECT` to a mesh service; tunnels are for egress only (mesh traffic
-    /// goes as HTTP so the sidecars can add mTLS and policy).
-    #[error("CONNECT to mesh service {service:?} is not supported")]
-    ConnectUnsupported {
-        /// The mesh service named.
-        service: String,
-    },
     /// Outbound: the mesh service has no endpoint we could connect to.
     #[error("mesh service {service:?} is unavailable: {reason}")]
     PeerUnavailable {
@@ -131,9 +124,7 @@ impl ForwardError {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            ForwardError::BadRequest { .. } | ForwardError::ConnectUnsupported { .. } => {
-                Side::Client
-            }
+            ForwardError::BadRequest { .. } => Side::Client,
             ForwardError::EgressUnreachable { .. } | ForwardError::EgressRequest { .. } => {
                 Side::External
             }
@@ -162,7 +153,6 @@ impl ForwardError {
     pub fn status(&self) -> StatusCode {
         match self {
             ForwardError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ForwardError::ConnectUnsupported { .. } => StatusCode::NOT_IMPLEMENTED,
             ForwardError::MissingPeerIdentity => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -175,7 +165,6 @@ impl ForwardError {
             ForwardError::EgressUnreachable { .. } | ForwardError::EgressRequest { .. } => {
                 "egress_unreachable"
             }
-            ForwardError::ConnectUnsupported { .. } => "connect_unsupported",
             ForwardError::MissingPeerIdentity => "missing_peer_identity",
             _ => "upstream_unavailable",
         }
@@ -194,12 +183,6 @@ impl ForwardError {
             | ForwardError::EgressRequest { host, port, .. } => {
                 body["host"] = json!(host);
                 body["port"] = json!(port);
-            }
-            ForwardError::ConnectUnsupported { service } => {
-                body["service"] = json!(service);
-                body["reason"] = json!(
-                    "CONNECT tunnels are for destinations outside the mesh; use http://SERVICE/... for mesh services"
-                );
             }
             ForwardError::PeerUnavailable { service, .. }
             | ForwardError::PeerRequest { service, .. } => body["service"] = json!(service),

@@ -126,7 +126,7 @@ impl Proxy {
             },
             outbound: Outbound {
                 listener: outbound_listener,
-                stack: outbound::stack(routes, pool, egress),
+                stack: outbound::stack(routes, pool, egress, Arc::clone(&metrics)),
                 metrics,
             },
             loops,

@@ -1,11 +1,15 @@
 //! The outbound listener: a plain-HTTP forward proxy on loopback for the local app
 //! (used through `HTTP_PROXY`), routing mesh service names over mTLS.
 //!
+//! `CONNECT SERVICE:port` to a mesh service opens a tunnel that carries HTTP to that
+//! service along the same path ([`mesh_tunnel`]).
+//!
 //! Only the local application should reach this port; binding it to loopback is
 //! what keeps other hosts out (the address comes from [`crate::ProxyConfig`]).
 
 pub mod connect;
 pub mod egress;
+mod mesh_tunnel;
 pub mod pool;
 pub mod resolve;
 pub mod router;
@@ -28,10 +32,15 @@ use router::Router;
 
 /// Builds the outbound request stack: hop-by-hop stripping, then the router (which hands
 /// destinations outside the mesh to `egress`: only the router knows what is in the mesh).
-pub fn stack(routes: Routes, pool: PeerPool, egress: Egress) -> Stack {
+pub fn stack(
+    routes: Routes,
+    pool: PeerPool,
+    egress: Egress,
+    metrics: Arc<dyn ProxyMetrics>,
+) -> Stack {
     let service = ServiceBuilder::new()
         .layer(HopByHopLayer)
-        .service(Router::new(routes, pool, egress));
+        .service(Router::new(routes, pool, egress, metrics));
     server::box_stack(service)
 }
 

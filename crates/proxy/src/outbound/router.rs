@@ -3,20 +3,23 @@
 //!
 //! - `http://SERVICE[:port]/path` where SERVICE is in the snapshot → an endpoint,
 //!   over the pooled mTLS connection to that peer sidecar.
-//! - `CONNECT SERVICE:port` → 501: mesh traffic goes as HTTP, so the sidecars can add
-//!   mTLS and policy.
+//! - `CONNECT SERVICE:port` → `200`, then HTTP inside the tunnel is forwarded to SERVICE
+//!   the same way ([`super::mesh_tunnel`]); other bytes close it.
 //! - Anything else is egress: decided by `EgressPolicy` and carried out by [`Egress`].
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 
 use super::egress::Egress;
+use super::mesh_tunnel::MeshTunnel;
 use super::pool::{PeerKey, PeerPool, SendError};
 use super::target::Target;
 use crate::body::{ProxyBody, boxed};
 use crate::forward_error::{ForwardError, error_chain};
+use crate::metrics::ProxyMetrics;
 use crate::routes::{Routes, ServiceEndpoints};
 
 /// Routes outbound proxy requests to mesh services.
@@ -25,16 +28,24 @@ pub struct Router {
     routes: Routes,
     pool: PeerPool,
     egress: Egress,
+    /// For the connections served inside mesh tunnels.
+    metrics: Arc<dyn ProxyMetrics>,
 }
 
 impl Router {
     /// A router reading the current table from `routes`, sending mesh requests through
     /// `pool` and everything else through `egress`.
-    pub fn new(routes: Routes, pool: PeerPool, egress: Egress) -> Self {
+    pub fn new(
+        routes: Routes,
+        pool: PeerPool,
+        egress: Egress,
+        metrics: Arc<dyn ProxyMetrics>,
+    ) -> Self {
         Router {
             routes,
             pool,
             egress,
+            metrics,
         }
     }
 }
@@ -50,32 +61,34 @@ impl tower::Service<Request<ProxyBody>> for Router {
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let router = self.clone();
-        Box::pin(async move { route(&router.routes, &router.pool, &router.egress, request).await })
+        Box::pin(async move { route(&router, request).await })
     }
 }
 
 async fn route(
-    routes: &Routes,
-    pool: &PeerPool,
-    egress: &Egress,
+    router: &Router,
     request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let target = Target::of(&request)?;
-    let table = routes.load();
+    let table = router.routes.load();
     let service = table.service(target.host());
     match (target, service) {
-        (Target::Connect { host, .. }, Some(_)) => {
-            Err(ForwardError::ConnectUnsupported { service: host })
+        (Target::Connect { host, port }, Some(_)) => {
+            let (routes, pool) = (router.routes.clone(), router.pool.clone());
+            let tunnel = MeshTunnel::new(host, port, routes, pool, Arc::clone(&router.metrics));
+            Ok(tunnel.accept(request))
         }
-        (Target::Http { host, .. }, Some(service)) => forward(pool, &host, service, request).await,
-        (target, None) => egress.handle(&table, target, request).await,
+        (Target::Http { host, .. }, Some(service)) => {
+            forward(&router.pool, &host, service, request).await
+        }
+        (target, None) => router.egress.handle(&table, target, request).await,
     }
 }
 
 /// Tries the service's endpoints in round-robin order until one accepts the request.
 /// Moving on is only done while the request is provably unsent (connect failures,
 /// connections closed before sending), so non-idempotent requests are never repeated.
-async fn forward(
+pub(super) async fn forward(
     pool: &PeerPool,
     service_name: &str,
     service: &ServiceEndpoints,
