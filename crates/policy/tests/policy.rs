@@ -172,6 +172,34 @@ fn deny_beats_allow() {
 }
 
 #[test]
+fn path_scoped_deny_holds_for_every_spelling_of_the_path() {
+    // Everything is allowed, so only the DENY on /admin can refuse: a spelling that
+    // slipped past normalisation would be let through by this ALLOW.
+    let mut set = seed();
+    set.authorization.insert(
+        "everyone-may-do-anything".to_owned(),
+        yaml("targetService: billing\naction: ALLOW\nrules: [{to: [{paths: [{prefix: /}]}]}]\n"),
+    );
+    let engine = compile(&set);
+    let control = inbound(&engine, "reporting", "GET", "/reports");
+    assert!(control.allowed, "{control}");
+    for spelling in [
+        "/admin",
+        "//admin",
+        "/%61dmin",
+        "/x/../admin",
+        "/admin/",
+        "/./admin",
+        "/admin/users",
+    ] {
+        let d = inbound(&engine, "reporting", "GET", spelling);
+        assert!(!d.allowed, "{spelling}: {d}");
+        assert_eq!(d.reason.kind, DecisionKind::ExplicitDeny, "{spelling}");
+        assert_eq!(d.reason.policy.as_deref(), Some("no-admin"), "{spelling}");
+    }
+}
+
+#[test]
 fn audit_mode_lets_a_would_deny_through_and_records_it() {
     let mut set = seed();
     set.authorization.insert(

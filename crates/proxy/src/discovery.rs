@@ -240,7 +240,6 @@ async fn watch_snapshots(loops: Arc<ControlLoops>) {
             Err(error) => {
                 pause(&mut backoff, "snapshot poll", &error).await;
                 resync = true;
-                return; // MUTATION
             }
         }
     }

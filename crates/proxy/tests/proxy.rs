@@ -15,6 +15,10 @@ mod fake_control;
 mod h1_peer;
 #[path = "proxy/mesh.rs"]
 mod mesh;
+#[path = "proxy/mesh_tunnel.rs"]
+mod mesh_tunnel;
+#[path = "proxy/rotation.rs"]
+mod rotation;
 #[path = "proxy/socket_source.rs"]
 mod socket_source;
 
@@ -169,6 +173,7 @@ async fn unreachable_service_yields_retryable_502_json() {
 
 #[tokio::test]
 async fn connect_and_origin_form_are_refused_clearly() {
+    use http_body_util::BodyExt;
     let mesh = Mesh::start().await;
     let outbound = mesh.store.outbound;
     let connect = |target: &'static str| async move {
@@ -180,10 +185,17 @@ async fn connect_and_origin_form_are_refused_clearly() {
         let response = testkit::harness::send_http1(outbound, request)
             .await
             .unwrap();
-        response.status()
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
     };
-    assert_eq!(connect("billing:443").await, StatusCode::NOT_IMPLEMENTED);
-    assert_eq!(connect("example.com:443").await, StatusCode::FORBIDDEN);
+    // A mesh service: the tunnel carries HTTP to it (tests/proxy/mesh_tunnel.rs).
+    let (status, body) = connect("billing:443").await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    // Outside the mesh: egress policy, default-deny.
+    let (status, body) = connect("example.com:443").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(json(&body)["error"], "egress_denied");
     // Origin-form with no Host at all cannot be routed.
     let (status, body) = via_proxy(outbound, "GET", "/charges", &[], "")
         .await

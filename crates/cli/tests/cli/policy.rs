@@ -4,6 +4,8 @@
 
 #![allow(clippy::expect_used)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -152,8 +154,92 @@ fn assert_plain_http_egress_is_refused_in_the_body(up: &Up) {
     );
 }
 
+/// One HTTP/1.1 keep-alive connection from a plain TCP client to a sidecar's outbound
+/// listener. Every request goes over the same socket; a closed socket fails the test.
+struct KeptAlive {
+    reader: BufReader<TcpStream>,
+}
+
+impl KeptAlive {
+    fn open(up: &Up, workload: &str) -> KeptAlive {
+        let outbound = up.ready(workload)["outbound"]
+            .as_str()
+            .expect("outbound")
+            .to_owned();
+        let stream = TcpStream::connect(outbound).expect("connect to the sidecar");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        KeptAlive {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// `POST /charges` (origin-form, routed by `Host: billing`); the status code.
+    fn charge(&mut self) -> u16 {
+        let request = "POST /charges HTTP/1.1\r\nHost: billing\r\nContent-Length: 0\r\n\r\n";
+        self.reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .expect("the kept-alive connection was closed");
+        let status_line = self.line();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let (mut length, mut chunked) = (0, false);
+        loop {
+            let line = self.line();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("header line");
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.parse().expect("content-length"),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => assert!(!value.eq_ignore_ascii_case("close"), "{line}"),
+                _ => {}
+            }
+        }
+        if chunked {
+            self.skip_chunks();
+        } else {
+            self.skip(length);
+        }
+        status
+    }
+
+    /// One CRLF-terminated line, without the CRLF.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("read from sidecar");
+        assert!(n > 0, "the sidecar closed the kept-alive connection");
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    }
+
+    fn skip(&mut self, n: usize) {
+        let mut body = vec![0; n];
+        self.reader.read_exact(&mut body).expect("response body");
+    }
+
+    fn skip_chunks(&mut self) {
+        loop {
+            let size = self.line();
+            let size = size.split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+            self.skip(size);
+            self.line();
+            if size == 0 {
+                return;
+            }
+        }
+    }
+}
+
 /// A copy of the example to edit while it runs.
-fn example_copy() -> tempfile::TempDir {
+pub(super) fn example_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for entry in std::fs::read_dir(example("store-billing"))
         .expect("example")
@@ -164,7 +250,7 @@ fn example_copy() -> tempfile::TempDir {
     dir
 }
 
-const OPEN_CHARGES: &str = "apiVersion: meshwork.dev/v1alpha1
+pub(super) const OPEN_CHARGES: &str = "apiVersion: meshwork.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: billing-charges}
 spec:
@@ -199,12 +285,22 @@ fn policy_edits_apply_live_and_invalid_edits_keep_the_old_policies() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("match the running mesh"), "{text}");
 
+    // One keep-alive connection to reporting's sidecar, kept open across the edit:
+    // it sees the new decision without any reconnect or sidecar restart.
+    let mut kept = KeptAlive::open(&up, "reporting");
+    assert_eq!(kept.charge(), 403);
+
     let policies = dir.path().join("policies.yaml");
     std::fs::write(&policies, OPEN_CHARGES).expect("write");
     eventually(
         "reporting to be allowed after the edit",
         Duration::from_secs(30),
         || charge(&up, "reporting", "/charges").0 == 201,
+    );
+    eventually(
+        "the kept-alive connection to get the new decision",
+        Duration::from_secs(10),
+        || kept.charge() == 201,
     );
     up.wait_for_line("policies reloaded and published", Duration::from_secs(10));
     assert_eq!(

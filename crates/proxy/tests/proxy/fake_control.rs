@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use identity::SpiffeId;
+use rustls_pki_types::CertificateDer;
 use testkit::TestCa;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
@@ -29,6 +30,9 @@ struct State {
     identities: HashMap<String, SpiffeId>,
     snapshots: watch::Sender<Snapshot>,
     registrations: Mutex<Vec<EndpointRegistration>>,
+    svid_ttl: Mutex<time::Duration>,
+    /// Every leaf certificate signed, per workload, oldest first.
+    issued: Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
 }
 
 pub struct FakeControl {
@@ -59,6 +63,8 @@ impl FakeControl {
             identities,
             snapshots: watch::channel(first).0,
             registrations: Mutex::default(),
+            svid_ttl: Mutex::new(identity::DEFAULT_SVID_TTL),
+            issued: Mutex::default(),
         });
         let task = tokio::spawn(accept(listener, Arc::clone(&state)));
         FakeControl {
@@ -75,6 +81,17 @@ impl FakeControl {
 
     pub fn registrations(&self) -> Vec<EndpointRegistration> {
         self.state.registrations.lock().unwrap().clone()
+    }
+
+    /// SVIDs signed from now on live `ttl` (short TTLs make sidecars rotate quickly).
+    pub fn set_svid_ttl(&self, ttl: time::Duration) {
+        *self.state.svid_ttl.lock().unwrap() = ttl;
+    }
+
+    /// The leaf certificates signed for `workload` so far, oldest first.
+    pub fn issued(&self, workload: &str) -> Vec<CertificateDer<'static>> {
+        let issued = self.state.issued.lock().unwrap();
+        issued.get(workload).cloned().unwrap_or_default()
     }
 
     /// Control goes away: the socket stops answering and disappears.
@@ -133,11 +150,19 @@ fn sign(state: &State, body: &[u8]) -> (StatusCode, String) {
         return (StatusCode::NOT_FOUND, error.to_owned());
     };
     let now = time::OffsetDateTime::now_utc();
+    let ttl = *state.svid_ttl.lock().unwrap();
     let certificate = state
         .ca
         .ca()
-        .sign_csr(&request.csr_pem, id, identity::DEFAULT_SVID_TTL, now)
+        .sign_csr(&request.csr_pem, id, ttl, now)
         .unwrap();
+    state
+        .issued
+        .lock()
+        .unwrap()
+        .entry(request.workload.clone())
+        .or_default()
+        .push(certificate.cert_chain()[0].clone());
     let response = SvidResponse {
         spiffe_id: id.clone(),
         cert_chain_pem: certificate.to_pem(),
