@@ -89,20 +89,24 @@ pub struct ProxyConfig {
     pub inbound_listen: SocketAddr,
     /// The HTTP proxy listener for the local app; keep it on loopback.
     pub outbound_listen: SocketAddr,
+    /// If set, the admin listener (plain HTTP: `/metrics`, `/snapshot`, `/ready`); keep it
+    /// on loopback.
+    pub admin_listen: Option<SocketAddr>,
     /// The local application's plain-HTTP address.
     pub app: SocketAddr,
     /// The HTTP version the application speaks.
     pub app_protocol: AppProtocol,
     /// The HTTP version offered to peer sidecars.
     pub peer_protocol: PeerProtocol,
-    /// If set, `{"inbound":…,"outbound":…,"spiffe_id":…}` is written here once ready.
+    /// If set, `{"inbound":…,"outbound":…,"spiffe_id":…,"admin":…}` is written here once
+    /// ready (`admin` only with an admin listener).
     pub ready_file: Option<PathBuf>,
     /// Where egress destinations are resolved (the proxy connects to what it resolved).
     pub dns: crate::EgressDns,
 }
 
 impl ProxyConfig {
-    /// A config with both listeners on `127.0.0.1:0`, an HTTP/1.1 app, no ready file and the
+    /// A config with both listeners on `127.0.0.1:0`, no admin listener, an HTTP/1.1 app, no ready file and the
     /// system resolver for egress.
     pub fn new(workload: impl Into<String>, control: ControlSource, app: SocketAddr) -> Self {
         let any_loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -111,6 +115,7 @@ impl ProxyConfig {
             control,
             inbound_listen: any_loopback,
             outbound_listen: any_loopback,
+            admin_listen: None,
             app,
             app_protocol: AppProtocol::default(),
             peer_protocol: PeerProtocol::default(),

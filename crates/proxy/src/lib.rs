@@ -21,6 +21,7 @@
 //!                      pool)                            policy slot, app client)
 //! ```
 
+mod admin;
 mod backoff;
 mod body;
 mod config;
@@ -40,6 +41,7 @@ mod workload_api;
 
 use std::future::Future;
 
+pub use admin::AdminSnapshot;
 pub use body::{BoxError, ProxyBody};
 pub use config::{AppProtocol, ControlSource, PeerProtocol, ProxyConfig};
 pub use control_client::{ControlClient, ControlError};

@@ -9,6 +9,7 @@ use identity::{BundleError, SvidError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Admin;
 use crate::config::ProxyConfig;
 use crate::control_client::ControlError;
 use crate::discovery::{self, ControlLoops};
@@ -24,7 +25,7 @@ pub enum ProxyError {
     /// A listener could not be bound.
     #[error("cannot bind the {listener} listener on {addr}")]
     Bind {
-        /// `inbound` or `outbound`.
+        /// `inbound`, `outbound` or `admin`.
         listener: &'static str,
         /// The requested address.
         addr: SocketAddr,
@@ -76,6 +77,7 @@ pub enum ProxyError {
 pub struct Proxy {
     inbound: Inbound,
     outbound: Outbound,
+    admin: Option<Admin>,
     loops: Option<ControlLoops>,
     info: ReadyInfo,
 }
@@ -97,6 +99,14 @@ impl Proxy {
         let outbound_listener = bind("outbound", config.outbound_listen).await?;
         let inbound_addr = local_addr("inbound", &inbound_listener)?;
         let outbound_addr = local_addr("outbound", &outbound_listener)?;
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(bind("admin", addr).await?),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(|l| local_addr("admin", l))
+            .transpose()?;
         let app =
             AppService::new(config.app, config.app_protocol).map_err(|source| ProxyError::App {
                 addr: config.app,
@@ -114,9 +124,11 @@ impl Proxy {
             inbound: inbound_addr,
             outbound: outbound_addr,
             spiffe_id: store.svid().id().clone(),
+            admin: admin_addr,
         };
+        let admin = admin_listener.map(|l| Admin::new(l, Arc::clone(&store), routes.clone()));
         let egress = Egress::new(info.spiffe_id.clone(), resolver);
-        tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, "proxy ready");
+        tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, "proxy ready");
         Ok(Proxy {
             inbound: Inbound {
                 listener: inbound_listener,
@@ -129,6 +141,7 @@ impl Proxy {
                 stack: outbound::stack(routes, pool, egress, Arc::clone(&metrics)),
                 metrics,
             },
+            admin,
             loops,
             info,
         })
@@ -145,6 +158,9 @@ impl Proxy {
         let token = CancellationToken::new();
         let inbound = tokio::spawn(self.inbound.serve(token.child_token()));
         let outbound = tokio::spawn(self.outbound.serve(token.child_token()));
+        let admin = self
+            .admin
+            .map(|admin| tokio::spawn(admin.serve(token.child_token())));
         let loops = self
             .loops
             .map(|loops| tokio::spawn(loops.run(token.child_token())));
@@ -156,6 +172,11 @@ impl Proxy {
             if let Err(error) = task.await {
                 tracing::error!(%error, "{name} listener task failed");
             }
+        }
+        if let Some(admin) = admin
+            && let Err(error) = admin.await
+        {
+            tracing::error!(%error, "admin listener task failed");
         }
         if let Some(loops) = loops {
             let _ = loops.await;

@@ -18,6 +18,9 @@ pub struct ReadyInfo {
     pub outbound: SocketAddr,
     /// The identity this proxy serves and calls as.
     pub spiffe_id: SpiffeId,
+    /// The bound admin listener (`/metrics`, `/snapshot`, `/ready`), if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<SocketAddr>,
 }
 
 /// Why the ready file could not be written.

@@ -92,6 +92,13 @@ impl RouteTable {
         self.services.get(name)
     }
 
+    /// The names of the mesh services (lower case, sorted).
+    pub fn service_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.services.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// The mesh services (lower case) whose endpoints present `identity`: the services a
     /// request arriving at that workload's inbound listener can be for.
     pub fn services_of(&self, identity: &SpiffeId) -> &[String] {

@@ -7,6 +7,8 @@
 //! proves the proxy needs no worker threads.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "proxy/admin.rs"]
+mod admin;
 #[path = "proxy/egress.rs"]
 mod egress;
 #[path = "proxy/fake_control.rs"]

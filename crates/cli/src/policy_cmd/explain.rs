@@ -1,5 +1,7 @@
 //! `meshwork policy explain`: one decision — from the files, or from the running mesh's
 //! snapshot identified by its hash — with the policy, rule and matcher that decided it.
+//! With `--state-dir` it also asks the deciding sidecar (the target's for inbound, the
+//! caller's for egress) which policy hash it enforces, over its admin endpoint.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use identity::SpiffeId;
 use policy::{AuditOutcome, Decision, EgressRequest, Engine, Host, NormalizedPath, Request};
 use serde_json::json;
 
-use super::{PolicyFiles, RunningPolicies, caller_id};
+use super::{PolicyFiles, RunningPolicies, SidecarPolicies, caller_id};
 
 /// Arguments of `meshwork policy explain`.
 #[derive(clap::Args)]
@@ -31,7 +33,8 @@ pub struct ExplainArgs {
     #[arg(long, default_value = ".")]
     dir: PathBuf,
     /// Decide with the policies the mesh running in this state directory serves (its
-    /// snapshot, named by hash) and say whether --dir's files match them.
+    /// snapshot, named by hash), say whether --dir's files match them, and ask the deciding
+    /// sidecar (--to's for inbound, --from's for egress) which policy hash it enforces.
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Print JSON instead of text.
@@ -68,6 +71,8 @@ enum Source {
     Running {
         running: RunningPolicies,
         files: anyhow::Result<PolicyFiles>,
+        /// The deciding sidecar's workload name and what its admin endpoint said.
+        sidecar: Option<(String, anyhow::Result<SidecarPolicies>)>,
     },
 }
 
@@ -75,10 +80,18 @@ enum Source {
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let source = match &args.state_dir {
         None => Source::Files(PolicyFiles::load(&args.dir)?),
-        Some(state) => Source::Running {
-            running: RunningPolicies::fetch(state)?,
-            files: PolicyFiles::load(&args.dir),
-        },
+        Some(state) => {
+            let running = RunningPolicies::fetch(state)?;
+            let sidecar = deciding_workload(&args, &running).map(|name| {
+                let asked = SidecarPolicies::fetch(state, &name);
+                (name, asked)
+            });
+            Source::Running {
+                running,
+                files: PolicyFiles::load(&args.dir),
+                sidecar,
+            }
+        }
     };
     let question = Question::parse(&args, |from| source.caller(from))?;
     let decision = question.decide(source.engine());
@@ -92,6 +105,23 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The workload whose sidecar makes this decision: the target's for inbound, the caller's
+/// for egress (a spiffe:// caller is looked up among the running sidecars).
+fn deciding_workload(args: &ExplainArgs, running: &RunningPolicies) -> Option<String> {
+    if !args.egress {
+        return args.to.as_ref().map(|to| to.to_ascii_lowercase());
+    }
+    let from = args.from.as_deref()?;
+    if !from.starts_with("spiffe://") {
+        return Some(from.to_owned());
+    }
+    running
+        .workloads
+        .iter()
+        .find(|(_, id)| id.as_str() == from)
+        .map(|(name, _)| name.clone())
 }
 
 impl Source {
@@ -108,7 +138,7 @@ impl Source {
             Source::Files(files) => {
                 caller_id(from, |n| files.workload_id(n), &files.workload_names())
             }
-            Source::Running { running, files } => {
+            Source::Running { running, files, .. } => {
                 let from_files = |n: &str| files.as_ref().ok().and_then(|f| f.workload_id(n));
                 let known: Vec<String> = running.workloads.keys().cloned().collect();
                 caller_id(
@@ -312,13 +342,23 @@ fn to_text(question: &Question, decision: &Decision, source: &Source) -> String 
                 files.dir.display()
             );
         }
-        Source::Running { running, files } => {
+        Source::Running {
+            running,
+            files,
+            sidecar,
+        } => {
             let at = running.state_dir.display();
             out += &format!(
                 "engine    {} (running mesh in {at}, snapshot version {})\n",
                 running.hash, running.version
             );
             out += &format!("files     {}\n", files_verdict(running, files));
+            if let Some((name, asked)) = sidecar {
+                out += &format!(
+                    "sidecar   {}\n",
+                    sidecar_verdict(name, asked, running, files)
+                );
+            }
         }
     }
     out
@@ -340,6 +380,38 @@ fn files_verdict(running: &RunningPolicies, files: &anyhow::Result<PolicyFiles>)
         ),
         Err(e) => format!("not compared: {e:#}"),
     }
+}
+
+/// `running sidecar billing has policy hash … (matches the files; …)`.
+fn sidecar_verdict(
+    name: &str,
+    asked: &anyhow::Result<SidecarPolicies>,
+    running: &RunningPolicies,
+    files: &anyhow::Result<PolicyFiles>,
+) -> String {
+    let sidecar = match asked {
+        Ok(sidecar) => sidecar,
+        Err(e) => return format!("{name}: not compared: {e:#}"),
+    };
+    let hash = &sidecar.snapshot.policy_hash;
+    let vs_files = match files {
+        Ok(f) if f.engine.hash().to_string() == *hash => "matches the files".to_owned(),
+        Ok(f) => format!("DIFFERS from the files, which hash to {}", f.engine.hash()),
+        Err(_) => "files not compared".to_owned(),
+    };
+    let vs_control = if *hash == running.hash {
+        "same as the control plane".to_owned()
+    } else {
+        format!(
+            "the control plane serves {}: not caught up yet",
+            running.hash
+        )
+    };
+    format!(
+        "running sidecar {name} has policy hash {hash} ({vs_files}; {vs_control}; \
+         snapshot version {}, admin {})",
+        sidecar.snapshot.version, sidecar.admin
+    )
 }
 
 fn to_json(question: &Question, decision: &Decision, source: &Source) -> serde_json::Value {
@@ -371,7 +443,11 @@ fn to_json(question: &Question, decision: &Decision, source: &Source) -> serde_j
         Source::Files(f) => {
             json!({"source": "files", "hash": f.engine.hash().to_string(), "dir": f.dir})
         }
-        Source::Running { running, files } => json!({
+        Source::Running {
+            running,
+            files,
+            sidecar,
+        } => json!({
             "source": "snapshot", "hash": running.hash, "state_dir": running.state_dir,
             "snapshot_version": running.version,
             "files": match files {
@@ -379,9 +455,28 @@ fn to_json(question: &Question, decision: &Decision, source: &Source) -> serde_j
                                 "matches": f.engine.hash().to_string() == running.hash}),
                 Err(e) => json!({"error": format!("{e:#}")}),
             },
+            "sidecar": sidecar.as_ref().map(|(name, asked)| sidecar_json(name, asked, running, files)),
         }),
     };
     json!({"allowed": decision.allowed, "decision": decision, "request": request, "engine": engine})
+}
+
+fn sidecar_json(
+    name: &str,
+    asked: &anyhow::Result<SidecarPolicies>,
+    running: &RunningPolicies,
+    files: &anyhow::Result<PolicyFiles>,
+) -> serde_json::Value {
+    match asked {
+        Ok(s) => json!({
+            "workload": name, "admin": s.admin.to_string(), "hash": s.snapshot.policy_hash,
+            "snapshot_version": s.snapshot.version,
+            "matches_control_plane": s.snapshot.policy_hash == running.hash,
+            "matches_files": files.as_ref().ok()
+                .map(|f| f.engine.hash().to_string() == s.snapshot.policy_hash),
+        }),
+        Err(e) => json!({"workload": name, "error": format!("{e:#}")}),
+    }
 }
 
 #[cfg(test)]

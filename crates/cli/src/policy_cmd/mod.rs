@@ -16,7 +16,7 @@ use api::ResourceSet;
 use identity::SpiffeId;
 use policy::Engine;
 
-pub use running::RunningPolicies;
+pub use running::{RunningPolicies, SidecarPolicies};
 
 /// Arguments of `meshwork policy`.
 #[derive(clap::Args)]

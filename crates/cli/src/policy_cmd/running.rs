@@ -1,8 +1,11 @@
 //! The policies a running mesh serves: its control plane's current snapshot (the one every
-//! proxy follows), fetched over the control socket, plus the identities of its sidecars.
+//! proxy follows), fetched over the control socket, plus the identities of its sidecars;
+//! and what one sidecar actually enforces, from its admin endpoint's `/snapshot`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use api::contract::Snapshot;
@@ -11,6 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use identity::SpiffeId;
 use policy::Engine;
+use proxy::AdminSnapshot;
 
 use crate::up::{ReadyFile, StateDir};
 
@@ -96,4 +100,57 @@ fn workload_ids(state: &StateDir) -> BTreeMap<String, SpiffeId> {
             Some((name, id))
         })
         .collect()
+}
+
+/// What one running sidecar enforces, from its admin endpoint.
+pub struct SidecarPolicies {
+    /// Its admin listener.
+    pub admin: SocketAddr,
+    /// Its `GET /snapshot` answer.
+    pub snapshot: AdminSnapshot,
+}
+
+impl SidecarPolicies {
+    /// Reads `workload`'s ready file in `state_dir` and asks its admin endpoint for the
+    /// snapshot it serves.
+    pub fn fetch(state_dir: &Path, workload: &str) -> anyhow::Result<SidecarPolicies> {
+        let state = StateDir::open(state_dir)?;
+        let ready = ReadyFile::read(&state.ready_file(workload))
+            .with_context(|| format!("no running sidecar for workload {workload:?}"))?;
+        let Some(admin) = ready.admin else {
+            bail!("the sidecar of {workload:?} runs without an admin endpoint (--admin)");
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // The timeout is made inside the runtime: its timer needs one.
+        let ask =
+            async { tokio::time::timeout(Duration::from_secs(5), admin_snapshot(admin)).await };
+        let snapshot = rt
+            .block_on(ask)
+            .map_err(|_| anyhow::anyhow!("no answer within 5s"))
+            .and_then(|answer| answer)
+            .with_context(|| format!("asking the sidecar of {workload:?} at {admin}"))?;
+        Ok(SidecarPolicies { admin, snapshot })
+    }
+}
+
+/// `GET /snapshot` on a sidecar's admin listener (plain HTTP on loopback).
+async fn admin_snapshot(admin: SocketAddr) -> anyhow::Result<AdminSnapshot> {
+    let stream = tokio::net::TcpStream::connect(admin).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get("/snapshot")
+        .header(hyper::header::HOST, admin.to_string())
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!(
+            "sidecar answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    serde_json::from_slice(&body).context("parsing the sidecar's snapshot")
 }

@@ -155,6 +155,7 @@ async fn start_sidecars(
                 l.state.control_socket().as_os_str(),
             ])
             .args(["--ready-file".as_ref(), ready.as_os_str()])
+            .args(["--admin", "127.0.0.1:0"])
             .args(["--workload-api".as_ref(), agent_socket.as_os_str()]);
         if w.spec.protocol == api::mesh::AppProtocol::Http2 {
             proxy = proxy.args(["--app-http2"]);

@@ -27,6 +27,10 @@ pub struct ProxyArgs {
     /// Outbound (HTTP proxy) listen address; port 0 picks one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub outbound: SocketAddr,
+    /// Serve the admin endpoint (`/metrics`, `/snapshot`, `/ready`; plain HTTP, keep it on
+    /// loopback) here; port 0 picks one. Its address goes into the ready file.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
     /// The local application's address.
     #[arg(long)]
     pub app: SocketAddr,
@@ -36,7 +40,8 @@ pub struct ProxyArgs {
     /// Offer only HTTP/1.1 to peer sidecars (default: h2, multiplexed).
     #[arg(long)]
     pub peer_http1: bool,
-    /// Write `{"inbound","outbound","spiffe_id"}` here once serving.
+    /// Write `{"inbound","outbound","spiffe_id"}` (and `"admin"` with --admin) here once
+    /// serving.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
     /// Run the data path on one thread (as the benchmarks do).
@@ -63,6 +68,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         },
         inbound_listen: args.inbound,
         outbound_listen: args.outbound,
+        admin_listen: args.admin,
         app: args.app,
         app_protocol: if args.app_http2 {
             proxy::AppProtocol::Http2

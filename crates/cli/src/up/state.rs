@@ -15,6 +15,9 @@ pub struct ReadyFile {
     pub outbound: SocketAddr,
     /// The identity the sidecar holds.
     pub spiffe_id: String,
+    /// The admin listener (`/metrics`, `/snapshot`), if the sidecar runs one.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
 }
 
 impl ReadyFile {

@@ -284,6 +284,12 @@ fn policy_edits_apply_live_and_invalid_edits_keep_the_old_policies() {
     let (code, text) = explain(dir.path(), Some(up.state.path()), &reporting);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("match the running mesh"), "{text}");
+    // billing's sidecar decides `--to billing`: its admin endpoint names the same policies.
+    assert!(
+        text.contains("running sidecar billing has policy hash")
+            && text.contains("(matches the files; same as the control plane"),
+        "{text}"
+    );
 
     // One keep-alive connection to reporting's sidecar, kept open across the edit:
     // it sees the new decision without any reconnect or sidecar restart.
@@ -311,6 +317,10 @@ fn policy_edits_apply_live_and_invalid_edits_keep_the_old_policies() {
     let (code, text) = explain(dir.path(), Some(up.state.path()), &reporting);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("match the running mesh"), "{text}");
+    assert!(
+        text.contains("(matches the files; same as the control plane"),
+        "the sidecar enforces the edited policies: {text}"
+    );
 
     std::fs::write(
         &policies,

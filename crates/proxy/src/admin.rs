@@ -1,0 +1,197 @@
+//! The sidecar's admin listener (plain HTTP, keep it on loopback): `GET /metrics`
+//! (OpenMetrics text via prometheus-client: SVID and CA expiry, snapshot version, policy
+//! hash), `GET /snapshot` (JSON, for `meshwork policy explain --state-dir`) and
+//! `GET /ready`.
+//!
+//! Every answer is computed at request time from the live [`SvidStore`] and [`Routes`],
+//! so a rotated SVID or a new snapshot shows on the next scrape; nothing is cached.
+//! Metric names follow the node agent's admin endpoint (`meshwork_*`, unix-second
+//! `*_expiry_timestamp_seconds`) so one alert rule covers both.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use identity::{SpiffeId, SvidStore};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{ProxyBody, full};
+use crate::routes::Routes;
+use crate::server;
+
+/// The OpenMetrics content type prometheus-client's text encoder produces.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /snapshot`: what this sidecar currently routes and enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminSnapshot {
+    /// The version of the snapshot the sidecar serves.
+    pub version: u64,
+    /// The hash of the policies it enforces (empty: no policies received).
+    pub policy_hash: String,
+    /// The mesh services it routes (lower case, sorted).
+    pub services: Vec<String>,
+    /// The identity of its current SVID.
+    pub spiffe_id: SpiffeId,
+}
+
+/// The admin listener, bound but not yet serving.
+pub struct Admin {
+    listener: TcpListener,
+    state: Arc<AdminState>,
+}
+
+/// What the handlers read at request time.
+struct AdminState {
+    store: Arc<SvidStore>,
+    routes: Routes,
+}
+
+impl Admin {
+    /// The admin listener on `listener`, answering from `store` and `routes`.
+    pub fn new(listener: TcpListener, store: Arc<SvidStore>, routes: Routes) -> Admin {
+        Admin {
+            listener,
+            state: Arc::new(AdminState { store, routes }),
+        }
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let state = self.state;
+        server::accept_loop(self.listener, shutdown, move |stream, watcher| {
+            let state = Arc::clone(&state);
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let response = answer(&state, request.method(), request.uri().path());
+                std::future::ready(Ok::<_, Infallible>(response))
+            });
+            server::serve_connection(TokioIo::new(stream), service, watcher)
+        })
+        .await;
+    }
+}
+
+fn answer(state: &AdminState, method: &Method, path: &str) -> Response<ProxyBody> {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+    }
+    match path {
+        "/metrics" => text(StatusCode::OK, OPENMETRICS, &state.metrics()),
+        "/snapshot" => {
+            // invariant: AdminSnapshot has only string keys and plain values.
+            let json = serde_json::to_string(&state.snapshot()).unwrap_or_default();
+            text(StatusCode::OK, "application/json", &json)
+        }
+        "/ready" => text(StatusCode::OK, "text/plain", "ready\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /snapshot or /ready\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(body.to_owned()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SvidLabels {
+    spiffe_id: String,
+}
+
+impl AdminState {
+    fn snapshot(&self) -> AdminSnapshot {
+        let table = self.routes.load();
+        AdminSnapshot {
+            version: table.version(),
+            policy_hash: table.policies().hash.clone(),
+            services: table.service_names(),
+            spiffe_id: self.store.svid().id().clone(),
+        }
+    }
+
+    /// The gauges, read from the live store and table (built per scrape: a handful of series).
+    fn metrics(&self) -> String {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let svid = self.store.svid();
+        let labels = SvidLabels {
+            spiffe_id: svid.id().to_string(),
+        };
+        let not_after = svid.not_after().unix_timestamp();
+        let table = self.routes.load();
+
+        let mut registry = Registry::with_prefix("meshwork");
+        let expiry = Family::<SvidLabels, Gauge>::default();
+        expiry.get_or_create(&labels).set(not_after);
+        registry.register(
+            "svid_expiry_timestamp_seconds",
+            "notAfter of this sidecar's X.509-SVID",
+            expiry,
+        );
+        let remaining = Family::<SvidLabels, Gauge>::default();
+        remaining.get_or_create(&labels).set(not_after - now);
+        registry.register(
+            "svid_expiry_remaining_seconds",
+            "Seconds until this sidecar's X.509-SVID expires (negative: expired)",
+            remaining,
+        );
+        if let Some(earliest) = earliest_root_expiry(&self.store) {
+            let ca: Gauge = Gauge::default();
+            ca.set(earliest);
+            registry.register(
+                "ca_expiry_timestamp_seconds",
+                "notAfter of the earliest-expiring root in this sidecar's trust bundle",
+                ca,
+            );
+        }
+        let version: Gauge = Gauge::default();
+        // Versions beyond i64::MAX would need 292 billion years of updates.
+        version.set(i64::try_from(table.version()).unwrap_or(i64::MAX));
+        registry.register(
+            "snapshot_version",
+            "Version of the routing/policy snapshot this sidecar serves",
+            version,
+        );
+        registry.register(
+            "policy",
+            "The hash of the policies this sidecar enforces",
+            Info::new(vec![("policy_hash", table.policies().hash.clone())]),
+        );
+
+        let mut body = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut body, &registry) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        body
+    }
+}
+
+/// The earliest notAfter among the bundle's roots (unparseable roots are skipped: the
+/// bundle already proved each is a usable trust anchor).
+fn earliest_root_expiry(store: &SvidStore) -> Option<i64> {
+    store
+        .bundle()
+        .roots()
+        .iter()
+        .filter_map(|root| {
+            let (_, cert) = x509_parser::parse_x509_certificate(root.as_ref()).ok()?;
+            Some(cert.validity().not_after.timestamp())
+        })
+        .min()
+}
