@@ -1,11 +1,15 @@
 """bench/run and bench/callgrind: install what is missing, build meshwork, run interleaved rounds
 of every contender, write bench/results/<date>-<host>.md and the raw JSON beside it."""
 
-import argparse
+import sys
+
+sys.dont_write_bytecode = True  # keep bench/harness free of __pycache__, however main.py is started
+
+import argparse  # noqa: E402
 import json
+import os
 import shutil
 import socket
-import sys
 import time
 from datetime import datetime, timezone
 from contextlib import contextmanager
@@ -37,7 +41,8 @@ def log(msg: str) -> None:
 def prepare(skip_install: bool) -> tuple[load.Tools, str]:
     """Installs and builds what is missing; returns the tools and how meshwork was built."""
     paths.ensure_dirs()
-    oha_build, build = None, "not rebuilt (--no-install)"
+    oha_build, build = None, ("given by MESHWORK_BIN (not built by this run)" if "MESHWORK_BIN" in os.environ
+                              else "not rebuilt (--no-install)")
     if not skip_install:
         install.apt_install()
         oha_build = install.start_oha_build()
@@ -122,8 +127,9 @@ def callgrind_or_failure(n: int, failures: list) -> dict | None:
         return None
 
 
-def stamp(quick: bool) -> str:
-    return f"{datetime.now().strftime('%Y-%m-%d')}-{socket.gethostname()}" + ("-quick" if quick else "")
+def stamp(quick: bool, tag: str | None = None) -> str:
+    name = f"{datetime.now().strftime('%Y-%m-%d')}-{socket.gethostname()}" + ("-quick" if quick else "")
+    return f"{name}-{tag}" if tag else name
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -142,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         records, failures = rounds(tools, app, contenders, n_rounds, plan, args.max_wait)
         meta.update(load_after=machine.loadavg(), minutes=(datetime.now(timezone.utc) - started).total_seconds() / 60)
         cg = None if args.no_callgrind else callgrind_or_failure(args.callgrind_n, failures)
-    write(stamp(args.quick), meta, records, failures, cg, [c.name for c in contenders])
+    write(stamp(args.quick, args.tag), meta, records, failures, cg, [c.name for c in contenders])
     return 0
 
 
@@ -167,7 +173,7 @@ def cmd_callgrind(args: argparse.Namespace) -> int:
     prepare(args.no_install)
     with running_app():
         cg = callgrind.run(args.n)
-    name = f"{stamp(False)}-callgrind"
+    name = stamp(False, f"{args.tag}-callgrind" if args.tag else "callgrind")
     (paths.RESULTS / f"{name}.json").write_text(json.dumps(cg, indent=1))
     lines = [f"# meshwork callgrind — {name}", "", *report.callgrind_section(cg), "", *report.profile_section(cg)]
     (paths.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
@@ -198,9 +204,11 @@ def main() -> int:
     run.add_argument("--no-callgrind", action="store_true", help="skip the callgrind section")
     run.add_argument("--callgrind-n", type=int, default=2000)
     run.add_argument("--max-wait", type=float, default=600, help="seconds to wait per round for other builds")
+    run.add_argument("--tag", help="suffix for the report name (<date>-<host>-<tag>.md), e.g. for A/B runs")
     cg = sub.add_parser("callgrind", help="instructions per request under callgrind (bench/callgrind)")
     cg.add_argument("-n", type=int, default=2000)
     cg.add_argument("--no-install", action="store_true")
+    cg.add_argument("--tag", help="suffix for the report name")
     render = sub.add_parser("render", help="re-make a report's markdown from its raw JSON")
     render.add_argument("raw", help="bench/results/<name>.json")
     args = p.parse_args()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import load
 from contenders import Contender, policy_enforced, ready
-from procs import Proc, counters_of, cpu_of, cpu_seconds, mem_of, stop
+from procs import Proc, counters_of, cpu_of, cpu_seconds, mem_of, pss_of, stop
 
 
 @dataclass
@@ -27,14 +27,16 @@ class Plan:
 
 
 class RssSampler:
-    """Keeps the largest VmRSS seen per measured process while a load runs."""
+    """Keeps the largest VmRSS (and RssAnon) seen per measured process while a load runs."""
 
     def __init__(self, procs: list[Proc]):
         self.procs = procs
         self.peak = mem_of(procs, "VmRSS")
+        self.peak_anon = mem_of(procs, "RssAnon")
 
     def __call__(self) -> None:
         self.peak = [max(a, b) for a, b in zip(self.peak, mem_of(self.procs, "VmRSS"))]
+        self.peak_anon = [max(a, b) for a, b in zip(self.peak_anon, mem_of(self.procs, "RssAnon"))]
 
 
 def _fixed_rate(tools: load.Tools, c: Contender, procs: list[Proc], plan: Plan) -> dict:
@@ -43,7 +45,7 @@ def _fixed_rate(tools: load.Tools, c: Contender, procs: list[Proc], plan: Plan) 
     result = load.fixed_rate(tools, c.target, plan.rate, plan.rate_conns, plan.rate_s, sampler)
     result["cpu_s"], result["wall_s"] = cpu_of(procs) - cpu0, time.monotonic() - t0
     sampler()
-    result["rss_max_mib"] = sampler.peak
+    result["rss_max_mib"], result["anon_max_mib"] = sampler.peak, sampler.peak_anon
     return result
 
 
@@ -64,7 +66,8 @@ def run_one(tools: load.Tools, c: Contender, app: Proc, plan: Plan) -> dict:
         time.sleep(0.5)  # let the readiness probe's allocations settle before "idle"
         record = {"contender": c.name, "family": c.family, "hop": c.hop,
                   "client_form": "absolute-form" if c.target.absolute_form else "origin-form + Host",
-                  "idle_rss_mib": mem_of(procs, "VmRSS")}
+                  "idle_rss_mib": mem_of(procs, "VmRSS"), "idle_anon_mib": mem_of(procs, "RssAnon"),
+                  "idle_pss_mib": pss_of(procs)}
         if c.family == "meshwork":
             record["policy_enforced"] = policy_enforced(c.target)
         load.wrk(c.target, plan.rate_conns, plan.warmup_s)

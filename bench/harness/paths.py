@@ -1,6 +1,7 @@
 """Where everything lives. Generated files go under bench/work/ (git-ignored);
 only reports in bench/results/ are meant to be committed."""
 
+import os
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -20,7 +21,9 @@ CALLGRIND = WORK / "callgrind"
 VENV = WORK / "venv"
 CARGO_ROOT = WORK / "cargo-bin"
 ENVOY = VENV / "lib" / "python3.11" / "site-packages" / "envoy" / "_bin" / "envoy"
-MESHWORK = REPO / "target" / "release" / "meshwork"
+# MESHWORK_BIN=/path/to/meshwork measures another build (e.g. an A/B of a profile change);
+# bench/run then skips building and says which binary it used.
+MESHWORK = Path(os.environ.get("MESHWORK_BIN", REPO / "target" / "release" / "meshwork")).resolve()
 
 
 def envoy_binary() -> Path:

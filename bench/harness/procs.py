@@ -104,6 +104,18 @@ def status_kib(pid: int, key: str) -> int:
     raise KeyError(f"{key} not in /proc/{pid}/status")
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (e.g. one binary's text in two sidecars) split between users."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise KeyError(f"Pss not in /proc/{pid}/smaps_rollup")
+
+
+def pss_of(procs: list[Proc]) -> list[float]:
+    return [pss_kib(p.pid) / 1024 for p in procs if p.measured]
+
+
 def cpu_of(procs: list[Proc]) -> float:
     return sum(cpu_seconds(p.pid) for p in procs if p.measured)
 

@@ -22,6 +22,13 @@ COST_COLUMNS = [
     ("peak_rss", "peak RSS A / B (MiB)", 1),
     ("max_rps", "max rps, 32 conns ⓘ", 0),
 ]
+MEMORY_COLUMNS = [
+    ("idle_rss", "idle RSS A / B", 1),
+    ("idle_anon", "of which anonymous A / B", 1),
+    ("idle_pss", "idle PSS A / B", 1),
+    ("anon_1000", "anonymous @1000 rps A / B", 1),
+    ("peak_rss", "peak RSS A / B", 1),
+]
 MESHWORK = ("meshwork-h2", "meshwork-h1")
 
 
@@ -34,7 +41,7 @@ def times(x) -> str:
 
 
 def _cell(med: dict, key: str, digits: int) -> str:
-    if key in ("idle_rss", "rss_1000", "peak_rss"):
+    if key in ("idle_rss", "rss_1000", "peak_rss", "idle_anon", "idle_pss", "anon_1000"):
         a, b = med.get(f"{key}_A"), med.get(f"{key}_B")
         return "—" if a is None else f"{a:.1f} / {b:.1f}"
     return num(med.get(key), digits)
@@ -55,6 +62,7 @@ def ratios_table(med: dict) -> list[str]:
             ("  of which kernel", "cpu_sys_us_req"), ("added p50, 1 conn", "added_p50_1c_ms"), ("added p50 @1000 rps", "added_p50_1000_ms"),
             ("added p90 @1000 rps", "added_p90_1000_ms"), ("idle RSS (larger proxy)", "idle_rss_max"),
             ("RSS @1000 rps (larger proxy)", "rss_1000_max"), ("peak RSS (larger proxy)", "peak_rss_max"),
+            ("idle anonymous memory (larger proxy)", "idle_anon_max"),
             ("max rps ⓘ", "max_rps")]
     lines = []
     for m in (x for x in MESHWORK if x in med):

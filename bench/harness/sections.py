@@ -89,6 +89,9 @@ def document(raw: dict, med: dict, per: dict, order: list[str]) -> list[str]:
         "\"added\" = contender − direct, same round. ⓘ informational only (noisy here).", "",
         "### Cost", "", *report.medians_table(med, order, report.COST_COLUMNS), "",
         "CPU = utime + stime of both proxies (/proc/PID/stat) ÷ completed requests. RSS per proxy: A = client side, B = server side.", "",
+        "### Memory (MiB per proxy)", "", *report.medians_table(med, order, report.MEMORY_COLUMNS), "",
+        "RSS counts the pages of the executable that are mapped, not only what the proxy allocated: \"anonymous\" "
+        "(RssAnon) is the heap and stacks; PSS splits pages shared by A and B (same binary) between them.", "",
         "## Ratios to HAProxy, Envoy and nginx (same run)", "", *report.ratios_table(med),
         "## First hop (issue 2, item 8): one meshwork hop vs direct", "", *report.hop_section(med), "",
         "## Deterministic signal: callgrind instructions per request", "", *report.callgrind_section(raw.get("callgrind")), "",

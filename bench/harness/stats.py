@@ -29,6 +29,13 @@ def _per_round_metrics(rec: dict, direct: dict | None) -> dict:
             m[f"idle_rss_{side}"] = rec["idle_rss_mib"][i]
             m[f"rss_1000_{side}"] = fx["rss_max_mib"][i]
             m[f"peak_rss_{side}"] = rec["peak_rss_mib"][i]
+        if "idle_anon_mib" in rec:  # older raw files lack these
+            for i, side in enumerate("AB"):
+                m[f"idle_anon_{side}"] = rec["idle_anon_mib"][i]
+                m[f"idle_pss_{side}"] = rec["idle_pss_mib"][i]
+                m[f"anon_1000_{side}"] = fx["anon_max_mib"][i]
+            m["idle_anon_max"] = max(rec["idle_anon_mib"])
+            m["anon_1000_max"] = max(fx["anon_max_mib"])
         m["idle_rss_max"] = max(rec["idle_rss_mib"])
         m["rss_1000_max"] = max(fx["rss_max_mib"])
         m["peak_rss_max"] = max(rec["peak_rss_mib"])
