@@ -61,14 +61,7 @@ impl IdentityMatcher {
             )),
         };
         parsed
-            .map_err(|(problem, name)| {
-                let path = if name.is_empty() {
-                    field.to_owned()
-                } else {
-                    format!("{field}.{name}")
-                };
-                errors.push(path, problem);
-            })
+            .map_err(|(problem, name)| errors.push_at(field, name, problem))
             .ok()
     }
 

@@ -124,6 +124,15 @@ impl fmt::Display for ValidationErrors {
 pub(crate) struct Errors(Vec<FieldError>);
 
 impl Errors {
+    /// Records `problem` at `field.sub`, or at `field` itself when `sub` is empty.
+    pub(crate) fn push_at(&mut self, field: &str, sub: &str, problem: Problem) {
+        if sub.is_empty() {
+            self.push(field, problem);
+        } else {
+            self.push(format!("{field}.{sub}"), problem);
+        }
+    }
+
     /// Records `problem` at `field`.
     pub(crate) fn push(&mut self, field: impl Into<String>, problem: Problem) {
         self.0.push(FieldError {

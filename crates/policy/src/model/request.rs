@@ -218,14 +218,7 @@ impl PathMatcher {
             _ => Err((Problem::ExactlyOne("exact, prefix, template"), "")),
         };
         parsed
-            .map_err(|(problem, name)| {
-                let path = if name.is_empty() {
-                    field.to_owned()
-                } else {
-                    format!("{field}.{name}")
-                };
-                errors.push(path, problem);
-            })
+            .map_err(|(problem, name)| errors.push_at(field, name, problem))
             .ok()
     }
 
