@@ -2,23 +2,19 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 
 use super::extract::{BindingIds, Identity, OsbJson, OsbQuery};
 use super::wire::{self, BindBody};
+use super::{deleted, deleting, reply};
 use crate::BrokerError;
 use crate::ops::Broker;
 use crate::ops::binding::{self, BindRequest, UnbindRequest};
 use crate::ops::instance::Outcome;
 use crate::store::BindingRecord;
-
-fn reply(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, Json(body)).into_response()
-}
 
 /// `PUT`: bind.
 pub(crate) async fn bind(
@@ -63,10 +59,8 @@ pub(crate) async fn unbind(
         accepts_incomplete: q.accepts_incomplete()?,
     };
     Ok(match binding::unbind(&b, req).await? {
-        Outcome::Accepted(rec) => {
-            reply(StatusCode::ACCEPTED, json!({"operation": rec.operation.id}))
-        }
-        Outcome::Created(_) | Outcome::Exists(_) => reply(StatusCode::OK, json!({})),
+        Outcome::Accepted(rec) => deleting(&rec.operation.id),
+        Outcome::Created(_) | Outcome::Exists(_) => deleted(),
     })
 }
 

@@ -2,23 +2,19 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 
 use super::extract::{Identity, InstanceId, OsbJson, OsbQuery};
 use super::wire::{self, ProvisionBody, UpdateBody, instance_metadata};
+use super::{deleted, deleting, reply};
 use crate::BrokerError;
 use crate::ops::Broker;
 use crate::ops::change::{self, DeprovisionRequest, UpdateRequest};
 use crate::ops::instance::{self, Outcome, ProvisionRequest};
 use crate::store::{InstanceRecord, OpKind, OpState};
-
-fn reply(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, Json(body)).into_response()
-}
 
 fn accepted(rec: &InstanceRecord) -> Response {
     let body = json!({"operation": rec.operation.id, "metadata": instance_metadata(rec)});
@@ -94,10 +90,8 @@ pub(crate) async fn deprovision(
         accepts_incomplete: q.accepts_incomplete()?,
     };
     Ok(match change::deprovision(&b, req).await? {
-        Outcome::Accepted(rec) => {
-            reply(StatusCode::ACCEPTED, json!({"operation": rec.operation.id}))
-        }
-        Outcome::Created(_) | Outcome::Exists(_) => reply(StatusCode::OK, json!({})),
+        Outcome::Accepted(rec) => deleting(&rec.operation.id),
+        Outcome::Created(_) | Outcome::Exists(_) => deleted(),
     })
 }
 

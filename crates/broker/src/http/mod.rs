@@ -63,3 +63,21 @@ pub(crate) fn router(broker: Arc<Broker>, auth: Arc<Auth>) -> Router {
         .layer(middleware::from_fn_with_state(auth, gate::gate))
         .with_state(broker)
 }
+
+/// A JSON answer with `status`.
+fn reply(status: axum::http::StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// A DELETE that finished (or found nothing left to do): `200 {}`.
+fn deleted() -> Response {
+    reply(axum::http::StatusCode::OK, serde_json::json!({}))
+}
+
+/// A DELETE running asynchronously: `202 {"operation": …}`.
+fn deleting(operation: &str) -> Response {
+    reply(
+        axum::http::StatusCode::ACCEPTED,
+        serde_json::json!({ "operation": operation }),
+    )
+}

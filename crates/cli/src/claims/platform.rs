@@ -124,22 +124,30 @@ fn delete_query(service_id: &str, plan_id: &str) -> String {
 
 /// `DELETE` the binding; `Ok(false)` when there was none.
 pub async fn unbind(osb: &OsbClient, ids: &ClaimIds, patience: Patience) -> anyhow::Result<bool> {
-    let path = format!(
-        "{}?{}",
-        ids.binding_path(),
-        delete_query(&ids.service_id, &ids.plan_id)
-    );
+    let what = format!("unbinding claim {}", ids.claim);
+    let resource = ids.binding_path();
+    delete_and_wait(osb, ids, &resource, patience, (&what, "unbind it")).await
+}
+
+/// `DELETE resource`, polling `last_operation` on 202; `Ok(false)` when it was already gone.
+/// `doing` names the step for polling messages, `refusal` for the error when it is refused.
+async fn delete_and_wait(
+    osb: &OsbClient,
+    ids: &ClaimIds,
+    resource: &str,
+    patience: Patience,
+    (doing, refusal): (&str, &str),
+) -> anyhow::Result<bool> {
+    let path = format!("{resource}?{}", delete_query(&ids.service_id, &ids.plan_id));
     let answer = osb.call("DELETE", &path, None).await?;
     match answer.status {
         200 => Ok(true),
         410 => Ok(false),
         202 => {
-            let last = format!("{}/last_operation", ids.binding_path());
-            let what = format!("unbinding claim {}", ids.claim);
-            poll(osb, &last, patience, &what).await?;
+            poll(osb, &format!("{resource}/last_operation"), patience, doing).await?;
             Ok(true)
         }
-        _ => Err(refused(ids, "unbind it", &answer)),
+        _ => Err(refused(ids, refusal, &answer)),
     }
 }
 
@@ -187,23 +195,9 @@ pub async fn deprovision(
         ids.plan_id = plan.to_owned();
     }
     unbind(osb, &ids, patience).await?;
-    let path = format!(
-        "{}?{}",
-        ids.instance_path(),
-        delete_query(&ids.service_id, &ids.plan_id)
-    );
-    let answer = osb.call("DELETE", &path, None).await?;
-    match answer.status {
-        200 => Ok(true),
-        410 => Ok(false),
-        202 => {
-            let last = format!("{}/last_operation", ids.instance_path());
-            let what = format!("deprovisioning claim {}", ids.claim);
-            poll(osb, &last, patience, &what).await?;
-            Ok(true)
-        }
-        _ => Err(refused(&ids, "deprovision it", &answer)),
-    }
+    let what = format!("deprovisioning claim {}", ids.claim);
+    let resource = ids.instance_path();
+    delete_and_wait(osb, &ids, &resource, patience, (&what, "deprovision it")).await
 }
 
 #[cfg(test)]
