@@ -89,7 +89,8 @@ pub async fn serve_watching(
 ) -> Result<(), ControlError> {
     let started_with = resources_dir.as_ref().map(|_| config.resources.clone());
     let registry = Arc::new(Registry::open(&config.state_dir, config.resources)?);
-    let _watcher = resources_dir
+    let state = Arc::downgrade(registry.issuer());
+    let watcher = resources_dir
         .zip(started_with)
         .map(|(dir, set)| reload::watch(Arc::clone(&registry), dir, set));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -127,7 +128,23 @@ pub async fn serve_watching(
     if let Some(task) = node_api {
         let _ = task.await;
     }
+    drop(watcher);
+    state_file_closed(state).await;
     served
+}
+
+/// Waits (up to 5 s) until the last task holding the issuer, and with it the state file, has
+/// been dropped. Connection and maintenance tasks drop their clones just after they signal
+/// completion, on other workers; without the wait a restart in the same process can find the
+/// redb file still open and fail with "already open".
+async fn state_file_closed(state: std::sync::Weak<issuer::Issuer>) {
+    for _ in 0..500 {
+        if state.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tracing::warn!("the state file is still held by a task after shutdown");
 }
 
 /// Binds the node API, publishes its address and the bootstrap bundle, and serves it

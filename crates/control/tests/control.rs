@@ -44,13 +44,16 @@ async fn start_with(state: &Path, dir: &Path, node_api: Option<std::net::SocketA
     let task = tokio::spawn(control::serve(config, async {
         let _ = rx.await;
     }));
-    for _ in 0..200 {
+    for _ in 0..1000 {
         if UnixStream::connect(&socket).await.is_ok() {
             return Running { socket, stop, task };
         }
+        if task.is_finished() {
+            panic!("control stopped before listening: {:?}", task.await);
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("control socket never came up");
+    panic!("control socket never came up in 10 s");
 }
 
 impl Running {
