@@ -28,7 +28,6 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 }
 
 /// An empty body.
-#[cfg(test)]
 pub fn empty() -> ProxyBody {
     full(Bytes::new())
 }

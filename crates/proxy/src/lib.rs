@@ -35,6 +35,7 @@ mod metrics;
 mod outbound;
 mod proxy;
 mod ready;
+mod retry;
 mod routes;
 mod server;
 mod workload_api;

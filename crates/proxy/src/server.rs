@@ -33,10 +33,20 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// An HTTP/1.1 connection must deliver a request head within this (hyper's default,
+/// stated here because others depend on it). The timer also runs while a keep-alive
+/// connection sits idle, so it is this listener's idle keep-alive timeout too: a peer
+/// sidecar's pool must stop reusing idle connections well before it
+/// (`outbound::pool::PEER_IDLE_TIMEOUT`).
+pub const HTTP1_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The hyper connection builder both listeners use: h1 and h2 (by preface/ALPN).
 pub fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HTTP1_HEADER_READ_TIMEOUT);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -15,12 +15,16 @@ mod egress;
 mod fake_control;
 #[path = "proxy/h1_peer.rs"]
 mod h1_peer;
+#[path = "proxy/keepalive_race.rs"]
+mod keepalive_race;
 #[path = "proxy/mesh.rs"]
 mod mesh;
 #[path = "proxy/mesh_tunnel.rs"]
 mod mesh_tunnel;
 #[path = "proxy/rotation.rs"]
 mod rotation;
+#[path = "proxy/scripted.rs"]
+mod scripted;
 #[path = "proxy/socket_source.rs"]
 mod socket_source;
 

@@ -1,35 +1,58 @@
 //! The innermost inbound service: forwards to the local application over plain HTTP
 //! on a pooled client (HTTP/1.1 keep-alive by default, HTTP/2 prior knowledge if the
 //! app speaks it). Bodies stream in both directions.
+//!
+//! Idle keep-alive connections are dropped after [`APP_IDLE_TIMEOUT`], and a request
+//! lost to the app closing a reused idle connection is sent again on a fresh connection
+//! when that is safe ([`crate::retry`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderValue, Request, Response, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, Error as ClientError};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
+use super::app_connector::{AppConnector, ConnectionUse};
 use crate::AppProtocol;
 use crate::body::{ProxyBody, boxed};
 use crate::forward_error::ForwardError;
+use crate::retry::{self, Replay};
+
+/// Idle connections to the app are closed after this. Apps close idle keep-alive
+/// connections themselves, commonly after 5 s (Node.js `keepAliveTimeout`, uvicorn,
+/// Apache httpd); reusing one near that moment races the app's close, so we give up
+/// on it first. (hyper-util's default, 90 s, is what made the race common.) Apps with
+/// a shorter timeout (gunicorn: 2 s) still hit the race; the replay covers the
+/// idempotent requests among those. A new loopback connection costs little.
+const APP_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Pooled plain-HTTP client for the local application.
 #[derive(Clone, Debug)]
 pub struct AppService {
     addr: SocketAddr,
     authority: Authority,
-    client: Client<HttpConnector, ProxyBody>,
+    /// Shared: one `Arc` clone per request instead of two client clones.
+    clients: Arc<AppClients>,
 }
 
-impl AppService {
-    /// A client for the app at `addr` speaking `protocol`.
-    pub fn new(addr: SocketAddr, protocol: AppProtocol) -> Result<Self, http::Error> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+#[derive(Debug)]
+struct AppClients {
+    /// The keep-alive pool every request tries first.
+    pooled: Client<AppConnector, ProxyBody>,
+    /// No idle pool, so every request dials: replays go out on a connection the app
+    /// has not had time to close.
+    fresh: Client<AppConnector, ProxyBody>,
+}
+
+impl AppClients {
+    fn new(protocol: AppProtocol) -> Self {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -37,10 +60,48 @@ impl AppService {
         if protocol == AppProtocol::Http2 {
             builder.http2_only(true);
         }
+        let connector = AppConnector::new();
+        AppClients {
+            pooled: builder
+                .clone()
+                .pool_idle_timeout(APP_IDLE_TIMEOUT)
+                .build(connector.clone()),
+            fresh: builder.pool_max_idle_per_host(0).build(connector),
+        }
+    }
+
+    /// Sends `request` on a pooled connection; replays it once on a fresh one if the
+    /// pooled connection was a reused one that the app closed under it, and the request
+    /// is idempotent with an empty body. Anything else fails as it did.
+    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, ClientError> {
+        let replay = Replay::of(&request);
+        let error = match self.pooled.request(request).await {
+            Ok(response) => {
+                ConnectionUse::record(&response);
+                return Ok(response);
+            }
+            Err(error) => error,
+        };
+        match replay {
+            Some(replay)
+                if ConnectionUse::was_reused(&error) && retry::closed_before_response(&error) =>
+            {
+                let error = crate::forward_error::error_chain(&error);
+                tracing::debug!(%error, "app closed a reused connection; replaying");
+                self.fresh.request(replay.into_request()).await
+            }
+            _ => Err(error),
+        }
+    }
+}
+
+impl AppService {
+    /// A client for the app at `addr` speaking `protocol`.
+    pub fn new(addr: SocketAddr, protocol: AppProtocol) -> Result<Self, http::Error> {
         Ok(AppService {
             addr,
             authority: Authority::try_from(addr.to_string())?,
-            client: builder.build(connector),
+            clients: Arc::new(AppClients::new(protocol)),
         })
     }
 
@@ -81,13 +142,13 @@ impl Service<Request<ProxyBody>> for AppService {
 
     fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
         let retargeted = self.retarget(&mut request);
-        let client = self.client.clone();
+        let clients = Arc::clone(&self.clients);
         let addr = self.addr;
         Box::pin(async move {
             retargeted?;
             // The app sees the version it speaks, not whatever the caller used.
             *request.version_mut() = http::Version::default();
-            match client.request(request).await {
+            match clients.send(request).await {
                 Ok(response) => Ok(response.map(boxed)),
                 Err(error) => Err(ForwardError::AppUnavailable {
                     addr,

@@ -6,6 +6,7 @@
 //! sends): no HTTP is ever spoken in plaintext here.
 
 pub mod app;
+mod app_connector;
 pub mod authorize;
 pub mod client_id;
 

@@ -5,21 +5,38 @@
 //! a keep-alive pool of idle connections: a sender returns to the pool once its
 //! exchange is complete. Closed connections are dropped at checkout and a new one is
 //! dialled, so a peer restart costs nothing but the reconnect.
+//!
+//! An idle HTTP/1.1 connection is only reused for [`PEER_IDLE_TIMEOUT`], and a request
+//! that a reused HTTP/1.1 connection loses to the peer closing it is sent again on a
+//! fresh one when that is safe ([`crate::retry`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use identity::SpiffeId;
+use tokio::time::Instant;
 
 use super::connect::{PeerConnector, PeerSender};
 use crate::body::{BoxError, ProxyBody};
+use crate::retry::{self, Replay};
+use crate::server::HTTP1_HEADER_READ_TIMEOUT;
 
 /// Idle HTTP/1.1 connections kept per peer; more are closed when they become idle.
 const MAX_IDLE_HTTP1: usize = 32;
+
+/// An HTTP/1.1 peer connection idle for longer is not reused: it is dropped (which
+/// closes it) at the next checkout or return for that peer, or else closed by the peer.
+/// A meshwork inbound closes idle keep-alive connections at its header-read timeout
+/// (30 s, [`HTTP1_HEADER_READ_TIMEOUT`]): reusing one near that deadline races the
+/// close, so stop at half of it, a wide margin for scheduling delays. The cost is a
+/// reconnect (TLS resumption) after 15 s of quiet, which is cheap.
+const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+const _: () = assert!(PEER_IDLE_TIMEOUT.as_secs() * 2 <= HTTP1_HEADER_READ_TIMEOUT.as_secs());
 
 /// A peer connection's identity: where it goes and who must answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,7 +50,28 @@ pub struct PeerKey {
 #[derive(Default)]
 struct Entry {
     http2: Option<http2::SendRequest<ProxyBody>>,
-    idle_http1: Vec<http1::SendRequest<ProxyBody>>,
+    /// Oldest first: pushed as connections become idle.
+    idle_http1: Vec<Idle>,
+}
+
+/// An HTTP/1.1 connection waiting for its next request.
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// Drops the connections of `idle` (oldest first) that have been idle too long.
+fn drop_expired(idle: &mut Vec<Idle>, now: Instant) {
+    let expired = idle.partition_point(|i| now.duration_since(i.since) >= PEER_IDLE_TIMEOUT);
+    idle.drain(..expired);
+}
+
+/// How an attempt on a reused connection ended without a response.
+enum Reused {
+    /// Safe to send again on a fresh connection: here is the request.
+    Redial(Request<ProxyBody>),
+    /// Final.
+    Failed(SendError),
 }
 
 /// How sending on a pooled connection failed.
@@ -80,22 +118,18 @@ impl PeerPool {
 
     /// Sends `request` to the peer `key`, reusing a pooled connection if there is one.
     /// A pooled connection that turns out to be closed before the request left is
-    /// replaced by a fresh one, once.
+    /// replaced by a fresh one, once; so is a reused HTTP/1.1 connection that the
+    /// peer closed under a replayable request ([`crate::retry`]).
     pub async fn send(
         &self,
         key: &PeerKey,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let request = match self.checkout(key) {
-            Some(sender) => match self.send_on(key, sender, request).await {
-                Err(SendError::Exchange {
-                    request: Some(request),
-                    error,
-                }) => {
-                    tracing::debug!(addr = %key.addr, %error, "pooled connection was stale; redialling");
-                    request
-                }
-                answered => return answered,
+            Some(sender) => match self.send_reused(key, sender, request).await {
+                Ok(response) => return Ok(response),
+                Err(Reused::Failed(error)) => return Err(error),
+                Err(Reused::Redial(request)) => request,
             },
             None => request,
         };
@@ -105,6 +139,43 @@ impl PeerPool {
         match Box::pin(self.dial(key)).await {
             Ok(sender) => self.send_on(key, sender, request).await,
             Err(error) => Err(SendError::Connect { error, request }),
+        }
+    }
+
+    /// One attempt on a pooled connection, telling apart failures a fresh connection
+    /// may fix.
+    async fn send_reused(
+        &self,
+        key: &PeerKey,
+        sender: PeerSender,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, Reused> {
+        // Only HTTP/1.1 races an idle close: an HTTP/2 peer announces it with GOAWAY,
+        // and hyper hands back (as unsent) the requests the peer never processed.
+        let replay = match &sender {
+            PeerSender::Http1(_) => Replay::of(&request),
+            PeerSender::Http2(_) => None,
+        };
+        let addr = key.addr;
+        match (self.send_on(key, sender, request).await, replay) {
+            (Ok(response), _) => Ok(response),
+            (
+                Err(SendError::Exchange {
+                    request: Some(request),
+                    error,
+                }),
+                _,
+            ) => {
+                tracing::debug!(%addr, %error, "pooled connection was stale; redialling");
+                Err(Reused::Redial(request))
+            }
+            (Err(SendError::Exchange { error, .. }), Some(replay))
+                if retry::closed_before_response(&error) =>
+            {
+                tracing::debug!(%addr, %error, "peer closed a reused connection; replaying");
+                Err(Reused::Redial(replay.into_request()))
+            }
+            (Err(error), _) => Err(Reused::Failed(error)),
         }
     }
 
@@ -136,9 +207,10 @@ impl PeerPool {
             }
             entry.http2 = None;
         }
-        while let Some(sender) = entry.idle_http1.pop() {
-            if sender.is_ready() {
-                return Some(PeerSender::Http1(sender));
+        drop_expired(&mut entry.idle_http1, Instant::now());
+        while let Some(idle) = entry.idle_http1.pop() {
+            if idle.sender.is_ready() {
+                return Some(PeerSender::Http1(idle.sender));
             }
         }
         // Nothing usable left: forget the peer (it may have left the mesh).
@@ -179,8 +251,10 @@ impl PeerPool {
             let Some(inner) = pool.upgrade() else { return };
             let mut entries = lock(&inner.entries);
             let idle = &mut entries.entry(key).or_default().idle_http1;
+            let now = Instant::now();
+            drop_expired(idle, now);
             if idle.len() < MAX_IDLE_HTTP1 {
-                idle.push(sender);
+                idle.push(Idle { sender, since: now });
             }
         });
     }
@@ -244,6 +318,32 @@ fn into_http1(mut request: Request<ProxyBody>) -> Request<ProxyBody> {
 mod tests {
     use super::*;
     use crate::body::empty;
+
+    /// An idle entry on a real (in-memory) HTTP/1.1 connection.
+    async fn idle_since(since: Instant) -> Idle {
+        let (io, _server) = tokio::io::duplex(64);
+        let io = hyper_util::rt::TokioIo::new(io);
+        let (sender, connection) = http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        Idle { sender, since }
+    }
+
+    #[tokio::test]
+    async fn connections_idle_for_the_idle_timeout_are_dropped_and_younger_ones_kept() {
+        let now = Instant::now() + PEER_IDLE_TIMEOUT * 2;
+        let mut idle = Vec::new();
+        for age in [
+            PEER_IDLE_TIMEOUT * 2,
+            PEER_IDLE_TIMEOUT,
+            PEER_IDLE_TIMEOUT / 2,
+        ] {
+            idle.push(idle_since(now - age).await);
+        }
+        idle.push(idle_since(now).await);
+        drop_expired(&mut idle, now);
+        let ages: Vec<_> = idle.iter().map(|i| now - i.since).collect();
+        assert_eq!(ages, [PEER_IDLE_TIMEOUT / 2, Duration::ZERO]);
+    }
 
     #[test]
     fn http1_form_is_origin_form_with_host() {

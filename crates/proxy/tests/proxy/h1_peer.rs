@@ -16,15 +16,21 @@ use crate::mesh::{Mesh, Probe, STORE, closed_port, route};
 
 const LEGACY: &str = "/ns/default/sa/legacy";
 
-/// An mTLS server offering only `http/1.1`, answering every request with 200.
-async fn h1_only_peer(mesh: &Mesh) -> std::net::SocketAddr {
+/// The TLS side of an mTLS server that is `identity` (a path under the mesh's CA) and
+/// offers only `http/1.1`.
+pub fn h1_only_acceptor(mesh: &Mesh, identity: &str) -> TlsAcceptor {
     let store = Arc::new(SvidStore::new(
-        mesh.ca.svid(LEGACY).unwrap(),
+        mesh.ca.svid(identity).unwrap(),
         mesh.ca.bundle(),
     ));
     let mut config = (*identity::server_config(&store)).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// An mTLS server offering only `http/1.1`, answering every request with 200.
+async fn h1_only_peer(mesh: &Mesh) -> std::net::SocketAddr {
+    let acceptor = h1_only_acceptor(mesh, LEGACY);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -45,15 +51,17 @@ async fn h1_only_peer(mesh: &Mesh) -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test]
-async fn h1_only_peer_gets_a_kept_alive_http1_connection() {
-    let mesh = Mesh::start().await;
-    let peer = h1_only_peer(&mesh).await;
+/// Starts a `store` sidecar whose only mesh service is `name`, served at `peer` by
+/// `identity` (a path under the mesh's CA); returns its outbound address and probe.
+pub async fn store_routing(
+    mesh: &Mesh,
+    name: &str,
+    peer: std::net::SocketAddr,
+    identity: &str,
+) -> (std::net::SocketAddr, Arc<Probe>) {
     let snapshot = Snapshot {
         version: 1,
-        services: [route("legacy", peer, mesh.id(LEGACY))]
-            .into_iter()
-            .collect(),
+        services: [route(name, peer, mesh.id(identity))].into_iter().collect(),
         ..Snapshot::default()
     };
     let source = ControlSource::Static {
@@ -68,7 +76,14 @@ async fn h1_only_peer_gets_a_kept_alive_http1_connection() {
         .unwrap();
     let outbound = proxy.ready_info().outbound;
     tokio::spawn(proxy.serve(mesh.shutdown.clone().cancelled_owned()));
+    (outbound, probe)
+}
 
+#[tokio::test]
+async fn h1_only_peer_gets_a_kept_alive_http1_connection() {
+    let mesh = Mesh::start().await;
+    let peer = h1_only_peer(&mesh).await;
+    let (outbound, probe) = store_routing(&mesh, "legacy", peer, LEGACY).await;
     for _ in 0..5 {
         let (status, body) = via_proxy(outbound, "GET", "http://legacy/", &[], "")
             .await

@@ -38,7 +38,8 @@ impl ProxyMetrics for Probe {
 
 pub struct Mesh {
     pub ca: Arc<TestCa>,
-    pub _app: EchoServer,
+    /// The echo app, unless the test brought its own.
+    pub _app: Option<EchoServer>,
     pub billing: ReadyInfo,
     pub store: ReadyInfo,
     pub billing_probe: Arc<Probe>,
@@ -93,9 +94,24 @@ impl Mesh {
 
     /// As [`Mesh::start_with`], with store's sidecar offering `peer` to billing's.
     pub async fn start_configured(app_protocol: AppProtocol, peer: PeerProtocol) -> Mesh {
+        let app = EchoServer::start().await.unwrap();
+        let addr = app.addr();
+        Mesh::start_around(addr, Some(app), app_protocol, peer).await
+    }
+
+    /// billing's sidecar forwards to the test's own HTTP/1.1 app at `app`.
+    pub async fn start_with_app(app: SocketAddr) -> Mesh {
+        Mesh::start_around(app, None, AppProtocol::Http1, PeerProtocol::Http2).await
+    }
+
+    async fn start_around(
+        app_addr: SocketAddr,
+        app: Option<EchoServer>,
+        app_protocol: AppProtocol,
+        peer: PeerProtocol,
+    ) -> Mesh {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = Arc::new(TestCa::new("meshwork.local").unwrap());
-        let app = EchoServer::start().await.unwrap();
         let shutdown = CancellationToken::new();
         let (billing_probe, store_probe) = (Arc::new(Probe::default()), Arc::new(Probe::default()));
 
@@ -104,7 +120,7 @@ impl Mesh {
             bundle: ca.bundle(),
             snapshot: Snapshot::default(),
         };
-        let billing = start_speaking("billing", billing_source, app.addr(), &billing_probe, |c| {
+        let billing = start_speaking("billing", billing_source, app_addr, &billing_probe, |c| {
             c.app_protocol = app_protocol
         })
         .await;
