@@ -17,7 +17,9 @@ use anyhow::{Context, anyhow};
 use api::ResourceSet;
 use api::taxonomy::Problem;
 use broker::taxonomy::Named;
-use broker::{BasicCredentials, BrokerConfig, ProviderConfig, RunningBroker, Secret, Taxonomy};
+use broker::{
+    BasicCredentials, BrokerConfig, ProviderConfig, RunningBroker, Secret, StepGate, Taxonomy,
+};
 
 use crate::{logging, parent};
 
@@ -62,6 +64,11 @@ struct ServeArgs {
     /// File holding the password platforms authenticate with (else $MESHWORK_BROKER_PASSWORD).
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// Crash-test seam only, never for real use: every operation that reaches this progress
+    /// step (e.g. "instance created") hangs there forever, so a test can `kill -9` the broker
+    /// at a known point and check that a restart recovers (see `broker::StepGate`).
+    #[arg(long, hide = true, value_name = "STEP")]
+    test_hold_at_step: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -94,12 +101,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         username,
         password: password(args.password_file.as_deref())?,
     };
-    let config = config(
+    let mut config = config(
         args.listen,
         &args.state,
         credentials,
         args.resources.as_deref(),
     )?;
+    if let Some(step) = args.test_hold_at_step {
+        tracing::warn!(
+            step,
+            "crash-test seam: operations reaching this step hang forever"
+        );
+        config.step_gate = Some(StepGate::new(step));
+    }
     let running = RunningBroker::start(config).await?;
     if running.resumed_operations() > 0 {
         tracing::info!(

@@ -2,6 +2,8 @@
 
 #[path = "cli/broker.rs"]
 mod broker;
+#[path = "cli/broker_crash.rs"]
+mod broker_crash;
 #[path = "cli/harness.rs"]
 mod harness;
 #[path = "cli/identity.rs"]
