@@ -121,3 +121,14 @@ def policy_enforced(target: Target) -> bool:
     """bench/mesh allows only GET from `client`: a POST must be refused (403) by sidecar B."""
     status, _ = probe(target, "POST")
     return status == 403
+
+
+def metrics_recorded(admin: str) -> bool:
+    """Sidecar B's request metrics (always on) count the benchmark's `GET /` under its route
+    template: `route="/"` on an inbound series with status 200."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return any(line.startswith("meshwork_requests_total{") and 'direction="inbound"' in line
+               and 'route="/"' in line and 'status_code="200"' in line
+               and float(line.rsplit(" ", 1)[1]) > 0 for line in text.splitlines())

@@ -5,7 +5,8 @@ import time
 from dataclasses import dataclass
 
 import load
-from contenders import Contender, policy_enforced, ready
+import meshwork
+from contenders import Contender, metrics_recorded, policy_enforced, ready
 from procs import Proc, counters_of, cpu_of, cpu_seconds, mem_of, pss_of, stop
 
 
@@ -75,6 +76,8 @@ def run_one(tools: load.Tools, c: Contender, app: Proc, plan: Plan) -> dict:
         record["fixed"] = _fixed_rate(tools, c, procs, plan)
         record["saturation"] = _saturation(c, procs, app, plan)
         record["peak_rss_mib"] = mem_of(procs, "VmHWM")
+        if c.family == "meshwork":
+            record["metrics_recorded"] = metrics_recorded(meshwork.ready_info(c.hop)["server"]["admin"])
         record["pids_alive"] = all(p.alive() for p in procs)
         return record
     finally:

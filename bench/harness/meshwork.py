@@ -41,7 +41,9 @@ def control_argv(state: Path) -> list:
 def proxy_argv(workload: str, state: Path, inbound: str, outbound: str, extra: list[str]) -> list:
     return [MESHWORK, "proxy", "--workload", workload, "--control-socket", state / "control.sock",
             "--inbound", inbound, "--outbound", outbound, "--app", APP,
-            "--ready-file", state / f"{workload}.ready.json", "--single-thread", *extra]
+            "--ready-file", state / f"{workload}.ready.json", "--single-thread",
+            # Metrics are always recorded; the admin listener only lets the harness check them.
+            "--admin", "127.0.0.1:0", *extra]
 
 
 def wait_file(path: Path, proc: Proc, timeout: float) -> None:

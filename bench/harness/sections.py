@@ -42,8 +42,13 @@ def caveats(raw: dict, med: dict) -> list[str]:
                      "The anchors authorise nothing beyond the client certificate.")
     else:
         lines.append(f"- **meshwork policy was not shown to be enforced** (POST → 403 check: {sorted(map(str, enforced))}).")
-    lines.append("- **meshwork metrics: off** — `meshwork proxy` has no metrics switch yet (the proxy crate has only a "
-                 "no-op metrics hook), so the issue's \"metrics on\" could not be measured.")
+    recorded = {r.get("metrics_recorded") for r in raw["records"] if r["family"] == "meshwork"}
+    if recorded == {True}:
+        lines.append("- meshwork ran **with metrics on** (request counters and latency histograms by route template, "
+                     "always on; docs/telemetry.md): after every meshwork round sidecar B's `/metrics` showed the "
+                     "benchmark's `GET /` counted under `route=\"/\"`.")
+    else:
+        lines.append(f"- **meshwork metrics were not shown to be recorded** (check per round: {sorted(map(str, recorded))}).")
     forms = sorted({r["client_form"] for r in raw["records"] if r["family"] == "meshwork"})
     if forms:
         lines.append(f"- the client addressed meshwork's outbound listener with: {', '.join(forms)} "

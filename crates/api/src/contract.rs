@@ -74,6 +74,10 @@ pub struct ServiceRoute {
     pub name: String,
     /// Sidecar inbound addresses and the identity each must present.
     pub endpoints: Vec<Endpoint>,
+    /// The service's route templates in match order (`spec.routes`), which sidecars label
+    /// request metrics with. Absent (older control planes): none, every request `[unmatched]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<policy::RouteTemplate>,
 }
 
 /// One backend: a sidecar's inbound address and the SPIFFE ID it must prove.
@@ -92,4 +96,36 @@ pub struct ErrorBody {
     pub error: String,
     /// A sentence for humans.
     pub description: String,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_routes_are_optional_in_snapshot_json() {
+        // A snapshot from a control plane that predates `routes`.
+        let old = r#"{"version":3,"services":{"billing":{"name":"billing","endpoints":[
+            {"addr":"127.0.0.1:4000","identity":"spiffe://meshwork.local/ns/default/sa/billing"}]}}}"#;
+        let snapshot: Snapshot = serde_json::from_str(old).unwrap();
+        assert!(snapshot.services["billing"].routes.is_empty());
+
+        let mut with_routes = snapshot.clone();
+        let billing = with_routes.services.get_mut("billing").unwrap();
+        billing.routes = vec![
+            "/charges".parse().unwrap(),
+            "/charges/{id}".parse().unwrap(),
+        ];
+        let json = serde_json::to_value(&with_routes).unwrap();
+        assert_eq!(
+            json["services"]["billing"]["routes"],
+            serde_json::json!(["/charges", "/charges/{id}"])
+        );
+        let back: Snapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, with_routes);
+        // No routes: the JSON is exactly what older proxies already read.
+        let plain = serde_json::to_value(&snapshot).unwrap();
+        assert!(plain["services"]["billing"].get("routes").is_none());
+    }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use identity::{SpiffeId, TrustDomain};
+use policy::RouteTemplate;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
@@ -73,6 +74,11 @@ pub enum AppProtocol {
 pub struct ServiceSpec {
     /// Labels a workload must carry (all of them) to back this service.
     pub selector: BTreeMap<String, String>,
+    /// The service's route templates (`/charges/{id}`), in match order: sidecars label
+    /// request metrics with the first template the normalised path matches, else
+    /// `[unmatched]` (docs/telemetry.md). Empty: every request is `[unmatched]`.
+    #[serde(default)]
+    pub routes: Vec<RouteTemplate>,
 }
 
 /// A loaded `Workload` resource.

@@ -124,3 +124,29 @@ fn missing_directory_is_an_io_error_naming_it() {
     assert!(matches!(err, LoadError::Io { .. }));
     assert!(err.to_string().contains("/nonexistent/meshwork"));
 }
+
+#[test]
+fn service_routes_are_route_templates_and_bad_ones_name_the_field() {
+    let service = "apiVersion: meshwork.dev/v1alpha1\nkind: Service\nmetadata: {name: billing}\nspec:\n  selector: {app: billing}\n  routes:\n    - /charges\n";
+    let mut set = ResourceSet::default();
+    load_str(
+        Path::new("ok.yaml"),
+        &format!("{MESH}{service}    - /charges/{{id}}\n"),
+        &mut set,
+    )
+    .expect("valid routes");
+    let routes: Vec<_> = set.services[0]
+        .resource
+        .spec
+        .routes
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(routes, ["/charges", "/charges/{id}"]);
+
+    let err = load_err(&format!("{MESH}{service}    - /charges/v{{id}}\n"));
+    assert!(err.starts_with("bad.yaml:13:"), "{err}");
+    assert!(err.contains("Service/billing"), "{err}");
+    assert!(err.contains("spec.routes[1]"), "{err}");
+    assert!(err.contains("whole segment"), "{err}");
+}

@@ -144,7 +144,13 @@ impl Registry {
                         })
                     })
                     .collect();
-                (name.clone(), ServiceRoute { name, endpoints })
+                let routes = s.resource.spec.routes.clone();
+                let route = ServiceRoute {
+                    name: name.clone(),
+                    endpoints,
+                    routes,
+                };
+                (name, route)
             })
             .collect();
         let policies = self

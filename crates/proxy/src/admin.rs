@@ -1,7 +1,8 @@
 //! The sidecar's admin listener (plain HTTP, keep it on loopback): `GET /metrics`
-//! (OpenMetrics text via prometheus-client: SVID and CA expiry, snapshot version, policy
-//! hash), `GET /snapshot` (JSON, for `meshwork policy explain --state-dir`) and
-//! `GET /ready`.
+//! (OpenMetrics text: SVID and CA expiry, snapshot version, policy hash via
+//! prometheus-client, then the request, connection and error metrics of the sidecar's
+//! [`ProxyMetrics`], docs/telemetry.md), `GET /snapshot` (JSON, for
+//! `meshwork policy explain --state-dir`) and `GET /ready`.
 //!
 //! Every answer is computed at request time from the live [`SvidStore`] and [`Routes`],
 //! so a rotated SVID or a new snapshot shows on the next scrape; nothing is cached.
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
+use crate::metrics::ProxyMetrics;
 use crate::routes::Routes;
 use crate::server;
 
@@ -55,14 +57,25 @@ pub struct Admin {
 struct AdminState {
     store: Arc<SvidStore>,
     routes: Routes,
+    requests: Arc<dyn ProxyMetrics>,
 }
 
 impl Admin {
-    /// The admin listener on `listener`, answering from `store` and `routes`.
-    pub fn new(listener: TcpListener, store: Arc<SvidStore>, routes: Routes) -> Admin {
+    /// The admin listener on `listener`, answering from `store`, `routes` and what
+    /// `requests` recorded.
+    pub fn new(
+        listener: TcpListener,
+        store: Arc<SvidStore>,
+        routes: Routes,
+        requests: Arc<dyn ProxyMetrics>,
+    ) -> Admin {
         Admin {
             listener,
-            state: Arc::new(AdminState { store, routes }),
+            state: Arc::new(AdminState {
+                store,
+                routes,
+                requests,
+            }),
         }
     }
 
@@ -126,7 +139,8 @@ impl AdminState {
         }
     }
 
-    /// The gauges, read from the live store and table (built per scrape: a handful of series).
+    /// The gauges, read from the live store and table (built per scrape: a handful of
+    /// series), then the recorded request metrics.
     fn metrics(&self) -> String {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let svid = self.store.svid();
@@ -175,9 +189,13 @@ impl AdminState {
         );
 
         let mut body = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut body, &registry) {
+        if let Err(error) = prometheus_client::encoding::text::encode_registry(&mut body, &registry)
+        {
             tracing::error!(%error, "encoding metrics failed");
         }
+        self.requests.encode_text(&mut body);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_eof(&mut body);
         body
     }
 }

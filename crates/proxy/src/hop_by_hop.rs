@@ -8,7 +8,7 @@
 
 use std::task::{Context, Poll};
 
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::{MapOk, TryFutureExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use tower::{Layer, Service};
@@ -25,6 +25,12 @@ const ALWAYS: [HeaderName; 4] = [
 ///
 /// `TE` survives only as `te: trailers`, and only if the sender offered `trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Fast path: most messages carry none of these, and one pass over the (few) names
+    // present is much cheaper than the hashed removals below. Without a `Connection`
+    // header no other name can be hop-by-hop, so this check is exact.
+    if !headers.keys().any(needs_stripping) {
+        return;
+    }
     for name in connection_named(headers) {
         headers.remove(name);
     }
@@ -40,6 +46,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     strip_te(headers);
+}
+
+/// True for a name [`strip_hop_by_hop`] may remove or rewrite: one of [`ALWAYS`]
+/// (`Connection` included, which brings the names it lists), `TE`, or `Proxy-*`.
+/// (Compared one by one rather than with `ALWAYS.contains`: standard names compare as
+/// small integers, and the const array would be built on every call.)
+fn needs_stripping(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == header::TE
+        || {
+            let name = name.as_str();
+            name == "keep-alive" || name.starts_with("proxy-")
+        }
 }
 
 /// The header names listed in every `Connection` header (comma-separated tokens).
@@ -90,14 +111,20 @@ pub struct HopByHop<S> {
     inner: S,
 }
 
+/// Strips the response's hop-by-hop headers (a `fn` item, so the layer's future is a
+/// named type rather than a boxed one).
+fn strip_response<B>(mut response: Response<B>) -> Response<B> {
+    strip_hop_by_hop(response.headers_mut());
+    response
+}
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for HopByHop<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<ResB>, S::Error>>;
+    type Future = MapOk<S::Future, fn(Response<ResB>) -> Response<ResB>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -107,13 +134,7 @@ where
         strip_hop_by_hop(request.headers_mut());
         self.inner
             .call(request)
-            .map(|result| {
-                result.map(|mut response| {
-                    strip_hop_by_hop(response.headers_mut());
-                    response
-                })
-            })
-            .boxed()
+            .map_ok(strip_response::<ResB> as fn(Response<ResB>) -> Response<ResB>)
     }
 }
 
@@ -184,6 +205,53 @@ mod tests {
         let mut map = headers(&[("te", "gzip, deflate")]);
         strip_hop_by_hop(&mut map);
         assert!(map.get(header::TE).is_none());
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_exactly_as_they_were() {
+        let original = headers(&[
+            ("host", "billing"),
+            ("accept", "*/*"),
+            ("x-multi", "1"),
+            ("x-multi", "2"),
+            ("content-length", "0"),
+            ("x-proxy-note", "not a proxy- header"),
+        ]);
+        let mut map = original.clone();
+        strip_hop_by_hop(&mut map);
+        let pairs = |map: &HeaderMap| -> Vec<(String, Vec<u8>)> {
+            map.iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        assert_eq!(pairs(&map), pairs(&original));
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_alone_is_stripped() {
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "proxy-connection",
+            "proxy-anything",
+        ] {
+            let mut map = headers(&[("x-keep", "1"), (name, "gzip")]);
+            strip_hop_by_hop(&mut map);
+            assert_eq!(names(&map), ["x-keep"], "{name}");
+            assert!(ALWAYS.iter().all(needs_stripping));
+        }
+    }
+
+    #[test]
+    fn a_name_listed_in_connection_goes_with_it() {
+        let mut map = headers(&[("x-a", "1"), ("connection", "X-A"), ("x-b", "2")]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(names(&map), ["x-b"]);
     }
 
     #[tokio::test]

@@ -17,9 +17,12 @@
 //!
 //! ```text
 //! app ──HTTP_PROXY──▶ outbound ──mTLS h2──▶ peer inbound ──HTTP──▶ peer app
-//!                     (hop_by_hop, router,             (hop_by_hop, client_id,
-//!                      pool)                            policy slot, app client)
+//!                     (telemetry, hop_by_hop,          (telemetry, hop_by_hop,
+//!                      router, pool)                    client_id, authorize, app client)
 //! ```
+//!
+//! Every request is counted by the telemetry layer (service, route template, method,
+//! status, peer, duration) into [`PrometheusMetrics`], served on the admin `/metrics`.
 
 mod admin;
 mod backoff;
@@ -28,16 +31,22 @@ mod config;
 mod control_client;
 mod denial;
 mod discovery;
+mod exposition;
+mod fast_hash;
 mod forward_error;
 mod hop_by_hop;
 mod inbound;
+mod label;
 mod metrics;
 mod outbound;
+mod prometheus;
 mod proxy;
 mod ready;
 mod retry;
+mod route_classifier;
 mod routes;
 mod server;
+mod telemetry;
 mod workload_api;
 
 use std::future::Future;
@@ -48,8 +57,10 @@ pub use config::{AppProtocol, ControlSource, PeerProtocol, ProxyConfig};
 pub use control_client::{ControlClient, ControlError};
 pub use forward_error::{ForwardError, Side};
 pub use inbound::client_id::{CLIENT_ID_HEADER, PeerIdentity};
-pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics};
+pub use label::{Label, MethodLabel};
+pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord};
 pub use outbound::resolve::EgressDns;
+pub use prometheus::PrometheusMetrics;
 pub use proxy::{Proxy, ProxyError};
 pub use ready::{ReadyFileError, ReadyInfo};
 pub use server::DRAIN_TIMEOUT;

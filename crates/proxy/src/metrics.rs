@@ -1,13 +1,15 @@
-//! Metrics hook points. The proxy calls these at the moments worth counting; a later
-//! issue plugs a Prometheus implementation in. Every method defaults to doing nothing,
-//! so implementors override only what they record.
+//! Metrics hook points. The proxy calls these at the moments worth counting; every
+//! sidecar records them with [`crate::PrometheusMetrics`] (served on the admin `/metrics`).
+//! Every method defaults to doing nothing, so implementors override only what they record.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::StatusCode;
 use identity::SpiffeId;
 
 use crate::forward_error::ForwardError;
+use crate::label::{Label, MethodLabel};
 
 /// Which listener a request or connection belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,6 +18,16 @@ pub enum Direction {
     Inbound,
     /// Calls from the local app out to the mesh.
     Outbound,
+}
+
+impl Direction {
+    /// The `direction` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
 }
 
 /// The HTTP version negotiated on a connection.
@@ -35,6 +47,36 @@ impl Protocol {
             _ => Protocol::Http1,
         }
     }
+
+    /// The `protocol` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+        }
+    }
+}
+
+/// One answered request as the telemetry layer labelled it (docs/telemetry.md). Every
+/// label is interned or an enum, so building and passing a record allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRecord {
+    /// Which listener the request came in on.
+    pub direction: Direction,
+    /// The mesh service (lower case), `[none]` or `[egress]`.
+    pub service: Label,
+    /// The first of the service's route templates the normalised path matches, else
+    /// `[unmatched]`; never the raw path.
+    pub route: Label,
+    /// The method, extension methods as `OTHER`.
+    pub method: MethodLabel,
+    /// The status the caller received (a proxy error's status when forwarding failed).
+    pub status: StatusCode,
+    /// Inbound: the verified caller's SPIFFE ID. Outbound: the identity of the peer the
+    /// request went to. `[none]` when there is none (egress, failure before any peer).
+    pub peer: Label,
+    /// From the request head's arrival at the listener's stack to the response head.
+    pub elapsed: Duration,
 }
 
 /// Receives the proxy's measurement events. Must be cheap: called on the data path.
@@ -50,6 +92,15 @@ pub trait ProxyMetrics: Send + Sync + 'static {
 
     /// A request failed in the proxy; [`ProxyMetrics::response`] is called as well.
     fn forward_error(&self, _direction: Direction, _error: &ForwardError) {}
+
+    /// A request was answered, with its labels and duration (called by the telemetry
+    /// layer, once per request whose response head was produced; before
+    /// [`ProxyMetrics::response`]). Must not block: it runs on the data path.
+    fn request(&self, _record: &RequestRecord) {}
+
+    /// Appends this implementation's metric families to an admin `/metrics` answer, in
+    /// OpenMetrics text (`# HELP`/`# TYPE` lines and samples, without the final `# EOF`).
+    fn encode_text(&self, _out: &mut String) {}
 }
 
 /// The default: records nothing.

@@ -14,9 +14,10 @@ use crate::config::ProxyConfig;
 use crate::control_client::ControlError;
 use crate::discovery::{self, ControlLoops};
 use crate::inbound::{self, Inbound, app::AppService};
-use crate::metrics::{NoMetrics, ProxyMetrics};
+use crate::metrics::ProxyMetrics;
 use crate::outbound::resolve::HostResolver;
 use crate::outbound::{self, Outbound, connect::PeerConnector, egress::Egress, pool::PeerPool};
+use crate::prometheus::PrometheusMetrics;
 use crate::ready::{ReadyFileError, ReadyInfo};
 
 /// Why the proxy could not start (or stopped abnormally).
@@ -85,12 +86,15 @@ pub struct Proxy {
 impl Proxy {
     /// Binds both listeners, then obtains identity and routes from `config.control`
     /// (for a socket: generating the key, SVID by CSR, registering the inbound address
-    /// and fetching the first snapshot, retrying while control is unreachable).
+    /// and fetching the first snapshot, retrying while control is unreachable). Requests,
+    /// connections and forwarding errors are recorded by [`PrometheusMetrics`] and served
+    /// on the admin `/metrics`.
     pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
-        Proxy::start_with_metrics(config, Arc::new(NoMetrics)).await
+        Proxy::start_with_metrics(config, Arc::new(PrometheusMetrics::default())).await
     }
 
-    /// As [`Proxy::start`], reporting connection and request events to `metrics`.
+    /// As [`Proxy::start`], reporting connection and request events to `metrics` (which
+    /// the admin `/metrics` includes through [`ProxyMetrics::encode_text`]).
     pub async fn start_with_metrics(
         config: ProxyConfig,
         metrics: Arc<dyn ProxyMetrics>,
@@ -126,13 +130,19 @@ impl Proxy {
             spiffe_id: store.svid().id().clone(),
             admin: admin_addr,
         };
-        let admin = admin_listener.map(|l| Admin::new(l, Arc::clone(&store), routes.clone()));
+        let admin = admin_listener
+            .map(|l| Admin::new(l, Arc::clone(&store), routes.clone(), Arc::clone(&metrics)));
         let egress = Egress::new(info.spiffe_id.clone(), resolver);
         tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, "proxy ready");
         Ok(Proxy {
             inbound: Inbound {
                 listener: inbound_listener,
-                stack: inbound::stack(app, routes.clone(), info.spiffe_id.clone()),
+                stack: inbound::stack(
+                    app,
+                    routes.clone(),
+                    info.spiffe_id.clone(),
+                    Arc::clone(&metrics),
+                ),
                 store,
                 metrics: Arc::clone(&metrics),
             },

@@ -17,6 +17,8 @@ use arc_swap::ArcSwap;
 use identity::SpiffeId;
 use policy::Engine;
 
+use crate::route_classifier::RouteClassifier;
+
 /// One version of the routing table and policies.
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -25,6 +27,8 @@ pub struct RouteTable {
     /// The services each identity serves: what an inbound request to that workload targets.
     backed_by: HashMap<SpiffeId, Vec<String>>,
     policies: Arc<Policies>,
+    /// Request path → route template, for the `route` label of request metrics.
+    classifier: RouteClassifier,
 }
 
 /// A snapshot's policies, compiled once per distinct policy hash.
@@ -79,6 +83,7 @@ impl RouteTable {
             services,
             backed_by,
             policies: compile_policies(snapshot, previous.map(|p| &p.policies)),
+            classifier: RouteClassifier::compile(snapshot),
         }
     }
 
@@ -108,6 +113,11 @@ impl RouteTable {
     /// The policies of this snapshot.
     pub fn policies(&self) -> &Policies {
         &self.policies
+    }
+
+    /// The route classifier of this snapshot (metric labels).
+    pub fn classifier(&self) -> &RouteClassifier {
+        &self.classifier
     }
 }
 
@@ -219,6 +229,7 @@ mod tests {
         let route = ServiceRoute {
             name: "Billing".to_owned(),
             endpoints,
+            routes: Vec::new(),
         };
         Snapshot {
             version,

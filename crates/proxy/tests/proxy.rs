@@ -27,6 +27,8 @@ mod rotation;
 mod scripted;
 #[path = "proxy/socket_source.rs"]
 mod socket_source;
+#[path = "proxy/telemetry.rs"]
+mod telemetry;
 
 use std::time::Duration;
 

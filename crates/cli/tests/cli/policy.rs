@@ -61,7 +61,52 @@ fn only_store_may_charge_whatever_the_path_spelling() {
             "{line}"
         );
     }
+    assert_requests_counted_by_route_template(&up);
     assert_audit_logs_but_does_not_refuse(&up);
+}
+
+/// Both sidecars counted the five spellings under the one template `/charges`
+/// (docs/telemetry.md), denials included, and no raw spelling became a label.
+fn assert_requests_counted_by_route_template(up: &Up) {
+    let td = "spiffe://meshwork.local/ns/default/sa";
+    let billing = scrape_metrics(up, "billing");
+    for (status, caller) in [(201, "store"), (403, "reporting")] {
+        let series = format!(
+            "meshwork_requests_total{{direction=\"inbound\",service=\"billing\",route=\"/charges\",method=\"POST\",status_code=\"{status}\",peer=\"{td}/{caller}\"}} 5\n"
+        );
+        assert!(
+            billing.contains(&series),
+            "{series} missing from\n{billing}"
+        );
+    }
+    let store = scrape_metrics(up, "store");
+    let series = format!(
+        "meshwork_requests_total{{direction=\"outbound\",service=\"billing\",route=\"/charges\",method=\"POST\",status_code=\"201\",peer=\"{td}/billing\"}} 5\n"
+    );
+    assert!(store.contains(&series), "{series} missing from\n{store}");
+    for text in [&billing, &store] {
+        for raw in ["%63harges", "/x/", "//charges", "/charges/\""] {
+            assert!(!text.contains(raw), "raw path {raw:?} in a label:\n{text}");
+        }
+    }
+}
+
+/// `GET /metrics` from `workload`'s sidecar admin listener (address from its ready file).
+fn scrape_metrics(up: &Up, workload: &str) -> String {
+    let admin = up.ready(workload)["admin"]
+        .as_str()
+        .expect("admin address in the ready file")
+        .to_owned();
+    let mut stream = TcpStream::connect(&admin).expect("connect to the admin listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read /metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
 
 /// reporting -> store is not refused: store has only an audit-mode policy, which logs.

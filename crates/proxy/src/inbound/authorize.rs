@@ -15,6 +15,7 @@
 //! - **Live updates:** the engine is read from the current [`RouteTable`] per request; a new
 //!   snapshot applies to the next request on every open connection.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -98,35 +99,42 @@ pub fn authorize<B>(
     request: &mut Request<B>,
 ) -> Result<(), Box<Response<ProxyBody>>> {
     let (path, rewritten) = normalised_target(request)?;
+    decide_request(table, own, request, &path)?;
+    if let Some(target) = rewritten {
+        set_path_and_query(request, &target);
+    }
+    Ok(())
+}
+
+/// Decides and logs `request` at `path`. The request is only borrowed here, so the caller's
+/// identity and the host are read in place rather than copied (this runs on every request).
+fn decide_request<B>(
+    table: &RouteTable,
+    own: &SpiffeId,
+    request: &Request<B>,
+    path: &NormalizedPath,
+) -> Result<(), Box<Response<ProxyBody>>> {
     let engine = table.policies().engine.as_ref().map_err(|error| {
         let body = json!({"error": "policy_unavailable", "side": "proxy", "retryable": false,
                           "description": format!("this proxy's policies do not compile: {error}")});
         Box::new(json_response(StatusCode::SERVICE_UNAVAILABLE, &body))
     })?;
-    let caller = request
-        .extensions()
-        .get::<PeerIdentity>()
-        .map(|p| p.0.clone());
-    let host = request_host(request);
-    let services = target_services(table.services_of(own), host.as_deref());
-    let (decision, service) = decide(engine, &services, caller.as_ref(), request, &path);
-    let id = decision_id();
+    let caller = request.extensions().get::<PeerIdentity>().map(|p| &p.0);
+    let services = target_services(table.services_of(own), request);
+    let (decision, service) = decide(engine, services, caller, request, path);
     let described = Described {
-        id: &id,
-        caller: caller.as_ref(),
+        id: OnceCell::new(),
+        caller,
         service,
         method: request.method().as_str(),
-        path: &path,
+        path,
         policy_hash: &table.policies().hash,
     };
     described.log(&decision);
     if !decision.allowed {
-        let context = json!({"service": service, "caller": caller.as_ref().map(SpiffeId::as_str)});
-        let refusal = forbidden("forbidden", &id, &decision.reason, context);
+        let context = json!({"service": service, "caller": caller.map(SpiffeId::as_str)});
+        let refusal = forbidden("forbidden", described.id(), &decision.reason, context);
         return Err(Box::new(refusal));
-    }
-    if let Some(target) = rewritten {
-        set_path_and_query(request, &target);
     }
     Ok(())
 }
@@ -155,33 +163,39 @@ fn normalised_target<B>(
     Ok((path, rewritten))
 }
 
-/// The request's host (`:authority` or `Host`), lower case, without port.
-fn request_host<B>(request: &Request<B>) -> Option<String> {
-    let from_header = || {
-        let value = request.headers().get(http::header::HOST)?.to_str().ok()?;
-        let authority: http::uri::Authority = value.parse().ok()?;
-        Some(authority.host().to_owned())
+/// The service the request's host names when this workload backs it, else every backed
+/// service. The host is `:authority` (or the absolute URI's host), else `Host`, without
+/// port, compared in lower case.
+fn target_services<'a, B>(backed: &'a [String], request: &Request<B>) -> &'a [String] {
+    let named = match request.uri().host() {
+        Some(host) => backed_named(backed, host),
+        None => host_header(request).and_then(|authority| backed_named(backed, authority.host())),
     };
-    request
-        .uri()
-        .host()
-        .map(str::to_owned)
-        .or_else(from_header)
-        .map(|h| h.to_ascii_lowercase())
+    named.map_or(backed, std::slice::from_ref)
 }
 
-/// The service the host names when this workload backs it, else every backed service.
-fn target_services<'a>(backed: &'a [String], host: Option<&str>) -> Vec<&'a str> {
-    match backed.iter().find(|s| Some(s.as_str()) == host) {
-        Some(named) => vec![named.as_str()],
-        None => backed.iter().map(String::as_str).collect(),
-    }
+/// The `Host` header, when it parses as an authority.
+fn host_header<B>(request: &Request<B>) -> Option<http::uri::Authority> {
+    let value = request.headers().get(http::header::HOST)?.to_str().ok()?;
+    value.parse().ok()
+}
+
+/// The backed service named `host` once `host` is lower-cased (without allocating the
+/// lower-case copy).
+fn backed_named<'a>(backed: &'a [String], host: &str) -> Option<&'a String> {
+    backed.iter().find(|service| {
+        service.len() == host.len()
+            && service
+                .bytes()
+                .zip(host.bytes())
+                .all(|(s, h)| s == h.to_ascii_lowercase())
+    })
 }
 
 /// The first denial over `services`, else the first service's decision.
 fn decide<'s, B>(
     engine: &Engine,
-    services: &[&'s str],
+    services: &'s [String],
     caller: Option<&SpiffeId>,
     request: &Request<B>,
     path: &NormalizedPath,
@@ -198,7 +212,7 @@ fn decide<'s, B>(
         if !decision.allowed {
             return (decision, service);
         }
-        allowed.get_or_insert((decision, *service));
+        allowed.get_or_insert((decision, service.as_str()));
     }
     allowed.unwrap_or_else(|| (unserved(), ""))
 }
@@ -219,7 +233,9 @@ fn unserved() -> Decision {
 
 /// What a log line says about one decided request.
 struct Described<'a> {
-    id: &'a str,
+    /// Made on first use: most requests are allowed and logged at a disabled level, so
+    /// nothing quotes their id (`rand` plus a formatted string per request otherwise).
+    id: OnceCell<String>,
     caller: Option<&'a SpiffeId>,
     service: &'a str,
     method: &'a str,
@@ -228,26 +244,32 @@ struct Described<'a> {
 }
 
 impl Described<'_> {
+    /// The decision id: the same for every log line and the 403 of this request.
+    fn id(&self) -> &str {
+        self.id.get_or_init(decision_id)
+    }
+
+    /// Tracing evaluates an event's fields only when the event is enabled, so `self.id()`
+    /// in them creates the id only for lines that are actually written.
     fn log(&self, decision: &Decision) {
         let caller = self.caller.map_or("-", SpiffeId::as_str);
-        let (id, service, method, path, hash) = (
-            self.id,
+        let (service, method, path, hash) = (
             self.service,
             self.method,
             self.path.as_str(),
             self.policy_hash,
         );
         for note in &decision.audit {
-            tracing::info!(decision_id = id, caller, service, method, path, policy_hash = hash,
+            tracing::info!(decision_id = self.id(), caller, service, method, path, policy_hash = hash,
                 outcome = ?note.outcome, policy = ?note.reason.policy, rule = ?note.reason.rule,
                 matcher = %note.reason.matcher, "audit: policy in audit mode would decide otherwise");
         }
         let reason = &decision.reason;
         if decision.allowed {
-            tracing::debug!(decision_id = id, caller, service, method, path, kind = ?reason.kind,
+            tracing::debug!(decision_id = self.id(), caller, service, method, path, kind = ?reason.kind,
                 policy = ?reason.policy, rule = ?reason.rule, "inbound request allowed");
         } else {
-            tracing::warn!(decision_id = id, caller, service, method, path, policy_hash = hash,
+            tracing::warn!(decision_id = self.id(), caller, service, method, path, policy_hash = hash,
                 kind = ?reason.kind, policy = ?reason.policy, rule = ?reason.rule,
                 matcher = %reason.matcher, "inbound request denied by policy");
         }

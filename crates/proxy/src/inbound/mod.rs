@@ -25,6 +25,7 @@ use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, Protocol, ProxyMetrics};
 use crate::routes::Routes;
 use crate::server::{self, Stack};
+use crate::telemetry::TelemetryLayer;
 use app::AppService;
 use authorize::AuthorizeLayer;
 use client_id::{ClientIdLayer, PeerIdentity};
@@ -33,11 +34,22 @@ use client_id::{ClientIdLayer, PeerIdentity};
 /// task (and delay shutdown) for as long as a slow or malicious client likes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the inbound request stack: hop-by-hop stripping, client-id stamping,
-/// authorization (the policies in `routes`, for this workload's identity `own`), then the
-/// app client.
-pub fn stack(app: AppService, routes: Routes, own: SpiffeId) -> Stack {
+/// Builds the inbound request stack: telemetry (request metrics into `metrics`), hop-by-hop
+/// stripping, client-id stamping, authorization (the policies in `routes`, for this
+/// workload's identity `own`), then the app client.
+pub fn stack(
+    app: AppService,
+    routes: Routes,
+    own: SpiffeId,
+    metrics: Arc<dyn ProxyMetrics>,
+) -> Stack {
     let service = ServiceBuilder::new()
+        // Outermost: refusals by the layers below are counted too.
+        .layer(TelemetryLayer::inbound(
+            routes.clone(),
+            own.clone(),
+            metrics,
+        ))
         .layer(HopByHopLayer)
         .layer(ClientIdLayer)
         // Sees the verified caller as the `PeerIdentity` request extension.

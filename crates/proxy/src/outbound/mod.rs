@@ -26,12 +26,14 @@ use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, ProxyMetrics};
 use crate::routes::Routes;
 use crate::server::{self, Stack};
+use crate::telemetry::TelemetryLayer;
 use egress::Egress;
 use pool::PeerPool;
 use router::Router;
 
-/// Builds the outbound request stack: hop-by-hop stripping, then the router (which hands
-/// destinations outside the mesh to `egress`: only the router knows what is in the mesh).
+/// Builds the outbound request stack: telemetry (request metrics into `metrics`), hop-by-hop
+/// stripping, then the router (which hands destinations outside the mesh to `egress`: only
+/// the router knows what is in the mesh).
 pub fn stack(
     routes: Routes,
     pool: PeerPool,
@@ -39,6 +41,10 @@ pub fn stack(
     metrics: Arc<dyn ProxyMetrics>,
 ) -> Stack {
     let service = ServiceBuilder::new()
+        .layer(TelemetryLayer::outbound(
+            routes.clone(),
+            Arc::clone(&metrics),
+        ))
         .layer(HopByHopLayer)
         .service(Router::new(routes, pool, egress, metrics));
     server::box_stack(service)

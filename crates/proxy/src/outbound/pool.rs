@@ -2,8 +2,8 @@
 //!
 //! HTTP/2 peers (the normal case: every meshwork inbound offers `h2` by ALPN) get one
 //! multiplexed connection whose `SendRequest` is cloned per request. HTTP/1.1 peers get
-//! a keep-alive pool of idle connections: a sender returns to the pool once its
-//! exchange is complete. Closed connections are dropped at checkout and a new one is
+//! a keep-alive pool of idle connections: a sender returns to the pool when the response
+//! body ends ([`PeerBody`]). Closed connections are dropped at checkout and a new one is
 //! dialled, so a peer restart costs nothing but the reconnect.
 //!
 //! An idle HTTP/1.1 connection is only reused for [`PEER_IDLE_TIMEOUT`], and a request
@@ -12,10 +12,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use identity::SpiffeId;
@@ -124,7 +128,7 @@ impl PeerPool {
         &self,
         key: &PeerKey,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<PeerBody>, SendError> {
         let request = match self.checkout(key) {
             Some(sender) => match self.send_reused(key, sender, request).await {
                 Ok(response) => return Ok(response),
@@ -149,7 +153,7 @@ impl PeerPool {
         key: &PeerKey,
         sender: PeerSender,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, Reused> {
+    ) -> Result<Response<PeerBody>, Reused> {
         // Only HTTP/1.1 races an idle close: an HTTP/2 peer announces it with GOAWAY,
         // and hyper hands back (as unsent) the requests the peer never processed.
         let replay = match &sender {
@@ -184,16 +188,28 @@ impl PeerPool {
         key: &PeerKey,
         sender: PeerSender,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<PeerBody>, SendError> {
         match sender {
             PeerSender::Http2(mut sender) => sender
                 .try_send_request(into_http2(request))
                 .await
+                .map(|response| response.map(PeerBody::plain))
                 .map_err(exchange_error),
             PeerSender::Http1(mut sender) => {
-                let result = sender.try_send_request(into_http1(request)).await;
-                self.recycle_when_idle(key.clone(), sender);
-                result.map_err(exchange_error)
+                let response = sender
+                    .try_send_request(into_http1(request))
+                    .await
+                    .map_err(exchange_error)?;
+                // On an error the sender is dropped, which closes the connection.
+                let recycle = Recycle {
+                    pool: Arc::downgrade(&self.inner),
+                    key: key.clone(),
+                    sender,
+                };
+                Ok(response.map(|inner| PeerBody {
+                    inner,
+                    recycle: Some(recycle),
+                }))
             }
         }
     }
@@ -240,27 +256,120 @@ impl PeerPool {
         Ok(sender)
     }
 
-    /// Returns an HTTP/1.1 sender to the idle pool once its exchange has finished
-    /// (i.e. the response body was consumed); drops it if the connection closed.
-    fn recycle_when_idle(&self, key: PeerKey, mut sender: http1::SendRequest<ProxyBody>) {
-        let pool: Weak<Inner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(inner) = pool.upgrade() else { return };
-            let mut entries = lock(&inner.entries);
-            let idle = &mut entries.entry(key).or_default().idle_http1;
-            let now = Instant::now();
-            drop_expired(idle, now);
-            if idle.len() < MAX_IDLE_HTTP1 {
-                idle.push(Idle { sender, since: now });
-            }
-        });
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerKey, Entry>> {
         lock(&self.inner.entries)
+    }
+}
+
+/// A peer's response body. On HTTP/1.1 it also carries the connection's sender and puts
+/// it back in the idle pool when the body ends, without a task per request to wait for it.
+/// A body dropped before its end takes the sender with it: the connection is closed.
+pub struct PeerBody {
+    inner: Incoming,
+    recycle: Option<Recycle>,
+}
+
+impl PeerBody {
+    /// A body with no connection to return (HTTP/2: the sender stays pooled meanwhile).
+    fn plain(inner: Incoming) -> Self {
+        PeerBody {
+            inner,
+            recycle: None,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(recycle) = self.recycle.take() {
+            recycle.run();
+        }
+    }
+}
+
+impl Body for PeerBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if this.recycle.is_some() {
+            match &frame {
+                // A known length ends with its last byte: the reader need not poll again.
+                None => this.finish(),
+                Some(Ok(_)) if this.inner.is_end_stream() => this.finish(),
+                Some(Ok(_)) => {}
+                // A broken exchange: drop (and so close) the connection.
+                Some(Err(_)) => this.recycle = None,
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PeerBody {
+    fn drop(&mut self) {
+        // A body that is empty from the start (HEAD, 204, 304, `Content-Length: 0`) is
+        // usually dropped unpolled; it still completed its exchange. (`recycle` first: on
+        // HTTP/2 there is nothing to return, and asking h2 takes its stream lock.)
+        if self.recycle.is_some() && self.inner.is_end_stream() {
+            self.finish();
+        }
+    }
+}
+
+/// What it takes to return an HTTP/1.1 sender to the pool.
+struct Recycle {
+    pool: Weak<Inner>,
+    key: PeerKey,
+    sender: http1::SendRequest<ProxyBody>,
+}
+
+impl Recycle {
+    /// Pools the sender if its connection is ready for another request. It usually is by
+    /// the time its response body has ended; if not (the connection task has not caught up
+    /// yet, or the request body is still being sent), one task waits for it, as it is not
+    /// known to be unusable.
+    fn run(self) {
+        let Recycle {
+            pool,
+            key,
+            mut sender,
+        } = self;
+        if sender.is_ready() {
+            put_idle(&pool, key, sender);
+        } else if !sender.is_closed()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    put_idle(&pool, key, sender);
+                }
+            });
+        }
+    }
+}
+
+/// Adds a ready HTTP/1.1 sender to `key`'s idle connections (unless the pool is gone or
+/// holds [`MAX_IDLE_HTTP1`] already), dropping the ones idle too long.
+fn put_idle(pool: &Weak<Inner>, key: PeerKey, sender: http1::SendRequest<ProxyBody>) {
+    let Some(inner) = pool.upgrade() else { return };
+    let mut entries = lock(&inner.entries);
+    let idle = &mut entries.entry(key).or_default().idle_http1;
+    let now = Instant::now();
+    drop_expired(idle, now);
+    if idle.len() < MAX_IDLE_HTTP1 {
+        idle.push(Idle { sender, since: now });
     }
 }
 

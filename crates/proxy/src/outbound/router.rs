@@ -19,8 +19,10 @@ use super::pool::{PeerKey, PeerPool, SendError};
 use super::target::Target;
 use crate::body::{ProxyBody, boxed};
 use crate::forward_error::{ForwardError, error_chain};
+use crate::label::Label;
 use crate::metrics::ProxyMetrics;
 use crate::routes::{Routes, ServiceEndpoints};
+use crate::telemetry::{AnsweredBy, ReportPeer};
 
 /// Routes outbound proxy requests to mesh services.
 #[derive(Clone)]
@@ -95,6 +97,7 @@ pub(super) async fn forward(
     request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let mut request = request;
+    let report_peer = request.extensions().get::<ReportPeer>().is_some();
     let mut last_failure = "the service has no endpoints".to_owned();
     for endpoint in service.round_robin() {
         let key = PeerKey {
@@ -102,7 +105,14 @@ pub(super) async fn forward(
             identity: endpoint.identity.clone(),
         };
         match pool.send(&key, request).await {
-            Ok(response) => return Ok(response.map(boxed)),
+            Ok(response) => {
+                let mut response = response.map(boxed);
+                if report_peer {
+                    let peer = AnsweredBy(Label::intern(key.identity.as_str()));
+                    response.extensions_mut().insert(peer);
+                }
+                return Ok(response);
+            }
             Err(SendError::Connect {
                 error,
                 request: unsent,

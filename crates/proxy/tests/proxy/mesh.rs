@@ -59,6 +59,7 @@ pub fn route(name: &str, addr: SocketAddr, identity: SpiffeId) -> (String, Servi
     let route = ServiceRoute {
         name: name.to_owned(),
         endpoints,
+        routes: Vec::new(),
     };
     (name.to_owned(), route)
 }

@@ -1,0 +1,315 @@
+//! [`PrometheusMetrics`]: the sidecar's request, connection and error metrics, recorded on
+//! the data path with atomics and rendered on the admin `/metrics` (docs/telemetry.md).
+//!
+//! - `meshwork_requests_total{direction,service,route,method,status_code,peer}`
+//! - `meshwork_request_duration_seconds{direction,service,route}` (histogram, [`BUCKETS`])
+//! - `meshwork_connections_total{direction,protocol}`
+//! - `meshwork_forward_errors_total{direction,side}`
+//!
+//! Cost: a request is one read-locked lookup of a `Copy` key (interned labels, no strings
+//! built) and two relaxed atomic adds; only the first request of a new label set takes the
+//! write lock. No lock is held across an `.await` (there is none in here). Histograms are
+//! kept per full label set and summed per route when scraped, so the data path touches one
+//! series only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
+
+use http::StatusCode;
+use identity::SpiffeId;
+
+use crate::exposition::{self, Kind};
+use crate::fast_hash::FxBuild;
+use crate::forward_error::{ForwardError, Side};
+use crate::label::{Label, MethodLabel};
+use crate::metrics::{Direction, Protocol, ProxyMetrics, RequestRecord};
+
+/// Upper bounds of the duration buckets (seconds as written in `le`, and nanoseconds),
+/// 0.5 ms to 10 s; slower requests land in `+Inf` only.
+pub const BUCKETS: [(&str, u64); 14] = [
+    ("0.0005", 500_000),
+    ("0.001", 1_000_000),
+    ("0.0025", 2_500_000),
+    ("0.005", 5_000_000),
+    ("0.01", 10_000_000),
+    ("0.025", 25_000_000),
+    ("0.05", 50_000_000),
+    ("0.1", 100_000_000),
+    ("0.25", 250_000_000),
+    ("0.5", 500_000_000),
+    ("1.0", 1_000_000_000),
+    ("2.5", 2_500_000_000),
+    ("5.0", 5_000_000_000),
+    ("10.0", 10_000_000_000),
+];
+
+/// Buckets plus the overflow (`+Inf` only) slot.
+const SLOTS: usize = BUCKETS.len() + 1;
+
+const DIRECTIONS: [Direction; 2] = [Direction::Inbound, Direction::Outbound];
+const PROTOCOLS: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
+const SIDES: [Side; 5] = [
+    Side::Client,
+    Side::Peer,
+    Side::Upstream,
+    Side::External,
+    Side::Proxy,
+];
+
+/// The Prometheus recorder every sidecar uses (see the [module docs](self)).
+#[derive(Debug, Default)]
+pub struct PrometheusMetrics {
+    requests: RwLock<HashMap<RequestKey, Series, FxBuild>>,
+    /// By direction, then protocol.
+    connections: [[AtomicU64; 2]; 2],
+    /// By direction, then side.
+    forward_errors: [[AtomicU64; 5]; 2],
+}
+
+/// One label set of `meshwork_requests_total`: a few words, hashed as such.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RequestKey {
+    direction: Direction,
+    service: Label,
+    route: Label,
+    method: MethodLabel,
+    status: StatusCode,
+    peer: Label,
+}
+
+/// The durations of one label set: non-cumulative bucket counts (their sum is the request
+/// count) and the total in nanoseconds.
+#[derive(Debug, Default)]
+struct Series {
+    slots: [AtomicU64; SLOTS],
+    sum_nanos: AtomicU64,
+}
+
+impl Series {
+    fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let slot = BUCKETS.partition_point(|&(_, bound)| bound < nanos);
+        // Relaxed: independent counters; a scrape may see one add before the other.
+        self.slots[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> ([u64; SLOTS], u64) {
+        let slots = std::array::from_fn(|i| self.slots[i].load(Ordering::Relaxed));
+        (slots, self.sum_nanos.load(Ordering::Relaxed))
+    }
+}
+
+fn direction_index(direction: Direction) -> usize {
+    match direction {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    }
+}
+
+impl ProxyMetrics for PrometheusMetrics {
+    fn inbound_connection(&self, _peer: &SpiffeId, protocol: Protocol) {
+        self.count_connection(Direction::Inbound, protocol);
+    }
+
+    fn outbound_connection(
+        &self,
+        _peer: &SpiffeId,
+        _addr: std::net::SocketAddr,
+        protocol: Protocol,
+    ) {
+        self.count_connection(Direction::Outbound, protocol);
+    }
+
+    fn forward_error(&self, direction: Direction, error: &ForwardError) {
+        let side = SIDES.iter().position(|s| *s == error.side()).unwrap_or(0);
+        self.forward_errors[direction_index(direction)][side].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn request(&self, record: &RequestRecord) {
+        let key = RequestKey {
+            direction: record.direction,
+            service: record.service,
+            route: record.route,
+            method: record.method,
+            status: record.status,
+            peer: record.peer,
+        };
+        {
+            let series = self.requests.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(series) = series.get(&key) {
+                series.observe(record.elapsed);
+                return;
+            }
+        }
+        let mut series = self
+            .requests
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        series.entry(key).or_default().observe(record.elapsed);
+    }
+
+    fn encode_text(&self, out: &mut String) {
+        let mut requests: Vec<(RequestKey, [u64; SLOTS], u64)> = {
+            let series = self.requests.read().unwrap_or_else(PoisonError::into_inner);
+            series
+                .iter()
+                .map(|(key, s)| {
+                    let (slots, sum) = s.read();
+                    (*key, slots, sum)
+                })
+                .collect()
+        };
+        requests.sort_by_key(|(key, ..)| sort_key(key));
+        encode_requests(&requests, out);
+        encode_durations(&requests, out);
+        self.encode_counters(out);
+    }
+}
+
+impl PrometheusMetrics {
+    fn count_connection(&self, direction: Direction, protocol: Protocol) {
+        let protocol = usize::from(protocol == Protocol::Http2);
+        self.connections[direction_index(direction)][protocol].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn encode_counters(&self, out: &mut String) {
+        exposition::family(
+            out,
+            "meshwork_connections",
+            Kind::Counter,
+            "Connections: inbound mTLS handshakes accepted, outbound connections opened to peer sidecars",
+        );
+        for direction in DIRECTIONS {
+            for protocol in PROTOCOLS {
+                let count = self.connections[direction_index(direction)]
+                    [usize::from(protocol == Protocol::Http2)]
+                .load(Ordering::Relaxed);
+                let labels = [
+                    ("direction", direction.as_str()),
+                    ("protocol", protocol.as_str()),
+                ];
+                exposition::sample(out, "meshwork_connections_total", &labels, count);
+            }
+        }
+        exposition::family(
+            out,
+            "meshwork_forward_errors",
+            Kind::Counter,
+            "Requests the proxy failed to forward, by the side at fault",
+        );
+        for direction in DIRECTIONS {
+            for (i, side) in SIDES.iter().enumerate() {
+                let count =
+                    self.forward_errors[direction_index(direction)][i].load(Ordering::Relaxed);
+                let labels = [("direction", direction.as_str()), ("side", side.as_str())];
+                exposition::sample(out, "meshwork_forward_errors_total", &labels, count);
+            }
+        }
+    }
+}
+
+/// Scrapes list series in label order, whatever order they were first seen in.
+fn sort_key(
+    key: &RequestKey,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    u16,
+    &'static str,
+) {
+    (
+        key.direction.as_str(),
+        key.service.as_str(),
+        key.route.as_str(),
+        key.method.as_str(),
+        key.status.as_u16(),
+        key.peer.as_str(),
+    )
+}
+
+fn encode_requests(requests: &[(RequestKey, [u64; SLOTS], u64)], out: &mut String) {
+    exposition::family(
+        out,
+        "meshwork_requests",
+        Kind::Counter,
+        "Requests answered, by direction, service, route template, method, status code and peer identity",
+    );
+    for (key, slots, _) in requests {
+        let labels = [
+            ("direction", key.direction.as_str()),
+            ("service", key.service.as_str()),
+            ("route", key.route.as_str()),
+            ("method", key.method.as_str()),
+            ("status_code", key.status.as_str()),
+            ("peer", key.peer.as_str()),
+        ];
+        exposition::sample(
+            out,
+            "meshwork_requests_total",
+            &labels,
+            slots.iter().sum::<u64>(),
+        );
+    }
+}
+
+/// Sums the series of each direction/service/route and writes them as one histogram each.
+fn encode_durations(requests: &[(RequestKey, [u64; SLOTS], u64)], out: &mut String) {
+    exposition::family(
+        out,
+        "meshwork_request_duration_seconds",
+        Kind::Histogram,
+        "Time from a request's head to its response head, by direction, service and route template",
+    );
+    let mut routes: BTreeMap<(&str, &str, &str), ([u64; SLOTS], u64)> = BTreeMap::new();
+    for (key, slots, sum) in requests {
+        let route = (
+            key.direction.as_str(),
+            key.service.as_str(),
+            key.route.as_str(),
+        );
+        let total = routes.entry(route).or_insert(([0; SLOTS], 0));
+        for (into, add) in total.0.iter_mut().zip(slots) {
+            *into += add;
+        }
+        total.1 += sum;
+    }
+    for ((direction, service, route), (slots, sum_nanos)) in routes {
+        let base = [
+            ("direction", direction),
+            ("service", service),
+            ("route", route),
+        ];
+        let mut cumulative = 0;
+        for (i, (le, _)) in BUCKETS.iter().enumerate() {
+            cumulative += slots[i];
+            let labels = [base[0], base[1], base[2], ("le", le)];
+            exposition::sample(
+                out,
+                "meshwork_request_duration_seconds_bucket",
+                &labels,
+                cumulative,
+            );
+        }
+        let count = cumulative + slots[BUCKETS.len()];
+        let labels = [base[0], base[1], base[2], ("le", "+Inf")];
+        exposition::sample(
+            out,
+            "meshwork_request_duration_seconds_bucket",
+            &labels,
+            count,
+        );
+        // Display of f64 never uses exponents, so this is a plain decimal.
+        let seconds = Duration::from_nanos(sum_nanos).as_secs_f64();
+        exposition::sample(out, "meshwork_request_duration_seconds_sum", &base, seconds);
+        exposition::sample(out, "meshwork_request_duration_seconds_count", &base, count);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;

@@ -1,0 +1,161 @@
+use super::*;
+use crate::label::{EGRESS, NONE, UNMATCHED};
+
+const STORE: &str = "spiffe://meshwork.local/ns/default/sa/store";
+
+fn record(route: Label, status: u16, millis: u64) -> RequestRecord {
+    RequestRecord {
+        direction: Direction::Inbound,
+        service: Label::intern("billing"),
+        route,
+        method: MethodLabel::Get,
+        status: StatusCode::from_u16(status).unwrap(),
+        peer: Label::intern(STORE),
+        elapsed: Duration::from_millis(millis),
+    }
+}
+
+fn encoded(metrics: &PrometheusMetrics) -> String {
+    let mut out = String::new();
+    metrics.encode_text(&mut out);
+    out
+}
+
+fn lines_starting<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+#[test]
+fn requests_are_counted_per_label_set_in_label_order() {
+    let metrics = PrometheusMetrics::default();
+    let by_id = Label::intern("/charges/{id}");
+    metrics.request(&record(by_id, 200, 3));
+    metrics.request(&record(UNMATCHED, 404, 1));
+    metrics.request(&record(by_id, 200, 7));
+    metrics.request(&RequestRecord {
+        direction: Direction::Outbound,
+        service: EGRESS,
+        peer: NONE,
+        method: MethodLabel::Other,
+        ..record(UNMATCHED, 403, 0)
+    });
+    let text = encoded(&metrics);
+    assert_eq!(
+        lines_starting(&text, "meshwork_requests_total"),
+        [
+            format!(
+                "meshwork_requests_total{{direction=\"inbound\",service=\"billing\",route=\"/charges/{{id}}\",method=\"GET\",status_code=\"200\",peer=\"{STORE}\"}} 2"
+            ),
+            format!(
+                "meshwork_requests_total{{direction=\"inbound\",service=\"billing\",route=\"[unmatched]\",method=\"GET\",status_code=\"404\",peer=\"{STORE}\"}} 1"
+            ),
+            "meshwork_requests_total{direction=\"outbound\",service=\"[egress]\",route=\"[unmatched]\",method=\"OTHER\",status_code=\"403\",peer=\"[none]\"} 1".to_owned(),
+        ]
+    );
+    assert!(
+        text.contains("# HELP meshwork_requests Requests answered"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE meshwork_requests counter\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn durations_are_one_cumulative_histogram_per_route() {
+    let metrics = PrometheusMetrics::default();
+    let by_id = Label::intern("/charges/{id}");
+    // Same route, different status and peer: one histogram.
+    metrics.request(&record(by_id, 200, 3));
+    metrics.request(&RequestRecord {
+        peer: NONE,
+        ..record(by_id, 502, 30)
+    });
+    metrics.request(&record(by_id, 200, 20_000));
+    let text = encoded(&metrics);
+    assert!(
+        text.contains("# TYPE meshwork_request_duration_seconds histogram\n"),
+        "{text}"
+    );
+    let base = "direction=\"inbound\",service=\"billing\",route=\"/charges/{id}\"";
+    let bucket =
+        |le: &str| format!("meshwork_request_duration_seconds_bucket{{{base},le=\"{le}\"}} ");
+    for (le, count) in [
+        ("0.0025", 0),
+        ("0.005", 1),
+        ("0.025", 1),
+        ("0.05", 2),
+        ("10.0", 2),
+        ("+Inf", 3),
+    ] {
+        let line = format!("{}{count}\n", bucket(le));
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
+    assert_eq!(
+        lines_starting(&text, "meshwork_request_duration_seconds_bucket").len(),
+        BUCKETS.len() + 1
+    );
+    assert!(
+        text.contains(&format!(
+            "meshwork_request_duration_seconds_sum{{{base}}} 20.033\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "meshwork_request_duration_seconds_count{{{base}}} 3\n"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bucket_bound_is_inclusive() {
+    let series = Series::default();
+    series.observe(Duration::from_micros(500));
+    series.observe(Duration::from_nanos(500_001));
+    let (slots, sum) = series.read();
+    assert_eq!(slots[0], 1, "0.0005 s is in le=0.0005");
+    assert_eq!(slots[1], 1);
+    assert_eq!(sum, 1_000_001);
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let metrics = PrometheusMetrics::default();
+    metrics.request(&record(Label::intern("/odd/\"quoted\"\\path\n"), 200, 1));
+    let text = encoded(&metrics);
+    assert!(
+        text.contains(r#"route="/odd/\"quoted\"\\path\n""#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("path\n\""),
+        "a raw newline would split the sample: {text}"
+    );
+}
+
+#[test]
+fn connections_and_forward_errors_are_counted() {
+    let metrics = PrometheusMetrics::default();
+    let peer: SpiffeId = STORE.parse().unwrap();
+    metrics.inbound_connection(&peer, Protocol::Http2);
+    metrics.inbound_connection(&peer, Protocol::Http2);
+    metrics.outbound_connection(&peer, ([127, 0, 0, 1], 1).into(), Protocol::Http1);
+    let error = ForwardError::PeerUnavailable {
+        service: "ghost".to_owned(),
+        reason: "no endpoints".to_owned(),
+    };
+    metrics.forward_error(Direction::Outbound, &error);
+    let text = encoded(&metrics);
+    for line in [
+        "meshwork_connections_total{direction=\"inbound\",protocol=\"http2\"} 2\n",
+        "meshwork_connections_total{direction=\"inbound\",protocol=\"http1\"} 0\n",
+        "meshwork_connections_total{direction=\"outbound\",protocol=\"http1\"} 1\n",
+        "meshwork_forward_errors_total{direction=\"outbound\",side=\"peer\"} 1\n",
+        "meshwork_forward_errors_total{direction=\"inbound\",side=\"peer\"} 0\n",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
