@@ -254,16 +254,17 @@ fn print_table(rows: &[(String, u16, ReadyFile)], l: &Launch<'_>, node_api: &str
         .unwrap_or(9)
         .max(9);
     println!(
-        "[up] {:<w$}  {:<id$}  {:<15}  {:<15}  OUTBOUND (proxy)",
-        "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)"
+        "[up] {:<w$}  {:<id$}  {:<15}  {:<15}  {:<15}  ADMIN (/metrics)",
+        "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)"
     );
     for (name, port, info) in rows {
         let app = format!("127.0.0.1:{port}");
+        let admin = info.admin.map_or_else(|| "-".to_owned(), |a| a.to_string());
         println!(
-            "[up] {name:<w$}  {:<id$}  {app:<15}  {:<15}  {}",
+            "[up] {name:<w$}  {:<id$}  {app:<15}  {:<15}  {:<15}  {admin}",
             info.spiffe_id,
             info.inbound.to_string(),
-            info.outbound
+            info.outbound.to_string()
         );
     }
     if l.set.workload("store").is_some() && l.set.workload("billing").is_some() {
