@@ -77,6 +77,7 @@ pub mod cidr;
 pub mod decision;
 pub mod dns;
 pub mod engine;
+pub mod hasher;
 pub mod model;
 pub mod path;
 pub mod request;

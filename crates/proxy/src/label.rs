@@ -14,7 +14,7 @@ use std::sync::{LazyLock, PoisonError, RwLock};
 
 use http::Method;
 
-use crate::fast_hash::FxBuild;
+use policy::hasher::FxBuildHasher as FxBuild;
 
 /// An interned label value (see the [module docs](self)).
 #[derive(Clone, Copy)]

@@ -32,7 +32,6 @@ mod control_client;
 mod denial;
 mod discovery;
 mod exposition;
-mod fast_hash;
 mod forward_error;
 mod hop_by_hop;
 mod inbound;

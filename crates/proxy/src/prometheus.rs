@@ -21,10 +21,10 @@ use http::StatusCode;
 use identity::SpiffeId;
 
 use crate::exposition::{self, Kind};
-use crate::fast_hash::FxBuild;
 use crate::forward_error::{ForwardError, Side};
 use crate::label::{Label, MethodLabel};
 use crate::metrics::{Direction, Protocol, ProxyMetrics, RequestRecord};
+use policy::hasher::FxBuildHasher as FxBuild;
 
 /// Upper bounds of the duration buckets (seconds as written in `le`, and nanoseconds),
 /// 0.5 ms to 10 s; slower requests land in `+Inf` only.

@@ -14,8 +14,8 @@ use http::uri::PathAndQuery;
 use identity::SpiffeId;
 use policy::{NormalizedPath, RouteTemplate};
 
-use crate::fast_hash::FxBuild;
 use crate::label::{Label, UNMATCHED};
+use policy::hasher::FxBuildHasher as FxBuild;
 
 /// Every service's compiled templates, found by lower-case name (outbound) or by the
 /// identity of the endpoints backing it (inbound). Fx-hashed: looked up on every request.

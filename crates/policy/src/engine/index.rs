@@ -14,7 +14,7 @@ use crate::path::NormalizedPath;
 use crate::route::TemplateSegment;
 
 use super::RuleId;
-use super::hasher::FxHashMap as HashMap;
+use crate::hasher::FxHashMap as HashMap;
 
 /// Appends `rule` unless it is already last (rules are inserted in increasing order).
 fn push(list: &mut Vec<RuleId>, rule: RuleId) {

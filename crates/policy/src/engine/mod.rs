@@ -6,7 +6,6 @@
 //! iteration order, which keeps decisions deterministic.
 
 mod decide;
-mod hasher;
 mod index;
 mod text;
 
@@ -17,11 +16,11 @@ use std::io;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::hasher::FxHashMap as HashMap;
 use crate::model::{
     Action, AuthorizationPolicySpec, EgressDestination, EgressPolicySpec, IdentityMatcher, Mode,
     RequestMatcher, ValidationErrors,
 };
-use hasher::FxHashMap as HashMap;
 use index::{HostIndex, IdentityIndex, PathIndex};
 use text::MatcherTexts;
 

@@ -1,15 +1,17 @@
-//! A fast, unkeyed hasher (the `FxHash` mixing function) for the engine's lookup tables.
+//! A fast, unkeyed hasher (the `FxHash` mixing function) for the engine's lookup tables, and
+//! for the proxy's data-path tables (route classification, metrics series) — one copy.
 //!
-//! Why unkeyed is safe here: the tables are built only from policy keys (operator input);
-//! request data (paths, SPIFFE IDs, host names) is only *looked up*. Colliding lookups cannot
-//! lengthen a probe sequence the policy keys did not already create, so there is no
-//! hash-flooding vector — and SipHash would cost a large share of a decision.
+//! Why unkeyed is safe for them: the tables are built only from operator input (policies,
+//! route templates, the mesh's own identities); request data (paths, SPIFFE IDs, host names)
+//! is only *looked up*. Colliding lookups cannot lengthen a probe sequence the configured keys
+//! did not already create, so there is no hash-flooding vector — and SipHash would cost a large
+//! share of a decision. Don't use it for tables peers can insert into.
 
 use std::hash::{BuildHasher, Hasher};
 
 /// Builds [`FxHasher`]s.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct FxBuildHasher;
+pub struct FxBuildHasher;
 
 impl BuildHasher for FxBuildHasher {
     type Hasher = FxHasher;
@@ -19,8 +21,8 @@ impl BuildHasher for FxBuildHasher {
 }
 
 /// Word-at-a-time multiply/rotate hasher.
-#[derive(Debug)]
-pub(super) struct FxHasher(u64);
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FxHasher(u64);
 
 const SEED: u64 = 0x517c_c1b7_2722_0a95;
 
@@ -74,7 +76,7 @@ impl Hasher for FxHasher {
 }
 
 /// A hash map using [`FxBuildHasher`].
-pub(super) type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuildHasher>;
+pub type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuildHasher>;
 
 #[cfg(test)]
 mod tests {
