@@ -155,10 +155,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def write(name: str, meta: dict, records: list, failures: list, cg: dict | None, order: list[str]) -> None:
     raw = {"meta": meta, "records": records, "failures": failures, "callgrind": cg}
     raw_path = paths.RESULTS / f"{name}.json"
-    raw_path.write_text(json.dumps(raw, indent=1))
+    raw_path.write_text(paths.relative(json.dumps(raw, indent=1)))
     shutil.copy(raw_path, paths.RAW / raw_path.name)
     md_path = paths.RESULTS / f"{name}.md"
-    md_path.write_text("\n".join(document(raw, order)) + "\n")
+    md_path.write_text(paths.relative("\n".join(document(raw, order)) + "\n"))
     log(f"wrote {md_path.relative_to(paths.REPO)} and {raw_path.relative_to(paths.REPO)}")
     print(md_path.read_text())
 
@@ -174,9 +174,9 @@ def cmd_callgrind(args: argparse.Namespace) -> int:
     with running_app():
         cg = callgrind.run(args.n)
     name = stamp(False, f"{args.tag}-callgrind" if args.tag else "callgrind")
-    (paths.RESULTS / f"{name}.json").write_text(json.dumps(cg, indent=1))
+    (paths.RESULTS / f"{name}.json").write_text(paths.relative(json.dumps(cg, indent=1)))
     lines = [f"# meshwork callgrind — {name}", "", *report.callgrind_section(cg), "", *report.profile_section(cg)]
-    (paths.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (paths.RESULTS / f"{name}.md").write_text(paths.relative("\n".join(lines) + "\n"))
     print("\n".join(lines))
     return 0
 
@@ -188,7 +188,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     order = list(dict.fromkeys(r["contender"] for r in sorted(raw["records"], key=lambda r: (r["round"], r["position"]))
                                if r["round"] == 0)) or sorted({r["contender"] for r in raw["records"]})
     md_path = raw_path.with_suffix(".md")
-    md_path.write_text("\n".join(document(raw, order)) + "\n")
+    md_path.write_text(paths.relative("\n".join(document(raw, order)) + "\n"))
     log(f"wrote {md_path}")
     return 0
 

@@ -26,6 +26,12 @@ ENVOY = VENV / "lib" / "python3.11" / "site-packages" / "envoy" / "_bin" / "envo
 MESHWORK = Path(os.environ.get("MESHWORK_BIN", REPO / "target" / "release" / "meshwork")).resolve()
 
 
+def relative(text: str) -> str:
+    """Report text with this checkout's absolute path removed: paths read from the repository root,
+    so a committed report never names the machine it was made on."""
+    return text.replace(f"{REPO}/", "").replace(str(REPO), ".")
+
+
 def envoy_binary() -> Path:
     """The envoy binary inside the venv, whatever the venv's Python minor version."""
     found = sorted(VENV.glob("lib/python3*/site-packages/envoy/_bin/envoy"))
