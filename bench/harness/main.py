@@ -38,21 +38,25 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%T')}] {msg}", flush=True)
 
 
-def prepare(skip_install: bool) -> tuple[load.Tools, str]:
-    """Installs and builds what is missing; returns the tools and how meshwork was built."""
+def prepare(skip_install: bool, load_tools: bool = True) -> tuple[load.Tools | None, str]:
+    """Installs and builds what is missing; returns the tools and how meshwork was built.
+    `load_tools=False` (callgrind: its client is Python) skips oha and Envoy."""
     paths.ensure_dirs()
     oha_build, build = None, ("given by MESHWORK_BIN (not built by this run)" if "MESHWORK_BIN" in os.environ
                               else "not rebuilt (--no-install)")
     if not skip_install:
         install.apt_install()
-        oha_build = install.start_oha_build()
-        install.envoy_install()
+        if load_tools:
+            oha_build = install.start_oha_build()
+            install.envoy_install()
         build = install.build_meshwork()
     certs.ensure_certs()
     anchors.render_all()
     busy = [p for p in PORTS if port_in_use(p)]
     if busy:
         raise SystemExit(f"ports already in use on 127.0.0.1: {busy} (another bench running?)")
+    if not load_tools:
+        return None, build
     return load.Tools(oha=install.finish_oha_build(oha_build)), build
 
 
@@ -170,7 +174,7 @@ def document(raw: dict, order: list[str]) -> list[str]:
 
 
 def cmd_callgrind(args: argparse.Namespace) -> int:
-    prepare(args.no_install)
+    prepare(args.no_install, load_tools=False)
     with running_app():
         cg = callgrind.run(args.n)
     name = stamp(False, f"{args.tag}-callgrind" if args.tag else "callgrind")

@@ -29,6 +29,8 @@ MESHWORK = Path(os.environ.get("MESHWORK_BIN", REPO / "target" / "release" / "me
 def relative(text: str) -> str:
     """Report text with this checkout's absolute path removed: paths read from the repository root,
     so a committed report never names the machine it was made on."""
+    if not MESHWORK.is_relative_to(REPO):  # MESHWORK_BIN elsewhere: name the variable, not the path
+        text = text.replace(str(MESHWORK), "$MESHWORK_BIN")
     return text.replace(f"{REPO}/", "").replace(str(REPO), ".")
 
 
