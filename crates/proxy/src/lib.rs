@@ -41,6 +41,7 @@ mod outbound;
 mod prometheus;
 mod proxy;
 mod ready;
+mod reserved_headers;
 mod retry;
 mod route_classifier;
 mod routes;

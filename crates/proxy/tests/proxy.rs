@@ -21,6 +21,8 @@ mod keepalive_race;
 mod mesh;
 #[path = "proxy/mesh_tunnel.rs"]
 mod mesh_tunnel;
+#[path = "proxy/reserved_headers.rs"]
+mod reserved_headers;
 #[path = "proxy/rotation.rs"]
 mod rotation;
 #[path = "proxy/scripted.rs"]
