@@ -10,6 +10,8 @@ mod harness;
 mod identity;
 #[path = "cli/policy.rs"]
 mod policy;
+#[path = "cli/startup.rs"]
+mod startup;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -9,6 +9,8 @@
 
 #[path = "proxy/admin.rs"]
 mod admin;
+#[path = "proxy/app_readiness.rs"]
+mod app_readiness;
 #[path = "proxy/egress.rs"]
 mod egress;
 #[path = "proxy/fake_control.rs"]

@@ -36,7 +36,12 @@ pub struct EchoServer {
 impl EchoServer {
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start() -> std::io::Result<EchoServer> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        EchoServer::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr` (e.g. a port a sidecar already points at) and starts serving.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<EchoServer> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(accept(listener));
         Ok(EchoServer { addr, task })

@@ -7,6 +7,7 @@
 
 pub mod app;
 mod app_connector;
+pub mod app_readiness;
 pub mod authorize;
 pub mod client_id;
 
