@@ -215,6 +215,21 @@ mod tests {
     }
 
     #[test]
+    fn odd_trailer_declarations_never_panic_and_keep_their_other_tokens() {
+        let mut map = HeaderMap::new();
+        let odd = HeaderValue::from_bytes(b"x-a,,  ,\tX-MESHWORK-CLIENT-ID\t, \x80abc,x-meshwork-")
+            .unwrap();
+        map.insert(header::TRAILER, odd);
+        strip_reserved(&mut map);
+        assert_eq!(map[header::TRAILER].as_bytes(), b"x-a, \x80abc");
+
+        let mut map = HeaderMap::new();
+        map.insert(header::TRAILER, HeaderValue::from_static(",, ,"));
+        strip_reserved(&mut map);
+        assert_eq!(map[header::TRAILER], ",, ,", "no reserved name: untouched");
+    }
+
+    #[test]
     fn clean_headers_are_left_exactly_as_they_were() {
         let original = headers(&[
             ("host", "billing"),
