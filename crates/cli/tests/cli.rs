@@ -10,6 +10,8 @@ mod harness;
 mod identity;
 #[path = "cli/policy.rs"]
 mod policy;
+#[path = "cli/startup.rs"]
+mod startup;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -109,15 +111,21 @@ fn store_billing_through_two_sidecars() {
     assert_eq!(code, 200, "{json}");
     assert_eq!(json["billing"]["caller"], STORE_ID);
 
-    // Unknown mesh names are refused by the sidecar, with a JSON reason.
+    // Unknown mesh names are refused by the sidecar, with a JSON reason naming the
+    // nearest service.
     let out = up.exec(
         "store",
-        &["curl", "-sS", "-w", "\n%{http_code}", "http://nosuch/x"],
+        &["curl", "-sS", "-w", "\n%{http_code}", "http://biling/x"],
     );
     let (code, json) = curl_json(&out);
     assert_eq!(
         (code, json["error"].as_str()),
-        (403, Some("egress_denied")),
+        (404, Some("unknown_service")),
+        "{json}"
+    );
+    assert_eq!(
+        json["did_you_mean"],
+        serde_json::json!(["billing"]),
         "{json}"
     );
 

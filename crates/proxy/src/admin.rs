@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
+use crate::inbound::app_readiness::AppReadiness;
 use crate::metrics::ProxyMetrics;
 use crate::routes::Routes;
 use crate::server;
@@ -55,23 +56,27 @@ pub struct Admin {
 
 /// What the handlers read at request time.
 struct AdminState {
+    /// `/ready` is `503` until the app listens.
+    app: Arc<AppReadiness>,
     store: Arc<SvidStore>,
     routes: Routes,
     requests: Arc<dyn ProxyMetrics>,
 }
 
 impl Admin {
-    /// The admin listener on `listener`, answering from `store`, `routes` and what
-    /// `requests` recorded.
+    /// The admin listener on `listener`, answering from `store`, `routes`, what
+    /// `requests` recorded and whether `app` listens yet.
     pub fn new(
         listener: TcpListener,
         store: Arc<SvidStore>,
         routes: Routes,
         requests: Arc<dyn ProxyMetrics>,
+        app: Arc<AppReadiness>,
     ) -> Admin {
         Admin {
             listener,
             state: Arc::new(AdminState {
+                app,
                 store,
                 routes,
                 requests,
@@ -105,7 +110,15 @@ fn answer(state: &AdminState, method: &Method, path: &str) -> Response<ProxyBody
             let json = serde_json::to_string(&state.snapshot()).unwrap_or_default();
             text(StatusCode::OK, "application/json", &json)
         }
-        "/ready" => text(StatusCode::OK, "text/plain", "ready\n"),
+        "/ready" if state.app.is_listening() => text(StatusCode::OK, "text/plain", "ready\n"),
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            &format!(
+                "not ready: the app has not opened {} yet\n",
+                state.app.addr()
+            ),
+        ),
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -114,6 +114,13 @@ pub enum ForwardError {
         #[source]
         source: BoxError,
     },
+    /// Inbound: the local application has not opened its port yet (its sidecar starts
+    /// first). Nothing was sent: a `503` with `Retry-After`, not a failure of the app.
+    #[error("local application at {addr} is not listening yet (starting)")]
+    AppStarting {
+        /// The application's address.
+        addr: SocketAddr,
+    },
     /// Inbound: the verified caller identity is missing (cannot happen with the
     /// required client certificates; fail closed if it ever does).
     #[error("no verified caller identity on this connection")]
@@ -131,7 +138,9 @@ impl ForwardError {
             ForwardError::PeerUnavailable { .. }
             | ForwardError::PeerConnect { .. }
             | ForwardError::PeerRequest { .. } => Side::Peer,
-            ForwardError::AppUnavailable { .. } => Side::Upstream,
+            ForwardError::AppUnavailable { .. } | ForwardError::AppStarting { .. } => {
+                Side::Upstream
+            }
             ForwardError::MissingPeerIdentity => Side::Proxy,
         }
     }
@@ -141,7 +150,8 @@ impl ForwardError {
         match self {
             ForwardError::PeerUnavailable { .. }
             | ForwardError::PeerConnect { .. }
-            | ForwardError::EgressUnreachable { .. } => true,
+            | ForwardError::EgressUnreachable { .. }
+            | ForwardError::AppStarting { .. } => true,
             ForwardError::PeerRequest { retryable, .. }
             | ForwardError::AppUnavailable { retryable, .. }
             | ForwardError::EgressRequest { retryable, .. } => *retryable,
@@ -154,6 +164,7 @@ impl ForwardError {
         match self {
             ForwardError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ForwardError::MissingPeerIdentity => StatusCode::INTERNAL_SERVER_ERROR,
+            ForwardError::AppStarting { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -166,6 +177,7 @@ impl ForwardError {
                 "egress_unreachable"
             }
             ForwardError::MissingPeerIdentity => "missing_peer_identity",
+            ForwardError::AppStarting { .. } => "app_starting",
             _ => "upstream_unavailable",
         }
     }
@@ -188,9 +200,20 @@ impl ForwardError {
             | ForwardError::PeerRequest { service, .. } => body["service"] = json!(service),
             _ => {}
         }
-        json_response(self.status(), &body)
+        let mut response = json_response(self.status(), &body);
+        if let ForwardError::AppStarting { .. } = self {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static(APP_STARTING_RETRY_AFTER),
+            );
+        }
+        response
     }
 }
+
+/// `Retry-After` (seconds) on [`ForwardError::AppStarting`]: apps usually open their port
+/// within a second or two of starting.
+const APP_STARTING_RETRY_AFTER: &str = "1";
 
 /// `error: cause: cause` — the whole `source()` chain, for humans.
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
@@ -231,6 +254,27 @@ mod tests {
         assert_eq!(body["port"], 443);
         assert_eq!(body["side"], "external");
         assert_eq!(body["retryable"], true);
+    }
+
+    #[tokio::test]
+    async fn an_app_not_listening_yet_is_a_retryable_503_with_retry_after() {
+        let error = ForwardError::AppStarting {
+            addr: ([127, 0, 0, 1], 8080).into(),
+        };
+        let response = error.to_response();
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
+        let (status, body) = json_of(error).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "app_starting");
+        assert_eq!(body["side"], "upstream");
+        assert_eq!(body["retryable"], true);
+        assert!(
+            body["description"]
+                .as_str()
+                .unwrap()
+                .contains("127.0.0.1:8080 is not listening yet"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

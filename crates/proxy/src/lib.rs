@@ -41,6 +41,7 @@ mod outbound;
 mod prometheus;
 mod proxy;
 mod ready;
+mod reserved_headers;
 mod retry;
 mod route_classifier;
 mod routes;
@@ -55,6 +56,7 @@ pub use body::{BoxError, ProxyBody};
 pub use config::{AppProtocol, ControlSource, PeerProtocol, ProxyConfig};
 pub use control_client::{ControlClient, ControlError};
 pub use forward_error::{ForwardError, Side};
+pub use inbound::app_readiness::AppReadiness;
 pub use inbound::client_id::{CLIENT_ID_HEADER, PeerIdentity};
 pub use label::{Label, MethodLabel};
 pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord};
@@ -65,7 +67,8 @@ pub use ready::{ReadyFileError, ReadyInfo};
 pub use server::DRAIN_TIMEOUT;
 
 /// Runs one sidecar until `shutdown` resolves: starts it ([`Proxy::start`]), writes
-/// the ready file if configured, serves, and drains in-flight requests on shutdown.
+/// the ready file if configured (again with `app_listening: true` once the app has
+/// opened its port), serves, and drains in-flight requests on shutdown.
 /// Shutdown during startup (e.g. while control is still unreachable) returns `Ok`.
 pub async fn run(
     config: ProxyConfig,
@@ -77,9 +80,21 @@ pub async fn run(
         started = Proxy::start(config) => started?,
         () = &mut shutdown => return Ok(()),
     };
-    if let Some(path) = ready_file {
-        ready::write_ready_file(&path, proxy.ready_info()).await?;
+    let Some(path) = ready_file else {
+        proxy.serve(shutdown).await;
+        return Ok(());
+    };
+    let mut info = proxy.ready_info().clone();
+    ready::write_ready_file(&path, &info).await?;
+    let readiness = proxy.app_readiness();
+    let serve = proxy.serve(shutdown);
+    let mut serve = std::pin::pin!(serve);
+    tokio::select! {
+        () = &mut serve => return Ok(()),
+        () = readiness.listening() => {}
     }
-    proxy.serve(shutdown).await;
+    info.app_listening = true;
+    ready::write_ready_file(&path, &info).await?;
+    serve.await;
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::admin::Admin;
 use crate::config::ProxyConfig;
 use crate::control_client::ControlError;
 use crate::discovery::{self, ControlLoops};
+use crate::inbound::app_readiness::{self, AppReadiness};
 use crate::inbound::{self, Inbound, app::AppService};
 use crate::metrics::ProxyMetrics;
 use crate::outbound::resolve::HostResolver;
@@ -81,6 +82,7 @@ pub struct Proxy {
     admin: Option<Admin>,
     loops: Option<ControlLoops>,
     info: ReadyInfo,
+    readiness: Arc<AppReadiness>,
 }
 
 impl Proxy {
@@ -111,10 +113,13 @@ impl Proxy {
             .as_ref()
             .map(|l| local_addr("admin", l))
             .transpose()?;
+        let readiness = AppReadiness::new(config.app);
         let app =
-            AppService::new(config.app, config.app_protocol).map_err(|source| ProxyError::App {
-                addr: config.app,
-                source,
+            AppService::new(Arc::clone(&readiness), config.app_protocol).map_err(|source| {
+                ProxyError::App {
+                    addr: config.app,
+                    source,
+                }
             })?;
         let (store, routes, loops) =
             discovery::bootstrap(config.control, &config.workload, inbound_addr).await?;
@@ -129,9 +134,18 @@ impl Proxy {
             outbound: outbound_addr,
             spiffe_id: store.svid().id().clone(),
             admin: admin_addr,
+            app_listening: false,
         };
-        let admin = admin_listener
-            .map(|l| Admin::new(l, Arc::clone(&store), routes.clone(), Arc::clone(&metrics)));
+        let admin = admin_listener.map(|l| {
+            let app = Arc::clone(&readiness);
+            Admin::new(
+                l,
+                Arc::clone(&store),
+                routes.clone(),
+                Arc::clone(&metrics),
+                app,
+            )
+        });
         let egress = Egress::new(info.spiffe_id.clone(), resolver);
         tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, "proxy ready");
         Ok(Proxy {
@@ -154,12 +168,18 @@ impl Proxy {
             admin,
             loops,
             info,
+            readiness,
         })
     }
 
     /// Where the listeners are bound and who this proxy is (the ready file's contents).
     pub fn ready_info(&self) -> &ReadyInfo {
         &self.info
+    }
+
+    /// Whether the app has opened its port yet (probed from [`Proxy::serve`] on).
+    pub fn app_readiness(&self) -> Arc<AppReadiness> {
+        Arc::clone(&self.readiness)
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and drains in-flight
@@ -174,6 +194,7 @@ impl Proxy {
         let loops = self
             .loops
             .map(|loops| tokio::spawn(loops.run(token.child_token())));
+        let probe = tokio::spawn(app_readiness::probe(self.readiness, token.child_token()));
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         token.cancel();
@@ -191,6 +212,7 @@ impl Proxy {
         if let Some(loops) = loops {
             let _ = loops.await;
         }
+        let _ = probe.await;
     }
 }
 

@@ -21,6 +21,11 @@ pub struct ReadyInfo {
     /// The bound admin listener (`/metrics`, `/snapshot`, `/ready`), if configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<SocketAddr>,
+    /// Whether the local app has opened its port. The file is first written with `false`
+    /// (the app is started after its sidecar) and rewritten with `true` once it has: only
+    /// then is the sidecar ready (`meshwork up` waits for it; admin `/ready` agrees).
+    #[serde(default)]
+    pub app_listening: bool,
 }
 
 /// Why the ready file could not be written.

@@ -95,8 +95,12 @@ where
     while tasks.join_next().await.is_some() {}
 }
 
-/// Adapts a boxed stack to hyper: boxes the incoming body (streaming), inserts a
-/// per-connection request extension, and renders errors as JSON responses.
+/// How a listener boxes the incoming request body (streaming): [`boxed`] as it is, or
+/// wrapped first (the inbound's trailer filter), still with one allocation.
+pub type BodyAdaptor = fn(Incoming) -> ProxyBody;
+
+/// Adapts a boxed stack to hyper: boxes the incoming body with [`boxed`] (streaming),
+/// inserts a per-connection request extension, and renders errors as JSON responses.
 pub fn hyper_service<X>(
     stack: Stack,
     extension: X,
@@ -111,8 +115,27 @@ pub fn hyper_service<X>(
 where
     X: Clone + Send + Sync + 'static,
 {
+    hyper_service_with(stack, extension, direction, metrics, boxed::<Incoming>)
+}
+
+/// As [`hyper_service`], boxing the request body with `body`.
+pub fn hyper_service_with<X>(
+    stack: Stack,
+    extension: X,
+    direction: Direction,
+    metrics: Arc<dyn ProxyMetrics>,
+    body: BodyAdaptor,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+> + Clone
+where
+    X: Clone + Send + Sync + 'static,
+{
     hyper::service::service_fn(move |request: Request<Incoming>| {
-        let mut request = request.map(boxed);
+        let mut request = request.map(body);
         request.extensions_mut().insert(extension.clone());
         let stack = stack.clone();
         let metrics = Arc::clone(&metrics);

@@ -9,6 +9,8 @@
 
 #[path = "proxy/admin.rs"]
 mod admin;
+#[path = "proxy/app_readiness.rs"]
+mod app_readiness;
 #[path = "proxy/egress.rs"]
 mod egress;
 #[path = "proxy/fake_control.rs"]
@@ -21,6 +23,8 @@ mod keepalive_race;
 mod mesh;
 #[path = "proxy/mesh_tunnel.rs"]
 mod mesh_tunnel;
+#[path = "proxy/reserved_headers.rs"]
+mod reserved_headers;
 #[path = "proxy/rotation.rs"]
 mod rotation;
 #[path = "proxy/scripted.rs"]
@@ -163,6 +167,50 @@ async fn non_mesh_host_is_refused_with_403_json() {
     assert_eq!(error["kind"], "default_deny");
     assert!(error["policy"].is_null(), "{error}");
     assert_eq!(error["decision_id"].as_str().unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn a_misspelt_service_is_an_unknown_service_not_an_egress_denial() {
+    use http_body_util::BodyExt;
+    let mesh = Mesh::start().await;
+    let (status, body) = via_proxy(
+        mesh.store.outbound,
+        "POST",
+        "http://biling/charges",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body:?}");
+    let error = json(&body);
+    assert_eq!(error["error"], "unknown_service", "{error}");
+    assert_eq!(error["service"], "biling");
+    assert_eq!(error["side"], "client");
+    assert_eq!(error["retryable"], false);
+    assert_eq!(error["did_you_mean"], serde_json::json!(["billing"]));
+    assert!(
+        error["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("no service `biling` in the mesh"),
+        "{error}"
+    );
+
+    // The same for a tunnel; a name far from every service gets no suggestion.
+    let request = http::Request::builder()
+        .method("CONNECT")
+        .uri("payments:443")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = testkit::harness::send_http1(mesh.store.outbound, request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let error = json(&body);
+    assert_eq!(error["error"], "unknown_service", "{error}");
+    assert_eq!(error["did_you_mean"], serde_json::json!([]));
 }
 
 #[tokio::test]

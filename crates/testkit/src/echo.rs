@@ -1,8 +1,9 @@
 //! An HTTP upstream for tests that tells the caller exactly what it received.
 //!
 //! - Any path: answers `200` with JSON `{"method","path","query","version","headers",
-//!   "body_bytes"}` after draining the request body (counted, never stored); `headers`
-//!   maps each lower-case name to the list of its values in order.
+//!   "body_bytes","trailers"}` after draining the request body (counted, never stored);
+//!   `headers` and `trailers` (the request's trailer section, `{}` if none) map each
+//!   lower-case name to the list of its values in order.
 //! - `/echo-body…`: streams the request body back as the response body, frame by frame
 //!   as it arrives (for proving that a proxy streams instead of buffering).
 //!
@@ -35,7 +36,12 @@ pub struct EchoServer {
 impl EchoServer {
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start() -> std::io::Result<EchoServer> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        EchoServer::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr` (e.g. a port a sidecar already points at) and starts serving.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<EchoServer> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(accept(listener));
         Ok(EchoServer { addr, task })
@@ -73,14 +79,19 @@ async fn echo(request: Request<Incoming>) -> Result<Response<EchoBody>, Infallib
     let description = describe(&request);
     let mut body = request.into_body();
     let mut body_bytes = 0usize;
+    let mut trailers = BTreeMap::new();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(frame) => body_bytes += frame.data_ref().map_or(0, Bytes::len),
+            Ok(frame) => match frame.into_trailers() {
+                Ok(section) => trailers = fields(&section),
+                Err(frame) => body_bytes += frame.data_ref().map_or(0, Bytes::len),
+            },
             Err(_) => break,
         }
     }
     let mut description = description;
     description["body_bytes"] = json!(body_bytes);
+    description["trailers"] = json!(trailers);
     let bytes = Bytes::from(description.to_string());
     let body = Full::new(bytes)
         .map_err(|never| match never {})
@@ -93,15 +104,21 @@ async fn echo(request: Request<Incoming>) -> Result<Response<EchoBody>, Infallib
     Ok(response)
 }
 
-fn describe(request: &Request<Incoming>) -> serde_json::Value {
-    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, value) in request.headers() {
+/// Each name in `map` with its values, in order.
+fn fields(map: &hyper::HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut fields: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in map {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers
+        fields
             .entry(name.as_str().to_owned())
             .or_default()
             .push(value);
     }
+    fields
+}
+
+fn describe(request: &Request<Incoming>) -> serde_json::Value {
+    let headers = fields(request.headers());
     json!({
         "method": request.method().as_str(),
         "path": request.uri().path(),

@@ -35,6 +35,10 @@ pub struct UpArgs {
     /// How long to wait for each process to become ready.
     #[arg(long, default_value = "20", value_name = "SECONDS")]
     pub ready_timeout: u64,
+    /// How long an application may take to open its port once started; past that, `up`
+    /// names the workload and stops everything.
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    pub app_timeout: u64,
     /// The environment `ServiceClaim`s are provisioned in (the broker's policy maps it to
     /// providers and sizes; sent as the OSB context's `clusterid`).
     #[arg(long, default_value = "dev", env = "MESHWORK_ENVIRONMENT")]
@@ -68,6 +72,7 @@ struct Launch<'a> {
     exe: PathBuf,
     dir: PathBuf,
     timeout: Duration,
+    app_timeout: Duration,
     set: &'a ResourceSet,
     state: &'a StateDir,
 }
@@ -92,6 +97,7 @@ async fn start_all(
             .canonicalize()
             .with_context(|| format!("resolving {}", args.dir.display()))?,
         timeout: Duration::from_secs(args.ready_timeout),
+        app_timeout: Duration::from_secs(args.app_timeout),
         set,
         state,
     };
@@ -183,6 +189,7 @@ async fn start_apps(
     bindings: &claims::Bindings,
 ) -> anyhow::Result<Vec<(String, u16, ReadyFile)>> {
     let mut table = Vec::new();
+    let mut started = Vec::new();
     for Pending { name, port, ready } in pending {
         let info = sup
             .wait_for_ready(&format!("{name}/proxy"), &ready, l.timeout)
@@ -198,13 +205,50 @@ async fn start_apps(
             .env("MESHWORK_STATE_DIR", &l.state.path().to_string_lossy())
             .proxy_env(&info.outbound.to_string());
         sup.spawn(&format!("{name}/app"), app)?;
+        started.push((name.clone(), port, ready));
         table.push((name, port, info));
     }
-    for (name, port, _) in &table {
-        sup.wait_for_port(&format!("{name}/app"), *port, l.timeout)
-            .await?;
+    for (name, port, ready) in &started {
+        wait_for_app(sup, l, name, *port, ready).await?;
     }
     Ok(table)
+}
+
+/// Waits until `name`'s app listens on `port` (at most `--app-timeout`) and its sidecar
+/// has seen it (the ready file's `app_listening`): until then the sidecar answers callers
+/// `503 app_starting`, and `up` must not print `ready`.
+async fn wait_for_app(
+    sup: &mut Supervisor,
+    l: &Launch<'_>,
+    name: &str,
+    port: u16,
+    ready: &Path,
+) -> anyhow::Result<()> {
+    let since = tokio::time::Instant::now();
+    if let Err(error) = sup
+        .wait_for_port(&format!("{name}/app"), port, l.app_timeout)
+        .await
+    {
+        // The wait fails early only when the app exited; that error names it already.
+        if since.elapsed() < l.app_timeout {
+            return Err(error);
+        }
+        anyhow::bail!(
+            "workload {name}: app never listened on 127.0.0.1:{port} (waited {}s; see --app-timeout)",
+            l.app_timeout.as_secs()
+        );
+    }
+    // The sidecar probes the port with a backoff capped well under a second.
+    let deadline = tokio::time::Instant::now() + l.timeout;
+    while !ReadyFile::read(ready).is_ok_and(|info| info.app_listening) {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "workload {name}: its sidecar did not see the app listening on 127.0.0.1:{port}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(())
 }
 
 /// Every workload's application port: its `spec.port`, or a free one.

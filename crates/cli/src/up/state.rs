@@ -18,6 +18,10 @@ pub struct ReadyFile {
     /// The admin listener (`/metrics`, `/snapshot`), if the sidecar runs one.
     #[serde(default)]
     pub admin: Option<SocketAddr>,
+    /// Whether the sidecar has seen its app open its port (the file is rewritten when it
+    /// has); only then does it serve the app's answers rather than `503 app_starting`.
+    #[serde(default)]
+    pub app_listening: bool,
 }
 
 impl ReadyFile {

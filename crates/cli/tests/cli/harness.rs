@@ -27,12 +27,20 @@ pub struct Up {
 impl Up {
     /// Starts `meshwork up dir` and waits for its `[up] ready` line.
     pub fn start(dir: &Path) -> Up {
+        let up = Up::spawn(dir, &[]);
+        up.wait_for_line("[up] ready", Duration::from_secs(60));
+        up
+    }
+
+    /// Starts `meshwork up dir args...` without waiting for anything.
+    pub fn spawn(dir: &Path, args: &[&str]) -> Up {
         let state = tempfile::tempdir().expect("tempdir");
         let mut child = meshwork()
             .arg("up")
             .arg(dir)
             .arg("--state-dir")
             .arg(state.path())
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -50,13 +58,11 @@ impl Up {
                 }
             });
         }
-        let up = Up {
+        Up {
             child,
             state,
             output: rx,
-        };
-        up.wait_for_line("[up] ready", Duration::from_secs(60));
-        up
+        }
     }
 
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {

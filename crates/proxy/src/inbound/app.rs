@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use super::app_connector::{AppConnector, ConnectionUse};
+use super::app_readiness::AppReadiness;
 use crate::AppProtocol;
 use crate::body::{ProxyBody, boxed};
 use crate::forward_error::ForwardError;
@@ -49,10 +50,12 @@ struct AppClients {
     /// No idle pool, so every request dials: replays go out on a connection the app
     /// has not had time to close.
     fresh: Client<AppConnector, ProxyBody>,
+    /// Read only after a failed connect: refused before the app ever listened is a 503.
+    readiness: Arc<AppReadiness>,
 }
 
 impl AppClients {
-    fn new(protocol: AppProtocol) -> Self {
+    fn new(protocol: AppProtocol, readiness: Arc<AppReadiness>) -> Self {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -60,13 +63,14 @@ impl AppClients {
         if protocol == AppProtocol::Http2 {
             builder.http2_only(true);
         }
-        let connector = AppConnector::new();
+        let connector = AppConnector::new(Arc::clone(&readiness));
         AppClients {
             pooled: builder
                 .clone()
                 .pool_idle_timeout(APP_IDLE_TIMEOUT)
                 .build(connector.clone()),
             fresh: builder.pool_max_idle_per_host(0).build(connector),
+            readiness,
         }
     }
 
@@ -96,12 +100,13 @@ impl AppClients {
 }
 
 impl AppService {
-    /// A client for the app at `addr` speaking `protocol`.
-    pub fn new(addr: SocketAddr, protocol: AppProtocol) -> Result<Self, http::Error> {
+    /// A client for the app at `readiness.addr()` speaking `protocol`.
+    pub fn new(readiness: Arc<AppReadiness>, protocol: AppProtocol) -> Result<Self, http::Error> {
+        let addr = readiness.addr();
         Ok(AppService {
             addr,
             authority: Authority::try_from(addr.to_string())?,
-            clients: Arc::new(AppClients::new(protocol)),
+            clients: Arc::new(AppClients::new(protocol, readiness)),
         })
     }
 
@@ -150,6 +155,9 @@ impl Service<Request<ProxyBody>> for AppService {
             *request.version_mut() = http::Version::default();
             match clients.send(request).await {
                 Ok(response) => Ok(response.map(boxed)),
+                Err(error) if error.is_connect() && !clients.readiness.is_listening() => {
+                    Err(ForwardError::AppStarting { addr })
+                }
                 Err(error) => Err(ForwardError::AppUnavailable {
                     addr,
                     retryable: error.is_connect(),
@@ -168,7 +176,11 @@ mod tests {
 
     #[tokio::test]
     async fn retarget_keeps_path_and_moves_authority_to_host() {
-        let app = AppService::new(([127, 0, 0, 1], 8080).into(), AppProtocol::Http1).unwrap();
+        let app = AppService::new(
+            AppReadiness::new(([127, 0, 0, 1], 8080).into()),
+            AppProtocol::Http1,
+        )
+        .unwrap();
         let mut request = Request::builder()
             .uri("http://billing/charges?id=7")
             .body(empty())
@@ -180,7 +192,11 @@ mod tests {
 
     #[tokio::test]
     async fn retarget_keeps_an_existing_host_header() {
-        let app = AppService::new(([127, 0, 0, 1], 8080).into(), AppProtocol::Http1).unwrap();
+        let app = AppService::new(
+            AppReadiness::new(([127, 0, 0, 1], 8080).into()),
+            AppProtocol::Http1,
+        )
+        .unwrap();
         let mut request = Request::builder()
             .uri("/charges")
             .header(header::HOST, "billing:80")

@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
+use super::app_readiness::AppReadiness;
 use crate::body::BoxError;
 
 /// How many responses one app connection has carried (shared by every copy of the
@@ -53,17 +54,19 @@ impl ConnectionUse {
     }
 }
 
-/// Dials the app over TCP (no Nagle), tagging each connection.
+/// Dials the app over TCP (no Nagle), tagging each connection. A dial that succeeds
+/// also proves the app listens ([`AppReadiness`]), sooner than the probe might.
 #[derive(Clone, Debug)]
 pub(crate) struct AppConnector {
     http: HttpConnector,
+    readiness: Arc<AppReadiness>,
 }
 
 impl AppConnector {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(readiness: Arc<AppReadiness>) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
-        AppConnector { http }
+        AppConnector { http, readiness }
     }
 }
 
@@ -79,8 +82,10 @@ impl Service<Uri> for AppConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.http.call(uri);
+        let readiness = Arc::clone(&self.readiness);
         Box::pin(async move {
             let io = connecting.await?;
+            readiness.mark_listening();
             let uses = ConnectionUse::default();
             Ok(AppConnection { io, uses })
         })

@@ -1,9 +1,11 @@
 //! The header-stamping layer: the application learns who called it from
 //! `x-meshwork-client-id`, which only the inbound proxy may set.
 //!
-//! Every copy the caller sent is removed first (a caller must not be able to claim
-//! another identity), then the SPIFFE ID verified in the mTLS handshake is set.
-//! Without a verified identity the request is refused (fail closed).
+//! Every mesh-reserved field the caller sent (`x-meshwork-*`, [`crate::reserved_headers`])
+//! is removed first, so a caller cannot claim another identity, then the SPIFFE ID
+//! verified in the mTLS handshake is set. Without a verified identity the request is
+//! refused (fail closed). Reserved fields in the caller's trailers are removed as the body
+//! streams, by the listener's body adaptor (`reserved_headers::inbound_body`).
 
 use std::task::{Context, Poll};
 
@@ -13,6 +15,7 @@ use identity::SpiffeId;
 use tower::{Layer, Service};
 
 use crate::forward_error::ForwardError;
+use crate::reserved_headers::strip_reserved;
 
 /// The header carrying the verified caller identity to the application.
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-meshwork-client-id");
@@ -22,9 +25,10 @@ pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-meshwork-cli
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity(pub SpiffeId);
 
-/// Replaces any caller-sent `x-meshwork-client-id` with the verified [`PeerIdentity`].
+/// Removes every caller-sent reserved field (`x-meshwork-client-id` among them, and any
+/// `Trailer` declaration of one), then sets the verified [`PeerIdentity`].
 pub fn stamp_client_id<B>(request: &mut Request<B>) -> Result<(), ForwardError> {
-    request.headers_mut().remove(&CLIENT_ID_HEADER);
+    strip_reserved(request.headers_mut());
     let peer = request
         .extensions()
         .get::<PeerIdentity>()

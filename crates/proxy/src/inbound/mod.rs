@@ -7,6 +7,7 @@
 
 pub mod app;
 mod app_connector;
+pub mod app_readiness;
 pub mod authorize;
 pub mod client_id;
 
@@ -23,6 +24,7 @@ use tower::ServiceBuilder;
 
 use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, Protocol, ProxyMetrics};
+use crate::reserved_headers;
 use crate::routes::Routes;
 use crate::server::{self, Stack};
 use crate::telemetry::TelemetryLayer;
@@ -117,6 +119,12 @@ async fn handle(
     };
     metrics.inbound_connection(&peer, Protocol::from_alpn(session.alpn_protocol()));
     tracing::debug!(?remote, %peer, "inbound connection");
-    let service = server::hyper_service(stack, PeerIdentity(peer), Direction::Inbound, metrics);
+    let service = server::hyper_service_with(
+        stack,
+        PeerIdentity(peer),
+        Direction::Inbound,
+        metrics,
+        reserved_headers::inbound_body::<hyper::body::Incoming>,
+    );
     server::serve_connection(TokioIo::new(tls), service, watcher).await;
 }

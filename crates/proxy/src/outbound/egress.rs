@@ -8,6 +8,8 @@
 //! - `http://host[:port]/path` (plain HTTP through `HTTP_PROXY`): decided on host, port,
 //!   method and the normalised path, then forwarded over HTTP/1.1 with that same path.
 //! - IP-literal destinations match only `cidr` rules, which policies must opt into.
+//! - A single-label name that is no mesh service and that no policy allows is answered
+//!   `404 unknown_service` instead ([`super::unknown_service`]): a misspelt service name.
 //! - Refusals are `403` with `{"error":"egress_denied","policy","rule","decision_id",…}` and a
 //!   log line with the same decision id.
 
@@ -23,6 +25,7 @@ use tokio::net::TcpStream;
 
 use super::resolve::HostResolver;
 use super::target::Target;
+use super::unknown_service;
 use crate::body::{BoxError, ProxyBody, boxed, json_response};
 use crate::denial::{decision_id, forbidden};
 use crate::forward_error::ForwardError;
@@ -73,6 +76,11 @@ impl Egress {
             method: http.map(|_| request.method().as_str()),
             path: http.map(|(path, _)| path),
         });
+        if !decision.allowed && unknown_service::looks_like_a_service(&destination.host) {
+            let name = destination.host.to_string();
+            tracing::info!(caller = self.caller.as_str(), service = %name, "no such mesh service");
+            return Ok(unknown_service::not_found(&name, &table.service_names()));
+        }
         let id = decision_id();
         self.log(
             &id,

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod resolve;
 pub mod router;
 pub mod target;
+mod unknown_service;
 
 use std::sync::Arc;
 

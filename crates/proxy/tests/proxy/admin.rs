@@ -69,13 +69,15 @@ async fn metrics_and_snapshot_read_the_live_svid_and_table() {
     let identities = HashMap::from([("billing".to_owned(), ca.id(BILLING).unwrap())]);
     let first = snapshot(1, &ca, inbound, 443);
     let control = FakeControl::start(Arc::clone(&ca), identities, first.clone());
+    let app = closed_port().await;
     let mut config = ProxyConfig::new(
         "billing",
         ControlSource::Socket(control.socket.clone()),
-        closed_port().await,
+        app,
     );
     config.admin_listen = Some(([127, 0, 0, 1], 0).into());
     let proxy = Proxy::start(config).await.unwrap();
+    let app_readiness = proxy.app_readiness();
     let admin = proxy
         .ready_info()
         .admin
@@ -84,6 +86,12 @@ async fn metrics_and_snapshot_read_the_live_svid_and_table() {
     let shutdown = CancellationToken::new();
     let served = tokio::spawn(proxy.serve(shutdown.clone().cancelled_owned()));
 
+    // Not ready until the app opens its port; then ready.
+    let (status, body) = get(admin, "/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains(&app.to_string()), "{body}");
+    let _app = tokio::net::TcpListener::bind(app).await.unwrap();
+    app_readiness.listening().await;
     assert_eq!(get(admin, "/ready").await.0, StatusCode::OK);
     let (status, metrics) = get(admin, "/metrics").await;
     assert_eq!(status, StatusCode::OK, "{metrics}");

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use api::contract::{Endpoint, ServiceRoute, Snapshot};
 use identity::SpiffeId;
 use proxy::{
-    AppProtocol, ControlSource, PeerProtocol, Protocol, Proxy, ProxyConfig, ProxyMetrics, ReadyInfo,
+    AppProtocol, AppReadiness, ControlSource, PeerProtocol, Protocol, Proxy, ProxyConfig,
+    ProxyMetrics, ReadyInfo,
 };
 use testkit::{EchoServer, TestCa};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,8 @@ pub struct Mesh {
     pub billing: ReadyInfo,
     pub store: ReadyInfo,
     pub billing_probe: Arc<Probe>,
+    /// Whether billing's sidecar has seen its app listen.
+    pub billing_app: Arc<AppReadiness>,
     pub store_probe: Arc<Probe>,
     pub shutdown: CancellationToken,
     pub served: Vec<tokio::task::JoinHandle<()>>,
@@ -126,6 +129,7 @@ impl Mesh {
         })
         .await;
         let billing_info = billing.ready_info().clone();
+        let billing_app = billing.app_readiness();
 
         let services = [
             route("billing", billing_info.inbound, ca.id(BILLING).unwrap()),
@@ -165,6 +169,7 @@ impl Mesh {
             billing: billing_info,
             store: store_info,
             billing_probe,
+            billing_app,
             store_probe,
             shutdown,
             served,

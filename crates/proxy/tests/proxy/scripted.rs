@@ -1,7 +1,9 @@
 //! A scripted HTTP/1.1 upstream (raw bytes on a real socket, plain TCP or mTLS) that
 //! loses the keep-alive race on purpose: on its first connection it answers
 //! `answered_first` requests with keep-alive, then reads the next request and closes
-//! without answering. Every later connection answers everything.
+//! without answering. Every later connection answers everything. A connection that
+//! closes before sending a request (a sidecar's readiness probe of its app) is not
+//! counted: "first connection" means the first to carry a request.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +25,8 @@ pub enum Ending {
     Reset,
 }
 
-/// What the upstream saw: per request, `(connection index, "METHOD /path")`.
+/// What the upstream saw: per request, `(connection index, "METHOD /path")`; connections
+/// are counted from their first request.
 #[derive(Clone, Default)]
 pub struct Seen {
     requests: Arc<Mutex<Vec<(usize, String)>>>,
@@ -62,23 +65,17 @@ pub async fn start(
     let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let index = log.connections.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(connection(tcp, index, script, tls.clone(), log.clone()));
+            tokio::spawn(connection(tcp, script, tls.clone(), log.clone()));
         }
     });
     (addr, seen)
 }
 
-async fn connection(
-    tcp: TcpStream,
-    index: usize,
-    script: Script,
-    tls: Option<TlsAcceptor>,
-    seen: Seen,
-) {
-    // The script only misbehaves on the first connection.
-    let limit = (index == 0).then_some(script.answered_first);
-    if limit.is_some() && script.ending == Ending::Reset {
+async fn connection(tcp: TcpStream, script: Script, tls: Option<TlsAcceptor>, seen: Seen) {
+    // Which connection is the first is known only at its first request, so every
+    // connection ends with a reset under that script (the others end when the client
+    // has closed, where a reset changes nothing).
+    if script.ending == Ending::Reset {
         tcp.set_zero_linger().unwrap();
     }
     match tls {
@@ -86,21 +83,29 @@ async fn connection(
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
             };
-            exchange(stream, index, limit, script.ending, &seen).await;
+            exchange(stream, script, &seen).await;
         }
-        None => exchange(tcp, index, limit, script.ending, &seen).await,
+        None => exchange(tcp, script, &seen).await,
     }
 }
 
-/// Serves requests until the client closes, or, with `limit`, reads request number
-/// `limit + 1` and ends the connection as `ending` says without answering it.
-async fn exchange<S>(stream: S, index: usize, limit: Option<usize>, ending: Ending, seen: &Seen)
+/// Serves requests until the client closes; on the first connection to carry a request,
+/// reads request number `answered_first + 1` and ends the connection as the script says
+/// without answering it.
+async fn exchange<S>(stream: S, script: Script, seen: &Seen)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut stream = BufReader::new(stream);
+    let Some(mut request) = read_request(&mut stream).await else {
+        return;
+    };
+    let index = seen.connections.fetch_add(1, Ordering::SeqCst);
+    // The script only misbehaves on the first connection.
+    let limit = (index == 0).then_some(script.answered_first);
+    let ending = script.ending;
     let mut answered = 0;
-    while let Some(request) = read_request(&mut stream).await {
+    loop {
         seen.requests.lock().unwrap().push((index, request.clone()));
         if limit == Some(answered) {
             if ending == Ending::Shutdown {
@@ -122,6 +127,10 @@ where
             return;
         }
         answered += 1;
+        match read_request(&mut stream).await {
+            Some(next) => request = next,
+            None => return,
+        }
     }
 }
 

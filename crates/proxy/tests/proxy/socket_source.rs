@@ -98,7 +98,8 @@ async fn follow_updates_and_outlive_control(
 ) {
     control.publish(snapshot(mesh, 2, false));
     eventually("billing removed", || async {
-        status_of_billing(outbound).await == StatusCode::FORBIDDEN
+        // No longer a mesh service: an unknown one (404), not egress.
+        status_of_billing(outbound).await == StatusCode::NOT_FOUND
     })
     .await;
     control.publish(snapshot(mesh, 3, true));
@@ -123,7 +124,7 @@ async fn restart_control(mesh: &Mesh, control: &FakeControl, ready: &ReadyInfo) 
         snapshot(mesh, 1, false),
     );
     eventually("resync after control restart", || async {
-        status_of_billing(ready.outbound).await == StatusCode::FORBIDDEN
+        status_of_billing(ready.outbound).await == StatusCode::NOT_FOUND
     })
     .await;
     assert_eq!(restarted.registrations()[0].inbound, ready.inbound);
