@@ -40,7 +40,8 @@ const UP_HELP: &str = "\
 Output: `up` prints its own progress lines and, once everything serves, a table of each
 workload's identity and addresses (APP, INBOUND, OUTBOUND, ADMIN), then `[up] ready`.
 meshwork's own children (control plane, node agent, sidecars, broker) print only warnings
-and errors, each line prefixed with [name]; -v shows their INFO logs, -vv DEBUG. RUST_LOG
+and errors (and policy reloads and audit-mode findings), each line prefixed with [name];
+-v shows all their INFO logs, -vv DEBUG. RUST_LOG
 (e.g. RUST_LOG=info,proxy=debug) overrides both and is passed on to them. Applications'
 own output is always shown, prefixed with [<workload>/app].
 
@@ -92,7 +93,7 @@ async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir) -> ExitCo
         }
     };
     let level = match args.verbose {
-        0 => "warn",
+        0 => crate::logging::UP_QUIET,
         1 => "info",
         _ => "debug",
     };

@@ -339,44 +339,55 @@ impl Supervisor {
     }
 
     /// SIGTERMs every child's process group (last started first) and waits up to `grace`
-    /// for them to end; then SIGKILLs every group with anything left in it. A second stop
-    /// signal skips the rest of the grace.
+    /// for every group to empty (leaders first: a group's other members, such as a broker's
+    /// `initdb`, may take a moment longer); then SIGKILLs every group with anything left in
+    /// it. A second stop signal skips the rest of the grace.
     pub async fn stop_all(&mut self, grace: Duration, signals: &mut StopSignals) {
         for c in self.children.iter().rev() {
             if !c.ended() || !group::members(c.pid, None).is_empty() {
                 group::signal(c.pid, Signal::SIGTERM);
             }
         }
-        let mut exits: Vec<_> = self.children.iter().map(|c| c.exit.clone()).collect();
-        let all_ended = async {
-            for exit in &mut exits {
-                let _ = exit.wait_for(Option::is_some).await;
+        let why = tokio::select! {
+            () = self.all_stopped() => String::new(),
+            () = tokio::time::sleep(grace) => format!(" within {}s", grace.as_secs()),
+            sig = signals.recv() => {
+                eprintln!("[up] {sig} again: killing everything now");
+                String::new()
             }
         };
-        tokio::select! {
-            () = all_ended => {}
-            () = tokio::time::sleep(grace) => {}
-            sig = signals.recv() => eprintln!("[up] {sig} again: killing everything now"),
-        }
         for c in self.children.iter().rev() {
             let left = group::members(c.pid, None);
             if !c.ended() || !left.is_empty() {
-                eprintln!("[up] {} did not stop in time; killing it", c.name);
+                eprintln!(
+                    "[up] {} did not stop{why}; killing it (pids {left:?})",
+                    c.name
+                );
                 group::signal(c.pid, Signal::SIGKILL);
             }
         }
-        let mut exits: Vec<_> = self.children.iter().map(|c| c.exit.clone()).collect();
-        let reaped = async {
-            for exit in &mut exits {
-                let _ = exit.wait_for(Option::is_some).await;
-            }
-        };
         // SIGKILL cannot be refused; the bound only guards against a process stuck in the kernel.
-        if tokio::time::timeout(Duration::from_secs(5), reaped)
+        if tokio::time::timeout(Duration::from_secs(5), self.all_stopped())
             .await
             .is_err()
         {
-            eprintln!("[up] some children could not be reaped after SIGKILL");
+            eprintln!("[up] some processes were still there 5s after SIGKILL");
+        }
+    }
+
+    /// Resolves once every child has been reaped and every group is empty.
+    async fn all_stopped(&self) {
+        let mut exits: Vec<_> = self.children.iter().map(|c| c.exit.clone()).collect();
+        for exit in &mut exits {
+            let _ = exit.wait_for(Option::is_some).await;
+        }
+        // Members of a group are not our children: there is nothing to wait on but /proc.
+        while self
+            .children
+            .iter()
+            .any(|c| !group::members(c.pid, None).is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
