@@ -129,3 +129,17 @@ fn exit_code(status: ExitStatus) -> ExitCode {
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn the_app_status_is_passed_on() {
+        let code = |raw| format!("{:?}", exit_code(ExitStatus::from_raw(raw)));
+        assert_eq!(code(3 << 8), format!("{:?}", ExitCode::from(3)));
+        assert_eq!(code(15), format!("{:?}", ExitCode::from(128 + 15)));
+    }
+}

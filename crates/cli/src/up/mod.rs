@@ -60,7 +60,8 @@ pub struct UpArgs {
     /// Where the CA, sockets, pids and ready files live.
     #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
     pub state_dir: PathBuf,
-    /// How long to wait for each process to become ready.
+    /// How long to wait for each process to become ready (and for each call to the
+    /// control plane during startup); past it, `up` stops everything and exits 1.
     #[arg(long, default_value = "20", value_name = "SECONDS")]
     pub ready_timeout: u64,
     /// The environment `ServiceClaim`s are provisioned in (the broker's policy maps it to

@@ -310,7 +310,6 @@ impl Supervisor {
     /// (then `up` must stop). An end of an earlier incarnation is ignored (true).
     pub async fn restart(&mut self, ended: &Ended) -> bool {
         let ends = self.ends.clone();
-        let service_log = self.service_log.clone();
         let Some(c) = self.children.iter_mut().find(|c| c.name == ended.name) else {
             return false;
         };
@@ -321,11 +320,9 @@ impl Supervisor {
             return false;
         };
         c.restarts += 1;
-        eprintln!("[up] {} exited ({}); restarting it", c.name, ended.how);
+        eprintln!("[up] {} exited with {}; restarting it", c.name, ended.how);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Some(level) = service_log {
-            cmd.env(MESHWORK_LOG_ENV, level);
-        }
+        // `cmd` still has everything `spawn_inner` gave it (MESHWORK_LOG included).
         match start(&c.name, cmd, &ends) {
             Ok((pid, exit, tail)) => {
                 (c.pid, c.exit, c.tail) = (pid, exit, tail);
@@ -470,5 +467,31 @@ async fn prefix_lines(name: String, stream: impl AsyncRead + Unpin, tail: Tail, 
         } else {
             println!("[{name}] {line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ends_are_described_by_status_or_signal() {
+        assert_eq!(describe(ExitStatus::from_raw(3 << 8)), "status 3");
+        assert_eq!(describe(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines() {
+        let tail = Tail::default();
+        for i in 0..TAIL_LINES + 3 {
+            tail.push(&format!("line {i}"));
+        }
+        let lines = tail.lines();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(lines.first().map(String::as_str), Some("line 3"));
+        assert_eq!(
+            lines.last().cloned(),
+            Some(format!("line {}", TAIL_LINES + 2))
+        );
     }
 }
