@@ -24,6 +24,13 @@ pub struct ExecArgs {
 /// Replaces this process with the command, its HTTP(S)_PROXY set to the workload's sidecar.
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let state = StateDir::open(&args.state_dir)?;
+    if let Some(pid) = state.dead_owner() {
+        bail!(
+            "the `meshwork up` that ran in {} (pid {pid}) is gone, and its sidecars with it; \
+             start it again",
+            state.path().display()
+        );
+    }
     let ready_path = state.ready_file(&args.workload);
     if !ready_path.exists() {
         bail!("{}", not_running(&args.workload, &state));

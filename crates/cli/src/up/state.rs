@@ -95,6 +95,14 @@ impl StateDir {
         self.path.join("control.sock")
     }
 
+    /// The pid of the `meshwork up` that last claimed this directory, if that process is
+    /// gone (killed without the chance to clean up): its ready files are stale.
+    pub fn dead_owner(&self) -> Option<String> {
+        let pid = std::fs::read_to_string(self.path.join("up.pid")).ok()?;
+        let pid = pid.trim().to_owned();
+        (!Path::new("/proc").join(&pid).exists()).then_some(pid)
+    }
+
     /// The workloads whose sidecars have written a ready file (are serving), sorted.
     pub fn running_workloads(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.path.join("workloads")) else {

@@ -268,3 +268,18 @@ fn exec_without_a_state_dir_mentions_how_to_name_it() {
         "{err}"
     );
 }
+
+/// `exec` after `up` was killed (its ready files left behind) says `up` is gone rather
+/// than sending the command to a sidecar that no longer exists.
+#[test]
+fn exec_after_up_was_killed_says_up_is_gone() {
+    let dir = mesh_dir(&[("billing", "[meshwork, demo, billing]")]);
+    let mut up = Up::spawn(dir.path(), &[]);
+    up.wait_for_line("[up] ready", Duration::from_secs(60));
+    let pid = up.pid();
+    up.signal_and_wait("KILL", Duration::from_secs(5));
+    let out = up.exec("billing", &["true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("(pid {pid}) is gone")), "{err}");
+}
