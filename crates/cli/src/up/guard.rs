@@ -16,9 +16,11 @@
 //! The application gets the guard's environment (so `MESHWORK_PARENT_PID` names the guard,
 //! which is what a `meshwork demo` application must watch) and no stdin. Limits: a process
 //! that leaves the group on purpose (`setsid`, a daemon's double fork) escapes it — a
-//! cgroup would not, but needs privileges `up` does not assume. `PR_SET_PDEATHSIG` fires
-//! when the *thread* that forked the guard ends; `up` spawns from the thread running its
-//! main future, which lives as long as `up` (the pid poll covers the rest).
+//! cgroup would not, but needs privileges `up` does not assume — and so does the group of
+//! a guard that someone else SIGKILLs (while `up` lives, `up` still stops that group).
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the guard ends; `up` spawns from
+//! the thread running its main future, which lives as long as `up` (the pid poll covers
+//! the rest).
 
 use std::process::{ExitCode, ExitStatus, Stdio};
 use std::time::Duration;
