@@ -24,13 +24,16 @@ pub struct ExecArgs {
 /// Replaces this process with the command, its HTTP(S)_PROXY set to the workload's sidecar.
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let state = StateDir::open(&args.state_dir)?;
-    let ready_path = state.ready_file(&args.workload);
-    if !ready_path.exists() {
+    if let Some(pid) = state.dead_owner() {
         bail!(
-            "workload {:?} has no running sidecar under {} (is `meshwork up` running, and is the name right?)",
-            args.workload,
+            "the `meshwork up` that ran in {} (pid {pid}) is gone, and its sidecars with it; \
+             start it again",
             state.path().display()
         );
+    }
+    let ready_path = state.ready_file(&args.workload);
+    if !ready_path.exists() {
+        bail!("{}", not_running(&args.workload, &state));
     }
     let ready = ReadyFile::read(&ready_path)?;
     let (program, rest) = args.command.split_first().context("no command given")?;
@@ -40,6 +43,22 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .env("MESHWORK_WORKLOAD", &args.workload)
         .exec();
     bail!("running {program:?}: {err}")
+}
+
+/// Why `workload` cannot be acted as, and what can.
+fn not_running(workload: &str, state: &StateDir) -> String {
+    let running = state.running_workloads();
+    let dir = state.path().display();
+    if running.is_empty() {
+        return format!(
+            "no workload is running under {dir} (is `meshwork up` running with this state \
+             directory? pass --state-dir DIR or set MESHWORK_STATE_DIR)"
+        );
+    }
+    format!(
+        "workload {workload:?} is not running under {dir}; running workloads: {}",
+        running.join(", ")
+    )
 }
 
 /// The environment that sends a process's HTTP(S) traffic through a sidecar's

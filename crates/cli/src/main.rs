@@ -64,6 +64,9 @@ enum Command {
     /// Demo applications for examples/store-billing (plain HTTP, mesh-unaware).
     #[command(hide = true)]
     Demo(demo::DemoArgs),
+    /// Run an application for `up`, stopping its process group when `up` is gone.
+    #[command(hide = true)]
+    Guard(up::guard::GuardArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Broker(args) => broker_cmd::run(args),
         Command::Claims(args) => claims::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Guard(args) => up::guard::run(args),
     };
     match result {
         Ok(code) => code,

@@ -10,18 +10,26 @@ use std::time::Duration;
 /// Env var naming the supervising `meshwork up` process.
 pub const PARENT_PID_ENV: &str = "MESHWORK_PARENT_PID";
 
+/// The supervising parent named by [`PARENT_PID_ENV`], if any.
+fn supervisor() -> Option<u32> {
+    std::env::var(PARENT_PID_ENV).ok()?.parse().ok()
+}
+
+/// Whether this process has a supervising parent that is no longer its parent (it died,
+/// and this process was re-parented).
+pub fn is_gone() -> bool {
+    supervisor().is_some_and(|want| std::os::unix::process::parent_id() != want)
+}
+
 /// Resolves when the supervising parent (if any) has gone; never otherwise.
 pub async fn gone() {
-    let Some(want) = std::env::var(PARENT_PID_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    else {
+    if supervisor().is_none() {
         return std::future::pending().await;
-    };
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        if std::os::unix::process::parent_id() != want {
+        if is_gone() {
             return;
         }
     }

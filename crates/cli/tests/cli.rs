@@ -8,6 +8,8 @@ mod broker_crash;
 mod harness;
 #[path = "cli/identity.rs"]
 mod identity;
+#[path = "cli/lifecycle.rs"]
+mod lifecycle;
 #[path = "cli/policy.rs"]
 mod policy;
 #[path = "cli/startup.rs"]

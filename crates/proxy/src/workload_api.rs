@@ -46,9 +46,15 @@ enum AttemptError {
     Empty,
 }
 
+/// How long a sidecar may wait for its first SVID before that is worth a warning. Until then
+/// the retries are the normal start (the agent not yet serving, the entry not yet
+/// registered) and are logged at DEBUG.
+const QUIET_START: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Waits (retrying) for the first SVID; returns it with the stream that will push renewals.
 pub async fn first_svid(socket: &Path) -> Result<(Svid, TrustBundle, SvidStream), ProxyError> {
     let mut backoff = Backoff::default();
+    let started = tokio::time::Instant::now();
     loop {
         match attempt(socket).await {
             Ok((mut stream, first)) => {
@@ -59,7 +65,12 @@ pub async fn first_svid(socket: &Path) -> Result<(Svid, TrustBundle, SvidStream)
             }
             Err(error) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(%error, ?delay, "no SVID from the Workload API yet; retrying");
+                let waited = started.elapsed();
+                if waited < QUIET_START {
+                    tracing::debug!(%error, ?delay, "no SVID from the Workload API yet; retrying");
+                } else {
+                    tracing::warn!(%error, ?delay, ?waited, "still no SVID from the Workload API; retrying");
+                }
                 tokio::time::sleep(delay).await;
             }
         }

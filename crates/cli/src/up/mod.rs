@@ -5,11 +5,19 @@
 //! prints where everything listens, and on Ctrl-C/SIGTERM (or when any child
 //! dies) stops them all. Children run in their own process groups so a
 //! terminal's Ctrl-C reaches only `up`, which then stops them in order.
+//!
+//! Every path out of `up` goes through [`Supervisor::stop_all`]: a stop signal at any
+//! stage of the startup (the handlers are installed before the first child), a child
+//! that ends before `up` is ready (reported with its last output), a startup step that
+//! fails or does not finish within `--ready-timeout`, and a child dying later.
 
 mod claims;
 pub mod control;
+mod group;
+pub mod guard;
 mod node_agent;
 pub mod proxy;
+mod signals;
 mod state;
 mod supervisor;
 
@@ -21,18 +29,39 @@ use std::time::Duration;
 use anyhow::Context;
 use api::ResourceSet;
 
+use signals::StopSignals;
 pub use state::{ReadyFile, StateDir};
-use supervisor::{Child, Supervisor};
+use supervisor::{Child, Ends, Supervisor};
+
+/// How long children have to stop after SIGTERM before `up` SIGKILLs them.
+const GRACE: Duration = Duration::from_secs(5);
+
+const UP_HELP: &str = "\
+Output: `up` prints its own progress lines and, once everything serves, a table of each
+workload's identity and addresses (APP, INBOUND, OUTBOUND, ADMIN), then `[up] ready`.
+meshwork's own children (control plane, node agent, sidecars, broker) print only warnings
+and errors (and policy reloads and audit-mode findings), each line prefixed with [name];
+-v shows all their INFO logs, -vv DEBUG. RUST_LOG
+(e.g. RUST_LOG=info,proxy=debug) overrides both and is passed on to them. Applications'
+own output is always shown, prefixed with [<workload>/app].
+
+Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP stops every process `up` started, at any
+stage: SIGTERM to each process group, 5 s grace, then SIGKILL (a second Ctrl-C kills at
+once). A child that exits during startup, or is not ready within --ready-timeout, stops
+everything and `up` exits 1 naming it. Applications run under `meshwork guard`, which
+stops them (and what they started) even when `up` itself is killed with SIGKILL.";
 
 /// Arguments of `meshwork up`.
 #[derive(clap::Args)]
+#[command(after_long_help = UP_HELP)]
 pub struct UpArgs {
     /// Directory of *.yaml resources (e.g. examples/store-billing).
     pub dir: PathBuf,
     /// Where the CA, sockets, pids and ready files live.
     #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
     pub state_dir: PathBuf,
-    /// How long to wait for each process to become ready.
+    /// How long to wait for each process to become ready (and for each call to the
+    /// control plane during startup); past it, `up` stops everything and exits 1.
     #[arg(long, default_value = "20", value_name = "SECONDS")]
     pub ready_timeout: u64,
     /// How long an application may take to open its port once started; past that, `up`
@@ -43,6 +72,10 @@ pub struct UpArgs {
     /// providers and sizes; sent as the OSB context's `clusterid`).
     #[arg(long, default_value = "dev", env = "MESHWORK_ENVIRONMENT")]
     pub environment: String,
+    /// Show the children's logs: -v their INFO lines, -vv DEBUG (default: warnings and
+    /// errors only; RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// Runs `up` until a signal or a child's exit.
@@ -50,21 +83,118 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let set = api::load_dir(&args.dir)?;
     let state = StateDir::claim(&args.state_dir)?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    let code = rt.block_on(async {
-        let mut sup = Supervisor::new();
-        let started = start_all(&mut sup, &set, &args, &state).await;
-        let code = match started {
-            Ok(()) => sup.wait_for_stop().await,
-            Err(e) => {
-                eprintln!("[up] error: {e:#}");
-                ExitCode::from(1)
-            }
-        };
-        sup.stop_all(Duration::from_secs(5)).await;
-        code
-    });
+    let code = rt.block_on(supervise(&set, &args, &state));
     state.release();
     Ok(code)
+}
+
+/// Starts everything, runs until a stop, and stops everything — on every path.
+async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir) -> ExitCode {
+    let mut signals = match StopSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("[up] error: installing signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let level = match args.verbose {
+        0 => crate::logging::UP_QUIET,
+        1 => "info",
+        _ => "debug",
+    };
+    let (mut sup, mut ends) = Supervisor::new(Some(level.to_owned()));
+    let code = match startup(&mut sup, &mut ends, &mut signals, set, args, state).await {
+        Ok(()) => run_until_stop(&mut sup, &mut ends, &mut signals).await,
+        Err(code) => code,
+    };
+    sup.stop_all(GRACE, &mut signals).await;
+    code
+}
+
+/// Why the startup did not finish.
+enum Cut {
+    Signal(signals::Caught),
+    Ended(supervisor::Ended),
+    Error(anyhow::Error),
+}
+
+/// [`start_all`], raced against the stop signals and the end of any child. On failure,
+/// reports what happened and returns `up`'s exit status.
+async fn startup(
+    sup: &mut Supervisor,
+    ends: &mut Ends,
+    signals: &mut StopSignals,
+    set: &ResourceSet,
+    args: &UpArgs,
+    state: &StateDir,
+) -> Result<(), ExitCode> {
+    let cut = {
+        let start = start_all(sup, set, args, state);
+        tokio::select! {
+            biased;
+            caught = signals.recv() => Cut::Signal(caught),
+            ended = ends.next() => Cut::Ended(ended),
+            started = start => match started {
+                Ok(()) => return Ok(()),
+                Err(e) => Cut::Error(e),
+            },
+        }
+    };
+    let code = match cut {
+        Cut::Signal(caught) => {
+            eprintln!("[up] {caught} before meshwork was ready; stopping everything it started");
+            return Err(ExitCode::from(caught.exit_status()));
+        }
+        Cut::Ended(ended) => {
+            eprintln!(
+                "[up] error: {} exited with {} during startup{}",
+                ended.name,
+                ended.how,
+                sup.quoted_tail(&ended.name)
+            );
+            ExitCode::FAILURE
+        }
+        Cut::Error(e) => {
+            eprintln!("[up] error: {e:#}");
+            for (name, how) in sup.ended() {
+                eprintln!(
+                    "[up] {name} exited with {how} during startup{}",
+                    sup.quoted_tail(&name)
+                );
+            }
+            ExitCode::FAILURE
+        }
+    };
+    eprintln!("[up] stopping everything it started");
+    Err(code)
+}
+
+/// Once ready: until a stop signal (exit 0) or a child's end that is not restarted (exit 1).
+async fn run_until_stop(
+    sup: &mut Supervisor,
+    ends: &mut Ends,
+    signals: &mut StopSignals,
+) -> ExitCode {
+    loop {
+        tokio::select! {
+            caught = signals.recv() => {
+                println!("[up] {caught}: stopping");
+                return ExitCode::SUCCESS;
+            }
+            ended = ends.next() => {
+                if sup.restart(&ended).await {
+                    continue;
+                }
+                eprintln!(
+                    "[up] {} exited with {}; stopping everything{}",
+                    ended.name,
+                    ended.how,
+                    sup.quoted_tail(&ended.name)
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
 }
 
 /// What `start_all` needs at every step.
@@ -101,6 +231,12 @@ async fn start_all(
         set,
         state,
     };
+    println!(
+        "[up] starting {} workload(s) of {} (state in {}; -v shows the children's logs)",
+        set.workloads.len(),
+        args.dir.display(),
+        state.path().display()
+    );
     let (node_api, agent_socket) = start_control_plane(sup, &launch).await?;
     let ports = app_ports(set)?;
     let pending = start_sidecars(sup, &launch, &ports, &agent_socket).await?;
@@ -132,10 +268,15 @@ async fn start_control_plane(
         .args(["--state-dir".as_ref(), l.state.path().as_os_str()])
         .args(["--socket".as_ref(), l.state.control_socket().as_os_str()])
         .args(["--node-api", &node_api]);
+    // A socket left by an earlier run (even one still served by its orphaned control plane
+    // for a moment) must not pass for this run's: only ours can bind the path again.
+    remove_stale(&l.state.control_socket())?;
     sup.spawn_restartable("control", control)?;
     sup.wait_for_socket("control", &l.state.control_socket(), l.timeout)
         .await?;
-    let agent_socket = node_agent::start(sup, &l.exe, l.state, l.timeout).await?;
+    let socket = l.state.path().join("agent.sock");
+    remove_stale(&socket)?;
+    let agent_socket = node_agent::start(sup, &l.exe, l.state, socket, l.timeout).await?;
     Ok((node_api, agent_socket))
 }
 
@@ -175,7 +316,15 @@ async fn start_sidecars(
             .set
             .workload_id(&name)
             .context("workload without an identity")?;
-        node_agent::register(sup, l.state, &proc_name, &format!("up-{name}"), id).await?;
+        node_agent::register(
+            sup,
+            l.state,
+            &proc_name,
+            &format!("up-{name}"),
+            id,
+            l.timeout,
+        )
+        .await?;
         pending.push(Pending { name, port, ready });
     }
     Ok(pending)
@@ -249,6 +398,16 @@ async fn wait_for_app(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Ok(())
+}
+
+/// Removes a unix socket file left by an earlier run, if any.
+fn remove_stale(socket: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing the stale socket {}", socket.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Every workload's application port: its `spec.port`, or a free one.

@@ -24,14 +24,16 @@ pub async fn start(
     sup: &mut Supervisor,
     exe: &std::path::Path,
     state: &StateDir,
+    socket: PathBuf,
     timeout: Duration,
 ) -> anyhow::Result<PathBuf> {
     let admin = control::AdminClient::new(state.control_socket());
-    let token = admin
-        .create_token(Some(60))
-        .await
-        .context("creating the agent's join token")?;
-    let socket = state.path().join("agent.sock");
+    let token = bounded(
+        timeout,
+        "creating the agent's join token",
+        admin.create_token(Some(60)),
+    )
+    .await?;
     let port = super::state::free_port().context("allocating the agent's admin port")?;
     let admin_addr = format!("127.0.0.1:{port}");
     let agent = Child::meshwork(exe, "agent")
@@ -55,6 +57,7 @@ pub async fn register(
     name: &str,
     entry_id: &str,
     id: SpiffeId,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
     let Some(pid) = sup.pid(name) else {
         bail!("{name} is not running")
@@ -79,9 +82,26 @@ pub async fn register(
         hint: None,
     };
     let admin = control::AdminClient::new(state.control_socket());
-    admin
-        .put_entry(entry_id, &spec)
-        .await
-        .with_context(|| format!("registering {name}"))?;
+    let what = format!("registering {name} with the control plane");
+    bounded(timeout, &what, admin.put_entry(entry_id, &spec)).await?;
     Ok(())
+}
+
+/// `call` to the control plane, given up on after `timeout` (a control plane that accepts
+/// but never answers must not hold `up`'s startup forever).
+async fn bounded<T, E>(
+    timeout: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.with_context(|| what.to_owned()),
+        Err(_) => bail!(
+            "{what}: the control plane did not answer within {}s",
+            timeout.as_secs()
+        ),
+    }
 }

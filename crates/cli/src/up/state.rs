@@ -43,7 +43,9 @@ impl StateDir {
     pub fn open(path: &Path) -> anyhow::Result<StateDir> {
         let path = path.canonicalize().with_context(|| {
             format!(
-                "state directory {} does not exist; is `meshwork up` running here?",
+                "state directory {} does not exist: `meshwork up` keeps it in the directory \
+                 it was started from (./.meshwork); run this there, or pass --state-dir DIR \
+                 or set MESHWORK_STATE_DIR to the one `up` uses",
                 path.display()
             )
         })?;
@@ -67,12 +69,19 @@ impl StateDir {
         }
         std::fs::write(&lock, std::process::id().to_string())
             .with_context(|| format!("writing {}", lock.display()))?;
+        // Ready files of an earlier run that did not end cleanly describe processes that
+        // are gone; `exec` must not find them.
+        state.remove_ready_files();
         Ok(state)
     }
 
     /// Drops the lock and the ready files (they describe processes that are gone).
     pub fn release(self) {
         let _ = std::fs::remove_file(self.path.join("up.pid"));
+        self.remove_ready_files();
+    }
+
+    fn remove_ready_files(&self) {
         if let Ok(entries) = std::fs::read_dir(self.path.join("workloads")) {
             for e in entries.flatten() {
                 let _ = std::fs::remove_file(e.path());
@@ -88,6 +97,30 @@ impl StateDir {
     /// The control plane's unix socket.
     pub fn control_socket(&self) -> PathBuf {
         self.path.join("control.sock")
+    }
+
+    /// The pid of the `meshwork up` that last claimed this directory, if that process is
+    /// gone (killed without the chance to clean up): its ready files are stale.
+    pub fn dead_owner(&self) -> Option<String> {
+        let pid = std::fs::read_to_string(self.path.join("up.pid")).ok()?;
+        let pid = pid.trim().to_owned();
+        (!Path::new("/proc").join(&pid).exists()).then_some(pid)
+    }
+
+    /// The workloads whose sidecars have written a ready file (are serving), sorted.
+    pub fn running_workloads(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.path.join("workloads")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".json")?.to_owned();
+                Some(name)
+            })
+            .collect();
+        names.sort();
+        names
     }
 
     /// A workload sidecar's ready file.

@@ -32,7 +32,7 @@ impl Up {
         up
     }
 
-    /// Starts `meshwork up dir args...` without waiting for anything.
+    /// Starts `meshwork up dir ARGS…` without waiting for anything.
     pub fn spawn(dir: &Path, args: &[&str]) -> Up {
         let state = tempfile::tempdir().expect("tempdir");
         let mut child = meshwork()
@@ -41,6 +41,7 @@ impl Up {
             .arg("--state-dir")
             .arg(state.path())
             .args(args)
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -66,15 +67,51 @@ impl Up {
     }
 
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let mut lines = self.lines_until(needle, timeout);
+        lines.pop().expect("the matching line")
+    }
+
+    /// Every output line (stdout and stderr) up to and including the first containing
+    /// `needle`; panics if none comes within `timeout` (or `up` exits first).
+    pub fn lines_until(&self, needle: &str, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.output.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
+                Ok(line) if line.contains(needle) => {
+                    seen.push(line);
+                    return seen;
+                }
+                Ok(line) => seen.push(line),
                 Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
             }
         }
+    }
+
+    /// Waits for `up` to exit by itself; panics if it is still running after `timeout`
+    /// (a hang guard: `up` is expected to end long before).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "meshwork up still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every line `up` printed until its output closed (after it exited).
+    pub fn remaining_output(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.output.recv_timeout(Duration::from_secs(10)) {
+            lines.push(line);
+        }
+        lines
     }
 
     /// `meshwork exec WORKLOAD -- args...` against this mesh.
@@ -162,4 +199,15 @@ pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether `pid` is a live process (not a zombie waiting to be reaped).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_ascii_whitespace().next().map(|s| s != "Z")
+        })
+        .unwrap_or(false)
 }

@@ -221,7 +221,9 @@ fn sidecars_rotate_short_lived_svids_without_failing_requests() {
         let text = text.replace("svidTtl: 1h", "svidTtl: 4s");
         std::fs::write(dir.path().join(path.file_name().expect("name")), text).expect("write");
     }
-    let up = Up::start(dir.path());
+    // -v: the rotations are INFO lines, which `up` hides by default.
+    let up = Up::spawn(dir.path(), &["-v"]);
+    up.wait_for_line("[up] ready", Duration::from_secs(60));
     let outbound = up.ready("store")["outbound"]
         .as_str()
         .expect("outbound")
