@@ -60,8 +60,9 @@ pub struct UpArgs {
     /// Where the CA, sockets, pids and ready files live.
     #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
     pub state_dir: PathBuf,
-    /// How long to wait for each process to become ready (and for each call to the
-    /// control plane during startup); past it, `up` stops everything and exits 1.
+    /// How long to wait for each meshwork process (control plane, agent, sidecars, broker) to
+    /// become ready, and for each call to the control plane during startup; past it, `up`
+    /// stops everything and exits 1. Applications have `--app-timeout`.
     #[arg(long, default_value = "20", value_name = "SECONDS")]
     pub ready_timeout: u64,
     /// How long an application may take to open its port once started; past that, `up`

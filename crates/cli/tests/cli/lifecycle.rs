@@ -162,11 +162,12 @@ fn an_app_exiting_during_startup_fails_up_naming_it() {
     );
 }
 
-/// An application that runs but never listens fails the start after --ready-timeout.
+/// An application that runs but never opens its port fails the start after --app-timeout,
+/// naming the workload, and leaves none of its processes behind.
 #[test]
 fn an_app_never_ready_fails_up_after_the_timeout() {
     let dir = mesh_dir(&[("deaf", &shell_app("deaf", "sleep 1000"))]);
-    let mut up = Up::spawn(dir.path(), &["--ready-timeout", "2"]);
+    let mut up = Up::spawn(dir.path(), &["--app-timeout", "2"]);
     let pids = [
         pid_in(dir.path(), "deaf.pid"),
         pid_in(dir.path(), "deaf-bg.pid"),
@@ -176,7 +177,8 @@ fn an_app_never_ready_fails_up_after_the_timeout() {
     assert_gone(&pids, "after up failed");
     let out = up.remaining_output().join("\n");
     assert!(
-        out.contains("deaf/app is running but was not ready within 2s"),
+        out.contains("workload deaf: app never listened on 127.0.0.1:")
+            && out.contains("(waited 2s; see --app-timeout)"),
         "{out}"
     );
 }

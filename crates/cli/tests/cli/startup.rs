@@ -159,29 +159,3 @@ fn callers_get_a_retryable_503_until_the_app_listens_and_up_waits_for_it() {
         "a 502 is in billing's metrics:\n{metrics}"
     );
 }
-
-#[test]
-fn an_app_that_never_listens_stops_up_with_an_error_naming_the_workload() {
-    let dir = tempfile::tempdir().unwrap();
-    let workloads = "apiVersion: meshwork.dev/v1alpha1
-kind: Workload
-metadata:
-  name: lazy
-spec:
-  command: [sleep, \"600\"]
-";
-    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
-    std::fs::write(dir.path().join("workloads.yaml"), workloads).unwrap();
-    let mut up = Up::spawn(dir.path(), &["--app-timeout", "2"]);
-    let line = up.wait_for_line("app never listened", Duration::from_secs(60));
-    assert!(
-        line.contains("workload lazy: app never listened on 127.0.0.1:"),
-        "{line}"
-    );
-    let pid = up.pid();
-    let status = up.child.wait().unwrap();
-    assert!(!status.success(), "{status}");
-    eventually("up's children to be gone", Duration::from_secs(10), || {
-        children_of(pid).is_empty()
-    });
-}
