@@ -98,12 +98,21 @@ pub async fn serve(
 
 /// Deprovisions every instance in the state file (bindings included) and forgets it: for
 /// tearing down a test or demo broker. The broker must not be running on the same file.
-/// Returns how many instances were removed; stops at the first provider failure.
+/// Returns how many instances were removed; stops at the first provider failure. Then each
+/// provider discards what it keeps outside the state directory (a private PostgreSQL cluster
+/// placed elsewhere because `postgres` could not reach the state directory).
 pub async fn purge(config: BrokerConfig) -> Result<usize, BrokerError> {
     let providers = build_providers(&config.providers, &config.taxonomy)?;
     let tracker = TaskTracker::new();
     let store = Store::open(&config.state_path, tracker.clone())?;
-    let result = crate::ops::purge(&store, &providers).await;
+    let mut result = crate::ops::purge(&store, &providers).await;
+    if result.is_ok() {
+        for provider in providers.values() {
+            if let Err(e) = provider.discard().await {
+                result = Err(e.into());
+            }
+        }
+    }
     tracker.close();
     tracker.wait().await;
     result
