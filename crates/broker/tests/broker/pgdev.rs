@@ -121,3 +121,44 @@ async fn as_root_a_cluster_postgres_cannot_reach_lives_outside_and_purge_removes
     assert!(!home.join("location").exists());
     assert!(pg_connect(&uri).await.is_err());
 }
+
+/// When the cluster cannot work, the answer says exactly what to change (not "DELETE the
+/// instance to retry it", which does not help): here, a cluster made when `postgres` could
+/// reach it sits under a directory it no longer can traverse.
+#[tokio::test]
+async fn a_cluster_postgres_cannot_reach_is_an_error_naming_the_fix() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (the cluster runs as `postgres` only when the broker is root)");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let home = dir.path().join("postgres-private");
+    std::fs::create_dir_all(home.join("data")).unwrap();
+    std::fs::write(home.join("data/PG_VERSION"), "15\n").unwrap();
+    let providers = ProviderConfig::local().with_private_postgres("postgres-shared", home.clone());
+    let b = TestBroker::start_in(dir, taxonomy(false), providers, None).await;
+    let path = format!("/v2/service_instances/{}", unique("pgfix"));
+    let body = provision_body("postgresql", "default", Some("dev-demo"));
+    let (status, answer) = b.osb(Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
+    let (_, op) = b
+        .osb(Method::GET, &format!("{path}/last_operation"), None)
+        .await;
+    let text = op["description"].as_str().unwrap();
+    assert!(
+        text.starts_with("failed: provider postgres-shared cannot run here"),
+        "{text}"
+    );
+    assert!(
+        text.contains("give the postgres user search (x) permission on"),
+        "{text}"
+    );
+    assert!(!text.contains("DELETE"), "{text}");
+    assert!(
+        !home.join("location").exists(),
+        "no second cluster was made"
+    );
+}

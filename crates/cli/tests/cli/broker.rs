@@ -372,3 +372,59 @@ impl Drop for RemoveOnDrop {
         }
     }
 }
+
+#[test]
+fn a_claim_for_a_missing_workload_is_reported_with_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "mesh.yaml",
+        "services.yaml",
+        "workloads.yaml",
+        "taxonomy.yaml",
+    ] {
+        std::fs::copy(example("store-billing").join(f), dir.path().join(f)).unwrap();
+    }
+    let claim = "apiVersion: meshwork.dev/v1alpha1\nkind: ServiceClaim\nmetadata:\n  name: db\nspec:\n  class: postgresql\n  size: large\n  bindTo: payroll\n";
+    std::fs::write(dir.path().join("zz-claims.yaml"), claim).unwrap();
+    let out = meshwork().arg("validate").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "zz-claims.yaml:1:0: ServiceClaim/db field `spec.bindTo`: \"payroll\" names no Workload"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("field `spec.size`: ServiceClass postgresql offers no size large"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_policy_naming_an_unknown_provider_is_refused_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let taxonomy = std::fs::read_to_string(example("store-billing").join("taxonomy.yaml")).unwrap();
+    let bad = taxonomy.replace("provider: postgres-private", "provider: rds-aurora");
+    std::fs::write(dir.path().join("taxonomy.yaml"), bad).unwrap();
+    let out = meshwork()
+        .args(["broker", "--listen", "127.0.0.1:0", "--resources"])
+        .arg(dir.path())
+        .arg("--state")
+        .arg(dir.path().join("broker.redb"))
+        .env("MESHWORK_BROKER_USERNAME", "platform")
+        .env("MESHWORK_BROKER_PASSWORD", "not-on-argv")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("taxonomy.yaml:")
+            && err.contains(
+                "ServicePolicy/store-billing field `spec.rules[name=dev-postgresql].provider`"
+            )
+            && err.contains("no provider named \"rds-aurora\""),
+        "{err}"
+    );
+    assert!(!err.contains("not-on-argv"));
+}
