@@ -15,8 +15,8 @@
 //! `mktemp -d`), which `postgres` cannot traverse, and the broker never loosens the user's
 //! permissions; the cluster then lives in a postgres-owned directory outside it,
 //! `/var/lib/meshwork/postgres-private/<hash of the configured directory>/` (0700), whose
-//! path is recorded in `<configured dir>/location` so later runs find it and `broker purge`
-//! removes it ([`PostgresDevProvider::discard`]). When neither can work, the error names what
+//! path is recorded in `<configured dir>/location` so later runs find it, and `broker purge`
+//! or deleting the last claim removes it ([`PostgresDevProvider::discard`]). When neither can work, the error names what
 //! to change.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -363,7 +363,7 @@ impl PostgresDevProvider {
     }
 
     /// Stops the cluster and removes it when it lives outside the state directory (nothing
-    /// else would: removing the state directory leaves it). Called by `broker purge` once
+    /// else would: removing the state directory leaves it). Called by `broker purge` and `claims delete` once
     /// every instance is gone; a cluster inside the state directory goes with that directory.
     pub async fn discard(&self) -> Result<(), ProviderError> {
         let location = self.home.join(LOCATION_FILE);

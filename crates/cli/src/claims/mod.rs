@@ -214,8 +214,29 @@ async fn delete(
     }
     if let Some(running) = own {
         running.shutdown().await;
+        // No `up` runs here: with the last claim gone, a private cluster kept outside the
+        // state directory goes too (nothing else would remove it).
+        if result.is_ok() {
+            discard_if_unused(state, dir).await?;
+        }
     }
     result
+}
+
+async fn discard_if_unused(state: &Path, dir: &Path) -> anyhow::Result<()> {
+    let unused = BasicCredentials {
+        username: String::new(),
+        password: Secret::random_password(),
+    };
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = crate::broker_cmd::config(listen, &broker_store(state), unused, Some(dir))?;
+    let outside = state.join("postgres-private/location").exists();
+    if broker::discard_if_unused(config).await? && outside {
+        println!(
+            "no claims left: removed the private PostgreSQL cluster kept outside the state directory"
+        );
+    }
+    Ok(())
 }
 
 /// The broker of the `meshwork up` running on `state`, or one started here on the same store.

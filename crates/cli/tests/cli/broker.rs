@@ -311,7 +311,7 @@ fn is_root() -> bool {
 
 /// Issue 9: root clones into a 0700 directory (its home; `mktemp -d`), where `postgres` cannot
 /// traverse. `up` still works: the private cluster lives outside (postgres-owned), no
-/// directory of the user's changes mode, and `broker purge` removes the cluster.
+/// directory of the user's changes mode, and deleting the last claim removes the cluster.
 #[test]
 fn up_as_root_from_a_0700_directory() {
     if !is_root() {
@@ -357,8 +357,28 @@ fn up_as_root_from_a_0700_directory() {
     }
     let status = up.signal_and_wait("TERM", Duration::from_secs(20));
     assert!(status.success(), "{status}");
-    purge(&s, work.path());
-    assert!(!outside.exists(), "purge leaves {}", outside.display());
+    // Deleting the last claim (no `up` running) removes the cluster kept outside too.
+    let out = meshwork()
+        .args(["claims", "delete"])
+        .arg(work.path())
+        .arg("charges-db")
+        .arg("--state-dir")
+        .arg(&s)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("charges-db: deprovisioned"), "{stdout}");
+    assert!(
+        !outside.exists(),
+        "claims delete leaves {}",
+        outside.display()
+    );
+    assert!(!s.join("postgres-private/location").exists());
 }
 
 /// Removes the cluster kept outside the state directory if the test ends before its purge
