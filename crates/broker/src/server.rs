@@ -106,10 +106,10 @@ pub async fn purge(config: BrokerConfig) -> Result<usize, BrokerError> {
     let tracker = TaskTracker::new();
     let store = Store::open(&config.state_path, tracker.clone())?;
     let mut result = crate::ops::purge(&store, &providers).await;
-    if result.is_ok() {
-        if let Err(e) = discard(&providers).await {
-            result = Err(e);
-        }
+    if result.is_ok()
+        && let Err(e) = discard(&providers).await
+    {
+        result = Err(e);
     }
     tracker.close();
     tracker.wait().await;

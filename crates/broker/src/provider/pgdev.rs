@@ -363,8 +363,9 @@ impl PostgresDevProvider {
     }
 
     /// Stops the cluster and removes it when it lives outside the state directory (nothing
-    /// else would: removing the state directory leaves it). Called by `broker purge` and `claims delete` once
-    /// every instance is gone; a cluster inside the state directory goes with that directory.
+    /// else would: removing the state directory leaves it). Called by `broker purge` and
+    /// `claims delete` once every instance is gone; a cluster inside the state directory goes
+    /// with that directory.
     pub async fn discard(&self) -> Result<(), ProviderError> {
         let location = self.home.join(LOCATION_FILE);
         let Ok(text) = std::fs::read_to_string(&location) else {
