@@ -65,7 +65,7 @@ declare -A services=(
 )
 for class in "${!services[@]}"; do
     read -r sid plan <<<"${services[$class]}"
-    code="$(curl -s -o "$work/seed.json" -w '%{http_code}' -u "$user:$pass" -H 'X-Broker-API-Version: 2.17' \
+    code="$(curl -s -o "$work/seed.json" -w '%{http_code}' -u "$user:$pass" -H 'X-Broker-API-Version: 2.17' -H 'Content-Type: application/json' \
         -X PUT "$url/v2/service_instances/conformance-$class" \
         -d "{\"service_id\":\"$sid\",\"plan_id\":\"$plan\",\"organization_guid\":\"o\",\"space_guid\":\"s\"}")"
     [ "$code" = 201 ] || { echo "run.sh: seeding $class answered $code: $(cat "$work/seed.json")" >&2; exit 2; }

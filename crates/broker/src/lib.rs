@@ -31,5 +31,5 @@ pub use error::BrokerError;
 pub use ops::{Progress, StepGate};
 pub use provider::{Credentials, ProviderConfig, ProviderSpec};
 pub use secret::Secret;
-pub use server::{BasicCredentials, BrokerConfig, RunningBroker, purge, serve};
+pub use server::{BasicCredentials, BrokerConfig, RunningBroker, discard_if_unused, purge, serve};
 pub use taxonomy::{Named, Taxonomy, TaxonomyError};

@@ -98,12 +98,42 @@ pub async fn serve(
 
 /// Deprovisions every instance in the state file (bindings included) and forgets it: for
 /// tearing down a test or demo broker. The broker must not be running on the same file.
-/// Returns how many instances were removed; stops at the first provider failure.
+/// Returns how many instances were removed; stops at the first provider failure. Then each
+/// provider discards what it keeps outside the state directory (a private PostgreSQL cluster
+/// placed elsewhere because `postgres` could not reach the state directory).
 pub async fn purge(config: BrokerConfig) -> Result<usize, BrokerError> {
     let providers = build_providers(&config.providers, &config.taxonomy)?;
     let tracker = TaskTracker::new();
     let store = Store::open(&config.state_path, tracker.clone())?;
-    let result = crate::ops::purge(&store, &providers).await;
+    let mut result = crate::ops::purge(&store, &providers).await;
+    if result.is_ok()
+        && let Err(e) = discard(&providers).await
+    {
+        result = Err(e);
+    }
+    tracker.close();
+    tracker.wait().await;
+    result
+}
+
+async fn discard(providers: &BTreeMap<String, Arc<Provider>>) -> Result<(), BrokerError> {
+    for provider in providers.values() {
+        provider.discard().await?;
+    }
+    Ok(())
+}
+
+/// When the state file records no instance any more (`meshwork claims delete` of the last
+/// claim), providers discard what they keep outside the state directory, as [`purge`] does.
+/// Returns whether the store was empty. The broker must not be running on the same file.
+pub async fn discard_if_unused(config: BrokerConfig) -> Result<bool, BrokerError> {
+    let providers = build_providers(&config.providers, &config.taxonomy)?;
+    let tracker = TaskTracker::new();
+    let store = Store::open(&config.state_path, tracker.clone())?;
+    let result = match store.read(|tx| Ok(tx.instances()?.is_empty())).await {
+        Ok(true) => discard(&providers).await.map(|()| true),
+        other => other,
+    };
     tracker.close();
     tracker.wait().await;
     result

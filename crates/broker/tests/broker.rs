@@ -9,6 +9,8 @@
 mod harness;
 #[path = "broker/lifecycle.rs"]
 mod lifecycle;
+#[path = "broker/negotiation.rs"]
+mod negotiation;
 #[path = "broker/pgdev.rs"]
 mod pgdev;
 #[path = "broker/providers.rs"]

@@ -21,6 +21,7 @@ fn plan(class: &str, spec: &ServiceClassSpec, choice: PlanChoice) -> Value {
         "free": true,
         "bindable": true,
         "plan_updateable": true,
+        "schemas": super::parameters::plan_schemas(),
     });
     if let PlanChoice::Sized(size) = choice {
         p["metadata"] = json!({"limits": spec.sizes.get(&size)});

@@ -1,14 +1,20 @@
 //! Extractors whose rejections are OSB errors (axum's own would answer 422 or plain text).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::parameters::{self, Action};
 
 use crate::BrokerError;
+use crate::ops::Broker;
 use crate::originating::OriginatingIdentity;
+use crate::taxonomy::{ResolveError, Taxonomy};
 
 /// OSB ids are opaque, but a bound keeps records and error messages sane.
 const MAX_ID_LEN: usize = 512;
@@ -125,13 +131,60 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
     }
 }
 
-/// A JSON object body. Malformed JSON, non-objects and type errors are 400 with the field
-/// path; unknown fields are ignored (as the spec requires).
+/// A request body type: which action it is, for its `parameters` schema.
+pub(crate) trait OsbBody: DeserializeOwned {
+    /// The action the body belongs to.
+    const ACTION: Action;
+}
+
+/// A JSON object body. A non-JSON `Content-Type`, malformed JSON, non-objects and type errors
+/// are 400 with the field path; unknown fields are ignored (as the spec requires).
+///
+/// The order of checks makes the reported problem the real one: `service_id` and `plan_id`
+/// are checked against the catalog first (an unknown service is not "missing field
+/// organization_guid"), then `parameters` against the plan's schema, then the rest.
 pub(crate) struct OsbJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OsbJson<T> {
+/// The spec (2.14+, "Content Type"): bodies SHOULD be `application/json`; a broker MAY still
+/// process a body sent without a `Content-Type`, and SHOULD reject a mismatched one with 400.
+fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), BrokerError> {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("(not visible ASCII)");
+    match super::gate::is_json_type(text) {
+        true => Ok(()),
+        false => Err(BrokerError::BadRequest(format!(
+            "Content-Type {text:?} is not JSON; OSB request bodies are application/json"
+        ))),
+    }
+}
+
+/// `service_id` and `plan_id`, when present as strings, must be in the catalog and belong
+/// together; absent or mistyped ones are left for the typed decoding to name.
+fn check_catalog_ids(taxonomy: &Taxonomy, body: &Map<String, Value>) -> Result<(), BrokerError> {
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    match (text("service_id"), text("plan_id")) {
+        (Some(service), Some(plan)) => taxonomy.class_and_plan(service, plan).map(|_| ())?,
+        (Some(service), None) if taxonomy.service(service).is_none() => {
+            return Err(ResolveError::UnknownService(service.to_owned()).into());
+        }
+        (None, Some(plan)) if taxonomy.plan(plan).is_none() => {
+            return Err(ResolveError::UnknownPlan(plan.to_owned()).into());
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl<T: OsbBody> FromRequest<Arc<Broker>> for OsbJson<T> {
     type Rejection = BrokerError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, BrokerError> {
+    async fn from_request(req: Request, state: &Arc<Broker>) -> Result<Self, BrokerError> {
+        check_content_type(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             match e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 true => BrokerError::PayloadTooLarge(e.body_text()),
@@ -145,14 +198,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OsbJson<T> {
                 "a JSON object request body is required".to_owned(),
             ));
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
+        let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| BrokerError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-        if !value.is_object() {
+        let Value::Object(body) = value else {
             return Err(BrokerError::BadRequest(
                 "request body must be a JSON object".to_owned(),
             ));
+        };
+        check_catalog_ids(&state.taxonomy, &body)?;
+        if let Some(Value::Object(parameters)) = body.get("parameters") {
+            parameters::check(T::ACTION, parameters)?;
         }
-        serde_path_to_error::deserialize(value)
+        serde_path_to_error::deserialize(Value::Object(body))
             .map(OsbJson)
             .map_err(|e| {
                 BrokerError::BadRequest(format!("request body field {}: {}", e.path(), e.inner()))

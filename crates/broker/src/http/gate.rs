@@ -1,6 +1,6 @@
 //! The gate every request passes: basic auth (401), `X-Broker-API-Version` (412); on the
-//! way out every
-//! error becomes an OSB JSON body and `X-Broker-API-Request-Identity` is echoed.
+//! way out successful answers take the shape of that version ([`version`]), every error
+//! becomes an OSB JSON body and `X-Broker-API-Request-Identity` is echoed.
 
 use std::sync::Arc;
 
@@ -12,17 +12,14 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 use super::extract::Identity;
+use super::version::{self, ApiVersion, Document};
 use crate::BrokerError;
 use crate::error::error_body;
 use crate::secret::Secret;
 
-const API_VERSION: HeaderName = HeaderName::from_static("x-broker-api-version");
 const ORIGINATING_IDENTITY: HeaderName =
     HeaderName::from_static("x-broker-api-originating-identity");
 const REQUEST_IDENTITY: HeaderName = HeaderName::from_static("x-broker-api-request-identity");
-
-/// Oldest and newest supported minor versions of OSB 2.x.
-const MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 13..=17;
 
 /// The platform's basic-auth credentials.
 pub(crate) struct Auth {
@@ -56,23 +53,6 @@ fn check_auth(auth: &Auth, headers: &HeaderMap) -> Result<(), BrokerError> {
     }
 }
 
-fn check_version(headers: &HeaderMap) -> Result<(), BrokerError> {
-    let supported = "this broker supports 2.13 to 2.17";
-    let Some(value) = headers.get(API_VERSION) else {
-        return Err(BrokerError::UnsupportedVersion(format!(
-            "the X-Broker-API-Version header is required; {supported}"
-        )));
-    };
-    let text = value.to_str().unwrap_or_default();
-    let minor = text.strip_prefix("2.").and_then(|m| m.parse::<u32>().ok());
-    match minor {
-        Some(m) if MINOR_VERSIONS.contains(&m) => Ok(()),
-        _ => Err(BrokerError::UnsupportedVersion(format!(
-            "X-Broker-API-Version {text:?} is not supported; {supported}"
-        ))),
-    }
-}
-
 /// Decodes `X-Broker-API-Originating-Identity`; an empty header counts as absent. Called by
 /// the [`Identity`] extractor, so only endpoints that record it can fail on it (a malformed
 /// header on `TRACE` still gets 405).
@@ -88,17 +68,24 @@ pub(crate) fn identity(headers: &HeaderMap) -> Result<Identity, BrokerError> {
         .map_err(|e| BrokerError::BadRequest(format!("X-Broker-API-Originating-Identity: {e}")))
 }
 
-fn admit(auth: &Auth, req: &Request) -> Result<(), BrokerError> {
+fn admit(auth: &Auth, req: &Request) -> Result<ApiVersion, BrokerError> {
     check_auth(auth, req.headers())?;
-    check_version(req.headers())
+    ApiVersion::from_headers(req.headers())
 }
 
 /// The middleware.
 pub(crate) async fn gate(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     let request_identity = req.headers().get(REQUEST_IDENTITY).cloned();
     let method = req.method().clone();
+    let document = Document::of(&method, req.uri().path());
     let response = match admit(&auth, &req) {
-        Ok(()) => next.run(req).await,
+        Ok(version) => {
+            let response = next.run(req).await;
+            match document {
+                Some(document) => in_shape_of(version, document, response).await,
+                None => response,
+            }
+        }
         Err(e) => e.into_response(),
     };
     let mut response = as_osb_error(response, &method).await;
@@ -108,11 +95,41 @@ pub(crate) async fn gate(State(auth): State<Arc<Auth>>, req: Request, next: Next
     response
 }
 
+/// Whether a `Content-Type` names JSON: `application/json` or a `+json` type, any parameters.
+pub(crate) fn is_json_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > 5
+            && essence
+                .get(essence.len() - 5..)
+                .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
+        .is_some_and(is_json_type)
+}
+
+/// A successful JSON answer reshaped for the platform's API version (see [`version`]).
+async fn in_shape_of(v: ApiVersion, document: Document, response: Response) -> Response {
+    if v == ApiVersion::NEWEST || !response.status().is_success() || !is_json(response.headers()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    version::shape_headers(document, v, &mut parts.headers);
+    // Our own bodies are small JSON documents; anything else passes through untouched.
+    let bytes = to_bytes(body, 1024 * 1024).await.unwrap_or_default();
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut value) => {
+            version::shape(document, v, &mut value);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Body::from(value.to_string())
+        }
+        Err(_) => Body::from(bytes),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// Rewrites error responses not produced by [`BrokerError`] (axum's 405, body-limit 413, ...)
@@ -166,12 +183,32 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert!(check_version(&headers(&[("x-broker-api-version", "2.17")])).is_ok());
-        assert!(check_version(&headers(&[("x-broker-api-version", "2.13")])).is_ok());
-        assert!(check_version(&headers(&[("x-broker-api-version", "2.12")])).is_err());
-        assert!(check_version(&headers(&[("x-broker-api-version", "3.0")])).is_err());
-        assert!(check_version(&headers(&[("x-broker-api-version", "2.17.1")])).is_err());
-        assert!(check_version(&headers(&[])).is_err());
+        let v = |pairs: &[(&str, &str)]| ApiVersion::from_headers(&headers(pairs));
+        assert!(v(&[("x-broker-api-version", "2.17")]).is_ok());
+        assert!(v(&[("x-broker-api-version", "2.13")]).is_ok());
+        assert!(v(&[("x-broker-api-version", "2.12")]).is_err());
+        assert!(v(&[("x-broker-api-version", "3.0")]).is_err());
+        assert!(v(&[("x-broker-api-version", "2.17.1")]).is_err());
+        assert!(v(&[]).is_err());
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.x+json",
+        ] {
+            assert!(is_json_type(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "+json",
+            "application/jsonx",
+        ] {
+            assert!(!is_json_type(bad), "{bad}");
+        }
     }
 
     #[test]

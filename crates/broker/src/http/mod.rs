@@ -5,6 +5,8 @@ mod catalog;
 mod extract;
 mod gate;
 mod instances;
+mod parameters;
+mod version;
 mod wire;
 
 use std::sync::Arc;

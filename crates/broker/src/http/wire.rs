@@ -3,6 +3,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
+use super::parameters::Action;
 use crate::BrokerError;
 use crate::store::{BindingAttributes, BindingRecord, InstanceRecord, MaintenanceInfo, Operation};
 use crate::taxonomy::Taxonomy;
@@ -64,6 +65,18 @@ pub(crate) struct ProvisionBody {
     parameters: Option<Object>,
     #[serde(default, deserialize_with = "present")]
     maintenance_info: Option<Object>,
+}
+
+impl super::extract::OsbBody for ProvisionBody {
+    const ACTION: Action = Action::Provision;
+}
+
+impl super::extract::OsbBody for UpdateBody {
+    const ACTION: Action = Action::Update;
+}
+
+impl super::extract::OsbBody for BindBody {
+    const ACTION: Action = Action::Bind;
 }
 
 impl ProvisionBody {

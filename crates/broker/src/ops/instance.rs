@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::{Broker, Target, wait};
 use crate::BrokerError;
 use crate::originating::OriginatingIdentity;
-use crate::provider::InstancePlan;
+use crate::provider::{InstancePlan, Provider, ProviderError};
 use crate::store::{
     InstanceAttributes, InstanceRecord, OpKind, OpState, Operation, PendingUpdate, Tx,
 };
@@ -297,12 +297,11 @@ pub(crate) async fn run_provision(
             .await
         }
         Err(e) => {
-            // Orphan mitigation by the broker itself: remove whatever was half-created.
-            let cleanup = match provider.deprovision(&plan, &[], &Progress::none()).await {
-                Ok(()) => "partial resources were removed".to_owned(),
-                Err(c) => format!("cleanup also failed ({c}); DELETE the instance to retry it"),
+            let text = match &e {
+                // Nothing was created; the error says what to change before a retried PUT.
+                ProviderError::Unavailable { .. } => format!("failed: {e}"),
+                _ => format!("failed: {e}; {}", mitigate(&provider, &plan).await),
             };
-            let text = format!("failed: {e}; {cleanup}");
             finish(b, &id, &op_id, move |tx, mut rec| {
                 settle(&mut rec, OpState::Failed, text);
                 Ok(tx.put_instance(&rec)?)
@@ -310,6 +309,16 @@ pub(crate) async fn run_provision(
             .await?;
             Err(e.into())
         }
+    }
+}
+
+/// Orphan mitigation by the broker itself: removes whatever a failed provision half-created.
+async fn mitigate(provider: &Provider, plan: &InstancePlan) -> String {
+    match provider.deprovision(plan, &[], &Progress::none()).await {
+        Ok(()) => "partial resources were removed".to_owned(),
+        Err(c) => format!(
+            "removing the partial resources also failed ({c}); a retried PUT or a DELETE of the instance removes them"
+        ),
     }
 }
 

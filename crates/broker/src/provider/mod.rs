@@ -57,6 +57,17 @@ pub enum ProviderError {
         /// The server's message (passwords never appear in commands, only hashes).
         message: String,
     },
+    /// The provider cannot run on this machine as configured; nothing was created. Retrying
+    /// helps only once `remedy` is done.
+    #[error("provider {provider} cannot run here: {reason}; to fix: {remedy}; then retry")]
+    Unavailable {
+        /// Provider name.
+        provider: String,
+        /// What is missing or in the way.
+        reason: String,
+        /// Exactly what to change.
+        remedy: String,
+    },
 }
 
 /// Where a provider's admin connection goes. `Debug` redacts the URLs.
@@ -284,6 +295,15 @@ impl Provider {
     pub async fn stop(&self) -> Result<(), ProviderError> {
         match self {
             Provider::PostgresDev(dev) => dev.stop().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes what the provider keeps outside the state directory (the private cluster when
+    /// it lives elsewhere; see [`pgdev`]); called by [`crate::purge`] once no instance is left.
+    pub async fn discard(&self) -> Result<(), ProviderError> {
+        match self {
+            Provider::PostgresDev(dev) => dev.discard().await,
             _ => Ok(()),
         }
     }

@@ -6,14 +6,26 @@
 //! The cluster listens on 127.0.0.1 only (a free port chosen at creation, remembered in the
 //! directory), has no Unix socket, and its superuser has a generated password kept in a 0600
 //! file beside the data directory. PostgreSQL refuses to run as root; when the broker runs as
-//! root the binaries run as the `postgres` user via `runuser`, which then needs to be able to
-//! traverse to the directory.
+//! root the binaries run as the `postgres` user via `runuser`, which must be able to reach the
+//! cluster's files.
+//!
+//! Where the cluster lives ([`PostgresDevProvider::locate`]): in the configured directory
+//! (`<state>/postgres-private`) when the broker is not root, or when `postgres` can traverse
+//! to it. A root user's state directory often sits under a 0700 directory (root's home, a
+//! `mktemp -d`), which `postgres` cannot traverse, and the broker never loosens the user's
+//! permissions; the cluster then lives in a postgres-owned directory outside it,
+//! `/var/lib/meshwork/postgres-private/<hash of the configured directory>/` (0700), whose
+//! path is recorded in `<configured dir>/location` so later runs find it, and `broker purge`
+//! or deleting the last claim removes it ([`PostgresDevProvider::discard`]). When neither can work, the error names what
+//! to change.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 use tokio::sync::OnceCell;
+
+use sha2::Digest as _;
 
 use super::ProviderError;
 use super::postgres::PostgresProvider;
@@ -24,11 +36,20 @@ const INSTALL_HINT: &str = "install the PostgreSQL server binaries \
     macOS: brew install postgresql), or set MESHWORK_PG_BIN_DIR to the directory holding \
     initdb and pg_ctl";
 
-/// A private PostgreSQL cluster in `dir` (`data/`, `superuser.pw`, `port`).
+/// Where clusters live when `postgres` cannot reach the configured directory.
+const OUTSIDE_ROOT: &str = "/var/lib/meshwork/postgres-private";
+
+/// The file in the configured directory naming a cluster kept outside it.
+const LOCATION_FILE: &str = "location";
+
+/// A private PostgreSQL cluster (`data/`, `superuser.pw`, `port`) in `home`, or in the
+/// directory `home/location` names.
 #[derive(Debug)]
 pub struct PostgresDevProvider {
     name: String,
-    dir: PathBuf,
+    home: PathBuf,
+    /// The cluster directory once located.
+    dir: std::sync::OnceLock<PathBuf>,
     cluster: OnceCell<PostgresProvider>,
     /// The postmaster's pid once the cluster runs, to stop it even when its data directory
     /// has been removed under it (`pg_ctl` finds the server through `postmaster.pid`).
@@ -63,7 +84,7 @@ fn bin_dir() -> Result<PathBuf, String> {
         .iter()
         .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
         .cloned()
-        .ok_or_else(|| format!("initdb and pg_ctl were not found (looked in $MESHWORK_PG_BIN_DIR, /usr/lib/postgresql/*/bin, /usr/local/pgsql/bin, $PATH); {INSTALL_HINT}"))
+        .ok_or_else(|| "initdb and pg_ctl were not found (looked in $MESHWORK_PG_BIN_DIR, /usr/lib/postgresql/*/bin, /usr/local/pgsql/bin, $PATH)".to_owned())
 }
 
 impl PostgresDevProvider {
@@ -71,7 +92,8 @@ impl PostgresDevProvider {
     pub fn new(name: &str, dir: &Path) -> Self {
         PostgresDevProvider {
             name: name.to_owned(),
-            dir: dir.to_owned(),
+            home: dir.to_owned(),
+            dir: std::sync::OnceLock::new(),
             cluster: OnceCell::new(),
             postmaster: std::sync::OnceLock::new(),
         }
@@ -130,15 +152,95 @@ impl PostgresDevProvider {
         self.cluster.get_or_try_init(|| self.bring_up()).await
     }
 
+    fn unavailable(&self, reason: impl Into<String>, remedy: impl Into<String>) -> ProviderError {
+        ProviderError::Unavailable {
+            provider: self.name.clone(),
+            reason: reason.into(),
+            remedy: remedy.into(),
+        }
+    }
+
+    /// Whether the `postgres` user can traverse to `dir` (every ancestor searchable; ACLs and
+    /// groups included, as the kernel decides).
+    async fn postgres_reaches(&self, dir: &Path) -> bool {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--", "test", "-x"])
+            .arg(dir)
+            .status()
+            .await
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The cluster directory: see the module documentation.
+    async fn locate(&self) -> Result<PathBuf, ProviderError> {
+        let location = self.home.join(LOCATION_FILE);
+        if let Ok(text) = std::fs::read_to_string(&location) {
+            return Ok(PathBuf::from(text.trim()));
+        }
+        if !is_root() {
+            return Ok(self.home.clone());
+        }
+        let has_user = Command::new("id").args(["-u", "postgres"]).output().await;
+        if !has_user.is_ok_and(|o| o.status.success()) {
+            return Err(self.unavailable(
+                "PostgreSQL refuses to run as root, and there is no `postgres` user to run it as",
+                "create the user (Debian/Ubuntu: installing the postgresql package does; otherwise `useradd --system --home-dir /var/lib/postgresql postgres`), or run meshwork as a user other than root",
+            ));
+        }
+        let parent = self.home.parent().unwrap_or(Path::new("/"));
+        if self.postgres_reaches(parent).await {
+            return Ok(self.home.clone());
+        }
+        if self.home.join("data/PG_VERSION").is_file() {
+            return Err(self.unavailable(
+                format!("the cluster in {} was created when the postgres user could reach it, and now it cannot traverse {}", self.home.display(), parent.display()),
+                format!("give the postgres user search (x) permission on {} and its parents again, or remove {} to start a new cluster (its databases are lost)", parent.display(), self.home.display()),
+            ));
+        }
+        self.outside(&location).await
+    }
+
+    /// Creates the postgres-owned cluster directory outside the state directory and records it.
+    async fn outside(&self, location: &Path) -> Result<PathBuf, ProviderError> {
+        let home = std::path::absolute(&self.home).unwrap_or_else(|_| self.home.clone());
+        let digest = sha2::Sha256::digest(home.as_os_str().as_encoded_bytes());
+        let root = Path::new(OUTSIDE_ROOT);
+        let dir = root.join(&super::hex(&digest)[..16]);
+        let action = "create the cluster directory outside the state directory";
+        let io = |e: std::io::Error, p: &Path| self.failed(action, format!("{}: {e}", p.display()));
+        std::fs::create_dir_all(root).map_err(|e| io(e, root))?;
+        if !self.postgres_reaches(root).await {
+            return Err(self.unavailable(
+                format!("the postgres user can reach neither the state directory's parent {} nor {}", self.home.parent().unwrap_or(Path::new("/")).display(), root.display()),
+                format!("give the postgres user search (x) permission on {} (e.g. `chmod o+x` on each of its parents), or use a state directory postgres can traverse (--state-dir)", root.display()),
+            ));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io(e, &dir))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io(e, &dir))?;
+        let note = format!("private PostgreSQL cluster of {}\n", home.display());
+        std::fs::write(dir.join("OWNER"), note).map_err(|e| io(e, &dir))?;
+        std::fs::create_dir_all(&self.home).map_err(|e| io(e, &self.home))?;
+        std::fs::write(location, format!("{}\n", dir.display())).map_err(|e| io(e, location))?;
+        Ok(dir)
+    }
+
+    /// The located cluster directory (`home` until [`Self::locate`] ran).
+    fn dir(&self) -> &Path {
+        self.dir.get().map(PathBuf::as_path).unwrap_or(&self.home)
+    }
+
     async fn bring_up(&self) -> Result<PostgresProvider, ProviderError> {
-        let bins = bin_dir().map_err(|e| self.failed("find PostgreSQL binaries", e))?;
-        let data = self.dir.join("data");
+        let bins = bin_dir().map_err(|e| self.unavailable(e, INSTALL_HINT))?;
+        let dir = self.locate().await?;
+        let _ = self.dir.set(dir.clone());
+        let data = dir.join("data");
         if !data.join("PG_VERSION").is_file() {
             self.init(&bins, &data).await?;
         }
-        let port = std::fs::read_to_string(self.dir.join("port"))
+        let port = std::fs::read_to_string(dir.join("port"))
             .map_err(|e| self.failed("read port", e.to_string()))?;
-        let password = std::fs::read_to_string(self.dir.join("superuser.pw"))
+        let password = std::fs::read_to_string(dir.join("superuser.pw"))
             .map_err(|e| self.failed("read password", e.to_string()))?;
         let data_arg = data.to_string_lossy().into_owned();
         let status = self
@@ -175,8 +277,9 @@ impl PostgresDevProvider {
     /// Writes the superuser password file and the port file, and an empty data directory;
     /// returns the port.
     fn prepare(&self, data: &Path) -> Result<u16, ProviderError> {
-        std::fs::create_dir_all(&self.dir).map_err(self.io("create cluster directory"))?;
-        let pwfile = self.dir.join("superuser.pw");
+        let dir = self.dir();
+        std::fs::create_dir_all(dir).map_err(self.io("create cluster directory"))?;
+        let pwfile = dir.join("superuser.pw");
         std::fs::write(&pwfile, Secret::random_password().expose())
             .map_err(self.io("write password file"))?;
         std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))
@@ -185,8 +288,7 @@ impl PostgresDevProvider {
             .and_then(|l| l.local_addr())
             .map_err(self.io("pick a port"))?
             .port();
-        std::fs::write(self.dir.join("port"), port.to_string())
-            .map_err(self.io("write port file"))?;
+        std::fs::write(dir.join("port"), port.to_string()).map_err(self.io("write port file"))?;
         if data.exists() {
             // A previous initdb was interrupted; it needs an empty directory.
             std::fs::remove_dir_all(data).map_err(self.io("remove incomplete data directory"))?;
@@ -201,7 +303,7 @@ impl PostgresDevProvider {
         if is_root() {
             let owned = Command::new("chown")
                 .args(["-R", "postgres:"])
-                .arg(&self.dir)
+                .arg(self.dir())
                 .status()
                 .await;
             if !owned.is_ok_and(|s| s.success()) {
@@ -210,7 +312,7 @@ impl PostgresDevProvider {
             }
         }
         let data_arg = data.to_string_lossy().into_owned();
-        let pw_arg = format!("--pwfile={}", self.dir.join("superuser.pw").display());
+        let pw_arg = format!("--pwfile={}", self.dir().join("superuser.pw").display());
         let args = [
             "-D",
             &data_arg,
@@ -241,7 +343,7 @@ impl PostgresDevProvider {
             return Ok(());
         }
         let bins = bin_dir().map_err(|e| self.failed("find PostgreSQL binaries", e))?;
-        let data = self.dir.join("data").to_string_lossy().into_owned();
+        let data = self.dir().join("data").to_string_lossy().into_owned();
         let stopped = self
             .check(
                 "stop cluster",
@@ -258,5 +360,35 @@ impl PostgresDevProvider {
                 .await;
         }
         stopped
+    }
+
+    /// Stops the cluster and removes it when it lives outside the state directory (nothing
+    /// else would: removing the state directory leaves it). Called by `broker purge` and
+    /// `claims delete` once every instance is gone; a cluster inside the state directory goes
+    /// with that directory.
+    pub async fn discard(&self) -> Result<(), ProviderError> {
+        let location = self.home.join(LOCATION_FILE);
+        let Ok(text) = std::fs::read_to_string(&location) else {
+            return Ok(());
+        };
+        let dir = PathBuf::from(text.trim());
+        if self.cluster.get().is_some() {
+            self.stop().await?;
+        } else if dir.join("data/postmaster.pid").is_file() {
+            // Left running by a broker that was killed: stop it before its files go.
+            if let Ok(bins) = bin_dir() {
+                let data = dir.join("data").to_string_lossy().into_owned();
+                let args = ["stop", "-m", "fast", "-D", data.as_str()];
+                self.check("stop cluster", &bins.join("pg_ctl"), &args)
+                    .await?;
+            }
+        }
+        let action = "remove the cluster outside the state directory";
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.failed(action, format!("{}: {e}", dir.display()))),
+        }
+        std::fs::remove_file(&location).map_err(|e| self.failed(action, e.to_string()))
     }
 }

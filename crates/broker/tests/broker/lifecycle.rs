@@ -105,7 +105,7 @@ async fn bind_twice_then_conflict(b: &TestBroker, bpath: &str) {
         StatusCode::OK
     );
     let mut changed = bind.clone();
-    changed["parameters"] = json!({"x": 1});
+    changed["bind_resource"] = json!({"app_guid": "another-app"});
     assert_eq!(
         b.osb(Method::PUT, bpath, Some(changed)).await.0,
         StatusCode::CONFLICT

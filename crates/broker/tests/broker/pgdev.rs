@@ -55,3 +55,110 @@ async fn private_postgres_cluster_serves_dev_and_stops_with_the_broker() {
     assert!(!pid.exists(), "stopped with the broker");
     assert!(pg_connect(&uri).await.is_err());
 }
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Issue 9: as root, a state directory under a 0700 parent (root's home, `mktemp -d`) cannot
+/// be traversed by `postgres`; the cluster lives in a postgres-owned directory outside it
+/// (recorded in `location`), the user's directories keep their modes, and purge removes it.
+#[tokio::test]
+async fn as_root_a_cluster_postgres_cannot_reach_lives_outside_and_purge_removes_it() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("SKIP: needs root (the cluster runs as `postgres` only when the broker is root)");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    assert_eq!(dir.path().metadata().unwrap().mode() & 0o777, 0o700);
+    let home = dir.path().join("postgres-private");
+    let state = dir.path().join("broker.redb");
+    let providers = ProviderConfig::local().with_private_postgres("postgres-shared", home.clone());
+    let mut b = TestBroker::start_in(dir, taxonomy(false), providers.clone(), None).await;
+    let path = format!("/v2/service_instances/{}", unique("pgroot"));
+    let uri = provision_bind_use(&b, &path).await;
+
+    let location = std::fs::read_to_string(home.join("location")).unwrap();
+    let outside = std::path::PathBuf::from(location.trim());
+    assert!(
+        outside.starts_with("/var/lib/meshwork/postgres-private/"),
+        "{}",
+        outside.display()
+    );
+    let meta = outside.metadata().unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o700);
+    let postgres_uid = std::process::Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .unwrap();
+    let uid: u32 = String::from_utf8_lossy(&postgres_uid.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(meta.uid(), uid, "owned by postgres");
+    assert!(outside.join("data/PG_VERSION").is_file());
+    let parent = home.parent().unwrap();
+    assert_eq!(
+        parent.metadata().unwrap().mode() & 0o777,
+        0o700,
+        "never chmod-ed"
+    );
+
+    b.shutdown().await;
+    let purged = broker::purge(config(state, taxonomy(false), providers, None))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert!(
+        !outside.exists(),
+        "purge removes the cluster outside the state directory"
+    );
+    assert!(!home.join("location").exists());
+    assert!(pg_connect(&uri).await.is_err());
+}
+
+/// When the cluster cannot work, the answer says exactly what to change (not "DELETE the
+/// instance to retry it", which does not help): here, a cluster made when `postgres` could
+/// reach it sits under a directory it no longer can traverse.
+#[tokio::test]
+async fn a_cluster_postgres_cannot_reach_is_an_error_naming_the_fix() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (the cluster runs as `postgres` only when the broker is root)");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let home = dir.path().join("postgres-private");
+    std::fs::create_dir_all(home.join("data")).unwrap();
+    std::fs::write(home.join("data/PG_VERSION"), "15\n").unwrap();
+    let providers = ProviderConfig::local().with_private_postgres("postgres-shared", home.clone());
+    let b = TestBroker::start_in(dir, taxonomy(false), providers, None).await;
+    let path = format!("/v2/service_instances/{}", unique("pgfix"));
+    let body = provision_body("postgresql", "default", Some("dev-demo"));
+    let (status, answer) = b.osb(Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
+    let (_, op) = b
+        .osb(Method::GET, &format!("{path}/last_operation"), None)
+        .await;
+    let text = op["description"].as_str().unwrap();
+    assert!(
+        text.starts_with("failed: provider postgres-shared cannot run here"),
+        "{text}"
+    );
+    assert!(
+        text.contains("give the postgres user search (x) permission on"),
+        "{text}"
+    );
+    assert!(!text.contains("DELETE"), "{text}");
+    assert!(
+        !home.join("location").exists(),
+        "no second cluster was made"
+    );
+}

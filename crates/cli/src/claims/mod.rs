@@ -143,6 +143,10 @@ enum ClaimsAction {
         /// The state directory `meshwork up` used.
         #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
         state_dir: PathBuf,
+        /// Delete even when the claim's workload is running under `meshwork up` (it loses its
+        /// database or cache while it runs).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -152,6 +156,7 @@ pub fn run(args: ClaimsArgs) -> anyhow::Result<ExitCode> {
         dir,
         names,
         state_dir,
+        force,
     } = args.action;
     let set = api::load_dir(&dir)?;
     let state = crate::up::StateDir::open(&state_dir)?;
@@ -165,6 +170,9 @@ pub fn run(args: ClaimsArgs) -> anyhow::Result<ExitCode> {
             Some(c) => claims.push(c),
             None => bail!("{} defines no ServiceClaim {name:?}", dir.display()),
         }
+    }
+    if !force {
+        refuse_if_in_use(state.path(), &claims)?;
     }
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(delete(&set, &dir, state.path(), &claims))?;
@@ -206,8 +214,29 @@ async fn delete(
     }
     if let Some(running) = own {
         running.shutdown().await;
+        // No `up` runs here: with the last claim gone, a private cluster kept outside the
+        // state directory goes too (nothing else would remove it).
+        if result.is_ok() {
+            discard_if_unused(state, dir).await?;
+        }
     }
     result
+}
+
+async fn discard_if_unused(state: &Path, dir: &Path) -> anyhow::Result<()> {
+    let unused = BasicCredentials {
+        username: String::new(),
+        password: Secret::random_password(),
+    };
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = crate::broker_cmd::config(listen, &broker_store(state), unused, Some(dir))?;
+    let outside = state.join("postgres-private/location").exists();
+    if broker::discard_if_unused(config).await? && outside {
+        println!(
+            "no claims left: removed the private PostgreSQL cluster kept outside the state directory"
+        );
+    }
+    Ok(())
 }
 
 /// The broker of the `meshwork up` running on `state`, or one started here on the same store.
@@ -236,12 +265,48 @@ async fn broker_for(
     Ok((client(running.local_addr()), Some(running)))
 }
 
+/// The pid of the `meshwork up` running on `state`, if one is.
+fn live_up(state: &Path) -> Option<String> {
+    let pid = std::fs::read_to_string(state.join("up.pid")).ok()?;
+    let pid = pid.trim().to_owned();
+    Path::new("/proc").join(&pid).exists().then_some(pid)
+}
+
+/// Refuses to delete a claim whose bound workload runs under a live `up` on `state` (its
+/// sidecar's ready file exists while it runs): the app would lose its database mid-flight,
+/// and billing would fail on its next write with nothing saying why.
+fn refuse_if_in_use(state: &Path, claims: &[&Loaded<ServiceClaimSpec>]) -> anyhow::Result<()> {
+    let Some(pid) = live_up(state) else {
+        return Ok(());
+    };
+    let busy: Vec<String> = claims
+        .iter()
+        .filter(|c| {
+            let workload = c.resource.spec.bind_to.as_str();
+            state
+                .join("workloads")
+                .join(format!("{workload}.json"))
+                .exists()
+        })
+        .map(|c| {
+            let (name, workload) = (&c.resource.metadata.name, &c.resource.spec.bind_to);
+            format!("claim {name} is bound to workload {workload}, which is running")
+        })
+        .collect();
+    if busy.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} under `meshwork up` (pid {pid}) on {}; deleting it now drops the data it is using. \
+         Stop that `meshwork up` first, or pass --force to delete anyway",
+        busy.join("; "),
+        state.display()
+    )
+}
+
 /// The address of the broker a live `meshwork up` runs on `state`, if it answers.
 fn live_broker(state: &Path) -> Option<SocketAddr> {
-    let pid = std::fs::read_to_string(state.join("up.pid")).ok()?;
-    if !Path::new("/proc").join(pid.trim()).exists() {
-        return None;
-    }
+    live_up(state)?;
     let addr: SocketAddr = std::fs::read_to_string(addr_file(state))
         .ok()?
         .trim()

@@ -9,7 +9,6 @@
 //! deprovisions.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -120,7 +119,6 @@ async fn start_broker(
     ctx: &ClaimsContext<'_>,
 ) -> anyhow::Result<OsbClient> {
     let password = claims::platform_password(state)?;
-    allow_traversal(state)?;
     let port = super::state::free_port().context("allocating the broker's port")?;
     let listen = format!("127.0.0.1:{port}");
     let broker = Child::meshwork(ctx.exe, "broker")
@@ -144,20 +142,4 @@ async fn start_broker(
         password.expose(),
         &claims::requester(),
     ))
-}
-
-/// The private PostgreSQL cluster lives under the state directory and, when `up` runs as
-/// root, runs as the `postgres` user, which must be able to traverse to it: give others the
-/// search (x) bit — not read — on the state directory. Its secrets stay 0600/0700.
-fn allow_traversal(state: &Path) -> anyhow::Result<()> {
-    let mode = state
-        .metadata()
-        .with_context(|| format!("reading {}", state.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o011 != 0o011 {
-        std::fs::set_permissions(state, std::fs::Permissions::from_mode(mode | 0o011))
-            .with_context(|| format!("letting the postgres user reach {}", state.display()))?;
-    }
-    Ok(())
 }

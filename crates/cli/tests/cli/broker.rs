@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, mpsc};
@@ -134,9 +134,33 @@ fn row(uri: &str, id: i64) -> (i64, String) {
     })
 }
 
+/// The private cluster's directory: `<state>/postgres-private`, or where its `location` file
+/// says (as root, when `postgres` cannot traverse to the state directory).
+fn cluster_dir(state: &Path) -> PathBuf {
+    let home = state.join("postgres-private");
+    match std::fs::read_to_string(home.join("location")) {
+        Ok(text) => PathBuf::from(text.trim()),
+        Err(_) => home,
+    }
+}
+
+/// `meshwork broker purge` on `state`: removes what the store records, and a cluster kept
+/// outside the state directory (which removing the temporary directory would leak).
+fn purge(state: &Path, resources: &Path) {
+    let out = meshwork()
+        .args(["broker", "purge", "--state"])
+        .arg(state.join("broker.redb"))
+        .arg("--resources")
+        .arg(resources)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "purge: {stderr}");
+}
+
 /// Databases and roles the broker made (`mw_…`), seen by the private cluster's superuser.
 fn leftovers(state: &Path) -> Vec<String> {
-    let dir = state.join("postgres-private");
+    let dir = cluster_dir(state);
     let port = std::fs::read_to_string(dir.join("port")).unwrap();
     let pw = std::fs::read_to_string(dir.join("superuser.pw")).unwrap();
     let url = format!(
@@ -210,18 +234,39 @@ fn assert_never_printed(state: &Path, log: &Arc<Mutex<Vec<String>>>) {
     assert!(!log.lock().unwrap().iter().any(|l| l.contains(&password)));
 }
 
-/// Deprovisioning (through the running up's broker) leaves no database, user or file.
-fn delete_leaves_nothing(state: &Path) {
-    assert!(!leftovers(state).is_empty());
-    let uri = entry(state, "uri");
-    let out = meshwork()
+fn claims_delete(state: &Path, extra: &[&str]) -> std::process::Output {
+    meshwork()
         .args(["claims", "delete"])
         .arg(example("store-billing"))
         .arg("charges-db")
         .arg("--state-dir")
         .arg(state)
+        .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Deprovisioning while billing runs is refused (billing would lose its database); with
+/// `--force` (through the running up's broker) it leaves no database, user or file.
+fn delete_leaves_nothing(state: &Path) {
+    assert!(!leftovers(state).is_empty());
+    let uri = entry(state, "uri");
+    let refused = claims_delete(state, &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "deleted a claim in use: {stderr}"
+    );
+    assert!(
+        stderr.contains("claim charges-db is bound to workload billing, which is running")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(
+        runtime().block_on(connect(&uri)).is_ok(),
+        "the database is untouched"
+    );
+    let out = claims_delete(state, &["--force"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout} {stderr}");
@@ -257,6 +302,95 @@ fn billing_charges_land_in_the_claimed_database() {
     // Stop before the state directory goes: the broker stops its PostgreSQL cluster first.
     let status = up.signal_and_wait("TERM", Duration::from_secs(20));
     assert!(status.success(), "{status}");
+    purge(&s, &example("store-billing"));
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Issue 9: root clones into a 0700 directory (its home; `mktemp -d`), where `postgres` cannot
+/// traverse. `up` still works: the private cluster lives outside (postgres-owned), no
+/// directory of the user's changes mode, and deleting the last claim removes the cluster.
+#[test]
+fn up_as_root_from_a_0700_directory() {
+    if !is_root() {
+        eprintln!("SKIP up_as_root_from_a_0700_directory: needs root (CI runs as root)");
+        return;
+    }
+    // `mktemp -d` under root's home: both 0700.
+    let private = || {
+        let mut b = tempfile::Builder::new();
+        b.permissions(std::fs::Permissions::from_mode(0o700));
+        b
+    };
+    let parent = private().tempdir().unwrap();
+    let work = private().tempdir_in(parent.path()).unwrap();
+    for dir in [parent.path(), work.path()] {
+        assert_eq!(dir.metadata().unwrap().mode() & 0o777, 0o700);
+    }
+    for entry in std::fs::read_dir(example("store-billing")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), work.path().join(entry.file_name())).unwrap();
+    }
+    let state = private()
+        .prefix(".meshwork")
+        .tempdir_in(work.path())
+        .unwrap();
+    let s = state.path().to_owned();
+    // Declared before `up`, so dropped after it (and after the state directory).
+    let mut cleanup = RemoveOnDrop(None);
+    let (mut up, _log) = up_in(work.path(), state);
+    let first = charge(&up);
+    let id = first["row_id"].as_i64().unwrap();
+    assert_eq!(row(&entry(&s, "uri"), id), (4200, STORE_ID.to_owned()));
+    let outside = cluster_dir(&s);
+    assert!(
+        outside.starts_with("/var/lib/meshwork/postgres-private/"),
+        "{}",
+        outside.display()
+    );
+    cleanup.0 = Some(outside.clone());
+    for dir in [parent.path(), work.path(), s.as_path()] {
+        let mode = dir.metadata().unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} was chmod-ed", dir.display());
+    }
+    let status = up.signal_and_wait("TERM", Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    // Deleting the last claim (no `up` running) removes the cluster kept outside too.
+    let out = meshwork()
+        .args(["claims", "delete"])
+        .arg(work.path())
+        .arg("charges-db")
+        .arg("--state-dir")
+        .arg(&s)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("charges-db: deprovisioned"), "{stdout}");
+    assert!(
+        !outside.exists(),
+        "claims delete leaves {}",
+        outside.display()
+    );
+    assert!(!s.join("postgres-private/location").exists());
+}
+
+/// Removes the cluster kept outside the state directory if the test ends before its purge
+/// (by a panic), so a failed run does not leave it in /var/lib.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 #[test]
