@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "control/grpc_core.rs"]
+mod grpc_core;
 #[path = "control/workload_api.rs"]
 mod workload_api;
 

@@ -14,6 +14,7 @@
 
 mod attest;
 mod client;
+mod h2_authority;
 mod jwt_cache;
 mod metrics;
 mod node;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use attest::{facts as process_facts, start_time as process_start_time};
 pub use client::{BootstrapVerifier, NodeClient, NodeClientError};
+pub use h2_authority::{AuthorityRewriter, RewriteError};
 pub use metrics::{AgentStatus, fetch_status};
 pub use state::{AgentState, Identities, renewal_delay};
 

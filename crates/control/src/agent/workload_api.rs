@@ -3,7 +3,8 @@
 //! Every call must carry `workload.spiffe.io: true` (else `InvalidArgument`, as the
 //! spec says). The caller is attested from its peer credentials; a caller matching
 //! no registration entry gets `PermissionDenied` with a fixed message, learning
-//! nothing about which identities exist.
+//! nothing about which identities exist. Connections pass through
+//! [`AuthorityShim`] so that clients sending the socket path as `:authority` work.
 
 use std::path::Path;
 use std::pin::Pin;
@@ -19,11 +20,13 @@ use api::workload::{
 use futures_util::Stream;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
+use super::h2_authority::AuthorityShim;
 use super::state::{AgentState, Identities};
 use super::{Agent, AgentError, attest};
 
@@ -52,7 +55,9 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, AgentError> {
 /// Serves the Workload API until `stop` is cancelled.
 pub(crate) async fn serve(listener: UnixListener, agent: Arc<Agent>, stop: CancellationToken) {
     let service = SpiffeWorkloadApiServer::new(WorkloadApi { agent });
-    let incoming = UnixListenerStream::new(listener);
+    // Every connection goes through the shim that makes h2 accept the `:authority` of
+    // gRPC C-core, grpc-java and grpc-swift clients (see `h2_authority`).
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityShim::new));
     let served = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, stop.cancelled())

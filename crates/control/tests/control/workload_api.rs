@@ -24,14 +24,14 @@ fn mesh_dir(svid_ttl: &str) -> tempfile::TempDir {
     dir
 }
 
-struct Mesh {
-    state: tempfile::TempDir,
+pub(super) struct Mesh {
+    pub(super) state: tempfile::TempDir,
     _resources: tempfile::TempDir,
     control: Option<Running>,
 }
 
 impl Mesh {
-    async fn start(svid_ttl: &str) -> Mesh {
+    pub(super) async fn start(svid_ttl: &str) -> Mesh {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let state = tempfile::tempdir().expect("tempdir");
         let resources = mesh_dir(svid_ttl);
@@ -48,7 +48,7 @@ impl Mesh {
         self.state.path().join("control.sock")
     }
 
-    async fn token(&self, ttl_secs: u64) -> String {
+    pub(super) async fn token(&self, ttl_secs: u64) -> String {
         let body = serde_json::to_string(&TokenRequest {
             ttl_secs: Some(ttl_secs),
         })
@@ -60,7 +60,7 @@ impl Mesh {
             .token
     }
 
-    async fn entry(&self, id: &str, spiffe_id: &str, selectors: &[String]) {
+    pub(super) async fn entry(&self, id: &str, spiffe_id: &str, selectors: &[String]) {
         let body = serde_json::json!({"spiffeId": spiffe_id, "selectors": selectors}).to_string();
         let (status, body) = call(
             &self.socket(),
@@ -72,7 +72,7 @@ impl Mesh {
         assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
     }
 
-    fn agent_config(&self, token: String, socket: &Path) -> AgentConfig {
+    pub(super) fn agent_config(&self, token: String, socket: &Path) -> AgentConfig {
         let addr = std::fs::read_to_string(self.state.path().join("node-api.addr")).expect("addr");
         let bundle = std::fs::read_to_string(self.state.path().join("bundle.pem")).expect("bundle");
         AgentConfig {
@@ -88,7 +88,7 @@ impl Mesh {
     }
 
     /// Starts an agent; the oneshot stops it.
-    fn agent(
+    pub(super) fn agent(
         &self,
         config: AgentConfig,
     ) -> (
@@ -129,7 +129,7 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-async fn wait_for_socket(path: &Path) {
+pub(super) async fn wait_for_socket(path: &Path) {
     for _ in 0..500 {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return;
