@@ -10,6 +10,8 @@ mod harness;
 mod identity;
 #[path = "cli/policy.rs"]
 mod policy;
+#[path = "cli/validate.rs"]
+mod validate;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
