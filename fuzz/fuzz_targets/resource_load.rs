@@ -146,7 +146,11 @@ fn exercise(set: &ResourceSet) {
         assert!(!e.to_string().is_empty());
         return;
     }
-    let td = &set.mesh().expect("a validated set has a Mesh").spec.trust_domain;
+    let td = &set
+        .mesh()
+        .expect("a validated set has a Mesh")
+        .spec
+        .trust_domain;
     for w in &set.workloads {
         let _ = w.resource.spiffe_id(td);
     }
