@@ -98,7 +98,7 @@ fn print_taxonomy(set: &ResourceSet) {
         );
     }
     for p in &set.service_policies {
-        let rules: Vec<String> = p.resource.spec.rules.iter().map(|r| rule_line(r)).collect();
+        let rules: Vec<String> = p.resource.spec.rules.iter().map(rule_line).collect();
         println!(
             "svcpol   {:<12} {}",
             p.resource.metadata.name,
