@@ -1,11 +1,17 @@
-//! Human-written durations in resources: `90s`, `5m`, `1h`, `1h30m`.
+//! Human-written durations in resources and flags: `90s`, `5m`, `1h`, `1h30m`.
+//!
+//! Every duration meshwork reads ends up added to "now" (a certificate's `notAfter`, a token's
+//! expiry), so none is unbounded: a [`HumanDuration`] is at most [`HumanDuration::MAX`], and a
+//! resource field takes a [`BoundedDuration`] whose range is part of its type and documented in
+//! `docs/resources.md`. Out-of-range values are refused when the text is parsed, never later.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A duration written as a sequence of `<integer><unit>` with units `ms`, `s`, `m`, `h`, `d`.
+/// A duration written as a sequence of `<integer><unit>` with units `ms`, `s`, `m`, `h`, `d`,
+/// greater than zero and at most [`HumanDuration::MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct HumanDuration(Duration);
@@ -22,12 +28,27 @@ pub enum DurationError {
     /// Zero-length durations make no sense for TTLs and timeouts.
     #[error("duration must be greater than zero")]
     Zero,
-    /// Too large to represent.
-    #[error("duration {0:?} is too large")]
+    /// Longer than any duration meshwork accepts ([`HumanDuration::MAX`]).
+    #[error("duration {0:?} is too large; at most {max} is accepted", max = HumanDuration::MAX)]
     Overflow(String),
+    /// Outside the range of the field it was given for.
+    #[error("duration {text:?} is out of range: must be between {min} and {max}")]
+    OutOfRange {
+        /// The text as written.
+        text: String,
+        /// The smallest accepted value.
+        min: HumanDuration,
+        /// The largest accepted value.
+        max: HumanDuration,
+    },
 }
 
 impl HumanDuration {
+    /// The longest duration meshwork accepts anywhere: 3650 days (10 years). Far beyond any
+    /// sensible TTL, and far enough below the end of X.509/`time`'s calendar (year 9999) that
+    /// `now + d` can always be represented.
+    pub const MAX: HumanDuration = HumanDuration(Duration::from_secs(3650 * 86_400));
+
     /// The parsed duration.
     pub fn get(self) -> Duration {
         self.0
@@ -41,32 +62,41 @@ impl std::str::FromStr for HumanDuration {
             return Err(DurationError::Empty);
         }
         let malformed = || DurationError::Malformed(s.to_owned());
+        let overflow = || DurationError::Overflow(s.to_owned());
         let mut total = Duration::ZERO;
         let mut rest = s;
         while !rest.is_empty() {
             let digits = rest
                 .find(|c: char| !c.is_ascii_digit())
                 .ok_or_else(malformed)?;
-            let n: u64 = rest[..digits].parse().map_err(|_| malformed())?;
+            if digits == 0 {
+                return Err(malformed());
+            }
+            // Only digits, so a parse failure is a number too large for u64.
+            let n: u64 = rest[..digits].parse().map_err(|_| overflow())?;
             let unit_len = rest[digits..]
                 .find(|c: char| c.is_ascii_digit())
                 .unwrap_or(rest.len() - digits);
             let unit = &rest[digits..digits + unit_len];
+            let seconds = |per: u64| n.checked_mul(per).map(Duration::from_secs);
             let part = match unit {
-                "ms" => Duration::from_millis(n),
-                "s" => Duration::from_secs(n),
-                "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(malformed)?),
-                "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(malformed)?),
-                "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(malformed)?),
+                "ms" => Some(Duration::from_millis(n)),
+                "s" => seconds(1),
+                "m" => seconds(60),
+                "h" => seconds(3600),
+                "d" => seconds(86_400),
                 _ => return Err(malformed()),
             };
-            total = total
-                .checked_add(part)
-                .ok_or_else(|| DurationError::Overflow(s.to_owned()))?;
+            total = part
+                .and_then(|p| total.checked_add(p))
+                .ok_or_else(overflow)?;
             rest = &rest[digits + unit_len..];
         }
         if total.is_zero() {
             return Err(DurationError::Zero);
+        }
+        if total > Self::MAX.0 {
+            return Err(overflow());
         }
         Ok(HumanDuration(total))
     }
@@ -86,13 +116,80 @@ impl From<HumanDuration> for String {
 }
 
 impl fmt::Display for HumanDuration {
+    /// In the largest unit that divides it exactly (`30d`, `1h`, `90s`, `250ms`), so that
+    /// what is printed parses back to the same value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if !ms.is_multiple_of(1000) {
-            write!(f, "{ms}ms")
-        } else {
-            write!(f, "{}s", ms / 1000)
+        let unit = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ]
+        .into_iter()
+        .find(|(per, _)| ms.is_multiple_of(*per));
+        match unit {
+            Some((per, name)) => write!(f, "{}{name}", ms / per),
+            None => write!(f, "{ms}ms"),
         }
+    }
+}
+
+/// A [`HumanDuration`] between `MIN_MS` and `MAX_MS` milliseconds (inclusive): the type of
+/// every duration field of a resource, so that its range is checked where the YAML is read
+/// (and the error names file, line and field) rather than where the value is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BoundedDuration<const MIN_MS: u64, const MAX_MS: u64>(HumanDuration);
+
+impl<const MIN_MS: u64, const MAX_MS: u64> BoundedDuration<MIN_MS, MAX_MS> {
+    /// The smallest accepted value.
+    pub const MIN: HumanDuration = HumanDuration(Duration::from_millis(MIN_MS));
+    /// The largest accepted value.
+    pub const MAX: HumanDuration = HumanDuration(Duration::from_millis(MAX_MS));
+
+    /// The parsed duration.
+    pub fn get(self) -> Duration {
+        self.0.get()
+    }
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> std::str::FromStr for BoundedDuration<MIN_MS, MAX_MS> {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        let out_of_range = || DurationError::OutOfRange {
+            text: s.to_owned(),
+            min: Self::MIN,
+            max: Self::MAX,
+        };
+        let d = match s.parse::<HumanDuration>() {
+            Ok(d) => d,
+            Err(DurationError::Overflow(_) | DurationError::Zero) => return Err(out_of_range()),
+            Err(e) => return Err(e),
+        };
+        match (Self::MIN..=Self::MAX).contains(&d) {
+            true => Ok(BoundedDuration(d)),
+            false => Err(out_of_range()),
+        }
+    }
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> TryFrom<String> for BoundedDuration<MIN_MS, MAX_MS> {
+    type Error = DurationError;
+    fn try_from(s: String) -> Result<Self, DurationError> {
+        s.parse()
+    }
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> From<BoundedDuration<MIN_MS, MAX_MS>> for String {
+    fn from(d: BoundedDuration<MIN_MS, MAX_MS>) -> String {
+        d.0.to_string()
+    }
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> fmt::Display for BoundedDuration<MIN_MS, MAX_MS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -110,7 +207,57 @@ mod tests {
         assert!(matches!(d("10"), Err(DurationError::Malformed(_))));
         assert!(matches!(d("10x"), Err(DurationError::Malformed(_))));
         assert!(matches!(d("h"), Err(DurationError::Malformed(_))));
+        assert!(matches!(d("1h-5m"), Err(DurationError::Malformed(_))));
         assert_eq!(d("0s"), Err(DurationError::Zero));
         assert_eq!(d(""), Err(DurationError::Empty));
+    }
+
+    #[test]
+    fn nothing_longer_than_max_parses() {
+        let d = |s: &str| s.parse::<HumanDuration>().map(HumanDuration::get);
+        assert_eq!(d("3650d"), Ok(HumanDuration::MAX.get()));
+        assert_eq!(d("87600h"), Ok(HumanDuration::MAX.get()));
+        for huge in [
+            "3650d1ms",
+            "99999999999999h",
+            "18446744073709551615d",
+            "99999999999999999999999s",
+            "18446744073709551615s18446744073709551615s",
+        ] {
+            assert_eq!(d(huge), Err(DurationError::Overflow(huge.into())), "{huge}");
+        }
+    }
+
+    #[test]
+    fn display_uses_the_largest_exact_unit_and_round_trips() {
+        for (text, shown) in [
+            ("30d", "30d"),
+            ("720h", "30d"),
+            ("90m", "90m"),
+            ("3600s", "1h"),
+            ("1500ms", "1500ms"),
+            ("1s", "1s"),
+        ] {
+            let d: HumanDuration = text.parse().unwrap_or(HumanDuration::MAX);
+            assert_eq!(d.to_string(), shown, "{text}");
+            assert_eq!(shown.parse::<HumanDuration>(), Ok(d));
+        }
+    }
+
+    type OneSecToOneDay = BoundedDuration<1000, 86_400_000>;
+
+    #[test]
+    fn bounded_durations_check_both_ends() {
+        let d = |s: &str| s.parse::<OneSecToOneDay>().map(OneSecToOneDay::get);
+        assert_eq!(d("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(d("24h"), Ok(Duration::from_secs(86_400)));
+        for outside in ["999ms", "24h1s", "0s", "99999999999999h"] {
+            let err = d(outside).err().map(|e| e.to_string()).unwrap_or_default();
+            assert_eq!(
+                err,
+                format!("duration {outside:?} is out of range: must be between 1s and 1d"),
+            );
+        }
+        assert!(matches!(d("1y"), Err(DurationError::Malformed(_))));
     }
 }

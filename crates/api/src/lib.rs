@@ -7,9 +7,11 @@
 //!
 //! Must not import `proxy`, `control`, `broker` or `cli` (they depend on this crate).
 
+pub mod bounded;
 pub mod contract;
 pub mod duration;
 pub mod entry;
+pub mod labels;
 pub mod load;
 mod locate;
 pub mod mesh;
@@ -19,6 +21,6 @@ pub mod set;
 pub mod taxonomy;
 pub mod workload;
 
-pub use load::{LoadError, Loaded, Origin, load_dir, load_str};
+pub use load::{LoadError, Loaded, Origin, load_bytes, load_dir, load_str};
 pub use resource::{API_VERSION, Name, ObjectMeta, Resource};
 pub use set::ResourceSet;

@@ -2,20 +2,41 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::locate::{field_position, occurrences, resolve_unnamed};
 use crate::resource::{API_VERSION, Resource};
 use crate::set::ResourceSet;
 
 /// Where a resource was read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Origin {
     /// The file.
     pub file: PathBuf,
     /// 1-based line of the document's first line.
     pub line: usize,
+    /// The document's text, so that problems found after parsing (a cross-reference, say)
+    /// can point at their field's own line.
+    doc: Arc<str>,
+}
+
+impl Origin {
+    /// Where field `path` (e.g. `spec.bindTo`) of this document is: `(line, column)`, both
+    /// 1-based, in the file; the document's first line (column 0) when the field is absent.
+    pub fn field(&self, path: &str) -> (usize, usize) {
+        field_position(&self.doc, path)
+            .map(|(line, column)| (self.line + line - 1, column))
+            .unwrap_or((self.line, 0))
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Origin({self})")
+    }
 }
 
 impl fmt::Display for Origin {
@@ -37,13 +58,26 @@ pub struct Loaded<S> {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file or directory could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {error}", path.display())]
     Io {
         /// What we tried to read.
         path: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
+        /// Why it failed. Part of the message and deliberately not a `source()`: printers
+        /// that walk the chain (`{:#}`) would say it twice.
+        error: std::io::Error,
+    },
+    /// The file is not UTF-8 text.
+    #[error("{file}:{line}:{column}: not UTF-8: byte 0x{byte:02x} cannot start or continue a character; resource files must be UTF-8",
+        file = .file.display())]
+    Encoding {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the first invalid byte.
+        line: usize,
+        /// 1-based column (in characters) of the first invalid byte.
+        column: usize,
+        /// The byte.
+        byte: u8,
     },
     /// The YAML is malformed or does not fit the kind's schema.
     #[error("{file}:{line}:{column}: {resource}{field}: {message}",
@@ -91,13 +125,28 @@ impl LoadError {
     }
 }
 
-/// The kind-independent head of a document, read before its spec.
+/// The kind-independent head of a document, read before its spec. Each field is `None` when
+/// the key is absent and `Some(None)` when it is there but null (`kind: ~`).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Head {
-    api_version: Option<String>,
-    kind: Option<String>,
-    metadata: Option<HeadMeta>,
+    #[serde(default, deserialize_with = "present")]
+    api_version: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    kind: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    metadata: Option<Option<HeadMeta>>,
+    #[serde(default, deserialize_with = "present")]
+    spec: Option<Option<serde::de::IgnoredAny>>,
+}
+
+/// A key that is there, with a value or null.
+fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -105,11 +154,48 @@ struct HeadMeta {
     name: Option<String>,
 }
 
-/// Reads every `*.yaml`/`*.yml` file in `dir` (sorted, not recursive) into a validated set.
-pub fn load_dir(dir: &Path) -> Result<ResourceSet, LoadError> {
-    let io = |source| LoadError::Io {
+impl Head {
+    /// Whether the document is a resource at all: one with none of `apiVersion`, `kind`,
+    /// `metadata` and `spec` is another tool's YAML (a `policy test` table, say) and skipped.
+    fn is_resource(&self) -> bool {
+        self.api_version.is_some()
+            || self.kind.is_some()
+            || self.metadata.is_some()
+            || self.spec.is_some()
+    }
+
+    /// The document's kind and `Kind/name`, once apiVersion, kind and metadata are known
+    /// to be there (`kind: ~` is as missing as no `kind` at all).
+    fn identify(self, origin: &Origin) -> Result<(String, String), LoadError> {
+        let kind = self.kind.flatten().ok_or_else(|| {
+            let msg = "is required (a string such as Workload); the document has none";
+            invalid(origin, None, "kind", msg)
+        })?;
+        let Some(meta) = self.metadata.flatten() else {
+            let resource = format!("{kind}/?");
+            let msg = "is required: a mapping with at least a name";
+            return Err(invalid(origin, Some(&resource), "metadata", msg));
+        };
+        let resource = format!("{kind}/{}", meta.name.as_deref().unwrap_or("?"));
+        match self.api_version.flatten().as_deref() {
+            Some(API_VERSION) => Ok((kind, resource)),
+            Some(other) => {
+                let msg = format!("unsupported apiVersion {other:?}; expected {API_VERSION:?}");
+                Err(invalid(origin, Some(&resource), "apiVersion", &msg))
+            }
+            None => {
+                let msg = format!("is required: {API_VERSION}");
+                Err(invalid(origin, Some(&resource), "apiVersion", &msg))
+            }
+        }
+    }
+}
+
+/// The `*.yaml`/`*.yml` files of `dir`, sorted (not recursive).
+pub(crate) fn resource_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let io = |error| LoadError::Io {
         path: dir.to_owned(),
-        source,
+        error,
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
@@ -118,52 +204,70 @@ pub fn load_dir(dir: &Path) -> Result<ResourceSet, LoadError> {
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     files.sort();
-    if files.is_empty() {
-        return Err(LoadError::Empty(dir.to_owned()));
+    match files.is_empty() {
+        true => Err(LoadError::Empty(dir.to_owned())),
+        false => Ok(files),
     }
+}
+
+/// Reads one file's resources into `set` (without cross-resource validation).
+pub(crate) fn load_file(file: &Path, set: &mut ResourceSet) -> Result<(), LoadError> {
+    let bytes = std::fs::read(file).map_err(|error| LoadError::Io {
+        path: file.to_owned(),
+        error,
+    })?;
+    load_bytes(file, &bytes, set)
+}
+
+/// Reads every `*.yaml`/`*.yml` file in `dir` (sorted, not recursive) into a validated set.
+pub fn load_dir(dir: &Path) -> Result<ResourceSet, LoadError> {
     let mut set = ResourceSet::default();
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Io {
-            path: file.clone(),
-            source,
-        })?;
-        load_str(&file, &text, &mut set)?;
+    for file in resource_files(dir)? {
+        load_file(&file, &mut set)?;
     }
     set.validate()?;
     Ok(set)
 }
 
+/// Adds the resources in one file's bytes to `set` (without cross-resource validation):
+/// [`load_str`] once the bytes are known to be UTF-8.
+pub fn load_bytes(file: &Path, bytes: &[u8], set: &mut ResourceSet) -> Result<(), LoadError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load_str(file, text, set),
+        Err(e) => {
+            let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
+            // invariant: `valid_up_to` is the length of the valid UTF-8 prefix.
+            let valid = std::str::from_utf8(valid).unwrap_or_default();
+            let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+            Err(LoadError::Encoding {
+                file: file.to_owned(),
+                line: valid.matches('\n').count() + 1,
+                column: valid[line_start..].chars().count() + 1,
+                byte: bytes.get(e.valid_up_to()).copied().unwrap_or_default(),
+            })
+        }
+    }
+}
+
 /// Adds the resources in one file's text to `set` (without cross-resource validation).
+/// A document with none of `apiVersion`, `kind`, `metadata` and `spec` (nothing but comments,
+/// or another tool's YAML) is skipped; any other must give all of the first three, non-null.
 pub fn load_str(file: &Path, text: &str, set: &mut ResourceSet) -> Result<(), LoadError> {
     for (line, doc) in documents(text) {
         let origin = Origin {
             file: file.to_owned(),
             line,
+            doc: Arc::from(doc),
         };
-        let head: Head = parse(doc, &origin, None)?;
-        if head.api_version.is_none() && head.kind.is_none() && head.metadata.is_none() {
-            continue; // an empty document, e.g. a leading `---`
-        }
-        let kind = head
-            .kind
-            .ok_or_else(|| invalid(&origin, None, "kind", "is required"))?;
-        let name = head.metadata.and_then(|m| m.name).unwrap_or_default();
-        let resource = format!("{kind}/{name}");
-        match head.api_version.as_deref() {
-            Some(API_VERSION) => {}
-            Some(other) => {
-                let msg = format!("unsupported apiVersion {other:?}; expected {API_VERSION:?}");
-                return Err(invalid(&origin, Some(&resource), "apiVersion", &msg));
-            }
-            None => {
-                return Err(invalid(
-                    &origin,
-                    Some(&resource),
-                    "apiVersion",
-                    "is required",
-                ));
-            }
-        }
+        // Duplicate keys are left to the full parse below, which can name the resource.
+        let lenient = serde_saphyr::options! {
+            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+        };
+        let head = parse_with::<Option<Head>>(doc, &origin, None, lenient)?;
+        let Some(head) = head.filter(Head::is_resource) else {
+            continue; // only comments, or not a resource (e.g. a `policy test` table)
+        };
+        let (kind, resource) = head.identify(&origin)?;
         set.insert(&kind, doc, origin, &resource)?;
     }
     Ok(())
@@ -187,30 +291,67 @@ fn parse<T: DeserializeOwned>(
     origin: &Origin,
     resource: Option<&str>,
 ) -> Result<T, LoadError> {
-    let mut field = None;
-    let result = serde_saphyr::with_deserializer_from_str(doc, |de| {
+    parse_with(doc, origin, resource, serde_saphyr::Options::default())
+}
+
+fn parse_with<T: DeserializeOwned>(
+    doc: &str,
+    origin: &Origin,
+    resource: Option<&str>,
+    options: serde_saphyr::Options,
+) -> Result<T, LoadError> {
+    let mut path = None;
+    let result = serde_saphyr::with_deserializer_from_str_with_options(doc, options, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            if path != "." {
-                field = Some(path);
-            }
+            path = Some(e.path().to_string());
             e.into_inner()
         })
     });
-    result.map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (origin.line + l.line() as usize - 1, l.column() as usize))
-            .unwrap_or((origin.line, 0));
-        LoadError::Invalid {
-            file: origin.file.clone(),
-            line,
-            column,
-            resource: resource.map(str::to_owned),
-            field,
-            message: first_line(&e.to_string()),
+    result.map_err(|e| syntax_error(&e, doc, origin, resource, path))
+}
+
+/// A parser or schema error as a located [`LoadError::Invalid`]. The field is serde's path,
+/// unless that has a `?` (serde cannot name map keys: a bad or duplicate label, say), in which
+/// case it is the path of the node the parser stopped at.
+fn syntax_error(
+    e: &serde_saphyr::Error,
+    doc: &str,
+    origin: &Origin,
+    resource: Option<&str>,
+    path: Option<String>,
+) -> LoadError {
+    let at = e
+        .location()
+        .map(|l| (l.line() as usize, l.column() as usize))
+        .filter(|(line, _)| *line > 0);
+    let path = path.filter(|p| p != ".");
+    let field = match (path, at) {
+        (Some(p), Some(at)) if p.contains('?') => resolve_unnamed(doc, &p, at).or(Some(p)),
+        (p, _) => p,
+    };
+    let message = match (e.without_snippet(), &field) {
+        (serde_saphyr::Error::DuplicateMappingKey { .. }, Some(field)) => {
+            let key = field.rsplit('.').next().unwrap_or(field);
+            match occurrences(doc, field).first() {
+                Some((line, _)) => format!(
+                    "duplicate key {key:?}; it is first given at line {}",
+                    origin.line + line - 1
+                ),
+                None => format!("duplicate key {key:?}"),
+            }
         }
-    })
+        (serde_saphyr::Error::DuplicateMappingKey { .. }, None) => "duplicate key".to_owned(),
+        _ => first_line(&e.to_string()),
+    };
+    let (line, column) = at.map_or((origin.line, 0), |(l, c)| (origin.line + l - 1, c));
+    LoadError::Invalid {
+        file: origin.file.clone(),
+        line,
+        column,
+        resource: resource.map(str::to_owned),
+        field,
+        message,
+    }
 }
 
 /// serde-saphyr renders `error: line L column C: ` before the message and a source
@@ -224,17 +365,19 @@ fn first_line(msg: &str) -> String {
     }
 }
 
-/// An error about one resource found after parsing (a semantic rule, not syntax).
+/// An error about one resource found after parsing (a semantic rule, not syntax), at the
+/// line of `field` in the resource's document.
 pub(crate) fn invalid(
     origin: &Origin,
     resource: Option<&str>,
     field: &str,
     message: &str,
 ) -> LoadError {
+    let (line, column) = origin.field(field);
     LoadError::Invalid {
         file: origin.file.clone(),
-        line: origin.line,
-        column: 0,
+        line,
+        column,
         resource: resource.map(str::to_owned),
         field: Some(field.to_owned()),
         message: message.to_owned(),
@@ -262,15 +405,4 @@ fn documents(text: &str) -> Vec<(usize, &str)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn documents_split_with_line_numbers() {
-        let docs = documents("a: 1\n---\nb: 2\nc: 3\n---\n\n---\nd: 4\n");
-        assert_eq!(
-            docs,
-            vec![(1, "a: 1\n"), (3, "b: 2\nc: 3\n"), (8, "d: 4\n")]
-        );
-    }
-}
+mod tests;

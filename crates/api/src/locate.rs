@@ -34,6 +34,47 @@ pub(crate) fn field_position(doc: &str, path: &str) -> Option<(usize, usize)> {
     }
 }
 
+/// Fills in the `?`s serde leaves in a path where it cannot name a map key (`spec.sizes.?.x`,
+/// `metadata.labels.?`): the last node of `doc` that starts at or before 1-based `at` (where
+/// the parser stopped) and whose path fits `pattern`, a `?` standing for any one key.
+pub(crate) fn resolve_unnamed(doc: &str, pattern: &str, at: (usize, usize)) -> Option<String> {
+    positions(doc)
+        .into_iter()
+        .rev()
+        .find(|(path, pos)| *pos <= at && fits(path, pattern))
+        .map(|(path, _)| path)
+}
+
+/// Whether `path` is `pattern` with each `?` replaced by a non-empty key.
+fn fits(path: &str, pattern: &str) -> bool {
+    let mut parts = pattern.split('?');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = path.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        // The key is non-empty and ends where the next literal part starts.
+        match rest.get(1..).and_then(|r| r.find(part)) {
+            Some(at) => rest = &rest[1 + at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() > last.len() && rest.ends_with(last)
+}
+
+/// Every position `path` occurs at, in document order (a duplicated key occurs twice).
+pub(crate) fn occurrences(doc: &str, path: &str) -> Vec<(usize, usize)> {
+    positions(doc)
+        .into_iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, pos)| pos)
+        .collect()
+}
+
 /// Every node's path with its 1-based position, in document order.
 fn positions(doc: &str) -> Vec<(String, (usize, usize))> {
     let mut found = Vec::new();
@@ -146,5 +187,31 @@ spec:
         assert_eq!(field_position(DOC, "spec.rules[3]"), Some((4, 3)));
         assert_eq!(field_position(DOC, "metadata.name"), None);
         assert_eq!(field_position("a: [", "b"), None);
+    }
+
+    #[test]
+    fn unnamed_keys_are_found_by_position() {
+        let doc = "spec:\n  sizes:\n    small: {max: 0}\n    large:\n      max: 0\nmetadata:\n  labels:\n    a.io/app: a\n    app: b\n    app: c\n";
+        let resolve = |pattern, at| resolve_unnamed(doc, pattern, at);
+        assert_eq!(
+            resolve("spec.sizes.?.max", (3, 18)).as_deref(),
+            Some("spec.sizes.small.max")
+        );
+        assert_eq!(
+            resolve("spec.sizes.?.max", (5, 12)).as_deref(),
+            Some("spec.sizes.large.max")
+        );
+        assert_eq!(
+            resolve("metadata.labels.?", (8, 5)).as_deref(),
+            Some("metadata.labels.a.io/app")
+        );
+        assert_eq!(
+            resolve("metadata.labels.?", (10, 5)).as_deref(),
+            Some("metadata.labels.app")
+        );
+        assert_eq!(resolve("metadata.?", (1, 1)), None);
+        assert_eq!(occurrences(doc, "metadata.labels.app"), [(9, 5), (10, 5)]);
+        assert!(!fits("spec.sizes.max", "spec.sizes.?.max"));
+        assert!(fits("a.b.c.d", "a.?.d"));
     }
 }

@@ -6,8 +6,19 @@ use identity::{SpiffeId, TrustDomain};
 use policy::RouteTemplate;
 use serde::{Deserialize, Serialize};
 
-use crate::duration::HumanDuration;
+use crate::bounded::BoundedU16;
+use crate::duration::BoundedDuration;
+use crate::labels::Labels;
 use crate::resource::{Name, Resource};
+
+/// `Mesh` `spec.svidTtl`: 1 s to 30 d. Whole seconds are all X.509 can express, and
+/// sub-minute lifetimes are for rotation drills and tests (renewal runs at half the life); past
+/// 30 d a stolen SVID stays useful for a month and CA rotation, which waits out the longest
+/// SVID, takes as long.
+pub type SvidTtl = BoundedDuration<1_000, { 30 * 86_400_000 }>;
+
+/// `Workload` `spec.port`: 1–65535 (port 0 would have the app listen on a port nobody knows).
+pub type AppPort = BoundedU16<1, 65_535>;
 
 /// `kind: Mesh`: settings for the whole mesh. Exactly one per directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,9 +26,9 @@ use crate::resource::{Name, Resource};
 pub struct MeshSpec {
     /// The SPIFFE trust domain every workload identity lives in.
     pub trust_domain: TrustDomain,
-    /// Lifetime of issued X.509-SVIDs; 1 h when omitted.
+    /// Lifetime of issued X.509-SVIDs, 1 s to 30 d ([`SvidTtl`]); 1 h when omitted.
     #[serde(default)]
-    pub svid_ttl: Option<HumanDuration>,
+    pub svid_ttl: Option<SvidTtl>,
     /// The DNS server sidecars resolve egress destinations with; the system resolver when
     /// omitted. Sidecars connect to what *they* resolved, never to what the app looked up.
     #[serde(default)]
@@ -48,10 +59,10 @@ pub struct WorkloadSpec {
     /// Extra environment for the application.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Loopback port the application listens on (handed to it as `PORT`);
+    /// Loopback port the application listens on (handed to it as `PORT`), 1–65535;
     /// allocated when omitted.
     #[serde(default)]
-    pub port: Option<u16>,
+    pub port: Option<AppPort>,
     /// How the sidecar speaks to the application.
     #[serde(default)]
     pub protocol: AppProtocol,
@@ -73,7 +84,7 @@ pub enum AppProtocol {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
     /// Labels a workload must carry (all of them) to back this service.
-    pub selector: BTreeMap<String, String>,
+    pub selector: Labels,
     /// The service's route templates (`/charges/{id}`), in match order: sidecars label
     /// request metrics with the first template the normalised path matches, else
     /// `[unmatched]` (docs/telemetry.md). Empty: every request is `[unmatched]`.
@@ -101,9 +112,7 @@ impl Workload {
     }
 
     /// Whether every label in `selector` is carried by this workload.
-    pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
-        selector
-            .iter()
-            .all(|(k, v)| self.metadata.labels.get(k) == Some(v))
+    pub fn matches(&self, selector: &Labels) -> bool {
+        self.metadata.labels.contains_all(selector)
     }
 }

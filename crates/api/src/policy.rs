@@ -13,7 +13,6 @@
 use policy::{AuthorizationPolicySpec, EgressPolicySpec, PolicySet, ValidationErrors};
 
 use crate::load::{LoadError, Loaded, Origin};
-use crate::locate::field_position;
 use crate::resource::{ObjectMeta, Resource};
 use crate::set::ResourceSet;
 
@@ -51,12 +50,8 @@ impl PolicySpec for EgressPolicySpec {
 }
 
 /// Validates one policy's spec. Every invalid field becomes its own [`LoadError::Invalid`]
-/// naming `spec.<field>`; with the document's text (`doc`) each points at the field's line,
-/// otherwise at the document's first line.
-pub(crate) fn validate_spec<S: PolicySpec>(
-    loaded: &Loaded<S>,
-    doc: Option<&str>,
-) -> Result<(), LoadError> {
+/// naming `spec.<field>`, at the field's line.
+pub(crate) fn validate_spec<S: PolicySpec>(loaded: &Loaded<S>) -> Result<(), LoadError> {
     let Err(errors) = loaded.resource.spec.check() else {
         return Ok(());
     };
@@ -70,17 +65,17 @@ pub(crate) fn validate_spec<S: PolicySpec>(
             } else {
                 format!("spec.{}", e.field)
             };
-            located(&loaded.origin, doc, &resource, field, e.problem.to_string())
+            located(&loaded.origin, &resource, field, e.problem.to_string())
         })
         .collect();
     Err(LoadError::from_many(located))
 }
 
-/// Per-spec validation (without text: document lines) and cross-references of every policy.
+/// Per-spec validation and cross-references of every policy.
 pub(crate) fn validate_policies(set: &ResourceSet) -> Result<(), LoadError> {
     let mut errors = Vec::new();
     for p in &set.authorization_policies {
-        errors.extend(validate_spec(p, None).err());
+        errors.extend(validate_spec(p).err());
         let target = &p.resource.spec.target_service;
         if !set
             .services
@@ -99,7 +94,6 @@ pub(crate) fn validate_policies(set: &ResourceSet) -> Result<(), LoadError> {
             let resource = format!("AuthorizationPolicy/{}", p.resource.metadata.name);
             errors.push(located(
                 &p.origin,
-                None,
                 &resource,
                 "spec.targetService".into(),
                 message,
@@ -107,7 +101,7 @@ pub(crate) fn validate_policies(set: &ResourceSet) -> Result<(), LoadError> {
         }
     }
     for p in &set.egress_policies {
-        errors.extend(validate_spec(p, None).err());
+        errors.extend(validate_spec(p).err());
     }
     if errors.is_empty() {
         Ok(())
@@ -116,17 +110,8 @@ pub(crate) fn validate_policies(set: &ResourceSet) -> Result<(), LoadError> {
     }
 }
 
-fn located(
-    origin: &Origin,
-    doc: Option<&str>,
-    resource: &str,
-    field: String,
-    message: String,
-) -> LoadError {
-    let (line, column) = doc
-        .and_then(|d| field_position(d, &field))
-        .map(|(line, column)| (origin.line + line - 1, column))
-        .unwrap_or((origin.line, 0));
+fn located(origin: &Origin, resource: &str, field: String, message: String) -> LoadError {
+    let (line, column) = origin.field(&field);
     LoadError::Invalid {
         file: origin.file.clone(),
         line,
@@ -250,7 +235,7 @@ spec: {targetService: biling, action: DENY}
         .unwrap_or_default();
         assert_eq!(
             err,
-            "p.yaml:11:0: AuthorizationPolicy/charges field `spec.targetService`: \"biling\" names no Service; known services: billing"
+            "p.yaml:14:8: AuthorizationPolicy/charges field `spec.targetService`: \"biling\" names no Service; known services: billing"
         );
     }
 

@@ -1,9 +1,10 @@
 //! The Kubernetes-style envelope every meshwork resource shares.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::labels::{Annotations, Labels};
 
 /// The only API group/version this release understands.
 pub const API_VERSION: &str = "meshwork.dev/v1alpha1";
@@ -31,9 +32,13 @@ pub struct ObjectMeta {
     /// Namespace; `default` when omitted.
     #[serde(default = "default_namespace")]
     pub namespace: Name,
-    /// Free-form labels that selectors match against.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    /// Labels that selectors match against (Kubernetes' key and value rules, see
+    /// [`crate::labels`]).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// Free-text notes for people and tools; at most 256 KiB in total. meshwork reads none.
+    #[serde(default, skip_serializing_if = "Annotations::is_empty")]
+    pub annotations: Annotations,
 }
 
 fn default_namespace() -> Name {
@@ -110,8 +115,9 @@ impl From<Name> for String {
 }
 
 impl fmt::Display for Name {
+    /// Honours width and alignment (`{:<12}`), for tables.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 

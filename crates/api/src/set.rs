@@ -64,16 +64,16 @@ impl ResourceSet {
             "Mesh" => self.meshes.push(parse_resource(doc, origin, resource)?),
             "Workload" => self.workloads.push(parse_resource(doc, origin, resource)?),
             "Service" => self.services.push(parse_resource(doc, origin, resource)?),
-            // Policies are checked field by field here, where the text is at hand, so each
-            // error points at its field's line.
+            // Policies are checked field by field as they are read, so that every invalid
+            // field is reported (each at its line), before any cross-reference.
             "AuthorizationPolicy" => {
                 let policy = parse_resource(doc, origin, resource)?;
-                validate_spec(&policy, Some(doc))?;
+                validate_spec(&policy)?;
                 self.authorization_policies.push(policy);
             }
             "EgressPolicy" => {
                 let policy = parse_resource(doc, origin, resource)?;
-                validate_spec(&policy, Some(doc))?;
+                validate_spec(&policy)?;
                 self.egress_policies.push(policy);
             }
             "ServiceClass" => self

@@ -93,7 +93,7 @@ fn bad_names_and_semantic_rules_are_reported() {
         "{MESH}apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {{name: a}}\nspec: {{command: []}}\n"
     ));
     assert!(
-        err.contains("spec.command") && err.contains("bad.yaml:6"),
+        err.contains("spec.command") && err.contains("bad.yaml:9:8:"),
         "{err}"
     );
     let err = load_err(&format!(
@@ -103,7 +103,7 @@ fn bad_names_and_semantic_rules_are_reported() {
     let dup = "apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n---\n";
     let err = load_err(&format!("{MESH}{dup}{dup}"));
     assert!(
-        err.contains("already used") && err.contains("bad.yaml:11"),
+        err.contains("already used") && err.contains("bad.yaml:13:12:"),
         "{err}"
     );
 }

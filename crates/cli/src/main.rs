@@ -17,6 +17,7 @@ mod parent;
 mod policy_cmd;
 mod token_cmd;
 mod up;
+mod validate_cmd;
 
 use std::path::PathBuf;
 
@@ -74,7 +75,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Exec(args) => exec::run(args),
-        Command::Validate { dir } => validate(&dir),
+        Command::Validate { dir } => validate_cmd::run(&dir),
         Command::Control(args) => up::control::run(args),
         Command::Proxy(args) => up::proxy::run(args),
         Command::Policy(args) => policy_cmd::run(args),
@@ -95,34 +96,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
-}
-
-fn validate(dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
-    let set = api::load_dir(dir)?;
-    let Some(mesh) = set.mesh() else {
-        anyhow::bail!("no Mesh resource")
-    };
-    println!(
-        "mesh {} (trust domain {})",
-        mesh.metadata.name, mesh.spec.trust_domain
-    );
-    for w in &set.workloads {
-        println!(
-            "workload {:<12} {}",
-            w.resource.metadata.name,
-            w.resource.spiffe_id(&mesh.spec.trust_domain)
-        );
-    }
-    for s in &set.services {
-        let backends: Vec<_> = set
-            .backends(&s.resource.spec)
-            .map(|w| w.metadata.name.to_string())
-            .collect();
-        println!(
-            "service  {:<12} -> {}",
-            s.resource.metadata.name,
-            backends.join(", ")
-        );
-    }
-    Ok(std::process::ExitCode::SUCCESS)
 }

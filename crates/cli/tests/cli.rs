@@ -14,6 +14,8 @@ mod lifecycle;
 mod policy;
 #[path = "cli/startup.rs"]
 mod startup;
+#[path = "cli/validate.rs"]
+mod validate;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -73,6 +73,13 @@ pub enum CaError {
         /// The TTL given.
         ttl: Duration,
     },
+    /// A TTL so long that `now + ttl` is past the end of the calendar X.509 and `time` can
+    /// represent (year 9999).
+    #[error("TTL {ttl} is out of range: the certificate would expire after the year 9999")]
+    TtlOutOfRange {
+        /// The TTL given.
+        ttl: Duration,
+    },
     /// The CA certificate has expired (or is not yet valid) at `now`.
     #[error("CA certificate is not valid at {now} (valid {not_before} to {not_after})")]
     CaNotValid {
@@ -162,7 +169,7 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = now - CLOCK_SKEW_ALLOWANCE;
-        params.not_after = now + ttl;
+        params.not_after = now.checked_add(ttl).ok_or(CaError::TtlOutOfRange { ttl })?;
         params.serial_number = Some(random_serial(&rng)?);
         let cert = params
             .self_signed(&key)
@@ -333,7 +340,11 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.not_before = now - CLOCK_SKEW_ALLOWANCE;
-        params.not_after = (now + ttl).min(self.not_after);
+        // A TTL past the end of the calendar is past the CA's notAfter too: capped like any
+        // other TTL that outlives the CA, never an arithmetic overflow.
+        params.not_after = now
+            .checked_add(ttl)
+            .map_or(self.not_after, |end| end.min(self.not_after));
         params.serial_number = Some(random_serial(&self.rng)?);
         // Lets verifiers pick the right root while two CAs overlap during rotation.
         params.use_authority_key_identifier_extension = true;

@@ -7,6 +7,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::Problems;
+use crate::bounded::BoundedU32;
+
+/// `maxConnections`: 1–100000. MariaDB's server-wide `max_connections` stops at 100000 (and
+/// PostgreSQL's at 262143), so a larger per-instance limit could never be reached.
+pub type MaxConnections = BoundedU32<1, 100_000>;
+/// `storageMb`: 1 MiB to 16 TiB, beyond any single-server database meshwork provisions (and
+/// small enough that a size given in bytes by mistake is refused).
+pub type StorageMb = BoundedU32<1, 16_777_216>;
+/// `memoryMb`: 1 MiB to 1 TiB, beyond the memory of any one Redis server meshwork provisions.
+pub type MemoryMb = BoundedU32<1, 1_048_576>;
 
 /// The portable service kinds the broker can provision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -74,14 +84,14 @@ impl fmt::Display for Size {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SizeLimits {
     /// Maximum concurrent connections (database `CONNECTION LIMIT`, MySQL `MAX_USER_CONNECTIONS`).
-    pub max_connections: u32,
+    pub max_connections: MaxConnections,
     /// Storage quota in MiB (postgresql, mysql). Recorded and advertised; neither server
     /// enforces per-database disk quotas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_mb: Option<u32>,
+    pub storage_mb: Option<StorageMb>,
     /// Memory quota in MiB (redis). Recorded and advertised; Redis has no per-user memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mb: Option<u32>,
+    pub memory_mb: Option<MemoryMb>,
 }
 
 impl fmt::Display for SizeLimits {
@@ -138,9 +148,6 @@ impl ServiceClassSpec {
         }
         for (size, limits) in &self.sizes {
             let path = format!("spec.sizes.{size}");
-            if limits.max_connections == 0 {
-                problems.push(format!("{path}.maxConnections"), "must be at least 1");
-            }
             self.validate_quota(&path, limits, problems);
         }
         if let Some(mi) = self
@@ -211,14 +218,13 @@ mod tests {
     fn validation_names_the_field_path() {
         let spec = parse(json!({
             "kind": "redis",
-            "sizes": {"small": {"maxConnections": 0, "storageMb": 5}},
+            "sizes": {"small": {"maxConnections": 1, "storageMb": 5}},
             "maintenanceInfo": {"version": "one"}
         }))
         .unwrap();
         let mut p = Problems::new("ServiceClass", "cache");
         spec.validate(&mut p);
         let text = p.into_result().unwrap_err().to_string();
-        assert!(text.contains("spec.sizes.small.maxConnections"), "{text}");
         assert!(
             text.contains("spec.sizes.small.memoryMb: required"),
             "{text}"

@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use super::{
     EnvironmentSpec, Problem, Problems, ServiceClaimSpec, ServiceClassSpec, ServicePolicySpec,
 };
-use crate::load::{LoadError, Loaded, Origin, load_str, parse_resource};
-use crate::locate::field_position;
+#[cfg(test)]
+use crate::load::load_str;
+use crate::load::{LoadError, Loaded, Origin, load_file, parse_resource, resource_files};
 use crate::set::ResourceSet;
 
 /// A taxonomy spec type, as far as loading is concerned.
@@ -60,7 +61,7 @@ pub(crate) fn parse<S: TaxonomyKind>(
     let errors: Vec<LoadError> = problems
         .into_problems()
         .iter()
-        .map(|p| located(&loaded.origin, Some(doc), p))
+        .map(|p| located(&loaded.origin, p))
         .collect();
     match errors.is_empty() {
         true => Ok(loaded),
@@ -68,13 +69,9 @@ pub(crate) fn parse<S: TaxonomyKind>(
     }
 }
 
-/// A problem as a located load error: at the field's line when the document text is given,
-/// else at the document's first line.
-fn located(origin: &Origin, doc: Option<&str>, problem: &Problem) -> LoadError {
-    let (line, column) = doc
-        .and_then(|d| field_position(d, &problem.path))
-        .map(|(line, column)| (origin.line + line - 1, column))
-        .unwrap_or((origin.line, 0));
+/// A problem as a located load error, at its field's line in the resource's document.
+fn located(origin: &Origin, problem: &Problem) -> LoadError {
+    let (line, column) = origin.field(&problem.path);
     LoadError::Invalid {
         file: origin.file.clone(),
         line,
@@ -95,11 +92,7 @@ fn unique_names<S>(items: &[Loaded<S>], kind: &str, errors: &mut Vec<LoadError>)
                 "metadata.name",
                 "is already used by another resource of this kind",
             );
-            errors.extend(
-                p.into_problems()
-                    .iter()
-                    .map(|p| located(&item.origin, None, p)),
-            );
+            errors.extend(p.into_problems().iter().map(|p| located(&item.origin, p)));
         }
     }
 }
@@ -119,11 +112,7 @@ impl ResourceSet {
         for claim in &self.service_claims {
             let mut p = Problems::new("ServiceClaim", claim.resource.metadata.name.as_str());
             self.check_claim(&claim.resource.spec, &mut p);
-            errors.extend(
-                p.into_problems()
-                    .iter()
-                    .map(|p| located(&claim.origin, None, p)),
-            );
+            errors.extend(p.into_problems().iter().map(|p| located(&claim.origin, p)));
         }
         match errors.is_empty() {
             true => Ok(()),
@@ -184,7 +173,7 @@ impl ResourceSet {
     pub fn locate(&self, problem: &Problem) -> LoadError {
         let origin = self.taxonomy_origin(&problem.resource);
         match origin {
-            Some(origin) => located(origin, None, problem),
+            Some(origin) => located(origin, problem),
             None => LoadError::Invalid {
                 file: PathBuf::new(),
                 line: 0,
@@ -223,24 +212,9 @@ fn names<S>(items: &[Loaded<S>]) -> Vec<(&str, &Origin)> {
 /// reads): like [`crate::load_dir`], but a `Mesh` is required only when the directory defines
 /// mesh resources too; without one, only the taxonomy checks run.
 pub fn load_taxonomy_dir(dir: &Path) -> Result<ResourceSet, LoadError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| LoadError::Io { path, source }
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(LoadError::Empty(dir.to_owned()));
-    }
     let mut set = ResourceSet::default();
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(io(&file))?;
-        load_str(&file, &text, &mut set)?;
+    for file in resource_files(dir)? {
+        load_file(&file, &mut set)?;
     }
     let mesh_kinds = !set.meshes.is_empty() || !set.workloads.is_empty();
     match mesh_kinds {
@@ -288,7 +262,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("t.yaml:8:") && err.contains("field `spec.bindTo`"),
+            err.contains("t.yaml:11:27:") && err.contains("field `spec.bindTo`"),
             "{err}"
         );
         let err = load(&claim("{class: mysql, size: small, bindTo: billing}"))
@@ -319,7 +293,7 @@ mod tests {
         let err = set.locate(&p.into_problems()[0]).to_string();
         assert_eq!(
             err,
-            "t.yaml:1:0: Environment/dev field `spec.match`: overlaps prod"
+            "t.yaml:5:8: Environment/dev field `spec.match`: overlaps prod"
         );
     }
 }

@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 use super::Problems;
 use super::class::Size;
 use super::environment::ContextKey;
+use crate::bounded::{BoundedU32, BoundedU64};
+
+/// `quota.instancesPerTeam`: 1–10000 (0 would forbid the rule's class outright; say so by
+/// not having the rule).
+pub type InstancesPerTeam = BoundedU32<1, 10_000>;
+/// `credentialTtlSeconds`: 60 s to 365 d. Binding credentials are rotated at 80 % of their
+/// life, so shorter lifetimes would have `up` rebinding constantly; longer ones are no longer
+/// meaningfully expiring.
+pub type CredentialTtlSeconds = BoundedU64<60, 31_536_000>;
 
 /// Where a request's team comes from, written `context.<key>` or `identity.<field>`
 /// (a field of the decoded `X-Broker-API-Originating-Identity` value, e.g. `identity.username`).
@@ -75,7 +84,7 @@ impl fmt::Display for TeamSource {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuotaSpec {
     /// How many instances one team may hold under this rule.
-    pub instances_per_team: u32,
+    pub instances_per_team: InstancesPerTeam,
     /// Where the team name comes from.
     pub team_from: TeamSource,
 }
@@ -112,7 +121,7 @@ pub struct PolicyRuleSpec {
     /// Binding credentials expire after this many seconds (`expires_at`; PostgreSQL
     /// enforces it with `VALID UNTIL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential_ttl_seconds: Option<u64>,
+    pub credential_ttl_seconds: Option<CredentialTtlSeconds>,
 }
 
 /// The `spec` of a `ServicePolicy` resource.
@@ -146,19 +155,6 @@ impl ServicePolicySpec {
                     format!("{} is not one of {path}.sizes", rule.default_size),
                 );
             }
-            if rule
-                .quota
-                .as_ref()
-                .is_some_and(|q| q.instances_per_team == 0)
-            {
-                problems.push(
-                    format!("{path}.quota.instancesPerTeam"),
-                    "must be at least 1",
-                );
-            }
-            if rule.credential_ttl_seconds == Some(0) {
-                problems.push(format!("{path}.credentialTtlSeconds"), "must be at least 1");
-            }
         }
     }
 }
@@ -188,7 +184,7 @@ mod tests {
         let spec: ServicePolicySpec = serde_json::from_value(json!({"rules": [
             {"name": "a", "class": "c", "environment": "e", "provider": "p",
              "sizes": ["small"], "defaultSize": "large",
-             "quota": {"instancesPerTeam": 0, "teamFrom": "context.namespace"}},
+             "quota": {"instancesPerTeam": 1, "teamFrom": "context.namespace"}},
             {"name": "a", "class": "c", "environment": "e", "provider": "p",
              "sizes": [], "defaultSize": "small"}
         ]}))
@@ -197,10 +193,6 @@ mod tests {
         spec.validate(&mut p);
         let text = p.into_result().unwrap_err().to_string();
         assert!(text.contains("spec.rules[0].defaultSize: large"), "{text}");
-        assert!(
-            text.contains("spec.rules[0].quota.instancesPerTeam"),
-            "{text}"
-        );
         assert!(
             text.contains("spec.rules[1].name: \"a\" is used twice"),
             "{text}"

@@ -213,11 +213,11 @@ impl Taxonomy {
             size_reason: size_reason.to_owned(),
             limits,
             team: team_of(rule, req)?,
-            quota: r.quota.as_ref().map(|q| q.instances_per_team),
+            quota: r.quota.as_ref().map(|q| q.instances_per_team.get()),
             deletion_protection: r.deletion_protection,
             cascade_delete: r.cascade_delete,
             asynchronous: r.asynchronous,
-            credential_ttl_seconds: r.credential_ttl_seconds,
+            credential_ttl_seconds: r.credential_ttl_seconds.map(|t| t.get()),
         })
     }
 

@@ -51,7 +51,7 @@ pub fn taxonomy_with_quota(n: u32) -> Taxonomy {
     for rule in &mut policies[0].spec.rules {
         rule.deletion_protection = false;
         if let Some(q) = &mut rule.quota {
-            q.instances_per_team = n;
+            q.instances_per_team = i64::from(n).try_into().expect("quota in range");
         }
     }
     Taxonomy::new(demo::classes(), demo::environments(), policies).unwrap()

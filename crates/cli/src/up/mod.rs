@@ -417,7 +417,7 @@ fn app_ports(set: &ResourceSet) -> anyhow::Result<BTreeMap<String, u16>> {
         .iter()
         .map(|w| {
             let port = match w.resource.spec.port {
-                Some(p) => p,
+                Some(p) => p.get(),
                 None => state::free_port().context("allocating an application port")?,
             };
             Ok((w.resource.metadata.name.to_string(), port))

@@ -411,7 +411,7 @@ fn a_claim_for_a_missing_workload_is_reported_with_file_and_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(
-            "zz-claims.yaml:1:0: ServiceClaim/db field `spec.bindTo`: \"payroll\" names no Workload"
+            "zz-claims.yaml:8:3: ServiceClaim/db field `spec.bindTo`: \"payroll\" names no Workload"
         ),
         "{err}"
     );

@@ -297,3 +297,19 @@ fn unix(t: OffsetDateTime) -> rustls_pki_types::UnixTime {
         t.unix_timestamp() as u64
     ))
 }
+
+#[test]
+fn ttls_past_the_calendar_are_errors_or_capped_never_panics() {
+    // `now + ttl` past year 9999 cannot be represented: generating a root says so...
+    for ttl in [Duration::MAX, Duration::days(3_000_000)] {
+        assert!(matches!(
+            Ca::generate_with_ttl(td(), NOW, ttl),
+            Err(CaError::TtlOutOfRange { .. })
+        ));
+    }
+    // ...and an SVID is capped at the CA's notAfter, like any TTL that outlives the CA.
+    let ca = ca();
+    let csr = SvidKey::generate().unwrap().csr_pem(&id("/w")).unwrap();
+    let cert = ca.sign_csr(&csr, &id("/w"), Duration::MAX, NOW).unwrap();
+    assert_eq!(cert.not_after(), ca.not_after());
+}
