@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use api::duration::HumanDuration;
 use api::entry::RegistrationEntrySpec;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -62,18 +63,27 @@ async fn create_token(
     State(registry): State<Arc<Registry>>,
     Json(req): Json<TokenRequest>,
 ) -> Result<Json<JoinToken>, ControlError> {
-    let ttl = match req.ttl_secs {
-        Some(0) => {
-            return Err(ControlError::request(
-                StatusCode::BAD_REQUEST,
-                "bad_ttl",
-                "ttl must be positive",
-            ));
-        }
-        Some(s) => time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)),
-        None => DEFAULT_TOKEN_TTL,
-    };
+    let ttl = token_ttl(req.ttl_secs)?;
     Ok(Json(registry.issuer().create_token(ttl)?))
+}
+
+/// A token's lifetime: 10 minutes when absent; positive and at most
+/// [`HumanDuration::MAX`] (3650 days, meshwork's bound on every duration), so that
+/// `now + ttl` can never overflow whatever a client of the socket sends.
+fn token_ttl(ttl_secs: Option<u64>) -> Result<time::Duration, ControlError> {
+    let max = HumanDuration::MAX.get().as_secs();
+    match ttl_secs {
+        None => Ok(DEFAULT_TOKEN_TTL),
+        Some(s) if (1..=max).contains(&s) => Ok(time::Duration::seconds(
+            // invariant: s <= 3650 days in seconds, far below i64::MAX.
+            i64::try_from(s).unwrap_or(i64::MAX),
+        )),
+        Some(_) => Err(ControlError::request(
+            StatusCode::BAD_REQUEST,
+            "bad_ttl",
+            format!("ttl_secs must be between 1 and {max} (3650 days)"),
+        )),
+    }
 }
 
 async fn list_entries(State(registry): State<Arc<Registry>>) -> Json<Vec<Entry>> {
@@ -155,4 +165,24 @@ async fn status(State(registry): State<Arc<Registry>>) -> Json<ControlStatus> {
         agents: issuer.agent_count(),
         now: time::OffsetDateTime::now_utc().unix_timestamp(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ttls_are_bounded_so_expiry_never_overflows() {
+        assert_eq!(token_ttl(None).ok(), Some(DEFAULT_TOKEN_TTL));
+        assert_eq!(token_ttl(Some(1)).ok(), Some(time::Duration::seconds(1)));
+        let max = 3650 * 86_400;
+        assert_eq!(
+            token_ttl(Some(max)).ok(),
+            Some(time::Duration::seconds(max as i64))
+        );
+        for bad in [0, max + 1, u64::MAX] {
+            let err = token_ttl(Some(bad)).err().map(|e| e.to_string());
+            assert!(err.is_some_and(|e| e.contains("between 1 and")), "{bad}");
+        }
+    }
 }
