@@ -101,6 +101,12 @@ pub enum LoadError {
     /// A directory holds no resources at all.
     #[error("{}: no *.yaml or *.yml resource files found", .0.display())]
     Empty(PathBuf),
+    /// No resource is a `Mesh` (the directory, when known, is named).
+    #[error(
+        "{}no `kind: Mesh` resource; one is needed to set spec.trustDomain (see examples/store-billing/mesh.yaml)",
+        .0.as_ref().map(|dir| format!("{}: ", dir.display())).unwrap_or_default()
+    )]
+    NoMesh(Option<PathBuf>),
     /// Several problems found at once (e.g. every invalid field of a policy), one per line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Several(Vec<LoadError>),
@@ -225,8 +231,10 @@ pub fn load_dir(dir: &Path) -> Result<ResourceSet, LoadError> {
     for file in resource_files(dir)? {
         load_file(&file, &mut set)?;
     }
-    set.validate()?;
-    Ok(set)
+    match set.validate() {
+        Err(LoadError::NoMesh(None)) => Err(LoadError::NoMesh(Some(dir.to_owned()))),
+        other => other.map(|()| set),
+    }
 }
 
 /// Adds the resources in one file's bytes to `set` (without cross-resource validation):

@@ -182,18 +182,7 @@ impl ResourceSet {
     fn validate_mesh(&self) -> Result<(), LoadError> {
         match self.meshes.as_slice() {
             [_] => Ok(()),
-            [] => Err(LoadError::Invalid {
-                file: self
-                    .workloads
-                    .first()
-                    .map(|w| w.origin.file.clone())
-                    .unwrap_or_default(),
-                line: 0,
-                column: 0,
-                resource: None,
-                field: None,
-                message: "no `kind: Mesh` resource; one is needed to set spec.trustDomain".into(),
-            }),
+            [] => Err(LoadError::NoMesh(None)),
             [_, second, ..] => Err(invalid(
                 &second.origin,
                 Some(&format!("Mesh/{}", second.resource.metadata.name)),

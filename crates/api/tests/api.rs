@@ -113,7 +113,21 @@ fn missing_mesh_and_syntax_errors_do_not_panic() {
     let err = load_err(
         "apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n",
     );
-    assert!(err.contains("no `kind: Mesh`"), "{err}");
+    assert!(err.starts_with("no `kind: Mesh`"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("w.yaml"),
+        "apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n",
+    )
+    .unwrap();
+    let err = api::load_dir(dir.path()).err().unwrap().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: no `kind: Mesh` resource; one is needed to set spec.trustDomain (see examples/store-billing/mesh.yaml)",
+            dir.path().display()
+        )
+    );
     let err = load_err("apiVersion: [unclosed\n");
     assert!(err.starts_with("bad.yaml:"), "{err}");
 }
