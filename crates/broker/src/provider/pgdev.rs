@@ -362,6 +362,36 @@ impl PostgresDevProvider {
         stopped
     }
 
+    /// Stops a cluster that a broker which was killed left running (`pg_ctl start` puts the
+    /// postmaster in its own session, so it outlives the broker's process group); `true` when
+    /// there was one. `meshwork up` calls it on its way out, and `discard` before removing files.
+    pub async fn stop_left_running(&self) -> Result<bool, ProviderError> {
+        let dir = match std::fs::read_to_string(self.home.join(LOCATION_FILE)) {
+            Ok(text) => PathBuf::from(text.trim()),
+            Err(_) => self.home.clone(),
+        };
+        let data = dir.join("data");
+        if !data.join("postmaster.pid").is_file() {
+            return Ok(false);
+        }
+        let bins = bin_dir().map_err(|e| self.failed("find PostgreSQL binaries", e))?;
+        let data = data.to_string_lossy().into_owned();
+        let status = self
+            .run(
+                "check cluster",
+                &bins.join("pg_ctl"),
+                &["status", "-D", &data],
+            )
+            .await?;
+        if !status.status.success() {
+            return Ok(false); // a stale postmaster.pid: nothing runs
+        }
+        let args = ["stop", "-m", "fast", "-D", data.as_str()];
+        self.check("stop cluster", &bins.join("pg_ctl"), &args)
+            .await?;
+        Ok(true)
+    }
+
     /// Stops the cluster and removes it when it lives outside the state directory (nothing
     /// else would: removing the state directory leaves it). Called by `broker purge` and
     /// `claims delete` once every instance is gone; a cluster inside the state directory goes
@@ -374,14 +404,8 @@ impl PostgresDevProvider {
         let dir = PathBuf::from(text.trim());
         if self.cluster.get().is_some() {
             self.stop().await?;
-        } else if dir.join("data/postmaster.pid").is_file() {
-            // Left running by a broker that was killed: stop it before its files go.
-            if let Ok(bins) = bin_dir() {
-                let data = dir.join("data").to_string_lossy().into_owned();
-                let args = ["stop", "-m", "fast", "-D", data.as_str()];
-                self.check("stop cluster", &bins.join("pg_ctl"), &args)
-                    .await?;
-            }
+        } else {
+            self.stop_left_running().await?;
         }
         let action = "remove the cluster outside the state directory";
         match std::fs::remove_dir_all(&dir) {

@@ -109,7 +109,29 @@ async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir) -> ExitCo
         Err(code) => code,
     };
     sup.stop_all(GRACE, &mut signals).await;
+    stop_private_postgres(state).await;
     code
+}
+
+/// The broker stops its private PostgreSQL cluster when it stops; one it could not stop
+/// (killed by a second Ctrl-C, or by anyone) leaves a postmaster that is in no process group
+/// `up` started. Stop it here, so that nothing `up` caused outlives it.
+async fn stop_private_postgres(state: &StateDir) {
+    let home = state.path().join("postgres-private");
+    if !home.exists() {
+        return;
+    }
+    let cluster = broker::provider::pgdev::PostgresDevProvider::new(
+        crate::broker_cmd::PRIVATE_POSTGRES,
+        &home,
+    );
+    match cluster.stop_left_running().await {
+        Ok(true) => {
+            eprintln!("[up] stopped the private PostgreSQL cluster the broker left running")
+        }
+        Ok(false) => {}
+        Err(e) => eprintln!("[up] warning: the private PostgreSQL cluster may still run: {e}"),
+    }
 }
 
 /// Why the startup did not finish.
