@@ -1,6 +1,6 @@
 //! SPIFFE identity for meshwork: SPIFFE IDs and trust domains, X.509-SVIDs,
 //! the certificate authority that issues them, trust bundles, and the rustls
-//! verifiers / cert resolvers that enforce SPIFFE mTLS with hitless rotation.
+//! verifiers, cert resolvers and configurations that enforce SPIFFE mTLS with hitless rotation.
 //!
 //! This crate does no I/O: no files, no sockets, no clock reads. Everything
 //! time-dependent takes `now` as an argument (inside rustls verifiers, the
