@@ -229,11 +229,6 @@ impl SpiffeServerCertVerifier {
             algorithms: signature_algorithms(),
         }
     }
-
-    /// The servers this verifier accepts.
-    pub fn policy(&self) -> &PeerPolicy {
-        &self.policy
-    }
 }
 
 impl fmt::Debug for SpiffeServerCertVerifier {

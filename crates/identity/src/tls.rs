@@ -25,9 +25,6 @@ use crate::{
     SvidStore, TrustBundle,
 };
 
-/// ALPN protocols of [`Alpn::H2AndHttp1`], most preferred first.
-pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
 /// The application protocols offered (client) or accepted (server) over ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Alpn {
@@ -42,7 +39,7 @@ pub enum Alpn {
 impl Alpn {
     fn protocols(self) -> Vec<Vec<u8>> {
         match self {
-            Alpn::H2AndHttp1 => ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect(),
+            Alpn::H2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Alpn::Http1 => vec![b"http/1.1".to_vec()],
         }
     }

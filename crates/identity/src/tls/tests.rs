@@ -71,7 +71,9 @@ fn handshake(
 }
 
 fn reason(result: Result<(Connection, Connection), rustls::Error>) -> VerifyError {
-    let err = result.err().expect("handshake should fail");
+    let Err(err) = result else {
+        panic!("handshake should fail")
+    };
     VerifyError::from_tls_error(&err).unwrap_or_else(|| panic!("not a verifier error: {err:?}"))
 }
 
