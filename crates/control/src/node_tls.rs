@@ -15,12 +15,8 @@ use axum::Extension;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use identity::{
-    SpiffeClientCertVerifier, SpiffeId, Svid, SvidCertificate, SvidKey, SvidResolver, SvidStore,
+    ClientAuth, PeerPolicy, Protocols, SpiffeId, Svid, SvidCertificate, SvidKey, SvidStore,
 };
-use rustls::DistinguishedName;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -65,7 +61,13 @@ pub(crate) async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ControlError> {
     let store = Arc::new(SvidStore::new(own_svid(&issuer)?, issuer.bundle()));
-    let acceptor = TlsAcceptor::from(server_config(&store));
+    // Optional at the TLS layer: a joining agent has no SVID yet (module docs).
+    let clients = ClientAuth::DangerOptional(PeerPolicy::AnyInTrustDomain);
+    let acceptor = TlsAcceptor::from(identity::server_config(
+        &store,
+        clients,
+        Protocols::default(),
+    ));
     let router = node_api::router(Arc::clone(&issuer));
     let maintenance = tokio::spawn(maintain(Arc::clone(&issuer), Arc::clone(&store)));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -138,75 +140,5 @@ async fn maintain(issuer: Arc<Issuer>, store: Arc<SvidStore>) {
                 Err(error) => tracing::error!(%error, "renewing the control plane's SVID failed"),
             }
         }
-    }
-}
-
-fn server_config(store: &Arc<SvidStore>) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    // invariant: ring supports the default protocol versions.
-    #[allow(clippy::expect_used)]
-    let builder = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.3 and 1.2");
-    let verifier = OptionalClientSvid(SpiffeClientCertVerifier::new(Arc::clone(store)));
-    let mut config = builder
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_cert_resolver(Arc::new(SvidResolver::new(Arc::clone(store))));
-    config.alpn_protocols = identity::ALPN_PROTOCOLS
-        .iter()
-        .map(|p| p.to_vec())
-        .collect();
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    Arc::new(config)
-}
-
-/// The SPIFFE client verifier with the certificate optional at the TLS layer (routes
-/// enforce it; see the module docs). A certificate that *is* sent is verified in full.
-#[derive(Debug)]
-struct OptionalClientSvid(SpiffeClientCertVerifier);
-
-impl ClientCertVerifier for OptionalClientSvid {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }

@@ -1,161 +1,162 @@
-//! rustls configurations for SPIFFE mTLS with hitless rotation.
+//! Every rustls configuration meshwork uses on its own connections: sidecar mTLS
+//! (inbound and outbound), the control plane's node API and the agent's calls to
+//! it. Other crates never assemble a rustls config themselves.
 //!
-//! [`SvidStore`] holds the current [`Svid`] and [`TrustBundle`] behind
-//! `arc-swap`. The cert resolver and the verifiers read the store on every
-//! handshake, so [`SvidStore::rotate`] / [`SvidStore::set_bundle`] take effect
-//! for the next handshake without rebuilding configs or failing any handshake
-//! in between.
+//! All configs share the same ground rules:
+//! - the ring provider; TLS 1.3 preferred and 1.2 accepted
+//!   ([`TlsVersions::Tls13And12`]), unless the caller asks for 1.3 only;
+//! - peers are verified as X.509-SVIDs against the trust bundle and checked
+//!   against a [`PeerPolicy`]; the TLS server name plays no part;
+//! - certificates come from the [`SvidStore`] at handshake time through
+//!   [`SvidResolver`], and bundles are read at handshake time too, so rotation
+//!   is hitless and a config is built once and kept;
+//! - no session resumption on either side: a resumed session skips certificate
+//!   verification, so it would outlive SVID expiry, rotation and bundle swaps.
+//!
+//! Nothing here weakens TLS except what is named `danger_*` / `Danger*`.
 
-use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use rustls::client::ResolvesClientCert;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ServerConfig, SignatureScheme};
+use rustls::version::{TLS12, TLS13};
+use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
-use crate::{SpiffeClientCertVerifier, SpiffeId, SpiffeServerCertVerifier, Svid, TrustBundle};
+use crate::{
+    ClientAuth, PeerPolicy, SpiffeClientCertVerifier, SpiffeServerCertVerifier, SvidResolver,
+    SvidStore, TrustBundle,
+};
 
-/// ALPN protocols offered by both sides, most preferred first.
-pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
-/// The current SVID and trust bundle of one workload, swappable at any time.
-pub struct SvidStore {
-    svid: ArcSwap<Svid>,
-    bundle: ArcSwap<TrustBundle>,
+/// The application protocols offered (client) or accepted (server) over ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Alpn {
+    /// `h2` preferred, `http/1.1` accepted: sidecars and the node API server.
+    #[default]
+    H2AndHttp1,
+    /// `http/1.1` only: a peer that must not be spoken to in HTTP/2, and the
+    /// agent's HTTP/1.1 node API client.
+    Http1,
 }
 
-impl SvidStore {
-    /// A store holding `svid` and `bundle`.
-    pub fn new(svid: Svid, bundle: TrustBundle) -> SvidStore {
-        SvidStore {
-            svid: ArcSwap::from_pointee(svid),
-            bundle: ArcSwap::from_pointee(bundle),
+impl Alpn {
+    fn protocols(self) -> Vec<Vec<u8>> {
+        match self {
+            Alpn::H2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Alpn::Http1 => vec![b"http/1.1".to_vec()],
         }
     }
+}
 
-    /// Replaces the SVID presented from the next handshake on.
-    /// Connections already established keep the SVID they were made with.
-    pub fn rotate(&self, svid: Svid) {
-        self.svid.store(Arc::new(svid));
-    }
+/// The TLS versions a config will negotiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersions {
+    /// TLS 1.3 preferred, TLS 1.2 accepted (rustls' safe defaults).
+    #[default]
+    Tls13And12,
+    /// TLS 1.3 only.
+    Tls13Only,
+}
 
-    /// Replaces the trust bundle used to verify peers from the next handshake on.
-    /// To roll a CA, first set a bundle holding both roots, then rotate SVIDs,
-    /// then drop the old root.
-    pub fn set_bundle(&self, bundle: TrustBundle) {
-        self.bundle.store(Arc::new(bundle));
-    }
+/// In preference order (rustls' `DEFAULT_VERSIONS`).
+static TLS13_AND_12: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
+static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&TLS13];
 
-    /// The SVID currently presented.
-    pub fn svid(&self) -> Arc<Svid> {
-        self.svid.load_full()
-    }
-
-    /// The trust bundle currently used to verify peers.
-    pub fn bundle(&self) -> Arc<TrustBundle> {
-        self.bundle.load_full()
+impl TlsVersions {
+    fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
+        match self {
+            TlsVersions::Tls13And12 => TLS13_AND_12,
+            TlsVersions::Tls13Only => TLS13_ONLY,
+        }
     }
 }
 
-impl fmt::Debug for SvidStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SvidStore")
-            .field("svid", &*self.svid.load())
-            .field("bundle", &*self.bundle.load())
-            .finish()
-    }
+/// The protocol choices of one config; `Protocols::default()` is what the mesh uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Protocols {
+    /// ALPN protocols.
+    pub alpn: Alpn,
+    /// TLS versions.
+    pub versions: TlsVersions,
 }
 
-/// Hands rustls whichever SVID the store holds at handshake time, on both sides.
-#[derive(Debug)]
-pub struct SvidResolver {
-    store: Arc<SvidStore>,
-}
-
-impl SvidResolver {
-    /// A resolver reading `store`.
-    pub fn new(store: Arc<SvidStore>) -> SvidResolver {
-        SvidResolver { store }
-    }
-
-    fn current(&self) -> Arc<CertifiedKey> {
-        self.store.svid.load().certified_key()
-    }
-}
-
-impl ResolvesServerCert for SvidResolver {
-    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
-    }
-}
-
-impl ResolvesClientCert for SvidResolver {
-    /// Always our SVID: root hints would only name our own trust domain's CA.
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
+impl Protocols {
+    /// The default versions with ALPN `http/1.1` only.
+    pub const HTTP1: Protocols = Protocols {
+        alpn: Alpn::Http1,
+        versions: TlsVersions::Tls13And12,
+    };
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn alpn() -> Vec<Vec<u8>> {
-    ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect()
-}
-
-/// A server config presenting the store's SVID and requiring a client SVID of
-/// the store's trust domain. TLS 1.3 and 1.2, ALPN `h2`, `http/1.1`, no session
-/// resumption (every handshake verifies the client's current SVID).
-/// Read the client's identity after the handshake with
+/// A server config presenting the store's SVID and verifying clients as `clients`
+/// says. Read a client's identity after the handshake with
 /// [`peer_spiffe_id`](crate::peer_spiffe_id) on `peer_certificates()`.
-pub fn server_config(store: &Arc<SvidStore>) -> Arc<ServerConfig> {
-    // invariant: the ring provider supports both default protocol versions,
-    // so `with_safe_default_protocol_versions` cannot fail.
+pub fn server_config(
+    store: &Arc<SvidStore>,
+    clients: ClientAuth,
+    protocols: Protocols,
+) -> Arc<ServerConfig> {
+    let verifier = SpiffeClientCertVerifier::new(Arc::clone(store), clients);
+    // invariant: the ring provider supports TLS 1.3 and 1.2, every `TlsVersions` choice.
     #[allow(clippy::expect_used)]
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.3 and 1.2");
-    let mut config = builder
-        .with_client_cert_verifier(Arc::new(SpiffeClientCertVerifier::new(Arc::clone(store))))
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(protocols.versions.versions())
+        .expect("ring supports TLS 1.3 and 1.2")
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(SvidResolver::new(Arc::clone(store))));
-    config.alpn_protocols = alpn();
-    // No resumption: a resumed session skips certificate verification, so it
-    // would outlive SVID expiry, rotation and bundle swaps.
+    config.alpn_protocols = protocols.alpn.protocols();
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Arc::new(config)
 }
 
-/// A client config presenting the store's SVID and accepting only a server
-/// whose SVID is `expected`. The `ServerName` passed to `connect` is not used
-/// for verification (it is still sent as SNI when it is a DNS name).
-///
-/// Session resumption is disabled on both sides. Build one config per
-/// expected identity and reuse it.
-pub fn client_config(store: &Arc<SvidStore>, expected: SpiffeId) -> Arc<ClientConfig> {
+/// A client config presenting the store's SVID and accepting only a server the
+/// `server` policy allows, verified against the store's current bundle. The
+/// `ServerName` passed to `connect` is not used for verification (it is still sent
+/// as SNI when it is a DNS name). Build one config per policy and reuse it.
+pub fn client_config(
+    store: &Arc<SvidStore>,
+    server: PeerPolicy,
+    protocols: Protocols,
+) -> Arc<ClientConfig> {
+    let verifier = SpiffeServerCertVerifier::new(Arc::clone(store), server);
+    let config = client_builder(verifier, protocols)
+        .with_client_cert_resolver(Arc::new(SvidResolver::new(Arc::clone(store))));
+    finish_client(config, protocols)
+}
+
+/// A client config for a client that has no SVID yet (an agent joining the mesh):
+/// presents no certificate, and accepts only a server the `server` policy allows,
+/// verified against the fixed `bundle` (the client's bootstrap trust).
+pub fn anonymous_client_config(
+    bundle: TrustBundle,
+    server: PeerPolicy,
+    protocols: Protocols,
+) -> Arc<ClientConfig> {
+    let verifier = SpiffeServerCertVerifier::pinned(bundle, server);
+    let config = client_builder(verifier, protocols).with_no_client_auth();
+    finish_client(config, protocols)
+}
+
+fn client_builder(
+    verifier: SpiffeServerCertVerifier,
+    protocols: Protocols,
+) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
     // invariant: as in `server_config`.
     #[allow(clippy::expect_used)]
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.3 and 1.2");
-    let verifier = SpiffeServerCertVerifier::new(Arc::clone(store), expected);
-    let mut config = builder
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(protocols.versions.versions())
+        .expect("ring supports TLS 1.3 and 1.2")
         .dangerous() // not weakening: replaces WebPKI name checks with SPIFFE ID checks
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_cert_resolver(Arc::new(SvidResolver::new(Arc::clone(store))));
-    config.alpn_protocols = alpn();
-    // As on the server: every connection verifies the current peer SVID.
+}
+
+fn finish_client(mut config: ClientConfig, protocols: Protocols) -> Arc<ClientConfig> {
+    config.alpn_protocols = protocols.alpn.protocols();
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
+
+#[cfg(test)]
+mod tests;

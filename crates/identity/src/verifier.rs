@@ -1,4 +1,5 @@
-//! SPIFFE X.509-SVID verification and the rustls verifiers built on it.
+//! SPIFFE X.509-SVID verification (the rustls verifiers built on it are in
+//! [`crate::peer`]).
 //!
 //! A peer is accepted only if its leaf carries exactly one URI SAN that is a
 //! valid [`SpiffeId`] in the bundle's trust domain, the leaf is not a CA, and
@@ -10,17 +11,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
-};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::{CertificateError, OtherError};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::{SpiffeId, SpiffeIdError, SvidStore, TrustBundle, TrustDomain};
+use crate::{PeerPolicy, SpiffeId, SpiffeIdError, TrustBundle, TrustDomain};
 
 /// Why a peer's X.509-SVID was rejected. Each variant is one distinct reason.
 ///
@@ -103,6 +100,17 @@ pub enum VerifyError {
         expected: SpiffeId,
         /// The SPIFFE ID the server presented.
         found: SpiffeId,
+    },
+    /// The peer is a valid SVID of our trust domain, but the handshake's
+    /// [`PeerPolicy`] does not allow it.
+    #[error("{role} {found} is not allowed: expected {policy}")]
+    PeerNotAllowed {
+        /// Which side the rejected peer was.
+        role: PeerRole,
+        /// The SPIFFE ID the peer presented.
+        found: SpiffeId,
+        /// The policy it failed (boxed: a set can be large, errors should not be).
+        policy: Box<PeerPolicy>,
     },
 }
 
@@ -226,6 +234,15 @@ pub enum PeerRole {
     Server,
 }
 
+impl fmt::Display for PeerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PeerRole::Client => "client",
+            PeerRole::Server => "server",
+        })
+    }
+}
+
 /// Verifies an X.509-SVID chain (`chain[0]` is the leaf) against `bundle` at
 /// `now` and returns the peer's SPIFFE ID.
 ///
@@ -242,7 +259,7 @@ pub fn verify_svid(
     verify_parts(bundle, end_entity, intermediates, now, role)
 }
 
-fn verify_parts(
+pub(crate) fn verify_parts(
     bundle: &TrustBundle,
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
@@ -302,155 +319,8 @@ fn chain_error(err: webpki::Error) -> VerifyError {
 }
 
 /// The ring provider's algorithms: the workspace's one crypto provider.
-fn signature_algorithms() -> WebPkiSupportedAlgorithms {
+pub(crate) fn signature_algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::ring::default_provider().signature_verification_algorithms
-}
-
-/// Server-side verifier of client X.509-SVIDs; a client certificate is required.
-/// Reads the current trust bundle from the [`SvidStore`] on every handshake.
-pub struct SpiffeClientCertVerifier {
-    store: Arc<SvidStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl SpiffeClientCertVerifier {
-    /// A verifier that trusts whatever bundle `store` holds at handshake time.
-    pub fn new(store: Arc<SvidStore>) -> SpiffeClientCertVerifier {
-        SpiffeClientCertVerifier {
-            store,
-            algorithms: signature_algorithms(),
-        }
-    }
-}
-
-impl fmt::Debug for SpiffeClientCertVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpiffeClientCertVerifier")
-            .field("trust_domain", self.store.bundle().trust_domain())
-            .finish()
-    }
-}
-
-impl ClientCertVerifier for SpiffeClientCertVerifier {
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    /// No CA hints: clients have exactly one SVID to offer, and the bundle can
-    /// be swapped at any moment, so there is nothing stable to borrow here.
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let bundle = self.store.bundle();
-        verify_parts(&bundle, end_entity, intermediates, now, PeerRole::Client)?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Client-side verifier of server X.509-SVIDs: accepts only the server whose
-/// SPIFFE ID equals `expected`. The TLS server name is ignored (SVIDs carry no
-/// DNS names); identity is the SPIFFE ID.
-pub struct SpiffeServerCertVerifier {
-    store: Arc<SvidStore>,
-    expected: SpiffeId,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl SpiffeServerCertVerifier {
-    /// A verifier that trusts the bundle in `store` and accepts only `expected`.
-    pub fn new(store: Arc<SvidStore>, expected: SpiffeId) -> SpiffeServerCertVerifier {
-        SpiffeServerCertVerifier {
-            store,
-            expected,
-            algorithms: signature_algorithms(),
-        }
-    }
-
-    /// The SPIFFE ID this verifier accepts.
-    pub fn expected(&self) -> &SpiffeId {
-        &self.expected
-    }
-}
-
-impl fmt::Debug for SpiffeServerCertVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpiffeServerCertVerifier")
-            .field("expected", &self.expected)
-            .finish()
-    }
-}
-
-impl ServerCertVerifier for SpiffeServerCertVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let bundle = self.store.bundle();
-        let found = verify_parts(&bundle, end_entity, intermediates, now, PeerRole::Server)?;
-        if found != self.expected {
-            return Err(VerifyError::ServerIdentityMismatch {
-                expected: self.expected.clone(),
-                found,
-            }
-            .into());
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

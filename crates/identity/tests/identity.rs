@@ -6,8 +6,9 @@ use std::io;
 use std::sync::Arc;
 
 use identity::{
-    Ca, SpiffeClientCertVerifier, SpiffeId, SpiffeServerCertVerifier, Svid, SvidKey, SvidResolver,
-    SvidStore, TrustDomain, VerifyError, client_config, peer_spiffe_id, server_config,
+    Ca, ClientAuth, PeerPolicy, Protocols, SpiffeClientCertVerifier, SpiffeId,
+    SpiffeServerCertVerifier, Svid, SvidKey, SvidResolver, SvidStore, TrustDomain, VerifyError,
+    peer_spiffe_id,
 };
 use rcgen::{
     CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -33,6 +34,17 @@ fn td(s: &str) -> TrustDomain {
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
+}
+
+/// The sidecar's server config: mTLS, any client of the trust domain.
+fn server_config(s: &Arc<SvidStore>) -> Arc<ServerConfig> {
+    let clients = ClientAuth::Required(PeerPolicy::AnyInTrustDomain);
+    identity::server_config(s, clients, Protocols::default())
+}
+
+/// The sidecar's client config: the server must be exactly `expected`.
+fn client_config(c: &Arc<SvidStore>, expected: SpiffeId) -> Arc<ClientConfig> {
+    identity::client_config(c, PeerPolicy::Exactly(expected), Protocols::default())
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -158,7 +170,7 @@ async fn tls12_client_is_served_too() {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(SpiffeServerCertVerifier::new(
             c.clone(),
-            id(SERVER),
+            PeerPolicy::Exactly(id(SERVER)),
         )))
         .with_client_cert_resolver(Arc::new(SvidResolver::new(c)));
     tls12.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -241,7 +253,7 @@ fn bad_client(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(SpiffeServerCertVerifier::new(
             c.clone(),
-            id(SERVER),
+            PeerPolicy::Exactly(id(SERVER)),
         )))
         .with_client_auth_cert(leaf.0, leaf.1)
         .unwrap();
@@ -256,7 +268,10 @@ fn bad_server(
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_client_cert_verifier(Arc::new(SpiffeClientCertVerifier::new(s.clone())))
+        .with_client_cert_verifier(Arc::new(SpiffeClientCertVerifier::new(
+            s.clone(),
+            ClientAuth::Required(PeerPolicy::AnyInTrustDomain),
+        )))
         .with_single_cert(leaf.0, leaf.1)
         .unwrap();
     Arc::new(config)
@@ -420,7 +435,10 @@ async fn rejects_client_without_certificate() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeServerCertVerifier::new(c, id(SERVER))))
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerCertVerifier::new(
+            c,
+            PeerPolicy::Exactly(id(SERVER)),
+        )))
         .with_no_client_auth();
     let out = handshake(server_config(&s), Arc::new(anonymous)).await;
     assert_eq!(out.server_reason(), VerifyError::NoCertificate);

@@ -103,6 +103,13 @@ async fn bind_https() -> anyhow::Result<(TcpListener, Ipv4Addr)> {
 }
 
 /// A fresh demo CA and a server config for `api.stripe.com` signed by it.
+///
+/// This config deliberately stays here and not in `identity`, which builds every
+/// rustls config of meshwork's *own* connections: the stand-in plays an outside
+/// party (a public WebPKI server with a DNS-name certificate, no client auth, no
+/// SPIFFE), reached by the app through egress and verified only by the app's own
+/// TLS client. Building it with identity's SPIFFE machinery would be wrong, and
+/// adding a WebPKI server to identity would give the mesh a config nothing else uses.
 fn demo_tls() -> anyhow::Result<(String, Arc<rustls::ServerConfig>)> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();

@@ -3,7 +3,8 @@
 //! its own connection, and a restarted control plane needs no reconnect logic).
 //!
 //! Before joining, the agent has no SVID: it verifies the control plane against
-//! the bootstrap bundle ([`BootstrapVerifier`]) and presents no certificate. After
+//! the bootstrap bundle and presents no certificate
+//! ([`identity::anonymous_client_config`]). After
 //! joining, every call is mTLS with the node SVID, and the control plane must prove
 //! `spiffe://<td>/meshwork/control`.
 
@@ -16,9 +17,8 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use identity::{PeerRole, SpiffeId, SvidStore, TrustBundle};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use identity::{PeerPolicy, Protocols, SpiffeId, SvidStore, TrustBundle};
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_rustls::TlsConnector;
@@ -95,29 +95,23 @@ impl std::fmt::Debug for NodeClient {
 impl NodeClient {
     /// Pre-join: verifies control against `bundle`, presents no certificate.
     pub fn bootstrap(addr: SocketAddr, bundle: TrustBundle, control: SpiffeId) -> NodeClient {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        // invariant: ring supports the default protocol versions.
-        #[allow(clippy::expect_used)]
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports TLS 1.3 and 1.2")
-            .dangerous() // not weakening: SPIFFE ID check instead of WebPKI names
-            .with_custom_certificate_verifier(Arc::new(BootstrapVerifier::new(bundle, control)))
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = identity::anonymous_client_config(
+            bundle,
+            PeerPolicy::Exactly(control),
+            Protocols::HTTP1,
+        );
         NodeClient {
             addr,
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(config),
         }
     }
 
     /// Post-join: mTLS with the node SVID in `store`.
     pub fn attested(addr: SocketAddr, store: &Arc<SvidStore>, control: SpiffeId) -> NodeClient {
-        let mut config = Arc::unwrap_or_clone(identity::client_config(store, control));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = identity::client_config(store, PeerPolicy::Exactly(control), Protocols::HTTP1);
         NodeClient {
             addr,
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(config),
         }
     }
 
@@ -239,70 +233,4 @@ fn decode<T: DeserializeOwned>(route: &str, bytes: &[u8]) -> Result<T, NodeClien
         route: route.to_owned(),
         source,
     })
-}
-
-/// Verifies the control plane's SVID against a fixed bundle (the agent's bootstrap
-/// trust) and requires the expected SPIFFE ID.
-#[derive(Debug)]
-pub struct BootstrapVerifier {
-    bundle: TrustBundle,
-    expected: SpiffeId,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl BootstrapVerifier {
-    /// Trusts `bundle`, accepts only `expected`.
-    pub fn new(bundle: TrustBundle, expected: SpiffeId) -> BootstrapVerifier {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        BootstrapVerifier {
-            bundle,
-            expected,
-            algorithms,
-        }
-    }
-}
-
-impl ServerCertVerifier for BootstrapVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = vec![end_entity.clone()];
-        chain.extend(intermediates.iter().cloned());
-        let found = identity::verify_svid(&self.bundle, &chain, now, PeerRole::Server)?;
-        if found != self.expected {
-            let err = identity::VerifyError::ServerIdentityMismatch {
-                expected: self.expected.clone(),
-                found,
-            };
-            return Err(err.into());
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }

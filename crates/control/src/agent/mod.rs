@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use attest::{facts as process_facts, start_time as process_start_time};
-pub use client::{BootstrapVerifier, NodeClient, NodeClientError};
+pub use client::{NodeClient, NodeClientError};
 pub use h2_authority::{AuthorityRewriter, RewriteError};
 pub use metrics::{AgentStatus, fetch_status};
 pub use state::{AgentState, Identities, renewal_delay};

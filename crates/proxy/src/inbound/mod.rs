@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
-use identity::{SpiffeId, SvidStore};
+use identity::{ClientAuth, PeerPolicy, Protocols, SpiffeId, SvidStore};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,11 @@ pub struct Inbound {
 impl Inbound {
     /// Serves until `shutdown` is cancelled, then drains.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let acceptor = TlsAcceptor::from(identity::server_config(&self.store));
+        let acceptor = TlsAcceptor::from(identity::server_config(
+            &self.store,
+            ClientAuth::Required(PeerPolicy::AnyInTrustDomain),
+            Protocols::default(),
+        ));
         let Inbound {
             listener,
             stack,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use identity::{SpiffeId, SvidStore};
+use identity::{PeerPolicy, Protocols, SpiffeId, SvidStore};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -40,8 +40,8 @@ pub enum PeerSender {
 #[derive(Clone)]
 pub struct PeerConnector {
     store: Arc<SvidStore>,
-    /// One client config per expected identity: a config carries the TLS session
-    /// cache, so reusing it lets reconnects resume instead of full handshakes.
+    /// One client config per expected identity, built once (configs read the store at
+    /// handshake time, so rotation needs no rebuild).
     configs: Arc<Mutex<HashMap<SpiffeId, Arc<ClientConfig>>>>,
     peer_protocol: PeerProtocol,
     metrics: Arc<dyn ProxyMetrics>,
@@ -72,15 +72,12 @@ impl PeerConnector {
     }
 
     fn new_client_config(&self, identity: &SpiffeId) -> Arc<ClientConfig> {
-        let config = identity::client_config(&self.store, identity.clone());
-        match self.peer_protocol {
-            PeerProtocol::Http2 => config,
-            PeerProtocol::Http1 => {
-                let mut config = ClientConfig::clone(&config);
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Arc::new(config)
-            }
-        }
+        let protocols = match self.peer_protocol {
+            PeerProtocol::Http2 => Protocols::default(),
+            PeerProtocol::Http1 => Protocols::HTTP1,
+        };
+        let server = PeerPolicy::Exactly(identity.clone());
+        identity::client_config(&self.store, server, protocols)
     }
 
     /// Connects to `addr`, requiring the server to be `identity`.

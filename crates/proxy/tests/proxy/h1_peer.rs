@@ -32,9 +32,12 @@ pub fn h1_only_acceptor(mesh: &Mesh, identity: &str) -> TlsAcceptor {
         mesh.ca.svid(identity).unwrap(),
         mesh.ca.bundle(),
     ));
-    let mut config = (*identity::server_config(&store)).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsAcceptor::from(Arc::new(config))
+    let clients = identity::ClientAuth::Required(identity::PeerPolicy::AnyInTrustDomain);
+    TlsAcceptor::from(identity::server_config(
+        &store,
+        clients,
+        identity::Protocols::HTTP1,
+    ))
 }
 
 /// An mTLS server offering only `http/1.1`, answering every request with 200.

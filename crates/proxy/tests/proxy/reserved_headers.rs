@@ -185,7 +185,11 @@ async fn forged_fields_from_an_h2_peer_on_the_inbound_never_reach_the_app() {
         mesh.ca.svid(caller).unwrap(),
         mesh.ca.bundle(),
     ));
-    let config = identity::client_config(&client, mesh.id(BILLING));
+    let config = identity::client_config(
+        &client,
+        identity::PeerPolicy::Exactly(mesh.id(BILLING)),
+        identity::Protocols::default(),
+    );
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(
             rustls_pki_types::ServerName::try_from("billing").unwrap(),

@@ -104,7 +104,11 @@ async fn presented_leaf(
     inbound: SocketAddr,
 ) -> rustls_pki_types::CertificateDer<'static> {
     let client = Arc::new(SvidStore::new(ca.svid(STORE).unwrap(), ca.bundle()));
-    let config = identity::client_config(&client, ca.id(BILLING).unwrap());
+    let config = identity::client_config(
+        &client,
+        identity::PeerPolicy::Exactly(ca.id(BILLING).unwrap()),
+        identity::Protocols::default(),
+    );
     let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("billing").unwrap();
     let tls = tokio_rustls::TlsConnector::from(config)
