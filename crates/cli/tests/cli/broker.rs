@@ -449,11 +449,12 @@ fn a_policy_naming_an_unknown_provider_is_refused_with_its_file() {
     assert!(!err.contains("not-on-argv"));
 }
 
-/// A second Ctrl-C kills the broker at once, before it can stop its private PostgreSQL
-/// cluster, whose postmaster `pg_ctl` started in a session of its own (so in no process group
-/// `up` signals): `up` still stops it on its way out, and nothing outlives `up`.
+/// A broker killed outright (`kill -9`, or a second Ctrl-C) cannot stop its private
+/// PostgreSQL cluster, whose postmaster `pg_ctl` started in a session of its own (so in no
+/// process group `up` signals): `up`, which then stops everything, must stop it too, so that
+/// nothing outlives `up`.
 #[test]
-fn a_second_sigint_leaves_no_private_postgres_running() {
+fn a_killed_broker_leaves_no_private_postgres_running() {
     let (mut up, log) = up_in(&example("store-billing"), tempfile::tempdir().unwrap());
     let s = up.state.path().to_owned();
     let pid_file = cluster_dir(&s).join("data/postmaster.pid");
@@ -464,15 +465,23 @@ fn a_second_sigint_leaves_no_private_postgres_running() {
         .and_then(|l| l.trim().parse().ok())
         .expect("a pid on postmaster.pid's first line");
     assert!(crate::harness::alive(postmaster));
-    for _ in 0..2 {
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &up.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
+    let broker = children_of(up.pid())
+        .into_iter()
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains("\0broker\0--listen")
+        })
+        .expect("the broker among up's children");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &broker.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
     let status = up.wait_exit(Duration::from_secs(60));
-    assert!(status.success(), "a stop after ready exits 0: {status}");
+    assert!(
+        !status.success(),
+        "a dead broker stops up with an error: {status}"
+    );
     assert!(
         !crate::harness::alive(postmaster),
         "the private cluster's postmaster {postmaster} outlived up"
@@ -480,7 +489,7 @@ fn a_second_sigint_leaves_no_private_postgres_running() {
     assert!(!pid_file.exists(), "the cluster was not shut down cleanly");
     let printed = log.lock().unwrap().join("\n");
     assert!(
-        printed.contains("SIGINT again: killing everything now"),
+        printed.contains("stopped the private PostgreSQL cluster the broker left running"),
         "{printed}"
     );
     purge(&s, &example("store-billing"));
