@@ -334,6 +334,62 @@ mod tests {
         assert_eq!(kinds, crate::set::KINDS);
     }
 
+    /// Kubernetes' structural-schema rules (apiextensions.k8s.io/v1), checked on every node:
+    /// kubernetes-validate only checks the CRD object's shape, not these.
+    fn assert_structural(path: &str, node: &Value, in_junctor: bool) {
+        let map = node.as_object().unwrap_or_else(|| panic!("{path}: not an object"));
+        assert!(!map.contains_key("$ref"), "{path}: $ref");
+        if in_junctor {
+            for key in ["type", "properties", "items", "description", "default", "nullable"] {
+                assert!(!map.contains_key(key), "{path}: {key} inside a junctor");
+            }
+        } else {
+            assert!(map.contains_key("type"), "{path}: no type");
+        }
+        assert!(
+            !(map.contains_key("properties") && map.contains_key("additionalProperties")),
+            "{path}: properties and additionalProperties together"
+        );
+        if let Some(f) = map.get("format").and_then(Value::as_str) {
+            assert!(["int32", "int64", "date-time"].contains(&f), "{path}: format {f}");
+        }
+        for (key, value) in map {
+            match key.as_str() {
+                "properties" => {
+                    for (name, prop) in value.as_object().unwrap() {
+                        assert_structural(&format!("{path}.{name}"), prop, false);
+                    }
+                }
+                "items" => assert_structural(&format!("{path}[]"), value, false),
+                "additionalProperties" => assert_structural(&format!("{path}{{}}"), value, false),
+                "oneOf" | "anyOf" | "allOf" => {
+                    for branch in value.as_array().unwrap() {
+                        assert_structural(&format!("{path}/{key}"), branch, true);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn every_schema_is_structural() {
+        for info in KINDS {
+            let crd = definition(info);
+            let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            assert_structural(info.kind, schema, false);
+        }
+    }
+
+    #[test]
+    fn only_the_claim_has_a_status_subresource() {
+        for info in KINDS {
+            let crd = definition(info);
+            let has = crd["spec"]["versions"][0].get("subresources").is_some();
+            assert_eq!(has, info.kind == "ServiceClaim", "{}", info.kind);
+        }
+    }
+
     #[test]
     fn short_names_and_plurals_are_unique() {
         let mut names: Vec<&str> = KINDS
