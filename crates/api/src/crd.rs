@@ -337,10 +337,19 @@ mod tests {
     /// Kubernetes' structural-schema rules (apiextensions.k8s.io/v1), checked on every node:
     /// kubernetes-validate only checks the CRD object's shape, not these.
     fn assert_structural(path: &str, node: &Value, in_junctor: bool) {
-        let map = node.as_object().unwrap_or_else(|| panic!("{path}: not an object"));
+        let map = node
+            .as_object()
+            .unwrap_or_else(|| panic!("{path}: not an object"));
         assert!(!map.contains_key("$ref"), "{path}: $ref");
         if in_junctor {
-            for key in ["type", "properties", "items", "description", "default", "nullable"] {
+            for key in [
+                "type",
+                "properties",
+                "items",
+                "description",
+                "default",
+                "nullable",
+            ] {
                 assert!(!map.contains_key(key), "{path}: {key} inside a junctor");
             }
         } else {
@@ -351,7 +360,10 @@ mod tests {
             "{path}: properties and additionalProperties together"
         );
         if let Some(f) = map.get("format").and_then(Value::as_str) {
-            assert!(["int32", "int64", "date-time"].contains(&f), "{path}: format {f}");
+            assert!(
+                ["int32", "int64", "date-time"].contains(&f),
+                "{path}: format {f}"
+            );
         }
         for (key, value) in map {
             match key.as_str() {

@@ -36,8 +36,7 @@ pub const TRUST_DOMAIN_PATTERN: &str = "^[a-z0-9._-]+$";
 /// A workload selector (`unix:uid:N`, `unix:gid:N`, `unix:path:/abs`, `unix:process:PID:START`).
 pub const SELECTOR_PATTERN: &str = "^unix:(uid:[0-9]+|gid:[0-9]+|path:/.*|process:[0-9]+:[0-9]+)$";
 /// A `ServicePolicy` quota's team source.
-pub const TEAM_SOURCE_PATTERN: &str =
-    "^(context\\.(platform|namespace|clusterid|instance_name|organization_name|space_name)|identity\\..+)$";
+pub const TEAM_SOURCE_PATTERN: &str = "^(context\\.(platform|namespace|clusterid|instance_name|organization_name|space_name)|identity\\..+)$";
 
 impl JsonSchema for Name {
     fn schema_name() -> Cow<'static, str> {

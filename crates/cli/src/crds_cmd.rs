@@ -60,7 +60,8 @@ fn write_files(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for info in crd::KINDS {
         let path = dir.join(file_name(info));
-        std::fs::write(&path, yaml(info)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, yaml(info)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -70,7 +71,8 @@ fn write_json_schemas(dir: &Path) -> anyhow::Result<()> {
     for info in crd::KINDS {
         let path = dir.join(format!("{}.json", info.kind));
         let text = serde_json::to_string_pretty(&crd::json_schema(info))?;
-        std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

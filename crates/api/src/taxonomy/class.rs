@@ -20,7 +20,9 @@ pub type StorageMb = BoundedU32<1, 16_777_216>;
 pub type MemoryMb = BoundedU32<1, 1_048_576>;
 
 /// The portable service kinds the broker can provision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     /// A PostgreSQL database.
@@ -49,7 +51,9 @@ impl fmt::Display for ServiceKind {
 }
 
 /// A t-shirt size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Size {
     /// Small.

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::Problems;
 
 /// A context field an environment rule can look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum ContextKey {
     /// `context.platform`, or the originating-identity platform when the context has none.

@@ -79,46 +79,250 @@ use Schema::{CannotExpress, Refuses};
 /// (row, document added to a copy of examples/store-billing, what `validate` must say, schema)
 /// A `kind: Mesh` document replaces the example's mesh.yaml.
 const ROWS: &[(&str, &str, &str, Schema)] = &[
-    ("svid ttl malformed", "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, svidTtl: 1x}", "spec.svidTtl", Refuses),
-    ("svid ttl out of range", "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, svidTtl: 31d}", "out of range", CannotExpress("a duration's range: a pattern cannot add up units, CEL's duration() has no `d`")),
-    ("trust domain upper case", "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: Meshwork.Local}", "spec.trustDomain", Refuses),
-    ("mesh dns both server and workload", "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, dns: {server: '127.0.0.1:53', workload: stripe}}", "spec.dns", Refuses),
-    ("workload port 0", "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], port: 0}", "spec.port", Refuses),
-    ("workload port 70000", "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], port: 70000}", "spec.port", Refuses),
-    ("workload unknown field", "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], ports: [1]}", "ports", Refuses),
-    ("workload without command", "kind: Workload\nmetadata: {name: w}\nspec: {port: 8080}", "command", Refuses),
-    ("workload protocol http3", "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], protocol: http3}", "http3", Refuses),
-    ("name upper case", "kind: Workload\nmetadata: {name: Billing2}\nspec: {command: [x]}", "metadata.name", Refuses),
-    ("label value bad", "kind: Workload\nmetadata: {name: w, labels: {app: -x}}\nspec: {command: [x]}", "metadata.labels", Refuses),
-    ("label key bad", "kind: Workload\nmetadata: {name: w, labels: {'a b': x}}\nspec: {command: [x]}", "metadata.labels", CannotExpress("map keys: a structural schema has no propertyNames")),
-    ("status in a file", "kind: Workload\nmetadata: {name: w}\nspec: {command: [x]}\nstatus: {}", "status", Refuses),
-    ("service route relative", "kind: Service\nmetadata: {name: s}\nspec: {selector: {app: billing}, routes: [charges]}", "spec.routes", Refuses),
-    ("authz action PERMIT", "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: billing, action: PERMIT}", "PERMIT", Refuses),
-    ("authz relative path", "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: billing, action: ALLOW, rules: [{to: [{paths: [{prefix: charges}]}]}]}", "spec.rules[0].to[0].paths[0].prefix", Refuses),
-    ("authz two caller fields", "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: billing, action: ALLOW, rules: [{from: [{spiffeId: 'spiffe://meshwork.local/a', spiffeIdGlob: 'spiffe://meshwork.local/*'}]}]}", "spec.rules[0].from[0]", Refuses),
-    ("authz lower-case method", "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: billing, action: ALLOW, rules: [{to: [{methods: [post]}]}]}", "spec.rules[0].to[0].methods", Refuses),
-    ("authz unknown service", "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: biling, action: DENY}", "names no Service", CannotExpress("cross-resource reference")),
-    ("egress port 0", "kind: EgressPolicy\nmetadata: {name: e}\nspec: {to: [{host: api.example.com, ports: [0]}]}", "spec.to[0].ports[0]", Refuses),
-    ("egress no destination", "kind: EgressPolicy\nmetadata: {name: e}\nspec: {to: []}", "spec.to", Refuses),
-    ("egress host and cidr", "kind: EgressPolicy\nmetadata: {name: e}\nspec: {allowCidr: true, to: [{host: api.example.com, cidr: 10.0.0.0/8, ports: [443]}]}", "spec.to[0]", Refuses),
-    ("egress cidr prefix 33", "kind: EgressPolicy\nmetadata: {name: e}\nspec: {allowCidr: true, to: [{cidr: 10.0.0.0/33, ports: [443]}]}", "spec.to[0].cidr", CannotExpress("a CIDR's prefix length and address syntax")),
-    ("class without sizes", "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {}}", "spec.sizes", Refuses),
-    ("class size xl", "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {xl: {maxConnections: 1, memoryMb: 1}}}", "xl", Refuses),
-    ("class 0 connections", "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {small: {maxConnections: 0, memoryMb: 1}}}", "maxConnections", Refuses),
-    ("class redis with storage", "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {small: {maxConnections: 1, storageMb: 1}}}", "spec.sizes.small.memoryMb", CannotExpress("which quota a size needs depends on spec.kind")),
-    ("class version not semver", "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {small: {maxConnections: 1, memoryMb: 1}}, maintenanceInfo: {version: one}}", "spec.maintenanceInfo.version", Refuses),
-    ("environment without rules", "kind: Environment\nmetadata: {name: e}\nspec: {match: []}", "spec.match", Refuses),
-    ("environment empty rule", "kind: Environment\nmetadata: {name: e}\nspec: {match: [{}]}", "spec.match[0]", Refuses),
-    ("service policy rule name", "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: Bad_Name, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small}]}", "spec.rules[0].name", Refuses),
-    ("service policy quota 0", "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: r, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small, quota: {instancesPerTeam: 0, teamFrom: context.namespace}}]}", "instancesPerTeam", Refuses),
-    ("service policy bad team source", "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: r, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small, quota: {instancesPerTeam: 1, teamFrom: context.bogus}}]}", "context.bogus", Refuses),
-    ("service policy ttl 59 s", "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: r, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small, credentialTtlSeconds: 59}]}", "credentialTtlSeconds", Refuses),
-    ("service policy duplicate rule", "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: r, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small}, {name: r, class: postgresql, environment: prod, provider: postgres-private, sizes: [small], defaultSize: small}]}", "used twice", CannotExpress("unique rule names: the API server enforces the list-map key `name`, JSON Schema cannot")),
-    ("claim size huge", "kind: ServiceClaim\nmetadata: {name: cl}\nspec: {class: postgresql, bindTo: billing, size: huge}", "huge", Refuses),
-    ("claim binds nobody", "kind: ServiceClaim\nmetadata: {name: cl}\nspec: {class: postgresql, bindTo: nobody}", "spec.bindTo", CannotExpress("cross-resource reference")),
-    ("entry without selectors", "kind: RegistrationEntry\nmetadata: {name: r}\nspec: {spiffeId: 'spiffe://meshwork.local/x', selectors: []}", "spec.selectors", Refuses),
-    ("entry bad selector", "kind: RegistrationEntry\nmetadata: {name: r}\nspec: {spiffeId: 'spiffe://meshwork.local/x', selectors: ['unix:uid:x']}", "unix:uid:x", Refuses),
-    ("entry foreign trust domain", "kind: RegistrationEntry\nmetadata: {name: r}\nspec: {spiffeId: 'spiffe://other.org/x', selectors: ['unix:uid:1']}", "spec.spiffeId", CannotExpress("cross-resource: the Mesh's trust domain")),
+    (
+        "svid ttl malformed",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, svidTtl: 1x}",
+        "spec.svidTtl",
+        Refuses,
+    ),
+    (
+        "svid ttl out of range",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, svidTtl: 31d}",
+        "out of range",
+        CannotExpress(
+            "a duration's range: a pattern cannot add up units, CEL's duration() has no `d`",
+        ),
+    ),
+    (
+        "trust domain upper case",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: Meshwork.Local}",
+        "spec.trustDomain",
+        Refuses,
+    ),
+    (
+        "mesh dns both server and workload",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, dns: {server: '127.0.0.1:53', workload: stripe}}",
+        "spec.dns",
+        Refuses,
+    ),
+    (
+        "workload port 0",
+        "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], port: 0}",
+        "spec.port",
+        Refuses,
+    ),
+    (
+        "workload port 70000",
+        "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], port: 70000}",
+        "spec.port",
+        Refuses,
+    ),
+    (
+        "workload unknown field",
+        "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], ports: [1]}",
+        "ports",
+        Refuses,
+    ),
+    (
+        "workload without command",
+        "kind: Workload\nmetadata: {name: w}\nspec: {port: 8080}",
+        "command",
+        Refuses,
+    ),
+    (
+        "workload protocol http3",
+        "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], protocol: http3}",
+        "http3",
+        Refuses,
+    ),
+    (
+        "name upper case",
+        "kind: Workload\nmetadata: {name: Billing2}\nspec: {command: [x]}",
+        "metadata.name",
+        Refuses,
+    ),
+    (
+        "label value bad",
+        "kind: Workload\nmetadata: {name: w, labels: {app: -x}}\nspec: {command: [x]}",
+        "metadata.labels",
+        Refuses,
+    ),
+    (
+        "label key bad",
+        "kind: Workload\nmetadata: {name: w, labels: {'a b': x}}\nspec: {command: [x]}",
+        "metadata.labels",
+        CannotExpress("map keys: a structural schema has no propertyNames"),
+    ),
+    (
+        "status in a file",
+        "kind: Workload\nmetadata: {name: w}\nspec: {command: [x]}\nstatus: {}",
+        "status",
+        Refuses,
+    ),
+    (
+        "service route relative",
+        "kind: Service\nmetadata: {name: s}\nspec: {selector: {app: billing}, routes: [charges]}",
+        "spec.routes",
+        Refuses,
+    ),
+    (
+        "authz action PERMIT",
+        "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: billing, action: PERMIT}",
+        "PERMIT",
+        Refuses,
+    ),
+    (
+        "authz relative path",
+        "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: billing, action: ALLOW, rules: [{to: [{paths: [{prefix: charges}]}]}]}",
+        "spec.rules[0].to[0].paths[0].prefix",
+        Refuses,
+    ),
+    (
+        "authz two caller fields",
+        "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: billing, action: ALLOW, rules: [{from: [{spiffeId: 'spiffe://meshwork.local/a', spiffeIdGlob: 'spiffe://meshwork.local/*'}]}]}",
+        "spec.rules[0].from[0]",
+        Refuses,
+    ),
+    (
+        "authz lower-case method",
+        "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: billing, action: ALLOW, rules: [{to: [{methods: [post]}]}]}",
+        "spec.rules[0].to[0].methods",
+        Refuses,
+    ),
+    (
+        "authz unknown service",
+        "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {targetService: biling, action: DENY}",
+        "names no Service",
+        CannotExpress("cross-resource reference"),
+    ),
+    (
+        "egress port 0",
+        "kind: EgressPolicy\nmetadata: {name: e}\nspec: {to: [{host: api.example.com, ports: [0]}]}",
+        "spec.to[0].ports[0]",
+        Refuses,
+    ),
+    (
+        "egress no destination",
+        "kind: EgressPolicy\nmetadata: {name: e}\nspec: {to: []}",
+        "spec.to",
+        Refuses,
+    ),
+    (
+        "egress host and cidr",
+        "kind: EgressPolicy\nmetadata: {name: e}\nspec: {allowCidr: true, to: [{host: api.example.com, cidr: 10.0.0.0/8, ports: [443]}]}",
+        "spec.to[0]",
+        Refuses,
+    ),
+    (
+        "egress cidr prefix 33",
+        "kind: EgressPolicy\nmetadata: {name: e}\nspec: {allowCidr: true, to: [{cidr: 10.0.0.0/33, ports: [443]}]}",
+        "spec.to[0].cidr",
+        CannotExpress("a CIDR's prefix length and address syntax"),
+    ),
+    (
+        "class without sizes",
+        "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {}}",
+        "spec.sizes",
+        Refuses,
+    ),
+    (
+        "class size xl",
+        "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {xl: {maxConnections: 1, memoryMb: 1}}}",
+        "xl",
+        Refuses,
+    ),
+    (
+        "class 0 connections",
+        "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {small: {maxConnections: 0, memoryMb: 1}}}",
+        "maxConnections",
+        Refuses,
+    ),
+    (
+        "class redis with storage",
+        "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {small: {maxConnections: 1, storageMb: 1}}}",
+        "spec.sizes.small.memoryMb",
+        CannotExpress("which quota a size needs depends on spec.kind"),
+    ),
+    (
+        "class version not semver",
+        "kind: ServiceClass\nmetadata: {name: c}\nspec: {kind: redis, sizes: {small: {maxConnections: 1, memoryMb: 1}}, maintenanceInfo: {version: one}}",
+        "spec.maintenanceInfo.version",
+        Refuses,
+    ),
+    (
+        "environment without rules",
+        "kind: Environment\nmetadata: {name: e}\nspec: {match: []}",
+        "spec.match",
+        Refuses,
+    ),
+    (
+        "environment empty rule",
+        "kind: Environment\nmetadata: {name: e}\nspec: {match: [{}]}",
+        "spec.match[0]",
+        Refuses,
+    ),
+    (
+        "service policy rule name",
+        "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: Bad_Name, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small}]}",
+        "spec.rules[0].name",
+        Refuses,
+    ),
+    (
+        "service policy quota 0",
+        "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: r, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small, quota: {instancesPerTeam: 0, teamFrom: context.namespace}}]}",
+        "instancesPerTeam",
+        Refuses,
+    ),
+    (
+        "service policy bad team source",
+        "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: r, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small, quota: {instancesPerTeam: 1, teamFrom: context.bogus}}]}",
+        "context.bogus",
+        Refuses,
+    ),
+    (
+        "service policy ttl 59 s",
+        "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: r, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small, credentialTtlSeconds: 59}]}",
+        "credentialTtlSeconds",
+        Refuses,
+    ),
+    (
+        "service policy duplicate rule",
+        "kind: ServicePolicy\nmetadata: {name: sp}\nspec: {rules: [{name: r, class: postgresql, environment: dev, provider: postgres-private, sizes: [small], defaultSize: small}, {name: r, class: postgresql, environment: prod, provider: postgres-private, sizes: [small], defaultSize: small}]}",
+        "used twice",
+        CannotExpress(
+            "unique rule names: the API server enforces the list-map key `name`, JSON Schema cannot",
+        ),
+    ),
+    (
+        "claim size huge",
+        "kind: ServiceClaim\nmetadata: {name: cl}\nspec: {class: postgresql, bindTo: billing, size: huge}",
+        "huge",
+        Refuses,
+    ),
+    (
+        "claim binds nobody",
+        "kind: ServiceClaim\nmetadata: {name: cl}\nspec: {class: postgresql, bindTo: nobody}",
+        "spec.bindTo",
+        CannotExpress("cross-resource reference"),
+    ),
+    (
+        "entry without selectors",
+        "kind: RegistrationEntry\nmetadata: {name: r}\nspec: {spiffeId: 'spiffe://meshwork.local/x', selectors: []}",
+        "spec.selectors",
+        Refuses,
+    ),
+    (
+        "entry bad selector",
+        "kind: RegistrationEntry\nmetadata: {name: r}\nspec: {spiffeId: 'spiffe://meshwork.local/x', selectors: ['unix:uid:x']}",
+        "unix:uid:x",
+        Refuses,
+    ),
+    (
+        "entry foreign trust domain",
+        "kind: RegistrationEntry\nmetadata: {name: r}\nspec: {spiffeId: 'spiffe://other.org/x', selectors: ['unix:uid:1']}",
+        "spec.spiffeId",
+        CannotExpress("cross-resource: the Mesh's trust domain"),
+    ),
 ];
 
 /// A copy of the example with `doc` added (or, for a Mesh, in place of mesh.yaml).
@@ -190,7 +394,9 @@ fn invalid_documents_are_refused_by_validate_and_by_the_crd_schema() {
         let out = meshwork().arg("validate").arg(dir.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.code() != Some(2) || !stderr.contains(refusal) {
-            failures.push(format!("{row}: validate did not refuse with {refusal:?}: {stderr}"));
+            failures.push(format!(
+                "{row}: validate did not refuse with {refusal:?}: {stderr}"
+            ));
         }
         let Some(tool) = &tool else { continue };
         match (schema, schema_accepts(tool, schemas.path(), &row_value(doc))) {
@@ -207,7 +413,9 @@ fn invalid_documents_are_refused_by_validate_and_by_the_crd_schema() {
 #[test]
 fn the_example_validates_against_the_crd_schemas() {
     // The valid side of the table: without it a schema refusing everything would pass.
-    let Some(tool) = check_jsonschema() else { return };
+    let Some(tool) = check_jsonschema() else {
+        return;
+    };
     let schemas = tempfile::tempdir().unwrap();
     let status = meshwork()
         .args(["crds", "--json-schema"])

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{Up, children_of, eventually};
+use crate::harness::{Up, eventually};
 
 const MESH: &str = "apiVersion: meshwork.dev/v1alpha1
 kind: Mesh
