@@ -23,8 +23,6 @@ use crate::taxonomy::policy::TeamSource;
 pub const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A label value: empty, or alphanumeric ends around `[A-Za-z0-9._-]`.
 pub const LABEL_VALUE_PATTERN: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
-/// A label key: an optional DNS-subdomain prefix and `/`, then a name like a label value.
-pub const LABEL_KEY_PATTERN: &str = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$";
 /// A semantic version (`maintenanceInfo.version`): `MAJOR.MINOR.PATCH`, then `-` or `+` and anything.
 pub const SEMVER_PATTERN: &str = "^[0-9]+\\.[0-9]+\\.[0-9]+([-+].*)?$";
 /// A meshwork duration: `<number><unit>` sequences, units `ms`, `s`, `m`, `h`, `d`.
@@ -60,7 +58,7 @@ impl JsonSchema for Labels {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         // A structural schema cannot constrain map keys (no `propertyNames`), and a CEL rule
         // over an unbounded map would exceed the API server's cost budget: the key rule
-        // ([`LABEL_KEY_PATTERN`]) stays with the loader.
+        // (`crate::labels`) stays with the loader.
         json_schema!({
             "type": "object",
             "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN},
