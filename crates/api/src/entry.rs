@@ -10,15 +10,18 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use identity::SpiffeId;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// `kind: RegistrationEntry` spec.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegistrationEntrySpec {
     /// The identity issued to matching callers.
+    #[schemars(schema_with = "crate::schema::spiffe_id")]
     pub spiffe_id: SpiffeId,
     /// All must match; never empty (an empty list would match every process).
+    #[schemars(length(min = 1))]
     pub selectors: Vec<Selector>,
     /// Optional guidance for workloads holding several identities (the Workload API `hint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

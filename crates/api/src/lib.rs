@@ -9,6 +9,7 @@
 
 pub mod bounded;
 pub mod contract;
+pub mod crd;
 pub mod duration;
 pub mod entry;
 pub mod labels;
@@ -17,6 +18,7 @@ mod locate;
 pub mod mesh;
 pub mod policy;
 pub mod resource;
+pub mod schema;
 pub mod set;
 pub mod taxonomy;
 pub mod workload;

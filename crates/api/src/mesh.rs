@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use identity::{SpiffeId, TrustDomain};
 use policy::RouteTemplate;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::bounded::BoundedU16;
@@ -21,10 +22,11 @@ pub type SvidTtl = BoundedDuration<1_000, { 30 * 86_400_000 }>;
 pub type AppPort = BoundedU16<1, 65_535>;
 
 /// `kind: Mesh`: settings for the whole mesh. Exactly one per directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshSpec {
     /// The SPIFFE trust domain every workload identity lives in.
+    #[schemars(schema_with = "crate::schema::trust_domain")]
     pub trust_domain: TrustDomain,
     /// Lifetime of issued X.509-SVIDs, 1 s to 30 d ([`SvidTtl`]); 1 h when omitted.
     #[serde(default)]
@@ -38,7 +40,7 @@ pub struct MeshSpec {
 /// `spec.dns` of a `Mesh`: `{server: 127.0.0.1:5353}`, or `{workload: NAME}` for a DNS
 /// server that is itself a workload of the mesh (serving on its application port, which
 /// `meshwork up` allocates — how the store-billing example runs offline).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum DnsSpec {
     /// A DNS server address (UDP, with TCP fallback).
@@ -48,7 +50,7 @@ pub enum DnsSpec {
 }
 
 /// `kind: Workload`: a process the mesh starts, names and fronts with a sidecar.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSpec {
     /// The identity's service-account segment; the workload name when omitted.
@@ -69,7 +71,7 @@ pub struct WorkloadSpec {
 }
 
 /// The HTTP version the local application speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AppProtocol {
     /// HTTP/1.1 (the default).
@@ -80,7 +82,7 @@ pub enum AppProtocol {
 }
 
 /// `kind: Service`: a mesh name (`http://billing/...`) for the workloads its selector matches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
     /// Labels a workload must carry (all of them) to back this service.

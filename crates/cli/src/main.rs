@@ -9,6 +9,7 @@ mod broker_cmd;
 mod ca_cmd;
 mod check_cmd;
 mod claims;
+mod crds_cmd;
 mod demo;
 mod entry_cmd;
 mod exec;
@@ -42,6 +43,8 @@ enum Command {
         /// Directory of *.yaml resources.
         dir: PathBuf,
     },
+    /// Print the CustomResourceDefinition of every kind (`--dir deploy/crds` writes the files).
+    Crds(crds_cmd::CrdsArgs),
     /// Run the control plane (normally started by `up`).
     Control(up::control::ControlArgs),
     /// Run one workload's sidecar proxy (normally started by `up`).
@@ -76,6 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => up::run(args),
         Command::Exec(args) => exec::run(args),
         Command::Validate { dir } => validate_cmd::run(&dir),
+        Command::Crds(args) => crds_cmd::run(args),
         Command::Control(args) => up::control::run(args),
         Command::Proxy(args) => up::proxy::run(args),
         Command::Policy(args) => policy_cmd::run(args),

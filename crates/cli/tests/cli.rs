@@ -4,6 +4,8 @@
 mod broker;
 #[path = "cli/broker_crash.rs"]
 mod broker_crash;
+#[path = "cli/crds.rs"]
+mod crds;
 #[path = "cli/harness.rs"]
 mod harness;
 #[path = "cli/identity.rs"]

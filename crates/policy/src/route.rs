@@ -277,6 +277,19 @@ impl<'de> Deserialize<'de> for RouteTemplate {
     }
 }
 
+impl schemars::JsonSchema for RouteTemplate {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RouteTemplate".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // Only "absolute" is expressible; segment and parameter rules stay with `FromStr`.
+        schemars::json_schema!({"type": "string", "pattern": crate::model::schema::ABSOLUTE_PATH_PATTERN})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,13 +2,14 @@
 //! never by vendor or provider. `meshwork up` provisions it through the broker, binds it, and
 //! delivers the binding's credentials to the one workload named by `bindTo`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::class::Size;
 use crate::resource::Name;
 
 /// The `spec` of a `ServiceClaim` resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceClaimSpec {
     /// The `ServiceClass` name, e.g. `postgresql`.
@@ -18,6 +19,68 @@ pub struct ServiceClaimSpec {
     pub size: Option<Size>,
     /// The `Workload` that receives the credentials (and only it).
     pub bind_to: Name,
+}
+
+/// The `status` of a `ServiceClaim` on a Kubernetes cluster, written only by the controller
+/// (issue 14, part 3: not built yet; `meshwork up` keeps claim state in the broker's store and
+/// never reads or writes this). Its shape follows the Service Binding specification
+/// (`status.binding.name`) and Kubernetes' standard conditions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceClaimStatus {
+    /// The Secret holding the binding's credentials (Service Binding spec "Provisioned
+    /// Service" duck type), once the claim is bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<BindingReference>,
+    /// Standard conditions; `Ready` is `True` once the instance is provisioned and bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A reference to the Secret of a binding (Service Binding spec `status.binding`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingReference {
+    /// The Secret's name, in the claim's namespace.
+    pub name: String,
+}
+
+/// A Kubernetes standard condition (`metav1.Condition`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// The condition type, e.g. `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// A CamelCase reason for the last transition.
+    #[serde(default)]
+    pub reason: String,
+    /// A message for people.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: String,
+    /// The `metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The status of a [`Condition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// It does not.
+    False,
+    /// Not known (yet).
+    Unknown,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Problems;
@@ -19,7 +20,9 @@ pub type StorageMb = BoundedU32<1, 16_777_216>;
 pub type MemoryMb = BoundedU32<1, 1_048_576>;
 
 /// The portable service kinds the broker can provision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     /// A PostgreSQL database.
@@ -48,7 +51,9 @@ impl fmt::Display for ServiceKind {
 }
 
 /// A t-shirt size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Size {
     /// Small.
@@ -80,7 +85,7 @@ impl fmt::Display for Size {
 }
 
 /// The limits that define a size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SizeLimits {
     /// Maximum concurrent connections (database `CONNECTION LIMIT`, MySQL `MAX_USER_CONNECTIONS`).
@@ -108,10 +113,11 @@ impl fmt::Display for SizeLimits {
 }
 
 /// OSB `maintenance_info` advertised on every plan of the class.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MaintenanceInfoSpec {
     /// A semantic version, compared verbatim with what platforms send.
+    #[schemars(pattern(crate::schema::SEMVER_PATTERN))]
     pub version: String,
     /// Human-readable description of the maintenance level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,7 +125,7 @@ pub struct MaintenanceInfoSpec {
 }
 
 /// The `spec` of a `ServiceClass` resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceClassSpec {
     /// Which portable kind this class is.
@@ -131,6 +137,7 @@ pub struct ServiceClassSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// The sizes this class offers and the limits that define them.
+    #[schemars(schema_with = "crate::schema::sizes")]
     pub sizes: BTreeMap<Size, SizeLimits>,
     /// Maintenance level advertised on the class's plans.
     #[serde(default, skip_serializing_if = "Option::is_none")]

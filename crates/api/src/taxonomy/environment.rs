@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Problems;
 
 /// A context field an environment rule can look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum ContextKey {
     /// `context.platform`, or the originating-identity platform when the context has none.
@@ -123,8 +126,9 @@ impl Glob {
 }
 
 /// One match rule: every pattern given must match and every `unset` key must be absent.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
 pub struct ContextMatch {
     /// Pattern for `context.platform` (or the originating-identity platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,7 +199,7 @@ impl ContextMatch {
 }
 
 /// The `spec` of an `Environment` resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvironmentSpec {
     /// What this environment is for.
@@ -203,6 +207,7 @@ pub struct EnvironmentSpec {
     pub description: Option<String>,
     /// The request belongs to this environment when any rule matches.
     #[serde(rename = "match")]
+    #[schemars(length(min = 1))]
     pub matches: Vec<ContextMatch>,
 }
 

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Problems;
@@ -80,7 +81,7 @@ impl fmt::Display for TeamSource {
 }
 
 /// A per-team instance quota.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuotaSpec {
     /// How many instances one team may hold under this rule.
@@ -90,10 +91,11 @@ pub struct QuotaSpec {
 }
 
 /// One rule: what a class gets in one environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRuleSpec {
     /// Unique within the policy; error messages and explanations cite it.
+    #[schemars(schema_with = "crate::schema::name")]
     pub name: String,
     /// The `ServiceClass` name.
     pub class: String,
@@ -102,6 +104,7 @@ pub struct PolicyRuleSpec {
     /// A provider name from the broker's provider configuration.
     pub provider: String,
     /// Sizes a request may ask for explicitly.
+    #[schemars(length(min = 1))]
     pub sizes: Vec<Size>,
     /// The size the `default` plan resolves to; must be one of `sizes`.
     pub default_size: Size,
@@ -125,10 +128,12 @@ pub struct PolicyRuleSpec {
 }
 
 /// The `spec` of a `ServicePolicy` resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePolicySpec {
     /// The rules, evaluated by exact (class, environment) match; overlaps are invalid.
+    // Rule names are unique: the API server enforces it through the list-map key.
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub rules: Vec<PolicyRuleSpec>,
 }
 

@@ -1,5 +1,6 @@
 //! `AuthorizationPolicy`: who may call a mesh service, with which requests.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Errors, IdentityMatcher, Problem, RequestMatcher, ValidationErrors, parse_list};
@@ -19,10 +20,11 @@ use super::{Errors, IdentityMatcher, Problem, RequestMatcher, ValidationErrors, 
 /// request; an empty `from` or `to` list matches anything (an empty `from` also matches a
 /// caller without identity). A policy without rules matches nothing. The decision semantics
 /// are documented once, in the [crate docs](crate).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicySpec {
     /// The mesh service this policy applies to (e.g. `billing`).
+    #[schemars(pattern(super::schema::SERVICE_NAME_PATTERN))]
     pub target_service: String,
     /// `ALLOW` or `DENY`.
     pub action: Action,
@@ -35,7 +37,9 @@ pub struct AuthorizationPolicySpec {
 }
 
 /// What a matching rule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Action {
     /// Allow the request (and make the target service default-deny).
     #[serde(rename = "ALLOW")]
@@ -47,7 +51,18 @@ pub enum Action {
 
 /// Whether a policy changes decisions or only records what it would have done.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -59,7 +74,7 @@ pub enum Mode {
 }
 
 /// One rule: callers (`from`) and requests (`to`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationRuleSpec {
     /// Caller matchers; empty = any caller.

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use identity::{SpiffeId, TrustDomain};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Errors, Problem};
@@ -16,17 +17,21 @@ use super::{Errors, Problem};
 ///   trust domain.
 /// - `spiffeIdGlob`: like an exact ID where a segment may be `*`, matching exactly one
 ///   segment (`spiffe://td/ns/*/sa/store`). The trust domain cannot contain `*`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = super::schema::exactly_one(&["spiffeId", "spiffeIdPrefix", "spiffeIdGlob"])))]
 pub struct IdentityMatcherSpec {
     /// An exact SPIFFE ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::schema::SPIFFE_ID_PATTERN))]
     pub spiffe_id: Option<String>,
     /// A SPIFFE ID path prefix (segment-wise), within one trust domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::schema::SPIFFE_ID_PREFIX_PATTERN))]
     pub spiffe_id_prefix: Option<String>,
     /// A SPIFFE ID whose path segments may be `*` (one segment each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::schema::SPIFFE_ID_GLOB_PATTERN))]
     pub spiffe_id_glob: Option<String>,
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::request::{PathMatcher, describe, method_matches, parse_methods, path_matches};
@@ -28,7 +29,7 @@ use crate::path::NormalizedPath;
 /// means any mesh workload. `host` rules match DNS names only, `cidr` rules IP-literal
 /// destinations only. `methods`/`paths` can only be checked on plain-HTTP egress: an entry
 /// that lists them never matches a CONNECT tunnel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressPolicySpec {
     /// Caller matchers; empty = any mesh workload.
@@ -38,12 +39,14 @@ pub struct EgressPolicySpec {
     #[serde(default)]
     pub allow_cidr: bool,
     /// Allowed destinations; must not be empty.
+    #[schemars(length(min = 1))]
     pub to: Vec<EgressDestinationSpec>,
 }
 
 /// One allowed destination: exactly one of `host`/`cidr`, plus ports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = super::schema::exactly_one(&["host", "cidr"])))]
 pub struct EgressDestinationSpec {
     /// A [`DnsPattern`]: `api.stripe.com` or `*.stripe.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,9 +55,11 @@ pub struct EgressDestinationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<String>,
     /// Destination ports; must not be empty.
+    #[schemars(length(min = 1), inner(range(min = 1)))]
     pub ports: Vec<u16>,
     /// HTTP methods (plain-HTTP egress only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(pattern(super::schema::METHOD_PATTERN)))]
     pub methods: Vec<String>,
     /// Path matchers (plain-HTTP egress only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

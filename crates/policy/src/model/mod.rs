@@ -11,6 +11,7 @@ mod authz;
 mod caller;
 mod egress;
 mod request;
+pub mod schema;
 
 use std::fmt;
 

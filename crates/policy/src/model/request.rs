@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Errors, Problem, parse_list};
@@ -12,11 +13,12 @@ use crate::route::RouteTemplate;
 /// One `to` entry of an authorization rule. Every field is optional; an empty list matches
 /// anything. All present fields must match (methods AND paths AND headers); within a list,
 /// any element may match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMatcherSpec {
     /// HTTP methods, upper-case (`GET`, `POST`); methods are case-sensitive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(pattern(super::schema::METHOD_PATTERN)))]
     pub methods: Vec<String>,
     /// Path matchers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -32,17 +34,21 @@ pub struct RequestMatcherSpec {
 /// - `exact`: the normalised path equals this.
 /// - `prefix`: segment-wise prefix (`/charges` matches `/charges/1`, not `/chargesX`).
 /// - `template`: a [`RouteTemplate`] such as `/customers/{id}/charges`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = super::schema::exactly_one(&["exact", "prefix", "template"])))]
 pub struct PathMatcherSpec {
     /// Exact path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::schema::ABSOLUTE_PATH_PATTERN))]
     pub exact: Option<String>,
     /// Segment-wise path prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::schema::ABSOLUTE_PATH_PATTERN))]
     pub prefix: Option<String>,
     /// Route template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::schema::ABSOLUTE_PATH_PATTERN))]
     pub template: Option<String>,
 }
 
@@ -51,10 +57,12 @@ pub struct PathMatcherSpec {
 /// Names are case-insensitive. Values are compared byte-wise against the field value, with
 /// several field lines of the same name combined by `", "` (RFC 9110 §5.3). `present: true`
 /// requires the header, `present: false` requires its absence.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = super::schema::exactly_one(&["exact", "prefix", "present"])))]
 pub struct HeaderMatcherSpec {
     /// Header field name.
+    #[schemars(pattern(super::schema::TOKEN_PATTERN))]
     pub name: String,
     /// The value must equal this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
