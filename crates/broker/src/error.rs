@@ -64,7 +64,7 @@ pub enum BrokerError {
     Provider(#[from] ProviderError),
     /// The embedded store failed (500).
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The taxonomy or provider configuration is invalid (startup).
     #[error(transparent)]
     Taxonomy(#[from] TaxonomyError),
@@ -170,6 +170,17 @@ impl IntoResponse for BrokerError {
             );
         }
         response
+    }
+}
+
+impl From<StoreError> for BrokerError {
+    /// A store task that did not finish is the broker's own failure (`InternalError`), as it
+    /// was before the store stopped naming `BrokerError`; every other store error is `Store`.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Task(msg) => BrokerError::Internal(format!("state store task: {msg}")),
+            other => BrokerError::Store(other),
+        }
     }
 }
 

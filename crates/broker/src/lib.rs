@@ -18,6 +18,8 @@
 
 mod error;
 mod http;
+#[cfg(test)]
+mod layering;
 pub mod names;
 mod ops;
 pub mod originating;
@@ -28,8 +30,8 @@ pub mod store;
 pub mod taxonomy;
 
 pub use error::BrokerError;
-pub use ops::{Progress, StepGate};
-pub use provider::{Credentials, ProviderConfig, ProviderSpec};
+pub use ops::StepGate;
+pub use provider::{Credentials, Progress, ProviderConfig, ProviderSpec};
 pub use secret::Secret;
 pub use server::{BasicCredentials, BrokerConfig, RunningBroker, discard_if_unused, purge, serve};
 pub use taxonomy::{Named, Taxonomy, TaxonomyError};

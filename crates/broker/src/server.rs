@@ -130,7 +130,10 @@ pub async fn discard_if_unused(config: BrokerConfig) -> Result<bool, BrokerError
     let providers = build_providers(&config.providers, &config.taxonomy)?;
     let tracker = TaskTracker::new();
     let store = Store::open(&config.state_path, tracker.clone())?;
-    let result = match store.read(|tx| Ok(tx.instances()?.is_empty())).await {
+    let result = match store
+        .read(|tx| Ok::<_, BrokerError>(tx.instances()?.is_empty()))
+        .await
+    {
         Ok(true) => discard(&providers).await.map(|()| true),
         other => other,
     };

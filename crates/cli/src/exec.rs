@@ -1,4 +1,6 @@
 //! `meshwork exec WORKLOAD -- CMD...`: run a command as a workload.
+//!
+//! Reads the state directory (`state`); must not import `up` or `claims`.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -6,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::up::{ReadyFile, StateDir};
+use crate::state::{ReadyFile, StateDir, proxy_vars};
 
 /// Arguments of `meshwork exec`.
 #[derive(clap::Args)]
@@ -59,20 +61,4 @@ fn not_running(workload: &str, state: &StateDir) -> String {
         "workload {workload:?} is not running under {dir}; running workloads: {}",
         running.join(", ")
     )
-}
-
-/// The environment that sends a process's HTTP(S) traffic through a sidecar's
-/// outbound listener. Both spellings: curl reads only lowercase `http_proxy`.
-/// Loopback stays direct so a workload can still reach its own helpers.
-pub fn proxy_vars(outbound: &str) -> [(&'static str, String); 6] {
-    let url = format!("http://{outbound}");
-    let direct = String::from("localhost,127.0.0.1,::1");
-    [
-        ("HTTP_PROXY", url.clone()),
-        ("http_proxy", url.clone()),
-        ("HTTPS_PROXY", url.clone()),
-        ("https_proxy", url),
-        ("NO_PROXY", direct.clone()),
-        ("no_proxy", direct),
-    ]
 }

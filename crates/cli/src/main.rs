@@ -13,9 +13,12 @@ mod crds_cmd;
 mod demo;
 mod entry_cmd;
 mod exec;
+#[cfg(test)]
+mod layering;
 mod logging;
 mod parent;
 mod policy_cmd;
+mod state;
 mod token_cmd;
 mod up;
 mod validate_cmd;

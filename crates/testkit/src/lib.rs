@@ -7,6 +7,7 @@
 pub mod ca;
 pub mod echo;
 pub mod harness;
+pub mod layering;
 
 pub use ca::TestCa;
 pub use echo::EchoServer;

@@ -70,7 +70,7 @@ async fn lookup(
     bid: String,
 ) -> Result<(Option<BindingRecord>, bool), BrokerError> {
     b.store
-        .read(move |tx| Ok((tx.binding(&i, &bid)?, tx.binding_gone(&i, &bid)?)))
+        .read(move |tx| Ok::<_, BrokerError>((tx.binding(&i, &bid)?, tx.binding_gone(&i, &bid)?)))
         .await
 }
 

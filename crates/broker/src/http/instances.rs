@@ -97,7 +97,7 @@ pub(crate) async fn deprovision(
 
 async fn lookup(b: &Broker, id: String) -> Result<(Option<InstanceRecord>, bool), BrokerError> {
     b.store
-        .read(move |tx| Ok((tx.instance(&id)?, tx.instance_gone(&id)?)))
+        .read(move |tx| Ok::<_, BrokerError>((tx.instance(&id)?, tx.instance_gone(&id)?)))
         .await
 }
 

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use super::instance::{Admission, Outcome, concurrency, require_async};
-use super::{Broker, Progress, Target, rfc3339, wait};
+use super::{Broker, Target, progress, wait};
 use crate::BrokerError;
 use crate::names;
 use crate::originating::OriginatingIdentity;
-use crate::provider::{BindingPlan, InstancePlan};
+use crate::provider::{BindingPlan, InstancePlan, rfc3339};
 use crate::secret::Secret;
 use crate::store::{
     BindingAttributes, BindingRecord, InstanceRecord, OpKind, OpState, Operation, Tx,
@@ -300,7 +300,7 @@ pub(crate) async fn run_bind(
         valid_until: lifetime.map(|(expires, _)| expires),
     };
     let target = Target::Binding(instance, binding);
-    let progress = Progress::new(b.clone(), target, op_id.clone());
+    let progress = progress::tracked(b.clone(), target, op_id.clone());
     match provider.bind(&plan_of(&inst), &plan, &progress).await {
         Ok(credentials) => {
             finish(b, &rec, &op_id, move |tx, mut rec| {

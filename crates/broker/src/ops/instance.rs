@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use super::{Broker, Target, wait};
+use super::{Broker, Target, progress, wait};
 use crate::BrokerError;
+use crate::names;
 use crate::originating::OriginatingIdentity;
-use crate::provider::{InstancePlan, Provider, ProviderError};
+use crate::provider::{InstancePlan, Progress, Provider, ProviderError};
 use crate::store::{
     InstanceAttributes, InstanceRecord, OpKind, OpState, Operation, PendingUpdate, Tx,
 };
 use crate::taxonomy::{PlanChoice, RequestContext, ResolveRequest, Taxonomy};
-use crate::{names, ops::Progress};
 
 /// How a mutating request was answered: 201/200 (sync), 200 (already there), 202 (async).
 #[derive(Debug)]
@@ -281,7 +281,7 @@ pub(crate) async fn run_provision(
     let rec = load(b, &id).await?;
     let provider = b.provider(&rec.resolution.provider)?;
     let plan = plan_of(&rec);
-    let progress = Progress::new(b.clone(), Target::Instance(id.clone()), op_id.clone());
+    let progress = progress::tracked(b.clone(), Target::Instance(id.clone()), op_id.clone());
     match provider.provision(&plan, &progress).await {
         Ok(()) => {
             finish(b, &id, &op_id, |tx, mut rec| {
@@ -386,7 +386,7 @@ pub(crate) async fn run_deprovision(
     let rec = load(b, &id).await?;
     let provider = b.provider(&rec.resolution.provider)?;
     let users = binding_users(b, &id).await?;
-    let progress = Progress::new(b.clone(), Target::Instance(id.clone()), op_id.clone());
+    let progress = progress::tracked(b.clone(), Target::Instance(id.clone()), op_id.clone());
     match provider
         .deprovision(&plan_of(&rec), &users, &progress)
         .await

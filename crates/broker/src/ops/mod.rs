@@ -5,6 +5,9 @@
 //! runs as a task even for synchronous requests (a dropped client connection must not abandon
 //! half-done work). A restarted broker finds in-progress operations and runs them again;
 //! providers are idempotent, so "again" completes or cleanly fails them.
+//!
+//! Must not import: `http`, `server` (they call the engine). Providers report progress
+//! through `provider::Progress`, whose sink is here (`progress.rs`).
 
 pub(crate) mod binding;
 pub(crate) mod change;
@@ -18,11 +21,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use progress::{Progress, StepGate};
+pub use progress::StepGate;
 
 use crate::BrokerError;
 use crate::provider::Provider;
-use crate::store::{OpKind, Store};
+use crate::store::{OpKind, Store, StoreError};
 use crate::taxonomy::Taxonomy;
 
 /// What an operation works on.
@@ -41,14 +44,6 @@ pub(crate) struct Broker {
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
     pub(crate) gate: Option<StepGate>,
-}
-
-/// RFC 3339 in UTC, as OSB `expires_at` wants it.
-pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    let format = time::format_description::well_known::Rfc3339;
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 impl Broker {
@@ -123,7 +118,7 @@ impl Broker {
                         out.push((target, b.operation.kind, b.operation.id));
                     }
                 }
-                Ok(out)
+                Ok::<_, StoreError>(out)
             })
             .await?;
         let count = pending.len();
@@ -186,7 +181,7 @@ pub(crate) async fn purge(
                     .collect();
                 out.push((i, users));
             }
-            Ok(out)
+            Ok::<_, StoreError>(out)
         })
         .await?;
     let count = all.len();
@@ -202,11 +197,9 @@ pub(crate) async fn purge(
             limits: rec.resolution.limits,
         };
         provider
-            .deprovision(&plan, &users, &Progress::none())
+            .deprovision(&plan, &users, &crate::provider::Progress::none())
             .await?;
-        store
-            .write(move |tx| Ok(tx.remove_instance(&rec.id)?))
-            .await?;
+        store.write(move |tx| tx.remove_instance(&rec.id)).await?;
     }
     Ok(count)
 }

@@ -1,10 +1,14 @@
-//! Progress notes of running operations, and the [`StepGate`] test seam.
+//! Where running operations' progress notes go (their store record), and the [`StepGate`]
+//! test seam. Providers see only [`Progress`] (`provider::progress`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
 use super::{Broker, Target};
+use crate::provider::progress::{Progress, StepSink};
 
 /// Holds operations at a named step, forever: a crash-test seam. An operation that reaches
 /// the step signals [`StepGate::reached`] and then waits until the broker is stopped, which
@@ -30,40 +34,38 @@ impl StepGate {
     }
 }
 
-/// Records an operation's progress in its `last_operation.description`.
-pub struct Progress {
-    inner: Option<(Arc<Broker>, Target, String)>,
+/// An operation's [`Progress`] sink: notes go to its record in the store, and a
+/// [`StepGate`] at the step holds it.
+struct OperationSteps {
+    broker: Arc<Broker>,
+    target: Target,
+    op_id: String,
 }
 
-impl Progress {
-    /// Progress of operation `op_id` on `target`.
-    pub(crate) fn new(broker: Arc<Broker>, target: Target, op_id: String) -> Self {
-        Progress {
-            inner: Some((broker, target, op_id)),
-        }
-    }
+/// Progress of operation `op_id` on `target`.
+pub(crate) fn tracked(broker: Arc<Broker>, target: Target, op_id: String) -> Progress {
+    Progress::new(Box::new(OperationSteps {
+        broker,
+        target,
+        op_id,
+    }))
+}
 
-    /// Progress that goes nowhere (cleanup work, benchmarks of providers alone).
-    pub fn none() -> Self {
-        Progress { inner: None }
-    }
-
-    /// Notes that `step` is done. Best effort: a progress note that cannot be written is
-    /// logged and skipped, it never fails the operation.
-    pub async fn step(&self, step: &str) {
-        let Some((broker, target, op_id)) = &self.inner else {
-            return;
-        };
-        let note = format!("in progress: {step}");
-        if let Err(e) = broker
-            .note_progress(target.clone(), op_id.clone(), note)
-            .await
-        {
-            tracing::warn!(error = %e, step, "cannot record operation progress");
-        }
-        if let Some(gate) = broker.gate.as_ref().filter(|g| g.step == step) {
-            gate.reached.notify_one();
-            std::future::pending::<()>().await;
-        }
+impl StepSink for OperationSteps {
+    fn step<'a>(&'a self, step: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let note = format!("in progress: {step}");
+            if let Err(e) = self
+                .broker
+                .note_progress(self.target.clone(), self.op_id.clone(), note)
+                .await
+            {
+                tracing::warn!(error = %e, step, "cannot record operation progress");
+            }
+            if let Some(gate) = self.broker.gate.as_ref().filter(|g| g.step == step) {
+                gate.reached.notify_one();
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }

@@ -4,10 +4,14 @@
 //! interrupted by a crash can simply run again, and `DELETE` works on half-created resources.
 //! Admin credentials come from [`ProviderConfig`], never from requests; generated passwords
 //! travel as [`Secret`]s and reach servers only as hashes where the server allows it.
+//!
+//! Must not import: `ops`, `store`, `http`, `server` (the operation engine calls providers,
+//! never the other way round; progress notes go through [`Progress`]).
 
 pub mod mysql;
 pub mod pgdev;
 pub mod postgres;
+pub mod progress;
 pub mod redis;
 
 /// The progress step every provider records once the instance's main resource exists
@@ -20,9 +24,17 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ops::Progress;
 use crate::secret::Secret;
 use crate::taxonomy::{ServiceKind, SizeLimits};
+pub use progress::Progress;
+
+/// RFC 3339 in UTC, as OSB `expires_at` wants it (and PostgreSQL `VALID UNTIL` accepts).
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    let format = time::format_description::well_known::Rfc3339;
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
 
 /// A provider failure; always the upstream (server) side.
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use sha1::{Digest, Sha1};
 
-use super::{BindingPlan, Credentials, InstancePlan, ProviderError};
-use crate::ops::Progress;
+use super::{BindingPlan, Credentials, InstancePlan, Progress, ProviderError};
 use crate::secret::Secret;
 use crate::taxonomy::ServiceKind;
 

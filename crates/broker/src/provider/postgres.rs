@@ -12,8 +12,7 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{BindingPlan, Credentials, InstancePlan, ProviderError};
-use crate::ops::Progress;
+use super::{BindingPlan, Credentials, InstancePlan, Progress, ProviderError};
 use crate::secret::Secret;
 use crate::taxonomy::ServiceKind;
 
@@ -182,7 +181,7 @@ impl PostgresProvider {
         let user = ident(&b.username);
         let verifier = postgres_protocol::password::scram_sha_256(b.password.expose().as_bytes());
         let until = match b.valid_until {
-            Some(t) => literal(&crate::ops::rfc3339(t)),
+            Some(t) => literal(&super::rfc3339(t)),
             None => literal("infinity"),
         };
         let options = format!(

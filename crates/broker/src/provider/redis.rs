@@ -11,8 +11,7 @@ use std::time::Duration;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr};
 use sha2::{Digest, Sha256};
 
-use super::{BindingPlan, Credentials, InstancePlan, ProviderError};
-use crate::ops::Progress;
+use super::{BindingPlan, Credentials, InstancePlan, Progress, ProviderError};
 use crate::secret::Secret;
 use crate::taxonomy::ServiceKind;
 

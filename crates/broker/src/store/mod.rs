@@ -3,6 +3,9 @@
 //!
 //! Every access runs in a blocking task on the broker's task tracker, so a shutdown waits
 //! for it and the file is closed before the broker reports it has stopped.
+//!
+//! Must not import: `error`, `ops`, `http`, `server`. Transactions return the caller's error
+//! type (any `E: From<StoreError>`), so the store does not know `BrokerError`.
 
 mod records;
 
@@ -16,8 +19,6 @@ pub use records::{
     BindingAttributes, BindingRecord, InstanceAttributes, InstanceRecord, MaintenanceInfo, OpKind,
     OpState, Operation, PendingUpdate,
 };
-
-use crate::BrokerError;
 
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const BINDINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bindings");
@@ -51,6 +52,10 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The blocking task running a transaction did not finish (it panicked or was
+    /// cancelled); the broker reports it as an internal error.
+    #[error("state store task: {0}")]
+    Task(String),
 }
 
 fn redb_err(e: impl Into<redb::Error>) -> StoreError {
@@ -86,37 +91,41 @@ impl Store {
     }
 
     /// Runs `f` in a durable write transaction, committed when `f` returns `Ok`.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, BrokerError>
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Tx) -> Result<T, BrokerError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<T, E> + Send + 'static,
     {
         self.run(Durability::Immediate, true, f).await
     }
 
     /// Like [`Store::write`] but without fsync: for progress notes that may be lost in a crash.
-    pub async fn write_lazy<T, F>(&self, f: F) -> Result<T, BrokerError>
+    pub async fn write_lazy<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Tx) -> Result<T, BrokerError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<T, E> + Send + 'static,
     {
         self.run(Durability::None, true, f).await
     }
 
     /// Runs `f` against a consistent view without committing anything.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, BrokerError>
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Tx) -> Result<T, BrokerError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
     {
         self.run(Durability::None, false, move |tx: &mut Tx| f(tx))
             .await
     }
 
-    async fn run<T, F>(&self, durability: Durability, commit: bool, f: F) -> Result<T, BrokerError>
+    async fn run<T, E, F>(&self, durability: Durability, commit: bool, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Tx) -> Result<T, BrokerError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<T, E> + Send + 'static,
     {
         let db = self.db.clone();
         let task = self.tracker.spawn_blocking(move || {
@@ -132,7 +141,7 @@ impl Store {
             Ok(out)
         });
         task.await
-            .map_err(|e| BrokerError::Internal(format!("state store task: {e}")))?
+            .map_err(|e| E::from(StoreError::Task(e.to_string())))?
     }
 }
 

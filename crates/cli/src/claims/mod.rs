@@ -6,6 +6,9 @@
 //! platform password `up` and `claims` use), `broker.addr` (the running broker's address),
 //! `platform-id` (8 hex digits in every instance id, so two state directories sharing a
 //! database server never share a database), `bindings/<workload>/<claim>/` (the credentials).
+//!
+//! Must not import `up` or `exec` (`up` imports this module); the state directory itself is
+//! `crate::state`.
 
 pub mod delivery;
 pub mod osb;
@@ -159,7 +162,7 @@ pub fn run(args: ClaimsArgs) -> anyhow::Result<ExitCode> {
         force,
     } = args.action;
     let set = api::load_dir(&dir)?;
-    let state = crate::up::StateDir::open(&state_dir)?;
+    let state = crate::state::StateDir::open(&state_dir)?;
     let mut claims = Vec::new();
     for name in &names {
         match set

@@ -16,7 +16,7 @@ use identity::SpiffeId;
 use policy::Engine;
 use proxy::AdminSnapshot;
 
-use crate::up::{ReadyFile, StateDir};
+use crate::state::{ReadyFile, StateDir};
 
 /// A running mesh's policies, compiled, and where they came from.
 pub struct RunningPolicies {

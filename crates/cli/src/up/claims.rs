@@ -15,12 +15,12 @@ use std::time::Duration;
 use anyhow::Context;
 use api::ResourceSet;
 
-use super::StateDir;
 use super::supervisor::{Child, Supervisor};
 use crate::claims::delivery::{self, Delivered};
 use crate::claims::osb::OsbClient;
 use crate::claims::platform::{self, ClaimIds, Patience};
 use crate::claims::{self as claims, ClaimScope};
+use crate::state::StateDir;
 
 /// What `up` needs to start the broker and provision.
 pub struct ClaimsContext<'a> {
@@ -119,7 +119,7 @@ async fn start_broker(
     ctx: &ClaimsContext<'_>,
 ) -> anyhow::Result<OsbClient> {
     let password = claims::platform_password(state)?;
-    let port = super::state::free_port().context("allocating the broker's port")?;
+    let port = super::ports::free_port().context("allocating the broker's port")?;
     let listen = format!("127.0.0.1:{port}");
     let broker = Child::meshwork(ctx.exe, "broker")
         .args(["--listen", &listen])

@@ -10,15 +10,18 @@
 //! stage of the startup (the handlers are installed before the first child), a child
 //! that ends before `up` is ready (reported with its last output), a startup step that
 //! fails or does not finish within `--ready-timeout`, and a child dying later.
+//!
+//! The top of the `cli` layering (`layering.rs`): uses `state`, `claims`, `broker_cmd`,
+//! `logging`, `parent`; nothing but `main` imports `up`.
 
 mod claims;
 pub mod control;
 mod group;
 pub mod guard;
 mod node_agent;
+mod ports;
 pub mod proxy;
 mod signals;
-mod state;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -29,8 +32,8 @@ use std::time::Duration;
 use anyhow::Context;
 use api::ResourceSet;
 
+use crate::state::{ReadyFile, StateDir};
 use signals::StopSignals;
-pub use state::{ReadyFile, StateDir};
 use supervisor::{Child, Ends, Supervisor};
 
 /// How long children have to stop after SIGTERM before `up` SIGKILLs them.
@@ -284,7 +287,7 @@ async fn start_control_plane(
     // A fixed port for this run, so a restarted control plane is where the agent last saw it.
     let node_api = format!(
         "127.0.0.1:{}",
-        state::free_port().context("allocating the node API port")?
+        ports::free_port().context("allocating the node API port")?
     );
     let control = Child::meshwork(&l.exe, "control")
         .args(["--resources".as_ref(), l.dir.as_os_str()])
@@ -440,7 +443,7 @@ fn app_ports(set: &ResourceSet) -> anyhow::Result<BTreeMap<String, u16>> {
         .map(|w| {
             let port = match w.resource.spec.port {
                 Some(p) => p.get(),
-                None => state::free_port().context("allocating an application port")?,
+                None => ports::free_port().context("allocating an application port")?,
             };
             Ok((w.resource.metadata.name.to_string(), port))
         })
@@ -469,7 +472,7 @@ fn print_table(rows: &[(String, u16, ReadyFile)], l: &Launch<'_>, node_api: &str
         "[up] node agent      {} (SPIFFE_ENDPOINT_SOCKET=unix:{0})",
         agent.display()
     );
-    if let Ok(addr) = std::fs::read_to_string(state.join("broker.addr")) {
+    if let Ok(addr) = std::fs::read_to_string(crate::claims::addr_file(state)) {
         println!("[up] service broker  http://{}", addr.trim());
     }
     let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);

@@ -16,8 +16,8 @@ use anyhow::{Context, bail};
 use api::entry::{RegistrationEntrySpec, Selector};
 use identity::SpiffeId;
 
-use super::StateDir;
 use super::supervisor::{Child, Supervisor};
+use crate::state::StateDir;
 
 /// Creates a join token, starts the agent and waits for its Workload API socket.
 pub async fn start(
@@ -34,7 +34,7 @@ pub async fn start(
         admin.create_token(Some(60)),
     )
     .await?;
-    let port = super::state::free_port().context("allocating the agent's admin port")?;
+    let port = super::ports::free_port().context("allocating the agent's admin port")?;
     let admin_addr = format!("127.0.0.1:{port}");
     let agent = Child::meshwork(exe, "agent")
         .args(["--state-dir".as_ref(), state.path().as_os_str()])

@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::group;
 use super::signals::StopSignals;
-use super::state::ReadyFile;
 use crate::logging::MESHWORK_LOG_ENV;
 use crate::parent::PARENT_PID_ENV;
+use crate::state::ReadyFile;
 
 /// A command to run under `up`.
 pub struct Child {
@@ -83,9 +83,9 @@ impl Child {
         self
     }
 
-    /// Sends the child's HTTP(S) traffic through a sidecar (see [`crate::exec::proxy_vars`]).
+    /// Sends the child's HTTP(S) traffic through a sidecar (see [`crate::state::proxy_vars`]).
     pub fn proxy_env(mut self, outbound: &str) -> Child {
-        self.cmd.envs(crate::exec::proxy_vars(outbound));
+        self.cmd.envs(crate::state::proxy_vars(outbound));
         self
     }
 }

@@ -1,4 +1,10 @@
-//! The state directory: CA, control socket, ready files, and the `up` lock.
+//! The state directory of one `meshwork up` (`./.meshwork`): its lock (`up.pid`), the control
+//! socket, the sidecars' ready files, and the environment that sends a process through a
+//! sidecar. Shared by `up` (which claims the directory), `exec`, `claims` and `policy`
+//! (which read it).
+//!
+//! Must not import any other module of this crate: it is the bottom of the `cli` layering
+//! (see `layering.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -129,21 +135,18 @@ impl StateDir {
     }
 }
 
-/// Ports handed out by [`free_port`]: below Linux's default ephemeral range
-/// (32768-60999), so no socket bound to port 0 (a sidecar's listener, any client)
-/// can take one between its allocation and the moment its process binds it.
-const ALLOCATED_PORTS: std::ops::Range<u16> = 20_000..32_768;
-
-/// A loopback port that was free a moment ago (the app binds it right after).
-pub fn free_port() -> std::io::Result<u16> {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    for _ in 0..64 {
-        let port = rng.random_range(ALLOCATED_PORTS);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+/// The environment that sends a process's HTTP(S) traffic through a sidecar's
+/// outbound listener. Both spellings: curl reads only lowercase `http_proxy`.
+/// Loopback stays direct so a workload can still reach its own helpers.
+pub fn proxy_vars(outbound: &str) -> [(&'static str, String); 6] {
+    let url = format!("http://{outbound}");
+    let direct = String::from("localhost,127.0.0.1,::1");
+    [
+        ("HTTP_PROXY", url.clone()),
+        ("http_proxy", url.clone()),
+        ("HTTPS_PROXY", url.clone()),
+        ("https_proxy", url),
+        ("NO_PROXY", direct.clone()),
+        ("no_proxy", direct),
+    ]
 }

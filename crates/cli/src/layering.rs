@@ -1,0 +1,37 @@
+//! The module layering of the `meshwork` binary, checked by a test (see `testkit::layering`
+//! for what the check sees and what it does not).
+//!
+//! Bottom to top: `state`, `logging`, `parent` (no crate imports) → `broker_cmd`, the other
+//! `*_cmd` subcommands, `demo`, `exec`, `policy_cmd` → `claims` (the OSB platform side:
+//! ids, delivery, `claims delete`) → `up` (which drives all of them). A subcommand never
+//! imports `up`: what `up` shares with `exec`, `claims` or `policy` lives in `state`.
+
+/// Each top-level module and the modules it may use.
+pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
+    ("state", &[]),
+    ("logging", &[]),
+    ("parent", &[]),
+    ("layering", &[]),
+    ("agent_cmd", &["logging", "parent"]),
+    ("broker_cmd", &["logging", "parent"]),
+    ("ca_cmd", &[]),
+    ("check_cmd", &[]),
+    ("crds_cmd", &[]),
+    ("entry_cmd", &[]),
+    ("token_cmd", &[]),
+    ("validate_cmd", &[]),
+    ("demo", &["parent"]),
+    ("exec", &["state"]),
+    ("policy_cmd", &["state"]),
+    ("claims", &["state", "broker_cmd"]),
+    (
+        "up",
+        &["state", "claims", "broker_cmd", "logging", "parent"],
+    ),
+];
+
+#[test]
+fn modules_depend_one_way() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    testkit::layering::assert_layers(&src, LAYERS);
+}
