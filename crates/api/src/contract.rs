@@ -8,7 +8,10 @@
 //! - `GET /v1/snapshot?since=V` — [`Snapshot`]: long poll, answers as soon as the version
 //!   exceeds `V` (or after [`LONG_POLL_SECS`] with the current one).
 //!
-//! Errors are non-2xx answers with an [`ErrorBody`].
+//! Errors are non-2xx answers with an [`ErrorBody`]. [`exchange`] sends one request of
+//! this shape on a connected stream; every client of the contract uses it.
+
+pub mod exchange;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -3,7 +3,8 @@
 //! Owns: the Kubernetes-style envelope (`apiVersion/kind/metadata/spec`), every
 //! resource kind's spec type, loading and validating them from YAML with errors
 //! that name file, line, resource and field, and the JSON types proxies and the
-//! control plane exchange. Pure data: no sockets, no processes.
+//! control plane exchange. Pure data, except [`contract::exchange`]: one HTTP/1.1
+//! request on a stream the caller connected (no listening, no processes).
 //!
 //! Must not import `proxy`, `control`, `broker` or `cli` (they depend on this crate).
 

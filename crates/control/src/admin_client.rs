@@ -4,13 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use api::contract::ErrorBody;
+use api::contract::exchange::{Exchange, ExchangeError, json_body};
 use api::entry::RegistrationEntrySpec;
 use bytes::Bytes;
-use http::{Method, Request, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use http::Method;
 use serde::de::DeserializeOwned;
 
 use crate::admin::{ControlStatus, TokenRequest};
@@ -18,6 +15,9 @@ use crate::issuer::{AuthorityStatus, Entry};
 use crate::tokens::JoinToken;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Requests on the control socket (authority meaningless there), answers capped at 16 MiB.
+const EXCHANGE: Exchange = Exchange::new("localhost");
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,7 @@ impl AdminClient {
         self.json(
             Method::POST,
             "/v1/admin/tokens",
-            Some(&TokenRequest { ttl_secs }),
+            Some(json_body(&TokenRequest { ttl_secs })),
         )
         .await
     }
@@ -83,41 +83,39 @@ impl AdminClient {
         id: &str,
         spec: &RegistrationEntrySpec,
     ) -> Result<(), AdminError> {
-        self.call(Method::PUT, &format!("/v1/admin/entries/{id}"), Some(spec))
+        let route = format!("/v1/admin/entries/{id}");
+        self.call(Method::PUT, &route, Some(json_body(spec)))
             .await
             .map(drop)
     }
 
     /// Deletes entry `id`.
     pub async fn delete_entry(&self, id: &str) -> Result<(), AdminError> {
-        self.call::<()>(Method::DELETE, &format!("/v1/admin/entries/{id}"), None)
+        self.call(Method::DELETE, &format!("/v1/admin/entries/{id}"), None)
             .await
             .map(drop)
     }
 
     /// Every entry.
     pub async fn entries(&self) -> Result<Vec<Entry>, AdminError> {
-        self.json::<(), _>(Method::GET, "/v1/admin/entries", None)
-            .await
+        self.json(Method::GET, "/v1/admin/entries", None).await
     }
 
     /// Starts a CA rotation.
     pub async fn rotate_ca(&self) -> Result<AuthorityStatus, AdminError> {
-        self.json::<(), _>(Method::POST, "/v1/admin/ca/rotate", None)
-            .await
+        self.json(Method::POST, "/v1/admin/ca/rotate", None).await
     }
 
     /// The control plane's status.
     pub async fn status(&self) -> Result<ControlStatus, AdminError> {
-        self.json::<(), _>(Method::GET, "/v1/admin/status", None)
-            .await
+        self.json(Method::GET, "/v1/admin/status", None).await
     }
 
-    async fn json<B: Serialize, T: DeserializeOwned>(
+    async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         route: &str,
-        body: Option<&B>,
+        body: Option<Bytes>,
     ) -> Result<T, AdminError> {
         let bytes = self.call(method, route, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| self.exchange_error(route, e.to_string()))
@@ -131,11 +129,11 @@ impl AdminClient {
         }
     }
 
-    async fn call<B: Serialize>(
+    async fn call(
         &self,
         method: Method,
         route: &str,
-        body: Option<&B>,
+        body: Option<Bytes>,
     ) -> Result<Bytes, AdminError> {
         match tokio::time::timeout(TIMEOUT, self.exchange(method, route, body)).await {
             Ok(r) => r,
@@ -143,11 +141,11 @@ impl AdminClient {
         }
     }
 
-    async fn exchange<B: Serialize>(
+    async fn exchange(
         &self,
         method: Method,
         route: &str,
-        body: Option<&B>,
+        body: Option<Bytes>,
     ) -> Result<Bytes, AdminError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
@@ -155,48 +153,73 @@ impl AdminClient {
                 path: self.socket.clone(),
                 source,
             })?;
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.exchange_error(route, e.to_string()))?;
-        tokio::spawn(conn);
-        let json = body
-            .map(|b| serde_json::to_vec(b).unwrap_or_default())
-            .unwrap_or_default();
-        // invariant: method, route and headers are valid.
-        let request = Request::builder()
-            .method(method)
-            .uri(route)
-            .header(header::HOST, "localhost")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(json)))
-            .unwrap_or_else(|_| Request::new(Full::default()));
-        let response = tx
-            .send_request(request)
-            .await
-            .map_err(|e| self.exchange_error(route, e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.exchange_error(route, e.to_string()))?
-            .to_bytes();
-        if status.is_success() {
-            return Ok(bytes);
+        match EXCHANGE.send(stream, method, route, body).await {
+            Ok(bytes) => Ok(bytes),
+            Err(ExchangeError::Status {
+                status,
+                body,
+                excerpt,
+            }) => {
+                let (error, description) = match body {
+                    Some(body) => (body.error, body.description),
+                    None => (status.to_string(), excerpt),
+                };
+                Err(AdminError::Refused {
+                    route: route.to_owned(),
+                    error,
+                    description,
+                })
+            }
+            // hyper's own message, as before the shared exchange.
+            Err(ExchangeError::Transport(source)) => {
+                Err(self.exchange_error(route, source.to_string()))
+            }
+            Err(too_large @ ExchangeError::TooLarge { .. }) => {
+                Err(self.exchange_error(route, too_large.to_string()))
+            }
         }
-        let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-            error: status.to_string(),
-            description: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-        });
-        Err(AdminError::Refused {
-            route: route.to_owned(),
-            error: body.error,
-            description: body.description,
-        })
     }
 
     /// The socket this client talks to.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::{Request, Response};
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_over_16_mib_is_refused_not_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let huge = |_: Request<Incoming>| async {
+                let body = Bytes::from(vec![b' '; 16 * 1024 * 1024 + 1]);
+                Ok::<_, Infallible>(Response::new(Full::new(body)))
+            };
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service_fn(huge))
+                .await;
+        });
+        let err = AdminClient::new(path).status().await.unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("did not answer /v1/admin/status: the answer exceeds 16777216 bytes"),
+            "{err}"
+        );
     }
 }

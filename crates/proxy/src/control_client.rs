@@ -9,19 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use api::contract::{
-    EndpointRegistration, ErrorBody, LONG_POLL_SECS, Snapshot, SvidRequest, SvidResponse,
-};
+use api::contract::exchange::{Exchange, ExchangeError, MAX_ANSWER_BYTES, json_body};
+use api::contract::{EndpointRegistration, LONG_POLL_SECS, Snapshot, SvidRequest, SvidResponse};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-/// Longest control answer we accept; snapshots of a few thousand endpoints fit easily.
-const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// Requests on the control socket: the authority is meaningless on a unix socket.
+const EXCHANGE: Exchange = Exchange::new("localhost");
 
 /// Non-poll calls must answer quickly; a hung control plane must not hang startup forever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,31 +116,41 @@ impl ControlClient {
 
     /// `POST /v1/svid`: has the CA sign `request.csr_pem`.
     pub async fn request_svid(&self, request: &SvidRequest) -> Result<SvidResponse, ControlError> {
-        let body = self.call(Method::POST, "/v1/svid", Some(request), CALL_TIMEOUT);
+        let body = self.call(
+            Method::POST,
+            "/v1/svid",
+            Some(json_body(request)),
+            CALL_TIMEOUT,
+        );
         decode("/v1/svid", &body.await?)
     }
 
     /// `POST /v1/endpoints`: announces this sidecar's inbound address.
     pub async fn register(&self, registration: &EndpointRegistration) -> Result<(), ControlError> {
         let route = "/v1/endpoints";
-        self.call(Method::POST, route, Some(registration), CALL_TIMEOUT)
-            .await
-            .map(drop)
+        self.call(
+            Method::POST,
+            route,
+            Some(json_body(registration)),
+            CALL_TIMEOUT,
+        )
+        .await
+        .map(drop)
     }
 
     /// `GET /v1/snapshot?since=V`: long-polls until the version exceeds `since`
     /// (or control's poll period passes).
     pub async fn snapshot(&self, since: u64) -> Result<Snapshot, ControlError> {
         let route = format!("/v1/snapshot?since={since}");
-        let body = self.call::<()>(Method::GET, &route, None, POLL_TIMEOUT);
+        let body = self.call(Method::GET, &route, None, POLL_TIMEOUT);
         decode(&route, &body.await?)
     }
 
-    async fn call<T: Serialize>(
+    async fn call(
         &self,
         method: Method,
         route: &str,
-        body: Option<&T>,
+        body: Option<Bytes>,
         timeout: Duration,
     ) -> Result<Bytes, ControlError> {
         let exchange = self.exchange(method, route, body);
@@ -157,16 +163,12 @@ impl ControlClient {
         }
     }
 
-    async fn exchange<T: Serialize>(
+    async fn exchange(
         &self,
         method: Method,
         route: &str,
-        body: Option<&T>,
+        body: Option<Bytes>,
     ) -> Result<Bytes, ControlError> {
-        let http = |source| ControlError::Http {
-            route: route.to_owned(),
-            source,
-        };
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -174,79 +176,37 @@ impl ControlClient {
                     path: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        EXCHANGE
+            .send(stream, method, route, body)
             .await
-            .map_err(http)?;
-        // The connection task ends when the exchange is over and `sender` is dropped.
-        tokio::spawn(connection);
-        let response = sender
-            .send_request(build_request(method, route, body))
-            .await
-            .map_err(http)?;
-        let status = response.status();
-        let limited = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES);
-        let bytes = match limited.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(source) => return Err(body_error(route, source)),
-        };
-        check_status(route, status, &bytes)?;
-        Ok(bytes)
+            .map_err(|error| exchange_error(route, error))
     }
 }
 
-fn build_request<T: Serialize>(
-    method: Method,
-    route: &str,
-    body: Option<&T>,
-) -> Request<Full<Bytes>> {
-    // invariant: a `Value`-free derive(Serialize) contract struct always serialises.
-    let json = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(route)
-        // The authority is meaningless on a unix socket; `localhost` is what every
-        // HTTP server accepts (some reject socket paths as hosts).
-        .header(header::HOST, "localhost")
-        .header(header::ACCEPT, "application/json");
-    if json.is_some() {
-        builder = builder.header(header::CONTENT_TYPE, "application/json");
+/// The shared exchange's error in this client's terms (messages and
+/// [`ControlError::is_transient`] unchanged).
+fn exchange_error(route: &str, error: ExchangeError) -> ControlError {
+    let route = route.to_owned();
+    match error {
+        ExchangeError::Transport(source) => ControlError::Http { route, source },
+        ExchangeError::TooLarge { .. } => ControlError::TooLarge { route },
+        ExchangeError::Status {
+            status,
+            body,
+            excerpt,
+        } => {
+            let (error, description) = match body {
+                Some(body) => (body.error, body.description),
+                None => ("unknown".to_owned(), excerpt),
+            };
+            ControlError::Status {
+                route,
+                status,
+                error,
+                description,
+            }
+        }
     }
-    let bytes = json.map(Bytes::from).unwrap_or_default();
-    // invariant: method, route and headers above are all valid.
-    builder
-        .body(Full::new(bytes))
-        .unwrap_or_else(|_| Request::new(Full::default()))
-}
-
-fn body_error(route: &str, source: Box<dyn std::error::Error + Send + Sync>) -> ControlError {
-    match source.downcast::<hyper::Error>() {
-        Ok(source) => ControlError::Http {
-            route: route.to_owned(),
-            source: *source,
-        },
-        Err(_too_large) => ControlError::TooLarge {
-            route: route.to_owned(),
-        },
-    }
-}
-
-fn check_status(route: &str, status: StatusCode, bytes: &[u8]) -> Result<(), ControlError> {
-    if status.is_success() {
-        return Ok(());
-    }
-    let (error, description) = match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(body) => (body.error, body.description),
-        Err(_) => (
-            "unknown".to_owned(),
-            String::from_utf8_lossy(bytes).chars().take(200).collect(),
-        ),
-    };
-    Err(ControlError::Status {
-        route: route.to_owned(),
-        status,
-        error,
-        description,
-    })
 }
 
 fn decode<T: DeserializeOwned>(route: &str, bytes: &[u8]) -> Result<T, ControlError> {
@@ -259,12 +219,27 @@ fn decode<T: DeserializeOwned>(route: &str, bytes: &[u8]) -> Result<T, ControlEr
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use api::contract::ErrorBody;
+
     use super::*;
+
+    fn refusal(status: StatusCode, body: Option<ErrorBody>, excerpt: &str) -> ControlError {
+        let excerpt = excerpt.to_owned();
+        let error = ExchangeError::Status {
+            status,
+            body,
+            excerpt,
+        };
+        exchange_error("/v1/svid", error)
+    }
 
     #[test]
     fn error_status_carries_the_contract_error_body() {
-        let body = br#"{"error":"unknown_workload","description":"no workload named x"}"#;
-        let err = check_status("/v1/svid", StatusCode::NOT_FOUND, body).unwrap_err();
+        let body = ErrorBody {
+            error: "unknown_workload".into(),
+            description: "no workload named x".into(),
+        };
+        let err = refusal(StatusCode::NOT_FOUND, Some(body), "");
         assert!(!err.is_transient());
         assert_eq!(
             err.to_string(),
@@ -274,8 +249,9 @@ mod tests {
 
     #[test]
     fn server_errors_are_transient() {
-        let err = check_status("/v1/svid", StatusCode::SERVICE_UNAVAILABLE, b"busy").unwrap_err();
+        let err = refusal(StatusCode::SERVICE_UNAVAILABLE, None, "busy");
         assert!(err.is_transient());
+        assert!(err.to_string().ends_with("unknown: busy"), "{err}");
     }
 
     #[tokio::test]

@@ -12,11 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::contract::exchange::{Exchange, ExchangeError, json_body};
 use api::contract::{ErrorBody, SvidResponse};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use identity::{PeerPolicy, Protocols, SpiffeId, SvidStore, TrustBundle};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
@@ -27,8 +26,9 @@ use tokio_rustls::TlsConnector;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long polls answer after `LONG_POLL_SECS`; allow slack.
 const POLL_TIMEOUT: Duration = Duration::from_secs(api::contract::LONG_POLL_SECS + 15);
-/// Largest answer accepted.
-const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// Requests to the node API (the TLS name is the IP; `Host` is informative), answers
+/// capped at 16 MiB.
+const EXCHANGE: Exchange = Exchange::new("control");
 
 /// Why a call to the control plane failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +121,8 @@ impl NodeClient {
         route: &str,
         body: &B,
     ) -> Result<T, NodeClientError> {
-        let json = serde_json::to_vec(body).unwrap_or_default();
         let bytes = self
-            .call(Method::POST, route, Some(json), CALL_TIMEOUT)
+            .call(Method::POST, route, Some(json_body(body)), CALL_TIMEOUT)
             .await?;
         decode(route, &bytes)
     }
@@ -147,7 +146,7 @@ impl NodeClient {
         &self,
         method: Method,
         route: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
         timeout: Duration,
     ) -> Result<Bytes, NodeClientError> {
         match tokio::time::timeout(timeout, self.exchange(method, route, body)).await {
@@ -168,7 +167,7 @@ impl NodeClient {
         &self,
         method: Method,
         route: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<Bytes, NodeClientError> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
@@ -179,46 +178,34 @@ impl NodeClient {
             .connect(name, tcp)
             .await
             .map_err(|e| self.unreachable("handshake", e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| self.unreachable("exchange", e.to_string()))?;
-        tokio::spawn(conn);
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(route)
-            .header(header::HOST, "control");
-        if body.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        match EXCHANGE.send(tls, method, route, body).await {
+            Ok(bytes) => Ok(bytes),
+            Err(ExchangeError::Status {
+                status,
+                body,
+                excerpt,
+            }) => Err(status_error(route, status, body, excerpt)),
+            // hyper's own message, as before the shared exchange.
+            Err(ExchangeError::Transport(source)) => {
+                Err(self.unreachable("exchange", source.to_string()))
+            }
+            Err(too_large @ ExchangeError::TooLarge { .. }) => {
+                Err(self.unreachable("exchange", too_large.to_string()))
+            }
         }
-        // invariant: method, route and headers are valid.
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .unwrap_or_else(|_| Request::new(Full::default()));
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.unreachable("exchange", e.to_string()))?;
-        let status = response.status();
-        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| self.unreachable("exchange", e.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(status_error(route, status, &bytes));
-        }
-        Ok(bytes)
     }
 }
 
 /// A non-2xx answer, with the contract's error body when there is one.
-fn status_error(route: &str, status: StatusCode, bytes: &[u8]) -> NodeClientError {
-    let (error, description) = match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(b) => (b.error, b.description),
-        Err(_) => (
-            "unknown".into(),
-            String::from_utf8_lossy(bytes).chars().take(200).collect(),
-        ),
+fn status_error(
+    route: &str,
+    status: StatusCode,
+    body: Option<ErrorBody>,
+    excerpt: String,
+) -> NodeClientError {
+    let (error, description) = match body {
+        Some(b) => (b.error, b.description),
+        None => ("unknown".into(), excerpt),
     };
     NodeClientError::Status {
         route: route.to_owned(),
