@@ -12,6 +12,7 @@
 //! this shape on a connected stream; every client of the contract uses it.
 
 pub mod exchange;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,6 +52,14 @@ pub struct EndpointRegistration {
     pub workload: String,
     /// The inbound listener's address.
     pub inbound: SocketAddr,
+    /// Which replica of the workload (`Workload` `spec.replicas`), from 0. Absent (older
+    /// sidecars): replica 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replica: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 /// Everything a proxy needs to route: a versioned, complete view.
@@ -81,6 +90,10 @@ pub struct ServiceRoute {
     /// request metrics with. Absent (older control planes): none, every request `[unmatched]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<policy::RouteTemplate>,
+    /// The Gateway API routes attached to the service and its resiliency knobs. Absent
+    /// (older control planes): no routes, default knobs.
+    #[serde(default, skip_serializing_if = "traffic::ServiceTraffic::is_default")]
+    pub traffic: traffic::ServiceTraffic,
 }
 
 /// One backend: a sidecar's inbound address and the SPIFFE ID it must prove.

@@ -21,6 +21,9 @@ pub type SvidTtl = BoundedDuration<1_000, { 30 * 86_400_000 }>;
 /// `Workload` `spec.port`: 1–65535 (port 0 would have the app listen on a port nobody knows).
 pub type AppPort = BoundedU16<1, 65_535>;
 
+/// `Workload` `spec.replicas`: 1–16 copies of the application, each with its own sidecar.
+pub type Replicas = BoundedU16<1, 16>;
+
 /// `kind: Mesh`: settings for the whole mesh. Exactly one per directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -68,6 +71,11 @@ pub struct WorkloadSpec {
     /// How the sidecar speaks to the application.
     #[serde(default)]
     pub protocol: AppProtocol,
+    /// How many copies of the application `meshwork up` runs (1–16, default 1), each with
+    /// its own sidecar, ports and Workload API socket, all with the workload's one identity;
+    /// callers balance across them. `port` must be omitted when this is above 1.
+    #[serde(default)]
+    pub replicas: Option<Replicas>,
 }
 
 /// The HTTP version the local application speaks.

@@ -149,6 +149,7 @@ impl Registry {
                     name: name.clone(),
                     endpoints,
                     routes,
+                    traffic: Default::default(),
                 };
                 (name, route)
             })

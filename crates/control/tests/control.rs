@@ -163,6 +163,7 @@ async fn snapshot_long_poll_wakes_on_registration() {
     let reg = EndpointRegistration {
         workload: "billing".into(),
         inbound: "127.0.0.1:4143".parse().expect("addr"),
+        replica: 0,
     };
     let (status, _) = call(
         &ctl.socket,

@@ -156,6 +156,7 @@ pub async fn register(
     let registration = EndpointRegistration {
         workload: workload.to_owned(),
         inbound,
+        replica: 0,
     };
     retry_transient("endpoint registration", || client.register(&registration))
         .await
@@ -249,6 +250,7 @@ async fn reregister(loops: &ControlLoops) -> Result<(), ControlError> {
     let registration = EndpointRegistration {
         workload: loops.workload.clone(),
         inbound: loops.inbound,
+        replica: 0,
     };
     loops.client.register(&registration).await
 }

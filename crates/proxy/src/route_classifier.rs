@@ -159,6 +159,7 @@ mod tests {
             name: "Billing".to_owned(),
             endpoints,
             routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+            traffic: Default::default(),
         };
         RouteClassifier::compile(&Snapshot {
             services: [("Billing".to_owned(), route)].into(),
@@ -221,6 +222,7 @@ mod tests {
                 name: name.to_owned(),
                 endpoints: vec![endpoint(1, "billing")],
                 routes: Vec::new(),
+                traffic: Default::default(),
             };
             (name.to_owned(), route)
         };

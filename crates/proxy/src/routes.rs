@@ -230,6 +230,7 @@ mod tests {
             name: "Billing".to_owned(),
             endpoints,
             routes: Vec::new(),
+            traffic: Default::default(),
         };
         Snapshot {
             version,

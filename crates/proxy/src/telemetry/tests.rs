@@ -39,6 +39,7 @@ fn routes() -> Routes {
             name: name.to_owned(),
             endpoints,
             routes,
+            traffic: Default::default(),
         };
         (name.to_owned(), route)
     };

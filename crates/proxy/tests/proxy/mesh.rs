@@ -63,6 +63,7 @@ pub fn route(name: &str, addr: SocketAddr, identity: SpiffeId) -> (String, Servi
         name: name.to_owned(),
         endpoints,
         routes: Vec::new(),
+        traffic: Default::default(),
     };
     (name.to_owned(), route)
 }

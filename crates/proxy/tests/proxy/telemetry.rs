@@ -30,6 +30,7 @@ fn billing(addr: SocketAddr, identity: SpiffeId) -> Snapshot {
             "/charges".parse().unwrap(),
             "/charges/{id}".parse().unwrap(),
         ],
+        traffic: Default::default(),
     };
     Snapshot {
         version: 1,

@@ -30,6 +30,7 @@ fn table() -> RouteTable {
             identity: id(name),
         }],
         routes: Vec::new(),
+        traffic: Default::default(),
     };
     RouteTable::new(&Snapshot {
         version: 1,
