@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::ControlSource;
 use crate::control_client::{ControlClient, ControlError};
-use crate::proxy::ProxyError;
 use crate::routes::Routes;
+use crate::start_error::ProxyError;
 
 /// The CSR's URI SAN is informational (the CA decides the identity), but the identity
 /// API wants one; this trust domain is reserved-looking so it can never be mistaken

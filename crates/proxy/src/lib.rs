@@ -46,6 +46,7 @@ mod retry;
 mod route_classifier;
 mod routes;
 mod server;
+mod start_error;
 mod telemetry;
 mod workload_api;
 
@@ -62,9 +63,10 @@ pub use label::{Label, MethodLabel};
 pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord};
 pub use outbound::resolve::EgressDns;
 pub use prometheus::PrometheusMetrics;
-pub use proxy::{Proxy, ProxyError};
+pub use proxy::Proxy;
 pub use ready::{ReadyFileError, ReadyInfo};
 pub use server::DRAIN_TIMEOUT;
+pub use start_error::ProxyError;
 
 /// Runs one sidecar until `shutdown` resolves: starts it ([`Proxy::start`]), writes
 /// the ready file if configured (again with `app_listening: true` once the app has

@@ -5,13 +5,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use identity::{BundleError, SvidError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::config::ProxyConfig;
-use crate::control_client::ControlError;
 use crate::discovery::{self, ControlLoops};
 use crate::inbound::app_readiness::{self, AppReadiness};
 use crate::inbound::{self, Inbound, app::AppService};
@@ -19,61 +17,8 @@ use crate::metrics::ProxyMetrics;
 use crate::outbound::resolve::HostResolver;
 use crate::outbound::{self, Outbound, connect::PeerConnector, egress::Egress, pool::PeerPool};
 use crate::prometheus::PrometheusMetrics;
-use crate::ready::{ReadyFileError, ReadyInfo};
-
-/// Why the proxy could not start (or stopped abnormally).
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// A listener could not be bound.
-    #[error("cannot bind the {listener} listener on {addr}")]
-    Bind {
-        /// `inbound`, `outbound` or `admin`.
-        listener: &'static str,
-        /// The requested address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The control plane refused a startup step (retrying would not help).
-    #[error("control plane: {step} failed")]
-    Control {
-        /// What the proxy was doing.
-        step: &'static str,
-        /// The cause.
-        #[source]
-        source: ControlError,
-    },
-    /// Key generation, the CSR or the returned SVID was unusable.
-    #[error("cannot make a key/CSR or use the SVID control returned")]
-    Svid(#[source] SvidError),
-    /// The returned trust bundle was unusable.
-    #[error("the trust bundle control returned is unusable")]
-    Bundle(#[source] BundleError),
-    /// Control said one identity, the certificate proves another.
-    #[error("control announced SVID {announced} but the certificate is for {certified}")]
-    SvidMismatch {
-        /// What the SVID response claimed.
-        announced: identity::SpiffeId,
-        /// What the certificate's URI SAN says.
-        certified: identity::SpiffeId,
-    },
-    /// The application address cannot be used as a URI authority.
-    #[error("application address {addr} is unusable")]
-    App {
-        /// The configured address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: http::Error,
-    },
-    /// The ready file could not be written.
-    #[error(transparent)]
-    ReadyFile(#[from] ReadyFileError),
-    /// The egress resolver could not be set up.
-    #[error("cannot set up the egress DNS resolver")]
-    Resolver(#[source] crate::body::BoxError),
-}
+use crate::ready::ReadyInfo;
+use crate::start_error::ProxyError;
 
 /// A started sidecar: listeners bound, SVID in hand, routes loaded; not yet serving.
 pub struct Proxy {

@@ -17,7 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tonic::Streaming;
 
 use crate::backoff::Backoff;
-use crate::proxy::ProxyError;
+use crate::start_error::ProxyError;
 
 /// An open `FetchX509SVID` stream.
 pub struct SvidStream {
