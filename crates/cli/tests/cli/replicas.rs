@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Up, alive, eventually, example};
+use crate::harness::{Up, alive, children_of, eventually, example};
 
 /// `POST http://billing/charges` through `outbound` (store's sidecar): status and the
 /// replica that answered (the demo's `x-demo-replica` header).
@@ -58,15 +58,25 @@ fn replicas_answering(outbound: &str, limit: Duration) -> (BTreeSet<u16>, Vec<u1
     (seen, failed)
 }
 
-/// The pid of the `meshwork demo billing` process of replica `replica` (not its guard).
-fn billing_app(replica: u16) -> Option<u32> {
+/// The pid of the `meshwork demo billing` process of replica `replica` (not its guard)
+/// under `up` (other tests run their own).
+fn billing_app(up: &Up, replica: u16) -> Option<u32> {
     let wanted = format!("MESHWORK_REPLICA={replica}");
+    // The app's parent is its guard, a child of `up`; the app itself names the guard.
+    let guards = children_of(up.pid());
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let env = std::fs::read(e.path().join("environ")).ok()?;
+        let under_up = guards.iter().any(|g| {
+            env.split(|b| *b == 0)
+                .any(|kv| kv == format!("MESHWORK_PARENT_PID={g}").as_bytes())
+        });
+        if !under_up {
+            return None;
+        }
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         let is_app = args.get(1) == Some(&&b"demo"[..]) && args.get(2) == Some(&&b"billing"[..]);
-        let env = std::fs::read(e.path().join("environ")).ok()?;
         let ours = env.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes());
         (is_app && ours && alive(pid)).then_some(pid)
     })
@@ -110,7 +120,7 @@ fn store_billing_traffic_reaches_both_billing_replicas() {
 fn a_dead_replica_is_restarted_while_the_other_serves() {
     let mut up = Up::start(&example("store-billing"));
     let store = up.ready("store")["outbound"].as_str().unwrap().to_owned();
-    let pid = billing_app(1).expect("replica 1's app runs");
+    let pid = billing_app(&up, 1).expect("replica 1's app runs");
     let status = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -121,7 +131,7 @@ fn a_dead_replica_is_restarted_while_the_other_serves() {
     eventually(
         "replica 1's app to be back",
         Duration::from_secs(30),
-        || billing_app(1).is_some_and(|new| new != pid),
+        || billing_app(&up, 1).is_some_and(|new| new != pid),
     );
     assert!(
         up.child.try_wait().expect("try_wait").is_none(),
