@@ -114,6 +114,15 @@ fn store_billing_traffic_reaches_both_billing_replicas() {
     let printed = String::from_utf8_lossy(&out.stdout);
     let expected = format!("http://{} 1", one["outbound"].as_str().unwrap());
     assert_eq!(printed.trim(), expected, "{out:?}");
+    let out = up.exec_replica("billing", 2, &["true"]);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && error.contains("no replica 2"),
+        "{error}"
+    );
+    let out = up.exec("biling", &["true"]);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("billing (2 replicas)"), "{error}");
 }
 
 #[test]
