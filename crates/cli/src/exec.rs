@@ -15,6 +15,9 @@ use crate::state::{ReadyFile, StateDir, proxy_vars};
 pub struct ExecArgs {
     /// The workload to act as.
     pub workload: String,
+    /// Which replica's sidecar to go through, for a workload with `replicas` (default: 0).
+    #[arg(long, value_name = "N")]
+    pub replica: Option<u16>,
     /// The state directory of the running `meshwork up`.
     #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
     pub state_dir: PathBuf,
@@ -33,8 +36,16 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             state.path().display()
         );
     }
-    let ready_path = state.ready_file(&args.workload);
+    let replica = args.replica.unwrap_or(0);
+    let ready_path = state.replica_ready_file(&args.workload, replica);
     if !ready_path.exists() {
+        if replica > 0 && state.ready_file(&args.workload).exists() {
+            bail!(
+                "workload {:?} has no replica {replica} running under {}",
+                args.workload,
+                state.path().display()
+            );
+        }
         bail!("{}", not_running(&args.workload, &state));
     }
     let ready = ReadyFile::read(&ready_path)?;
@@ -43,6 +54,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .args(rest)
         .envs(proxy_vars(&ready.outbound.to_string()))
         .env("MESHWORK_WORKLOAD", &args.workload)
+        .env("MESHWORK_REPLICA", replica.to_string())
         .exec();
     bail!("running {program:?}: {err}")
 }

@@ -113,26 +113,47 @@ impl StateDir {
         (!Path::new("/proc").join(&pid).exists()).then_some(pid)
     }
 
-    /// The workloads whose sidecars have written a ready file (are serving), sorted.
+    /// The workloads whose sidecars have written a ready file (are serving), sorted; a
+    /// workload with replicas is listed once, as `name (N replicas)`.
     pub fn running_workloads(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.path.join("workloads")) else {
             return Vec::new();
         };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_str()?.strip_suffix(".json")?.to_owned();
-                Some(name)
+        let mut replicas: std::collections::BTreeMap<String, usize> = Default::default();
+        for e in entries.flatten() {
+            if let Some(stem) = e.file_name().to_str().and_then(|n| n.strip_suffix(".json")) {
+                *replicas.entry(workload_of(stem).to_owned()).or_default() += 1;
+            }
+        }
+        replicas
+            .into_iter()
+            .map(|(name, n)| match n {
+                1 => name,
+                n => format!("{name} ({n} replicas)"),
             })
-            .collect();
-        names.sort();
-        names
+            .collect()
     }
 
-    /// A workload sidecar's ready file.
+    /// A workload sidecar's ready file (of its replica 0, when it runs several).
     pub fn ready_file(&self, workload: &str) -> PathBuf {
-        self.path.join("workloads").join(format!("{workload}.json"))
+        self.replica_ready_file(workload, 0)
     }
+
+    /// The ready file of replica `replica`'s sidecar: `workloads/<name>.json` for replica 0
+    /// (what every single-copy workload has), `workloads/<name>.<replica>.json` for the
+    /// others (a workload's name never contains a dot).
+    pub fn replica_ready_file(&self, workload: &str, replica: u16) -> PathBuf {
+        let file = match replica {
+            0 => format!("{workload}.json"),
+            n => format!("{workload}.{n}.json"),
+        };
+        self.path.join("workloads").join(file)
+    }
+}
+
+/// The workload a ready file's stem belongs to (`billing.1` → `billing`).
+pub fn workload_of(stem: &str) -> &str {
+    stem.split_once('.').map_or(stem, |(workload, _)| workload)
 }
 
 /// The environment that sends a process's HTTP(S) traffic through a sidecar's

@@ -14,6 +14,8 @@ mod identity;
 mod lifecycle;
 #[path = "cli/policy.rs"]
 mod policy;
+#[path = "cli/replicas.rs"]
+mod replicas;
 #[path = "cli/startup.rs"]
 mod startup;
 #[path = "cli/validate.rs"]

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::authority::{Authorities, AuthorityError, AuthorityState};
 use crate::jwt::{JwtAuthority, JwtError, JwtKeyRecord};
+use crate::replica::ReplicaKey;
 use crate::store::{AGENTS, ENDPOINTS, ENTRIES, JWT_KEYS, StateError, Store};
 use crate::tokens::{self, JoinRefusal, JoinToken};
 
@@ -330,19 +331,27 @@ impl Issuer {
             .unwrap_or(0)
     }
 
-    /// The sidecar endpoints registered so far (they survive restarts, so a restarted
-    /// control plane publishes complete routes before sidecars re-register).
-    pub fn endpoints(&self) -> Result<BTreeMap<String, std::net::SocketAddr>, StateError> {
-        Ok(self.store.all(ENDPOINTS)?.into_iter().collect())
+    /// The sidecar endpoints registered so far, by workload replica (they survive
+    /// restarts, so a restarted control plane publishes complete routes before sidecars
+    /// re-register). Keys of state files from before replicas read as replica 0.
+    pub fn endpoints(&self) -> Result<BTreeMap<ReplicaKey, std::net::SocketAddr>, StateError> {
+        self.store
+            .all(ENDPOINTS)?
+            .into_iter()
+            .map(|(key, addr)| match key.parse::<ReplicaKey>() {
+                Ok(replica) => Ok((replica, addr)),
+                Err(e) => Err(self.store.bad_key(ENDPOINTS, &key, e)),
+            })
+            .collect()
     }
 
-    /// Records a sidecar endpoint durably.
+    /// Records a sidecar endpoint durably, replacing that replica's earlier one.
     pub fn put_endpoint(
         &self,
-        workload: &str,
+        replica: &ReplicaKey,
         addr: std::net::SocketAddr,
     ) -> Result<(), StateError> {
-        self.store.put(ENDPOINTS, workload, &addr)
+        self.store.put(ENDPOINTS, &replica.to_string(), &addr)
     }
 
     /// A receiver of every new [`NodeView`].

@@ -27,6 +27,7 @@ pub mod node_api;
 mod node_tls;
 mod registry;
 mod reload;
+mod replica;
 mod routes;
 pub mod store;
 mod tokens;
@@ -49,6 +50,7 @@ pub use node_api::{
 };
 pub use node_tls::control_id;
 pub use registry::Registry;
+pub use replica::{ReplicaKey, ReplicaKeyError};
 pub use store::{STATE_FILE, StateError};
 pub use tokens::{DEFAULT_TOKEN_TTL, JoinRefusal, JoinToken};
 

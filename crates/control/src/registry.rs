@@ -9,11 +9,13 @@ use api::ResourceSet;
 use api::contract::{
     Endpoint, EndpointRegistration, ServiceRoute, Snapshot, SvidRequest, SvidResponse,
 };
+use axum::http::StatusCode;
 use identity::TrustDomain;
 use policy::PolicySet;
 use tokio::sync::watch;
 
 use crate::issuer::Issuer;
+use crate::replica::ReplicaKey;
 use crate::{ControlError, DEFAULT_SVID_TTL};
 
 /// The control plane's state. Snapshots are published on a watch channel so
@@ -22,7 +24,8 @@ pub struct Registry {
     issuer: Arc<Issuer>,
     trust_domain: TrustDomain,
     resources: ResourceSet,
-    endpoints: Mutex<BTreeMap<String, SocketAddr>>,
+    /// Each registered sidecar's inbound address, by workload replica.
+    endpoints: Mutex<BTreeMap<ReplicaKey, SocketAddr>>,
     /// The policies published in snapshots; replaced live by [`Registry::replace_policies`].
     policies: Mutex<PolicySet>,
     snapshots: watch::Sender<Arc<Snapshot>>,
@@ -74,19 +77,33 @@ impl Registry {
         Ok(response)
     }
 
-    /// Records a sidecar's inbound address and publishes a new snapshot.
+    /// Records a sidecar's inbound address (one per workload replica: a replica that
+    /// registers again replaces its own entry) and publishes a new snapshot.
     pub fn register(&self, reg: EndpointRegistration) -> Result<(), ControlError> {
-        if self.resources.workload(&reg.workload).is_none() {
+        let Some(workload) = self.resources.workload(&reg.workload) else {
             return Err(ControlError::UnknownWorkload(reg.workload));
+        };
+        let replicas = replicas(workload);
+        if reg.replica >= replicas {
+            return Err(ControlError::request(
+                StatusCode::NOT_FOUND,
+                "unknown_replica",
+                format!(
+                    "workload {:?} has {replicas} replica(s) (spec.replicas), numbered from 0; \
+                     there is no replica {}",
+                    reg.workload, reg.replica
+                ),
+            ));
         }
+        let key = ReplicaKey::new(reg.workload, reg.replica);
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        if endpoints.get(&reg.workload) == Some(&reg.inbound) {
+        if endpoints.get(&key) == Some(&reg.inbound) {
             return Ok(()); // re-registration after a reconnect: nothing changed
         }
-        tracing::info!(workload = %reg.workload, inbound = %reg.inbound, "endpoint registered");
+        tracing::info!(workload = %key.workload, replica = key.replica, inbound = %reg.inbound, "endpoint registered");
         // Durable before acknowledged: a restarted control plane routes to it at once.
-        self.issuer.put_endpoint(&reg.workload, reg.inbound)?;
-        endpoints.insert(reg.workload, reg.inbound);
+        self.issuer.put_endpoint(&key, reg.inbound)?;
+        endpoints.insert(key, reg.inbound);
         self.publish(&endpoints);
         Ok(())
     }
@@ -117,7 +134,7 @@ impl Registry {
         self.snapshots.subscribe()
     }
 
-    fn publish(&self, endpoints: &BTreeMap<String, SocketAddr>) {
+    fn publish(&self, endpoints: &BTreeMap<ReplicaKey, SocketAddr>) {
         // Persisted, so versions keep growing across control-plane restarts.
         let next = self.snapshots.borrow().version + 1;
         let version = match self.issuer.next_version() {
@@ -136,13 +153,7 @@ impl Registry {
                 let endpoints = self
                     .resources
                     .backends(&s.resource.spec)
-                    .filter_map(|w| {
-                        let addr = *endpoints.get(w.metadata.name.as_str())?;
-                        Some(Endpoint {
-                            addr,
-                            identity: w.spiffe_id(&self.trust_domain),
-                        })
-                    })
+                    .flat_map(|w| self.replica_endpoints(w, endpoints))
                     .collect();
                 let routes = s.resource.spec.routes.clone();
                 let route = ServiceRoute {
@@ -165,5 +176,126 @@ impl Registry {
             policy_hash: policies.hash().to_string(),
             policies,
         }));
+    }
+
+    /// `w`'s registered replicas as endpoints, in replica order. Replicas past
+    /// `spec.replicas` (persisted by a run that had more) are left out.
+    fn replica_endpoints<'a>(
+        &'a self,
+        w: &'a api::mesh::Workload,
+        endpoints: &'a BTreeMap<ReplicaKey, SocketAddr>,
+    ) -> impl Iterator<Item = Endpoint> + 'a {
+        let identity = w.spiffe_id(&self.trust_domain);
+        (0..replicas(w)).filter_map(move |replica| {
+            let key = ReplicaKey::new(w.metadata.name.as_str(), replica);
+            Some(Endpoint {
+                addr: *endpoints.get(&key)?,
+                identity: identity.clone(),
+            })
+        })
+    }
+}
+
+/// How many replicas `w` runs (`spec.replicas`, 1 when unset).
+fn replicas(w: &api::mesh::Workload) -> u16 {
+    w.spec.replicas.map_or(1, |r| r.get())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::store::{ENDPOINTS, Store};
+
+    const MESH: &str = "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: m\n\
+        spec:\n  trustDomain: meshwork.local\n---\n\
+        apiVersion: meshwork.dev/v1alpha1\nkind: Service\nmetadata:\n  name: billing\n\
+        spec:\n  selector:\n    app: billing\n---\n\
+        apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: billing\n  \
+        labels:\n    app: billing\nspec:\n  command: [x]\n";
+
+    /// A registry over resources where billing runs `replicas` copies (`None`: unset).
+    fn open_registry(state: &Path, replicas: Option<u16>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = replicas.map_or(String::new(), |n| format!("  replicas: {n}\n"));
+        std::fs::write(dir.path().join("mesh.yaml"), format!("{MESH}{spec}")).unwrap();
+        Registry::open(state, api::load_dir(dir.path()).unwrap()).unwrap()
+    }
+
+    fn register(registry: &Registry, replica: u16, port: u16) -> Result<(), ControlError> {
+        registry.register(EndpointRegistration {
+            workload: "billing".into(),
+            inbound: SocketAddr::from(([127, 0, 0, 1], port)),
+            replica,
+        })
+    }
+
+    fn billing_ports(registry: &Registry) -> Vec<u16> {
+        let snapshot = registry.subscribe().borrow().clone();
+        let endpoints = &snapshot.services["billing"].endpoints;
+        endpoints.iter().map(|e| e.addr.port()).collect()
+    }
+
+    #[test]
+    fn each_replica_is_an_endpoint_and_a_restarted_one_replaces_its_own() {
+        let state = tempfile::tempdir().unwrap();
+        let registry = open_registry(state.path(), Some(2));
+        register(&registry, 1, 4002).unwrap();
+        register(&registry, 0, 4001).unwrap();
+        assert_eq!(billing_ports(&registry), [4001, 4002]);
+        register(&registry, 1, 4003).unwrap();
+        assert_eq!(billing_ports(&registry), [4001, 4003]);
+        // Persisted by replica: a restarted control plane publishes both at once.
+        drop(registry);
+        let registry = open_registry(state.path(), Some(2));
+        assert_eq!(billing_ports(&registry), [4001, 4003]);
+    }
+
+    #[test]
+    fn a_replica_the_workload_does_not_have_is_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let registry = open_registry(state.path(), Some(2));
+        let error = register(&registry, 2, 4001).unwrap_err();
+        assert!(error.to_string().contains("has 2 replica(s)"), "{error}");
+        let single = tempfile::tempdir().unwrap();
+        let registry = open_registry(single.path(), None);
+        assert!(register(&registry, 1, 4001).is_err());
+        register(&registry, 0, 4001).unwrap();
+        assert_eq!(billing_ports(&registry), [4001]);
+    }
+
+    #[test]
+    fn an_older_state_file_reads_as_replica_0_and_fewer_replicas_drop_the_rest() {
+        let state = tempfile::tempdir().unwrap();
+        {
+            // What a control plane from before replicas wrote: the bare workload name.
+            let store = Store::open(state.path()).unwrap();
+            let addr = SocketAddr::from(([127, 0, 0, 1], 4001));
+            store.put(ENDPOINTS, "billing", &addr).unwrap();
+            store.put(ENDPOINTS, "billing.2", &addr).unwrap();
+        }
+        let registry = open_registry(state.path(), Some(2));
+        assert_eq!(
+            billing_ports(&registry),
+            [4001],
+            "replica 2 is past spec.replicas"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_endpoint_key_is_reported_not_dropped() {
+        let state = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(state.path()).unwrap();
+            let addr = SocketAddr::from(([127, 0, 0, 1], 4001));
+            store.put(ENDPOINTS, "billing.x", &addr).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+        let error = Registry::open(state.path(), api::load_dir(dir.path()).unwrap())
+            .err()
+            .expect("refused");
+        let text = error.to_string();
+        assert!(text.contains("endpoints/\"billing.x\""), "{text}");
     }
 }

@@ -29,7 +29,9 @@ pub(crate) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("e
 pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
 /// `AgentRecord` by the agent's SPIFFE ID.
 pub(crate) const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
-/// Sidecar inbound addresses (`SocketAddr` as JSON) by workload name.
+/// Sidecar inbound addresses (`SocketAddr` as JSON) by workload replica: the workload's name
+/// for replica 0 (all that state files from before replicas hold), `<name>.<n>` for replica
+/// n (see `replica.rs`).
 pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 /// Scalars: `snapshot_version`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -94,6 +96,19 @@ pub enum StateError {
         /// The decoding error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A stored record's key does not decode.
+    #[error("state file {}: record key {table}/{key:?} is unreadable: {source}; refusing to continue", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+        /// Why it does not decode.
+        #[source]
+        source: crate::replica::ReplicaKeyError,
     },
 }
 
@@ -181,6 +196,21 @@ impl Store {
             out.push((key, value));
         }
         Ok(out)
+    }
+
+    /// A [`StateError::Key`] for `key` of `table`.
+    pub(crate) fn bad_key(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        source: crate::replica::ReplicaKeyError,
+    ) -> StateError {
+        StateError::Key {
+            path: self.path.clone(),
+            table: table.name().to_owned(),
+            key: key.to_owned(),
+            source,
+        }
     }
 
     /// One record of `table`.

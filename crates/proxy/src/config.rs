@@ -83,6 +83,9 @@ impl fmt::Debug for ControlSource {
 pub struct ProxyConfig {
     /// The workload this sidecar serves (its `metadata.name`).
     pub workload: String,
+    /// Which replica of the workload this sidecar fronts (`Workload` `spec.replicas`), from
+    /// 0: sent with the endpoint registration, so each replica is its own endpoint.
+    pub replica: u16,
     /// Where identity and routes come from.
     pub control: ControlSource,
     /// The mTLS listener for other sidecars (port 0: any free port).
@@ -106,12 +109,13 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// A config with both listeners on `127.0.0.1:0`, no admin listener, an HTTP/1.1 app, no ready file and the
-    /// system resolver for egress.
+    /// A config for replica 0 with both listeners on `127.0.0.1:0`, no admin listener, an
+    /// HTTP/1.1 app, no ready file and the system resolver for egress.
     pub fn new(workload: impl Into<String>, control: ControlSource, app: SocketAddr) -> Self {
         let any_loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         ProxyConfig {
             workload: workload.into(),
+            replica: 0,
             control,
             inbound_listen: any_loopback,
             outbound_listen: any_loopback,

@@ -31,10 +31,12 @@ const CSR_PLACEHOLDER_TRUST_DOMAIN: &str = "csr.meshwork.invalid";
 const MIN_RENEWAL_DELAY: Duration = Duration::from_secs(1);
 
 /// Identity and routes from `control`; for a socket also the loops that keep them
-/// fresh (the caller runs them once serving).
+/// fresh (the caller runs them once serving). `inbound` is registered as replica `replica`
+/// of `workload`.
 pub async fn bootstrap(
     control: ControlSource,
     workload: &str,
+    replica: u16,
     inbound: SocketAddr,
 ) -> Result<(Arc<SvidStore>, Routes, Option<ControlLoops>), ProxyError> {
     let (path, workload_api) = match control {
@@ -63,13 +65,18 @@ pub async fn bootstrap(
             (svid, bundle, None)
         }
     };
-    register(&client, workload, inbound).await?;
+    let registration = EndpointRegistration {
+        workload: workload.to_owned(),
+        inbound,
+        replica,
+    };
+    register(&client, &registration).await?;
     let routes = Routes::new(&first_snapshot(&client).await?);
     let store = Arc::new(SvidStore::new(svid, bundle));
     let loops = ControlLoops {
         client,
         workload: workload.to_owned(),
-        inbound,
+        registration,
         routes: routes.clone(),
         store: Arc::clone(&store),
         svid_stream,
@@ -147,18 +154,12 @@ fn assemble_svid(key: SvidKey, response: &SvidResponse) -> Result<(Svid, TrustBu
     Ok((svid, bundle))
 }
 
-/// Announces `inbound` for `workload`, retrying transient failures.
+/// Announces a replica's inbound address, retrying transient failures.
 pub async fn register(
     client: &ControlClient,
-    workload: &str,
-    inbound: SocketAddr,
+    registration: &EndpointRegistration,
 ) -> Result<(), ProxyError> {
-    let registration = EndpointRegistration {
-        workload: workload.to_owned(),
-        inbound,
-        replica: 0,
-    };
-    retry_transient("endpoint registration", || client.register(&registration))
+    retry_transient("endpoint registration", || client.register(registration))
         .await
         .map_err(|source| ProxyError::Control {
             step: "registering the inbound endpoint",
@@ -182,8 +183,8 @@ pub struct ControlLoops {
     pub client: ControlClient,
     /// This workload's name.
     pub workload: String,
-    /// The bound inbound address (re-registered after control comes back).
-    pub inbound: SocketAddr,
+    /// This replica's inbound address, registered again after control comes back.
+    pub registration: EndpointRegistration,
     /// The routes to update.
     pub routes: Routes,
     /// The store whose SVID is renewed.
@@ -247,12 +248,7 @@ async fn watch_snapshots(loops: Arc<ControlLoops>) {
 }
 
 async fn reregister(loops: &ControlLoops) -> Result<(), ControlError> {
-    let registration = EndpointRegistration {
-        workload: loops.workload.clone(),
-        inbound: loops.inbound,
-        replica: 0,
-    };
-    loops.client.register(&registration).await
+    loops.client.register(&loops.registration).await
 }
 
 /// Applies `snapshot` if it is newer than `version`, or unconditionally on a resync.

@@ -66,8 +66,13 @@ impl Proxy {
                     source,
                 }
             })?;
-        let (store, routes, loops) =
-            discovery::bootstrap(config.control, &config.workload, inbound_addr).await?;
+        let (store, routes, loops) = discovery::bootstrap(
+            config.control,
+            &config.workload,
+            config.replica,
+            inbound_addr,
+        )
+        .await?;
         let pool = PeerPool::new(PeerConnector::new(
             Arc::clone(&store),
             config.peer_protocol,

@@ -2,6 +2,12 @@
 //! `ServiceClaim` bound to billing — each charge is a row of a `charges` table in that
 //! PostgreSQL database (created if missing) and its id is the row's. Without it, charges are
 //! counted in memory, so directories without a claim still run the demo.
+//!
+//! Replicas (`spec.replicas`): every replica gets the same binding, so with a database all
+//! of them write to the one table and ids stay unique and increasing whichever replica
+//! answers. Memory is per process: there, each replica counts on its own, and the ids of replicas
+//! above 0 carry the replica (`ch_1_5`: replica 1's fifth charge) so two replicas never
+//! hand out the same id. Every answer says which replica made it (`replica`, and the `x-demo-replica` header).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,12 +18,18 @@ use tokio_postgres::{Client, NoTls};
 
 use super::web::{Reply, Request};
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS charges (
+/// Replicas start together, and two concurrent `CREATE TABLE IF NOT EXISTS` race in
+/// PostgreSQL (the loser fails on `pg_type`'s unique index): a transaction-scoped advisory
+/// lock makes them take turns.
+const SCHEMA: &str = "BEGIN;
+SELECT pg_advisory_xact_lock(hashtext('meshwork demo: charges schema'));
+CREATE TABLE IF NOT EXISTS charges (
     id bigserial PRIMARY KEY,
     amount bigint NOT NULL,
     caller text,
     created_at timestamptz NOT NULL DEFAULT now()
-)";
+);
+COMMIT;";
 
 /// Where charges are kept.
 enum Store {
@@ -119,11 +131,17 @@ pub async fn create(req: &Request) -> Reply {
         }
         None => return Reply::json(503, json!({"error": "not_ready"})),
     };
+    let replica = super::web::replica();
+    let charge_id = match (stored_in, replica) {
+        ("memory", r) if r > 0 => format!("ch_{r}_{id}"),
+        _ => format!("ch_{id}"),
+    };
     Reply::json(
         201,
         json!({
-            "id": format!("ch_{id}"),
+            "id": charge_id,
             "row_id": id,
+            "replica": replica,
             "amount": amount,
             "status": "succeeded",
             "caller": caller,

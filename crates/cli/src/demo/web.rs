@@ -84,14 +84,28 @@ async fn parts(req: hyper::Request<Incoming>) -> Request {
     }
 }
 
+/// The header naming the replica that answered (`MESHWORK_REPLICA`, which `up` sets),
+/// so callers and tests can watch requests spread over a workload's replicas.
+pub const REPLICA_HEADER: &str = "x-demo-replica";
+
+/// This process's replica of its workload (`MESHWORK_REPLICA`; 0 outside `up`).
+pub fn replica() -> u16 {
+    std::env::var("MESHWORK_REPLICA")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 fn respond(reply: Reply) -> hyper::Response<Full<Bytes>> {
     let mut resp = hyper::Response::new(Full::new(Bytes::from(reply.body.to_string() + "\n")));
     *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(
+    let headers = resp.headers_mut();
+    headers.insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/json"),
     );
+    headers.insert(REPLICA_HEADER, replica().into());
     resp
 }
 

@@ -95,7 +95,8 @@ fn workload_ids(state: &StateDir) -> BTreeMap<String, SpiffeId> {
         .flatten()
         .filter_map(|e| {
             let path = e.path();
-            let name = path.file_stem()?.to_str()?.to_owned();
+            // Every replica of a workload has its one identity: one row per workload.
+            let name = crate::state::workload_of(path.file_stem()?.to_str()?).to_owned();
             let id = ReadyFile::read(&path).ok()?.spiffe_id.parse().ok()?;
             Some((name, id))
         })

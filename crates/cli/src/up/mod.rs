@@ -2,8 +2,9 @@
 //!
 //! Starts the control plane, then every workload's sidecar, then every
 //! application (with `HTTP_PROXY` pointing at its sidecar), prefixes their logs,
-//! prints where everything listens, and on Ctrl-C/SIGTERM (or when any child
-//! dies) stops them all. Children run in their own process groups so a
+//! prints where everything listens, and on Ctrl-C/SIGTERM (or when a child that is not
+//! restarted dies) stops them all. A workload with `spec.replicas` N runs N copies of
+//! its application, each with its own sidecar (`instances.rs`). Children run in their own process groups so a
 //! terminal's Ctrl-C reaches only `up`, which then stops them in order.
 //!
 //! Every path out of `up` goes through [`Supervisor::stop_all`]: a stop signal at any
@@ -18,13 +19,14 @@ mod claims;
 pub mod control;
 mod group;
 pub mod guard;
+mod instances;
 mod node_agent;
 mod ports;
 pub mod proxy;
 mod signals;
 mod supervisor;
+mod table;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,6 +35,7 @@ use anyhow::Context;
 use api::ResourceSet;
 
 use crate::state::{ReadyFile, StateDir};
+use instances::Instance;
 use signals::StopSignals;
 use supervisor::{Child, Ends, Supervisor};
 
@@ -48,10 +51,18 @@ and errors (and policy reloads and audit-mode findings), each line prefixed with
 (e.g. RUST_LOG=info,proxy=debug) overrides both and is passed on to them. Applications'
 own output is always shown, prefixed with [<workload>/app].
 
+Replicas: a Workload with `replicas: N` runs N copies of its application, each with its own
+PORT (and MESHWORK_REPLICA=0..N-1), sidecar and ready file, all with the workload's one SPIFFE
+ID; they are named <workload>-0 … <workload>-N-1 in logs and the table. `meshwork exec
+<workload>` acts through replica 0's sidecar (`--replica N` picks another).
+
 Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP stops every process `up` started, at any
 stage: SIGTERM to each process group, 5 s grace, then SIGKILL (a second Ctrl-C kills at
 once). A child that exits during startup, or is not ready within --ready-timeout, stops
-everything and `up` exits 1 naming it. Applications run under `meshwork guard`, which
+everything and `up` exits 1 naming it. Once ready, the control plane, the node agent and
+each replica's application (of a Workload with replicas above 1) are restarted when they
+die, up to 5 times each, while the rest serves; any other child's end stops everything
+(exit 1). Applications run under `meshwork guard`, which
 stops them (and what they started) even when `up` itself is killed with SIGKILL.";
 
 /// Arguments of `meshwork up`.
@@ -235,8 +246,7 @@ struct Launch<'a> {
 
 /// A sidecar that was started and whose app waits for it.
 struct Pending {
-    name: String,
-    port: u16,
+    instance: Instance,
     ready: PathBuf,
 }
 
@@ -264,8 +274,8 @@ async fn start_all(
         state.path().display()
     );
     let (node_api, agent_socket) = start_control_plane(sup, &launch).await?;
-    let ports = app_ports(set)?;
-    let pending = start_sidecars(sup, &launch, &ports, &agent_socket).await?;
+    let instances = instances::plan(set)?;
+    let pending = start_sidecars(sup, &launch, &instances, &agent_socket).await?;
     let claims_ctx = claims::ClaimsContext {
         exe: &launch.exe,
         dir: &launch.dir,
@@ -274,7 +284,7 @@ async fn start_all(
     };
     let bindings = claims::deliver(sup, set, state, &claims_ctx).await?;
     let table = start_apps(sup, &launch, pending, &bindings).await?;
-    print_table(&table, &launch, &node_api, &agent_socket);
+    table::print_table(&table, &launch, &node_api, &agent_socket);
     Ok(())
 }
 
@@ -306,23 +316,28 @@ async fn start_control_plane(
     Ok((node_api, agent_socket))
 }
 
-/// One sidecar per workload, each registered with the agent as exactly that process.
+/// One sidecar per workload replica, each registered with the agent as exactly that
+/// process (all of a workload's replicas get its one identity).
 async fn start_sidecars(
     sup: &mut Supervisor,
     l: &Launch<'_>,
-    ports: &BTreeMap<String, u16>,
+    instances: &[Instance],
     agent_socket: &Path,
 ) -> anyhow::Result<Vec<Pending>> {
-    let dns = egress_dns(l.set, ports);
+    let dns = instances::egress_dns(l.set, instances);
     let mut pending = Vec::new();
-    for w in &l.set.workloads {
-        let w = &w.resource;
-        let name = w.metadata.name.to_string();
-        let port = *ports.get(&name).context("no port for a workload")?;
-        let ready = l.state.ready_file(&name);
+    for instance in instances {
+        let Some(w) = l.set.workload(&instance.workload) else {
+            continue;
+        };
+        let ready = l
+            .state
+            .replica_ready_file(&instance.workload, instance.replica);
         let _ = std::fs::remove_file(&ready);
         let mut proxy = Child::meshwork(&l.exe, "proxy")
-            .args(["--workload", &name, "--app", &format!("127.0.0.1:{port}")])
+            .args(["--workload", &instance.workload])
+            .args(["--replica", &instance.replica.to_string()])
+            .args(["--app", &format!("127.0.0.1:{}", instance.port)])
             .args([
                 "--control-socket".as_ref(),
                 l.state.control_socket().as_os_str(),
@@ -336,27 +351,25 @@ async fn start_sidecars(
         if let Some(dns) = dns {
             proxy = proxy.args(["--dns", &dns.to_string()]);
         }
-        let proc_name = format!("{name}/proxy");
+        let proc_name = format!("{}/proxy", instance.name);
         sup.spawn(&proc_name, proxy)?;
         let id = l
             .set
-            .workload_id(&name)
+            .workload_id(&instance.workload)
             .context("workload without an identity")?;
-        node_agent::register(
-            sup,
-            l.state,
-            &proc_name,
-            &format!("up-{name}"),
-            id,
-            l.timeout,
-        )
-        .await?;
-        pending.push(Pending { name, port, ready });
+        let entry = format!("up-{}", instance.name);
+        node_agent::register(sup, l.state, &proc_name, &entry, id, l.timeout).await?;
+        pending.push(Pending {
+            instance: instance.clone(),
+            ready,
+        });
     }
     Ok(pending)
 }
 
-/// Each app once its sidecar serves, with its bindings and `HTTP_PROXY`; waits for its port.
+/// Each app once its sidecar serves, with its bindings, `PORT`, `MESHWORK_REPLICA` and
+/// `HTTP_PROXY`; waits for its port. A replica's app (of a workload with `replicas` above
+/// 1) is restarted when it dies once `up` is ready; a single app's end stops `up`.
 async fn start_apps(
     sup: &mut Supervisor,
     l: &Launch<'_>,
@@ -365,26 +378,32 @@ async fn start_apps(
 ) -> anyhow::Result<Vec<(String, u16, ReadyFile)>> {
     let mut table = Vec::new();
     let mut started = Vec::new();
-    for Pending { name, port, ready } in pending {
+    for Pending { instance, ready } in pending {
         let info = sup
-            .wait_for_ready(&format!("{name}/proxy"), &ready, l.timeout)
+            .wait_for_ready(&format!("{}/proxy", instance.name), &ready, l.timeout)
             .await?;
-        let Some(w) = l.set.workload(&name) else {
+        let Some(w) = l.set.workload(&instance.workload) else {
             continue;
         };
         let app = Child::app(&l.exe, &w.spec.command, &l.dir)
             .envs(&w.spec.env)
-            .envs(&bindings.env_for(&name))
-            .env("PORT", &port.to_string())
-            .env("MESHWORK_WORKLOAD", &name)
+            .envs(&bindings.env_for(&instance.workload))
+            .env("PORT", &instance.port.to_string())
+            .env("MESHWORK_WORKLOAD", &instance.workload)
+            .env("MESHWORK_REPLICA", &instance.replica.to_string())
             .env("MESHWORK_STATE_DIR", &l.state.path().to_string_lossy())
             .proxy_env(&info.outbound.to_string());
-        sup.spawn(&format!("{name}/app"), app)?;
-        started.push((name.clone(), port, ready));
-        table.push((name, port, info));
+        let app_name = format!("{}/app", instance.name);
+        if instance.replicated {
+            sup.spawn_restartable(&app_name, app)?;
+        } else {
+            sup.spawn(&app_name, app)?;
+        }
+        table.push((instance.name.clone(), instance.port, info));
+        started.push((instance, ready));
     }
-    for (name, port, ready) in &started {
-        wait_for_app(sup, l, name, *port, ready).await?;
+    for (instance, ready) in &started {
+        wait_for_app(sup, l, &instance.name, instance.port, ready).await?;
     }
     Ok(table)
 }
@@ -434,84 +453,4 @@ fn remove_stale(socket: &Path) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-/// Every workload's application port: its `spec.port`, or a free one.
-fn app_ports(set: &ResourceSet) -> anyhow::Result<BTreeMap<String, u16>> {
-    set.workloads
-        .iter()
-        .map(|w| {
-            let port = match w.resource.spec.port {
-                Some(p) => p.get(),
-                None => ports::free_port().context("allocating an application port")?,
-            };
-            Ok((w.resource.metadata.name.to_string(), port))
-        })
-        .collect()
-}
-
-/// The DNS server sidecars resolve egress names with (`Mesh` `spec.dns`), if any.
-fn egress_dns(set: &ResourceSet, ports: &BTreeMap<String, u16>) -> Option<std::net::SocketAddr> {
-    match set.mesh()?.spec.dns.as_ref()? {
-        api::mesh::DnsSpec::Server(addr) => Some(*addr),
-        api::mesh::DnsSpec::Workload(name) => {
-            let port = ports.get(name.as_str())?;
-            Some(std::net::SocketAddr::from(([127, 0, 0, 1], *port)))
-        }
-    }
-}
-
-fn print_table(rows: &[(String, u16, ReadyFile)], l: &Launch<'_>, node_api: &str, agent: &Path) {
-    let state = l.state.path();
-    println!("[up] meshwork is up; state in {}", state.display());
-    println!(
-        "[up] control plane   {} (node API {node_api})",
-        l.state.control_socket().display()
-    );
-    println!(
-        "[up] node agent      {} (SPIFFE_ENDPOINT_SOCKET=unix:{0})",
-        agent.display()
-    );
-    if let Ok(addr) = std::fs::read_to_string(crate::claims::addr_file(state)) {
-        println!("[up] service broker  http://{}", addr.trim());
-    }
-    let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
-    let id = rows
-        .iter()
-        .map(|(.., i)| i.spiffe_id.len())
-        .max()
-        .unwrap_or(9)
-        .max(9);
-    println!(
-        "[up] {:<w$}  {:<id$}  {:<15}  {:<15}  {:<15}  ADMIN (/metrics)",
-        "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)"
-    );
-    for (name, port, info) in rows {
-        let app = format!("127.0.0.1:{port}");
-        let admin = info.admin.map_or_else(|| "-".to_owned(), |a| a.to_string());
-        println!(
-            "[up] {name:<w$}  {:<id$}  {app:<15}  {:<15}  {:<15}  {admin}",
-            info.spiffe_id,
-            info.inbound.to_string(),
-            info.outbound.to_string()
-        );
-    }
-    if l.set.workload("store").is_some() && l.set.workload("billing").is_some() {
-        println!("[up] try: meshwork exec store -- curl -s -X POST http://billing/charges");
-    } else if let Some((from, to)) = example_call(l.set) {
-        println!("[up] try: meshwork exec {from} -- curl -s http://{to}/");
-    }
-    println!("[up] ready");
-}
-
-/// A workload and a service it does not back, for the "try:" hint.
-fn example_call(set: &ResourceSet) -> Option<(String, String)> {
-    let service = set.services.first()?;
-    let name = service.resource.metadata.name.to_string();
-    let caller = set
-        .workloads
-        .iter()
-        .map(|w| &w.resource)
-        .find(|w| !w.matches(&service.resource.spec.selector))?;
-    Some((caller.metadata.name.to_string(), name))
 }

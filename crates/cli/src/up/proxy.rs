@@ -14,6 +14,10 @@ pub struct ProxyArgs {
     /// The workload this sidecar fronts (its `metadata.name`).
     #[arg(long)]
     pub workload: String,
+    /// Which replica of the workload this sidecar fronts (`spec.replicas`), from 0; each
+    /// replica registers its own endpoint.
+    #[arg(long, default_value = "0", value_name = "N")]
+    pub replica: u16,
     /// The control plane's unix socket.
     #[arg(long)]
     pub control_socket: PathBuf,
@@ -59,6 +63,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = proxy::ProxyConfig {
         workload: args.workload,
+        replica: args.replica,
         control: match args.workload_api {
             Some(endpoint) => proxy::ControlSource::WorkloadApi {
                 control: args.control_socket,

@@ -143,7 +143,8 @@ struct Running {
     /// Set (to how it ended) as soon as the child has been reaped.
     exit: watch::Receiver<Option<String>>,
     tail: Tail,
-    /// For children restarted when they die (the control plane): how to start them again.
+    /// For children restarted when they die (see [`Supervisor::spawn_restartable`]): how to
+    /// start them again.
     restart: Option<Command>,
     restarts: u32,
 }
@@ -187,8 +188,10 @@ impl Supervisor {
     }
 
     /// As [`Supervisor::spawn`], and restarted (up to [`MAX_RESTARTS`] times) when it dies
-    /// once `up` is ready: the control plane, whose loss the data plane rides out (static
-    /// stability). During startup its end fails the start like any other child's.
+    /// once `up` is ready: the control plane and the node agent, whose loss the data plane
+    /// rides out (static stability), and the application of one replica among several,
+    /// whose callers balance to the others meanwhile. During startup its end fails the
+    /// start like any other child's.
     pub fn spawn_restartable(&mut self, name: &str, child: Child) -> anyhow::Result<()> {
         self.spawn_inner(name, child, true)
     }

@@ -116,9 +116,15 @@ impl Up {
 
     /// `meshwork exec WORKLOAD -- args...` against this mesh.
     pub fn exec(&self, workload: &str, args: &[&str]) -> Output {
+        self.exec_replica(workload, 0, args)
+    }
+
+    /// `meshwork exec WORKLOAD --replica N -- args...` against this mesh.
+    pub fn exec_replica(&self, workload: &str, replica: u16, args: &[&str]) -> Output {
         meshwork()
             .arg("exec")
             .arg(workload)
+            .args(["--replica", &replica.to_string()])
             .arg("--state-dir")
             .arg(self.state.path())
             .arg("--")
@@ -127,13 +133,18 @@ impl Up {
             .expect("run meshwork exec")
     }
 
-    /// A sidecar's ready file as JSON.
+    /// A sidecar's ready file as JSON (replica 0's, for a workload with replicas).
     pub fn ready(&self, workload: &str) -> serde_json::Value {
-        let path = self
-            .state
-            .path()
-            .join("workloads")
-            .join(format!("{workload}.json"));
+        self.ready_replica(workload, 0)
+    }
+
+    /// The ready file of the sidecar of `workload`'s replica `replica`.
+    pub fn ready_replica(&self, workload: &str, replica: u16) -> serde_json::Value {
+        let file = match replica {
+            0 => format!("{workload}.json"),
+            n => format!("{workload}.{n}.json"),
+        };
+        let path = self.state.path().join("workloads").join(file);
         let text = std::fs::read_to_string(&path).expect("ready file");
         serde_json::from_str(&text).expect("ready json")
     }

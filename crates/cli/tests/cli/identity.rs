@@ -240,7 +240,7 @@ fn sidecars_rotate_short_lived_svids_without_failing_requests() {
     }
     // Both ends of that traffic rotated at least once meanwhile.
     let lines: Vec<String> = up.output.try_iter().collect();
-    for who in ["billing", "store"] {
+    for who in ["billing-0", "billing-1", "store"] {
         let prefix = format!("[{who}/proxy]");
         let rotations = lines
             .iter()

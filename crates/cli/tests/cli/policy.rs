@@ -55,7 +55,7 @@ fn only_store_may_charge_whatever_the_path_spelling() {
         let id = json["decision_id"].as_str().expect("decision_id");
         let line = up.wait_for_line(id, Duration::from_secs(10));
         assert!(
-            line.contains("[billing/proxy]")
+            (line.contains("[billing-0/proxy]") || line.contains("[billing-1/proxy]"))
                 && line.contains("denied by policy")
                 && line.contains(READ_ONLY),
             "{line}"
@@ -65,26 +65,34 @@ fn only_store_may_charge_whatever_the_path_spelling() {
     assert_audit_logs_but_does_not_refuse(&up);
 }
 
-/// Both sidecars counted the five spellings under the one template `/charges`
-/// (docs/telemetry.md), denials included, and no raw spelling became a label.
+/// Both sides counted the five spellings under the one template `/charges`
+/// (docs/telemetry.md), denials included (billing's two replicas between them), and no raw
+/// spelling became a label.
 fn assert_requests_counted_by_route_template(up: &Up) {
     let td = "spiffe://meshwork.local/ns/default/sa";
-    let billing = scrape_metrics(up, "billing");
+    let billing = [
+        scrape_replica_metrics(up, "billing", 0),
+        scrape_replica_metrics(up, "billing", 1),
+    ];
     for (status, caller) in [(201, "store"), (403, "reporting")] {
         let series = format!(
-            "meshwork_requests_total{{direction=\"inbound\",service=\"billing\",route=\"/charges\",method=\"POST\",status_code=\"{status}\",peer=\"{td}/{caller}\"}} 5\n"
+            "meshwork_requests_total{{direction=\"inbound\",service=\"billing\",route=\"/charges\",method=\"POST\",status_code=\"{status}\",peer=\"{td}/{caller}\"}} "
         );
-        assert!(
-            billing.contains(&series),
-            "{series} missing from\n{billing}"
-        );
+        let counted: u64 = billing
+            .iter()
+            .filter_map(|text| {
+                let line = text.lines().find(|l| l.starts_with(&series))?;
+                line[series.len()..].trim().parse::<u64>().ok()
+            })
+            .sum();
+        assert_eq!(counted, 5, "{series} over both replicas:\n{billing:#?}");
     }
     let store = scrape_metrics(up, "store");
     let series = format!(
         "meshwork_requests_total{{direction=\"outbound\",service=\"billing\",route=\"/charges\",method=\"POST\",status_code=\"201\",peer=\"{td}/billing\"}} 5\n"
     );
     assert!(store.contains(&series), "{series} missing from\n{store}");
-    for text in [&billing, &store] {
+    for text in [&billing[0], &billing[1], &store] {
         for raw in ["%63harges", "/x/", "//charges", "/charges/\""] {
             assert!(!text.contains(raw), "raw path {raw:?} in a label:\n{text}");
         }
@@ -93,7 +101,12 @@ fn assert_requests_counted_by_route_template(up: &Up) {
 
 /// `GET /metrics` from `workload`'s sidecar admin listener (address from its ready file).
 fn scrape_metrics(up: &Up, workload: &str) -> String {
-    let admin = up.ready(workload)["admin"]
+    scrape_replica_metrics(up, workload, 0)
+}
+
+/// `GET /metrics` from the sidecar of `workload`'s replica `replica`.
+pub fn scrape_replica_metrics(up: &Up, workload: &str, replica: u16) -> String {
+    let admin = up.ready_replica(workload, replica)["admin"]
         .as_str()
         .expect("admin address in the ready file")
         .to_owned();

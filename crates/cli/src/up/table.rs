@@ -1,0 +1,71 @@
+//! What `up` prints once everything serves: where each process listens, and a first
+//! command to try.
+
+use std::path::Path;
+
+use api::ResourceSet;
+
+use super::Launch;
+use crate::state::ReadyFile;
+
+/// Prints the table of every workload copy (`name` as `up` calls it: `billing`, or
+/// `billing-0`, `billing-1`… for replicas), then `[up] ready`.
+pub fn print_table(
+    rows: &[(String, u16, ReadyFile)],
+    l: &Launch<'_>,
+    node_api: &str,
+    agent: &Path,
+) {
+    let state = l.state.path();
+    println!("[up] meshwork is up; state in {}", state.display());
+    println!(
+        "[up] control plane   {} (node API {node_api})",
+        l.state.control_socket().display()
+    );
+    println!(
+        "[up] node agent      {} (SPIFFE_ENDPOINT_SOCKET=unix:{0})",
+        agent.display()
+    );
+    if let Ok(addr) = std::fs::read_to_string(crate::claims::addr_file(state)) {
+        println!("[up] service broker  http://{}", addr.trim());
+    }
+    let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
+    let id = rows
+        .iter()
+        .map(|(.., i)| i.spiffe_id.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    println!(
+        "[up] {:<w$}  {:<id$}  {:<15}  {:<15}  {:<15}  ADMIN (/metrics)",
+        "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)"
+    );
+    for (name, port, info) in rows {
+        let app = format!("127.0.0.1:{port}");
+        let admin = info.admin.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        println!(
+            "[up] {name:<w$}  {:<id$}  {app:<15}  {:<15}  {:<15}  {admin}",
+            info.spiffe_id,
+            info.inbound.to_string(),
+            info.outbound.to_string()
+        );
+    }
+    if l.set.workload("store").is_some() && l.set.workload("billing").is_some() {
+        println!("[up] try: meshwork exec store -- curl -s -X POST http://billing/charges");
+    } else if let Some((from, to)) = example_call(l.set) {
+        println!("[up] try: meshwork exec {from} -- curl -s http://{to}/");
+    }
+    println!("[up] ready");
+}
+
+/// A workload and a service it does not back, for the "try:" hint.
+fn example_call(set: &ResourceSet) -> Option<(String, String)> {
+    let service = set.services.first()?;
+    let name = service.resource.metadata.name.to_string();
+    let caller = set
+        .workloads
+        .iter()
+        .map(|w| &w.resource)
+        .find(|w| !w.matches(&service.resource.spec.selector))?;
+    Some((caller.metadata.name.to_string(), name))
+}
