@@ -270,7 +270,7 @@ pub fn service_traffic(set: &ResourceSet, namespace: &Name, name: &Name) -> Serv
             }
         }
     }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by_key(|(key, _)| *key);
     traffic.matches = keyed.into_iter().map(|(_, m)| m).collect();
     traffic
 }

@@ -1,7 +1,8 @@
 //! `meshwork policy explain`: one decision — from the files, or from the running mesh's
 //! snapshot identified by its hash — with the policy, rule and matcher that decided it.
 //! With `--state-dir` it also asks the deciding sidecar (the target's for inbound, the
-//! caller's for egress) which policy hash it enforces, over its admin endpoint.
+//! caller's for egress) which policy hash it enforces, over its admin endpoint. Inbound, it
+//! also names the `HTTPRoute`/`GRPCRoute` rule the caller's sidecar applies (`route.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use identity::SpiffeId;
 use policy::{AuditOutcome, Decision, EgressRequest, Engine, Host, NormalizedPath, Request};
 use serde_json::json;
 
+use super::route::RouteVerdict;
 use super::{PolicyFiles, RunningPolicies, SidecarPolicies, caller_id};
 
 /// Arguments of `meshwork policy explain`.
@@ -95,10 +97,19 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let question = Question::parse(&args, |from| source.caller(from))?;
     let decision = question.decide(source.engine());
+    let route = question.route(&source);
     if args.json {
-        println!("{:#}", to_json(&question, &decision, &source));
+        let mut json = to_json(&question, &decision, &source);
+        if let Some(route) = &route {
+            json["route"] = route.json();
+        }
+        println!("{json:#}");
     } else {
-        print!("{}", to_text(&question, &decision, &source));
+        let mut text = to_text(&question, &decision, &source);
+        if let Some(route) = &route {
+            text += &route.text();
+        }
+        print!("{text}");
     }
     Ok(if decision.allowed {
         ExitCode::SUCCESS
@@ -152,6 +163,30 @@ impl Source {
 }
 
 impl Question {
+    /// Inbound: the route rule the caller's sidecar applies (egress has no routes).
+    fn route(&self, source: &Source) -> Option<RouteVerdict> {
+        let Question::Inbound {
+            service,
+            method,
+            path,
+            headers,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let traffic = match source {
+            Source::Files(files) => files.set.traffic().remove(service),
+            Source::Running { running, .. } => running.traffic.get(service).cloned(),
+        };
+        Some(RouteVerdict::select(
+            traffic.as_ref(),
+            method,
+            path.as_str(),
+            headers,
+        ))
+    }
+
     fn parse(
         args: &ExplainArgs,
         caller: impl Fn(&str) -> anyhow::Result<SpiffeId>,
