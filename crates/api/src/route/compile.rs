@@ -141,7 +141,7 @@ fn grpc_match(m: &GrpcRouteMatch) -> RuleMatch {
 }
 
 /// A gRPC method match as a path match on `/package.Service/Method`.
-fn grpc_path(m: &GrpcMethodMatch) -> Option<PathMatch> {
+pub(crate) fn grpc_path(m: &GrpcMethodMatch) -> Option<PathMatch> {
     let service = m
         .service
         .as_deref()
