@@ -244,7 +244,10 @@ mod tests {
     fn route_and_traffic_edits_are_published_live() {
         let (dir, _state, registry, mut reloader) = setup();
         let first = Arc::clone(&registry.subscribe().borrow());
-        assert!(first.services["billing"].traffic.is_default());
+        // The example's billing Service has knobs (services.yaml) but, here, no route.
+        let traffic = &first.services["billing"].traffic;
+        assert!(!traffic.has_routes());
+        assert_eq!(traffic.policy.outlier_detection.consecutive_failures, 3);
 
         let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: billing}\nspec:\n  parentRefs: [{group: '', kind: Service, name: billing}]\n  rules:\n    - matches: [{path: {value: /charges}}]\n      timeouts: {request: 2s}\n";
         std::fs::write(dir.path().join("routes.yaml"), route).expect("write");
@@ -259,11 +262,8 @@ mod tests {
         // A Service's knobs apply live too; the rest of the Service still needs a restart.
         let services = dir.path().join("services.yaml");
         let text = std::fs::read_to_string(&services).expect("read");
-        let knobs = text.replacen(
-            "    app: billing\n",
-            "    app: billing\n  traffic:\n    outlierDetection: {consecutiveFailures: 2}\n",
-            1,
-        );
+        let knobs = text.replacen("consecutiveFailures: 3", "consecutiveFailures: 2", 1);
+        assert_ne!(knobs, text);
         std::fs::write(&services, &knobs).expect("write");
         let after = api::load_dir(dir.path()).expect("loads");
         assert!(!needs_restart(&reloader.started_with, &after));
