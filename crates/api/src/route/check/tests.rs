@@ -58,6 +58,7 @@ fn rows() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
     vec![
         ("route under meshwork's version", http("    - {}\n").replace(GW, "apiVersion: meshwork.dev/v1alpha1\n"), 1, "HTTPRoute/r field `apiVersion`", "unsupported apiVersion \"meshwork.dev/v1alpha1\" for kind HTTPRoute; expected \"gateway.networking.k8s.io/v1\""),
         ("service under the gateway version", format!("{GW}kind: Service\nmetadata: {{name: s}}\nspec: {{selector: {{app: s}}}}\n"), 1, "Service/s field `apiVersion`", "expected \"meshwork.dev/v1alpha1\""),
+        ("a Gateway", format!("{GW}kind: Gateway\nmetadata: {{name: gw}}\nspec: {{}}\n"), 2, "Gateway/gw field `kind`", "unknown kind \"Gateway\"; known kinds: Mesh, "),
         ("route without apiVersion", http("    - {}\n").replace(GW, ""), 1, "HTTPRoute/r field `apiVersion`", "is required: gateway.networking.k8s.io/v1"),
         ("filters", http("    - filters: [{type: RequestHeaderModifier}]\n"), 7, "HTTPRoute/r field `spec.rules[0].filters`", "meshwork does not implement"),
         ("queryParams", http("    - matches:\n        - queryParams: [{name: a, value: b}]\n"), 8, "field `spec.rules[0].matches[0].queryParams`", "does not implement"),
