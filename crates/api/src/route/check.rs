@@ -9,7 +9,7 @@ use policy::NormalizedPath;
 use super::grpc::{GrpcMethodMatch, GrpcRouteSpec};
 use super::http::{HttpRouteSpec, PathMatchSpec, PathMatchType};
 use super::{BackendRef, HeaderMatchSpec, MatchType, ParentRef, Timeouts};
-use crate::contract::traffic::{PathMatch, anchored_header_regex, anchored_regex};
+use crate::contract::traffic::{PathMatch, REGEX_MAX_LEN, anchored_header_regex, anchored_regex};
 use crate::load::{LoadError, Loaded, invalid};
 use crate::resource::Name;
 use crate::set::ResourceSet;
@@ -256,7 +256,13 @@ fn check_compiles<S>(
     pattern: &str,
     error: Option<regex::Error>,
 ) {
-    if let Some(e) = error {
+    if pattern.len() > REGEX_MAX_LEN {
+        let msg = format!(
+            "is a {} byte expression; at most {REGEX_MAX_LEN} bytes are accepted",
+            pattern.len()
+        );
+        p.add(field, &msg);
+    } else if let Some(e) = error {
         let why = e.to_string();
         let why = why.lines().last().unwrap_or_default().trim().to_owned();
         p.add(field, &format!("{pattern:?} is not a regular expression meshwork accepts (Rust regex syntax, at most 1024 bytes and 256 KiB compiled): {why}"));

@@ -91,6 +91,7 @@ fn rows() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("header name", http("    - matches:\n        - headers:\n            - {name: 'x tier', value: gold}\n"), 9, "field `spec.rules[0].matches[0].headers[0].name`", "\"x tier\" is not a valid HTTP header name"),
         ("header twice", http("    - matches:\n        - headers:\n            - {name: X-Tier, value: gold}\n            - {name: x-tier, value: silver}\n"), 10, "field `spec.rules[0].matches[0].headers[1].name`", "\"x-tier\" is matched twice"),
         ("header regex", http("    - matches:\n        - headers:\n            - {type: RegularExpression, name: x, value: '[a-'}\n"), 9, "field `spec.rules[0].matches[0].headers[0].value`", "not a regular expression"),
+        ("header regex too long", http(&format!("    - matches:\n        - headers:\n            - {{type: RegularExpression, name: x, value: '{}'}}\n", "a".repeat(1025))), 9, "field `spec.rules[0].matches[0].headers[0].value`", "is a 1025 byte expression; at most 1024"),
         ("rule names", http("    - name: a\n    - name: a\n"), 8, "field `spec.rules[1].name`", "\"a\" names another rule"),
         ("unknown rule field", http("    - retries: {attempts: 1}\n"), 7, "field `spec.rules[0].retries`", "unknown field `retries`"),
         ("grpc code OK", grpc("    - retry: {codes: [OK]}\n"), 7, "GRPCRoute/g field `spec.rules[0].retry.codes[0]`", "\"OK\" is not a gRPC status code"),
