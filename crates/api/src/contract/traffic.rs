@@ -9,7 +9,13 @@
 //! Absent from snapshots of older control planes: every field defaults to "no route
 //! configured", which behaves as meshwork did before routes existed.
 
+mod matcher;
+
 use serde::{Deserialize, Serialize};
+
+pub use matcher::{
+    Matcher, MatcherError, REGEX_MAX_LEN, REGEX_SIZE_LIMIT, anchored_header_regex, anchored_regex,
+};
 
 /// A service's routes and resiliency settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +65,9 @@ pub enum RouteKind {
 #[serde(rename_all = "camelCase")]
 pub struct RouteRule {
     /// Where the rule came from, for logs, metrics and `policy explain`:
-    /// `HTTPRoute/default/billing-resilience rule 0` (or the rule's `name`, when it has one).
+    /// `HTTPRoute/default/billing-resilience rule 0` (`<kind>/<namespace>/<route> rule
+    /// <index>`), with the rule's `name` in place of its index when it has one
+    /// (`HTTPRoute/default/billing rule charges`).
     pub name: String,
     /// The route's kind.
     #[serde(default)]

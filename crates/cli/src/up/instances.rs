@@ -38,14 +38,8 @@ pub fn plan(set: &ResourceSet) -> anyhow::Result<Vec<Instance>> {
         let w = &w.resource;
         let workload = w.metadata.name.to_string();
         let replicas = w.spec.replicas.map_or(1, |r| r.get());
-        if replicas > 1 && w.spec.port.is_some() {
-            bail!(
-                "Workload/{workload}: spec.port cannot be set with spec.replicas {replicas}: \
-                 each replica's application needs a port of its own; remove spec.port \
-                 (up gives each replica a free port in PORT)"
-            );
-        }
         for replica in 0..replicas {
+            // The loader refuses spec.port with replicas above 1 (file:line:field).
             let port = match w.spec.port {
                 Some(p) => p.get(),
                 None => ports::free_port().context("allocating an application port")?,
@@ -149,9 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fixed_port_with_replicas_and_a_name_clash_are_refused() {
-        let error = plan(&set(&[("billing", "  replicas: 2\n  port: 8080\n")])).unwrap_err();
-        assert!(error.to_string().contains("spec.port"), "{error}");
+    fn a_replica_name_clashing_with_a_workload_is_refused() {
         let error = plan(&set(&[("b", "  replicas: 2\n"), ("b-1", "")])).unwrap_err();
         assert!(error.to_string().contains("Workload/b-1"), "{error}");
     }
