@@ -16,6 +16,8 @@ mod lifecycle;
 mod policy;
 #[path = "cli/replicas.rs"]
 mod replicas;
+#[path = "cli/resiliency.rs"]
+mod resiliency;
 #[path = "cli/startup.rs"]
 mod startup;
 #[path = "cli/validate.rs"]

@@ -60,6 +60,9 @@ async fn handle(app: DemoApp, req: Request) -> Reply {
     match (app, req.method.as_str(), req.path.as_str()) {
         (_, "GET", "/healthz") => Reply::json(200, serde_json::json!({"ok": true})),
         (DemoApp::Billing, "POST", "/charges") => charges::create(&req).await,
+        (DemoApp::Billing, "GET", path) if path == "/charges" || path.starts_with("/charges/") => {
+            charges::read(&req).await
+        }
         (DemoApp::Store, "POST", "/checkout") => call_billing("store").await,
         (DemoApp::Reporting, "GET", "/report") => call_billing("reporting").await,
         _ => Reply::json(

@@ -16,6 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// The query string, if any (without `?`).
+    pub query: Option<String>,
+    /// `Idempotency-Key`, when the caller sent one.
+    pub idempotency_key: Option<String>,
     /// `x-meshwork-client-id`, as stamped by the sidecar.
     pub client_id: Option<String>,
     /// The request body (empty when it could not be read).
@@ -75,6 +79,12 @@ async fn parts(req: hyper::Request<Incoming>) -> Request {
     Request {
         method: head.method.to_string(),
         path: head.uri.path().to_owned(),
+        query: head.uri.query().map(str::to_owned),
+        idempotency_key: head
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         client_id: head
             .headers
             .get("x-meshwork-client-id")

@@ -60,7 +60,7 @@ fn replicas_answering(outbound: &str, limit: Duration) -> (BTreeSet<u16>, Vec<u1
 
 /// The pid of the `meshwork demo billing` process of replica `replica` (not its guard)
 /// under `up` (other tests run their own).
-fn billing_app(up: &Up, replica: u16) -> Option<u32> {
+pub fn billing_app(up: &Up, replica: u16) -> Option<u32> {
     let wanted = format!("MESHWORK_REPLICA={replica}");
     // The app's parent is its guard, a child of `up`; the app itself names the guard.
     let guards = children_of(up.pid());

@@ -1,0 +1,309 @@
+//! Issue 11's resiliency, end to end in `examples/store-billing`: billing runs 2 replicas
+//! behind an `HTTPRoute` with a timeout and retries (routes.yaml). Killing a replica during
+//! steady traffic loses no idempotent request and no keyed POST, and no POST reaches billing
+//! twice; a stalled replica is ejected and traffic flows to the other; under a failure storm
+//! the retry budget caps the retries (and the metric says so).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Up, eventually, example};
+use crate::policy::scrape_replica_metrics;
+use crate::replicas::billing_app;
+
+/// One answer: status, the replica that made it (`x-demo-replica`), the body.
+struct Answer {
+    status: u16,
+    replica: Option<u16>,
+    body: String,
+}
+
+/// One request to `http://billing{path}` through store's sidecar (`outbound`), on its own
+/// connection. A transport failure is status 0.
+fn billing(outbound: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let failed = Answer {
+        status: 0,
+        replica: None,
+        body: String::new(),
+    };
+    let Ok(mut stream) = TcpStream::connect(outbound) else {
+        return failed;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut head =
+        format!("{method} http://billing{path} HTTP/1.1\r\nHost: billing\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = if method == "POST" { "{}" } else { "" };
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    if stream.write_all(head.as_bytes()).is_err() {
+        return failed;
+    }
+    let mut text = String::new();
+    if stream.read_to_string(&mut text).is_err() {
+        return failed;
+    }
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let replica = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("x-demo-replica")
+            .then(|| value.trim().parse().ok())?
+    });
+    Answer {
+        status,
+        replica,
+        body: body.to_owned(),
+    }
+}
+
+/// The sum of a counter's samples on a sidecar whose labels contain every `labels` pair.
+fn counter(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What one traffic worker sent: keyed POSTs and plain POSTs by amount, with their statuses.
+#[derive(Default)]
+struct Sent {
+    gets: Vec<u16>,
+    keyed: Vec<(i64, u16)>,
+    plain: Vec<(i64, u16)>,
+}
+
+/// A worker sending, round robin, `GET /charges/{row}`, a POST with an `Idempotency-Key`
+/// and a POST without one (each POST with an amount of its own) until `stop`.
+fn traffic(outbound: String, worker: i64, row: i64, stop: Arc<AtomicBool>) -> Sent {
+    let mut sent = Sent::default();
+    let base = 7_000_000 + worker * 100_000;
+    for i in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let amount = base + i;
+        match i % 3 {
+            0 => {
+                let answer = billing(&outbound, "GET", &format!("/charges/{row}"), &[]);
+                sent.gets.push(answer.status);
+            }
+            1 => {
+                let key = format!("e2e-{worker}-{i}");
+                sent.keyed
+                    .push((amount, post(&outbound, amount, Some(&key))));
+            }
+            _ => sent.plain.push((amount, post(&outbound, amount, None))),
+        }
+    }
+    sent
+}
+
+/// `POST /charges` of `amount`, with `key` as `Idempotency-Key`.
+fn post(outbound: &str, amount: i64, key: Option<&str>) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(outbound) else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let body = format!("{{\"amount\":{amount}}}");
+    let key = key.map_or(String::new(), |k| format!("Idempotency-Key: {k}\r\n"));
+    let request = format!(
+        "POST http://billing/charges HTTP/1.1\r\nHost: billing\r\nConnection: close\r\n{key}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut text = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut text).is_err() {
+        return 0;
+    }
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many charges billing's database holds for each amount at or above `from`.
+fn charges_by_amount(up: &Up, from: i64) -> BTreeMap<i64, i64> {
+    let out = up.exec("billing", &["sh", "-c", "printf %s \"$DATABASE_URL\""]);
+    let url = String::from_utf8(out.stdout).unwrap();
+    assert!(url.starts_with("postgres"), "billing has no DATABASE_URL");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT amount, count(*) FROM charges WHERE amount >= $1 GROUP BY amount",
+                &[&from],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    })
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+#[test]
+fn killing_a_replica_loses_nothing_retryable_and_a_stalled_one_is_ejected() {
+    let up = Up::start(&example("store-billing"));
+    let outbound = up.ready("store")["outbound"].as_str().unwrap().to_owned();
+    let first = billing(&outbound, "POST", "/charges", &[]);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let row: serde_json::Value = serde_json::from_str(&first.body).unwrap();
+    let row = row["row_id"].as_i64().unwrap();
+
+    // Steady traffic; one replica's app is killed (SIGKILL) a second in.
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (outbound, stop) = (outbound.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || traffic(outbound, w, row, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let victim = billing_app(&up, 1).expect("billing-1's app");
+    signal(victim, "KILL");
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let sent: Vec<Sent> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+
+    let gets: Vec<u16> = sent.iter().flat_map(|s| s.gets.clone()).collect();
+    let keyed: Vec<(i64, u16)> = sent.iter().flat_map(|s| s.keyed.clone()).collect();
+    let plain: Vec<(i64, u16)> = sent.iter().flat_map(|s| s.plain.clone()).collect();
+    assert!(gets.len() > 10 && keyed.len() > 10, "too little traffic");
+    assert!(gets.iter().all(|s| *s == 200), "a GET was lost: {gets:?}");
+    assert!(
+        keyed.iter().all(|(_, s)| *s == 201),
+        "a POST with an Idempotency-Key was lost: {keyed:?}"
+    );
+    let charges = charges_by_amount(&up, 7_000_000);
+    for (amount, _) in &keyed {
+        assert_eq!(charges.get(amount), Some(&1), "keyed charge {amount}");
+    }
+    for (amount, status) in &plain {
+        let seen = charges.get(amount).copied().unwrap_or(0);
+        assert!(
+            seen <= 1,
+            "POST {amount} without a key reached billing {seen} times"
+        );
+        if *status == 201 {
+            assert_eq!(seen, 1, "POST {amount} answered 201 but was not stored");
+        }
+    }
+
+    // The killed replica is restarted by `up`; then the other one stalls (SIGSTOP).
+    eventually("billing-1 restarted", Duration::from_secs(30), || {
+        billing_app(&up, 1).is_some_and(|pid| pid != victim)
+    });
+    let stalled = billing_app(&up, 0).expect("billing-0's app");
+    signal(stalled, "STOP");
+    let answers: Vec<Answer> = (0..30)
+        .map(|_| billing(&outbound, "GET", &format!("/charges/{row}"), &[]))
+        .collect();
+    signal(stalled, "CONT");
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let last: Vec<Option<u16>> = answers[20..].iter().map(|a| a.replica).collect();
+    assert!(
+        last.iter().all(|r| *r == Some(1)),
+        "after ejection the live replica answers: {last:?}"
+    );
+    let metrics = scrape_replica_metrics(&up, "store", 0);
+    let ejections = counter(
+        &metrics,
+        "meshwork_ejections_total",
+        &["service=\"billing\""],
+    );
+    assert!(ejections >= 1.0, "no ejection counted:\n{metrics}");
+}
+
+/// examples/store-billing without its claim, with billing failing every request (`503`).
+fn failing_billing(dir: &Path) {
+    let source = example("store-billing");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name == "claims.yaml" || name == "policy-tests.yaml" {
+            continue;
+        }
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if name == "workloads.yaml" {
+            let from = "  command: [meshwork, demo, billing]\n";
+            assert!(text.contains(from), "billing's command moved");
+            let to = format!("{from}  env:\n    DEMO_FAIL_STATUS: \"503\"\n");
+            text = text.replace(from, &to);
+        }
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+#[test]
+fn the_retry_budget_caps_retries_in_a_failure_storm() {
+    let dir = tempfile::tempdir().unwrap();
+    failing_billing(dir.path());
+    let up = Up::start(dir.path());
+    let outbound = up.ready("store")["outbound"].as_str().unwrap().to_owned();
+
+    let started = Instant::now();
+    let storm: Vec<_> = (0..20)
+        .map(|_| {
+            let outbound = outbound.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| billing(&outbound, "GET", "/charges/1", &[]).status)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = storm.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(statuses.len(), 500);
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+
+    let metrics = scrape_replica_metrics(&up, "store", 0);
+    let retries = counter(&metrics, "meshwork_retries_total", &["service=\"billing\""]);
+    let exhausted = counter(
+        &metrics,
+        "meshwork_retry_budget_exhausted_total",
+        &["service=\"billing\""],
+    );
+    // Unbudgeted, every request would be retried twice (attempts: 2): 1000 retries. The
+    // budget allows 20 % of the requests plus 10 per second (the defaults).
+    let allowed = 0.2 * 500.0 + 10.0 * (elapsed + 1.0) + 10.0;
+    assert!(
+        retries <= allowed,
+        "{retries} retries in {elapsed:.1}s exceed the budget ({allowed})"
+    );
+    assert!(retries >= 10.0, "retries happened: {retries}");
+    assert!(
+        exhausted >= 1.0,
+        "the exhausted budget is counted:\n{metrics}"
+    );
+}
