@@ -160,10 +160,21 @@ impl Proxy {
                 store,
                 metrics: Arc::clone(&metrics),
             },
-            outbound: Outbound {
-                listener: outbound_listener,
-                stack: outbound::stack(routes, pool, egress, Arc::clone(&metrics)),
-                metrics,
+            outbound: {
+                let tunnels = outbound::Tunnels::default();
+                let parts = outbound::StackParts {
+                    routes,
+                    pool,
+                    egress,
+                    metrics: Arc::clone(&metrics),
+                    tunnels: tunnels.clone(),
+                };
+                Outbound {
+                    listener: outbound_listener,
+                    stack: outbound::stack(parts),
+                    metrics,
+                    tunnels,
+                }
             },
             admin,
             loops,

@@ -10,20 +10,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use api::contract::{Endpoint, Snapshot};
+use api::contract::Snapshot;
 use arc_swap::ArcSwap;
 use identity::SpiffeId;
 use policy::Engine;
 
+use crate::outbound::balance::EndpointSlot;
+use crate::outbound::pool::PeerKey;
+use crate::outbound::rule::CompiledTraffic;
 use crate::route_classifier::RouteClassifier;
 
 /// One version of the routing table and policies.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     version: u64,
-    services: HashMap<String, ServiceEndpoints>,
+    /// In snapshot (name) order, the order of the classifier's indices.
+    services: Vec<MeshService>,
     /// The services each identity serves: what an inbound request to that workload targets.
     backed_by: HashMap<SpiffeId, Vec<String>>,
     policies: Arc<Policies>,
@@ -60,22 +63,43 @@ impl RouteTable {
     /// policy hash is unchanged (most snapshots only move endpoints).
     fn next(snapshot: &Snapshot, previous: Option<&RouteTable>) -> Self {
         let mut backed_by: HashMap<SpiffeId, Vec<String>> = HashMap::new();
+        // Endpoints keep their load and ejection state across snapshots.
+        let known: HashMap<&PeerKey, &Arc<EndpointSlot>> = previous
+            .into_iter()
+            .flat_map(|p| &p.services)
+            .flat_map(|s| &s.endpoints)
+            .map(|slot| (slot.key(), slot))
+            .collect();
+        let classifier = RouteClassifier::compile(snapshot);
         let services = snapshot
             .services
             .iter()
             .map(|(name, route)| {
                 let name = name.to_ascii_lowercase();
-                for endpoint in &route.endpoints {
-                    let names = backed_by.entry(endpoint.identity.clone()).or_default();
-                    if !names.contains(&name) {
-                        names.push(name.clone());
-                    }
+                let endpoints = route
+                    .endpoints
+                    .iter()
+                    .map(|endpoint| {
+                        let names = backed_by.entry(endpoint.identity.clone()).or_default();
+                        if !names.contains(&name) {
+                            names.push(name.clone());
+                        }
+                        let key = PeerKey {
+                            addr: endpoint.addr,
+                            identity: endpoint.identity.clone(),
+                        };
+                        match known.get(&key) {
+                            Some(slot) => Arc::clone(slot),
+                            None => Arc::new(EndpointSlot::new(key)),
+                        }
+                    })
+                    .collect();
+                let traffic = CompiledTraffic::compile(&name, &route.traffic, &classifier);
+                MeshService {
+                    name,
+                    endpoints,
+                    traffic,
                 }
-                let endpoints = ServiceEndpoints {
-                    endpoints: route.endpoints.clone(),
-                    cursor: AtomicUsize::new(0),
-                };
-                (name, endpoints)
             })
             .collect();
         RouteTable {
@@ -83,7 +107,7 @@ impl RouteTable {
             services,
             backed_by,
             policies: compile_policies(snapshot, previous.map(|p| &p.policies)),
-            classifier: RouteClassifier::compile(snapshot),
+            classifier,
         }
     }
 
@@ -92,14 +116,25 @@ impl RouteTable {
         self.version
     }
 
-    /// The endpoints of the mesh service `name`, if it is one.
-    pub fn service(&self, name: &str) -> Option<&ServiceEndpoints> {
-        self.services.get(name)
+    /// The mesh service `name` (compared case-insensitively), if it is one.
+    pub fn service(&self, name: &str) -> Option<&MeshService> {
+        self.service_index(name).map(|i| &self.services[i])
+    }
+
+    /// The index of the mesh service `name` (compared case-insensitively), if it is one:
+    /// what [`crate::outbound::classify::Classified`] carries.
+    pub fn service_index(&self, name: &str) -> Option<usize> {
+        self.classifier.index(name)
+    }
+
+    /// The mesh service at `index` (from [`RouteTable::service_index`] on this table).
+    pub fn service_at(&self, index: usize) -> Option<&MeshService> {
+        self.services.get(index)
     }
 
     /// The names of the mesh services (lower case, sorted).
     pub fn service_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.services.keys().cloned().collect();
+        let mut names: Vec<String> = self.services.iter().map(|s| s.name.clone()).collect();
         names.sort();
         names
     }
@@ -148,21 +183,28 @@ fn compile_policies(snapshot: &Snapshot, previous: Option<&Arc<Policies>>) -> Ar
     }
 }
 
-/// A mesh service's endpoints with a round-robin cursor.
+/// A mesh service: its endpoints (with their balancing state) and its compiled routes.
 #[derive(Debug)]
-pub struct ServiceEndpoints {
-    endpoints: Vec<Endpoint>,
-    cursor: AtomicUsize,
+pub struct MeshService {
+    name: String,
+    endpoints: Vec<Arc<EndpointSlot>>,
+    traffic: CompiledTraffic,
 }
 
-impl ServiceEndpoints {
-    /// Every endpoint once, starting at the next round-robin position: callers try them
-    /// in order, so a dead endpoint costs one failed connect, not a failed request.
-    pub fn round_robin(&self) -> impl Iterator<Item = &Endpoint> {
-        let len = self.endpoints.len();
-        // Relaxed: the cursor only spreads load; no other memory depends on it.
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..len).map(move |i| &self.endpoints[(start + i) % len])
+impl MeshService {
+    /// The lower-case service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The endpoints, in snapshot order; their state survives snapshots that keep them.
+    pub fn endpoints(&self) -> &[Arc<EndpointSlot>] {
+        &self.endpoints
+    }
+
+    /// The service's route rules and resiliency knobs, compiled.
+    pub fn traffic(&self) -> &CompiledTraffic {
+        &self.traffic
     }
 
     /// Whether the service currently has no endpoints.
@@ -219,7 +261,7 @@ mod tests {
     fn snapshot(version: u64, ports: &[u16]) -> Snapshot {
         let endpoints = ports
             .iter()
-            .map(|port| Endpoint {
+            .map(|port| api::contract::Endpoint {
                 addr: ([127, 0, 0, 1], *port).into(),
                 identity: "spiffe://meshwork.local/ns/default/sa/billing"
                     .parse()
@@ -240,15 +282,17 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_visits_every_endpoint_starting_at_the_cursor() {
-        let table = RouteTable::new(&snapshot(1, &[1, 2, 3]));
-        let billing = table.service("billing").unwrap();
-        let order =
-            |s: &ServiceEndpoints| -> Vec<u16> { s.round_robin().map(|e| e.addr.port()).collect() };
-        assert_eq!(order(billing), [1, 2, 3]);
-        assert_eq!(order(billing), [2, 3, 1]);
-        assert_eq!(order(billing), [3, 1, 2]);
-        assert!(table.service("reporting").is_none());
+    fn endpoints_keep_their_state_across_snapshots_that_keep_them() {
+        let routes = Routes::new(&snapshot(1, &[1, 2]));
+        let first = routes.load();
+        let billing = first.service("BILLING").unwrap();
+        assert_eq!(billing.name(), "billing");
+        assert!(routes.update(&snapshot(2, &[2, 3])));
+        let second = routes.load();
+        let kept = &second.service("billing").unwrap().endpoints;
+        assert!(Arc::ptr_eq(&kept[0], &billing.endpoints[1]), "port 2 kept");
+        assert_eq!(kept[1].key().addr.port(), 3);
+        assert!(second.service("reporting").is_none());
     }
 
     fn with_policies(version: u64, policies: serde_json::Value) -> Snapshot {

@@ -19,10 +19,6 @@ use crate::body::{BoxError, ProxyBody};
 use crate::config::PeerProtocol;
 use crate::metrics::{Protocol, ProxyMetrics};
 
-/// TCP connect + TLS handshake must finish within this; a blackholed endpoint then
-/// costs one timeout and the next endpoint is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How often an HTTP/2 peer connection is PINGed, and how long a PING may go
 /// unanswered before the connection is declared dead (and the pool redials).
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
@@ -80,11 +76,14 @@ impl PeerConnector {
         identity::client_config(&self.store, server, protocols)
     }
 
-    /// Connects to `addr`, requiring the server to be `identity`.
+    /// Connects to `addr`, requiring the server to be `identity`. TCP connect and TLS
+    /// handshake must finish within `timeout` (the service's `connectTimeout`): a
+    /// blackholed endpoint then costs one timeout and the next endpoint is tried.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         identity: &SpiffeId,
+        timeout: Duration,
     ) -> Result<PeerSender, BoxError> {
         let connector = TlsConnector::from(self.client_config(identity));
         let handshake = async {
@@ -95,10 +94,10 @@ impl PeerConnector {
                 .connect(ServerName::IpAddress(addr.ip().into()), tcp)
                 .await
         };
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        let tls = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| {
-                format!("TCP connect and mTLS handshake took longer than {CONNECT_TIMEOUT:?}")
+                format!("TCP connect and mTLS handshake took longer than {timeout:?}")
             })??;
         let protocol = Protocol::from_alpn(tls.get_ref().1.alpn_protocol());
         self.metrics.outbound_connection(identity, addr, protocol);

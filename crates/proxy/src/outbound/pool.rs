@@ -6,6 +6,12 @@
 //! body ends ([`PeerBody`]). Closed connections are dropped at checkout and a new one is
 //! dialled, so a peer restart costs nothing but the reconnect.
 //!
+//! Dialling is done once per peer even when many first requests arrive together: the
+//! first dials while the others wait at the peer's dial gate, then find the pooled HTTP/2
+//! connection (or, when that dial failed moments ago, fail with its error instead of
+//! each waiting out a connect timeout of its own). Once a peer is known to speak
+//! HTTP/1.1, which needs a connection per concurrent request, dials are not serialised.
+//!
 //! An idle HTTP/1.1 connection is only reused for [`PEER_IDLE_TIMEOUT`], and a request
 //! that a reused HTTP/1.1 connection loses to the peer closing it is sent again on a
 //! fresh one when that is safe ([`crate::retry`]).
@@ -56,6 +62,12 @@ struct Entry {
     http2: Option<http2::SendRequest<ProxyBody>>,
     /// Oldest first: pushed as connections become idle.
     idle_http1: Vec<Idle>,
+    /// Held while dialling, so concurrent first requests dial once.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    /// The peer answered a dial with HTTP/1.1: dials need no gate.
+    http1_peer: bool,
+    /// The last dial failure: when, and why.
+    failed: Option<(Instant, Arc<str>)>,
 }
 
 /// An HTTP/1.1 connection waiting for its next request.
@@ -128,6 +140,7 @@ impl PeerPool {
         &self,
         key: &PeerKey,
         request: Request<ProxyBody>,
+        connect_timeout: Duration,
     ) -> Result<Response<PeerBody>, SendError> {
         let request = match self.checkout(key) {
             Some(sender) => match self.send_reused(key, sender, request).await {
@@ -140,10 +153,46 @@ impl PeerPool {
         // Boxed: dialling (TCP + TLS + HTTP handshake) is the cold path, and its state
         // would otherwise be inlined into every request's future and copied with it
         // (callgrind showed ~8.7k instructions/request of memcpy in the client sidecar).
-        match Box::pin(self.dial(key)).await {
+        match Box::pin(self.dial_once(key, connect_timeout)).await {
             Ok(sender) => self.send_on(key, sender, request).await,
             Err(error) => Err(SendError::Connect { error, request }),
         }
+    }
+
+    /// A sender for `key`: a connection another request dialled while this one waited at
+    /// the peer's gate, else a fresh one (see the [module docs](self)).
+    async fn dial_once(&self, key: &PeerKey, timeout: Duration) -> Result<PeerSender, BoxError> {
+        let gate = {
+            let mut entries = self.lock();
+            let entry = entries.entry(key.clone()).or_default();
+            (!entry.http1_peer).then(|| Arc::clone(&entry.gate))
+        };
+        let Some(gate) = gate else {
+            return self.dial(key, timeout).await;
+        };
+        let waited_since = Instant::now();
+        let _dialling = gate.lock().await;
+        {
+            let mut entries = self.lock();
+            let entry = entries.entry(key.clone()).or_default();
+            if let Some(sender) = entry.http2.as_ref().filter(|s| !s.is_closed()) {
+                return Ok(PeerSender::Http2(sender.clone()));
+            }
+            if let Some((at, error)) = &entry.failed
+                && *at >= waited_since
+            {
+                return Err(
+                    format!("dialled by a concurrent request, which failed: {error}").into(),
+                );
+            }
+        }
+        let dialled = self.dial(key, timeout).await;
+        if let Err(error) = &dialled {
+            let mut entries = self.lock();
+            let failure = (Instant::now(), Arc::from(error.to_string()));
+            entries.entry(key.clone()).or_default().failed = Some(failure);
+        }
+        dialled
     }
 
     /// One attempt on a pooled connection, telling apart failures a fresh connection
@@ -229,29 +278,26 @@ impl PeerPool {
                 return Some(PeerSender::Http1(idle.sender));
             }
         }
-        // Nothing usable left: forget the peer (it may have left the mesh).
-        entries.remove(key);
+        // Nothing usable left: forget the peer (it may have left the mesh), unless a dial
+        // is under way or waited for.
+        if Arc::strong_count(&entry.gate) == 1 {
+            entries.remove(key);
+        }
         None
     }
 
-    async fn dial(&self, key: &PeerKey) -> Result<PeerSender, BoxError> {
+    async fn dial(&self, key: &PeerKey, timeout: Duration) -> Result<PeerSender, BoxError> {
         let sender = self
             .inner
             .connector
-            .connect(key.addr, &key.identity)
+            .connect(key.addr, &key.identity, timeout)
             .await?;
-        if let PeerSender::Http2(http2) = &sender {
-            let mut entries = self.lock();
-            let entry = entries.entry(key.clone()).or_default();
-            // Concurrent first requests may each dial; keep the first live one pooled,
-            // the others serve their own request and close when it is done.
-            if entry
-                .http2
-                .as_ref()
-                .is_none_or(|existing| existing.is_closed())
-            {
-                entry.http2 = Some(http2.clone());
-            }
+        let mut entries = self.lock();
+        let entry = entries.entry(key.clone()).or_default();
+        entry.failed = None;
+        match &sender {
+            PeerSender::Http2(http2) => entry.http2 = Some(http2.clone()),
+            PeerSender::Http1(_) => entry.http1_peer = true,
         }
         Ok(sender)
     }

@@ -1,0 +1,341 @@
+//! Balancing: power-of-two-choices over peak-EWMA load among the endpoints of the service
+//! a request goes to ([`Classified::backend`]), skipping endpoints the outlier state ejects
+//! and endpoints at their circuit-breaker cap; then the request is sent by [`Endpoint`].
+//!
+//! Why not `tower::balance::p2c::Balance`: it balances over a `Discover` stream of ready
+//! services and owns them, while meshwork's endpoints are snapshot data shared by every
+//! connection, their state must survive snapshot updates ([`EndpointSlot`]s are carried
+//! over by the route table), and the pick must be able to exclude endpoints already tried.
+//! So the pick is written here — two distinct random candidates, the lower
+//! [`PeakEwma::cost`] wins — over tower's estimator arithmetic ([`super::load`]).
+//!
+//! A request that provably never left (connect failure, connection closed before sending)
+//! moves on to another endpoint, so a dead endpoint costs one failed connect, not a failed
+//! request. One endpoint (the common case) skips the random draw and the clock.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use rand::Rng;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::classify::Classified;
+use super::endpoint::{Endpoint, Sent};
+use super::load::PeakEwma;
+use super::outlier::Outlier;
+use super::pool::PeerKey;
+use crate::body::ProxyBody;
+use crate::forward_error::ForwardError;
+use crate::label::Label;
+use crate::routes::MeshService;
+
+/// One endpoint of a mesh service and the state balancing keeps about it.
+#[derive(Debug)]
+pub struct EndpointSlot {
+    key: PeerKey,
+    peer: Label,
+    load: PeakEwma,
+    outlier: Outlier,
+}
+
+impl EndpointSlot {
+    /// A fresh slot for the endpoint `key`.
+    pub fn new(key: PeerKey) -> Self {
+        EndpointSlot {
+            peer: Label::intern(key.identity.as_str()),
+            key,
+            load: PeakEwma::default(),
+            outlier: Outlier::default(),
+        }
+    }
+
+    /// Where it is and who must answer.
+    pub fn key(&self) -> &PeerKey {
+        &self.key
+    }
+
+    /// Its identity as a metric label.
+    pub fn peer(&self) -> Label {
+        self.peer
+    }
+
+    /// Its outlier state.
+    pub fn outlier(&self) -> &Outlier {
+        &self.outlier
+    }
+}
+
+/// Picks an endpoint of `endpoints` not in `tried` (a bit per index, the first 64): two
+/// distinct random candidates among those neither ejected nor full, the cheaper wins; when
+/// every untried endpoint is ejected or full, the cheapest untried one anyway (failing the
+/// request outright would be worse than trying an endpoint that may have recovered).
+pub fn pick(
+    endpoints: &[Arc<EndpointSlot>],
+    tried: u64,
+    max_requests: u32,
+    now: Instant,
+) -> Option<usize> {
+    let untried = |i: &usize| *i >= 64 || tried & (1 << i) == 0;
+    if let [_only] = endpoints {
+        return untried(&0).then_some(0);
+    }
+    let healthy = |i: &usize| {
+        let slot = &endpoints[*i];
+        !slot.outlier.is_ejected(now) && slot.load.in_flight() < max_requests
+    };
+    let count = (0..endpoints.len()).filter(untried).filter(healthy).count();
+    if count == 0 {
+        // Ejected endpoints rather than none; a full one only when all are (the caller
+        // then refuses: the circuit is open).
+        let cost = |i: &usize| {
+            let slot = &endpoints[*i];
+            (slot.load.in_flight() >= max_requests, slot.load.cost(now))
+        };
+        return (0..endpoints.len()).filter(untried).min_by(|a, b| {
+            let (a, b) = (cost(a), cost(b));
+            a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+        });
+    }
+    let nth = |n: usize| (0..endpoints.len()).filter(untried).filter(healthy).nth(n);
+    let mut rng = rand::rng();
+    let a = rng.random_range(0..count);
+    if count == 1 {
+        return nth(a);
+    }
+    // A second, distinct candidate: draw from the others.
+    let b = (a + rng.random_range(1..count)) % count;
+    let (a, b) = (nth(a)?, nth(b)?);
+    let cheaper = endpoints[a].load.cost(now) <= endpoints[b].load.cost(now);
+    Some(if cheaper { a } else { b })
+}
+
+/// The balancing service: the innermost of the mesh stack (it sends through [`Endpoint`],
+/// which is not a tower service of its own: the send and the loop over endpoints share the
+/// one boxed future of the mesh path).
+#[derive(Clone)]
+pub struct Balance {
+    endpoint: Endpoint,
+}
+
+impl Balance {
+    /// Balances, then sends through `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Balance { endpoint }
+    }
+}
+
+impl Service<Request<ProxyBody>> for Balance {
+    type Response = Response<ProxyBody>;
+    type Error = ForwardError;
+    // The one box of the mesh path: dialling and the exchange are async.
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, ForwardError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
+        let endpoint = self.endpoint.clone();
+        Box::pin(balance(endpoint, request))
+    }
+}
+
+async fn balance(
+    endpoint: Endpoint,
+    mut request: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let Some((table, backend, report_peer)) = request.extensions().get::<Classified>().map(|c| {
+        let report_peer = c
+            .service
+            .and_then(|i| c.table.classifier().labels_at(i))
+            .is_some_and(|labels| labels.peer().is_none());
+        (Arc::clone(&c.table), c.backend, report_peer)
+    }) else {
+        return Err(unclassified());
+    };
+    let Some(service) = backend.and_then(|i| table.service_at(i)) else {
+        return Err(ForwardError::PeerUnavailable {
+            service: String::new(),
+            reason: "the route's backend is not a mesh service".to_owned(),
+        });
+    };
+    let mut tried = 0u64;
+    let mut last_failure = None;
+    let now = Instant::now();
+    let max_requests = service.traffic().policy().circuit_breaker.max_requests;
+    while let Some(index) = pick(service.endpoints(), tried, max_requests, now) {
+        if index < 64 {
+            tried |= 1 << index;
+        }
+        let slot = &service.endpoints()[index];
+        if slot.load.in_flight() >= max_requests {
+            // TODO(resilience-parts): a 503 of its own once ForwardError has it.
+            return Err(ForwardError::PeerUnavailable {
+                service: service.name().to_owned(),
+                reason: format!(
+                    "every endpoint has {max_requests} requests in flight (circuit open)"
+                ),
+            });
+        }
+        match send(&endpoint, service, slot, request, report_peer).await {
+            Ok(response) => return Ok(response),
+            Err(Failed::Final(error)) => return Err(error),
+            Err(Failed::Unsent {
+                request: unsent,
+                reason,
+            }) => {
+                last_failure = Some(reason);
+                request = unsent;
+            }
+        }
+    }
+    Err(ForwardError::PeerUnavailable {
+        service: service.name().to_owned(),
+        reason: last_failure.unwrap_or_else(|| "the service has no endpoints".to_owned()),
+    })
+}
+
+/// How one endpoint failed a request.
+enum Failed {
+    /// Nothing was sent: another endpoint may take it.
+    Unsent {
+        request: Request<ProxyBody>,
+        reason: String,
+    },
+    /// Final for this request.
+    Final(ForwardError),
+}
+
+/// Sends to one endpoint, keeping its load and outlier state.
+async fn send(
+    endpoint: &Endpoint,
+    service: &MeshService,
+    slot: &EndpointSlot,
+    request: Request<ProxyBody>,
+    report_peer: bool,
+) -> Result<Response<ProxyBody>, Failed> {
+    let several = service.endpoints().len() > 1;
+    let started = several.then(Instant::now);
+    slot.load.start();
+    let policy = service.traffic().policy();
+    let connect_timeout = Duration::from_millis(policy.connect_timeout_ms);
+    let sent = endpoint.send(slot, request, connect_timeout).await;
+    let now = started.map(|_| Instant::now());
+    let rtt = started.zip(now).map(|(s, n)| (n.duration_since(s), n));
+    slot.load.finish(rtt);
+    let outlier = &policy.outlier_detection;
+    match sent {
+        Sent::Answered(mut response) => {
+            let failed = response.status().is_server_error();
+            if several {
+                slot.outlier
+                    .record(!failed, outlier, service.endpoints(), slot);
+            }
+            if report_peer {
+                response
+                    .extensions_mut()
+                    .insert(crate::telemetry::AnsweredBy(slot.peer));
+            }
+            Ok(response)
+        }
+        Sent::Unsent {
+            request,
+            reason,
+            connect,
+        } => {
+            if several && connect {
+                slot.outlier
+                    .record(false, outlier, service.endpoints(), slot);
+            }
+            tracing::info!(service = service.name(), error = %reason, "endpoint failed; trying the next");
+            Err(Failed::Unsent { request, reason })
+        }
+        Sent::Failed(error) => {
+            if several {
+                slot.outlier
+                    .record(false, outlier, service.endpoints(), slot);
+            }
+            Err(Failed::Final(ForwardError::PeerRequest {
+                service: service.name().to_owned(),
+                retryable: false,
+                source: error,
+            }))
+        }
+    }
+}
+
+fn unclassified() -> ForwardError {
+    ForwardError::BadRequest {
+        reason: "request was not classified".to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn slots(n: u16) -> Vec<Arc<EndpointSlot>> {
+        (0..n)
+            .map(|port| {
+                Arc::new(EndpointSlot::new(PeerKey {
+                    addr: ([127, 0, 0, 1], port).into(),
+                    identity: "spiffe://meshwork.local/ns/default/sa/billing"
+                        .parse()
+                        .unwrap(),
+                }))
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_less_loaded_of_two_wins_and_tried_endpoints_are_skipped() {
+        let endpoints = slots(2);
+        let now = Instant::now();
+        endpoints[0].load.start();
+        endpoints[0]
+            .load
+            .finish(Some((Duration::from_millis(50), now)));
+        for _ in 0..100 {
+            assert_eq!(pick(&endpoints, 0, 1024, now), Some(1));
+        }
+        assert_eq!(pick(&endpoints, 0b10, 1024, now), Some(0));
+        assert_eq!(pick(&endpoints, 0b11, 1024, now), None);
+        assert_eq!(pick(&slots(1), 0, 1024, now), Some(0));
+        assert_eq!(pick(&slots(1), 1, 1024, now), None);
+        assert_eq!(pick(&[], 0, 1024, now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_endpoints_are_avoided_while_another_has_room() {
+        let endpoints = slots(3);
+        let now = Instant::now();
+        endpoints[1].load.start();
+        for _ in 0..100 {
+            assert_ne!(pick(&endpoints, 0, 1, now), Some(1));
+        }
+        // Every untried endpoint full: picked, for the caller to refuse.
+        assert_eq!(pick(&endpoints, 0b101, 1, now), Some(1));
+        endpoints[0].outlier.eject_for_test(now);
+        assert_eq!(
+            pick(&endpoints, 0b100, 1, now),
+            Some(0),
+            "ejected beats full"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_endpoint_gets_a_share_when_loads_are_equal() {
+        let endpoints = slots(3);
+        let now = Instant::now();
+        let mut seen = [0u32; 3];
+        for _ in 0..300 {
+            seen[pick(&endpoints, 0, 1024, now).unwrap()] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+}

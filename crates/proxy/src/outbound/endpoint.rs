@@ -1,0 +1,83 @@
+//! The innermost step of the mesh path: one request to one endpoint, over the peer pool
+//! (one connection per endpoint for HTTP/2, dialled once even under concurrent first
+//! requests; kept-alive HTTP/1.1 connections otherwise), with the service's connect
+//! timeout. It tells apart the outcomes the balancer acts on: an answer, a request that
+//! provably never left (another endpoint may take it), and a failure after sending.
+
+use std::time::Duration;
+
+use http::{Request, Response};
+
+use super::balance::EndpointSlot;
+use super::pool::{PeerPool, SendError};
+use crate::body::{ProxyBody, boxed};
+use crate::forward_error::{ForwardError, error_chain};
+
+/// Sends requests to endpoints through the shared pool.
+#[derive(Clone)]
+pub struct Endpoint {
+    pool: PeerPool,
+}
+
+/// How one send ended.
+pub enum Sent {
+    /// The response head arrived.
+    Answered(Response<ProxyBody>),
+    /// Nothing was sent: here is the request back. `connect`: the endpoint could not be
+    /// reached (an outlier signal), rather than a pooled connection that was stale.
+    Unsent {
+        /// The unsent request.
+        request: Request<ProxyBody>,
+        /// What failed, for the final error.
+        reason: String,
+        /// Whether connecting failed.
+        connect: bool,
+    },
+    /// The exchange failed after sending began.
+    Failed(hyper::Error),
+}
+
+impl Endpoint {
+    /// Sends through `pool`.
+    pub fn new(pool: PeerPool) -> Self {
+        Endpoint { pool }
+    }
+
+    /// Sends `request` to `slot`'s endpoint, connecting within `connect_timeout` if no
+    /// pooled connection is ready.
+    pub async fn send(
+        &self,
+        slot: &EndpointSlot,
+        request: Request<ProxyBody>,
+        connect_timeout: Duration,
+    ) -> Sent {
+        let key = slot.key();
+        match self.pool.send(key, request, connect_timeout).await {
+            Ok(response) => Sent::Answered(response.map(boxed)),
+            Err(SendError::Connect { error, request }) => {
+                let error = ForwardError::PeerConnect {
+                    addr: key.addr,
+                    identity: key.identity.clone(),
+                    source: error,
+                };
+                Sent::Unsent {
+                    request,
+                    reason: error_chain(&error),
+                    connect: true,
+                }
+            }
+            Err(SendError::Exchange {
+                error,
+                request: Some(request),
+            }) => Sent::Unsent {
+                request,
+                reason: format!("{} at {}: {error}", key.identity, key.addr),
+                connect: false,
+            },
+            Err(SendError::Exchange {
+                error,
+                request: None,
+            }) => Sent::Failed(error),
+        }
+    }
+}
