@@ -74,6 +74,7 @@ impl RouteClassifier {
     }
 
     /// The mesh service `host` names (compared case-insensitively), if it is one.
+    #[cfg(test)]
     pub fn service(&self, host: &str) -> Option<&ServiceLabels> {
         self.index(host).map(|i| &self.services[i])
     }

@@ -117,6 +117,7 @@ impl RouteTable {
     }
 
     /// The mesh service `name` (compared case-insensitively), if it is one.
+    #[cfg(test)]
     pub fn service(&self, name: &str) -> Option<&MeshService> {
         self.service_index(name).map(|i| &self.services[i])
     }

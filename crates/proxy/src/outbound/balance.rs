@@ -29,8 +29,9 @@ use super::load::PeakEwma;
 use super::outlier::Outlier;
 use super::pool::PeerKey;
 use crate::body::ProxyBody;
-use crate::forward_error::ForwardError;
+use crate::forward_error::{ForwardError, OverloadLimit};
 use crate::label::Label;
+use crate::metrics::ProxyMetrics;
 use crate::routes::MeshService;
 
 /// One endpoint of a mesh service and the state balancing keeps about it.
@@ -56,11 +57,6 @@ impl EndpointSlot {
     /// Where it is and who must answer.
     pub fn key(&self) -> &PeerKey {
         &self.key
-    }
-
-    /// Its identity as a metric label.
-    pub fn peer(&self) -> Label {
-        self.peer
     }
 
     /// Its outlier state.
@@ -119,12 +115,14 @@ pub fn pick(
 #[derive(Clone)]
 pub struct Balance {
     endpoint: Endpoint,
+    metrics: Arc<dyn ProxyMetrics>,
 }
 
 impl Balance {
-    /// Balances, then sends through `endpoint`.
-    pub fn new(endpoint: Endpoint) -> Self {
-        Balance { endpoint }
+    /// Balances, then sends through `endpoint`; ejections and open circuits are counted in
+    /// `metrics`.
+    pub fn new(endpoint: Endpoint, metrics: Arc<dyn ProxyMetrics>) -> Self {
+        Balance { endpoint, metrics }
     }
 }
 
@@ -139,13 +137,13 @@ impl Service<Request<ProxyBody>> for Balance {
     }
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
-        let endpoint = self.endpoint.clone();
-        Box::pin(balance(endpoint, request))
+        let this = self.clone();
+        Box::pin(async move { balance(&this, request).await })
     }
 }
 
 async fn balance(
-    endpoint: Endpoint,
+    this: &Balance,
     mut request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let Some((table, backend, report_peer)) = request.extensions().get::<Classified>().map(|c| {
@@ -173,15 +171,17 @@ async fn balance(
         }
         let slot = &service.endpoints()[index];
         if slot.load.in_flight() >= max_requests {
-            // TODO(resilience-parts): a 503 of its own once ForwardError has it.
-            return Err(ForwardError::PeerUnavailable {
+            let (limit, endpoint) = (OverloadLimit::Requests, slot.key.addr);
+            let label = Label::intern(service.name());
+            this.metrics.circuit_open(label, endpoint, limit);
+            return Err(ForwardError::Overloaded {
                 service: service.name().to_owned(),
-                reason: format!(
-                    "every endpoint has {max_requests} requests in flight (circuit open)"
-                ),
+                endpoint,
+                limit,
+                max: max_requests,
             });
         }
-        match send(&endpoint, service, slot, request, report_peer).await {
+        match send(this, service, slot, request, report_peer).await {
             Ok(response) => return Ok(response),
             Err(Failed::Final(error)) => return Err(error),
             Err(Failed::Unsent {
@@ -212,33 +212,22 @@ enum Failed {
 
 /// Sends to one endpoint, keeping its load and outlier state.
 async fn send(
-    endpoint: &Endpoint,
+    this: &Balance,
     service: &MeshService,
     slot: &EndpointSlot,
     request: Request<ProxyBody>,
     report_peer: bool,
 ) -> Result<Response<ProxyBody>, Failed> {
-    let several = service.endpoints().len() > 1;
-    let started = several.then(Instant::now);
-    slot.load.start();
     let policy = service.traffic().policy();
     let connect_timeout = Duration::from_millis(policy.connect_timeout_ms);
-    let sent = endpoint.send(slot, request, connect_timeout).await;
-    let now = started.map(|_| Instant::now());
-    let rtt = started.zip(now).map(|(s, n)| (n.duration_since(s), n));
-    slot.load.finish(rtt);
-    let outlier = &policy.outlier_detection;
+    let mut attempt = Attempt::start(this, service, slot);
+    let sent = this.endpoint.send(slot, request, connect_timeout).await;
     match sent {
         Sent::Answered(mut response) => {
-            let failed = response.status().is_server_error();
-            if several {
-                slot.outlier
-                    .record(!failed, outlier, service.endpoints(), slot);
-            }
+            attempt.finish(Some(!response.status().is_server_error()));
             if report_peer {
-                response
-                    .extensions_mut()
-                    .insert(crate::telemetry::AnsweredBy(slot.peer));
+                let peer = crate::telemetry::AnsweredBy(slot.peer);
+                response.extensions_mut().insert(peer);
             }
             Ok(response)
         }
@@ -247,23 +236,74 @@ async fn send(
             reason,
             connect,
         } => {
-            if several && connect {
-                slot.outlier
-                    .record(false, outlier, service.endpoints(), slot);
-            }
+            // A stale pooled connection says nothing about the endpoint.
+            attempt.finish(connect.then_some(false));
             tracing::info!(service = service.name(), error = %reason, "endpoint failed; trying the next");
             Err(Failed::Unsent { request, reason })
         }
         Sent::Failed(error) => {
-            if several {
-                slot.outlier
-                    .record(false, outlier, service.endpoints(), slot);
-            }
+            attempt.finish(Some(false));
             Err(Failed::Final(ForwardError::PeerRequest {
                 service: service.name().to_owned(),
                 retryable: false,
                 source: error,
             }))
+        }
+    }
+}
+
+/// One request in flight on an endpoint until its response head (or failure). Dropped
+/// unfinished — a timeout or the caller gave up waiting — it counts as a failure with the
+/// time waited as its round trip: a stalled endpoint is what timeouts find.
+struct Attempt<'a> {
+    balance: &'a Balance,
+    service: &'a MeshService,
+    slot: &'a EndpointSlot,
+    /// Measured only when there is a choice to make.
+    started: Option<Instant>,
+    done: bool,
+}
+
+impl<'a> Attempt<'a> {
+    fn start(balance: &'a Balance, service: &'a MeshService, slot: &'a EndpointSlot) -> Self {
+        slot.load.start();
+        let several = service.endpoints().len() > 1;
+        Attempt {
+            balance,
+            service,
+            slot,
+            started: several.then(Instant::now),
+            done: false,
+        }
+    }
+
+    /// Ends the attempt; `success`: what it says about the endpoint, if anything.
+    fn finish(&mut self, success: Option<bool>) {
+        self.done = true;
+        let now = self.started.map(|started| (started, Instant::now()));
+        self.slot
+            .load
+            .finish(now.map(|(started, now)| (now.duration_since(started), now)));
+        let (Some(success), Some(_)) = (success, self.started) else {
+            return;
+        };
+        let config = &self.service.traffic().policy().outlier_detection;
+        let endpoints = self.service.endpoints();
+        if self
+            .slot
+            .outlier
+            .record(success, config, endpoints, self.slot)
+        {
+            let label = Label::intern(self.service.name());
+            self.balance.metrics.ejection(label, self.slot.key.addr);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Some(false));
         }
     }
 }

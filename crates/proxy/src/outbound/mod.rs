@@ -4,7 +4,9 @@
 //! The request stack, one named layer per file, in the order a request meets them:
 //!
 //! ```text
-//! classify ─▶ telemetry ─▶ hop_by_hop ─▶ steer ─┬─ mesh: split ─▶ balance ─▶ endpoint ─▶ pool
+//! classify ─▶ telemetry ─▶ hop_by_hop ─▶ steer ─┬─ mesh: route_policy (request timeout ─▶
+//!                                               │   retry ─▶ try timeout) ─▶ split ─▶
+//!                                               │   balance ─▶ endpoint ─▶ pool
 //!  (target, service,                            ├─ tunnel: CONNECT SERVICE:port → 200, HTTP
 //!   path, route, rule:                          │   inside re-enters this same stack
 //!   once, as `Classified`)                      └─ egress: EgressPolicy, then resolve + dial
@@ -23,6 +25,7 @@ mod mesh_tunnel;
 pub mod outlier;
 pub mod pool;
 pub mod resolve;
+pub mod route_policy;
 pub mod rule;
 pub mod split;
 pub mod steer;
@@ -48,11 +51,13 @@ use classify::ClassifyLayer;
 use egress::Egress;
 use endpoint::Endpoint;
 use pool::PeerPool;
+use route_policy::{RoutePolicy, RoutePolicyLayer};
 use split::{Split, SplitLayer};
 use steer::Steer;
 
-/// The mesh path below [`Steer`]: split, then balance (which sends through the pool).
-pub type MeshStack = Split<Balance>;
+/// The mesh path below [`Steer`]: the route rule's timeouts and retries, split, then
+/// balance (which sends through the pool).
+pub type MeshStack = RoutePolicy<Split<Balance>>;
 
 /// What the outbound stack is built from (cheap to clone: shared handles). Tunnels build
 /// the same stack again from these.
@@ -73,8 +78,12 @@ pub struct StackParts {
 /// Builds the outbound request stack (see the [module docs](self)).
 pub fn stack(parts: StackParts) -> Stack {
     let mesh = ServiceBuilder::new()
+        .layer(RoutePolicyLayer::new(Arc::clone(&parts.metrics)))
         .layer(SplitLayer)
-        .service(Balance::new(Endpoint::new(parts.pool.clone())));
+        .service(Balance::new(
+            Endpoint::new(parts.pool.clone()),
+            Arc::clone(&parts.metrics),
+        ));
     let service = ServiceBuilder::new()
         // Outermost: everything below reads the classification.
         .layer(ClassifyLayer::new(parts.routes.clone()))

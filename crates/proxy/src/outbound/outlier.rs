@@ -31,30 +31,31 @@ impl Outlier {
         self.lock().until.is_some_and(|until| now < until)
     }
 
-    /// Records one outcome of a request to `slot` (one of `all`, its service's endpoints).
+    /// Records one outcome of a request to `slot` (one of `all`, its service's endpoints);
+    /// true when this failure ejected it.
     pub fn record<S: AsRef<EndpointSlot>>(
         &self,
         success: bool,
         config: &OutlierDetection,
         all: &[S],
         slot: &EndpointSlot,
-    ) {
+    ) -> bool {
         if config.consecutive_failures == 0 {
-            return;
+            return false;
         }
         let now = Instant::now();
         let mut state = self.lock();
         if success {
             state.consecutive = 0;
-            return;
+            return false;
         }
         state.consecutive += 1;
         if state.consecutive < config.consecutive_failures || state.until.is_some_and(|u| now < u) {
-            return;
+            return false;
         }
         drop(state);
         if !room_to_eject(config, all, now) {
-            return;
+            return false;
         }
         let mut state = self.lock();
         let factor = 2u64.saturating_pow(state.ejections.min(32));
@@ -67,6 +68,7 @@ impl Outlier {
         state.consecutive = 0;
         tracing::warn!(endpoint = %slot.key().addr, identity = %slot.key().identity,
             ejected_ms = length, "endpoint ejected after consecutive failures");
+        true
     }
 
     /// Test only: ejects for a minute from `now`.
