@@ -30,7 +30,9 @@
     reason = "built ahead of the outbound stack that uses them; remove once it is wired"
 )]
 
+pub(crate) mod budget;
 pub(crate) mod replay;
+pub(crate) mod retry;
 pub(crate) mod timeout;
 
 use std::net::SocketAddr;
@@ -71,8 +73,10 @@ pub(crate) mod test_support {
         Status(StatusCode),
         /// Answers with this response.
         Respond(Box<dyn FnOnce() -> Response<ProxyBody> + Send>),
-        /// Fails with this error.
+        /// Reads the request, then fails with this error (e.g. a reset before the head).
         Fail(Box<dyn FnOnce() -> ForwardError + Send>),
+        /// Fails with this error without reading the request (e.g. a connect failure).
+        Refuse(Box<dyn FnOnce() -> ForwardError + Send>),
         /// Never answers.
         Stall,
     }
@@ -90,8 +94,6 @@ pub(crate) mod test_support {
     pub(crate) struct Scripted {
         steps: Arc<Mutex<VecDeque<Step>>>,
         pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
-        /// Whether to read the request body (false: drop it unread, as a connect failure does).
-        read_body: bool,
     }
 
     impl Scripted {
@@ -99,14 +101,7 @@ pub(crate) mod test_support {
             Scripted {
                 steps: Arc::new(Mutex::new(steps.into_iter().collect())),
                 seen: Arc::default(),
-                read_body: true,
             }
-        }
-
-        /// Drops each request body unread, as an endpoint that never connected does.
-        pub(crate) fn without_reading_bodies(mut self) -> Self {
-            self.read_body = false;
-            self
         }
 
         pub(crate) fn calls(&self) -> usize {
@@ -120,6 +115,28 @@ pub(crate) mod test_support {
 
     pub(crate) fn fail(error: impl FnOnce() -> ForwardError + Send + 'static) -> Step {
         Step::Fail(Box::new(error))
+    }
+
+    pub(crate) fn refuse(error: impl FnOnce() -> ForwardError + Send + 'static) -> Step {
+        Step::Refuse(Box::new(error))
+    }
+
+    /// A real hyper error for "the connection closed before the response head": a client
+    /// sends a request over an in-memory pipe whose server end reads it and hangs up.
+    pub(crate) async fn closed_before_head() -> hyper::Error {
+        use tokio::io::AsyncReadExt;
+        let (client, mut server) = tokio::io::duplex(4096);
+        let io = hyper_util::rt::TokioIo::new(client);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, ProxyBody>(io)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = server.read(&mut buf).await;
+        });
+        let request = Request::get("/").body(empty()).unwrap();
+        sender.send_request(request).await.unwrap_err()
     }
 
     pub(crate) fn connect_refused() -> ForwardError {
@@ -146,7 +163,8 @@ pub(crate) mod test_support {
 
         fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
             let step = self.steps.lock().unwrap().pop_front();
-            let (seen, read_body) = (Arc::clone(&self.seen), self.read_body);
+            let seen = Arc::clone(&self.seen);
+            let read_body = !matches!(step, Some(Step::Refuse(_)));
             Box::pin(async move {
                 let (parts, body) = request.into_parts();
                 let body = if read_body {
@@ -167,7 +185,7 @@ pub(crate) mod test_support {
                         Ok(response)
                     }
                     Some(Step::Respond(respond)) => Ok(respond()),
-                    Some(Step::Fail(error)) => Err(error()),
+                    Some(Step::Fail(error) | Step::Refuse(error)) => Err(error()),
                     Some(Step::Stall) => std::future::pending().await,
                 }
             })
