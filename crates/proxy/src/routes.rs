@@ -19,6 +19,7 @@ use policy::Engine;
 use crate::outbound::balance::EndpointSlot;
 use crate::outbound::pool::PeerKey;
 use crate::outbound::rule::CompiledTraffic;
+use crate::resilience::budget::RetryBudget;
 use crate::route_classifier::RouteClassifier;
 
 /// One version of the routing table and policies.
@@ -95,10 +96,15 @@ impl RouteTable {
                     })
                     .collect();
                 let traffic = CompiledTraffic::compile(&name, &route.traffic, &classifier);
+                let retry_budget = carried_budget(previous, &name, &route.traffic.policy)
+                    .unwrap_or_else(|| {
+                        Arc::new(RetryBudget::new(&route.traffic.policy.retry_budget))
+                    });
                 MeshService {
                     name,
                     endpoints,
                     traffic,
+                    retry_budget,
                 }
             })
             .collect();
@@ -157,6 +163,18 @@ impl RouteTable {
     }
 }
 
+/// The retry budget of service `name` in `previous`, when its configuration is unchanged:
+/// a budget spans snapshots, or a failure storm with endpoint churn would reset it.
+fn carried_budget(
+    previous: Option<&RouteTable>,
+    name: &str,
+    policy: &api::contract::traffic::TrafficPolicy,
+) -> Option<Arc<RetryBudget>> {
+    let previous = previous?.service_at(previous?.service_index(name)?)?;
+    (previous.traffic().policy().retry_budget == policy.retry_budget)
+        .then(|| Arc::clone(&previous.retry_budget))
+}
+
 /// Compiles the snapshot's policies, unless `previous` already holds the same hash. When they
 /// do not compile (control validates them, so only a version skew can cause this) the previous
 /// policies keep serving; without previous ones every request is refused.
@@ -190,6 +208,8 @@ pub struct MeshService {
     name: String,
     endpoints: Vec<Arc<EndpointSlot>>,
     traffic: CompiledTraffic,
+    /// Shared by every route of the service (GEP-3388).
+    retry_budget: Arc<RetryBudget>,
 }
 
 impl MeshService {
@@ -206,6 +226,11 @@ impl MeshService {
     /// The service's route rules and resiliency knobs, compiled.
     pub fn traffic(&self) -> &CompiledTraffic {
         &self.traffic
+    }
+
+    /// The service's retry budget.
+    pub fn retry_budget(&self) -> &Arc<RetryBudget> {
+        &self.retry_budget
     }
 
     /// Whether the service currently has no endpoints.

@@ -21,6 +21,8 @@ use crate::body::ProxyBody;
 use crate::forward_error::{ForwardError, TimeoutKind};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
+use crate::resilience::budget::RetryBudget;
+use crate::resilience::retry::{RetryLayer, RetryPolicy};
 use crate::resilience::timeout::TimeoutLayer;
 
 /// What a rule asks for, read from the request's [`Classified`].
@@ -28,6 +30,8 @@ struct Plan {
     service: Label,
     request_timeout: Option<Duration>,
     try_timeout: Option<Duration>,
+    /// The rule's retries and the service's budget.
+    retry: Option<(RetryPolicy, Arc<RetryBudget>)>,
 }
 
 impl Plan {
@@ -43,10 +47,16 @@ impl Plan {
             .table
             .classifier()
             .labels_at(classified.service?)?;
+        let budget = classified.mesh_service()?.retry_budget();
+        let retry = rule
+            .retry
+            .as_ref()
+            .map(|retry| (RetryPolicy::new(Some(retry)), Arc::clone(budget)));
         Some(Plan {
             service: labels.service(),
             request_timeout,
             try_timeout,
+            retry,
         })
     }
 }
@@ -120,6 +130,15 @@ impl Plan {
         let mut tries = inner;
         if let Some(after) = self.try_timeout {
             tries = Tries::new(timeout(after, TimeoutKind::Try).layer(tries));
+        }
+        if let Some((policy, budget)) = &self.retry {
+            let retry = RetryLayer::new(
+                policy.clone(),
+                Arc::clone(budget),
+                self.service,
+                Arc::clone(metrics),
+            );
+            tries = Tries::new(retry.layer(tries));
         }
         if let Some(after) = self.request_timeout {
             tries = Tries::new(timeout(after, TimeoutKind::Request).layer(tries));

@@ -327,3 +327,76 @@ async fn requests_inside_a_mesh_tunnel_are_counted_like_any_other() {
     );
     assert_eq!(app.seen(), ["POST /a", "POST /b"]);
 }
+
+/// billing's one replica behind a rule retrying 503s up to three times.
+async fn retrying(script: &[Action], fallback: Action) -> (App, Replicas) {
+    let app = App::start(script.to_vec(), fallback).await;
+    let rule = RouteRule {
+        retry: retry(3, &[503]),
+        ..RouteRule::default()
+    };
+    let mesh = Replicas::start(&[app.addr], every_request(rule, TrafficPolicy::default())).await;
+    (app, mesh)
+}
+
+#[tokio::test]
+async fn a_get_answered_503_is_retried_until_it_succeeds() {
+    let (app, mesh) = retrying(
+        &[Action::Status(503), Action::Status(503)],
+        Action::Status(200),
+    )
+    .await;
+    let (status, body) = mesh.send("GET", "/charges", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["n"], 3, "the third try answered");
+    assert_eq!(app.seen().len(), 3);
+    let retries = mesh.metrics.retries.lock().unwrap().clone();
+    assert_eq!(retries, [RetryReason::Status, RetryReason::Status]);
+}
+
+#[tokio::test]
+async fn a_post_without_idempotency_key_is_sent_once() {
+    let (app, mesh) = retrying(&[Action::Status(503)], Action::Status(200)).await;
+    let (status, _) = mesh.send("POST", "/charges", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.seen(), ["POST /charges"], "the app saw it once");
+    assert!(mesh.metrics.retries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_post_with_idempotency_key_is_retried() {
+    let (app, mesh) = retrying(&[Action::Status(503)], Action::Status(200)).await;
+    let key = [("idempotency-key", "charge-7")];
+    let (status, body) = mesh.send("POST", "/charges", &key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.seen(), ["POST /charges", "POST /charges"]);
+}
+
+#[tokio::test]
+async fn the_budget_caps_retries_under_a_total_failure() {
+    let app = App::start([], Action::Status(503)).await;
+    let rule = RouteRule {
+        retry: retry(3, &[503]),
+        ..RouteRule::default()
+    };
+    let mut policy = TrafficPolicy::default();
+    policy.retry_budget.percent = 20;
+    policy.retry_budget.interval_ms = 600_000;
+    policy.retry_budget.min_retry_rate_count = 0;
+    let mesh = Replicas::start(&[app.addr], every_request(rule, policy)).await;
+    for _ in 0..50 {
+        assert_eq!(
+            mesh.send("GET", "/charges", &[]).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let retries = mesh.metrics.retries.lock().unwrap().len();
+    // Unbudgeted, 50 requests × 3 retries = 150; the budget allows 20 % of 50.
+    assert!(retries <= 10, "{retries} retries");
+    assert_eq!(app.seen().len(), 50 + retries);
+    let refused = *mesh.metrics.budget_exhausted.lock().unwrap();
+    assert!(
+        refused >= 40,
+        "the metric shows the budget at work: {refused}"
+    );
+}
