@@ -31,6 +31,21 @@ pub enum DurationError {
     /// Longer than any duration meshwork accepts ([`HumanDuration::MAX`]).
     #[error("duration {0:?} is too large; at most {max} is accepted", max = HumanDuration::MAX)]
     Overflow(String),
+    /// Not a Gateway API duration (GEP-2257).
+    #[error(
+        "duration {0:?}: a Gateway API duration is 1 to 4 parts of 1 to 5 digits and a unit h, m, s or ms (GEP-2257), e.g. 1h2m, 10s or 500ms"
+    )]
+    NotGateway(String),
+    /// A Gateway API duration outside the range of its field.
+    #[error("duration {text:?} is out of range: must be between {min} and {max}")]
+    GatewayOutOfRange {
+        /// The text as written.
+        text: String,
+        /// The smallest accepted value, in GEP-2257 form.
+        min: String,
+        /// The largest accepted value, in GEP-2257 form.
+        max: String,
+    },
     /// Outside the range of the field it was given for.
     #[error("duration {text:?} is out of range: must be between {min} and {max}")]
     OutOfRange {
@@ -193,6 +208,112 @@ impl<const MIN_MS: u64, const MAX_MS: u64> fmt::Display for BoundedDuration<MIN_
     }
 }
 
+/// A Gateway API duration (GEP-2257): one to four `<1–5 digits><unit>` parts with units `h`,
+/// `m`, `s`, `ms` (`1h2m`, `500ms`, `0s`), between `MIN_MS` and `MAX_MS` milliseconds. Unlike
+/// [`BoundedDuration`] zero is a value (`0s` disables a Gateway API timeout) and `d` is not a
+/// unit: the format is the Gateway API's, so that routes written for other meshes load as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GatewayDuration<const MIN_MS: u64, const MAX_MS: u64>(Duration);
+
+/// GEP-2257's grammar, for messages and schemas.
+pub const GATEWAY_DURATION_GRAMMAR: &str = "^([0-9]{1,5}(h|m|s|ms)){1,4}$";
+
+impl<const MIN_MS: u64, const MAX_MS: u64> GatewayDuration<MIN_MS, MAX_MS> {
+    /// The parsed duration.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+
+    /// Whole milliseconds (every value fits: at most 4 × 99999 h).
+    pub fn as_millis(self) -> u64 {
+        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this is `0s` (which disables a Gateway API timeout).
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+/// Parses GEP-2257 text: `None` when it does not follow the grammar.
+fn gateway_millis(s: &str) -> Option<u64> {
+    let (mut total, mut parts, mut rest) = (0u64, 0, s);
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if !(1..=5).contains(&digits) {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        let after = &rest[digits..];
+        let (per, len) = match after.as_bytes() {
+            [b'm', b's', ..] => (1, 2),
+            [b'h', ..] => (3_600_000, 1),
+            [b'm', ..] => (60_000, 1),
+            [b's', ..] => (1_000, 1),
+            _ => return None,
+        };
+        // At most 4 × 99999 h: far below u64::MAX milliseconds.
+        total += n * per;
+        parts += 1;
+        rest = &after[len..];
+    }
+    (1..=4).contains(&parts).then_some(total)
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> std::str::FromStr for GatewayDuration<MIN_MS, MAX_MS> {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        if s.is_empty() {
+            return Err(DurationError::Empty);
+        }
+        let ms = gateway_millis(s).ok_or_else(|| DurationError::NotGateway(s.to_owned()))?;
+        if !(MIN_MS..=MAX_MS).contains(&ms) {
+            return Err(DurationError::GatewayOutOfRange {
+                text: s.to_owned(),
+                min: gateway_text(MIN_MS),
+                max: gateway_text(MAX_MS),
+            });
+        }
+        Ok(GatewayDuration(Duration::from_millis(ms)))
+    }
+}
+
+/// Milliseconds in GEP-2257's canonical form (`1h2m`, `500ms`, `0s`).
+fn gateway_text(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (per, unit) in [(3_600_000, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")] {
+        if rest >= per {
+            out += &format!("{}{unit}", rest / per);
+            rest %= per;
+        }
+    }
+    out
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> TryFrom<String> for GatewayDuration<MIN_MS, MAX_MS> {
+    type Error = DurationError;
+    fn try_from(s: String) -> Result<Self, DurationError> {
+        s.parse()
+    }
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> From<GatewayDuration<MIN_MS, MAX_MS>> for String {
+    fn from(d: GatewayDuration<MIN_MS, MAX_MS>) -> String {
+        d.to_string()
+    }
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> fmt::Display for GatewayDuration<MIN_MS, MAX_MS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&gateway_text(self.as_millis()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +380,58 @@ mod tests {
             );
         }
         assert!(matches!(d("1y"), Err(DurationError::Malformed(_))));
+    }
+
+    type UpToOneHour = GatewayDuration<0, 3_600_000>;
+
+    #[test]
+    fn gateway_durations_follow_gep_2257() {
+        let d = |s: &str| s.parse::<UpToOneHour>().map(UpToOneHour::as_millis);
+        // GEP-2257's own examples that fit the range, and zero.
+        assert_eq!(d("0s"), Ok(0));
+        assert_eq!(d("0h0m0s"), Ok(0));
+        assert_eq!(d("1h"), Ok(3_600_000));
+        assert_eq!(d("500ms"), Ok(500));
+        assert_eq!(d("2m1s"), Ok(121_000));
+        assert_eq!(d("1s500ms"), Ok(1_500));
+        assert_eq!(d("10s"), Ok(10_000));
+        // GEP-2257 refuses these: no sign, no fractions, no `d`, at most 5 digits and 4 parts.
+        for bad in [
+            "",
+            "1",
+            "1d",
+            "-1s",
+            "1.5s",
+            "123456ms",
+            "1h1m1s1ms1ms",
+            "s",
+            "1 s",
+            "1S",
+        ] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            d("1h1ms").unwrap_err().to_string(),
+            "duration \"1h1ms\" is out of range: must be between 0s and 1h"
+        );
+        assert_eq!(
+            d("99999h").unwrap_err().to_string(),
+            "duration \"99999h\" is out of range: must be between 0s and 1h"
+        );
+        assert!(d("1d").unwrap_err().to_string().contains("GEP-2257"));
+    }
+
+    #[test]
+    fn gateway_durations_print_in_canonical_form() {
+        for (text, shown) in [
+            ("0s", "0s"),
+            ("3600s", "1h"),
+            ("61s", "1m1s"),
+            ("1500ms", "1s500ms"),
+        ] {
+            let d: UpToOneHour = text.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(d.to_string(), shown);
+            assert_eq!(shown.parse::<UpToOneHour>(), Ok(d));
+        }
     }
 }

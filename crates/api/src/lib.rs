@@ -19,6 +19,7 @@ mod locate;
 pub mod mesh;
 pub mod policy;
 pub mod resource;
+pub mod route;
 pub mod schema;
 pub mod set;
 pub mod taxonomy;

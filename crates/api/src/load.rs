@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::locate::{field_position, occurrences, resolve_unnamed};
 use crate::resource::{API_VERSION, Resource};
+use crate::route::GATEWAY_API_VERSION;
 use crate::set::ResourceSet;
 
 /// Where a resource was read from.
@@ -183,14 +184,22 @@ impl Head {
             return Err(invalid(origin, Some(&resource), "metadata", msg));
         };
         let resource = format!("{kind}/{}", meta.name.as_deref().unwrap_or("?"));
+        let expected = crate::set::api_version(&kind);
+        let known_kind = crate::set::KINDS.contains(&kind.as_str());
         match self.api_version.flatten().as_deref() {
-            Some(API_VERSION) => Ok((kind, resource)),
+            Some(v) if v == expected => Ok((kind, resource)),
+            // An unknown kind under a version meshwork reads: the kind is what is wrong.
+            Some(v) if !known_kind && [API_VERSION, GATEWAY_API_VERSION].contains(&v) => {
+                Ok((kind, resource))
+            }
             Some(other) => {
-                let msg = format!("unsupported apiVersion {other:?}; expected {API_VERSION:?}");
+                let msg = format!(
+                    "unsupported apiVersion {other:?} for kind {kind}; expected {expected:?}"
+                );
                 Err(invalid(origin, Some(&resource), "apiVersion", &msg))
             }
             None => {
-                let msg = format!("is required: {API_VERSION}");
+                let msg = format!("is required: {expected}");
                 Err(invalid(origin, Some(&resource), "apiVersion", &msg))
             }
         }

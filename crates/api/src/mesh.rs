@@ -1,5 +1,7 @@
 //! Mesh-level kinds: `Mesh`, `Workload` and `Service`.
 
+pub mod traffic;
+
 use std::collections::BTreeMap;
 
 use identity::{SpiffeId, TrustDomain};
@@ -100,6 +102,18 @@ pub struct ServiceSpec {
     /// `[unmatched]` (docs/telemetry.md). Empty: every request is `[unmatched]`.
     #[serde(default)]
     pub routes: Vec<RouteTemplate>,
+    /// Resiliency knobs the Gateway API has no field for (docs/resiliency.md): connect and
+    /// idle timeouts, the retry budget, outlier ejection, circuit breaking. Defaults when
+    /// omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<traffic::TrafficSpec>,
+}
+
+impl ServiceSpec {
+    /// `spec.traffic` with defaults applied.
+    pub fn traffic_policy(&self) -> crate::contract::traffic::TrafficPolicy {
+        self.traffic.clone().unwrap_or_default().policy()
+    }
 }
 
 /// A loaded `Workload` resource.

@@ -6,14 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::labels::{Annotations, Labels};
 
-/// The only API group/version this release understands.
+/// The API group/version of meshwork's own kinds (the Gateway API routes have theirs:
+/// [`crate::route::GATEWAY_API_VERSION`]).
 pub const API_VERSION: &str = "meshwork.dev/v1alpha1";
 
 /// `apiVersion/kind/metadata/spec`: maps 1:1 onto a CRD object on a cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resource<S> {
-    /// Always [`API_VERSION`]; checked by the loader before the spec is read.
+    /// [`API_VERSION`], or the Gateway API's for routes; checked by the loader before the spec
+    /// is read.
     pub api_version: String,
     /// The resource kind, e.g. `Workload`.
     pub kind: String,

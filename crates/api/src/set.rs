@@ -9,6 +9,7 @@ use crate::load::{LoadError, Loaded, invalid, parse_resource};
 use crate::mesh::{DnsSpec, MeshSpec, ServiceSpec, Workload, WorkloadSpec};
 use crate::policy::{validate_policies, validate_spec};
 use crate::resource::Resource;
+use crate::route::{self, GrpcRouteSpec, HttpRouteSpec};
 use crate::taxonomy::{
     self, EnvironmentSpec, ServiceClaimSpec, ServiceClassSpec, ServicePolicySpec,
 };
@@ -25,7 +26,18 @@ pub const KINDS: &[&str] = &[
     "ServicePolicy",
     "ServiceClaim",
     "RegistrationEntry",
+    "HTTPRoute",
+    "GRPCRoute",
 ];
+
+/// The `apiVersion` a kind is read with: the Gateway API's for its routes, meshwork's for
+/// everything else (and for unknown kinds, whose error then lists the known ones).
+pub fn api_version(kind: &str) -> &'static str {
+    match kind {
+        "HTTPRoute" | "GRPCRoute" => crate::route::GATEWAY_API_VERSION,
+        _ => crate::resource::API_VERSION,
+    }
+}
 
 /// Every resource of a directory, by kind.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +62,10 @@ pub struct ResourceSet {
     pub service_claims: Vec<Loaded<ServiceClaimSpec>>,
     /// `RegistrationEntry` resources (see [`crate::entry`]).
     pub registration_entries: Vec<Loaded<crate::entry::RegistrationEntrySpec>>,
+    /// `HTTPRoute` resources (`gateway.networking.k8s.io/v1`; see [`crate::route`]).
+    pub http_routes: Vec<Loaded<HttpRouteSpec>>,
+    /// `GRPCRoute` resources.
+    pub grpc_routes: Vec<Loaded<GrpcRouteSpec>>,
 }
 
 impl ResourceSet {
@@ -91,6 +107,16 @@ impl ResourceSet {
             "RegistrationEntry" => self
                 .registration_entries
                 .push(parse_resource(doc, origin, resource)?),
+            "HTTPRoute" => {
+                let route = parse_resource(doc, origin, resource)?;
+                route::check::check_http(&route)?;
+                self.http_routes.push(route);
+            }
+            "GRPCRoute" => {
+                let route = parse_resource(doc, origin, resource)?;
+                route::check::check_grpc(&route)?;
+                self.grpc_routes.push(route);
+            }
             other => {
                 let msg = format!("unknown kind {other:?}; known kinds: {}", KINDS.join(", "));
                 return Err(invalid(&origin, Some(resource), "kind", &msg));
@@ -142,17 +168,7 @@ impl ResourceSet {
         self.validate_taxonomy()?;
         unique_names(&self.registration_entries, "RegistrationEntry")?;
         crate::entry::validate_entries(self)?;
-        for w in &self.workloads {
-            let res = format!("Workload/{}", w.resource.metadata.name);
-            if w.resource.spec.command.is_empty() {
-                return Err(invalid(
-                    &w.origin,
-                    Some(&res),
-                    "spec.command",
-                    "must name a program",
-                ));
-            }
-        }
+        self.validate_workloads()?;
         for s in &self.services {
             let res = format!("Service/{}", s.resource.metadata.name);
             if s.resource.spec.selector.is_empty() {
@@ -160,8 +176,47 @@ impl ResourceSet {
                     "must list at least one label; an empty selector would match every workload";
                 return Err(invalid(&s.origin, Some(&res), "spec.selector", msg));
             }
+            let policy = s.resource.spec.traffic_policy().outlier_detection;
+            if policy.max_ejection_ms < policy.base_ejection_ms {
+                let field = "spec.traffic.outlierDetection.maxEjectionTime";
+                let msg = "is shorter than baseEjectionTime (default 30s): the longest \
+                           ejection cannot be shorter than the first";
+                return Err(invalid(&s.origin, Some(&res), field, msg));
+            }
+        }
+        unique_names(&self.http_routes, "HTTPRoute")?;
+        unique_names(&self.grpc_routes, "GRPCRoute")?;
+        route::check::check_references(self)
+    }
+
+    /// Non-empty commands; a fixed port only for a single replica.
+    fn validate_workloads(&self) -> Result<(), LoadError> {
+        for w in &self.workloads {
+            let res = format!("Workload/{}", w.resource.metadata.name);
+            let spec = &w.resource.spec;
+            if spec.command.is_empty() {
+                let msg = "must name a program";
+                return Err(invalid(&w.origin, Some(&res), "spec.command", msg));
+            }
+            if let (Some(port), Some(replicas)) = (spec.port, spec.replicas)
+                && replicas.get() > 1
+            {
+                let msg = format!(
+                    "{port} cannot be given with replicas: {replicas}: each replica listens on \
+                     its own port, which `meshwork up` allocates; omit spec.port"
+                );
+                return Err(invalid(&w.origin, Some(&res), "spec.port", &msg));
+            }
         }
         Ok(())
+    }
+
+    /// Every Service's compiled traffic (routes and knobs), by service name: what the control
+    /// plane publishes in [`crate::contract::ServiceRoute::traffic`].
+    pub fn traffic(
+        &self,
+    ) -> std::collections::BTreeMap<String, crate::contract::traffic::ServiceTraffic> {
+        route::compile::traffic(self)
     }
 
     /// `spec.dns.workload` must name a Workload.

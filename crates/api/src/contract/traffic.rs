@@ -9,7 +9,13 @@
 //! Absent from snapshots of older control planes: every field defaults to "no route
 //! configured", which behaves as meshwork did before routes existed.
 
+mod matcher;
+
 use serde::{Deserialize, Serialize};
+
+pub use matcher::{
+    Matcher, MatcherError, REGEX_MAX_LEN, REGEX_SIZE_LIMIT, anchored_header_regex, anchored_regex,
+};
 
 /// A service's routes and resiliency settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
