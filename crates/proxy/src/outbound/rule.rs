@@ -1,14 +1,8 @@
-//! A service's route rules, compiled once per snapshot: which rule a request selects, and
-//! where that rule's backends are in the route table.
-//!
-//! The selection is one function, [`CompiledTraffic::select`], so the shared matcher of
-//! the `api` crate can replace it without touching the layers. Until then this one supports
-//! exact and prefix paths, methods and exact header values; a regular-expression condition
-//! never matches (and is logged once, when the snapshot is compiled).
+//! A service's route rules, compiled once per snapshot: which rule a request selects (the
+//! shared [`Matcher`] of the `api` crate, so `meshwork policy explain` picks the same rule),
+//! and where that rule's backends are in the route table.
 
-use api::contract::traffic::{
-    HeaderMatchKind, PathMatch, RouteRule, RuleMatch, ServiceTraffic, TrafficPolicy,
-};
+use api::contract::traffic::{Matcher, RouteRule, ServiceTraffic, TrafficPolicy};
 use http::{HeaderMap, Method};
 use policy::NormalizedPath;
 
@@ -27,7 +21,8 @@ pub struct Backend {
 /// A service's traffic configuration with backends resolved to table indices.
 #[derive(Debug, Default)]
 pub struct CompiledTraffic {
-    traffic: ServiceTraffic,
+    policy: TrafficPolicy,
+    matcher: Matcher,
     /// Per rule, its backends; empty: the parent service.
     backends: Vec<Vec<Backend>>,
 }
@@ -55,20 +50,15 @@ impl CompiledTraffic {
                     .collect()
             })
             .collect();
-        let unsupported = traffic.matches.iter().any(|m| {
-            matches!(m.path, Some(PathMatch::RegularExpression(_)))
-                || m.headers
-                    .iter()
-                    .any(|h| h.kind == HeaderMatchKind::RegularExpression)
+        // Control validates routes; one that still does not compile (a version skew) is
+        // left out rather than failing the snapshot: its requests take the default route.
+        let matcher = Matcher::compile(traffic).unwrap_or_else(|error| {
+            tracing::error!(service = name, %error, "routes do not compile; using the default route");
+            Matcher::default()
         });
-        if unsupported {
-            tracing::warn!(
-                service = name,
-                "regular-expression route matches are not evaluated by this proxy yet"
-            );
-        }
         CompiledTraffic {
-            traffic: traffic.clone(),
+            policy: traffic.policy.clone(),
+            matcher,
             backends,
         }
     }
@@ -76,17 +66,17 @@ impl CompiledTraffic {
     /// Whether any route is attached (else nothing is matched, and the path need not be
     /// normalised for it).
     pub fn has_routes(&self) -> bool {
-        self.traffic.has_routes()
+        !self.matcher.is_empty()
     }
 
     /// The service's own knobs.
     pub fn policy(&self) -> &TrafficPolicy {
-        &self.traffic.policy
+        &self.policy
     }
 
     /// Rule `index`.
     pub fn rule(&self, index: usize) -> Option<&RouteRule> {
-        self.traffic.rules.get(index)
+        self.matcher.rules().get(index)
     }
 
     /// Rule `index`'s backends (empty: the parent service).
@@ -101,46 +91,18 @@ impl CompiledTraffic {
         path: &NormalizedPath,
         headers: &HeaderMap,
     ) -> Option<usize> {
-        self.traffic
-            .matches
-            .iter()
-            .find(|m| satisfies(m, method, path, headers))
-            .map(|m| m.rule)
+        let header = |name: &str| headers.get(name).map(http::HeaderValue::as_bytes);
+        let (index, _rule) = self
+            .matcher
+            .select(method.as_str(), path.as_str(), header)?;
+        Some(index)
     }
-}
-
-fn satisfies(m: &RuleMatch, method: &Method, path: &NormalizedPath, headers: &HeaderMap) -> bool {
-    let path_ok = match &m.path {
-        None => true,
-        Some(PathMatch::Exact(value)) => path.as_str() == value,
-        Some(PathMatch::PathPrefix(prefix)) => prefix_matches(path.as_str(), prefix),
-        Some(PathMatch::RegularExpression(_)) => false,
-    };
-    path_ok
-        && m.method
-            .as_deref()
-            .is_none_or(|wanted| method.as_str() == wanted)
-        && m.headers.iter().all(|h| {
-            h.kind == HeaderMatchKind::Exact
-                && headers
-                    .get_all(h.name.as_str())
-                    .iter()
-                    .any(|v| v.as_bytes() == h.value.as_bytes())
-        })
-}
-
-/// Element-wise prefix: `/a` matches `/a` and `/a/b`, not `/ab`; `/` matches everything.
-fn prefix_matches(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
-    prefix.is_empty()
-        || (path.starts_with(prefix)
-            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use api::contract::traffic::HeaderMatch;
+    use api::contract::traffic::{HeaderMatch, HeaderMatchKind, PathMatch, RuleMatch};
 
     use super::*;
 
