@@ -38,6 +38,7 @@ mod inbound;
 mod label;
 mod metrics;
 mod outbound;
+mod pool;
 mod prometheus;
 mod proxy;
 mod ready;

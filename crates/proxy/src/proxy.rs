@@ -16,8 +16,9 @@ use crate::discovery::{self, ControlLoops};
 use crate::inbound::app_readiness::{self, AppReadiness};
 use crate::inbound::{self, Inbound, app::AppService};
 use crate::metrics::ProxyMetrics;
+use crate::outbound::connect::{PeerConnector, PeerPool};
 use crate::outbound::resolve::HostResolver;
-use crate::outbound::{self, Outbound, connect::PeerConnector, egress::Egress, pool::PeerPool};
+use crate::outbound::{self, Outbound, egress::Egress};
 use crate::prometheus::PrometheusMetrics;
 use crate::ready::{ReadyFileError, ReadyInfo};
 

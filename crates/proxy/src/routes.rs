@@ -17,7 +17,7 @@ use identity::SpiffeId;
 use policy::Engine;
 
 use crate::outbound::balance::EndpointSlot;
-use crate::outbound::pool::PeerKey;
+use crate::outbound::connect::PeerKey;
 use crate::outbound::rule::CompiledTraffic;
 use crate::resilience::budget::RetryBudget;
 use crate::route_classifier::RouteClassifier;

@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
@@ -24,10 +23,10 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::classify::Classified;
+use super::connect::PeerKey;
 use super::endpoint::{Endpoint, Sent};
 use super::load::PeakEwma;
 use super::outlier::Outlier;
-use super::pool::PeerKey;
 use crate::body::ProxyBody;
 use crate::forward_error::{ForwardError, OverloadLimit};
 use crate::label::Label;
@@ -219,9 +218,8 @@ async fn send(
     report_peer: bool,
 ) -> Result<Response<ProxyBody>, Failed> {
     let policy = service.traffic().policy();
-    let connect_timeout = Duration::from_millis(policy.connect_timeout_ms);
     let mut attempt = Attempt::start(this, service, slot);
-    let sent = this.endpoint.send(slot, request, connect_timeout).await;
+    let sent = this.endpoint.send(slot, request, policy).await;
     match sent {
         Sent::Answered(mut response) => {
             attempt.finish(Some(!response.status().is_server_error()));
@@ -317,6 +315,8 @@ fn unclassified() -> ForwardError {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn slots(n: u16) -> Vec<Arc<EndpointSlot>> {

@@ -1,17 +1,20 @@
 //! The innermost step of the mesh path: one request to one endpoint, over the peer pool
 //! (one connection per endpoint for HTTP/2, dialled once even under concurrent first
-//! requests; kept-alive HTTP/1.1 connections otherwise), with the service's connect
-//! timeout. It tells apart the outcomes the balancer acts on: an answer, a request that
+//! requests; kept-alive HTTP/1.1 connections otherwise), with the service's connect and
+//! idle timeouts. It tells apart the outcomes the balancer acts on: an answer, a request that
 //! provably never left (another endpoint may take it), and a failure after sending.
 
 use std::time::Duration;
 
 use http::{Request, Response};
 
+use api::contract::traffic::TrafficPolicy;
+
 use super::balance::EndpointSlot;
-use super::pool::{PeerPool, SendError};
+use super::connect::{PEER_IDLE_TIMEOUT, PeerPool};
 use crate::body::{ProxyBody, boxed};
 use crate::forward_error::{ForwardError, error_chain};
+use crate::pool::{SendError, Timeouts};
 
 /// Sends requests to endpoints through the shared pool.
 #[derive(Clone)]
@@ -43,16 +46,21 @@ impl Endpoint {
         Endpoint { pool }
     }
 
-    /// Sends `request` to `slot`'s endpoint, connecting within `connect_timeout` if no
-    /// pooled connection is ready.
+    /// Sends `request` to `slot`'s endpoint with the service's connect and idle timeouts.
     pub async fn send(
         &self,
         slot: &EndpointSlot,
         request: Request<ProxyBody>,
-        connect_timeout: Duration,
+        policy: &TrafficPolicy,
     ) -> Sent {
         let key = slot.key();
-        match self.pool.send(key, request, connect_timeout).await {
+        let idle = Duration::from_millis(policy.idle_timeout_ms);
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(policy.connect_timeout_ms),
+            idle: idle.min(PEER_IDLE_TIMEOUT),
+            idle_http2: idle,
+        };
+        match self.pool.send(key, request, timeouts).await {
             Ok(response) => Sent::Answered(response.map(boxed)),
             Err(SendError::Connect { error, request }) => {
                 let error = ForwardError::PeerConnect {

@@ -106,7 +106,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::outbound::pool::PeerKey;
+    use crate::outbound::connect::PeerKey;
 
     fn slots(n: u16) -> Vec<Arc<EndpointSlot>> {
         (0..n)

@@ -400,3 +400,20 @@ async fn the_budget_caps_retries_under_a_total_failure() {
         "the metric shows the budget at work: {refused}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_first_requests_to_a_peer_dial_one_connection() {
+    let mesh = super::mesh::Mesh::start().await;
+    let outbound = mesh.store.outbound;
+    let calls = (0..10).map(|i| async move {
+        let url = format!("http://billing/first/{i}");
+        via_proxy(outbound, "GET", &url, &[], "").await.unwrap().0
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let dialled = mesh.store_probe.outbound.lock().unwrap().len();
+    assert_eq!(dialled, 1, "one dial for ten concurrent first requests");
+}
