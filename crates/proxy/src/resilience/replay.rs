@@ -325,7 +325,7 @@ impl Body for ReplayBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.shared.hint.clone()
+        self.shared.hint
     }
 }
 

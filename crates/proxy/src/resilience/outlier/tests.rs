@@ -48,10 +48,13 @@ fn build(
     (detector, metrics, endpoints)
 }
 
+/// Records `n` failures (all of them); true if any ejected the endpoint.
 fn fail_times(detector: &OutlierDetector, endpoint: &EndpointKey, n: u32, now: Instant) -> bool {
-    (0..n)
-        .map(|_| detector.record(endpoint, Outcome::Failure, now))
-        .fold(false, |ejected, now_ejected| ejected || now_ejected)
+    let mut ejected = false;
+    for _ in 0..n {
+        ejected |= detector.record(endpoint, Outcome::Failure, now);
+    }
+    ejected
 }
 
 #[test]
