@@ -31,6 +31,8 @@
 )]
 
 pub(crate) mod budget;
+pub(crate) mod circuit;
+pub(crate) mod outlier;
 pub(crate) mod replay;
 pub(crate) mod retry;
 pub(crate) mod timeout;
