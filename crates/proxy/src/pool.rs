@@ -50,7 +50,7 @@ pub enum Sender {
 }
 
 /// How a pool opens connections.
-pub trait Dial: Send + Sync + 'static {
+pub(crate) trait Dial: Send + Sync + 'static {
     /// What a connection is for (one pool entry per key).
     type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
 

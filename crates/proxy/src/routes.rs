@@ -9,7 +9,7 @@
 //! control plane leaves the last known table serving (static stability).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use api::contract::Snapshot;
 use arc_swap::ArcSwap;
@@ -20,6 +20,7 @@ use crate::outbound::balance::EndpointSlot;
 use crate::outbound::connect::PeerKey;
 use crate::outbound::rule::CompiledTraffic;
 use crate::resilience::budget::RetryBudget;
+use crate::resilience::outlier::OutlierDetector;
 use crate::route_classifier::RouteClassifier;
 
 /// One version of the routing table and policies.
@@ -77,7 +78,7 @@ impl RouteTable {
             .iter()
             .map(|(name, route)| {
                 let name = name.to_ascii_lowercase();
-                let endpoints = route
+                let endpoints: Vec<Arc<EndpointSlot>> = route
                     .endpoints
                     .iter()
                     .map(|endpoint| {
@@ -96,15 +97,16 @@ impl RouteTable {
                     })
                     .collect();
                 let traffic = CompiledTraffic::compile(&name, &route.traffic, &classifier);
-                let retry_budget = carried_budget(previous, &name, &route.traffic.policy)
-                    .unwrap_or_else(|| {
-                        Arc::new(RetryBudget::new(&route.traffic.policy.retry_budget))
-                    });
+                let policy = &route.traffic.policy;
+                let retry_budget = carried_budget(previous, &name, policy)
+                    .unwrap_or_else(|| Arc::new(RetryBudget::new(&policy.retry_budget)));
+                let outlier = carried_outlier(previous, &name, policy, &endpoints);
                 MeshService {
                     name,
                     endpoints,
                     traffic,
                     retry_budget,
+                    outlier,
                 }
             })
             .collect();
@@ -175,6 +177,26 @@ fn carried_budget(
         .then(|| Arc::clone(&previous.retry_budget))
 }
 
+/// The outlier state of service `name` in `previous`, when its configuration is unchanged,
+/// told the service's new endpoints (history is kept for those still there).
+fn carried_outlier(
+    previous: Option<&RouteTable>,
+    name: &str,
+    policy: &api::contract::traffic::TrafficPolicy,
+    endpoints: &[Arc<EndpointSlot>],
+) -> OnceLock<Arc<OutlierDetector>> {
+    let carried = previous
+        .and_then(|p| p.service_at(p.service_index(name)?))
+        .filter(|p| p.traffic().policy().outlier_detection == policy.outlier_detection)
+        .and_then(|p| p.outlier.get().cloned());
+    let cell = OnceLock::new();
+    if let Some(detector) = carried {
+        detector.set_endpoints(endpoints.iter().map(|slot| slot.key()));
+        let _ = cell.set(detector);
+    }
+    cell
+}
+
 /// Compiles the snapshot's policies, unless `previous` already holds the same hash. When they
 /// do not compile (control validates them, so only a version skew can cause this) the previous
 /// policies keep serving; without previous ones every request is refused.
@@ -203,13 +225,25 @@ fn compile_policies(snapshot: &Snapshot, previous: Option<&Arc<Policies>>) -> Ar
 }
 
 /// A mesh service: its endpoints (with their balancing state) and its compiled routes.
-#[derive(Debug)]
 pub struct MeshService {
     name: String,
     endpoints: Vec<Arc<EndpointSlot>>,
     traffic: CompiledTraffic,
     /// Shared by every route of the service (GEP-3388).
     retry_budget: Arc<RetryBudget>,
+    /// Which endpoints are ejected; made by the balancer on first use (it holds the
+    /// metrics), carried across snapshots.
+    outlier: OnceLock<Arc<OutlierDetector>>,
+}
+
+impl std::fmt::Debug for MeshService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshService")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .field("traffic", &self.traffic)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MeshService {
@@ -226,6 +260,15 @@ impl MeshService {
     /// The service's route rules and resiliency knobs, compiled.
     pub fn traffic(&self) -> &CompiledTraffic {
         &self.traffic
+    }
+
+    /// The service's outlier state, made with `make` the first time it is needed.
+    pub fn outlier(&self, make: impl FnOnce() -> OutlierDetector) -> &OutlierDetector {
+        self.outlier.get_or_init(|| {
+            let detector = make();
+            detector.set_endpoints(self.endpoints.iter().map(|slot| slot.key()));
+            Arc::new(detector)
+        })
     }
 
     /// The service's retry budget.

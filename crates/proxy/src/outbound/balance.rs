@@ -1,6 +1,14 @@
 //! Balancing: power-of-two-choices over peak-EWMA load among the endpoints of the service
-//! a request goes to ([`Classified::backend`]), skipping endpoints the outlier state ejects
-//! and endpoints at their circuit-breaker cap; then the request is sent by [`Endpoint`].
+//! a request goes to ([`Classified::backend`]), skipping endpoints the service's outlier
+//! state ejects ([`OutlierDetector`]) and endpoints at their circuit-breaker cap; then the
+//! request is sent by [`Endpoint`].
+//!
+//! The circuit breaker here is `maxPendingRequests`: requests sent to the endpoint and
+//! still waiting for their response head, counted with one atomic per endpoint (the
+//! estimator's in-flight count). A full endpoint is a retryable `503`
+//! ([`ForwardError::Overloaded`]). `maxRequests` (held until the response body ends) is
+//! not enforced: doing so costs a permit and a body wrapper per request
+//! (`resilience::circuit`), on every request, configured or not.
 //!
 //! Why not `tower::balance::p2c::Balance`: it balances over a `Discover` stream of ready
 //! services and owns them, while meshwork's endpoints are snapshot data shared by every
@@ -26,11 +34,11 @@ use super::classify::Classified;
 use super::connect::PeerKey;
 use super::endpoint::{Endpoint, Sent};
 use super::load::PeakEwma;
-use super::outlier::Outlier;
 use crate::body::ProxyBody;
 use crate::forward_error::{ForwardError, OverloadLimit};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
+use crate::resilience::outlier::{Outcome, OutlierDetector};
 use crate::routes::MeshService;
 
 /// One endpoint of a mesh service and the state balancing keeps about it.
@@ -39,7 +47,6 @@ pub struct EndpointSlot {
     key: PeerKey,
     peer: Label,
     load: PeakEwma,
-    outlier: Outlier,
 }
 
 impl EndpointSlot {
@@ -49,18 +56,12 @@ impl EndpointSlot {
             peer: Label::intern(key.identity.as_str()),
             key,
             load: PeakEwma::default(),
-            outlier: Outlier::default(),
         }
     }
 
     /// Where it is and who must answer.
     pub fn key(&self) -> &PeerKey {
         &self.key
-    }
-
-    /// Its outlier state.
-    pub fn outlier(&self) -> &Outlier {
-        &self.outlier
     }
 }
 
@@ -71,7 +72,7 @@ impl EndpointSlot {
 pub fn pick(
     endpoints: &[Arc<EndpointSlot>],
     tried: u64,
-    max_requests: u32,
+    (max_pending, outlier): (u32, Option<&OutlierDetector>),
     now: Instant,
 ) -> Option<usize> {
     let untried = |i: &usize| *i >= 64 || tried & (1 << i) == 0;
@@ -80,7 +81,8 @@ pub fn pick(
     }
     let healthy = |i: &usize| {
         let slot = &endpoints[*i];
-        !slot.outlier.is_ejected(now) && slot.load.in_flight() < max_requests
+        let available = outlier.is_none_or(|o| o.is_available(&slot.key, now));
+        available && slot.load.in_flight() < max_pending
     };
     let count = (0..endpoints.len()).filter(untried).filter(healthy).count();
     if count == 0 {
@@ -88,7 +90,7 @@ pub fn pick(
         // then refuses: the circuit is open).
         let cost = |i: &usize| {
             let slot = &endpoints[*i];
-            (slot.load.in_flight() >= max_requests, slot.load.cost(now))
+            (slot.load.in_flight() >= max_pending, slot.load.cost(now))
         };
         return (0..endpoints.len()).filter(untried).min_by(|a, b| {
             let (a, b) = (cost(a), cost(b));
@@ -160,27 +162,27 @@ async fn balance(
             reason: "the route's backend is not a mesh service".to_owned(),
         });
     };
-    let mut tried = 0u64;
-    let mut last_failure = None;
-    let now = Instant::now();
-    let max_requests = service.traffic().policy().circuit_breaker.max_requests;
-    while let Some(index) = pick(service.endpoints(), tried, max_requests, now) {
+    let policy = service.traffic().policy();
+    // A cap of 0 is no cap (as in `resilience::circuit`).
+    let max_pending = Some(policy.circuit_breaker.max_pending_requests)
+        .filter(|&max| max > 0)
+        .unwrap_or(u32::MAX);
+    // Only a choice needs the outlier state: one endpoint is never ejected.
+    let outlier = (service.endpoints().len() > 1).then(|| {
+        let label = Label::intern(service.name());
+        let metrics = Arc::clone(&this.metrics);
+        service.outlier(|| OutlierDetector::new(label, &policy.outlier_detection, metrics))
+    });
+    let (mut tried, mut last_failure, now) = (0u64, None, Instant::now());
+    while let Some(index) = pick(service.endpoints(), tried, (max_pending, outlier), now) {
         if index < 64 {
             tried |= 1 << index;
         }
         let slot = &service.endpoints()[index];
-        if slot.load.in_flight() >= max_requests {
-            let (limit, endpoint) = (OverloadLimit::Requests, slot.key.addr);
-            let label = Label::intern(service.name());
-            this.metrics.circuit_open(label, endpoint, limit);
-            return Err(ForwardError::Overloaded {
-                service: service.name().to_owned(),
-                endpoint,
-                limit,
-                max: max_requests,
-            });
+        if slot.load.in_flight() >= max_pending {
+            return Err(this.overloaded(service, slot, max_pending));
         }
-        match send(this, service, slot, request, report_peer).await {
+        match send(this, service, outlier, slot, request, report_peer).await {
             Ok(response) => return Ok(response),
             Err(Failed::Final(error)) => return Err(error),
             Err(Failed::Unsent {
@@ -198,6 +200,21 @@ async fn balance(
     })
 }
 
+impl Balance {
+    /// The refusal of a request every endpoint of `service` is too full for (counted).
+    fn overloaded(&self, service: &MeshService, slot: &EndpointSlot, max: u32) -> ForwardError {
+        let (limit, endpoint) = (OverloadLimit::Pending, slot.key.addr);
+        let label = Label::intern(service.name());
+        self.metrics.circuit_open(label, endpoint, limit);
+        ForwardError::Overloaded {
+            service: service.name().to_owned(),
+            endpoint,
+            limit,
+            max,
+        }
+    }
+}
+
 /// How one endpoint failed a request.
 enum Failed {
     /// Nothing was sent: another endpoint may take it.
@@ -213,12 +230,13 @@ enum Failed {
 async fn send(
     this: &Balance,
     service: &MeshService,
+    outlier: Option<&OutlierDetector>,
     slot: &EndpointSlot,
     request: Request<ProxyBody>,
     report_peer: bool,
 ) -> Result<Response<ProxyBody>, Failed> {
     let policy = service.traffic().policy();
-    let mut attempt = Attempt::start(this, service, slot);
+    let mut attempt = Attempt::start(service, outlier, slot);
     let sent = this.endpoint.send(slot, request, policy).await;
     match sent {
         Sent::Answered(mut response) => {
@@ -254,8 +272,7 @@ async fn send(
 /// unfinished — a timeout or the caller gave up waiting — it counts as a failure with the
 /// time waited as its round trip: a stalled endpoint is what timeouts find.
 struct Attempt<'a> {
-    balance: &'a Balance,
-    service: &'a MeshService,
+    outlier: Option<&'a OutlierDetector>,
     slot: &'a EndpointSlot,
     /// Measured only when there is a choice to make.
     started: Option<Instant>,
@@ -263,12 +280,15 @@ struct Attempt<'a> {
 }
 
 impl<'a> Attempt<'a> {
-    fn start(balance: &'a Balance, service: &'a MeshService, slot: &'a EndpointSlot) -> Self {
+    fn start(
+        service: &MeshService,
+        outlier: Option<&'a OutlierDetector>,
+        slot: &'a EndpointSlot,
+    ) -> Self {
         slot.load.start();
         let several = service.endpoints().len() > 1;
         Attempt {
-            balance,
-            service,
+            outlier,
             slot,
             started: several.then(Instant::now),
             done: false,
@@ -282,18 +302,14 @@ impl<'a> Attempt<'a> {
         self.slot
             .load
             .finish(now.map(|(started, now)| (now.duration_since(started), now)));
-        let (Some(success), Some(_)) = (success, self.started) else {
-            return;
-        };
-        let config = &self.service.traffic().policy().outlier_detection;
-        let endpoints = self.service.endpoints();
-        if self
-            .slot
-            .outlier
-            .record(success, config, endpoints, self.slot)
-        {
-            let label = Label::intern(self.service.name());
-            self.balance.metrics.ejection(label, self.slot.key.addr);
+        if let (Some(success), Some((_, now)), Some(outlier)) = (success, now, self.outlier) {
+            let outcome = if success {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            };
+            // The detector counts ejections in the metrics itself.
+            outlier.record(&self.slot.key, outcome, now);
         }
     }
 }
@@ -317,7 +333,10 @@ fn unclassified() -> ForwardError {
 mod tests {
     use std::time::Duration;
 
+    use api::contract::traffic::OutlierDetection;
+
     use super::*;
+    use crate::metrics::NoMetrics;
 
     fn slots(n: u16) -> Vec<Arc<EndpointSlot>> {
         (0..n)
@@ -341,13 +360,13 @@ mod tests {
             .load
             .finish(Some((Duration::from_millis(50), now)));
         for _ in 0..100 {
-            assert_eq!(pick(&endpoints, 0, 1024, now), Some(1));
+            assert_eq!(pick(&endpoints, 0, (1024, None), now), Some(1));
         }
-        assert_eq!(pick(&endpoints, 0b10, 1024, now), Some(0));
-        assert_eq!(pick(&endpoints, 0b11, 1024, now), None);
-        assert_eq!(pick(&slots(1), 0, 1024, now), Some(0));
-        assert_eq!(pick(&slots(1), 1, 1024, now), None);
-        assert_eq!(pick(&[], 0, 1024, now), None);
+        assert_eq!(pick(&endpoints, 0b10, (1024, None), now), Some(0));
+        assert_eq!(pick(&endpoints, 0b11, (1024, None), now), None);
+        assert_eq!(pick(&slots(1), 0, (1024, None), now), Some(0));
+        assert_eq!(pick(&slots(1), 1, (1024, None), now), None);
+        assert_eq!(pick(&[], 0, (1024, None), now), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -356,16 +375,30 @@ mod tests {
         let now = Instant::now();
         endpoints[1].load.start();
         for _ in 0..100 {
-            assert_ne!(pick(&endpoints, 0, 1, now), Some(1));
+            assert_ne!(pick(&endpoints, 0, (1, None), now), Some(1));
         }
         // Every untried endpoint full: picked, for the caller to refuse.
-        assert_eq!(pick(&endpoints, 0b101, 1, now), Some(1));
-        endpoints[0].outlier.eject_for_test(now);
+        assert_eq!(pick(&endpoints, 0b101, (1, None), now), Some(1));
+        let config = OutlierDetection {
+            consecutive_failures: 1,
+            ..OutlierDetection::default()
+        };
+        let outlier = OutlierDetector::new(Label::intern("billing"), &config, Arc::new(NoMetrics));
+        outlier.set_endpoints(endpoints.iter().map(|slot| slot.key()));
+        assert!(outlier.record(&endpoints[0].key, Outcome::Failure, now));
         assert_eq!(
-            pick(&endpoints, 0b100, 1, now),
+            pick(&endpoints, 0b100, (1, Some(&outlier)), now),
             Some(0),
             "ejected beats full"
         );
+        for _ in 0..100 {
+            let picked = pick(&endpoints, 0, (1024, Some(&outlier)), now);
+            assert_ne!(
+                picked,
+                Some(0),
+                "ejected: not picked while others are available"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -374,7 +407,7 @@ mod tests {
         let now = Instant::now();
         let mut seen = [0u32; 3];
         for _ in 0..300 {
-            seen[pick(&endpoints, 0, 1024, now).unwrap()] += 1;
+            seen[pick(&endpoints, 0, (1024, None), now).unwrap()] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }

@@ -34,14 +34,9 @@ pub type PeerPool = Pool<PeerConnector>;
 pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 const _: () = assert!(PEER_IDLE_TIMEOUT.as_secs() * 2 <= HTTP1_HEADER_READ_TIMEOUT.as_secs());
 
-/// A peer connection's identity: where it goes and who must answer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PeerKey {
-    /// The peer's inbound address.
-    pub addr: SocketAddr,
-    /// The SPIFFE ID the peer must prove.
-    pub identity: SpiffeId,
-}
+/// A peer connection's identity: where it goes and who must answer (the key the balancer's
+/// outlier state uses too).
+pub(crate) type PeerKey = crate::resilience::EndpointKey;
 
 /// How often an HTTP/2 peer connection is PINGed, and how long a PING may go
 /// unanswered before the connection is declared dead (and the pool redials).

@@ -22,7 +22,6 @@ pub mod egress;
 pub mod endpoint;
 pub mod load;
 mod mesh_tunnel;
-pub mod outlier;
 pub mod resolve;
 pub mod route_policy;
 pub mod rule;
