@@ -17,8 +17,13 @@
 //!
 //! ```text
 //! app ──HTTP_PROXY──▶ outbound ──mTLS h2──▶ peer inbound ──HTTP──▶ peer app
-//!                     (telemetry, hop_by_hop,          (telemetry, hop_by_hop,
-//!                      router, pool)                    client_id, authorize, app client)
+//!                     (classify, telemetry,            (telemetry, hop_by_hop,
+//!                      hop_by_hop, steer ┬ route policy  client_id, authorize, app
+//!                                        │ split           over the pool)
+//!                                        │ balance
+//!                                        │ endpoint ─ pool
+//!                                        ├ tunnel ⟲ (the same stack)
+//!                                        └ egress)
 //! ```
 //!
 //! Every request is counted by the telemetry layer (service, route template, method,

@@ -147,19 +147,22 @@ async fn balance(
     this: &Balance,
     mut request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
-    let Some((table, backend, report_peer)) = request.extensions().get::<Classified>().map(|c| {
-        let report_peer = c
-            .service
-            .and_then(|i| c.table.classifier().labels_at(i))
-            .is_some_and(|labels| labels.peer().is_none());
-        (Arc::clone(&c.table), c.backend, report_peer)
-    }) else {
+    let Some((table, parent, backend, report_peer)) =
+        request.extensions().get::<Classified>().map(|c| {
+            let report_peer = c
+                .service
+                .and_then(|i| c.table.classifier().labels_at(i))
+                .is_some_and(|labels| labels.peer().is_none());
+            (Arc::clone(&c.table), c.service, c.backend, report_peer)
+        })
+    else {
         return Err(unclassified());
     };
     let Some(service) = backend.and_then(|i| table.service_at(i)) else {
+        let parent = parent.and_then(|i| table.service_at(i));
         return Err(ForwardError::PeerUnavailable {
-            service: String::new(),
-            reason: "the route's backend is not a mesh service".to_owned(),
+            service: parent.map_or_else(String::new, |s| s.name().to_owned()),
+            reason: "the route rule's backend is not a mesh service, or has weight 0".to_owned(),
         });
     };
     let policy = service.traffic().policy();

@@ -112,7 +112,8 @@ impl Classified {
 
     /// The selected route rule.
     pub fn route_rule(&self) -> Option<&api::contract::traffic::RouteRule> {
-        self.mesh_service()?.traffic().rule(self.rule?)
+        let rule = self.rule?;
+        self.mesh_service()?.traffic().rule(rule)
     }
 }
 

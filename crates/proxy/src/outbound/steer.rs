@@ -15,7 +15,7 @@ use futures_util::future::{self, BoxFuture, Either, Ready};
 use http::{Request, Response};
 use tower::Service;
 
-use super::classify::Classified;
+use super::classify::{Classified, TunnelTo};
 use super::egress::Egress;
 use super::mesh_tunnel::MeshTunnel;
 use super::target::Target;
@@ -75,6 +75,12 @@ impl Service<Request<ProxyBody>> for Steer {
             }
             (Ok(Target::Http { .. }), Some(_)) => {
                 Either::Left(Either::Left(self.mesh.call(request)))
+            }
+            (Ok(target), None) if request.extensions().get::<TunnelTo>().is_some() => {
+                refuse(ForwardError::PeerUnavailable {
+                    service: target.host().to_owned(),
+                    reason: "it left the mesh while the tunnel was open".to_owned(),
+                })
             }
             (Ok(_), None) => {
                 let egress = self.egress.clone();

@@ -17,8 +17,10 @@
 //! - [`outlier`]: which endpoints of a service are ejected, and until when.
 //! - [`circuit`]: per-endpoint caps on pending and in-flight requests.
 //!
-//! The balancer itself is tower's `balance::p2c` over `load::PeakEwma`: the outlier state
-//! and the circuit are consulted by it, not a replacement for it.
+//! The balancer is `outbound::balance` (power of two choices over a peak-EWMA estimate
+//! held per endpoint, `outbound::load`; why not tower's `p2c::Balance` is said there): it
+//! consults the outlier state. [`circuit`]'s layer is not in the stack (a permit and a
+//! body wrapper per request); the balancer enforces `maxPendingRequests` itself.
 //!
 //! Nothing here reads the snapshot or the request's route: the stack builds one layer per
 //! route (timeouts, retry rule) or per service (budget, outlier state) or per endpoint
