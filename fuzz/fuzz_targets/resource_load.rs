@@ -8,7 +8,8 @@
 //!   rediscovering YAML.
 //!
 //! A loaded set must also survive what its users do with it: validation, SPIFFE IDs, the
-//! policy set, and durations that print and parse back to themselves.
+//! policy set, compiled routes and their matcher, and durations that print and parse back to
+//! themselves.
 #![no_main]
 
 use std::path::Path;
@@ -40,6 +41,7 @@ metadata: {name: billing}
 spec:
   selector: {app: billing}
   routes: [/charges, '/charges/{id}']
+  traffic: {connectTimeout: 250ms, outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 1s}}
 ---
 apiVersion: meshwork.dev/v1alpha1
 kind: AuthorizationPolicy
@@ -100,6 +102,24 @@ metadata: {name: e}
 spec:
   spiffeId: spiffe://meshwork.local/ns/default/sa/billing
   selectors: ['unix:uid:1000']
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: billing}
+spec:
+  parentRefs: [{group: '', kind: Service, name: billing}]
+  rules:
+    - matches: [{path: {type: RegularExpression, value: '/charges/[0-9]+'}, method: GET, headers: [{name: x-tier, value: gold}]}]
+      backendRefs: [{name: billing, weight: 90}]
+      timeouts: {request: 2s, backendRequest: 500ms}
+      retry: {codes: [503], attempts: 2, backoff: 25ms}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc}
+spec:
+  parentRefs: [{group: meshwork.dev, kind: Service, name: billing}]
+  rules: [{matches: [{method: {service: billing.v1.Charges, method: Create}}], retry: {codes: [UNAVAILABLE]}}]
 ";
 
 /// Text in [`MESH`] the structured inputs replace (the first occurrence of each).
@@ -124,6 +144,16 @@ const FIELDS: &[&str] = &[
     "m, labels",
     "spec:\n  kind: redis",
     "---\napiVersion: meshwork.dev/v1alpha1\nkind: ServiceClaim",
+    "250ms",
+    "3, baseEjectionTime: 1s",
+    "'/charges/[0-9]+'",
+    "x-tier, value: gold",
+    "weight: 90",
+    "2s, backendRequest: 500ms",
+    "[503], attempts: 2, backoff: 25ms",
+    "{service: billing.v1.Charges, method: Create}",
+    "[UNAVAILABLE]",
+    "group: '', kind: Service",
 ];
 
 fn input(data: &[u8]) -> Vec<u8> {
@@ -155,6 +185,12 @@ fn exercise(set: &ResourceSet) {
         let _ = w.resource.spiffe_id(td);
     }
     let _ = set.policy_set();
+    // What the control plane publishes, and what every proxy then compiles and matches with.
+    for traffic in set.traffic().values() {
+        let matcher = api::contract::traffic::Matcher::compile(traffic)
+            .expect("the routes of a validated set compile");
+        let _ = matcher.select("GET", "/charges/1", |_| Some(&b"gold"[..]));
+    }
     if let Some(ttl) = set.mesh().and_then(|m| m.spec.svid_ttl) {
         assert_eq!(ttl.to_string().parse().ok(), Some(ttl));
     }

@@ -271,16 +271,16 @@ impl<const MIN_MS: u64, const MAX_MS: u64> std::str::FromStr for GatewayDuration
         if !(MIN_MS..=MAX_MS).contains(&ms) {
             return Err(DurationError::GatewayOutOfRange {
                 text: s.to_owned(),
-                min: gateway_text(MIN_MS),
-                max: gateway_text(MAX_MS),
+                min: format_millis(MIN_MS),
+                max: format_millis(MAX_MS),
             });
         }
         Ok(GatewayDuration(Duration::from_millis(ms)))
     }
 }
 
-/// Milliseconds in GEP-2257's canonical form (`1h2m`, `500ms`, `0s`).
-fn gateway_text(ms: u64) -> String {
+/// Milliseconds in GEP-2257's canonical form (`1h2m`, `500ms`, `0s`), for people.
+pub fn format_millis(ms: u64) -> String {
     if ms == 0 {
         return "0s".to_owned();
     }
@@ -310,7 +310,7 @@ impl<const MIN_MS: u64, const MAX_MS: u64> From<GatewayDuration<MIN_MS, MAX_MS>>
 
 impl<const MIN_MS: u64, const MAX_MS: u64> fmt::Display for GatewayDuration<MIN_MS, MAX_MS> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&gateway_text(self.as_millis()))
+        f.write_str(&format_millis(self.as_millis()))
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use api::ResourceSet;
+use api::duration::format_millis;
 use api::taxonomy::ServiceClassSpec;
 use policy::{Action, Mode};
 
@@ -39,6 +40,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             backends.join(", ")
         );
     }
+    print_traffic(&set);
     print_policies(&set);
     print_taxonomy(&set);
     for e in &set.registration_entries {
@@ -53,6 +55,98 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     println!("{}", counts(&set));
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per route (`route    HTTPRoute/billing -> billing (1 rule: timeout 3s, 2 retries)`)
+/// and one per Service with `spec.traffic` knobs, defaults filled in.
+fn print_traffic(set: &ResourceSet) {
+    let http = set.http_routes.iter().map(|r| {
+        let spec = &r.resource.spec;
+        let rules = spec.rules.iter().map(|rule| {
+            let attempts = rule.retry.as_ref().map(|r| r.attempts);
+            rule_summary(rule.timeouts, attempts, rule.backend_refs.len())
+        });
+        let parents = &spec.parent_refs;
+        (
+            "HTTPRoute",
+            &r.resource.metadata.name,
+            parents,
+            rules.collect(),
+        )
+    });
+    let grpc = set.grpc_routes.iter().map(|r| {
+        let spec = &r.resource.spec;
+        let rules = spec.rules.iter().map(|rule| {
+            let attempts = rule.retry.as_ref().map(|r| r.attempts);
+            rule_summary(rule.timeouts, attempts, rule.backend_refs.len())
+        });
+        let parents = &spec.parent_refs;
+        (
+            "GRPCRoute",
+            &r.resource.metadata.name,
+            parents,
+            rules.collect(),
+        )
+    });
+    for (kind, name, parents, rules) in http.chain(grpc) {
+        let rules: Vec<String> = rules;
+        let parents: Vec<String> = parents.iter().map(|p| p.name.to_string()).collect();
+        println!(
+            "route    {kind}/{name} -> {} ({}: {})",
+            parents.join(", "),
+            plural(rules.len(), "rule"),
+            rules.join("; ")
+        );
+    }
+    for s in &set.services {
+        if s.resource.spec.traffic.is_some() {
+            let knobs = traffic_line(&s.resource.spec.traffic_policy());
+            println!("traffic  {:<12} {knobs}", s.resource.metadata.name);
+        }
+    }
+}
+
+/// `timeout 3s, 2 retries, 2 backends`; `no timeout, no retries` for a rule that sets nothing.
+fn rule_summary(
+    timeouts: Option<api::route::Timeouts>,
+    attempts: Option<Option<api::route::RetryAttempts>>,
+    backends: usize,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some(ms) = timeouts.and_then(|t| t.millis().0) {
+        parts.push(format!("timeout {}", format_millis(ms)));
+    }
+    match attempts.map(|a| a.map_or(api::route::DEFAULT_ATTEMPTS, |a| a.get())) {
+        Some(1) => parts.push("1 retry".to_owned()),
+        Some(n) if n > 1 => parts.push(format!("{n} retries")),
+        _ => {}
+    }
+    if backends > 0 {
+        parts.push(plural(backends, "backend"));
+    }
+    match parts.is_empty() {
+        true => "no timeout, no retries".to_owned(),
+        false => parts.join(", "),
+    }
+}
+
+/// A Service's knobs in one line.
+fn traffic_line(p: &api::contract::traffic::TrafficPolicy) -> String {
+    let (b, o, c) = (&p.retry_budget, &p.outlier_detection, &p.circuit_breaker);
+    format!(
+        "connect timeout {}, idle {}, retry budget {}% + {} per {}, eject after {} failures for {} to {} (at most {}%), at most {} pending and {} in flight per endpoint",
+        format_millis(p.connect_timeout_ms),
+        format_millis(p.idle_timeout_ms),
+        b.percent,
+        b.min_retry_rate_count,
+        format_millis(b.min_retry_rate_interval_ms),
+        o.consecutive_failures,
+        format_millis(o.base_ejection_ms),
+        format_millis(o.max_ejection_ms),
+        o.max_ejected_percent,
+        c.max_pending_requests,
+        c.max_requests,
+    )
 }
 
 fn print_policies(set: &ResourceSet) {
@@ -154,6 +248,8 @@ fn counts(set: &ResourceSet) -> String {
         ("ServicePolicy", set.service_policies.len()),
         ("ServiceClaim", set.service_claims.len()),
         ("RegistrationEntry", set.registration_entries.len()),
+        ("HTTPRoute", set.http_routes.len()),
+        ("GRPCRoute", set.grpc_routes.len()),
     ];
     let total: usize = counts.iter().map(|(_, n)| n).sum();
     let by_kind: Vec<String> = counts

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use api::ResourceSet;
+use api::contract::traffic::ServiceTraffic;
 use api::contract::{
     Endpoint, EndpointRegistration, ServiceRoute, Snapshot, SvidRequest, SvidResponse,
 };
@@ -22,6 +23,9 @@ pub struct Registry {
     issuer: Arc<Issuer>,
     trust_domain: TrustDomain,
     resources: ResourceSet,
+    /// Each service's routes and knobs (`HTTPRoute`, `GRPCRoute`, `Service` `spec.traffic`),
+    /// compiled; replaced live by [`Registry::replace_traffic`].
+    traffic: Mutex<BTreeMap<String, ServiceTraffic>>,
     endpoints: Mutex<BTreeMap<String, SocketAddr>>,
     /// The policies published in snapshots; replaced live by [`Registry::replace_policies`].
     policies: Mutex<PolicySet>,
@@ -47,6 +51,7 @@ impl Registry {
             issuer,
             trust_domain,
             policies: Mutex::new(resources.policy_set()),
+            traffic: Mutex::new(resources.traffic()),
             resources,
             endpoints: Mutex::new(endpoints.clone()),
             snapshots,
@@ -107,6 +112,21 @@ impl Registry {
         true
     }
 
+    /// Replaces the services' routes and resiliency knobs (their files changed) and publishes
+    /// a new snapshot; returns `false`, publishing nothing, when they are unchanged.
+    pub fn replace_traffic(&self, traffic: BTreeMap<String, ServiceTraffic>) -> bool {
+        let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut current = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+            if *current == traffic {
+                return false;
+            }
+            *current = traffic;
+        }
+        self.publish(&endpoints);
+        true
+    }
+
     /// The identity state (CA, entries, tokens) behind this registry.
     pub fn issuer(&self) -> &Arc<Issuer> {
         &self.issuer
@@ -127,6 +147,7 @@ impl Registry {
                 next
             }
         };
+        let traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
         let services = self
             .resources
             .services
@@ -149,11 +170,12 @@ impl Registry {
                     name: name.clone(),
                     endpoints,
                     routes,
-                    traffic: Default::default(),
+                    traffic: traffic.get(&name).cloned().unwrap_or_default(),
                 };
                 (name, route)
             })
             .collect();
+        drop(traffic);
         let policies = self
             .policies
             .lock()

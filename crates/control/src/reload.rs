@@ -5,9 +5,10 @@
 //! Polling names, sizes and mtimes is deliberately simple: it needs no platform watcher,
 //! catches editors that replace files by renaming, and costs one `readdir` plus a `stat` per
 //! file each second. An invalid edit is logged with the loader's error (file, line, field)
-//! and the previous policies keep serving. Only policies apply live: `Mesh`, `Workload` and
-//! `Service` changes are reported as needing a restart (they mean new processes, identities
-//! or CA material, which `meshwork up` owns).
+//! and the previous policies keep serving. Policies and traffic (`HTTPRoute`, `GRPCRoute`,
+//! `Service` `spec.traffic`) apply live; other `Mesh`, `Workload` and `Service` changes are
+//! reported as needing a restart (they mean new processes, identities or CA material, which
+//! `meshwork up` owns).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,9 +52,10 @@ impl Fingerprint {
 pub enum Reload {
     /// No resource file changed.
     Unchanged,
-    /// Files changed and loaded, but the policies are the same (e.g. a comment was edited).
+    /// Files changed and loaded, but the policies and routes are the same (e.g. a comment
+    /// was edited).
     SamePolicies,
-    /// New policies were published; the new snapshot's policy hash.
+    /// New policies or routes were published; the new snapshot's policy hash.
     Published(String),
     /// The directory no longer loads; the previous policies keep serving.
     Invalid(LoadError),
@@ -94,7 +96,11 @@ impl Reloader {
             tracing::warn!(dir = %self.dir.display(),
                 "Mesh, Workload or Service resources changed: they apply after a restart; applying policy changes only");
         }
-        if registry.replace_policies(set.policy_set()) {
+        // Both run: each publishes what changed (two snapshots when both did; proxies take
+        // the newest).
+        let policies = registry.replace_policies(set.policy_set());
+        let traffic = registry.replace_traffic(set.traffic());
+        if policies || traffic {
             Reload::Published(registry.subscribe().borrow().policy_hash.clone())
         } else {
             Reload::SamePolicies
@@ -106,9 +112,19 @@ fn needs_restart(before: &ResourceSet, after: &ResourceSet) -> bool {
     fn specs<S: Clone + PartialEq>(items: &[api::Loaded<S>]) -> Vec<api::Resource<S>> {
         items.iter().map(|l| l.resource.clone()).collect()
     }
+    // A Service's traffic knobs apply live, the rest of it after a restart.
+    fn without_traffic(
+        items: &[api::Loaded<api::mesh::ServiceSpec>],
+    ) -> Vec<api::Resource<api::mesh::ServiceSpec>> {
+        let mut services = specs(items);
+        for s in &mut services {
+            s.spec.traffic = None;
+        }
+        services
+    }
     specs(&before.meshes) != specs(&after.meshes)
         || specs(&before.workloads) != specs(&after.workloads)
-        || specs(&before.services) != specs(&after.services)
+        || without_traffic(&before.services) != without_traffic(&after.services)
 }
 
 /// The polling task; aborted when dropped, so it ends with the control plane.
@@ -133,11 +149,11 @@ pub(crate) fn watch(registry: Arc<Registry>, dir: PathBuf, started_with: Resourc
             match reloader.poll(&registry) {
                 Reload::Unchanged => {}
                 Reload::SamePolicies => {
-                    tracing::info!(%dir, "resources reloaded; policies unchanged")
+                    tracing::info!(%dir, "resources reloaded; policies and routes unchanged")
                 }
                 Reload::Published(hash) => {
                     let version = registry.subscribe().borrow().version;
-                    tracing::info!(%dir, policy_hash = %hash, version, "policies reloaded and published");
+                    tracing::info!(%dir, policy_hash = %hash, version, "policies or routes reloaded and published");
                 }
                 Reload::Invalid(error) => {
                     tracing::error!(%dir, "resources not reloaded, the previous policies keep serving:\n{error}");
@@ -222,5 +238,50 @@ mod tests {
         std::fs::write(&services, format!("# a comment\n{text}")).expect("write");
         assert!(matches!(reloader.poll(&registry), Reload::SamePolicies));
         assert_eq!(registry.subscribe().borrow().version, version);
+    }
+
+    #[test]
+    fn route_and_traffic_edits_are_published_live() {
+        let (dir, _state, registry, mut reloader) = setup();
+        let first = Arc::clone(&registry.subscribe().borrow());
+        // The example's billing Service has knobs (services.yaml) but, here, no route.
+        let traffic = &first.services["billing"].traffic;
+        assert!(!traffic.has_routes());
+        assert_eq!(traffic.policy.outlier_detection.consecutive_failures, 3);
+
+        let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: billing}\nspec:\n  parentRefs: [{group: '', kind: Service, name: billing}]\n  rules:\n    - matches: [{path: {value: /charges}}]\n      timeouts: {request: 2s}\n";
+        std::fs::write(dir.path().join("routes.yaml"), route).expect("write");
+        assert!(matches!(reloader.poll(&registry), Reload::Published(_)));
+        let second = Arc::clone(&registry.subscribe().borrow());
+        assert!(second.version > first.version);
+        let traffic = &second.services["billing"].traffic;
+        assert_eq!(traffic.rules[0].name, "HTTPRoute/default/billing rule 0");
+        assert_eq!(traffic.rules[0].request_timeout_ms, Some(2000));
+        assert!(second.services["store"].traffic.is_default());
+
+        // A Service's knobs apply live too; the rest of the Service still needs a restart.
+        let services = dir.path().join("services.yaml");
+        let text = std::fs::read_to_string(&services).expect("read");
+        let knobs = text.replacen("consecutiveFailures: 3", "consecutiveFailures: 2", 1);
+        assert_ne!(knobs, text);
+        std::fs::write(&services, &knobs).expect("write");
+        let after = api::load_dir(dir.path()).expect("loads");
+        assert!(!needs_restart(&reloader.started_with, &after));
+        assert!(matches!(reloader.poll(&registry), Reload::Published(_)));
+        let third = Arc::clone(&registry.subscribe().borrow());
+        let policy = &third.services["billing"].traffic.policy;
+        assert_eq!(policy.outlier_detection.consecutive_failures, 2);
+
+        std::fs::write(dir.path().join("routes.yaml"), route.replace("2s", "2d")).expect("write");
+        let Reload::Invalid(error) = reloader.poll(&registry) else {
+            panic!("invalid route accepted")
+        };
+        let error = error.to_string();
+        assert!(error.contains("routes.yaml:8:"), "{error}");
+        assert!(
+            error.contains("HTTPRoute/billing field `spec.rules[0].timeouts.request`"),
+            "{error}"
+        );
+        assert_eq!(registry.subscribe().borrow().version, third.version);
     }
 }

@@ -9,7 +9,7 @@ use policy::NormalizedPath;
 use super::grpc::{GrpcMethodMatch, GrpcRouteSpec};
 use super::http::{HttpRouteSpec, PathMatchSpec, PathMatchType};
 use super::{BackendRef, HeaderMatchSpec, MatchType, ParentRef, Timeouts};
-use crate::contract::traffic::{anchored_header_regex, anchored_regex};
+use crate::contract::traffic::{PathMatch, anchored_header_regex, anchored_regex};
 use crate::load::{LoadError, Loaded, invalid};
 use crate::resource::Name;
 use crate::set::ResourceSet;
@@ -343,6 +343,7 @@ fn is_grpc_ident(s: &str) -> bool {
 }
 
 fn check_grpc_method<S>(p: &mut Problems<'_, S>, field: &str, m: &GrpcMethodMatch) {
+    let before = p.found.len();
     if m.service.is_none() && m.method.is_none() {
         p.add(field, "must give service, method or both");
     }
@@ -366,6 +367,12 @@ fn check_grpc_method<S>(p: &mut Problems<'_, S>, field: &str, m: &GrpcMethodMatc
                 }
             }
         }
+    }
+    // Each part compiles; so must the path expression they make together (the size limit).
+    if p.found.len() == before
+        && let Some(PathMatch::RegularExpression(re)) = super::compile::grpc_path(m)
+    {
+        check_regex(p, field, &re);
     }
 }
 

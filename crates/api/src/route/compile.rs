@@ -141,7 +141,7 @@ fn grpc_match(m: &GrpcRouteMatch) -> RuleMatch {
 }
 
 /// A gRPC method match as a path match on `/package.Service/Method`.
-fn grpc_path(m: &GrpcMethodMatch) -> Option<PathMatch> {
+pub(crate) fn grpc_path(m: &GrpcMethodMatch) -> Option<PathMatch> {
     let service = m
         .service
         .as_deref()
@@ -270,7 +270,7 @@ pub fn service_traffic(set: &ResourceSet, namespace: &Name, name: &Name) -> Serv
             }
         }
     }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by_key(|(key, _)| *key);
     traffic.matches = keyed.into_iter().map(|(_, m)| m).collect();
     traffic
 }

@@ -1,7 +1,8 @@
 //! `meshwork policy explain`: one decision — from the files, or from the running mesh's
 //! snapshot identified by its hash — with the policy, rule and matcher that decided it.
 //! With `--state-dir` it also asks the deciding sidecar (the target's for inbound, the
-//! caller's for egress) which policy hash it enforces, over its admin endpoint.
+//! caller's for egress) which policy hash it enforces, over its admin endpoint. Inbound, it
+//! also names the `HTTPRoute`/`GRPCRoute` rule the caller's sidecar applies (`route.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +10,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use identity::SpiffeId;
 use policy::{AuditOutcome, Decision, EgressRequest, Engine, Host, NormalizedPath, Request};
-use serde_json::json;
 
+mod json;
+
+use super::route::RouteVerdict;
 use super::{PolicyFiles, RunningPolicies, SidecarPolicies, caller_id};
+use json::to_json;
 
 /// Arguments of `meshwork policy explain`.
 #[derive(clap::Args)]
@@ -95,10 +99,19 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let question = Question::parse(&args, |from| source.caller(from))?;
     let decision = question.decide(source.engine());
+    let route = question.route(&source);
     if args.json {
-        println!("{:#}", to_json(&question, &decision, &source));
+        let mut json = to_json(&question, &decision, &source);
+        if let Some(route) = &route {
+            json["route"] = route.json();
+        }
+        println!("{json:#}");
     } else {
-        print!("{}", to_text(&question, &decision, &source));
+        let mut text = to_text(&question, &decision, &source);
+        if let Some(route) = &route {
+            text += &route.text();
+        }
+        print!("{text}");
     }
     Ok(if decision.allowed {
         ExitCode::SUCCESS
@@ -152,6 +165,30 @@ impl Source {
 }
 
 impl Question {
+    /// Inbound: the route rule the caller's sidecar applies (egress has no routes).
+    fn route(&self, source: &Source) -> Option<RouteVerdict> {
+        let Question::Inbound {
+            service,
+            method,
+            path,
+            headers,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let traffic = match source {
+            Source::Files(files) => files.set.traffic().remove(service),
+            Source::Running { running, .. } => running.traffic.get(service).cloned(),
+        };
+        Some(RouteVerdict::select(
+            traffic.as_ref(),
+            method,
+            path.as_str(),
+            headers,
+        ))
+    }
+
     fn parse(
         args: &ExplainArgs,
         caller: impl Fn(&str) -> anyhow::Result<SpiffeId>,
@@ -412,71 +449,6 @@ fn sidecar_verdict(
          snapshot version {}, admin {})",
         sidecar.snapshot.version, sidecar.admin
     )
-}
-
-fn to_json(question: &Question, decision: &Decision, source: &Source) -> serde_json::Value {
-    let request = match question {
-        Question::Inbound {
-            caller,
-            service,
-            method,
-            raw_path,
-            path,
-            headers,
-        } => json!({
-            "kind": "inbound", "from": caller.as_ref().map(SpiffeId::as_str), "to": service,
-            "method": method, "path": raw_path, "normalized_path": path.as_str(),
-            "headers": headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-        }),
-        Question::Egress {
-            caller,
-            host,
-            port,
-            http,
-        } => json!({
-            "kind": "egress", "from": caller.as_str(), "host": host.to_string(), "port": port,
-            "method": http.as_ref().map(|(m, ..)| m), "path": http.as_ref().map(|(_, p, _)| p),
-            "normalized_path": http.as_ref().map(|(.., p)| p.as_str()),
-        }),
-    };
-    let engine = match source {
-        Source::Files(f) => {
-            json!({"source": "files", "hash": f.engine.hash().to_string(), "dir": f.dir})
-        }
-        Source::Running {
-            running,
-            files,
-            sidecar,
-        } => json!({
-            "source": "snapshot", "hash": running.hash, "state_dir": running.state_dir,
-            "snapshot_version": running.version,
-            "files": match files {
-                Ok(f) => json!({"dir": f.dir, "hash": f.engine.hash().to_string(),
-                                "matches": f.engine.hash().to_string() == running.hash}),
-                Err(e) => json!({"error": format!("{e:#}")}),
-            },
-            "sidecar": sidecar.as_ref().map(|(name, asked)| sidecar_json(name, asked, running, files)),
-        }),
-    };
-    json!({"allowed": decision.allowed, "decision": decision, "request": request, "engine": engine})
-}
-
-fn sidecar_json(
-    name: &str,
-    asked: &anyhow::Result<SidecarPolicies>,
-    running: &RunningPolicies,
-    files: &anyhow::Result<PolicyFiles>,
-) -> serde_json::Value {
-    match asked {
-        Ok(s) => json!({
-            "workload": name, "admin": s.admin.to_string(), "hash": s.snapshot.policy_hash,
-            "snapshot_version": s.snapshot.version,
-            "matches_control_plane": s.snapshot.policy_hash == running.hash,
-            "matches_files": files.as_ref().ok()
-                .map(|f| f.engine.hash().to_string() == s.snapshot.policy_hash),
-        }),
-        Err(e) => json!({"workload": name, "error": format!("{e:#}")}),
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! hold, `2` bad input (unreadable or invalid files, unknown workloads, malformed requests).
 
 mod explain;
+mod route;
 mod running;
 mod test;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use api::contract::Snapshot;
+use api::contract::traffic::ServiceTraffic;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -30,6 +31,8 @@ pub struct RunningPolicies {
     pub engine: Engine,
     /// Workload name → SPIFFE ID, from the sidecars' ready files.
     pub workloads: BTreeMap<String, SpiffeId>,
+    /// Each service's routes and knobs, as the snapshot carries them.
+    pub traffic: BTreeMap<String, ServiceTraffic>,
 }
 
 impl RunningPolicies {
@@ -60,6 +63,11 @@ impl RunningPolicies {
             workloads: workload_ids(&state),
             state_dir: state.path().to_owned(),
             version: snapshot.version,
+            traffic: snapshot
+                .services
+                .into_iter()
+                .map(|(name, service)| (name, service.traffic))
+                .collect(),
             hash,
             engine,
         })

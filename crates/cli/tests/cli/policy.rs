@@ -489,6 +489,55 @@ fn policy_explain_names_the_deciding_rule_from_files() {
 }
 
 #[test]
+fn policy_explain_names_the_route_rule_or_the_default_route() {
+    let dir = example("store-billing");
+    let ask = |method: &str, path: &str| {
+        explain(
+            &dir,
+            None,
+            &["--from", "store", "--to", "billing", method, path],
+        )
+        .1
+    };
+    // The HTTPRoute of routes.yaml, element-wise on /charges, after normalisation.
+    let rule = "route     HTTPRoute/default/billing rule charges: timeout 3s, per try 1s, 2 retries on 502, 503, 504 (backoff 25ms up to 250ms)\n";
+    for path in ["/charges", "/charges/42", "/x/../charges"] {
+        let text = ask("POST", path);
+        assert!(text.contains(rule), "{path}: {text}");
+    }
+    for path in ["/chargesX", "/healthz"] {
+        let text = ask("GET", path);
+        assert!(
+            text.contains("route     default route (no timeout, no retries)\n"),
+            "{path}: {text}"
+        );
+    }
+    let (_, text) = explain(
+        &dir,
+        None,
+        &[
+            "--json",
+            "--from",
+            "store",
+            "--to",
+            "billing",
+            "GET",
+            "/charges/1",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        json["route"]["rule"],
+        "HTTPRoute/default/billing rule charges"
+    );
+    assert_eq!(json["route"]["request_timeout_ms"], 3000);
+    assert_eq!(
+        json["route"]["retry"]["codes"],
+        serde_json::json!([502, 503, 504])
+    );
+}
+
+#[test]
 fn policy_explain_exits_1_on_deny_and_2_on_bad_input() {
     let dir = example("store-billing");
 

@@ -71,13 +71,15 @@ fn the_example_validates_and_every_kind_is_summarised() {
         "env      dev          1 match rule",
         "svcpol   store-billing dev-postgresql: postgresql in dev -> postgres-private; prod-postgresql: postgresql in prod -> postgres-prod",
         "claim    charges-db   postgresql (size small) -> billing",
+        "route    HTTPRoute/billing -> billing (1 rule: timeout 3s, 2 retries)",
+        "traffic  billing      connect timeout 1s, idle 1m30s, retry budget 20% + 10 per 1s, eject after 3 failures for 2s to 20s (at most 50%)",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(
         last,
-        "17 resources: 1 Mesh, 4 Workload, 3 Service, 3 AuthorizationPolicy, 1 EgressPolicy, 1 ServiceClass, 2 Environment, 1 ServicePolicy, 1 ServiceClaim"
+        "18 resources: 1 Mesh, 4 Workload, 3 Service, 3 AuthorizationPolicy, 1 EgressPolicy, 1 ServiceClass, 2 Environment, 1 ServicePolicy, 1 ServiceClaim, 1 HTTPRoute"
     );
 }
 
