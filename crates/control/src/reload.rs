@@ -55,8 +55,10 @@ pub enum Reload {
     /// Files changed and loaded, but the policies and routes are the same (e.g. a comment
     /// was edited).
     SamePolicies,
-    /// New policies or routes were published; the new snapshot's policy hash.
+    /// New policies were published (and maybe new routes); the new snapshot's policy hash.
     Published(String),
+    /// Only routes or a `Service`'s traffic knobs changed; they were published.
+    TrafficPublished,
     /// The directory no longer loads; the previous policies keep serving.
     Invalid(LoadError),
 }
@@ -100,10 +102,10 @@ impl Reloader {
         // the newest).
         let policies = registry.replace_policies(set.policy_set());
         let traffic = registry.replace_traffic(set.traffic());
-        if policies || traffic {
-            Reload::Published(registry.subscribe().borrow().policy_hash.clone())
-        } else {
-            Reload::SamePolicies
+        match (policies, traffic) {
+            (true, _) => Reload::Published(registry.subscribe().borrow().policy_hash.clone()),
+            (false, true) => Reload::TrafficPublished,
+            (false, false) => Reload::SamePolicies,
         }
     }
 }
@@ -153,7 +155,11 @@ pub(crate) fn watch(registry: Arc<Registry>, dir: PathBuf, started_with: Resourc
                 }
                 Reload::Published(hash) => {
                     let version = registry.subscribe().borrow().version;
-                    tracing::info!(%dir, policy_hash = %hash, version, "policies or routes reloaded and published");
+                    tracing::info!(%dir, policy_hash = %hash, version, "policies reloaded and published");
+                }
+                Reload::TrafficPublished => {
+                    let version = registry.subscribe().borrow().version;
+                    tracing::info!(%dir, version, "routes and traffic settings reloaded and published");
                 }
                 Reload::Invalid(error) => {
                     tracing::error!(%dir, "resources not reloaded, the previous policies keep serving:\n{error}");
@@ -251,7 +257,7 @@ mod tests {
 
         let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: billing}\nspec:\n  parentRefs: [{group: '', kind: Service, name: billing}]\n  rules:\n    - matches: [{path: {value: /charges}}]\n      timeouts: {request: 2s}\n";
         std::fs::write(dir.path().join("routes.yaml"), route).expect("write");
-        assert!(matches!(reloader.poll(&registry), Reload::Published(_)));
+        assert!(matches!(reloader.poll(&registry), Reload::TrafficPublished));
         let second = Arc::clone(&registry.subscribe().borrow());
         assert!(second.version > first.version);
         let traffic = &second.services["billing"].traffic;
@@ -267,7 +273,7 @@ mod tests {
         std::fs::write(&services, &knobs).expect("write");
         let after = api::load_dir(dir.path()).expect("loads");
         assert!(!needs_restart(&reloader.started_with, &after));
-        assert!(matches!(reloader.poll(&registry), Reload::Published(_)));
+        assert!(matches!(reloader.poll(&registry), Reload::TrafficPublished));
         let third = Arc::clone(&registry.subscribe().borrow());
         let policy = &third.services["billing"].traffic.policy;
         assert_eq!(policy.outlier_detection.consecutive_failures, 2);

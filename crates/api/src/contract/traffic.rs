@@ -65,7 +65,9 @@ pub enum RouteKind {
 #[serde(rename_all = "camelCase")]
 pub struct RouteRule {
     /// Where the rule came from, for logs, metrics and `policy explain`:
-    /// `HTTPRoute/default/billing-resilience rule 0` (or the rule's `name`, when it has one).
+    /// `HTTPRoute/default/billing-resilience rule 0` (`<kind>/<namespace>/<route> rule
+    /// <index>`), with the rule's `name` in place of its index when it has one
+    /// (`HTTPRoute/default/billing rule charges`).
     pub name: String,
     /// The route's kind.
     #[serde(default)]

@@ -9,7 +9,7 @@ use policy::NormalizedPath;
 use super::grpc::{GrpcMethodMatch, GrpcRouteSpec};
 use super::http::{HttpRouteSpec, PathMatchSpec, PathMatchType};
 use super::{BackendRef, HeaderMatchSpec, MatchType, ParentRef, Timeouts};
-use crate::contract::traffic::{PathMatch, anchored_header_regex, anchored_regex};
+use crate::contract::traffic::{PathMatch, REGEX_MAX_LEN, anchored_header_regex, anchored_regex};
 use crate::load::{LoadError, Loaded, invalid};
 use crate::resource::Name;
 use crate::set::ResourceSet;
@@ -135,35 +135,39 @@ fn check_head<S>(p: &mut Problems<'_, S>, parents: &[ParentRef], hosts: &[String
     }
     check_count(p, "spec.rules", rules, MAX_RULES);
     for (i, parent) in parents.iter().enumerate() {
-        let at = format!("spec.parentRefs[{i}]");
-        match parent.group.as_deref() {
-            Some("" | "core" | crate::crd::GROUP) => {}
-            Some(other) => p.add(
-                &format!("{at}.group"),
-                &format!(
-                    "{other:?}: a route attaches to a Service of group \"\" (core) or meshwork.dev"
-                ),
-            ),
-            None => p.add(
-                &format!("{at}.group"),
-                "is required: the Gateway API's default is gateway.networking.k8s.io (a Gateway), \
-                 and meshwork routes attach to Services: write group: \"\" (or meshwork.dev)",
-            ),
-        }
-        match parent.kind.as_deref() {
-            Some("Service") => {}
-            Some(other) => p.add(
-                &format!("{at}.kind"),
-                &format!("{other:?}: meshwork routes attach to a Service (kind: Service)"),
-            ),
-            None => p.add(
-                &format!("{at}.kind"),
-                "is required: the Gateway API's default is Gateway, which meshwork does not \
-                 have; write kind: Service",
-            ),
-        }
-        check_namespace(p, &format!("{at}.namespace"), parent.namespace.as_ref());
+        check_parent(p, &format!("spec.parentRefs[{i}]"), parent);
     }
+}
+
+/// A parent is a Service of this namespace, its group and kind given explicitly.
+fn check_parent<S>(p: &mut Problems<'_, S>, at: &str, parent: &ParentRef) {
+    match parent.group.as_deref() {
+        Some("" | "core" | crate::crd::GROUP) => {}
+        Some(other) => p.add(
+            &format!("{at}.group"),
+            &format!(
+                "{other:?}: a route attaches to a Service of group \"\" (core) or meshwork.dev"
+            ),
+        ),
+        None => p.add(
+            &format!("{at}.group"),
+            "is required: the Gateway API's default is gateway.networking.k8s.io (a Gateway), \
+             and meshwork routes attach to Services: write group: \"\" (or meshwork.dev)",
+        ),
+    }
+    match parent.kind.as_deref() {
+        Some("Service") => {}
+        Some(other) => p.add(
+            &format!("{at}.kind"),
+            &format!("{other:?}: meshwork routes attach to a Service (kind: Service)"),
+        ),
+        None => p.add(
+            &format!("{at}.kind"),
+            "is required: the Gateway API's default is Gateway, which meshwork does not \
+             have; write kind: Service",
+        ),
+    }
+    check_namespace(p, &format!("{at}.namespace"), parent.namespace.as_ref());
 }
 
 fn check_namespace<S>(p: &mut Problems<'_, S>, field: &str, namespace: Option<&Name>) {
@@ -252,7 +256,13 @@ fn check_compiles<S>(
     pattern: &str,
     error: Option<regex::Error>,
 ) {
-    if let Some(e) = error {
+    if pattern.len() > REGEX_MAX_LEN {
+        let msg = format!(
+            "is a {} byte expression; at most {REGEX_MAX_LEN} bytes are accepted",
+            pattern.len()
+        );
+        p.add(field, &msg);
+    } else if let Some(e) = error {
         let why = e.to_string();
         let why = why.lines().last().unwrap_or_default().trim().to_owned();
         p.add(field, &format!("{pattern:?} is not a regular expression meshwork accepts (Rust regex syntax, at most 1024 bytes and 256 KiB compiled): {why}"));

@@ -17,14 +17,14 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use super::check::trim_slash;
-use super::grpc::{GrpcMethodMatch, GrpcRetry, GrpcRouteMatch};
-use super::http::{HttpRetry, HttpRouteMatch, PathMatchType};
+use super::grpc::{GrpcMethodMatch, GrpcRetry, GrpcRouteMatch, GrpcRouteSpec};
+use super::http::{HttpRetry, HttpRouteMatch, HttpRouteSpec, PathMatchType};
 use super::{BackendRef, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, MatchType, ParentRef, Timeouts};
 use crate::contract::traffic::{
     HeaderMatch, HeaderMatchKind, PathMatch, RetryRule, RouteKind, RouteRule, RuleMatch,
     ServiceTraffic, WeightedBackend,
 };
-use crate::load::Origin;
+use crate::load::{Loaded, Origin};
 use crate::resource::Name;
 use crate::set::ResourceSet;
 
@@ -51,44 +51,8 @@ pub(crate) struct RuleView<'a> {
 
 /// Every route of `set`, `HTTPRoute`s and `GRPCRoute`s together, in the order they were read.
 pub(crate) fn routes(set: &ResourceSet) -> Vec<RouteView<'_>> {
-    let http = set.http_routes.iter().map(|r| {
-        let meta = &r.resource.metadata;
-        let rules = r.resource.spec.rules.iter().map(|rule| RuleView {
-            name: rule.name.as_ref(),
-            matches: rule.matches.iter().map(http_match).collect(),
-            backend_refs: &rule.backend_refs,
-            timeouts: rule.timeouts,
-            retry: rule.retry.as_ref().map(http_retry),
-        });
-        RouteView {
-            kind: RouteKind::Http,
-            resource: format!("HTTPRoute/{}", meta.name),
-            namespace: &meta.namespace,
-            name: &meta.name,
-            origin: &r.origin,
-            parent_refs: &r.resource.spec.parent_refs,
-            rules: rules.collect(),
-        }
-    });
-    let grpc = set.grpc_routes.iter().map(|r| {
-        let meta = &r.resource.metadata;
-        let rules = r.resource.spec.rules.iter().map(|rule| RuleView {
-            name: rule.name.as_ref(),
-            matches: rule.matches.iter().map(grpc_match).collect(),
-            backend_refs: &rule.backend_refs,
-            timeouts: rule.timeouts,
-            retry: rule.retry.as_ref().map(grpc_retry),
-        });
-        RouteView {
-            kind: RouteKind::Grpc,
-            resource: format!("GRPCRoute/{}", meta.name),
-            namespace: &meta.namespace,
-            name: &meta.name,
-            origin: &r.origin,
-            parent_refs: &r.resource.spec.parent_refs,
-            rules: rules.collect(),
-        }
-    });
+    let http = set.http_routes.iter().map(http_view);
+    let grpc = set.grpc_routes.iter().map(grpc_view);
     let mut all: Vec<RouteView<'_>> = http.chain(grpc).collect();
     all.sort_by(|a, b| {
         let key = |r: &RouteView<'_>| (r.origin.file.clone(), r.origin.line);
@@ -97,6 +61,46 @@ pub(crate) fn routes(set: &ResourceSet) -> Vec<RouteView<'_>> {
             .then_with(|| (a.namespace, a.name).cmp(&(b.namespace, b.name)))
     });
     all
+}
+
+fn http_view(r: &Loaded<HttpRouteSpec>) -> RouteView<'_> {
+    let meta = &r.resource.metadata;
+    let rules = r.resource.spec.rules.iter().map(|rule| RuleView {
+        name: rule.name.as_ref(),
+        matches: rule.matches.iter().map(http_match).collect(),
+        backend_refs: &rule.backend_refs,
+        timeouts: rule.timeouts,
+        retry: rule.retry.as_ref().map(http_retry),
+    });
+    RouteView {
+        kind: RouteKind::Http,
+        resource: format!("HTTPRoute/{}", meta.name),
+        namespace: &meta.namespace,
+        name: &meta.name,
+        origin: &r.origin,
+        parent_refs: &r.resource.spec.parent_refs,
+        rules: rules.collect(),
+    }
+}
+
+fn grpc_view(r: &Loaded<GrpcRouteSpec>) -> RouteView<'_> {
+    let meta = &r.resource.metadata;
+    let rules = r.resource.spec.rules.iter().map(|rule| RuleView {
+        name: rule.name.as_ref(),
+        matches: rule.matches.iter().map(grpc_match).collect(),
+        backend_refs: &rule.backend_refs,
+        timeouts: rule.timeouts,
+        retry: rule.retry.as_ref().map(grpc_retry),
+    });
+    RouteView {
+        kind: RouteKind::Grpc,
+        resource: format!("GRPCRoute/{}", meta.name),
+        namespace: &meta.namespace,
+        name: &meta.name,
+        origin: &r.origin,
+        parent_refs: &r.resource.spec.parent_refs,
+        rules: rules.collect(),
+    }
 }
 
 fn header_matches(headers: &[super::HeaderMatchSpec]) -> Vec<HeaderMatch> {
@@ -204,6 +208,27 @@ fn rule_name(route: &RouteView<'_>, index: usize, rule: &RuleView<'_>) -> String
     format!("{kind}/{}/{} rule {which}", route.namespace, route.name)
 }
 
+/// A rule in the contract's form.
+fn route_rule(route: &RouteView<'_>, index: usize, rule: &RuleView<'_>) -> RouteRule {
+    let (request_timeout_ms, backend_request_timeout_ms) =
+        rule.timeouts.map_or((None, None), |t| t.millis());
+    RouteRule {
+        name: rule_name(route, index, rule),
+        kind: route.kind,
+        backends: rule
+            .backend_refs
+            .iter()
+            .map(|b| WeightedBackend {
+                service: b.name.to_string(),
+                weight: b.weight.map_or(1, |w| w.get()),
+            })
+            .collect(),
+        request_timeout_ms,
+        backend_request_timeout_ms,
+        retry: rule.retry.clone(),
+    }
+}
+
 /// The precedence key of a match (smaller first); see the module docs.
 fn precedence(m: &RuleMatch) -> (u8, Reverse<usize>, bool, Reverse<usize>) {
     let (rank, len) = match &m.path {
@@ -240,21 +265,7 @@ pub fn service_traffic(set: &ResourceSet, namespace: &Name, name: &Name) -> Serv
         }
         for (i, rule) in route.rules.iter().enumerate() {
             let index = traffic.rules.len();
-            traffic.rules.push(RouteRule {
-                name: rule_name(route, i, rule),
-                kind: route.kind,
-                backends: rule
-                    .backend_refs
-                    .iter()
-                    .map(|b| WeightedBackend {
-                        service: b.name.to_string(),
-                        weight: b.weight.map_or(1, |w| w.get()),
-                    })
-                    .collect(),
-                request_timeout_ms: rule.timeouts.and_then(|t| t.millis().0),
-                backend_request_timeout_ms: rule.timeouts.and_then(|t| t.millis().1),
-                retry: rule.retry.clone(),
-            });
+            traffic.rules.push(route_rule(route, i, rule));
             // A rule without matches matches every request.
             let catch_all = [RuleMatch::default()];
             let matches = match rule.matches.is_empty() {

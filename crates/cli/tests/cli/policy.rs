@@ -329,6 +329,11 @@ fn policy_edits_apply_live_and_invalid_edits_keep_the_old_policies() {
     let (code, text) = explain(dir.path(), Some(up.state.path()), &reporting);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("match the running mesh"), "{text}");
+    // The route rule comes from the running control plane's snapshot (routes.yaml).
+    assert!(
+        text.contains("route     HTTPRoute/default/billing rule charges: timeout 3s"),
+        "{text}"
+    );
     // billing's sidecar decides `--to billing`: its admin endpoint names the same policies.
     assert!(
         text.contains("running sidecar billing has policy hash")

@@ -58,6 +58,7 @@ fn rows() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
     vec![
         ("route under meshwork's version", http("    - {}\n").replace(GW, "apiVersion: meshwork.dev/v1alpha1\n"), 1, "HTTPRoute/r field `apiVersion`", "unsupported apiVersion \"meshwork.dev/v1alpha1\" for kind HTTPRoute; expected \"gateway.networking.k8s.io/v1\""),
         ("service under the gateway version", format!("{GW}kind: Service\nmetadata: {{name: s}}\nspec: {{selector: {{app: s}}}}\n"), 1, "Service/s field `apiVersion`", "expected \"meshwork.dev/v1alpha1\""),
+        ("a Gateway", format!("{GW}kind: Gateway\nmetadata: {{name: gw}}\nspec: {{}}\n"), 2, "Gateway/gw field `kind`", "unknown kind \"Gateway\"; known kinds: Mesh, "),
         ("route without apiVersion", http("    - {}\n").replace(GW, ""), 1, "HTTPRoute/r field `apiVersion`", "is required: gateway.networking.k8s.io/v1"),
         ("filters", http("    - filters: [{type: RequestHeaderModifier}]\n"), 7, "HTTPRoute/r field `spec.rules[0].filters`", "meshwork does not implement"),
         ("queryParams", http("    - matches:\n        - queryParams: [{name: a, value: b}]\n"), 8, "field `spec.rules[0].matches[0].queryParams`", "does not implement"),
@@ -90,6 +91,7 @@ fn rows() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("header name", http("    - matches:\n        - headers:\n            - {name: 'x tier', value: gold}\n"), 9, "field `spec.rules[0].matches[0].headers[0].name`", "\"x tier\" is not a valid HTTP header name"),
         ("header twice", http("    - matches:\n        - headers:\n            - {name: X-Tier, value: gold}\n            - {name: x-tier, value: silver}\n"), 10, "field `spec.rules[0].matches[0].headers[1].name`", "\"x-tier\" is matched twice"),
         ("header regex", http("    - matches:\n        - headers:\n            - {type: RegularExpression, name: x, value: '[a-'}\n"), 9, "field `spec.rules[0].matches[0].headers[0].value`", "not a regular expression"),
+        ("header regex too long", http(&format!("    - matches:\n        - headers:\n            - {{type: RegularExpression, name: x, value: '{}'}}\n", "a".repeat(1025))), 9, "field `spec.rules[0].matches[0].headers[0].value`", "is a 1025 byte expression; at most 1024"),
         ("rule names", http("    - name: a\n    - name: a\n"), 8, "field `spec.rules[1].name`", "\"a\" names another rule"),
         ("unknown rule field", http("    - retries: {attempts: 1}\n"), 7, "field `spec.rules[0].retries`", "unknown field `retries`"),
         ("grpc code OK", grpc("    - retry: {codes: [OK]}\n"), 7, "GRPCRoute/g field `spec.rules[0].retry.codes[0]`", "\"OK\" is not a gRPC status code"),
