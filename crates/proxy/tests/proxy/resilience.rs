@@ -468,3 +468,35 @@ async fn a_weighted_split_sends_the_canary_its_share() {
     assert_eq!(stable.seen().len() + canary.seen().len(), TOTAL);
     assert!((share - 0.10).abs() <= 0.03, "canary share {share}");
 }
+
+/// Shutdown drains a tunnel like any connection: the request in flight inside it finishes,
+/// then the tunnel closes (no further request is served on it).
+#[tokio::test]
+async fn shutdown_drains_a_mesh_tunnel_then_closes_it() {
+    let mesh = super::mesh::Mesh::start().await;
+    let (stream, head) = super::mesh_tunnel::connect(mesh.store.outbound, "billing:80").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let (tx, body) = super::channel_body();
+    let request = Request::post("/echo-body").body(body).unwrap();
+    tx.send(Bytes::from_static(b"first")).await.unwrap();
+    let response = tokio::time::timeout(super::HANG_GUARD, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    mesh.shutdown.cancel();
+    tx.send(Bytes::from_static(b" last")).await.unwrap();
+    drop(tx);
+    let echoed = tokio::time::timeout(super::HANG_GUARD, response.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(echoed, "first last", "the request in flight finished");
+    let closed = tokio::time::timeout(super::HANG_GUARD, connection).await;
+    assert!(closed.is_ok(), "the drained tunnel was closed");
+}
