@@ -218,7 +218,7 @@ fn outbound_labels<B>(request: &Request<B>) -> (Label, Label, Option<Label>) {
 
 /// The request's host without port: the URI's authority (absolute-form, authority-form,
 /// h2 `:authority`), else the `Host` header's. Borrowed: nothing is copied per request.
-/// Userinfo is not split off: such a host names no service (the router refuses it).
+/// Userinfo is not split off: such a host names no service.
 fn request_host<B>(request: &Request<B>) -> Option<&str> {
     let authority = match request.uri().authority() {
         Some(authority) => authority.as_str(),
