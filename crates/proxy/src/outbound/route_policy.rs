@@ -118,7 +118,44 @@ where
             return Either::Left(self.inner.call(request));
         };
         let tries = plan.layers(Tries::new(self.inner.clone()), &self.metrics);
-        Either::Right(Box::pin(tries.oneshot(request)))
+        let rule = request.extensions().get::<Classified>().map(RuleRef::of);
+        // Boxed on its own first: an `async` block holding the `Oneshot` trips
+        // rust-lang/rust#102211 (see `server::answer`).
+        let tried: BoxFuture<'static, Answer> = Box::pin(tries.oneshot(request));
+        Either::Right(Box::pin(async move {
+            let answer = tried.await;
+            if let (Err(error), Some(rule)) = (&answer, rule) {
+                rule.log(error);
+            }
+            answer
+        }))
+    }
+}
+
+/// Names the rule a failed request took in the log, without copying its name per request
+/// (the table is shared).
+struct RuleRef {
+    table: Arc<crate::routes::RouteTable>,
+    service: Option<usize>,
+    rule: Option<usize>,
+}
+
+impl RuleRef {
+    fn of(classified: &Classified) -> RuleRef {
+        RuleRef {
+            table: Arc::clone(&classified.table),
+            service: classified.service,
+            rule: classified.rule,
+        }
+    }
+
+    fn log(&self, error: &ForwardError) {
+        let service = self.service.and_then(|i| self.table.service_at(i));
+        let rule = service.and_then(|s| s.traffic().rule(self.rule?));
+        if let (Some(service), Some(rule)) = (service, rule) {
+            tracing::info!(service = service.name(), rule = %rule.name, %error,
+                "request failed under its route rule's timeouts and retries");
+        }
     }
 }
 
