@@ -449,11 +449,19 @@ mod tests {
         assert_eq!(send(&pool).await, http::StatusCode::OK);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(send(&pool).await, http::StatusCode::OK);
-        assert_eq!(dials.load(Ordering::SeqCst), 1, "reused within the idle timeout");
+        assert_eq!(
+            dials.load(Ordering::SeqCst),
+            1,
+            "reused within the idle timeout"
+        );
         // A whole idle period without a request (10 s → 20 s): closed.
         tokio::time::sleep(Duration::from_secs(25)).await;
         assert_eq!(send(&pool).await, http::StatusCode::OK);
-        assert_eq!(dials.load(Ordering::SeqCst), 2, "dialled again after going idle");
+        assert_eq!(
+            dials.load(Ordering::SeqCst),
+            2,
+            "dialled again after going idle"
+        );
     }
 
     /// An idle entry on a real (in-memory) HTTP/1.1 connection.
