@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use api::contract::Snapshot;
+use api::contract::{ServiceRoute, Snapshot};
 use arc_swap::ArcSwap;
 use identity::SpiffeId;
 use policy::Engine;
@@ -78,36 +78,13 @@ impl RouteTable {
             .iter()
             .map(|(name, route)| {
                 let name = name.to_ascii_lowercase();
-                let endpoints: Vec<Arc<EndpointSlot>> = route
-                    .endpoints
-                    .iter()
-                    .map(|endpoint| {
-                        let names = backed_by.entry(endpoint.identity.clone()).or_default();
-                        if !names.contains(&name) {
-                            names.push(name.clone());
-                        }
-                        let key = PeerKey {
-                            addr: endpoint.addr,
-                            identity: endpoint.identity.clone(),
-                        };
-                        match known.get(&key) {
-                            Some(slot) => Arc::clone(slot),
-                            None => Arc::new(EndpointSlot::new(key)),
-                        }
-                    })
-                    .collect();
-                let traffic = CompiledTraffic::compile(&name, &route.traffic, &classifier);
-                let policy = &route.traffic.policy;
-                let retry_budget = carried_budget(previous, &name, policy)
-                    .unwrap_or_else(|| Arc::new(RetryBudget::new(&policy.retry_budget)));
-                let outlier = carried_outlier(previous, &name, policy, &endpoints);
-                MeshService {
-                    name,
-                    endpoints,
-                    traffic,
-                    retry_budget,
-                    outlier,
+                for endpoint in &route.endpoints {
+                    let names = backed_by.entry(endpoint.identity.clone()).or_default();
+                    if !names.contains(&name) {
+                        names.push(name.clone());
+                    }
                 }
+                MeshService::new(name, route, previous, &known, &classifier)
             })
             .collect();
         RouteTable {
@@ -247,6 +224,43 @@ impl std::fmt::Debug for MeshService {
 }
 
 impl MeshService {
+    /// Service `name` (lower case) of `route`, keeping what `previous` (through `known`, its
+    /// endpoints by key) knew about it: endpoint state, retry budget, outlier state.
+    fn new(
+        name: String,
+        route: &ServiceRoute,
+        previous: Option<&RouteTable>,
+        known: &HashMap<&PeerKey, &Arc<EndpointSlot>>,
+        classifier: &RouteClassifier,
+    ) -> MeshService {
+        let endpoints: Vec<Arc<EndpointSlot>> = route
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                let key = PeerKey {
+                    addr: endpoint.addr,
+                    identity: endpoint.identity.clone(),
+                };
+                match known.get(&key) {
+                    Some(slot) => Arc::clone(slot),
+                    None => Arc::new(EndpointSlot::new(key)),
+                }
+            })
+            .collect();
+        let traffic = CompiledTraffic::compile(&name, &route.traffic, classifier);
+        let policy = &route.traffic.policy;
+        let retry_budget = carried_budget(previous, &name, policy)
+            .unwrap_or_else(|| Arc::new(RetryBudget::new(&policy.retry_budget)));
+        let outlier = carried_outlier(previous, &name, policy, &endpoints);
+        MeshService {
+            name,
+            endpoints,
+            traffic,
+            retry_budget,
+            outlier,
+        }
+    }
+
     /// The lower-case service name.
     pub fn name(&self) -> &str {
         &self.name

@@ -39,7 +39,7 @@ use crate::forward_error::{ForwardError, OverloadLimit};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
 use crate::resilience::outlier::{Outcome, OutlierDetector};
-use crate::routes::MeshService;
+use crate::routes::{MeshService, RouteTable};
 
 /// One endpoint of a mesh service and the state balancing keeps about it.
 #[derive(Debug)]
@@ -115,6 +115,11 @@ pub fn pick(
 /// one boxed future of the mesh path).
 #[derive(Clone)]
 pub struct Balance {
+    /// One `Arc`: cloned into every request's future.
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     endpoint: Endpoint,
     metrics: Arc<dyn ProxyMetrics>,
 }
@@ -123,7 +128,8 @@ impl Balance {
     /// Balances, then sends through `endpoint`; ejections and open circuits are counted in
     /// `metrics`.
     pub fn new(endpoint: Endpoint, metrics: Arc<dyn ProxyMetrics>) -> Self {
-        Balance { endpoint, metrics }
+        let shared = Arc::new(Shared { endpoint, metrics });
+        Balance { shared }
     }
 }
 
@@ -147,23 +153,10 @@ async fn balance(
     this: &Balance,
     mut request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
-    let Some((table, parent, backend, report_peer)) =
-        request.extensions().get::<Classified>().map(|c| {
-            let report_peer = c
-                .service
-                .and_then(|i| c.table.classifier().labels_at(i))
-                .is_some_and(|labels| labels.peer().is_none());
-            (Arc::clone(&c.table), c.service, c.backend, report_peer)
-        })
-    else {
+    let (table, backend, report_peer) = destination(&request)?;
+    // invariant: `destination` checked that the backend is a service of this table.
+    let Some(service) = table.service_at(backend) else {
         return Err(unclassified());
-    };
-    let Some(service) = backend.and_then(|i| table.service_at(i)) else {
-        let parent = parent.and_then(|i| table.service_at(i));
-        return Err(ForwardError::PeerUnavailable {
-            service: parent.map_or_else(String::new, |s| s.name().to_owned()),
-            reason: "the route rule's backend is not a mesh service, or has weight 0".to_owned(),
-        });
     };
     let policy = service.traffic().policy();
     // A cap of 0 is no cap (as in `resilience::circuit`).
@@ -173,11 +166,16 @@ async fn balance(
     // Only a choice needs the outlier state: one endpoint is never ejected.
     let outlier = (service.endpoints().len() > 1).then(|| {
         let label = Label::intern(service.name());
-        let metrics = Arc::clone(&this.metrics);
+        let metrics = Arc::clone(&this.shared.metrics);
         service.outlier(|| OutlierDetector::new(label, &policy.outlier_detection, metrics))
     });
-    let (mut tried, mut last_failure, now) = (0u64, None, Instant::now());
-    while let Some(index) = pick(service.endpoints(), tried, (max_pending, outlier), now) {
+    // The clock is read only when there is a choice to make.
+    let now = outlier.is_some().then(Instant::now);
+    let (mut tried, mut last_failure) = (0u64, None);
+    while let Some(index) = match now {
+        Some(now) => pick(service.endpoints(), tried, (max_pending, outlier), now),
+        None => (tried == 0 && !service.endpoints().is_empty()).then_some(0),
+    } {
         if index < 64 {
             tried |= 1 << index;
         }
@@ -208,7 +206,7 @@ impl Balance {
     fn overloaded(&self, service: &MeshService, slot: &EndpointSlot, max: u32) -> ForwardError {
         let (limit, endpoint) = (OverloadLimit::Pending, slot.key.addr);
         let label = Label::intern(service.name());
-        self.metrics.circuit_open(label, endpoint, limit);
+        self.shared.metrics.circuit_open(label, endpoint, limit);
         ForwardError::Overloaded {
             service: service.name().to_owned(),
             endpoint,
@@ -216,6 +214,33 @@ impl Balance {
             max,
         }
     }
+}
+
+/// The table, the service the request goes to (its index) and whether the answering peer
+/// must be reported, from the request's [`Classified`].
+fn destination(
+    request: &Request<ProxyBody>,
+) -> Result<(Arc<RouteTable>, usize, bool), ForwardError> {
+    let classified = request
+        .extensions()
+        .get::<Classified>()
+        .ok_or_else(unclassified)?;
+    let table = &classified.table;
+    let Some(backend) = classified
+        .backend
+        .filter(|&i| table.service_at(i).is_some())
+    else {
+        let parent = classified.mesh_service();
+        return Err(ForwardError::PeerUnavailable {
+            service: parent.map_or_else(String::new, |s| s.name().to_owned()),
+            reason: "the route rule's backend is not a mesh service, or has weight 0".to_owned(),
+        });
+    };
+    let report_peer = classified
+        .service
+        .and_then(|i| table.classifier().labels_at(i))
+        .is_some_and(|labels| labels.peer().is_none());
+    Ok((Arc::clone(table), backend, report_peer))
 }
 
 /// How one endpoint failed a request.
@@ -240,7 +265,7 @@ async fn send(
 ) -> Result<Response<ProxyBody>, Failed> {
     let policy = service.traffic().policy();
     let mut attempt = Attempt::start(service, outlier, slot);
-    let sent = this.endpoint.send(slot, request, policy).await;
+    let sent = this.shared.endpoint.send(slot, request, policy).await;
     match sent {
         Sent::Answered(mut response) => {
             attempt.finish(Some(!response.status().is_server_error()));

@@ -13,6 +13,7 @@
 //! - Refusals are `403` with `{"error":"egress_denied","policy","rule","decision_id",…}` and a
 //!   log line with the same decision id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -30,6 +31,7 @@ use super::unknown_service;
 use crate::body::{BoxError, ProxyBody, boxed, json_response};
 use crate::denial::{decision_id, forbidden};
 use crate::forward_error::ForwardError;
+use crate::routes::RouteTable;
 
 /// A destination that does not answer within this is given up on (per address).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,14 +64,7 @@ impl Egress {
         classified: Classified,
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
-        let Classified {
-            table,
-            target,
-            path,
-            ..
-        } = classified;
-        let target = target.map_err(|reason| ForwardError::BadRequest { reason })?;
-        let destination = Destination::of(&target, path)?;
+        let (table, destination) = Destination::classified(classified)?;
         let Ok(engine) = &table.policies().engine else {
             let body = json!({"error": "policy_unavailable", "side": "proxy", "retryable": false,
                               "description": "this proxy's policies do not compile"});
@@ -156,6 +151,18 @@ impl Egress {
 }
 
 impl Destination {
+    /// The destination `classified` names, and the table it was classified against.
+    fn classified(classified: Classified) -> Result<(Arc<RouteTable>, Destination), ForwardError> {
+        let Classified {
+            table,
+            target,
+            path,
+            ..
+        } = classified;
+        let target = target.map_err(|reason| ForwardError::BadRequest { reason })?;
+        Ok((table, Destination::of(&target, path)?))
+    }
+
     /// The destination of `target`, with the path [`Classified`] normalised for it.
     fn of(
         target: &Target,
