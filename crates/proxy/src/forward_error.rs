@@ -1,7 +1,9 @@
 //! Errors of the data path: every failure says which side failed and whether a
 //! retry is safe, and renders as a JSON response the caller can act on.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::{Response, StatusCode};
 use identity::SpiffeId;
@@ -35,6 +37,56 @@ impl Side {
             Side::External => "external",
             Side::Proxy => "proxy",
         }
+    }
+}
+
+/// Which of a route's two timeouts fired (GEP-1742).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeoutKind {
+    /// `timeouts.request`: the whole exchange, retries and backoff included.
+    Request,
+    /// `timeouts.backendRequest`: one try.
+    Try,
+}
+
+impl TimeoutKind {
+    /// The `kind` label value and the JSON `timeout` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutKind::Request => "request",
+            TimeoutKind::Try => "try",
+        }
+    }
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which per-endpoint cap of a circuit breaker was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverloadLimit {
+    /// `maxPendingRequests`: requests admitted to the endpoint still waiting for a response head.
+    Pending,
+    /// `maxRequests`: requests in flight on the endpoint, until their response bodies end.
+    Requests,
+}
+
+impl OverloadLimit {
+    /// The `limit` label value and JSON field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverloadLimit::Pending => "pending",
+            OverloadLimit::Requests => "requests",
+        }
+    }
+}
+
+impl fmt::Display for OverloadLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -103,6 +155,34 @@ pub enum ForwardError {
         #[source]
         source: hyper::Error,
     },
+    /// Outbound: no response head within a route's timeout. The exchange was abandoned (the
+    /// peer may have acted on the request).
+    #[error("{which} timeout: mesh service {service:?} sent no response head within {after:?}")]
+    Timeout {
+        /// The mesh service.
+        service: String,
+        /// Which timeout fired.
+        which: TimeoutKind,
+        /// The configured limit.
+        after: Duration,
+        /// True only for a per-try timeout of a request that may be sent twice (idempotent
+        /// or carrying `Idempotency-Key`); never for the whole-request timeout, whose time is
+        /// up.
+        retryable: bool,
+    },
+    /// Outbound: an endpoint is at a circuit-breaker cap, so the request was not sent to it.
+    /// Nothing was sent: a retry (to this or another endpoint) is safe.
+    #[error("endpoint {endpoint} of mesh service {service:?} is at its {limit} cap of {max}")]
+    Overloaded {
+        /// The mesh service.
+        service: String,
+        /// The endpoint's address.
+        endpoint: SocketAddr,
+        /// The cap that was reached.
+        limit: OverloadLimit,
+        /// Its configured value.
+        max: u32,
+    },
     /// Inbound: the local application could not be reached or failed mid-exchange.
     #[error("local application at {addr} failed")]
     AppUnavailable {
@@ -137,7 +217,9 @@ impl ForwardError {
             }
             ForwardError::PeerUnavailable { .. }
             | ForwardError::PeerConnect { .. }
-            | ForwardError::PeerRequest { .. } => Side::Peer,
+            | ForwardError::PeerRequest { .. }
+            | ForwardError::Timeout { .. }
+            | ForwardError::Overloaded { .. } => Side::Peer,
             ForwardError::AppUnavailable { .. } | ForwardError::AppStarting { .. } => {
                 Side::Upstream
             }
@@ -151,8 +233,10 @@ impl ForwardError {
             ForwardError::PeerUnavailable { .. }
             | ForwardError::PeerConnect { .. }
             | ForwardError::EgressUnreachable { .. }
-            | ForwardError::AppStarting { .. } => true,
+            | ForwardError::AppStarting { .. }
+            | ForwardError::Overloaded { .. } => true,
             ForwardError::PeerRequest { retryable, .. }
+            | ForwardError::Timeout { retryable, .. }
             | ForwardError::AppUnavailable { retryable, .. }
             | ForwardError::EgressRequest { retryable, .. } => *retryable,
             _ => false,
@@ -164,7 +248,10 @@ impl ForwardError {
         match self {
             ForwardError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ForwardError::MissingPeerIdentity => StatusCode::INTERNAL_SERVER_ERROR,
-            ForwardError::AppStarting { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardError::AppStarting { .. } | ForwardError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ForwardError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -178,6 +265,8 @@ impl ForwardError {
             }
             ForwardError::MissingPeerIdentity => "missing_peer_identity",
             ForwardError::AppStarting { .. } => "app_starting",
+            ForwardError::Timeout { .. } => "upstream_timeout",
+            ForwardError::Overloaded { .. } => "upstream_overloaded",
             _ => "upstream_unavailable",
         }
     }
@@ -198,6 +287,26 @@ impl ForwardError {
             }
             ForwardError::PeerUnavailable { service, .. }
             | ForwardError::PeerRequest { service, .. } => body["service"] = json!(service),
+            ForwardError::Timeout {
+                service,
+                which,
+                after,
+                ..
+            } => {
+                body["service"] = json!(service);
+                body["timeout"] = json!(which.as_str());
+                body["after_ms"] = json!(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+            }
+            ForwardError::Overloaded {
+                service,
+                endpoint,
+                limit,
+                ..
+            } => {
+                body["service"] = json!(service);
+                body["endpoint"] = json!(endpoint.to_string());
+                body["limit"] = json!(limit.as_str());
+            }
             _ => {}
         }
         let mut response = json_response(self.status(), &body);
@@ -273,6 +382,58 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("127.0.0.1:8080 is not listening yet"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_504s_and_only_a_per_try_timeout_can_be_retryable() {
+        let timeout = |which, retryable| ForwardError::Timeout {
+            service: "billing".to_owned(),
+            which,
+            after: Duration::from_millis(1500),
+            retryable,
+        };
+        let (status, body) = json_of(timeout(TimeoutKind::Try, true)).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body["error"], "upstream_timeout");
+        assert_eq!(body["side"], "peer");
+        assert_eq!(body["retryable"], true);
+        assert_eq!(body["service"], "billing");
+        assert_eq!(body["timeout"], "try");
+        assert_eq!(body["after_ms"], 1500);
+        let (status, body) = json_of(timeout(TimeoutKind::Request, false)).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body["timeout"], "request");
+        assert_eq!(body["retryable"], false);
+        assert!(
+            body["description"].as_str().unwrap().starts_with(
+                "request timeout: mesh service \"billing\" sent no response head within 1.5s"
+            ),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_endpoint_is_a_retryable_503_naming_the_endpoint_and_cap() {
+        let error = ForwardError::Overloaded {
+            service: "billing".to_owned(),
+            endpoint: ([127, 0, 0, 1], 4001).into(),
+            limit: OverloadLimit::Pending,
+            max: 8,
+        };
+        let (status, body) = json_of(error).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "upstream_overloaded");
+        assert_eq!(body["side"], "peer");
+        assert_eq!(body["retryable"], true);
+        assert_eq!(body["endpoint"], "127.0.0.1:4001");
+        assert_eq!(body["limit"], "pending");
+        assert!(
+            body["description"]
+                .as_str()
+                .unwrap()
+                .contains("pending cap of 8"),
             "{body}"
         );
     }

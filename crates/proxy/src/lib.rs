@@ -17,8 +17,13 @@
 //!
 //! ```text
 //! app ──HTTP_PROXY──▶ outbound ──mTLS h2──▶ peer inbound ──HTTP──▶ peer app
-//!                     (telemetry, hop_by_hop,          (telemetry, hop_by_hop,
-//!                      router, pool)                    client_id, authorize, app client)
+//!                     (classify, telemetry,            (telemetry, hop_by_hop,
+//!                      hop_by_hop, steer ┬ route policy  client_id, authorize, app
+//!                                        │ split           over the pool)
+//!                                        │ balance
+//!                                        │ endpoint ─ pool
+//!                                        ├ tunnel ⟲ (the same stack)
+//!                                        └ egress)
 //! ```
 //!
 //! Every request is counted by the telemetry layer (service, route template, method,
@@ -38,10 +43,12 @@ mod inbound;
 mod label;
 mod metrics;
 mod outbound;
+mod pool;
 mod prometheus;
 mod proxy;
 mod ready;
 mod reserved_headers;
+mod resilience;
 mod retry;
 mod route_classifier;
 mod routes;
@@ -56,11 +63,11 @@ pub use admin::AdminSnapshot;
 pub use body::{BoxError, ProxyBody};
 pub use config::{AppProtocol, ControlSource, PeerProtocol, ProxyConfig};
 pub use control_client::{ControlClient, ControlError};
-pub use forward_error::{ForwardError, Side};
+pub use forward_error::{ForwardError, OverloadLimit, Side, TimeoutKind};
 pub use inbound::app_readiness::AppReadiness;
 pub use inbound::client_id::{CLIENT_ID_HEADER, PeerIdentity};
 pub use label::{Label, MethodLabel};
-pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord};
+pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord, RetryReason};
 pub use outbound::resolve::EgressDns;
 pub use prometheus::PrometheusMetrics;
 pub use proxy::Proxy;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::StatusCode;
 use identity::SpiffeId;
 
-use crate::forward_error::ForwardError;
+use crate::forward_error::{ForwardError, OverloadLimit, TimeoutKind};
 use crate::label::{Label, MethodLabel};
 
 /// Which listener a request or connection belongs to.
@@ -57,6 +57,62 @@ impl Protocol {
     }
 }
 
+/// Why a request was sent again (the `reason` of `meshwork_retries_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// Connecting to the endpoint failed, or the service had no endpoint to connect to:
+    /// nothing was sent.
+    Connect,
+    /// The HTTP client handed the request back unsent (e.g. a reused connection the peer
+    /// was closing): nothing was sent.
+    Unsent,
+    /// The endpoint was at a circuit-breaker cap: nothing was sent.
+    Overloaded,
+    /// The connection closed or was reset before the response head.
+    Reset,
+    /// The per-try timeout fired.
+    Timeout,
+    /// The response status is one of the rule's `codes`.
+    Status,
+    /// The `grpc-status` of a trailers-only response is one of the rule's gRPC codes.
+    GrpcStatus,
+}
+
+impl RetryReason {
+    /// Every reason, in label order.
+    pub const ALL: [RetryReason; 7] = [
+        RetryReason::Connect,
+        RetryReason::Unsent,
+        RetryReason::Overloaded,
+        RetryReason::Reset,
+        RetryReason::Timeout,
+        RetryReason::Status,
+        RetryReason::GrpcStatus,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Connect => "connect",
+            RetryReason::Unsent => "unsent",
+            RetryReason::Overloaded => "overloaded",
+            RetryReason::Reset => "reset",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Status => "status",
+            RetryReason::GrpcStatus => "grpc_status",
+        }
+    }
+
+    /// Whether the failure proves the request was never sent, so that sending it again is
+    /// safe whatever its method.
+    pub fn never_sent(self) -> bool {
+        matches!(
+            self,
+            RetryReason::Connect | RetryReason::Unsent | RetryReason::Overloaded
+        )
+    }
+}
+
 /// One answered request as the telemetry layer labelled it (docs/telemetry.md). Every
 /// label is interned or an enum, so building and passing a record allocates nothing.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +153,22 @@ pub trait ProxyMetrics: Send + Sync + 'static {
     /// layer, once per request whose response head was produced; before
     /// [`ProxyMetrics::response`]). Must not block: it runs on the data path.
     fn request(&self, _record: &RequestRecord) {}
+
+    /// A request to `service` is being sent again, for `reason` (once per retry).
+    fn retry(&self, _service: Label, _reason: RetryReason) {}
+
+    /// A retry `service`'s retry budget did not allow (the failure went to the caller).
+    fn retry_budget_exhausted(&self, _service: Label) {}
+
+    /// A route's timeout fired on a request to `service`.
+    fn timeout(&self, _service: Label, _kind: TimeoutKind) {}
+
+    /// Outlier detection ejected the endpoint at `endpoint` from `service`'s balancer.
+    fn ejection(&self, _service: Label, _endpoint: SocketAddr) {}
+
+    /// The endpoint at `endpoint` of `service` was at its circuit-breaker `limit`, so a
+    /// request was refused with a `503` instead of being sent to it.
+    fn circuit_open(&self, _service: Label, _endpoint: SocketAddr, _limit: OverloadLimit) {}
 
     /// Appends this implementation's metric families to an admin `/metrics` answer, in
     /// OpenMetrics text (`# HELP`/`# TYPE` lines and samples, without the final `# EOF`).

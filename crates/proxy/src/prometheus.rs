@@ -5,6 +5,8 @@
 //! - `meshwork_request_duration_seconds{direction,service,route}` (histogram, [`BUCKETS`])
 //! - `meshwork_connections_total{direction,protocol}`
 //! - `meshwork_forward_errors_total{direction,side}`
+//! - the resiliency counters (retries, budget exhaustion, timeouts, ejections, circuit-open
+//!   refusals): [`resilience`]
 //!
 //! Cost: a request is one read-locked lookup of a `Copy` key (interned labels, no strings
 //! built) and two relaxed atomic adds; only the first request of a new label set takes the
@@ -13,6 +15,7 @@
 //! series only.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
@@ -21,9 +24,9 @@ use http::StatusCode;
 use identity::SpiffeId;
 
 use crate::exposition::{self, Kind};
-use crate::forward_error::{ForwardError, Side};
+use crate::forward_error::{ForwardError, OverloadLimit, Side, TimeoutKind};
 use crate::label::{Label, MethodLabel};
-use crate::metrics::{Direction, Protocol, ProxyMetrics, RequestRecord};
+use crate::metrics::{Direction, Protocol, ProxyMetrics, RequestRecord, RetryReason};
 use policy::hasher::FxBuildHasher as FxBuild;
 
 /// Upper bounds of the duration buckets (seconds as written in `le`, and nanoseconds),
@@ -66,6 +69,7 @@ pub struct PrometheusMetrics {
     connections: [[AtomicU64; 2]; 2],
     /// By direction, then side.
     forward_errors: [[AtomicU64; 5]; 2],
+    resilience: resilience::ResilienceCounters,
 }
 
 /// One label set of `meshwork_requests_total`: a few words, hashed as such.
@@ -114,12 +118,7 @@ impl ProxyMetrics for PrometheusMetrics {
         self.count_connection(Direction::Inbound, protocol);
     }
 
-    fn outbound_connection(
-        &self,
-        _peer: &SpiffeId,
-        _addr: std::net::SocketAddr,
-        protocol: Protocol,
-    ) {
+    fn outbound_connection(&self, _peer: &SpiffeId, _addr: SocketAddr, protocol: Protocol) {
         self.count_connection(Direction::Outbound, protocol);
     }
 
@@ -166,6 +165,27 @@ impl ProxyMetrics for PrometheusMetrics {
         encode_requests(&requests, out);
         encode_durations(&requests, out);
         self.encode_counters(out);
+        self.resilience.encode(out);
+    }
+
+    fn retry(&self, service: Label, reason: RetryReason) {
+        self.resilience.retries.add((service, reason));
+    }
+
+    fn retry_budget_exhausted(&self, service: Label) {
+        self.resilience.budget_exhausted.add(service);
+    }
+
+    fn timeout(&self, service: Label, kind: TimeoutKind) {
+        self.resilience.timeouts.add((service, kind));
+    }
+
+    fn ejection(&self, service: Label, endpoint: SocketAddr) {
+        self.resilience.ejections.add((service, endpoint));
+    }
+
+    fn circuit_open(&self, service: Label, endpoint: SocketAddr, limit: OverloadLimit) {
+        self.resilience.circuit_open.add((service, endpoint, limit));
     }
 }
 
@@ -309,6 +329,8 @@ fn encode_durations(requests: &[(RequestKey, [u64; SLOTS], u64)], out: &mut Stri
         exposition::sample(out, "meshwork_request_duration_seconds_count", &base, count);
     }
 }
+
+mod resilience;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

@@ -14,8 +14,9 @@ use crate::discovery::{self, ControlLoops};
 use crate::inbound::app_readiness::{self, AppReadiness};
 use crate::inbound::{self, Inbound, app::AppService};
 use crate::metrics::ProxyMetrics;
+use crate::outbound::connect::{PeerConnector, PeerPool};
 use crate::outbound::resolve::HostResolver;
-use crate::outbound::{self, Outbound, connect::PeerConnector, egress::Egress, pool::PeerPool};
+use crate::outbound::{self, Outbound, egress::Egress};
 use crate::prometheus::PrometheusMetrics;
 use crate::ready::ReadyInfo;
 use crate::start_error::ProxyError;
@@ -110,10 +111,21 @@ impl Proxy {
                 store,
                 metrics: Arc::clone(&metrics),
             },
-            outbound: Outbound {
-                listener: outbound_listener,
-                stack: outbound::stack(routes, pool, egress, Arc::clone(&metrics)),
-                metrics,
+            outbound: {
+                let tunnels = outbound::Tunnels::default();
+                let parts = outbound::StackParts {
+                    routes,
+                    pool,
+                    egress,
+                    metrics: Arc::clone(&metrics),
+                    tunnels: tunnels.clone(),
+                };
+                Outbound {
+                    listener: outbound_listener,
+                    stack: outbound::stack(parts),
+                    metrics,
+                    tunnels,
+                }
             },
             admin,
             loops,

@@ -74,14 +74,26 @@ impl RouteClassifier {
     }
 
     /// The mesh service `host` names (compared case-insensitively), if it is one.
+    #[cfg(test)]
     pub fn service(&self, host: &str) -> Option<&ServiceLabels> {
+        self.index(host).map(|i| &self.services[i])
+    }
+
+    /// The index of the mesh service `host` names (compared case-insensitively): services
+    /// are numbered in snapshot order, as [`crate::routes::RouteTable`] numbers them.
+    pub fn index(&self, host: &str) -> Option<usize> {
         let index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             // Rare (clients send lower-case hosts): only then pay for a lower-case copy.
             self.by_name.get(&host.to_ascii_lowercase())
         } else {
             self.by_name.get(host)
         };
-        index.map(|&i| &self.services[i])
+        index.copied()
+    }
+
+    /// The labels of the service at `index` (see [`RouteClassifier::index`]).
+    pub fn labels_at(&self, index: usize) -> Option<&ServiceLabels> {
+        self.services.get(index)
     }
 
     /// The service an inbound request to the workload `own` is for: the one `host` names
@@ -119,6 +131,20 @@ impl ServiceLabels {
         self.peer
     }
 
+    /// Whether the service has route templates (else every route is [`UNMATCHED`] and
+    /// the path need not be normalised for labels).
+    pub fn has_templates(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    /// The `route` label of an already normalised path.
+    pub fn route_of(&self, path: &NormalizedPath) -> Label {
+        self.routes
+            .iter()
+            .find(|(template, _)| template.matches(path))
+            .map_or(UNMATCHED, |&(_, label)| label)
+    }
+
     /// The `route` label of a request target (origin-form path and query, as in
     /// [`http::Uri::path_and_query`]; `None` for authority-form, e.g. `CONNECT`).
     pub fn route(&self, target: Option<&PathAndQuery>) -> Label {
@@ -131,10 +157,7 @@ impl ServiceLabels {
         let Ok((path, _query)) = NormalizedPath::parse_request_target(target.as_str()) else {
             return UNMATCHED;
         };
-        self.routes
-            .iter()
-            .find(|(template, _)| template.matches(&path))
-            .map_or(UNMATCHED, |&(_, label)| label)
+        self.route_of(&path)
     }
 }
 

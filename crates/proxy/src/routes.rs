@@ -9,21 +9,26 @@
 //! control plane leaves the last known table serving (static stability).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use api::contract::{Endpoint, Snapshot};
+use api::contract::{ServiceRoute, Snapshot};
 use arc_swap::ArcSwap;
 use identity::SpiffeId;
 use policy::Engine;
 
+use crate::outbound::balance::EndpointSlot;
+use crate::outbound::connect::PeerKey;
+use crate::outbound::rule::CompiledTraffic;
+use crate::resilience::budget::RetryBudget;
+use crate::resilience::outlier::OutlierDetector;
 use crate::route_classifier::RouteClassifier;
 
 /// One version of the routing table and policies.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     version: u64,
-    services: HashMap<String, ServiceEndpoints>,
+    /// In snapshot (name) order, the order of the classifier's indices.
+    services: Vec<MeshService>,
     /// The services each identity serves: what an inbound request to that workload targets.
     backed_by: HashMap<SpiffeId, Vec<String>>,
     policies: Arc<Policies>,
@@ -60,6 +65,14 @@ impl RouteTable {
     /// policy hash is unchanged (most snapshots only move endpoints).
     fn next(snapshot: &Snapshot, previous: Option<&RouteTable>) -> Self {
         let mut backed_by: HashMap<SpiffeId, Vec<String>> = HashMap::new();
+        // Endpoints keep their load and ejection state across snapshots.
+        let known: HashMap<&PeerKey, &Arc<EndpointSlot>> = previous
+            .into_iter()
+            .flat_map(|p| &p.services)
+            .flat_map(|s| &s.endpoints)
+            .map(|slot| (slot.key(), slot))
+            .collect();
+        let classifier = RouteClassifier::compile(snapshot);
         let services = snapshot
             .services
             .iter()
@@ -71,11 +84,7 @@ impl RouteTable {
                         names.push(name.clone());
                     }
                 }
-                let endpoints = ServiceEndpoints {
-                    endpoints: route.endpoints.clone(),
-                    cursor: AtomicUsize::new(0),
-                };
-                (name, endpoints)
+                MeshService::new(name, route, previous, &known, &classifier)
             })
             .collect();
         RouteTable {
@@ -83,7 +92,7 @@ impl RouteTable {
             services,
             backed_by,
             policies: compile_policies(snapshot, previous.map(|p| &p.policies)),
-            classifier: RouteClassifier::compile(snapshot),
+            classifier,
         }
     }
 
@@ -92,14 +101,26 @@ impl RouteTable {
         self.version
     }
 
-    /// The endpoints of the mesh service `name`, if it is one.
-    pub fn service(&self, name: &str) -> Option<&ServiceEndpoints> {
-        self.services.get(name)
+    /// The mesh service `name` (compared case-insensitively), if it is one.
+    #[cfg(test)]
+    pub fn service(&self, name: &str) -> Option<&MeshService> {
+        self.service_index(name).map(|i| &self.services[i])
+    }
+
+    /// The index of the mesh service `name` (compared case-insensitively), if it is one:
+    /// what [`crate::outbound::classify::Classified`] carries.
+    pub fn service_index(&self, name: &str) -> Option<usize> {
+        self.classifier.index(name)
+    }
+
+    /// The mesh service at `index` (from [`RouteTable::service_index`] on this table).
+    pub fn service_at(&self, index: usize) -> Option<&MeshService> {
+        self.services.get(index)
     }
 
     /// The names of the mesh services (lower case, sorted).
     pub fn service_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.services.keys().cloned().collect();
+        let mut names: Vec<String> = self.services.iter().map(|s| s.name.clone()).collect();
         names.sort();
         names
     }
@@ -119,6 +140,38 @@ impl RouteTable {
     pub fn classifier(&self) -> &RouteClassifier {
         &self.classifier
     }
+}
+
+/// The retry budget of service `name` in `previous`, when its configuration is unchanged:
+/// a budget spans snapshots, or a failure storm with endpoint churn would reset it.
+fn carried_budget(
+    previous: Option<&RouteTable>,
+    name: &str,
+    policy: &api::contract::traffic::TrafficPolicy,
+) -> Option<Arc<RetryBudget>> {
+    let previous = previous?.service_at(previous?.service_index(name)?)?;
+    (previous.traffic().policy().retry_budget == policy.retry_budget)
+        .then(|| Arc::clone(&previous.retry_budget))
+}
+
+/// The outlier state of service `name` in `previous`, when its configuration is unchanged,
+/// told the service's new endpoints (history is kept for those still there).
+fn carried_outlier(
+    previous: Option<&RouteTable>,
+    name: &str,
+    policy: &api::contract::traffic::TrafficPolicy,
+    endpoints: &[Arc<EndpointSlot>],
+) -> OnceLock<Arc<OutlierDetector>> {
+    let carried = previous
+        .and_then(|p| p.service_at(p.service_index(name)?))
+        .filter(|p| p.traffic().policy().outlier_detection == policy.outlier_detection)
+        .and_then(|p| p.outlier.get().cloned());
+    let cell = OnceLock::new();
+    if let Some(detector) = carried {
+        detector.set_endpoints(endpoints.iter().map(|slot| slot.key()));
+        let _ = cell.set(detector);
+    }
+    cell
 }
 
 /// Compiles the snapshot's policies, unless `previous` already holds the same hash. When they
@@ -148,21 +201,93 @@ fn compile_policies(snapshot: &Snapshot, previous: Option<&Arc<Policies>>) -> Ar
     }
 }
 
-/// A mesh service's endpoints with a round-robin cursor.
-#[derive(Debug)]
-pub struct ServiceEndpoints {
-    endpoints: Vec<Endpoint>,
-    cursor: AtomicUsize,
+/// A mesh service: its endpoints (with their balancing state) and its compiled routes.
+pub struct MeshService {
+    name: String,
+    endpoints: Vec<Arc<EndpointSlot>>,
+    traffic: CompiledTraffic,
+    /// Shared by every route of the service (GEP-3388).
+    retry_budget: Arc<RetryBudget>,
+    /// Which endpoints are ejected; made by the balancer on first use (it holds the
+    /// metrics), carried across snapshots.
+    outlier: OnceLock<Arc<OutlierDetector>>,
 }
 
-impl ServiceEndpoints {
-    /// Every endpoint once, starting at the next round-robin position: callers try them
-    /// in order, so a dead endpoint costs one failed connect, not a failed request.
-    pub fn round_robin(&self) -> impl Iterator<Item = &Endpoint> {
-        let len = self.endpoints.len();
-        // Relaxed: the cursor only spreads load; no other memory depends on it.
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..len).map(move |i| &self.endpoints[(start + i) % len])
+impl std::fmt::Debug for MeshService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshService")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .field("traffic", &self.traffic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshService {
+    /// Service `name` (lower case) of `route`, keeping what `previous` (through `known`, its
+    /// endpoints by key) knew about it: endpoint state, retry budget, outlier state.
+    fn new(
+        name: String,
+        route: &ServiceRoute,
+        previous: Option<&RouteTable>,
+        known: &HashMap<&PeerKey, &Arc<EndpointSlot>>,
+        classifier: &RouteClassifier,
+    ) -> MeshService {
+        let endpoints: Vec<Arc<EndpointSlot>> = route
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                let key = PeerKey {
+                    addr: endpoint.addr,
+                    identity: endpoint.identity.clone(),
+                };
+                match known.get(&key) {
+                    Some(slot) => Arc::clone(slot),
+                    None => Arc::new(EndpointSlot::new(key)),
+                }
+            })
+            .collect();
+        let traffic = CompiledTraffic::compile(&name, &route.traffic, classifier);
+        let policy = &route.traffic.policy;
+        let retry_budget = carried_budget(previous, &name, policy)
+            .unwrap_or_else(|| Arc::new(RetryBudget::new(&policy.retry_budget)));
+        let outlier = carried_outlier(previous, &name, policy, &endpoints);
+        MeshService {
+            name,
+            endpoints,
+            traffic,
+            retry_budget,
+            outlier,
+        }
+    }
+
+    /// The lower-case service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The endpoints, in snapshot order; their state survives snapshots that keep them.
+    pub fn endpoints(&self) -> &[Arc<EndpointSlot>] {
+        &self.endpoints
+    }
+
+    /// The service's route rules and resiliency knobs, compiled.
+    pub fn traffic(&self) -> &CompiledTraffic {
+        &self.traffic
+    }
+
+    /// The service's outlier state, made with `make` the first time it is needed.
+    pub fn outlier(&self, make: impl FnOnce() -> OutlierDetector) -> &OutlierDetector {
+        self.outlier.get_or_init(|| {
+            let detector = make();
+            detector.set_endpoints(self.endpoints.iter().map(|slot| slot.key()));
+            Arc::new(detector)
+        })
+    }
+
+    /// The service's retry budget.
+    pub fn retry_budget(&self) -> &Arc<RetryBudget> {
+        &self.retry_budget
     }
 
     /// Whether the service currently has no endpoints.
@@ -219,7 +344,7 @@ mod tests {
     fn snapshot(version: u64, ports: &[u16]) -> Snapshot {
         let endpoints = ports
             .iter()
-            .map(|port| Endpoint {
+            .map(|port| api::contract::Endpoint {
                 addr: ([127, 0, 0, 1], *port).into(),
                 identity: "spiffe://meshwork.local/ns/default/sa/billing"
                     .parse()
@@ -240,15 +365,17 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_visits_every_endpoint_starting_at_the_cursor() {
-        let table = RouteTable::new(&snapshot(1, &[1, 2, 3]));
-        let billing = table.service("billing").unwrap();
-        let order =
-            |s: &ServiceEndpoints| -> Vec<u16> { s.round_robin().map(|e| e.addr.port()).collect() };
-        assert_eq!(order(billing), [1, 2, 3]);
-        assert_eq!(order(billing), [2, 3, 1]);
-        assert_eq!(order(billing), [3, 1, 2]);
-        assert!(table.service("reporting").is_none());
+    fn endpoints_keep_their_state_across_snapshots_that_keep_them() {
+        let routes = Routes::new(&snapshot(1, &[1, 2]));
+        let first = routes.load();
+        let billing = first.service("BILLING").unwrap();
+        assert_eq!(billing.name(), "billing");
+        assert!(routes.update(&snapshot(2, &[2, 3])));
+        let second = routes.load();
+        let kept = &second.service("billing").unwrap().endpoints;
+        assert!(Arc::ptr_eq(&kept[0], &billing.endpoints[1]), "port 2 kept");
+        assert_eq!(kept[1].key().addr.port(), 3);
+        assert!(second.service("reporting").is_none());
     }
 
     fn with_policies(version: u64, policies: serde_json::Value) -> Snapshot {

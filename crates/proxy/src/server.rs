@@ -37,7 +37,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// stated here because others depend on it). The timer also runs while a keep-alive
 /// connection sits idle, so it is this listener's idle keep-alive timeout too: a peer
 /// sidecar's pool must stop reusing idle connections well before it
-/// (`outbound::pool::PEER_IDLE_TIMEOUT`).
+/// (`outbound::connect::PEER_IDLE_TIMEOUT`).
 pub const HTTP1_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The hyper connection builder both listeners use: h1 and h2 (by preface/ALPN).

@@ -6,10 +6,11 @@
 //! - **Inbound:** service = the backed service the host names, else the first one this
 //!   workload backs (as authorization decides), else `[none]`; peer = the verified caller
 //!   ([`PeerIdentity`]).
-//! - **Outbound:** service = the mesh service the host names, else `[egress]`; peer = the
-//!   identity of the service's endpoints — or, when endpoints of several identities back
-//!   it, of the one that answered (the router reports it as [`AnsweredBy`] when asked by
-//!   [`ReportPeer`]).
+//! - **Outbound:** read from the request's [`Classified`] (the classify layer above runs
+//!   once per request; nothing is parsed again here): service = the mesh service the
+//!   target names, else `[egress]` (`[none]` for an unusable target); peer = the identity
+//!   of the service's endpoints — or, when endpoints of several identities back it, of the
+//!   one that answered (the balancer reports it as [`AnsweredBy`]).
 //! - **Route:** the service's first matching template ([`crate::route_classifier`]), else
 //!   `[unmatched]`; raw paths and hosts never become labels.
 //!
@@ -30,42 +31,37 @@ use crate::forward_error::ForwardError;
 use crate::inbound::client_id::PeerIdentity;
 use crate::label::{EGRESS, Label, MethodLabel, NONE, UNMATCHED};
 use crate::metrics::{Direction, ProxyMetrics, RequestRecord};
+use crate::outbound::classify::Classified;
 use crate::routes::{RouteTable, Routes};
 
-/// Request extension: the telemetry layer asks the outbound router to name the peer that
-/// answered (only for services whose endpoints present several identities).
-#[derive(Debug, Clone, Copy)]
-pub struct ReportPeer;
-
-/// Response extension: the identity of the peer sidecar that answered (see [`ReportPeer`]).
+/// Response extension: the identity of the peer sidecar that answered, set by the
+/// outbound balancer for services whose endpoints present several identities.
 #[derive(Debug, Clone, Copy)]
 pub struct AnsweredBy(pub Label);
 
 /// Tower layer recording request metrics (see the [module docs](self)).
 #[derive(Clone)]
 pub struct TelemetryLayer {
-    routes: Routes,
     metrics: Arc<dyn ProxyMetrics>,
-    /// Inbound: this workload's identity (which services a request can be for).
-    own: Option<Arc<SpiffeId>>,
+    /// Inbound: the routes and this workload's identity (which services a request can be
+    /// for). Outbound: `None`, the labels come from [`Classified`].
+    inbound: Option<(Routes, Arc<SpiffeId>)>,
 }
 
 impl TelemetryLayer {
     /// For the inbound stack of the workload whose SVID is `own`.
     pub fn inbound(routes: Routes, own: SpiffeId, metrics: Arc<dyn ProxyMetrics>) -> Self {
         TelemetryLayer {
-            routes,
             metrics,
-            own: Some(Arc::new(own)),
+            inbound: Some((routes, Arc::new(own))),
         }
     }
 
-    /// For the outbound stack.
-    pub fn outbound(routes: Routes, metrics: Arc<dyn ProxyMetrics>) -> Self {
+    /// For the outbound stack, below its classify layer.
+    pub fn outbound(metrics: Arc<dyn ProxyMetrics>) -> Self {
         TelemetryLayer {
-            routes,
             metrics,
-            own: None,
+            inbound: None,
         }
     }
 }
@@ -113,12 +109,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let start = Instant::now();
-        let table = self.layer.routes.load();
-        let (direction, (service, route, peer)) = match &self.layer.own {
-            Some(own) => (Direction::Inbound, inbound_labels(&table, own, &request)),
-            None => (Direction::Outbound, outbound_labels(&table, &mut request)),
+        let (direction, (service, route, peer)) = match &self.layer.inbound {
+            Some((routes, own)) => {
+                let labels = inbound_labels(&routes.load(), own, &request);
+                (Direction::Inbound, labels)
+            }
+            None => (Direction::Outbound, outbound_labels(&request)),
         };
         let pending = Pending {
             direction,
@@ -201,29 +199,26 @@ fn inbound_labels<B>(
     }
 }
 
-/// Service, route and (when known up front) peer of an outbound request; asks the router
-/// for the peer when the service's endpoints disagree on identity.
-fn outbound_labels<B>(
-    table: &RouteTable,
-    request: &mut Request<B>,
-) -> (Label, Label, Option<Label>) {
-    let Some(host) = request_host(request) else {
+/// Service, route and (when known up front) peer of an outbound request, as classified.
+fn outbound_labels<B>(request: &Request<B>) -> (Label, Label, Option<Label>) {
+    let Some(classified) = request.extensions().get::<Classified>() else {
         return (NONE, UNMATCHED, Some(NONE));
     };
-    let Some(labels) = table.classifier().service(host) else {
-        return (EGRESS, UNMATCHED, Some(NONE));
-    };
-    let route = labels.route(request.uri().path_and_query());
-    let peer = labels.peer();
-    if peer.is_none() {
-        request.extensions_mut().insert(ReportPeer);
+    if classified.target.is_err() {
+        return (NONE, UNMATCHED, Some(NONE));
     }
-    (labels.service(), route, peer)
+    let labels = classified
+        .service
+        .and_then(|i| classified.table.classifier().labels_at(i));
+    match labels {
+        Some(labels) => (labels.service(), classified.route, labels.peer()),
+        None => (EGRESS, UNMATCHED, Some(NONE)),
+    }
 }
 
 /// The request's host without port: the URI's authority (absolute-form, authority-form,
 /// h2 `:authority`), else the `Host` header's. Borrowed: nothing is copied per request.
-/// Userinfo is not split off: such a host names no service (the router refuses it).
+/// Userinfo is not split off: such a host names no service.
 fn request_host<B>(request: &Request<B>) -> Option<&str> {
     let authority = match request.uri().authority() {
         Some(authority) => authority.as_str(),

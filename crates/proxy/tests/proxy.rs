@@ -25,6 +25,8 @@ mod mesh;
 mod mesh_tunnel;
 #[path = "proxy/reserved_headers.rs"]
 mod reserved_headers;
+#[path = "proxy/resilience.rs"]
+mod resilience;
 #[path = "proxy/rotation.rs"]
 mod rotation;
 #[path = "proxy/scripted.rs"]

@@ -1,10 +1,11 @@
-//! The innermost inbound service: forwards to the local application over plain HTTP
-//! on a pooled client (HTTP/1.1 keep-alive by default, HTTP/2 prior knowledge if the
-//! app speaks it). Bodies stream in both directions.
+//! The innermost inbound service: forwards to the local application over plain HTTP on
+//! the shared connection pool ([`crate::pool`], the one the outbound side uses for peers):
+//! HTTP/1.1 keep-alive by default, HTTP/2 prior knowledge if the app speaks it. Bodies
+//! stream in both directions.
 //!
-//! Idle keep-alive connections are dropped after [`APP_IDLE_TIMEOUT`], and a request
+//! Idle keep-alive connections are not reused after [`APP_IDLE_TIMEOUT`], and a request
 //! lost to the app closing a reused idle connection is sent again on a fresh connection
-//! when that is safe ([`crate::retry`]).
+//! when that is safe ([`crate::retry`], the pool's one replay scheme).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,89 +15,41 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, Error as ClientError};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
-use super::app_connector::{AppConnector, ConnectionUse};
+use super::app_connector::{App, AppDialer};
 use super::app_readiness::AppReadiness;
 use crate::AppProtocol;
 use crate::body::{ProxyBody, boxed};
 use crate::forward_error::ForwardError;
-use crate::retry::{self, Replay};
+use crate::pool::{Pool, SendError, Timeouts};
 
-/// Idle connections to the app are closed after this. Apps close idle keep-alive
+/// Idle connections to the app are not reused after this. Apps close idle keep-alive
 /// connections themselves, commonly after 5 s (Node.js `keepAliveTimeout`, uvicorn,
 /// Apache httpd); reusing one near that moment races the app's close, so we give up
-/// on it first. (hyper-util's default, 90 s, is what made the race common.) Apps with
-/// a shorter timeout (gunicorn: 2 s) still hit the race; the replay covers the
-/// idempotent requests among those. A new loopback connection costs little.
+/// on it first. Apps with a shorter timeout (gunicorn: 2 s) still hit the race; the
+/// replay covers the idempotent requests among those. A new loopback connection costs
+/// little.
 const APP_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Connecting to the app on loopback: it listens or it refuses at once; this bounds an
+/// app whose accept queue is full.
+const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const APP_TIMEOUTS: Timeouts = Timeouts {
+    connect: APP_CONNECT_TIMEOUT,
+    idle: APP_IDLE_TIMEOUT,
+    idle_http2: APP_IDLE_TIMEOUT,
+};
+
 /// Pooled plain-HTTP client for the local application.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppService {
     addr: SocketAddr,
     authority: Authority,
-    /// Shared: one `Arc` clone per request instead of two client clones.
-    clients: Arc<AppClients>,
-}
-
-#[derive(Debug)]
-struct AppClients {
-    /// The keep-alive pool every request tries first.
-    pooled: Client<AppConnector, ProxyBody>,
-    /// No idle pool, so every request dials: replays go out on a connection the app
-    /// has not had time to close.
-    fresh: Client<AppConnector, ProxyBody>,
+    pool: Pool<AppDialer>,
     /// Read only after a failed connect: refused before the app ever listened is a 503.
     readiness: Arc<AppReadiness>,
-}
-
-impl AppClients {
-    fn new(protocol: AppProtocol, readiness: Arc<AppReadiness>) -> Self {
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        if protocol == AppProtocol::Http2 {
-            builder.http2_only(true);
-        }
-        let connector = AppConnector::new(Arc::clone(&readiness));
-        AppClients {
-            pooled: builder
-                .clone()
-                .pool_idle_timeout(APP_IDLE_TIMEOUT)
-                .build(connector.clone()),
-            fresh: builder.pool_max_idle_per_host(0).build(connector),
-            readiness,
-        }
-    }
-
-    /// Sends `request` on a pooled connection; replays it once on a fresh one if the
-    /// pooled connection was a reused one that the app closed under it, and the request
-    /// is idempotent with an empty body. Anything else fails as it did.
-    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, ClientError> {
-        let replay = Replay::of(&request);
-        let error = match self.pooled.request(request).await {
-            Ok(response) => {
-                ConnectionUse::record(&response);
-                return Ok(response);
-            }
-            Err(error) => error,
-        };
-        match replay {
-            Some(replay)
-                if ConnectionUse::was_reused(&error) && retry::closed_before_response(&error) =>
-            {
-                let error = crate::forward_error::error_chain(&error);
-                tracing::debug!(%error, "app closed a reused connection; replaying");
-                self.fresh.request(replay.into_request()).await
-            }
-            _ => Err(error),
-        }
-    }
 }
 
 impl AppService {
@@ -106,7 +59,8 @@ impl AppService {
         Ok(AppService {
             addr,
             authority: Authority::try_from(addr.to_string())?,
-            clients: Arc::new(AppClients::new(protocol, readiness)),
+            pool: Pool::new(AppDialer::new(Arc::clone(&readiness), protocol)),
+            readiness,
         })
     }
 
@@ -141,30 +95,42 @@ impl Service<Request<ProxyBody>> for AppService {
     type Future = BoxFuture<'static, Result<Response<ProxyBody>, ForwardError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The legacy client is always ready; it queues on its pool internally.
+        // The pool is always ready: it dials on demand.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
         let retargeted = self.retarget(&mut request);
-        let clients = Arc::clone(&self.clients);
-        let addr = self.addr;
+        let app = self.clone();
         Box::pin(async move {
             retargeted?;
-            // The app sees the version it speaks, not whatever the caller used.
-            *request.version_mut() = http::Version::default();
-            match clients.send(request).await {
+            match app.pool.send(&App, request, APP_TIMEOUTS).await {
                 Ok(response) => Ok(response.map(boxed)),
-                Err(error) if error.is_connect() && !clients.readiness.is_listening() => {
-                    Err(ForwardError::AppStarting { addr })
-                }
-                Err(error) => Err(ForwardError::AppUnavailable {
-                    addr,
-                    retryable: error.is_connect(),
-                    source: Box::new(error),
-                }),
+                Err(error) => Err(app.failure(error)),
             }
         })
+    }
+}
+
+impl AppService {
+    /// The error for a failed send: refused before the app ever listened is a 503.
+    fn failure(&self, error: SendError) -> ForwardError {
+        let addr = self.addr;
+        match error {
+            SendError::Connect { .. } if !self.readiness.is_listening() => {
+                ForwardError::AppStarting { addr }
+            }
+            SendError::Connect { error, .. } => ForwardError::AppUnavailable {
+                addr,
+                retryable: true,
+                source: error,
+            },
+            SendError::Exchange { error, request } => ForwardError::AppUnavailable {
+                addr,
+                retryable: request.is_some(),
+                source: Box::new(error),
+            },
+        }
     }
 }
 

@@ -15,26 +15,33 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::body::{BoxError, ProxyBody};
+use crate::body::BoxError;
 use crate::config::PeerProtocol;
 use crate::metrics::{Protocol, ProxyMetrics};
+use crate::pool::{Dial, Pool, Sender};
+use crate::server::HTTP1_HEADER_READ_TIMEOUT;
 
-/// TCP connect + TLS handshake must finish within this; a blackholed endpoint then
-/// costs one timeout and the next endpoint is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pool of connections to peer sidecars.
+pub type PeerPool = Pool<PeerConnector>;
+
+/// An idle HTTP/1.1 peer connection is reused for at most this long (less when the
+/// service's `idleTimeout` says so). A meshwork inbound closes idle keep-alive connections
+/// at its header-read timeout (30 s, [`HTTP1_HEADER_READ_TIMEOUT`]): reusing one near that
+/// deadline races the close, so stop at half of it, a wide margin for scheduling delays.
+/// The cost is a reconnect after 15 s of quiet: a full mTLS handshake (meshwork disables
+/// TLS session resumption so every connection proves a current SVID, `identity::tls`), a
+/// few milliseconds, rare next to the requests a kept-alive connection carries.
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+const _: () = assert!(PEER_IDLE_TIMEOUT.as_secs() * 2 <= HTTP1_HEADER_READ_TIMEOUT.as_secs());
+
+/// A peer connection's identity: where it goes and who must answer (the key the balancer's
+/// outlier state uses too).
+pub(crate) type PeerKey = crate::resilience::EndpointKey;
 
 /// How often an HTTP/2 peer connection is PINGed, and how long a PING may go
 /// unanswered before the connection is declared dead (and the pool redials).
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A request sender on a fresh peer connection.
-pub enum PeerSender {
-    /// Multiplexed: clone freely, one connection per peer.
-    Http2(http2::SendRequest<ProxyBody>),
-    /// One request at a time; pooled while idle.
-    Http1(http1::SendRequest<ProxyBody>),
-}
 
 /// Connects to peer sidecars as this workload.
 #[derive(Clone)]
@@ -80,12 +87,15 @@ impl PeerConnector {
         identity::client_config(&self.store, server, protocols)
     }
 
-    /// Connects to `addr`, requiring the server to be `identity`.
+    /// Connects to `addr`, requiring the server to be `identity`. TCP connect and TLS
+    /// handshake must finish within `timeout` (the service's `connectTimeout`): a
+    /// blackholed endpoint then costs one timeout and the next endpoint is tried.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         identity: &SpiffeId,
-    ) -> Result<PeerSender, BoxError> {
+        timeout: Duration,
+    ) -> Result<Sender, BoxError> {
         let connector = TlsConnector::from(self.client_config(identity));
         let handshake = async {
             let tcp = TcpStream::connect(addr).await?;
@@ -95,10 +105,10 @@ impl PeerConnector {
                 .connect(ServerName::IpAddress(addr.ip().into()), tcp)
                 .await
         };
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        let tls = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| {
-                format!("TCP connect and mTLS handshake took longer than {CONNECT_TIMEOUT:?}")
+                format!("TCP connect and mTLS handshake took longer than {timeout:?}")
             })??;
         let protocol = Protocol::from_alpn(tls.get_ref().1.alpn_protocol());
         self.metrics.outbound_connection(identity, addr, protocol);
@@ -115,14 +125,22 @@ impl PeerConnector {
                     .handshake(io)
                     .await?;
                 tokio::spawn(drive(connection, addr));
-                Ok(PeerSender::Http2(sender))
+                Ok(Sender::Http2(sender))
             }
             Protocol::Http1 => {
                 let (sender, connection) = http1::handshake(io).await?;
                 tokio::spawn(drive(connection, addr));
-                Ok(PeerSender::Http1(sender))
+                Ok(Sender::Http1(sender))
             }
         }
+    }
+}
+
+impl Dial for PeerConnector {
+    type Key = PeerKey;
+
+    async fn dial(&self, key: &PeerKey, timeout: Duration) -> Result<Sender, BoxError> {
+        self.connect(key.addr, &key.identity, timeout).await
     }
 }
 

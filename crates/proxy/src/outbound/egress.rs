@@ -13,6 +13,7 @@
 //! - Refusals are `403` with `{"error":"egress_denied","policy","rule","decision_id",…}` and a
 //!   log line with the same decision id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -23,6 +24,7 @@ use policy::{Decision, EgressRequest, Host, NormalizedPath};
 use serde_json::json;
 use tokio::net::TcpStream;
 
+use super::classify::Classified;
 use super::resolve::HostResolver;
 use super::target::Target;
 use super::unknown_service;
@@ -55,14 +57,14 @@ impl Egress {
         Egress { caller, resolver }
     }
 
-    /// Decides `request` to the non-mesh `target` and, when allowed, carries it out.
+    /// Decides `request` to the non-mesh destination `classified` names and, when
+    /// allowed, carries it out.
     pub async fn handle(
         &self,
-        table: &RouteTable,
-        target: Target,
+        classified: Classified,
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
-        let destination = Destination::of(&target)?;
+        let (table, destination) = Destination::classified(classified)?;
         let Ok(engine) = &table.policies().engine else {
             let body = json!({"error": "policy_unavailable", "side": "proxy", "retryable": false,
                               "description": "this proxy's policies do not compile"});
@@ -149,7 +151,23 @@ impl Egress {
 }
 
 impl Destination {
-    fn of(target: &Target) -> Result<Destination, ForwardError> {
+    /// The destination `classified` names, and the table it was classified against.
+    fn classified(classified: Classified) -> Result<(Arc<RouteTable>, Destination), ForwardError> {
+        let Classified {
+            table,
+            target,
+            path,
+            ..
+        } = classified;
+        let target = target.map_err(|reason| ForwardError::BadRequest { reason })?;
+        Ok((table, Destination::of(&target, path)?))
+    }
+
+    /// The destination of `target`, with the path [`Classified`] normalised for it.
+    fn of(
+        target: &Target,
+        path: Option<Result<NormalizedPath, String>>,
+    ) -> Result<Destination, ForwardError> {
         let bad = |reason: String| ForwardError::BadRequest { reason };
         let (host, port, http) = match target {
             Target::Connect { host, port } => (host, *port, None),
@@ -164,9 +182,12 @@ impl Destination {
                 "{host:?} is neither a DNS name nor an IP literal: {e}"
             ))
         })?;
-        let http = match http {
-            None => None,
-            Some(pq) => {
+        let http = match (http, path) {
+            (None, _) => None,
+            (Some(pq), Some(path)) => Some((path.map_err(bad)?, pq.query().map(str::to_owned))),
+            // invariant: classify normalises the path of every HTTP request outside the mesh;
+            // should that change, normalise here rather than forward an unchecked path.
+            (Some(pq), None) => {
                 let (path, query) = NormalizedPath::parse_request_target(pq.as_str())
                     .map_err(|e| bad(format!("request path {:?} refused: {e}", pq.as_str())))?;
                 Some((path, query.map(str::to_owned)))

@@ -6,35 +6,30 @@
 //! splice would bypass what the mesh is for — mTLS as this workload, the
 //! `x-meshwork-client-id` the peer stamps from it, and the peer's L7 authorization.
 //! So the CONNECT is answered `200`, and HTTP/1.1 (or h2 with prior knowledge) is
-//! served on the upgraded connection; every request inside goes the normal mesh path
-//! (hop-by-hop stripping, the peer pool, mTLS) to the service named in the CONNECT.
-//! The `Host`/`:authority` inside the tunnel never changes the destination.
+//! served on the upgraded connection by the outbound stack itself: every request inside is
+//! classified for the service named in the CONNECT ([`super::classify::TunnelTo`]) and
+//! goes the normal mesh path (telemetry, hop-by-hop stripping, timeouts, retries,
+//! balancing, the peer pool, mTLS). The `Host`/`:authority` inside the tunnel never
+//! changes the destination. Tunnels are drained with the listener on shutdown.
 //!
 //! Bytes that are not HTTP (e.g. a TLS ClientHello, for `https://` through the
 //! tunnel) close the tunnel: the mesh carries only HTTP to mesh services.
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tower::ServiceBuilder;
 
-use super::pool::PeerPool;
-use super::router;
+use super::StackParts;
+use super::classify::TunnelTo;
 use crate::body::{ProxyBody, full};
-use crate::forward_error::ForwardError;
-use crate::hop_by_hop::HopByHopLayer;
-use crate::metrics::{Direction, ProxyMetrics};
-use crate::routes::Routes;
-use crate::server::{self, Stack};
+use crate::metrics::Direction;
+use crate::server;
 
 /// A client that opens a tunnel and says nothing for this long is disconnected
 /// (the same bound hyper puts on reading a request head).
@@ -46,15 +41,10 @@ const PEEK_LEN: usize = 16;
 /// The TLS record type of a handshake (a ClientHello starts with it).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// A CONNECT tunnel pinned to one mesh service; also the tower service that forwards
-/// each request inside it to that service.
-#[derive(Clone)]
+/// A CONNECT tunnel pinned to one mesh service.
 pub(super) struct MeshTunnel {
-    service: String,
-    port: u16,
-    routes: Routes,
-    pool: PeerPool,
-    metrics: Arc<dyn ProxyMetrics>,
+    to: TunnelTo,
+    parts: StackParts,
 }
 
 /// What the first bytes inside a tunnel look like.
@@ -69,31 +59,29 @@ enum Opening {
 }
 
 impl MeshTunnel {
-    /// A tunnel to mesh `service` (as `CONNECT service:port` named it).
-    pub(super) fn new(
-        service: String,
-        port: u16,
-        routes: Routes,
-        pool: PeerPool,
-        metrics: Arc<dyn ProxyMetrics>,
-    ) -> Self {
+    /// A tunnel to mesh `service` (as `CONNECT service:port` named it), serving requests
+    /// with the outbound stack built from `parts`.
+    pub(super) fn new(service: String, port: u16, parts: StackParts) -> Self {
         MeshTunnel {
-            service,
-            port,
-            routes,
-            pool,
-            metrics,
+            to: TunnelTo(Arc::new((service, port))),
+            parts,
         }
     }
 
-    /// Answers the CONNECT with `200` and serves HTTP on the upgraded connection.
+    fn service(&self) -> &str {
+        &self.to.0.0
+    }
+
+    /// Answers the CONNECT with `200` and serves HTTP on the upgraded connection, as a
+    /// task the outbound listener drains on shutdown.
     pub(super) fn accept(self, request: Request<ProxyBody>) -> Response<ProxyBody> {
         let upgrade = hyper::upgrade::on(request);
-        tokio::spawn(async move {
+        let tunnels = self.parts.tunnels.clone();
+        tunnels.spawn(async move {
             match upgrade.await {
                 Ok(upgraded) => self.serve(upgraded).await,
                 Err(error) => {
-                    tracing::debug!(service = %self.service, %error, "CONNECT was not upgraded")
+                    tracing::debug!(service = %self.service(), %error, "CONNECT was not upgraded")
                 }
             }
         });
@@ -106,92 +94,37 @@ impl MeshTunnel {
             Ok(first) if first.is_empty() => return,
             Ok(first) => first,
             Err(error) => {
-                tracing::debug!(service = %self.service, %error, "mesh tunnel closed before any request");
+                tracing::debug!(service = %self.service(), %error, "mesh tunnel closed before any request");
                 return;
             }
         };
         let opening = Opening::of(&first);
         if opening != Opening::Http {
-            tracing::warn!(service = %self.service, port = self.port, ?opening,
+            tracing::warn!(service = %self.service(), port = self.to.0.1, ?opening,
                 "closing CONNECT tunnel: the mesh only carries HTTP to mesh services \
                  (send plain http://SERVICE/...; the sidecars add mTLS)");
             return;
         }
-        let service = server::hyper_service(
-            self.stack(),
-            (),
-            Direction::Outbound,
-            Arc::clone(&self.metrics),
-        );
+        let metrics = Arc::clone(&self.parts.metrics);
+        let shutdown = self.parts.tunnels.shutdown();
+        // The same outbound stack as the listener's: classified (for the tunnel's service),
+        // counted, timed out, retried, balanced.
+        let stack = super::stack(self.parts.clone());
+        let service = server::hyper_service(stack, self.to.clone(), Direction::Outbound, metrics);
         let io = TokioIo::new(replay(first, io));
-        if let Err(error) = server::http_builder().serve_connection(io, service).await {
-            tracing::debug!(service = %self.service, %error, "mesh tunnel ended with an error");
-        }
-    }
-
-    /// The per-request stack inside the tunnel: the outbound one, pinned to the service.
-    fn stack(&self) -> Stack {
-        server::box_stack(
-            ServiceBuilder::new()
-                .layer(HopByHopLayer)
-                .service(self.clone()),
-        )
-    }
-
-    async fn forward(
-        self,
-        request: Request<ProxyBody>,
-    ) -> Result<Response<ProxyBody>, ForwardError> {
-        if request.method() == Method::CONNECT {
-            return Err(ForwardError::BadRequest {
-                reason: format!(
-                    "CONNECT inside the tunnel to mesh service {:?}",
-                    self.service
-                ),
-            });
-        }
-        let request = self.pin(request)?;
-        let table = self.routes.load();
-        let Some(endpoints) = table.service(&self.service) else {
-            return Err(ForwardError::PeerUnavailable {
-                service: self.service.clone(),
-                reason: "it left the mesh while the tunnel was open".to_owned(),
-            });
+        let builder = server::http_builder();
+        let connection = builder.serve_connection(io, service);
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         };
-        router::forward(&self.pool, &self.service, endpoints, request).await
-    }
-
-    /// Points the request at the tunnel's service, whatever its own target says.
-    fn pin(&self, mut request: Request<ProxyBody>) -> Result<Request<ProxyBody>, ForwardError> {
-        let path = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(format!("{}:{}", self.service, self.port))
-            .path_and_query(path)
-            .build()
-            .map_err(|error| ForwardError::BadRequest {
-                reason: format!("request inside the tunnel to {:?}: {error}", self.service),
-            })?;
-        *request.uri_mut() = uri;
-        Ok(request)
-    }
-}
-
-impl tower::Service<Request<ProxyBody>> for MeshTunnel {
-    type Response = Response<ProxyBody>;
-    type Error = ForwardError;
-    type Future = BoxFuture<'static, Result<Response<ProxyBody>, ForwardError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
-        Box::pin(self.clone().forward(request))
+        if let Err(error) = result {
+            tracing::debug!(service = %self.service(), %error, "mesh tunnel ended with an error");
+        }
     }
 }
 

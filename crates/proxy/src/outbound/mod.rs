@@ -1,54 +1,130 @@
 //! The outbound listener: a plain-HTTP forward proxy on loopback for the local app
 //! (used through `HTTP_PROXY`), routing mesh service names over mTLS.
 //!
-//! `CONNECT SERVICE:port` to a mesh service opens a tunnel that carries HTTP to that
-//! service along the same path ([`mesh_tunnel`]).
+//! The request stack, one named layer per file, in the order a request meets them:
+//!
+//! ```text
+//! classify ─▶ telemetry ─▶ hop_by_hop ─▶ steer ─┬─ mesh: route_policy (request timeout ─▶
+//!                                               │   retry ─▶ try timeout) ─▶ split ─▶
+//!                                               │   balance ─▶ endpoint ─▶ pool
+//!  (target, service,                            ├─ tunnel: CONNECT SERVICE:port → 200, HTTP
+//!   path, route, rule:                          │   inside re-enters this same stack
+//!   once, as `Classified`)                      └─ egress: EgressPolicy, then resolve + dial
+//! ```
 //!
 //! Only the local application should reach this port; binding it to loopback is
 //! what keeps other hosts out (the address comes from [`crate::ProxyConfig`]).
 
+pub mod balance;
+pub mod classify;
 pub mod connect;
 pub mod egress;
+pub mod endpoint;
+pub mod load;
 mod mesh_tunnel;
-pub mod pool;
 pub mod resolve;
-pub mod router;
+pub mod route_policy;
+pub mod rule;
+pub mod split;
+pub mod steer;
 pub mod target;
 mod unknown_service;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 
 use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, ProxyMetrics};
 use crate::routes::Routes;
-use crate::server::{self, Stack};
+use crate::server::{self, DRAIN_TIMEOUT, Stack};
 use crate::telemetry::TelemetryLayer;
+use balance::Balance;
+use classify::ClassifyLayer;
+use connect::PeerPool;
 use egress::Egress;
-use pool::PeerPool;
-use router::Router;
+use endpoint::Endpoint;
+use route_policy::{RoutePolicy, RoutePolicyLayer};
+use split::{Split, SplitLayer};
+use steer::Steer;
 
-/// Builds the outbound request stack: telemetry (request metrics into `metrics`), hop-by-hop
-/// stripping, then the router (which hands destinations outside the mesh to `egress`: only
-/// the router knows what is in the mesh).
-pub fn stack(
-    routes: Routes,
-    pool: PeerPool,
-    egress: Egress,
-    metrics: Arc<dyn ProxyMetrics>,
-) -> Stack {
+/// The mesh path below [`Steer`]: the route rule's timeouts and retries, split, then
+/// balance (which sends through the pool).
+pub type MeshStack = RoutePolicy<Split<Balance>>;
+
+/// What the outbound stack is built from (cheap to clone: shared handles). Tunnels build
+/// the same stack again from these.
+#[derive(Clone)]
+pub struct StackParts {
+    /// The current route table.
+    pub routes: Routes,
+    /// Connections to peer sidecars.
+    pub pool: PeerPool,
+    /// Destinations outside the mesh.
+    pub egress: Egress,
+    /// Where request metrics go.
+    pub metrics: Arc<dyn ProxyMetrics>,
+    /// The mesh tunnels being served (drained with the listener).
+    pub tunnels: Tunnels,
+}
+
+/// Builds the outbound request stack (see the [module docs](self)).
+pub fn stack(parts: StackParts) -> Stack {
+    let mesh = ServiceBuilder::new()
+        .layer(RoutePolicyLayer::new(Arc::clone(&parts.metrics)))
+        .layer(SplitLayer)
+        .service(Balance::new(
+            Endpoint::new(parts.pool.clone()),
+            Arc::clone(&parts.metrics),
+        ));
     let service = ServiceBuilder::new()
-        .layer(TelemetryLayer::outbound(
-            routes.clone(),
-            Arc::clone(&metrics),
-        ))
+        // Outermost: everything below reads the classification.
+        .layer(ClassifyLayer::new(parts.routes.clone()))
+        // Refusals by the layers below are counted too.
+        .layer(TelemetryLayer::outbound(Arc::clone(&parts.metrics)))
         .layer(HopByHopLayer)
-        .service(Router::new(routes, pool, egress, metrics));
+        .service(Steer::new(mesh, parts));
     server::box_stack(service)
+}
+
+/// The CONNECT tunnels to mesh services a listener serves: tracked, so shutdown drains
+/// them like any connection.
+#[derive(Clone, Default)]
+pub struct Tunnels {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Tunnels {
+    /// Runs a tunnel's task.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(task);
+    }
+
+    /// Cancelled when the listener drains: tunnels finish their requests and close.
+    fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Asks every tunnel to finish and waits for them (up to [`DRAIN_TIMEOUT`]).
+    async fn drain(&self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.tracker.len(),
+                "mesh tunnels still open after the drain timeout"
+            );
+        }
+    }
 }
 
 /// The outbound listener, ready to serve.
@@ -59,21 +135,31 @@ pub struct Outbound {
     pub stack: Stack,
     /// Where connection and request events go.
     pub metrics: Arc<dyn ProxyMetrics>,
+    /// The stack's tunnels, drained after the listener's connections.
+    pub tunnels: Tunnels,
 }
 
 impl Outbound {
-    /// Serves until `shutdown` is cancelled, then drains.
+    /// Serves until `shutdown` is cancelled, then drains (tunnels included).
     pub async fn serve(self, shutdown: CancellationToken) {
         let Outbound {
             listener,
             stack,
             metrics,
+            tunnels,
         } = self;
-        server::accept_loop(listener, shutdown, move |stream, watcher| {
+        let drain_tunnels = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                tunnels.drain().await;
+            }
+        };
+        let connections = server::accept_loop(listener, shutdown, move |stream, watcher| {
             let service =
                 server::hyper_service(stack.clone(), (), Direction::Outbound, Arc::clone(&metrics));
             server::serve_connection(TokioIo::new(stream), service, watcher)
-        })
-        .await;
+        });
+        tokio::join!(connections, drain_tunnels);
     }
 }

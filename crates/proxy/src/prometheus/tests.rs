@@ -159,3 +159,55 @@ fn connections_and_forward_errors_are_counted() {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
 }
+
+#[test]
+fn resiliency_events_are_counted_per_service_reason_kind_and_endpoint() {
+    let metrics = PrometheusMetrics::default();
+    let billing = Label::intern("billing");
+    let replica: std::net::SocketAddr = ([127, 0, 0, 1], 4001).into();
+    metrics.retry(billing, RetryReason::Status);
+    metrics.retry(billing, RetryReason::Status);
+    metrics.retry(billing, RetryReason::Connect);
+    metrics.retry(Label::intern("audit"), RetryReason::Timeout);
+    metrics.retry_budget_exhausted(billing);
+    metrics.timeout(billing, TimeoutKind::Try);
+    metrics.timeout(billing, TimeoutKind::Request);
+    metrics.ejection(billing, replica);
+    metrics.circuit_open(billing, replica, OverloadLimit::Pending);
+    let text = encoded(&metrics);
+    assert_eq!(
+        lines_starting(&text, "meshwork_retries_total"),
+        [
+            "meshwork_retries_total{service=\"audit\",reason=\"timeout\"} 1",
+            "meshwork_retries_total{service=\"billing\",reason=\"connect\"} 1",
+            "meshwork_retries_total{service=\"billing\",reason=\"status\"} 2",
+        ]
+    );
+    for line in [
+        "# TYPE meshwork_retries counter\n",
+        "meshwork_retry_budget_exhausted_total{service=\"billing\"} 1\n",
+        "meshwork_timeouts_total{service=\"billing\",kind=\"request\"} 1\n",
+        "meshwork_timeouts_total{service=\"billing\",kind=\"try\"} 1\n",
+        "meshwork_ejections_total{service=\"billing\",endpoint=\"127.0.0.1:4001\"} 1\n",
+        "meshwork_circuit_open_total{service=\"billing\",endpoint=\"127.0.0.1:4001\",limit=\"pending\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+#[test]
+fn resiliency_families_are_described_before_any_event() {
+    let text = encoded(&PrometheusMetrics::default());
+    for family in [
+        "meshwork_retries",
+        "meshwork_retry_budget_exhausted",
+        "meshwork_timeouts",
+        "meshwork_ejections",
+        "meshwork_circuit_open",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} counter\n")),
+            "{family} missing from\n{text}"
+        );
+    }
+}

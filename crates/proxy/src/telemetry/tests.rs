@@ -6,6 +6,8 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::body::empty;
+use crate::outbound::classify::{Classify, ClassifyLayer};
+use crate::server::Stack;
 
 const TD: &str = "spiffe://meshwork.local/ns/default/sa";
 
@@ -56,19 +58,36 @@ fn routes() -> Routes {
 }
 
 /// Sends `request` through `layer` around an inner service answering `status` (and
-/// naming `pay-b` as the answering peer when asked to).
-async fn through(layer: TelemetryLayer, request: Request<ProxyBody>, status: u16) {
-    let inner = tower::service_fn(move |request: Request<ProxyBody>| {
+/// naming `pay-b` as the answering peer, which only counts where the peer is not known
+/// up front).
+async fn through<L>(layer: L, request: Request<ProxyBody>, status: u16)
+where
+    L: Layer<Stack>,
+    L::Service: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ForwardError>,
+{
+    let inner = tower::service_fn(move |_: Request<ProxyBody>| {
         let mut response = Response::new(empty());
         *response.status_mut() = StatusCode::from_u16(status).unwrap();
-        if request.extensions().get::<ReportPeer>().is_some() {
-            let peer = AnsweredBy(Label::intern(id("pay-b").as_str()));
-            response.extensions_mut().insert(peer);
-        }
+        let peer = AnsweredBy(Label::intern(id("pay-b").as_str()));
+        response.extensions_mut().insert(peer);
         std::future::ready(Ok::<_, ForwardError>(response))
     });
-    let response = layer.layer(inner).oneshot(request).await.unwrap();
+    let response = layer
+        .layer(crate::server::box_stack(inner))
+        .oneshot(request)
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), status);
+}
+
+/// The outbound telemetry layer below the classify layer it reads.
+fn outbound(
+    metrics: Arc<dyn ProxyMetrics>,
+) -> impl Layer<Stack, Service = Classify<Telemetry<Stack>>> + Clone {
+    tower::layer::util::Stack::new(
+        TelemetryLayer::outbound(metrics),
+        ClassifyLayer::new(routes()),
+    )
 }
 
 fn request(
@@ -204,7 +223,7 @@ async fn inbound_to_a_workload_backing_nothing_is_service_none() {
 async fn outbound_requests_carry_the_target_identity_and_never_external_hosts() {
     let recorder = Arc::new(Recorder::default());
     let metrics = Arc::clone(&recorder) as Arc<dyn ProxyMetrics>;
-    let layer = TelemetryLayer::outbound(routes(), metrics);
+    let layer = outbound(metrics);
     for (method, uri, host, status) in [
         ("POST", "http://billing/charges", None, 201),
         ("GET", "/charges/3", Some("billing"), 200),
@@ -268,7 +287,7 @@ async fn outbound_requests_carry_the_target_identity_and_never_external_hosts() 
 async fn a_forwarding_error_counts_with_its_status() {
     let recorder = Arc::new(Recorder::default());
     let metrics = Arc::clone(&recorder) as Arc<dyn ProxyMetrics>;
-    let layer = TelemetryLayer::outbound(routes(), metrics);
+    let layer = outbound(metrics);
     let failing = tower::service_fn(|_: Request<ProxyBody>| {
         std::future::ready(Err::<Response<ProxyBody>, _>(
             ForwardError::PeerUnavailable {
@@ -278,6 +297,7 @@ async fn a_forwarding_error_counts_with_its_status() {
         ))
     });
     let request = request("GET", "http://pay/pay", None, None);
+    let failing = crate::server::box_stack(failing);
     assert!(layer.layer(failing).oneshot(request).await.is_err());
     assert_eq!(
         seen(&recorder),

@@ -74,7 +74,7 @@ pub async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-async fn start_speaking(
+pub async fn start_speaking(
     workload: &str,
     control: ControlSource,
     app: SocketAddr,

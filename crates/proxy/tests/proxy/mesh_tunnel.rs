@@ -17,7 +17,7 @@ use super::mesh::{Mesh, STORE};
 
 /// Sends `CONNECT target` on a fresh connection; returns the connection and the
 /// response head (read byte by byte so nothing after the head is consumed).
-async fn connect(outbound: SocketAddr, target: &str) -> (TcpStream, String) {
+pub async fn connect(outbound: SocketAddr, target: &str) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(outbound).await.unwrap();
     let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
