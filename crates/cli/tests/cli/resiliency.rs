@@ -142,9 +142,14 @@ fn post(outbound: &str, amount: i64, key: Option<&str>) -> u16 {
 
 /// How many charges billing's database holds for each amount at or above `from`.
 fn charges_by_amount(up: &Up, from: i64) -> BTreeMap<i64, i64> {
-    let out = up.exec("billing", &["sh", "-c", "printf %s \"$DATABASE_URL\""]);
-    let url = String::from_utf8(out.stdout).unwrap();
-    assert!(url.starts_with("postgres"), "billing has no DATABASE_URL");
+    // What `up` gave billing's app (from its environment, as the app itself reads it).
+    let app = billing_app(up, 0).expect("billing-0's app");
+    let environ = std::fs::read(format!("/proc/{app}/environ")).unwrap();
+    let url = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"DATABASE_URL="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("billing's app has DATABASE_URL");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -222,26 +227,51 @@ fn killing_a_replica_loses_nothing_retryable_and_a_stalled_one_is_ejected() {
     eventually("billing-1 restarted", Duration::from_secs(30), || {
         billing_app(&up, 1).is_some_and(|pid| pid != victim)
     });
+    let before = scrape_replica_metrics(&up, "store", 0);
+    let billing_label = ["service=\"billing\""];
+    let ejections_before = counter(&before, "meshwork_ejections_total", &billing_label);
     let stalled = billing_app(&up, 0).expect("billing-0's app");
     signal(stalled, "STOP");
-    let answers: Vec<Answer> = (0..30)
-        .map(|_| billing(&outbound, "GET", &format!("/charges/{row}"), &[]))
+    // Concurrent readers, so that the balancer sends some of them to the stalled replica.
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            let outbound = outbound.clone();
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|_| billing(&outbound, "GET", &format!("/charges/{row}"), &[]))
+                    .collect::<Vec<Answer>>()
+            })
+        })
+        .collect();
+    let answers: Vec<Vec<Answer>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let after = scrape_replica_metrics(&up, "store", 0);
+    let late: Vec<Option<u16>> = (0..4)
+        .map(|_| billing(&outbound, "GET", &format!("/charges/{row}"), &[]).replica)
         .collect();
     signal(stalled, "CONT");
-    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    let last: Vec<Option<u16>> = answers[20..].iter().map(|a| a.replica).collect();
+    let statuses: Vec<u16> = answers.iter().flatten().map(|a| a.status).collect();
     assert!(
-        last.iter().all(|r| *r == Some(1)),
-        "after ejection the live replica answers: {last:?}"
+        statuses.iter().all(|s| *s == 200),
+        "a GET was lost to the stall: {statuses:?}"
     );
-    let metrics = scrape_replica_metrics(&up, "store", 0);
-    let ejections = counter(
-        &metrics,
-        "meshwork_ejections_total",
-        &["service=\"billing\""],
+    let tries_timed_out = counter(
+        &after,
+        "meshwork_timeouts_total",
+        &["service=\"billing\"", "kind=\"try\""],
     );
-    assert!(ejections >= 1.0, "no ejection counted:\n{metrics}");
+    assert!(
+        tries_timed_out >= 1.0,
+        "no try reached the stalled replica (nothing was tested):\n{after}"
+    );
+    let ejections = counter(&after, "meshwork_ejections_total", &billing_label);
+    assert!(
+        ejections > ejections_before,
+        "the stalled replica was not ejected:\n{after}"
+    );
+    assert!(
+        late.iter().all(|r| *r == Some(1)),
+        "once it is ejected the live replica answers: {late:?}"
+    );
 }
 
 /// examples/store-billing without its claim, with billing failing every request (`503`).

@@ -3,12 +3,11 @@
 //! state ejects ([`OutlierDetector`]) and endpoints at their circuit-breaker cap; then the
 //! request is sent by [`Endpoint`].
 //!
-//! The circuit breaker here is `maxPendingRequests`: requests sent to the endpoint and
-//! still waiting for their response head, counted with one atomic per endpoint (the
-//! estimator's in-flight count). A full endpoint is a retryable `503`
-//! ([`ForwardError::Overloaded`]). `maxRequests` (held until the response body ends) is
-//! not enforced: doing so costs a permit and a body wrapper per request
-//! (`resilience::circuit`), on every request, configured or not.
+//! The circuit breaker is two counters per endpoint: `maxPendingRequests`, requests sent to
+//! the endpoint and still waiting for their response head (the estimator's in-flight
+//! count), and `maxRequests`, requests open until their response body ends
+//! ([`super::open_requests`]). A full endpoint is a retryable `503`
+//! ([`ForwardError::Overloaded`]).
 //!
 //! Why not `tower::balance::p2c::Balance`: it balances over a `Discover` stream of ready
 //! services and owns them, while meshwork's endpoints are snapshot data shared by every
@@ -22,6 +21,7 @@
 //! request. One endpoint (the common case) skips the random draw and the clock.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -47,6 +47,8 @@ pub struct EndpointSlot {
     key: PeerKey,
     peer: Label,
     load: PeakEwma,
+    /// Requests sent and not yet ended (`maxRequests`).
+    open: AtomicU32,
 }
 
 impl EndpointSlot {
@@ -56,6 +58,31 @@ impl EndpointSlot {
             peer: Label::intern(key.identity.as_str()),
             key,
             load: PeakEwma::default(),
+            open: AtomicU32::new(0),
+        }
+    }
+
+    /// Requests sent to the endpoint whose response has not ended.
+    pub fn open_requests(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Opens (`1`) or closes (`-1`) a request; only [`super::open_requests`] calls it.
+    pub(super) fn open_requests_add(&self, delta: i32) {
+        match delta {
+            1 => self.open.fetch_add(1, Ordering::Relaxed),
+            _ => self.open.fetch_sub(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Which cap, if any, is full: `(pending, requests)` are the service's caps.
+    fn full(&self, (max_pending, max_requests): (u32, u32)) -> Option<(OverloadLimit, u32)> {
+        if self.load.in_flight() >= max_pending {
+            Some((OverloadLimit::Pending, max_pending))
+        } else if self.open_requests() >= max_requests {
+            Some((OverloadLimit::Requests, max_requests))
+        } else {
+            None
         }
     }
 
@@ -72,7 +99,7 @@ impl EndpointSlot {
 pub fn pick(
     endpoints: &[Arc<EndpointSlot>],
     tried: u64,
-    (max_pending, outlier): (u32, Option<&OutlierDetector>),
+    (caps, outlier): ((u32, u32), Option<&OutlierDetector>),
     now: Instant,
 ) -> Option<usize> {
     let untried = |i: &usize| *i >= 64 || tried & (1 << i) == 0;
@@ -82,7 +109,7 @@ pub fn pick(
     let healthy = |i: &usize| {
         let slot = &endpoints[*i];
         let available = outlier.is_none_or(|o| o.is_available(&slot.key, now));
-        available && slot.load.in_flight() < max_pending
+        available && slot.full(caps).is_none()
     };
     let count = (0..endpoints.len()).filter(untried).filter(healthy).count();
     if count == 0 {
@@ -90,7 +117,7 @@ pub fn pick(
         // then refuses: the circuit is open).
         let cost = |i: &usize| {
             let slot = &endpoints[*i];
-            (slot.load.in_flight() >= max_pending, slot.load.cost(now))
+            (slot.full(caps).is_some(), slot.load.cost(now))
         };
         return (0..endpoints.len()).filter(untried).min_by(|a, b| {
             let (a, b) = (cost(a), cost(b));
@@ -159,10 +186,10 @@ async fn balance(
         return Err(unclassified());
     };
     let policy = service.traffic().policy();
-    // A cap of 0 is no cap (as in `resilience::circuit`).
-    let max_pending = Some(policy.circuit_breaker.max_pending_requests)
-        .filter(|&max| max > 0)
-        .unwrap_or(u32::MAX);
+    // A cap of 0 is no cap.
+    let cap = |max: u32| Some(max).filter(|&max| max > 0).unwrap_or(u32::MAX);
+    let breaker = &policy.circuit_breaker;
+    let caps = (cap(breaker.max_pending_requests), cap(breaker.max_requests));
     // Only a choice needs the outlier state: one endpoint is never ejected.
     let outlier = (service.endpoints().len() > 1).then(|| {
         let label = Label::intern(service.name());
@@ -173,15 +200,15 @@ async fn balance(
     let now = outlier.is_some().then(Instant::now);
     let (mut tried, mut last_failure) = (0u64, None);
     while let Some(index) = match now {
-        Some(now) => pick(service.endpoints(), tried, (max_pending, outlier), now),
+        Some(now) => pick(service.endpoints(), tried, (caps, outlier), now),
         None => (tried == 0 && !service.endpoints().is_empty()).then_some(0),
     } {
         if index < 64 {
             tried |= 1 << index;
         }
         let slot = &service.endpoints()[index];
-        if slot.load.in_flight() >= max_pending {
-            return Err(this.overloaded(service, slot, max_pending));
+        if let Some(full) = slot.full(caps) {
+            return Err(this.overloaded(service, slot, full));
         }
         match send(this, service, outlier, slot, request, report_peer).await {
             Ok(response) => return Ok(response),
@@ -203,8 +230,13 @@ async fn balance(
 
 impl Balance {
     /// The refusal of a request every endpoint of `service` is too full for (counted).
-    fn overloaded(&self, service: &MeshService, slot: &EndpointSlot, max: u32) -> ForwardError {
-        let (limit, endpoint) = (OverloadLimit::Pending, slot.key.addr);
+    fn overloaded(
+        &self,
+        service: &MeshService,
+        slot: &EndpointSlot,
+        (limit, max): (OverloadLimit, u32),
+    ) -> ForwardError {
+        let endpoint = slot.key.addr;
         let label = Label::intern(service.name());
         self.shared.metrics.circuit_open(label, endpoint, limit);
         ForwardError::Overloaded {
@@ -259,7 +291,7 @@ async fn send(
     this: &Balance,
     service: &MeshService,
     outlier: Option<&OutlierDetector>,
-    slot: &EndpointSlot,
+    slot: &Arc<EndpointSlot>,
     request: Request<ProxyBody>,
     report_peer: bool,
 ) -> Result<Response<ProxyBody>, Failed> {
@@ -388,13 +420,32 @@ mod tests {
             .load
             .finish(Some((Duration::from_millis(50), now)));
         for _ in 0..100 {
-            assert_eq!(pick(&endpoints, 0, (1024, None), now), Some(1));
+            assert_eq!(pick(&endpoints, 0, ((1024, u32::MAX), None), now), Some(1));
         }
-        assert_eq!(pick(&endpoints, 0b10, (1024, None), now), Some(0));
-        assert_eq!(pick(&endpoints, 0b11, (1024, None), now), None);
-        assert_eq!(pick(&slots(1), 0, (1024, None), now), Some(0));
-        assert_eq!(pick(&slots(1), 1, (1024, None), now), None);
-        assert_eq!(pick(&[], 0, (1024, None), now), None);
+        assert_eq!(
+            pick(&endpoints, 0b10, ((1024, u32::MAX), None), now),
+            Some(0)
+        );
+        assert_eq!(pick(&endpoints, 0b11, ((1024, u32::MAX), None), now), None);
+        assert_eq!(pick(&slots(1), 0, ((1024, u32::MAX), None), now), Some(0));
+        assert_eq!(pick(&slots(1), 1, ((1024, u32::MAX), None), now), None);
+        assert_eq!(pick(&[], 0, ((1024, u32::MAX), None), now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_at_max_requests_are_avoided_until_a_body_ends() {
+        let endpoints = slots(2);
+        let now = Instant::now();
+        let open = super::super::open_requests::OpenRequest::begin(&endpoints[0]);
+        assert_eq!(
+            endpoints[0].full((1024, 1)),
+            Some((OverloadLimit::Requests, 1))
+        );
+        for _ in 0..100 {
+            assert_eq!(pick(&endpoints, 0, ((1024, 1), None), now), Some(1));
+        }
+        drop(open);
+        assert_eq!(endpoints[0].full((1024, 1)), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -403,10 +454,10 @@ mod tests {
         let now = Instant::now();
         endpoints[1].load.start();
         for _ in 0..100 {
-            assert_ne!(pick(&endpoints, 0, (1, None), now), Some(1));
+            assert_ne!(pick(&endpoints, 0, ((1, u32::MAX), None), now), Some(1));
         }
         // Every untried endpoint full: picked, for the caller to refuse.
-        assert_eq!(pick(&endpoints, 0b101, (1, None), now), Some(1));
+        assert_eq!(pick(&endpoints, 0b101, ((1, u32::MAX), None), now), Some(1));
         let config = OutlierDetection {
             consecutive_failures: 1,
             ..OutlierDetection::default()
@@ -415,12 +466,12 @@ mod tests {
         outlier.set_endpoints(endpoints.iter().map(|slot| slot.key()));
         assert!(outlier.record(&endpoints[0].key, Outcome::Failure, now));
         assert_eq!(
-            pick(&endpoints, 0b100, (1, Some(&outlier)), now),
+            pick(&endpoints, 0b100, ((1, u32::MAX), Some(&outlier)), now),
             Some(0),
             "ejected beats full"
         );
         for _ in 0..100 {
-            let picked = pick(&endpoints, 0, (1024, Some(&outlier)), now);
+            let picked = pick(&endpoints, 0, ((1024, u32::MAX), Some(&outlier)), now);
             assert_ne!(
                 picked,
                 Some(0),
@@ -435,7 +486,7 @@ mod tests {
         let now = Instant::now();
         let mut seen = [0u32; 3];
         for _ in 0..300 {
-            seen[pick(&endpoints, 0, (1024, None), now).unwrap()] += 1;
+            seen[pick(&endpoints, 0, ((1024, u32::MAX), None), now).unwrap()] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }

@@ -4,6 +4,7 @@
 //! idle timeouts. It tells apart the outcomes the balancer acts on: an answer, a request that
 //! provably never left (another endpoint may take it), and a failure after sending.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -12,6 +13,7 @@ use api::contract::traffic::TrafficPolicy;
 
 use super::balance::EndpointSlot;
 use super::connect::{PEER_IDLE_TIMEOUT, PeerPool};
+use super::open_requests::{Counted, OpenRequest};
 use crate::body::{ProxyBody, boxed};
 use crate::forward_error::{ForwardError, error_chain};
 use crate::pool::{SendError, Timeouts};
@@ -49,10 +51,13 @@ impl Endpoint {
     /// Sends `request` to `slot`'s endpoint with the service's connect and idle timeouts.
     pub async fn send(
         &self,
-        slot: &EndpointSlot,
+        slot: &Arc<EndpointSlot>,
         request: Request<ProxyBody>,
         policy: &TrafficPolicy,
     ) -> Sent {
+        // Open from here until the response body ends (`maxRequests`); closed at once when
+        // nothing comes back.
+        let open = OpenRequest::begin(slot);
         let key = slot.key();
         let idle = Duration::from_millis(policy.idle_timeout_ms);
         let timeouts = Timeouts {
@@ -61,7 +66,7 @@ impl Endpoint {
             idle_http2: idle,
         };
         match self.pool.send(key, request, timeouts).await {
-            Ok(response) => Sent::Answered(response.map(boxed)),
+            Ok(response) => Sent::Answered(response.map(|body| boxed(Counted::new(body, open)))),
             Err(SendError::Connect { error, request }) => {
                 let error = ForwardError::PeerConnect {
                     addr: key.addr,

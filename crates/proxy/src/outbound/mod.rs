@@ -22,6 +22,7 @@ pub mod egress;
 pub mod endpoint;
 pub mod load;
 mod mesh_tunnel;
+pub mod open_requests;
 pub mod resolve;
 pub mod route_policy;
 pub mod rule;

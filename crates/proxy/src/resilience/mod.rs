@@ -2,10 +2,10 @@
 //! or piece of state built from the traffic contract ([`api::contract::traffic`]):
 //!
 //! ```text
-//! timeout (request) → retry → timeout (try) → balance → circuit → endpoint
-//!                      │                       │         │
-//!                      ├ replay (64 KiB)       │         └ per-endpoint caps, 503 when full
-//!                      └ budget (per service)  └ outlier (ejection state)
+//! timeout (request) → retry → timeout (try) → balance → endpoint
+//!                      │                       │
+//!                      ├ replay (64 KiB)       ├ outlier (ejection state)
+//!                      └ budget (per service)  └ per-endpoint caps, 503 when full
 //! ```
 //!
 //! - [`timeout`]: bounds an exchange until its response head: `504`, retry-safe per try.
@@ -15,25 +15,17 @@
 //! - [`retry`]: sends a request again on failures that allow it (GEP-1731), with
 //!   exponential backoff and full jitter, within the budget.
 //! - [`outlier`]: which endpoints of a service are ejected, and until when.
-//! - [`circuit`]: per-endpoint caps on pending and in-flight requests.
 //!
 //! The balancer is `outbound::balance` (power of two choices over a peak-EWMA estimate
 //! held per endpoint, `outbound::load`; why not tower's `p2c::Balance` is said there): it
-//! consults the outlier state. [`circuit`]'s layer is not in the stack (a permit and a
-//! body wrapper per request); the balancer enforces `maxPendingRequests` itself.
+//! consults the outlier state and enforces the circuit breaker's per-endpoint caps itself
+//! (counters on the endpoint's slot: no permit and no extra box per request).
 //!
 //! Nothing here reads the snapshot or the request's route: the stack builds one layer per
-//! route (timeouts, retry rule) or per service (budget, outlier state) or per endpoint
-//! (circuit), and hands it what it needs.
-
-// Until the outbound stack (issue 11) wires these parts in, only their tests use them.
-#![allow(
-    dead_code,
-    reason = "built ahead of the outbound stack that uses them; remove once it is wired"
-)]
+//! route (timeouts, retry rule) or per service (budget, outlier state), and hands it what
+//! it needs.
 
 pub(crate) mod budget;
-pub(crate) mod circuit;
 pub(crate) mod outlier;
 pub(crate) mod replay;
 pub(crate) mod retry;

@@ -11,21 +11,17 @@
 //!
 //! Pure state: the time is an argument, and nothing here sleeps. The balancer asks
 //! [`OutlierDetector::is_available`] when choosing, tells [`OutlierDetector::record`] how
-//! each try ended, and may wake at [`OutlierDetector::next_return`] to take an endpoint
-//! back. One lock, held for a map lookup, never across an `.await`.
+//! each try ended. One lock, held for a map lookup, never across an `.await`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use api::contract::traffic::OutlierDetection;
-use http::Response;
 use policy::hasher::FxBuildHasher as FxBuild;
 use tokio::time::Instant;
 
 use super::EndpointKey;
-use crate::body::ProxyBody;
-use crate::forward_error::{ForwardError, TimeoutKind};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
 
@@ -36,26 +32,6 @@ pub(crate) enum Outcome {
     Success,
     /// A 5xx, or the exchange failed at the endpoint (connect, reset, per-try timeout).
     Failure,
-}
-
-impl Outcome {
-    /// What a try's result says about the endpoint that had it; `None` when it says nothing
-    /// (the proxy refused the request itself, or the caller's request was bad).
-    pub(crate) fn of(result: &Result<Response<ProxyBody>, ForwardError>) -> Option<Outcome> {
-        match result {
-            Ok(response) if response.status().is_server_error() => Some(Outcome::Failure),
-            Ok(_) => Some(Outcome::Success),
-            Err(
-                ForwardError::PeerConnect { .. }
-                | ForwardError::PeerRequest { .. }
-                | ForwardError::Timeout {
-                    which: TimeoutKind::Try,
-                    ..
-                },
-            ) => Some(Outcome::Failure),
-            Err(_) => None,
-        }
-    }
 }
 
 /// One service's ejection state (see the [module docs](self)).
@@ -133,7 +109,9 @@ impl OutlierDetector {
             .is_none_or(|health| !health.is_ejected(now))
     }
 
-    /// When the next ejected endpoint comes back, if any is out at `now`.
+    /// When the next ejected endpoint comes back, if any is out at `now` (how the tests read
+    /// ejection lengths; the balancer asks [`OutlierDetector::is_available`] at each pick).
+    #[cfg(test)]
     pub(crate) fn next_return(&self, now: Instant) -> Option<Instant> {
         self.lock()
             .values()

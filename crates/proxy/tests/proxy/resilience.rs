@@ -302,6 +302,47 @@ async fn a_stalled_endpoint_is_ejected_and_traffic_moves_to_the_other() {
 }
 
 #[tokio::test]
+async fn an_endpoint_at_its_request_cap_answers_a_retryable_503_until_one_ends() {
+    let app = App::start([Action::Stall], Action::Status(200)).await;
+    let mut policy = TrafficPolicy::default();
+    policy.circuit_breaker.max_requests = 1;
+    let mesh = Replicas::start(&[app.addr], every_request(RouteRule::default(), policy)).await;
+    let outbound = mesh.store.outbound;
+    let held =
+        tokio::spawn(
+            async move { via_proxy(outbound, "GET", "http://billing/held", &[], "").await },
+        );
+    while app.seen().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let (status, body) = mesh.send("GET", "/charges", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "upstream_overloaded");
+    assert_eq!(body["limit"], "requests");
+    assert_eq!(body["retryable"], true);
+    assert_eq!(
+        app.seen(),
+        ["GET /held"],
+        "refused without reaching the app"
+    );
+    // The held caller goes away: its request closes, and the endpoint takes requests again.
+    held.abort();
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..200 {
+        status = mesh.send("GET", "/charges", &[]).await.0;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the closed request gave its place back"
+    );
+}
+
+#[tokio::test]
 async fn requests_inside_a_mesh_tunnel_are_counted_like_any_other() {
     let app = App::start([], Action::Status(200)).await;
     let mesh = Replicas::start(&[app.addr], ServiceTraffic::default()).await;

@@ -1,11 +1,7 @@
 use std::net::SocketAddr;
 use std::sync::Mutex as StdMutex;
 
-use http::StatusCode;
-
 use super::*;
-use crate::body::empty;
-use crate::resilience::test_support::connect_refused;
 
 #[derive(Default)]
 struct Recorded(StdMutex<Vec<(Label, SocketAddr)>>);
@@ -174,35 +170,4 @@ fn the_share_counts_the_current_endpoints_and_history_follows_them() {
 fn zero_consecutive_failures_disables_ejection() {
     let (detector, _, endpoints) = build(&config(0, 100), &[4001, 4002]);
     assert!(!fail_times(&detector, &endpoints[0], 100, Instant::now()));
-}
-
-#[test]
-fn outcomes_of_tries() {
-    let answer = |status: u16| {
-        let mut response = Response::new(empty());
-        *response.status_mut() = StatusCode::from_u16(status).unwrap();
-        Ok(response)
-    };
-    assert_eq!(Outcome::of(&answer(200)), Some(Outcome::Success));
-    assert_eq!(Outcome::of(&answer(404)), Some(Outcome::Success));
-    assert_eq!(Outcome::of(&answer(503)), Some(Outcome::Failure));
-    assert_eq!(Outcome::of(&Err(connect_refused())), Some(Outcome::Failure));
-    let timeout = |which| ForwardError::Timeout {
-        service: "billing".to_owned(),
-        which,
-        after: SECOND,
-        retryable: true,
-    };
-    assert_eq!(
-        Outcome::of(&Err(timeout(TimeoutKind::Try))),
-        Some(Outcome::Failure)
-    );
-    assert_eq!(Outcome::of(&Err(timeout(TimeoutKind::Request))), None);
-    let overloaded = ForwardError::Overloaded {
-        service: "billing".to_owned(),
-        endpoint: ([127, 0, 0, 1], 4001).into(),
-        limit: crate::forward_error::OverloadLimit::Requests,
-        max: 1,
-    };
-    assert_eq!(Outcome::of(&Err(overloaded)), None, "our own refusal");
 }
