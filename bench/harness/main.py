@@ -173,10 +173,25 @@ def document(raw: dict, order: list[str]) -> list[str]:
     return sections.document(raw, med, per, order)
 
 
+def with_routes() -> Path:
+    """bench/mesh/ plus bench/routes/: the same chain with a route configured."""
+    target = paths.WORK / "mesh-routes"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for source in (paths.MESH_RESOURCES, paths.BENCH / "routes"):
+        for doc in sorted(source.glob("*.yaml")):
+            shutil.copy(doc, target / doc.name)
+    return target
+
+
 def cmd_callgrind(args: argparse.Namespace) -> int:
     prepare(args.no_install, load_tools=False)
+    if args.routes:
+        meshwork.MESH_RESOURCES = with_routes()
     with running_app():
         cg = callgrind.run(args.n)
+    for run in cg:
+        run["route"] = "bench/routes/server.yaml" if args.routes else None
     name = stamp(False, f"{args.tag}-callgrind" if args.tag else "callgrind")
     (paths.RESULTS / f"{name}.json").write_text(paths.relative(json.dumps(cg, indent=1)))
     lines = [f"# meshwork callgrind — {name}", "", *report.callgrind_section(cg), "", *report.profile_section(cg)]
@@ -213,6 +228,8 @@ def main() -> int:
     cg.add_argument("-n", type=int, default=2000)
     cg.add_argument("--no-install", action="store_true")
     cg.add_argument("--tag", help="suffix for the report name")
+    cg.add_argument("--routes", action="store_true",
+                    help="add bench/routes/ (an HTTPRoute with timeouts and retries) to the resources")
     render = sub.add_parser("render", help="re-make a report's markdown from its raw JSON")
     render.add_argument("raw", help="bench/results/<name>.json")
     args = p.parse_args()

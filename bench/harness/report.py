@@ -142,7 +142,8 @@ def callgrind_section(runs: list[dict] | None) -> list[str]:
 
 def _callgrind_hop(cg: dict) -> list[str]:
     z, l = cg["zero"], cg["loaded"]
-    lines = [f"**meshwork-{cg['hop']}** pair (policy on), one keep-alive client connection, sequential requests.", "",
+    route = f", route `{cg['route']}` (timeouts and retries)" if cg.get("route") else ", no route configured"
+    lines = [f"**meshwork-{cg['hop']}** pair (policy on{route}), one keep-alive client connection, sequential requests.", "",
              "| run | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
     for label, r in ((f"0 requests (start-up + shut-down)", z), (f"{l['requests']} requests", l)):
         i = r["instructions"]
