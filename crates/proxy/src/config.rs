@@ -17,6 +17,16 @@ pub enum AppProtocol {
     Http2,
 }
 
+/// Where the proxy resolves egress host names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EgressDns {
+    /// The operating system's resolver (`getaddrinfo`: `/etc/hosts`, `/etc/resolv.conf`).
+    #[default]
+    System,
+    /// This DNS server only (UDP, falling back to TCP), e.g. a loopback test server.
+    Server(SocketAddr),
+}
+
 /// The HTTP version offered to peer sidecars over mTLS (by ALPN).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum PeerProtocol {
@@ -105,7 +115,7 @@ pub struct ProxyConfig {
     /// ready (`admin` only with an admin listener).
     pub ready_file: Option<PathBuf>,
     /// Where egress destinations are resolved (the proxy connects to what it resolved).
-    pub dns: crate::EgressDns,
+    pub dns: EgressDns,
 }
 
 impl ProxyConfig {
@@ -124,7 +134,7 @@ impl ProxyConfig {
             app_protocol: AppProtocol::default(),
             peer_protocol: PeerProtocol::default(),
             ready_file: None,
-            dns: crate::EgressDns::System,
+            dns: EgressDns::System,
         }
     }
 }

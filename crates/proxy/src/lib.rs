@@ -36,11 +36,14 @@ mod config;
 mod control_client;
 mod denial;
 mod discovery;
+mod endpoint_slot;
 mod exposition;
 mod forward_error;
 mod hop_by_hop;
 mod inbound;
 mod label;
+#[cfg(test)]
+mod layering;
 mod metrics;
 mod outbound;
 mod pool;
@@ -61,18 +64,17 @@ use std::future::Future;
 
 pub use admin::AdminSnapshot;
 pub use body::{BoxError, ProxyBody};
-pub use config::{AppProtocol, ControlSource, PeerProtocol, ProxyConfig};
+pub use config::{AppProtocol, ControlSource, EgressDns, PeerProtocol, ProxyConfig};
 pub use control_client::{ControlClient, ControlError};
 pub use forward_error::{ForwardError, OverloadLimit, Side, TimeoutKind};
 pub use inbound::app_readiness::AppReadiness;
-pub use inbound::client_id::{CLIENT_ID_HEADER, PeerIdentity};
+pub use inbound::client_id::CLIENT_ID_HEADER;
 pub use label::{Label, MethodLabel};
 pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord, RetryReason};
-pub use outbound::resolve::EgressDns;
 pub use prometheus::PrometheusMetrics;
 pub use proxy::Proxy;
 pub use ready::{ReadyFileError, ReadyInfo};
-pub use server::DRAIN_TIMEOUT;
+pub use server::{DRAIN_TIMEOUT, PeerIdentity};
 pub use start_error::ProxyError;
 
 /// Runs one sidecar until `shutdown` resolves: starts it ([`Proxy::start`]), writes

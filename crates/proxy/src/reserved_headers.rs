@@ -174,7 +174,6 @@ mod tests {
 
     #[test]
     fn the_sidecars_own_headers_are_reserved() {
-        assert!(is_reserved(&crate::CLIENT_ID_HEADER));
         assert!(is_reserved(&crate::denial::DECISION_ID_HEADER));
         assert!(is_reserved(&HeaderName::from_static("x-meshwork-future")));
         assert!(!is_reserved(&HeaderName::from_static("x-meshworkz")));

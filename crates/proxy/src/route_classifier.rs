@@ -80,7 +80,7 @@ impl RouteClassifier {
     }
 
     /// The index of the mesh service `host` names (compared case-insensitively): services
-    /// are numbered in snapshot order, as [`crate::routes::RouteTable`] numbers them.
+    /// are numbered in snapshot order, as the route table numbers its services.
     pub fn index(&self, host: &str) -> Option<usize> {
         let index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             // Rare (clients send lower-case hosts): only then pay for a lower-case copy.

@@ -1,5 +1,6 @@
 //! The snapshot-derived state both listeners read: the routing table (mesh service name →
-//! endpoints) and the compiled policy engine, swapped atomically, together, whenever a newer
+//! endpoints, each with its [`EndpointSlot`], and the service's route rules, compiled by
+//! [`rule`]) and the compiled policy engine, swapped atomically, together, whenever a newer
 //! [`Snapshot`] arrives.
 //!
 //! Readers never block writers: a request loads the current `Arc<RouteTable>` once and
@@ -7,6 +8,8 @@
 //! policy update applies to the next request without restarting anything or touching open
 //! connections. Because a table is only ever *replaced* by a newer snapshot, losing the
 //! control plane leaves the last known table serving (static stability).
+
+pub mod rule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -16,12 +19,12 @@ use arc_swap::ArcSwap;
 use identity::SpiffeId;
 use policy::Engine;
 
-use crate::outbound::balance::EndpointSlot;
-use crate::outbound::connect::PeerKey;
-use crate::outbound::rule::CompiledTraffic;
+use crate::endpoint_slot::EndpointSlot;
+use crate::resilience::EndpointKey;
 use crate::resilience::budget::RetryBudget;
 use crate::resilience::outlier::OutlierDetector;
 use crate::route_classifier::RouteClassifier;
+use rule::CompiledTraffic;
 
 /// One version of the routing table and policies.
 #[derive(Debug, Default)]
@@ -66,7 +69,7 @@ impl RouteTable {
     fn next(snapshot: &Snapshot, previous: Option<&RouteTable>) -> Self {
         let mut backed_by: HashMap<SpiffeId, Vec<String>> = HashMap::new();
         // Endpoints keep their load and ejection state across snapshots.
-        let known: HashMap<&PeerKey, &Arc<EndpointSlot>> = previous
+        let known: HashMap<&EndpointKey, &Arc<EndpointSlot>> = previous
             .into_iter()
             .flat_map(|p| &p.services)
             .flat_map(|s| &s.endpoints)
@@ -108,7 +111,7 @@ impl RouteTable {
     }
 
     /// The index of the mesh service `name` (compared case-insensitively), if it is one:
-    /// what [`crate::outbound::classify::Classified`] carries.
+    /// what the outbound classification carries.
     pub fn service_index(&self, name: &str) -> Option<usize> {
         self.classifier.index(name)
     }
@@ -230,14 +233,14 @@ impl MeshService {
         name: String,
         route: &ServiceRoute,
         previous: Option<&RouteTable>,
-        known: &HashMap<&PeerKey, &Arc<EndpointSlot>>,
+        known: &HashMap<&EndpointKey, &Arc<EndpointSlot>>,
         classifier: &RouteClassifier,
     ) -> MeshService {
         let endpoints: Vec<Arc<EndpointSlot>> = route
             .endpoints
             .iter()
             .map(|endpoint| {
-                let key = PeerKey {
+                let key = EndpointKey {
                     addr: endpoint.addr,
                     identity: endpoint.identity.clone(),
                 };

@@ -1,6 +1,7 @@
 //! What both listeners share: the accept loop with graceful drain, the hyper
-//! connection builder (h1 + h2 on one port), and the adaptor from a boxed tower stack
-//! to a hyper service, where [`ForwardError`]s become JSON responses.
+//! connection builder (h1 + h2 on one port), the adaptor from a boxed tower stack
+//! to a hyper service, where [`ForwardError`]s become JSON responses, and what a
+//! connection tells every request on it ([`PeerIdentity`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use identity::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,12 @@ use crate::metrics::{Direction, ProxyMetrics};
 
 /// A proxy stack as seen from the listener: boxed once, cloned per connection.
 pub type Stack = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, ForwardError>;
+
+/// The caller's SPIFFE ID, verified by the mTLS handshake; a request extension set
+/// per connection by the inbound listener (through `hyper_service_with`). The
+/// inbound layers (client id, authorization) and telemetry read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity(pub SpiffeId);
 
 /// How long in-flight requests get to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,14 +6,16 @@
 //! - **Inbound:** service = the backed service the host names, else the first one this
 //!   workload backs (as authorization decides), else `[none]`; peer = the verified caller
 //!   ([`PeerIdentity`]).
-//! - **Outbound:** read from the request's [`Classified`] (the classify layer above runs
-//!   once per request; nothing is parsed again here): service = the mesh service the
-//!   target names, else `[egress]` (`[none]` for an unusable target); peer = the identity
-//!   of the service's endpoints — or, when endpoints of several identities back it, of the
-//!   one that answered (the balancer reports it as [`AnsweredBy`]).
+//! - **Outbound:** read from the request's classification by the outbound stack's own
+//!   [`RequestLabels`] (`outbound::labels`; the classify layer above runs once per
+//!   request, nothing is parsed again): service = the mesh service the target names, else
+//!   `[egress]` (`[none]` for an unusable target); peer = the identity of the service's
+//!   endpoints — or, when endpoints of several identities back it, of the one that
+//!   answered (the balancer reports it as [`AnsweredBy`]).
 //! - **Route:** the service's first matching template ([`crate::route_classifier`]), else
 //!   `[unmatched]`; raw paths and hosts never become labels.
 //!
+//! The labelling is a type parameter of the layer, so each stack's is called directly.
 //! Requests whose caller goes away before the response head are not counted.
 
 use std::future::Future;
@@ -28,46 +30,67 @@ use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
 use crate::forward_error::ForwardError;
-use crate::inbound::client_id::PeerIdentity;
-use crate::label::{EGRESS, Label, MethodLabel, NONE, UNMATCHED};
+use crate::label::{Label, MethodLabel, NONE, UNMATCHED};
 use crate::metrics::{Direction, ProxyMetrics, RequestRecord};
-use crate::outbound::classify::Classified;
 use crate::routes::{RouteTable, Routes};
+use crate::server::PeerIdentity;
 
 /// Response extension: the identity of the peer sidecar that answered, set by the
 /// outbound balancer for services whose endpoints present several identities.
 #[derive(Debug, Clone, Copy)]
 pub struct AnsweredBy(pub Label);
 
-/// Tower layer recording request metrics (see the [module docs](self)).
-#[derive(Clone)]
-pub struct TelemetryLayer {
-    metrics: Arc<dyn ProxyMetrics>,
-    /// Inbound: the routes and this workload's identity (which services a request can be
-    /// for). Outbound: `None`, the labels come from [`Classified`].
-    inbound: Option<(Routes, Arc<SpiffeId>)>,
+/// How a stack labels its requests before sending them on.
+pub trait RequestLabels: Clone + Send + Sync + 'static {
+    /// The direction the stack's requests are counted under.
+    const DIRECTION: Direction;
+
+    /// Service, route and — when known up front — peer of `request` (`None`: taken from
+    /// the response's [`AnsweredBy`]).
+    fn labels(&self, request: &Request<ProxyBody>) -> (Label, Label, Option<Label>);
 }
 
-impl TelemetryLayer {
+/// Tower layer recording request metrics (see the [module docs](self)), labelling
+/// requests with `L`.
+#[derive(Clone)]
+pub struct TelemetryLayer<L> {
+    metrics: Arc<dyn ProxyMetrics>,
+    labels: L,
+}
+
+impl<L: RequestLabels> TelemetryLayer<L> {
+    /// Records every request into `metrics`, labelled by `labels`.
+    pub fn new(labels: L, metrics: Arc<dyn ProxyMetrics>) -> Self {
+        TelemetryLayer { metrics, labels }
+    }
+}
+
+impl TelemetryLayer<InboundLabels> {
     /// For the inbound stack of the workload whose SVID is `own`.
     pub fn inbound(routes: Routes, own: SpiffeId, metrics: Arc<dyn ProxyMetrics>) -> Self {
-        TelemetryLayer {
-            metrics,
-            inbound: Some((routes, Arc::new(own))),
-        }
-    }
-
-    /// For the outbound stack, below its classify layer.
-    pub fn outbound(metrics: Arc<dyn ProxyMetrics>) -> Self {
-        TelemetryLayer {
-            metrics,
-            inbound: None,
-        }
+        let own = Arc::new(own);
+        TelemetryLayer::new(InboundLabels { routes, own }, metrics)
     }
 }
 
-impl<S> Layer<S> for TelemetryLayer {
-    type Service = Telemetry<S>;
+/// The inbound stack's labels: from the routes and this workload's identity (which
+/// services a request can be for) and the verified caller.
+#[derive(Clone)]
+pub struct InboundLabels {
+    routes: Routes,
+    own: Arc<SpiffeId>,
+}
+
+impl RequestLabels for InboundLabels {
+    const DIRECTION: Direction = Direction::Inbound;
+
+    fn labels(&self, request: &Request<ProxyBody>) -> (Label, Label, Option<Label>) {
+        inbound_labels(&self.routes.load(), &self.own, request)
+    }
+}
+
+impl<S, L: Clone> Layer<S> for TelemetryLayer<L> {
+    type Service = Telemetry<S, L>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Telemetry {
@@ -79,9 +102,9 @@ impl<S> Layer<S> for TelemetryLayer {
 
 /// The service produced by [`TelemetryLayer`].
 #[derive(Clone)]
-pub struct Telemetry<S> {
+pub struct Telemetry<S, L> {
     inner: S,
-    layer: TelemetryLayer,
+    layer: TelemetryLayer<L>,
 }
 
 /// The labels known before the response.
@@ -96,10 +119,11 @@ struct Pending {
     metrics: Arc<dyn ProxyMetrics>,
 }
 
-impl<S> Service<Request<ProxyBody>> for Telemetry<S>
+impl<S, L> Service<Request<ProxyBody>> for Telemetry<S, L>
 where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ForwardError>,
     S::Future: Unpin,
+    L: RequestLabels,
 {
     type Response = Response<ProxyBody>;
     type Error = ForwardError;
@@ -111,15 +135,9 @@ where
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let start = Instant::now();
-        let (direction, (service, route, peer)) = match &self.layer.inbound {
-            Some((routes, own)) => {
-                let labels = inbound_labels(&routes.load(), own, &request);
-                (Direction::Inbound, labels)
-            }
-            None => (Direction::Outbound, outbound_labels(&request)),
-        };
+        let (service, route, peer) = self.layer.labels.labels(&request);
         let pending = Pending {
-            direction,
+            direction: L::DIRECTION,
             service,
             route,
             method: MethodLabel::of(request.method()),
@@ -199,23 +217,6 @@ fn inbound_labels<B>(
     }
 }
 
-/// Service, route and (when known up front) peer of an outbound request, as classified.
-fn outbound_labels<B>(request: &Request<B>) -> (Label, Label, Option<Label>) {
-    let Some(classified) = request.extensions().get::<Classified>() else {
-        return (NONE, UNMATCHED, Some(NONE));
-    };
-    if classified.target.is_err() {
-        return (NONE, UNMATCHED, Some(NONE));
-    }
-    let labels = classified
-        .service
-        .and_then(|i| classified.table.classifier().labels_at(i));
-    match labels {
-        Some(labels) => (labels.service(), classified.route, labels.peer()),
-        None => (EGRESS, UNMATCHED, Some(NONE)),
-    }
-}
-
 /// The request's host without port: the URI's authority (absolute-form, authority-form,
 /// h2 `:authority`), else the `Host` header's. Borrowed: nothing is copied per request.
 /// Userinfo is not split off: such a host names no service.
@@ -239,6 +240,9 @@ fn without_port(authority: &str) -> &str {
     end.map_or(authority, |end| &authority[..end])
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod test_support;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;

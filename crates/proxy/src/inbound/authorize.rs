@@ -27,11 +27,11 @@ use policy::{Decision, DecisionKind, DecisionReason, Engine, NormalizedPath};
 use serde_json::json;
 use tower::{Layer, Service};
 
-use super::client_id::PeerIdentity;
 use crate::body::{ProxyBody, json_response};
 use crate::denial::{decision_id, forbidden};
 use crate::forward_error::ForwardError;
 use crate::routes::{RouteTable, Routes};
+use crate::server::PeerIdentity;
 
 /// Tower layer deciding every inbound request (see the [module docs](self)).
 #[derive(Debug, Clone)]

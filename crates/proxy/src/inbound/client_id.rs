@@ -11,19 +11,14 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{self, Either, Ready};
 use http::{HeaderName, HeaderValue, Request};
-use identity::SpiffeId;
 use tower::{Layer, Service};
 
 use crate::forward_error::ForwardError;
 use crate::reserved_headers::strip_reserved;
+use crate::server::PeerIdentity;
 
 /// The header carrying the verified caller identity to the application.
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-meshwork-client-id");
-
-/// The caller's SPIFFE ID, verified by the mTLS handshake; a request extension set
-/// per connection by the inbound listener. Policy (issue 4) reads it too.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity(pub SpiffeId);
 
 /// Removes every caller-sent reserved field (`x-meshwork-client-id` among them, and any
 /// `Trailer` declaration of one), then sets the verified [`PeerIdentity`].
@@ -82,12 +77,20 @@ where
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use identity::SpiffeId;
+
     use super::*;
 
     fn store() -> SpiffeId {
         "spiffe://meshwork.local/ns/default/sa/store"
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn the_client_id_header_is_reserved() {
+        // Else a caller's own copy would not be stripped before the verified one is set.
+        assert!(crate::reserved_headers::is_reserved(&CLIENT_ID_HEADER));
     }
 
     #[test]

@@ -26,11 +26,11 @@ use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, Protocol, ProxyMetrics};
 use crate::reserved_headers;
 use crate::routes::Routes;
-use crate::server::{self, Stack};
+use crate::server::{self, PeerIdentity, Stack};
 use crate::telemetry::TelemetryLayer;
 use app::AppService;
 use authorize::AuthorizeLayer;
-use client_id::{ClientIdLayer, PeerIdentity};
+use client_id::ClientIdLayer;
 
 /// A handshake that has not finished by then is dropped: it would otherwise hold a
 /// task (and delay shutdown) for as long as a slow or malicious client likes.

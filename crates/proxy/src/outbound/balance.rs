@@ -6,7 +6,7 @@
 //! The circuit breaker is two counters per endpoint: `maxPendingRequests`, requests sent to
 //! the endpoint and still waiting for their response head (the estimator's in-flight
 //! count), and `maxRequests`, requests open until their response body ends
-//! ([`super::open_requests`]). A full endpoint is a retryable `503`
+//! ([`crate::endpoint_slot::open_requests`]). A full endpoint is a retryable `503`
 //! ([`ForwardError::Overloaded`]).
 //!
 //! Why not `tower::balance::p2c::Balance`: it balances over a `Discover` stream of ready
@@ -14,14 +14,14 @@
 //! connection, their state must survive snapshot updates ([`EndpointSlot`]s are carried
 //! over by the route table), and the pick must be able to exclude endpoints already tried.
 //! So the pick is written here — two distinct random candidates, the lower
-//! [`PeakEwma::cost`] wins — over tower's estimator arithmetic ([`super::load`]).
+//! [`PeakEwma::cost`](crate::endpoint_slot::load::PeakEwma::cost) wins — over tower's
+//! estimator arithmetic ([`crate::endpoint_slot::load`]).
 //!
 //! A request that provably never left (connect failure, connection closed before sending)
 //! moves on to another endpoint, so a dead endpoint costs one failed connect, not a failed
 //! request. One endpoint (the common case) skips the random draw and the clock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -31,66 +31,14 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::classify::Classified;
-use super::connect::PeerKey;
 use super::endpoint::{Endpoint, Sent};
-use super::load::PeakEwma;
 use crate::body::ProxyBody;
+use crate::endpoint_slot::EndpointSlot;
 use crate::forward_error::{ForwardError, OverloadLimit};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
 use crate::resilience::outlier::{Outcome, OutlierDetector};
 use crate::routes::{MeshService, RouteTable};
-
-/// One endpoint of a mesh service and the state balancing keeps about it.
-#[derive(Debug)]
-pub struct EndpointSlot {
-    key: PeerKey,
-    peer: Label,
-    load: PeakEwma,
-    /// Requests sent and not yet ended (`maxRequests`).
-    open: AtomicU32,
-}
-
-impl EndpointSlot {
-    /// A fresh slot for the endpoint `key`.
-    pub fn new(key: PeerKey) -> Self {
-        EndpointSlot {
-            peer: Label::intern(key.identity.as_str()),
-            key,
-            load: PeakEwma::default(),
-            open: AtomicU32::new(0),
-        }
-    }
-
-    /// Requests sent to the endpoint whose response has not ended.
-    pub fn open_requests(&self) -> u32 {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Opens (`1`) or closes (`-1`) a request; only [`super::open_requests`] calls it.
-    pub(super) fn open_requests_add(&self, delta: i32) {
-        match delta {
-            1 => self.open.fetch_add(1, Ordering::Relaxed),
-            _ => self.open.fetch_sub(1, Ordering::Relaxed),
-        };
-    }
-
-    /// Which cap, if any, is full: `(pending, requests)` are the service's caps.
-    fn full(&self, (max_pending, max_requests): (u32, u32)) -> Option<(OverloadLimit, u32)> {
-        if self.load.in_flight() >= max_pending {
-            Some((OverloadLimit::Pending, max_pending))
-        } else if self.open_requests() >= max_requests {
-            Some((OverloadLimit::Requests, max_requests))
-        } else {
-            None
-        }
-    }
-
-    /// Where it is and who must answer.
-    pub fn key(&self) -> &PeerKey {
-        &self.key
-    }
-}
 
 /// Picks an endpoint of `endpoints` not in `tried` (a bit per index, the first 64): two
 /// distinct random candidates among those neither ejected nor full, the cheaper wins; when
@@ -108,7 +56,7 @@ pub fn pick(
     }
     let healthy = |i: &usize| {
         let slot = &endpoints[*i];
-        let available = outlier.is_none_or(|o| o.is_available(&slot.key, now));
+        let available = outlier.is_none_or(|o| o.is_available(slot.key(), now));
         available && slot.full(caps).is_none()
     };
     let count = (0..endpoints.len()).filter(untried).filter(healthy).count();
@@ -117,7 +65,7 @@ pub fn pick(
         // then refuses: the circuit is open).
         let cost = |i: &usize| {
             let slot = &endpoints[*i];
-            (slot.full(caps).is_some(), slot.load.cost(now))
+            (slot.full(caps).is_some(), slot.load().cost(now))
         };
         return (0..endpoints.len()).filter(untried).min_by(|a, b| {
             let (a, b) = (cost(a), cost(b));
@@ -133,7 +81,7 @@ pub fn pick(
     // A second, distinct candidate: draw from the others.
     let b = (a + rng.random_range(1..count)) % count;
     let (a, b) = (nth(a)?, nth(b)?);
-    let cheaper = endpoints[a].load.cost(now) <= endpoints[b].load.cost(now);
+    let cheaper = endpoints[a].load().cost(now) <= endpoints[b].load().cost(now);
     Some(if cheaper { a } else { b })
 }
 
@@ -236,7 +184,7 @@ impl Balance {
         slot: &EndpointSlot,
         (limit, max): (OverloadLimit, u32),
     ) -> ForwardError {
-        let endpoint = slot.key.addr;
+        let endpoint = slot.key().addr;
         let label = Label::intern(service.name());
         self.shared.metrics.circuit_open(label, endpoint, limit);
         ForwardError::Overloaded {
@@ -302,7 +250,7 @@ async fn send(
         Sent::Answered(mut response) => {
             attempt.finish(Some(!response.status().is_server_error()));
             if report_peer {
-                let peer = crate::telemetry::AnsweredBy(slot.peer);
+                let peer = crate::telemetry::AnsweredBy(slot.peer());
                 response.extensions_mut().insert(peer);
             }
             Ok(response)
@@ -345,7 +293,7 @@ impl<'a> Attempt<'a> {
         outlier: Option<&'a OutlierDetector>,
         slot: &'a EndpointSlot,
     ) -> Self {
-        slot.load.start();
+        slot.load().start();
         let several = service.endpoints().len() > 1;
         Attempt {
             outlier,
@@ -360,7 +308,7 @@ impl<'a> Attempt<'a> {
         self.done = true;
         let now = self.started.map(|started| (started, Instant::now()));
         self.slot
-            .load
+            .load()
             .finish(now.map(|(started, now)| (now.duration_since(started), now)));
         if let (Some(success), Some((_, now)), Some(outlier)) = (success, now, self.outlier) {
             let outcome = if success {
@@ -369,7 +317,7 @@ impl<'a> Attempt<'a> {
                 Outcome::Failure
             };
             // The detector counts ejections in the metrics itself.
-            outlier.record(&self.slot.key, outcome, now);
+            outlier.record(self.slot.key(), outcome, now);
         }
     }
 }
@@ -397,11 +345,12 @@ mod tests {
 
     use super::*;
     use crate::metrics::NoMetrics;
+    use crate::resilience::EndpointKey;
 
     fn slots(n: u16) -> Vec<Arc<EndpointSlot>> {
         (0..n)
             .map(|port| {
-                Arc::new(EndpointSlot::new(PeerKey {
+                Arc::new(EndpointSlot::new(EndpointKey {
                     addr: ([127, 0, 0, 1], port).into(),
                     identity: "spiffe://meshwork.local/ns/default/sa/billing"
                         .parse()
@@ -415,9 +364,9 @@ mod tests {
     async fn the_less_loaded_of_two_wins_and_tried_endpoints_are_skipped() {
         let endpoints = slots(2);
         let now = Instant::now();
-        endpoints[0].load.start();
+        endpoints[0].load().start();
         endpoints[0]
-            .load
+            .load()
             .finish(Some((Duration::from_millis(50), now)));
         for _ in 0..100 {
             assert_eq!(pick(&endpoints, 0, ((1024, u32::MAX), None), now), Some(1));
@@ -436,7 +385,7 @@ mod tests {
     async fn endpoints_at_max_requests_are_avoided_until_a_body_ends() {
         let endpoints = slots(2);
         let now = Instant::now();
-        let open = super::super::open_requests::OpenRequest::begin(&endpoints[0]);
+        let open = crate::endpoint_slot::open_requests::OpenRequest::begin(&endpoints[0]);
         assert_eq!(
             endpoints[0].full((1024, 1)),
             Some((OverloadLimit::Requests, 1))
@@ -452,7 +401,7 @@ mod tests {
     async fn full_endpoints_are_avoided_while_another_has_room() {
         let endpoints = slots(3);
         let now = Instant::now();
-        endpoints[1].load.start();
+        endpoints[1].load().start();
         for _ in 0..100 {
             assert_ne!(pick(&endpoints, 0, ((1, u32::MAX), None), now), Some(1));
         }
@@ -464,7 +413,7 @@ mod tests {
         };
         let outlier = OutlierDetector::new(Label::intern("billing"), &config, Arc::new(NoMetrics));
         outlier.set_endpoints(endpoints.iter().map(|slot| slot.key()));
-        assert!(outlier.record(&endpoints[0].key, Outcome::Failure, now));
+        assert!(outlier.record(endpoints[0].key(), Outcome::Failure, now));
         assert_eq!(
             pick(&endpoints, 0b100, ((1, u32::MAX), Some(&outlier)), now),
             Some(0),

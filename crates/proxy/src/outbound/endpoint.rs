@@ -11,10 +11,10 @@ use http::{Request, Response};
 
 use api::contract::traffic::TrafficPolicy;
 
-use super::balance::EndpointSlot;
 use super::connect::{PEER_IDLE_TIMEOUT, PeerPool};
-use super::open_requests::{Counted, OpenRequest};
 use crate::body::{ProxyBody, boxed};
+use crate::endpoint_slot::EndpointSlot;
+use crate::endpoint_slot::open_requests::{Counted, OpenRequest};
 use crate::forward_error::{ForwardError, error_chain};
 use crate::pool::{SendError, Timeouts};
 

@@ -20,12 +20,10 @@ pub mod classify;
 pub mod connect;
 pub mod egress;
 pub mod endpoint;
-pub mod load;
+pub mod labels;
 mod mesh_tunnel;
-pub mod open_requests;
 pub mod resolve;
 pub mod route_policy;
-pub mod rule;
 pub mod split;
 pub mod steer;
 pub mod target;
@@ -50,6 +48,7 @@ use classify::ClassifyLayer;
 use connect::PeerPool;
 use egress::Egress;
 use endpoint::Endpoint;
+use labels::ClassifiedLabels;
 use route_policy::{RoutePolicy, RoutePolicyLayer};
 use split::{Split, SplitLayer};
 use steer::Steer;
@@ -87,7 +86,10 @@ pub fn stack(parts: StackParts) -> Stack {
         // Outermost: everything below reads the classification.
         .layer(ClassifyLayer::new(parts.routes.clone()))
         // Refusals by the layers below are counted too.
-        .layer(TelemetryLayer::outbound(Arc::clone(&parts.metrics)))
+        .layer(TelemetryLayer::new(
+            ClassifiedLabels,
+            Arc::clone(&parts.metrics),
+        ))
         .layer(HopByHopLayer)
         .service(Steer::new(mesh, parts));
     server::box_stack(service)

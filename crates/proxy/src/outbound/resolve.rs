@@ -12,16 +12,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use policy::Host;
 
 use crate::body::BoxError;
-
-/// Where the proxy resolves egress host names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum EgressDns {
-    /// The operating system's resolver (`getaddrinfo`: `/etc/hosts`, `/etc/resolv.conf`).
-    #[default]
-    System,
-    /// This DNS server only (UDP, falling back to TCP), e.g. a loopback test server.
-    Server(SocketAddr),
-}
+use crate::config::EgressDns;
 
 /// Resolves egress destinations.
 #[derive(Clone)]

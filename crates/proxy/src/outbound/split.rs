@@ -10,8 +10,8 @@ use rand::Rng;
 use tower::{Layer, Service};
 
 use super::classify::Classified;
-use super::rule::Backend;
 use crate::body::ProxyBody;
+use crate::routes::rule::Backend;
 
 /// The backend whose cumulative weight range holds `draw` (in `0..total weight`); `None`
 /// when every weight is 0.

@@ -17,7 +17,7 @@
 //! - [`outlier`]: which endpoints of a service are ejected, and until when.
 //!
 //! The balancer is `outbound::balance` (power of two choices over a peak-EWMA estimate
-//! held per endpoint, `outbound::load`; why not tower's `p2c::Balance` is said there): it
+//! held per endpoint, `endpoint_slot::load`; why not tower's `p2c::Balance` is said there): it
 //! consults the outlier state and enforces the circuit breaker's per-endpoint caps itself
 //! (counters on the endpoint's slot: no permit and no extra box per request).
 //!

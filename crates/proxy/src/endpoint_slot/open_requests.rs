@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 
-use super::balance::EndpointSlot;
+use super::EndpointSlot;
 
 /// One open request on an endpoint; dropping it closes it.
 pub struct OpenRequest(Arc<EndpointSlot>);
@@ -72,11 +72,11 @@ mod tests {
     use http_body_util::{BodyExt, Full};
 
     use super::*;
-    use crate::outbound::connect::PeerKey;
+    use crate::resilience::EndpointKey;
 
     #[tokio::test]
     async fn a_request_is_open_until_its_body_is_read_to_the_end_or_dropped() {
-        let key = PeerKey {
+        let key = EndpointKey {
             addr: ([127, 0, 0, 1], 4001).into(),
             identity: "spiffe://meshwork.local/ns/default/sa/billing"
                 .parse()

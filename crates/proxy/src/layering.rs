@@ -1,0 +1,142 @@
+//! The module layering of the sidecar, checked by a test (see `testkit::layering` for what
+//! the check sees and what it does not).
+//!
+//! Bottom to top:
+//! - the leaves, importing nothing of the crate: `body`, `label`, `backoff`, `config`,
+//!   `control_client`, `exposition`, `hop_by_hop`, `ready`;
+//! - errors, metrics and plumbing: `forward_error`, `denial`, `retry` → `metrics`, `pool`,
+//!   `reserved_headers`, `start_error` → `server` (what both listeners share, including the
+//!   connection's verified `PeerIdentity`), `prometheus`, `workload_api`;
+//! - the data the stacks read: `resilience` (its layers and the outlier state, keyed by
+//!   `EndpointKey`) and `route_classifier` → `endpoint_slot` (per-endpoint load and open
+//!   requests) → `routes` (the snapshot's route table: services, their endpoint slots and
+//!   compiled route rules, and the policies);
+//! - `telemetry` (the layer; each stack hands it its own `RequestLabels`) and `discovery`
+//!   (keeps `routes` current);
+//! - the listeners, `inbound` and `outbound`, which never import each other → `admin` →
+//!   `proxy` (wiring).
+//!
+//! So nothing below a listener knows the listeners' types: what both read (the route table,
+//! endpoint state, the caller's identity) lives below them, and what only one produces
+//! (the outbound classification and its labels) stays in it.
+
+/// Each top-level module and the modules it may use.
+pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
+    ("body", &[]),
+    ("label", &[]),
+    ("backoff", &[]),
+    ("config", &[]),
+    ("control_client", &[]),
+    ("exposition", &[]),
+    ("hop_by_hop", &[]),
+    ("ready", &[]),
+    ("layering", &[]),
+    ("forward_error", &["body"]),
+    ("denial", &["body"]),
+    ("retry", &["body"]),
+    ("metrics", &["forward_error", "label"]),
+    ("pool", &["body", "retry"]),
+    ("reserved_headers", &["body", "denial"]),
+    ("start_error", &["body", "control_client", "ready"]),
+    ("server", &["body", "forward_error", "metrics"]),
+    (
+        "prometheus",
+        &["exposition", "forward_error", "label", "metrics"],
+    ),
+    ("workload_api", &["backoff", "start_error"]),
+    (
+        "resilience",
+        &[
+            "backoff",
+            "body",
+            "forward_error",
+            "label",
+            "metrics",
+            "retry",
+        ],
+    ),
+    ("route_classifier", &["label"]),
+    ("endpoint_slot", &["forward_error", "label", "resilience"]),
+    (
+        "routes",
+        &["endpoint_slot", "resilience", "route_classifier"],
+    ),
+    (
+        "telemetry",
+        &[
+            "body",
+            "forward_error",
+            "label",
+            "metrics",
+            "routes",
+            "server",
+        ],
+    ),
+    (
+        "discovery",
+        &[
+            "backoff",
+            "config",
+            "control_client",
+            "routes",
+            "start_error",
+            "workload_api",
+        ],
+    ),
+    (
+        "inbound",
+        &[
+            "backoff",
+            "body",
+            "config",
+            "denial",
+            "forward_error",
+            "hop_by_hop",
+            "metrics",
+            "pool",
+            "reserved_headers",
+            "routes",
+            "server",
+            "telemetry",
+        ],
+    ),
+    (
+        "outbound",
+        &[
+            "body",
+            "config",
+            "denial",
+            "endpoint_slot",
+            "forward_error",
+            "hop_by_hop",
+            "label",
+            "metrics",
+            "pool",
+            "resilience",
+            "routes",
+            "server",
+            "telemetry",
+        ],
+    ),
+    ("admin", &["body", "inbound", "metrics", "routes", "server"]),
+    (
+        "proxy",
+        &[
+            "admin",
+            "config",
+            "discovery",
+            "inbound",
+            "metrics",
+            "outbound",
+            "prometheus",
+            "ready",
+            "start_error",
+        ],
+    ),
+];
+
+#[test]
+fn modules_depend_one_way() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    testkit::layering::assert_layers(&src, LAYERS);
+}
