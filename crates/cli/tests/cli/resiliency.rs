@@ -183,6 +183,23 @@ fn killing_a_replica_loses_nothing_retryable_and_a_stalled_one_is_ejected() {
     assert_eq!(first.status, 201, "{}", first.body);
     let row: serde_json::Value = serde_json::from_str(&first.body).unwrap();
     let row = row["row_id"].as_i64().unwrap();
+    // One charge per Idempotency-Key, as a payments API does: what makes a keyed POST retryable.
+    let keyed = |_| {
+        let answer = billing(
+            &outbound,
+            "POST",
+            "/charges",
+            &[("Idempotency-Key", "e2e-once")],
+        );
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        serde_json::from_str::<serde_json::Value>(&answer.body).unwrap()
+    };
+    let (once, again) = (keyed(0), keyed(1));
+    assert_eq!(
+        (once["replayed"].as_bool(), again["replayed"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(once["row_id"], again["row_id"]);
 
     // Steady traffic; one replica's app is killed (SIGKILL) a second in.
     let stop = Arc::new(AtomicBool::new(false));
