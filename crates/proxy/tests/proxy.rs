@@ -15,6 +15,8 @@ mod app_readiness;
 mod egress;
 #[path = "proxy/fake_control.rs"]
 mod fake_control;
+#[path = "proxy/faults.rs"]
+mod faults;
 #[path = "proxy/h1_peer.rs"]
 mod h1_peer;
 #[path = "proxy/keepalive_race.rs"]
