@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# pip installs as --user where site-packages is not writable: its scripts land here.
+PATH="$(python3 -m site --user-base)/bin:$PATH"
+export PATH
 command -v kubernetes-validate >/dev/null && command -v check-jsonschema >/dev/null \
   || python3 -m pip install --quiet kubernetes-validate check-jsonschema
 
