@@ -253,9 +253,13 @@ fn gateway_millis(s: &str) -> Option<u64> {
             [b's', ..] => (1_000, 1),
             _ => return None,
         };
-        // At most 4 × 99999 h: far below u64::MAX milliseconds.
-        total += n * per;
+        // Past four parts the text is refused before the sum could grow: at most
+        // 4 × 99999 h, far below u64::MAX milliseconds.
         parts += 1;
+        if parts > 4 {
+            return None;
+        }
+        total += n * per;
         rest = &after[len..];
     }
     (1..=4).contains(&parts).then_some(total)

@@ -258,7 +258,7 @@ impl Default for OutlierDetection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CircuitBreaker {
-    /// Requests waiting for a connection to the endpoint.
+    /// Requests sent to the endpoint and still waiting for their response head.
     pub max_pending_requests: u32,
     /// Requests in flight on the endpoint.
     pub max_requests: u32,

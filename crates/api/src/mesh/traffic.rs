@@ -80,7 +80,8 @@ pub struct MinRetryRateSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetectionSpec {
-    /// Consecutive 5xx answers or connect failures that eject an endpoint, 0–1000
+    /// Consecutive failures (5xx answers, connect failures, resets, route timeouts) that eject
+    /// an endpoint, 0–1000
     /// (default 5; 0 never ejects).
     #[serde(default)]
     pub consecutive_failures: Option<ConsecutiveFailures>,
@@ -100,7 +101,8 @@ pub struct OutlierDetectionSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakerSpec {
-    /// Requests waiting for a connection to one endpoint, 1–1,000,000 (default 1024).
+    /// Requests sent to one endpoint and still waiting for their response head, 1–1,000,000
+    /// (default 1024).
     #[serde(default)]
     pub max_pending_requests: Option<RequestCap>,
     /// Requests in flight on one endpoint, 1–1,000,000 (default 1024).

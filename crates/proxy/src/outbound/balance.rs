@@ -40,10 +40,14 @@ use crate::metrics::ProxyMetrics;
 use crate::resilience::outlier::{Outcome, OutlierDetector};
 use crate::routes::{MeshService, RouteTable};
 
-/// Picks an endpoint of `endpoints` not in `tried` (a bit per index, the first 64): two
-/// distinct random candidates among those neither ejected nor full, the cheaper wins; when
-/// every untried endpoint is ejected or full, the cheapest untried one anyway (failing the
-/// request outright would be worse than trying an endpoint that may have recovered).
+/// Picks an endpoint of `endpoints` not in `tried` (a bit per index, the first 64; the
+/// caller bounds its tries, so endpoints past 64 cannot loop): two distinct random candidates
+/// among those neither ejected nor full, the cheaper wins; when every untried endpoint is
+/// ejected or full, the cheapest untried one anyway (failing the request outright would be
+/// worse than trying an endpoint that may have recovered).
+///
+/// Each endpoint's health is read once per pick: in-flight counts and ejections change under
+/// concurrent requests, and two reads could disagree (a candidate counted, then gone).
 pub fn pick(
     endpoints: &[Arc<EndpointSlot>],
     tried: u64,
@@ -59,30 +63,47 @@ pub fn pick(
         let available = outlier.is_none_or(|o| o.is_available(slot.key(), now));
         available && slot.full(caps).is_none()
     };
-    let count = (0..endpoints.len()).filter(untried).filter(healthy).count();
-    if count == 0 {
-        // Ejected endpoints rather than none; a full one only when all are (the caller
-        // then refuses: the circuit is open).
-        let cost = |i: &usize| {
-            let slot = &endpoints[*i];
-            (slot.full(caps).is_some(), slot.load().cost(now))
-        };
-        return (0..endpoints.len()).filter(untried).min_by(|a, b| {
-            let (a, b) = (cost(a), cost(b));
-            a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
-        });
-    }
-    let nth = |n: usize| (0..endpoints.len()).filter(untried).filter(healthy).nth(n);
+    // Two distinct uniform candidates in one pass (reservoir sampling of size 2).
     let mut rng = rand::rng();
-    let a = rng.random_range(0..count);
-    if count == 1 {
-        return nth(a);
+    let (mut pair, mut seen) = ([0usize; 2], 0usize);
+    for i in (0..endpoints.len()).filter(untried).filter(healthy) {
+        if seen < 2 {
+            pair[seen] = i;
+        } else if let Some(slot) = pair.get_mut(rng.random_range(0..=seen)) {
+            *slot = i;
+        }
+        seen += 1;
     }
-    // A second, distinct candidate: draw from the others.
-    let b = (a + rng.random_range(1..count)) % count;
-    let (a, b) = (nth(a)?, nth(b)?);
-    let cheaper = endpoints[a].load().cost(now) <= endpoints[b].load().cost(now);
-    Some(if cheaper { a } else { b })
+    match seen {
+        0 => fallback(endpoints, untried, caps, now),
+        1 => Some(pair[0]),
+        _ => {
+            let (a, b) = (
+                endpoints[pair[0]].load().cost(now),
+                endpoints[pair[1]].load().cost(now),
+            );
+            let first = a < b || (a == b && rng.random_bool(0.5));
+            Some(if first { pair[0] } else { pair[1] })
+        }
+    }
+}
+
+/// No untried endpoint is healthy: an ejected one rather than none; a full one only when all
+/// are (the caller then refuses: the circuit is open).
+fn fallback(
+    endpoints: &[Arc<EndpointSlot>],
+    untried: impl Fn(&usize) -> bool,
+    caps: (u32, u32),
+    now: Instant,
+) -> Option<usize> {
+    let cost = |i: &usize| {
+        let slot = &endpoints[*i];
+        (slot.full(caps).is_some(), slot.load().cost(now))
+    };
+    (0..endpoints.len()).filter(untried).min_by(|a, b| {
+        let (a, b) = (cost(a), cost(b));
+        a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+    })
 }
 
 /// The balancing service: the innermost of the mesh stack (it sends through [`Endpoint`],
@@ -147,10 +168,14 @@ async fn balance(
     // The clock is read only when there is a choice to make.
     let now = outlier.is_some().then(Instant::now);
     let (mut tried, mut last_failure) = (0u64, None);
+    // At most one try per endpoint: `tried` has a bit for the first 64 only.
+    let mut tries_left = service.endpoints().len();
     while let Some(index) = match now {
+        _ if tries_left == 0 => None,
         Some(now) => pick(service.endpoints(), tried, (caps, outlier), now),
         None => (tried == 0 && !service.endpoints().is_empty()).then_some(0),
     } {
+        tries_left -= 1;
         if index < 64 {
             tried |= 1 << index;
         }
@@ -379,6 +404,16 @@ mod tests {
         assert_eq!(pick(&slots(1), 0, ((1024, u32::MAX), None), now), Some(0));
         assert_eq!(pick(&slots(1), 1, ((1024, u32::MAX), None), now), None);
         assert_eq!(pick(&[], 0, ((1024, u32::MAX), None), now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_past_the_first_64_are_picked_once_those_are_tried() {
+        let endpoints = slots(70);
+        let now = Instant::now();
+        for _ in 0..100 {
+            let picked = pick(&endpoints, u64::MAX, ((1024, u32::MAX), None), now);
+            assert!(picked.is_some_and(|i| i >= 64), "{picked:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

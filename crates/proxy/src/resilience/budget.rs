@@ -1,8 +1,9 @@
 //! [`RetryBudget`]: how many retries one service's callers may add (GEP-3388's
 //! `retryConstraint`): at most `percent` % of the requests seen over `interval`, plus
 //! `minRetryRate.count` per `minRetryRate.interval` regardless, so a quiet service can still
-//! retry and a failure storm cannot multiply its own load. Every request deposits; every
-//! retry withdraws, and a retry the budget refuses is not made.
+//! retry and a failure storm cannot multiply its own load. Every request on a route with a
+//! retry rule deposits (requests no rule covers are never retried, so they do not count);
+//! every retry withdraws, and a retry the budget refuses is not made.
 //!
 //! It implements tower's [`Budget`] trait, but is not tower's `TpsBudget`, whose shape does
 //! not fit the contract's: it charges a retry `⌊1 / ratio⌋` deposits (so 40 % behaves as
@@ -76,7 +77,7 @@ impl RetryBudget {
         }
     }
 
-    /// Counts a request (every request to the service, first tries only).
+    /// Counts a request (first tries of requests on a route with a retry rule).
     pub(crate) fn deposit_at(&self, now: Instant) {
         let mut state = self.lock();
         self.advance(&mut state, now);

@@ -25,6 +25,9 @@ use super::EndpointKey;
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
 
+/// The longest ejection a snapshot can ask for (the loader's bound on `maxEjectionTime`).
+const MAX_EJECTION_MS: u64 = 3_600_000;
+
 /// How one try went, as far as the endpoint's health is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -79,11 +82,14 @@ impl OutlierDetector {
         config: &OutlierDetection,
         metrics: Arc<dyn ProxyMetrics>,
     ) -> Self {
+        // The loader bounds both to an hour; a snapshot is peer input all the same, and an
+        // unbounded period would overflow `Instant` arithmetic.
+        let ms = |ms: u64| Duration::from_millis(ms.min(MAX_EJECTION_MS));
         OutlierDetector {
             service,
             threshold: config.consecutive_failures,
-            base: Duration::from_millis(config.base_ejection_ms),
-            max: Duration::from_millis(config.max_ejection_ms.max(config.base_ejection_ms)),
+            base: ms(config.base_ejection_ms),
+            max: ms(config.max_ejection_ms.max(config.base_ejection_ms)),
             max_percent: usize::try_from(config.max_ejected_percent.min(100)).unwrap_or(100),
             endpoints: Mutex::default(),
             metrics,
@@ -123,9 +129,13 @@ impl OutlierDetector {
     /// Notes how a try on `endpoint` ended at `now`; true if that ejected it.
     pub(crate) fn record(&self, endpoint: &EndpointKey, outcome: Outcome, now: Instant) -> bool {
         let mut endpoints = self.lock();
-        let total = endpoints.len() + usize::from(!endpoints.contains_key(endpoint));
+        let total = endpoints.len();
         let ejected = endpoints.values().filter(|h| h.is_ejected(now)).count();
-        let health = endpoints.entry(endpoint.clone()).or_default();
+        // An endpoint a newer snapshot removed (a try that started before it): not counted,
+        // and not put back, or `total` would count endpoints that are gone.
+        let Some(health) = endpoints.get_mut(endpoint) else {
+            return false;
+        };
         health.settle(now);
         if health.is_ejected(now) {
             // A late answer from before the ejection: it is out already.

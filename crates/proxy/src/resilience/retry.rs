@@ -15,8 +15,8 @@
 //! Requests whose body outgrew the replay limit ([`super::replay`]) are sent once.
 //!
 //! At most `attempts` retries. A failure that proves the request unsent is replayed once
-//! even with `attempts: 0` or without a rule (a route's default): that costs the peer
-//! nothing, and the proxy always made that replay. Before each retry the budget is asked; a
+//! even with `attempts: 0`: that costs the peer nothing. (Without a retry rule no retry layer
+//! is built; the balancer still moves an unsent request to another endpoint.) Before each retry the budget is asked; a
 //! refusal is counted and the last failure goes to the caller. Then an exponential backoff with full jitter (a uniform wait
 //! in `[0, min(cap, base·2ⁿ)]`, [`crate::backoff::Backoff`]) spreads the retries of many
 //! callers, inside the route's request timeout (the layer outside this one).

@@ -171,3 +171,16 @@ fn zero_consecutive_failures_disables_ejection() {
     let (detector, _, endpoints) = build(&config(0, 100), &[4001, 4002]);
     assert!(!fail_times(&detector, &endpoints[0], 100, Instant::now()));
 }
+
+#[test]
+fn an_endpoint_a_snapshot_removed_is_not_counted_or_put_back() {
+    let (detector, _, endpoints) = build(&config(1, 100), &[4001, 4002]);
+    let (kept, removed) = (&endpoints[0], &endpoints[1]);
+    detector.set_endpoints([kept]);
+    let now = Instant::now();
+    // A try that began before the snapshot dropped `removed` ends afterwards.
+    assert!(!detector.record(removed, Outcome::Failure, now));
+    // `kept` is the only endpoint left: never ejected, even at 100 %.
+    assert!(!detector.record(kept, Outcome::Failure, now));
+    assert!(detector.is_available(kept, now));
+}
