@@ -470,47 +470,6 @@ async fn concurrent_first_requests_to_a_peer_dial_one_connection() {
     assert_eq!(dialled, 1, "one dial for ten concurrent first requests");
 }
 
-/// End to end (real sidecars, mTLS): a 90/10 `backendRefs` split between billing and
-/// billing-canary holds within ±3 % over 2,000 requests (σ ≈ 0.7 %; the 10,000-request
-/// acceptance run is the layer's unit test, `split::tests`).
-#[tokio::test]
-async fn a_weighted_split_sends_the_canary_its_share() {
-    let stable = App::start([], Action::Status(200)).await;
-    let canary = App::start([], Action::Status(200)).await;
-    let backend = |service: &str, weight| api::contract::traffic::WeightedBackend {
-        service: service.to_owned(),
-        weight,
-    };
-    let rule = RouteRule {
-        backends: vec![backend("billing", 90), backend("billing-canary", 10)],
-        ..RouteRule::default()
-    };
-    let mesh = Replicas::start_services(vec![
-        (
-            "billing",
-            vec![stable.addr],
-            every_request(rule, TrafficPolicy::default()),
-        ),
-        (
-            "billing-canary",
-            vec![canary.addr],
-            ServiceTraffic::default(),
-        ),
-    ])
-    .await;
-    // The count: 10,000 requests through real sidecars (±3 % is ten standard deviations).
-    const TOTAL: usize = 10_000;
-    for _ in 0..TOTAL / 50 {
-        let batch = (0..50).map(|_| mesh.send("GET", "/charges", &[]));
-        for (status, _) in futures_util::future::join_all(batch).await {
-            assert_eq!(status, StatusCode::OK);
-        }
-    }
-    let share = canary.seen().len() as f64 / TOTAL as f64;
-    assert_eq!(stable.seen().len() + canary.seen().len(), TOTAL);
-    assert!((share - 0.10).abs() <= 0.03, "canary share {share}");
-}
-
 /// Shutdown drains a tunnel like any connection: the request in flight inside it finishes,
 /// then the tunnel closes (no further request is served on it).
 #[tokio::test]
