@@ -38,6 +38,7 @@ use crate::forward_error::{ForwardError, OverloadLimit};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
 use crate::resilience::outlier::{Outcome, OutlierDetector};
+use crate::resilience::timeout::TimeoutFlags;
 use crate::routes::{MeshService, RouteTable};
 
 /// Picks an endpoint of `endpoints` not in `tried` (a bit per index, the first 64): two
@@ -244,7 +245,9 @@ async fn send(
     report_peer: bool,
 ) -> Result<Response<ProxyBody>, Failed> {
     let policy = service.traffic().policy();
-    let mut attempt = Attempt::start(service, outlier, slot);
+    let several = service.endpoints().len() > 1;
+    let timeouts = request.extensions().get::<TimeoutFlags>();
+    let mut attempt = Attempt::start(outlier, slot, several, timeouts.cloned());
     let sent = this.shared.endpoint.send(slot, request, policy).await;
     match sent {
         Sent::Answered(mut response) => {
@@ -276,41 +279,59 @@ async fn send(
     }
 }
 
-/// One request in flight on an endpoint until its response head (or failure). Dropped
-/// unfinished — a timeout or the caller gave up waiting — it counts as a failure with the
-/// time waited as its round trip: a stalled endpoint is what timeouts find.
+/// One request in flight on an endpoint until its response head (or failure).
+///
+/// Dropped unfinished, it was given up on before its head: by a route timeout — a stalled
+/// endpoint is what timeouts find, so that is a failure, with the time waited as its round
+/// trip — or by the caller (its own timeout, Ctrl-C, a reset of its h2 stream), which says
+/// nothing about the endpoint's health: no outcome, else impatient callers would eject
+/// healthy replicas; the time waited still raises the load estimate as a lower bound of
+/// the round trip. The [`TimeoutFlags`] the try carried tell the two apart.
 struct Attempt<'a> {
     outlier: Option<&'a OutlierDetector>,
     slot: &'a EndpointSlot,
     /// Measured only when there is a choice to make.
     started: Option<Instant>,
+    /// The route timeouts bounding the try (none: the route has none).
+    timeouts: Option<TimeoutFlags>,
     done: bool,
 }
 
 impl<'a> Attempt<'a> {
+    /// A try on `slot`, one of `several` endpoints or the only one, bounded by `timeouts`.
     fn start(
-        service: &MeshService,
         outlier: Option<&'a OutlierDetector>,
         slot: &'a EndpointSlot,
+        several: bool,
+        timeouts: Option<TimeoutFlags>,
     ) -> Self {
         slot.load().start();
-        let several = service.endpoints().len() > 1;
         Attempt {
             outlier,
             slot,
             started: several.then(Instant::now),
+            timeouts,
             done: false,
         }
     }
 
     /// Ends the attempt; `success`: what it says about the endpoint, if anything.
     fn finish(&mut self, success: Option<bool>) {
+        self.end(success, false);
+    }
+
+    /// Ends the attempt; `abandoned`: no answer came, its round trip is only a lower bound.
+    fn end(&mut self, success: Option<bool>, abandoned: bool) {
         self.done = true;
-        let now = self.started.map(|started| (started, Instant::now()));
-        self.slot
-            .load()
-            .finish(now.map(|(started, now)| (now.duration_since(started), now)));
-        if let (Some(success), Some((_, now)), Some(outlier)) = (success, now, self.outlier) {
+        let waited = self.started.map(|started| {
+            let now = Instant::now();
+            (now.duration_since(started), now)
+        });
+        match waited {
+            Some((waited, now)) if abandoned => self.slot.load().abandon(waited, now),
+            waited => self.slot.load().finish(waited),
+        }
+        if let (Some(success), Some((_, now)), Some(outlier)) = (success, waited, self.outlier) {
             let outcome = if success {
                 Outcome::Success
             } else {
@@ -324,8 +345,13 @@ impl<'a> Attempt<'a> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if self.done {
+            return;
+        }
+        if self.timeouts.as_ref().is_some_and(TimeoutFlags::fired) {
             self.finish(Some(false));
+        } else {
+            self.end(None, true);
         }
     }
 }
@@ -342,10 +368,13 @@ mod tests {
     use std::time::Duration;
 
     use api::contract::traffic::OutlierDetection;
+    use tower::{Layer, ServiceExt};
 
     use super::*;
+    use crate::forward_error::TimeoutKind;
     use crate::metrics::NoMetrics;
     use crate::resilience::EndpointKey;
+    use crate::resilience::timeout::TimeoutLayer;
 
     fn slots(n: u16) -> Vec<Arc<EndpointSlot>> {
         (0..n)
@@ -427,6 +456,88 @@ mod tests {
                 "ejected: not picked while others are available"
             );
         }
+    }
+
+    /// Two endpoints under outlier detection that ejects at the first failure, and a
+    /// service that starts an [`Attempt`] on the first for each request and never answers.
+    fn stalled_first_endpoint() -> (
+        Arc<OutlierDetector>,
+        Arc<EndpointSlot>,
+        impl Service<
+            Request<ProxyBody>,
+            Response = Response<ProxyBody>,
+            Error = ForwardError,
+            Future: Send + 'static,
+        > + Clone,
+    ) {
+        let endpoints = slots(2);
+        let config = OutlierDetection {
+            consecutive_failures: 1,
+            ..OutlierDetection::default()
+        };
+        let outlier = OutlierDetector::new(Label::intern("billing"), &config, Arc::new(NoMetrics));
+        outlier.set_endpoints(endpoints.iter().map(|slot| slot.key()));
+        let (outlier, slot) = (Arc::new(outlier), Arc::clone(&endpoints[0]));
+        let (o, s) = (Arc::clone(&outlier), Arc::clone(&slot));
+        let service = tower::service_fn(move |request: Request<ProxyBody>| {
+            let (outlier, slot) = (Arc::clone(&o), Arc::clone(&s));
+            let timeouts = request.extensions().get::<TimeoutFlags>().cloned();
+            async move {
+                let _attempt = Attempt::start(Some(&outlier), &slot, true, timeouts);
+                std::future::pending::<Result<Response<ProxyBody>, ForwardError>>().await
+            }
+        });
+        (outlier, slot, service)
+    }
+
+    fn try_timeout(after: Duration) -> TimeoutLayer {
+        let metrics = Arc::new(NoMetrics);
+        TimeoutLayer::new(after, TimeoutKind::Try, Label::intern("billing"), metrics)
+    }
+
+    fn get() -> Request<ProxyBody> {
+        Request::get("http://billing/charges")
+            .body(crate::body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_a_route_timeout_gave_up_on_is_a_failure_of_its_endpoint() {
+        let (outlier, slot, upstream) = stalled_first_endpoint();
+        let service = try_timeout(Duration::from_millis(200)).layer(upstream);
+        let error = service.oneshot(get()).await.unwrap_err();
+        assert!(matches!(error, ForwardError::Timeout { .. }), "{error:?}");
+        assert!(
+            !outlier.is_available(slot.key(), Instant::now()),
+            "ejected: a mesh timeout found it stalled"
+        );
+        assert_eq!(slot.load().in_flight(), 0);
+        assert!(
+            slot.load().cost(Instant::now()) > 199e6,
+            "the wait is its RTT"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_its_caller_gave_up_on_says_nothing_about_its_endpoint() {
+        // Under a route timeout that did not fire, and without any route timeout.
+        let (outlier, slot, upstream) = stalled_first_endpoint();
+        let timed = try_timeout(Duration::from_secs(10)).layer(upstream.clone());
+        let untimed = upstream;
+        let waited = Duration::from_millis(200);
+        let gave_up = tokio::time::timeout(waited, timed.oneshot(get())).await;
+        assert!(gave_up.is_err(), "the caller went away first");
+        let gave_up = tokio::time::timeout(waited, untimed.oneshot(get())).await;
+        assert!(gave_up.is_err(), "the caller went away first");
+        assert!(
+            outlier.is_available(slot.key(), Instant::now()),
+            "not ejected: impatient callers are no failure of the endpoint"
+        );
+        assert_eq!(slot.load().in_flight(), 0);
+        assert!(
+            slot.load().cost(Instant::now()) > 199e6,
+            "the time waited is a lower bound of its round trip"
+        );
     }
 
     #[tokio::test(start_paused = true)]
