@@ -35,6 +35,8 @@ mod rotation;
 mod scripted;
 #[path = "proxy/socket_source.rs"]
 mod socket_source;
+#[path = "proxy/split.rs"]
+mod split;
 #[path = "proxy/telemetry.rs"]
 mod telemetry;
 

@@ -68,6 +68,22 @@ impl PeakEwma {
         }
     }
 
+    /// A request that started ends unanswered after `waited` (its caller gave up): its
+    /// round trip is unknown but at least `waited`, so it may raise the estimate as a peak
+    /// and never lowers it.
+    pub fn abandon(&self, waited: Duration, now: Instant) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let mut estimate = self.lock();
+        let (current, at) = *estimate;
+        let decayed = at.map_or(current, |at| {
+            current * decay(now.saturating_duration_since(at))
+        });
+        let sample = nanos(waited);
+        if sample > decayed {
+            *estimate = (sample, Some(now));
+        }
+    }
+
     fn observe(&self, rtt: Duration, now: Instant) {
         let mut estimate = self.lock();
         let (current, at) = *estimate;
@@ -118,6 +134,23 @@ mod tests {
         assert!(
             later < 100e6 * 0.4 && later > 1e6,
             "decayed towards the fast sample: {later}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_given_up_on_raises_the_estimate_but_never_lowers_it() {
+        let load = PeakEwma::default();
+        let now = Instant::now();
+        load.start();
+        load.abandon(Duration::from_millis(100), now);
+        assert_eq!(load.in_flight(), 0);
+        assert!((load.cost(now) - 100e6).abs() < 1.0, "at least 100 ms");
+        load.start();
+        load.abandon(Duration::from_millis(1), now);
+        assert_eq!(load.in_flight(), 0);
+        assert!(
+            (load.cost(now) - 100e6).abs() < 1.0,
+            "a caller leaving early says nothing about a faster round trip"
         );
     }
 }

@@ -38,6 +38,7 @@ use crate::forward_error::{ForwardError, OverloadLimit};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
 use crate::resilience::outlier::{Outcome, OutlierDetector};
+use crate::resilience::timeout::TimeoutFlags;
 use crate::routes::{MeshService, RouteTable};
 
 /// Picks an endpoint of `endpoints` not in `tried` (a bit per index, the first 64; the
@@ -269,7 +270,9 @@ async fn send(
     report_peer: bool,
 ) -> Result<Response<ProxyBody>, Failed> {
     let policy = service.traffic().policy();
-    let mut attempt = Attempt::start(service, outlier, slot);
+    let several = service.endpoints().len() > 1;
+    let timeouts = request.extensions().get::<TimeoutFlags>();
+    let mut attempt = Attempt::start(outlier, slot, several, timeouts.cloned());
     let sent = this.shared.endpoint.send(slot, request, policy).await;
     match sent {
         Sent::Answered(mut response) => {
@@ -301,41 +304,59 @@ async fn send(
     }
 }
 
-/// One request in flight on an endpoint until its response head (or failure). Dropped
-/// unfinished — a timeout or the caller gave up waiting — it counts as a failure with the
-/// time waited as its round trip: a stalled endpoint is what timeouts find.
+/// One request in flight on an endpoint until its response head (or failure).
+///
+/// Dropped unfinished, it was given up on before its head: by a route timeout — a stalled
+/// endpoint is what timeouts find, so that is a failure, with the time waited as its round
+/// trip — or by the caller (its own timeout, Ctrl-C, a reset of its h2 stream), which says
+/// nothing about the endpoint's health: no outcome, else impatient callers would eject
+/// healthy replicas; the time waited still raises the load estimate as a lower bound of
+/// the round trip. The [`TimeoutFlags`] the try carried tell the two apart.
 struct Attempt<'a> {
     outlier: Option<&'a OutlierDetector>,
     slot: &'a EndpointSlot,
     /// Measured only when there is a choice to make.
     started: Option<Instant>,
+    /// The route timeouts bounding the try (none: the route has none).
+    timeouts: Option<TimeoutFlags>,
     done: bool,
 }
 
 impl<'a> Attempt<'a> {
+    /// A try on `slot`, one of `several` endpoints or the only one, bounded by `timeouts`.
     fn start(
-        service: &MeshService,
         outlier: Option<&'a OutlierDetector>,
         slot: &'a EndpointSlot,
+        several: bool,
+        timeouts: Option<TimeoutFlags>,
     ) -> Self {
         slot.load().start();
-        let several = service.endpoints().len() > 1;
         Attempt {
             outlier,
             slot,
             started: several.then(Instant::now),
+            timeouts,
             done: false,
         }
     }
 
     /// Ends the attempt; `success`: what it says about the endpoint, if anything.
     fn finish(&mut self, success: Option<bool>) {
+        self.end(success, false);
+    }
+
+    /// Ends the attempt; `abandoned`: no answer came, its round trip is only a lower bound.
+    fn end(&mut self, success: Option<bool>, abandoned: bool) {
         self.done = true;
-        let now = self.started.map(|started| (started, Instant::now()));
-        self.slot
-            .load()
-            .finish(now.map(|(started, now)| (now.duration_since(started), now)));
-        if let (Some(success), Some((_, now)), Some(outlier)) = (success, now, self.outlier) {
+        let waited = self.started.map(|started| {
+            let now = Instant::now();
+            (now.duration_since(started), now)
+        });
+        match waited {
+            Some((waited, now)) if abandoned => self.slot.load().abandon(waited, now),
+            waited => self.slot.load().finish(waited),
+        }
+        if let (Some(success), Some((_, now)), Some(outlier)) = (success, waited, self.outlier) {
             let outcome = if success {
                 Outcome::Success
             } else {
@@ -349,8 +370,13 @@ impl<'a> Attempt<'a> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if self.done {
+            return;
+        }
+        if self.timeouts.as_ref().is_some_and(TimeoutFlags::fired) {
             self.finish(Some(false));
+        } else {
+            self.end(None, true);
         }
     }
 }
@@ -362,116 +388,4 @@ fn unclassified() -> ForwardError {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use std::time::Duration;
-
-    use api::contract::traffic::OutlierDetection;
-
-    use super::*;
-    use crate::metrics::NoMetrics;
-    use crate::resilience::EndpointKey;
-
-    fn slots(n: u16) -> Vec<Arc<EndpointSlot>> {
-        (0..n)
-            .map(|port| {
-                Arc::new(EndpointSlot::new(EndpointKey {
-                    addr: ([127, 0, 0, 1], port).into(),
-                    identity: "spiffe://meshwork.local/ns/default/sa/billing"
-                        .parse()
-                        .unwrap(),
-                }))
-            })
-            .collect()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_less_loaded_of_two_wins_and_tried_endpoints_are_skipped() {
-        let endpoints = slots(2);
-        let now = Instant::now();
-        endpoints[0].load().start();
-        endpoints[0]
-            .load()
-            .finish(Some((Duration::from_millis(50), now)));
-        for _ in 0..100 {
-            assert_eq!(pick(&endpoints, 0, ((1024, u32::MAX), None), now), Some(1));
-        }
-        assert_eq!(
-            pick(&endpoints, 0b10, ((1024, u32::MAX), None), now),
-            Some(0)
-        );
-        assert_eq!(pick(&endpoints, 0b11, ((1024, u32::MAX), None), now), None);
-        assert_eq!(pick(&slots(1), 0, ((1024, u32::MAX), None), now), Some(0));
-        assert_eq!(pick(&slots(1), 1, ((1024, u32::MAX), None), now), None);
-        assert_eq!(pick(&[], 0, ((1024, u32::MAX), None), now), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn endpoints_past_the_first_64_are_picked_once_those_are_tried() {
-        let endpoints = slots(70);
-        let now = Instant::now();
-        for _ in 0..100 {
-            let picked = pick(&endpoints, u64::MAX, ((1024, u32::MAX), None), now);
-            assert!(picked.is_some_and(|i| i >= 64), "{picked:?}");
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn endpoints_at_max_requests_are_avoided_until_a_body_ends() {
-        let endpoints = slots(2);
-        let now = Instant::now();
-        let open = crate::endpoint_slot::open_requests::OpenRequest::begin(&endpoints[0]);
-        assert_eq!(
-            endpoints[0].full((1024, 1)),
-            Some((OverloadLimit::Requests, 1))
-        );
-        for _ in 0..100 {
-            assert_eq!(pick(&endpoints, 0, ((1024, 1), None), now), Some(1));
-        }
-        drop(open);
-        assert_eq!(endpoints[0].full((1024, 1)), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn full_endpoints_are_avoided_while_another_has_room() {
-        let endpoints = slots(3);
-        let now = Instant::now();
-        endpoints[1].load().start();
-        for _ in 0..100 {
-            assert_ne!(pick(&endpoints, 0, ((1, u32::MAX), None), now), Some(1));
-        }
-        // Every untried endpoint full: picked, for the caller to refuse.
-        assert_eq!(pick(&endpoints, 0b101, ((1, u32::MAX), None), now), Some(1));
-        let config = OutlierDetection {
-            consecutive_failures: 1,
-            ..OutlierDetection::default()
-        };
-        let outlier = OutlierDetector::new(Label::intern("billing"), &config, Arc::new(NoMetrics));
-        outlier.set_endpoints(endpoints.iter().map(|slot| slot.key()));
-        assert!(outlier.record(endpoints[0].key(), Outcome::Failure, now));
-        assert_eq!(
-            pick(&endpoints, 0b100, ((1, u32::MAX), Some(&outlier)), now),
-            Some(0),
-            "ejected beats full"
-        );
-        for _ in 0..100 {
-            let picked = pick(&endpoints, 0, ((1024, u32::MAX), Some(&outlier)), now);
-            assert_ne!(
-                picked,
-                Some(0),
-                "ejected: not picked while others are available"
-            );
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn every_endpoint_gets_a_share_when_loads_are_equal() {
-        let endpoints = slots(3);
-        let now = Instant::now();
-        let mut seen = [0u32; 3];
-        for _ in 0..300 {
-            seen[pick(&endpoints, 0, ((1024, u32::MAX), None), now).unwrap()] += 1;
-        }
-        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
-    }
-}
+mod tests;

@@ -4,8 +4,8 @@
 //! The request stack, one named layer per file, in the order a request meets them:
 //!
 //! ```text
-//! classify ─▶ telemetry ─▶ hop_by_hop ─▶ steer ─┬─ mesh: route_policy (request timeout ─▶
-//!                                               │   retry ─▶ try timeout) ─▶ split ─▶
+//! classify ─▶ telemetry ─▶ hop_by_hop ─▶ steer ─┬─ mesh: split ─▶ route_policy (request
+//!                                               │   timeout ─▶ retry ─▶ try timeout) ─▶
 //!                                               │   balance ─▶ endpoint ─▶ pool
 //!  (target, service,                            ├─ tunnel: CONNECT SERVICE:port → 200, HTTP
 //!   path, route, rule:                          │   inside re-enters this same stack
@@ -53,9 +53,11 @@ use route_policy::{RoutePolicy, RoutePolicyLayer};
 use split::{Split, SplitLayer};
 use steer::Steer;
 
-/// The mesh path below [`Steer`]: the route rule's timeouts and retries, split, then
-/// balance (which sends through the pool).
-pub type MeshStack = RoutePolicy<Split<Balance>>;
+/// The mesh path below [`Steer`]: split, the route rule's timeouts and retries, then
+/// balance (which sends through the pool). Split comes first so that a request's backend
+/// is drawn once: its retries stay with it (as Envoy's and Linkerd's do), and a failing
+/// canary is not hidden by retries that land on the stable backend.
+pub type MeshStack = Split<RoutePolicy<Balance>>;
 
 /// What the outbound stack is built from (cheap to clone: shared handles). Tunnels build
 /// the same stack again from these.
@@ -76,8 +78,8 @@ pub struct StackParts {
 /// Builds the outbound request stack (see the [module docs](self)).
 pub fn stack(parts: StackParts) -> Stack {
     let mesh = ServiceBuilder::new()
-        .layer(RoutePolicyLayer::new(Arc::clone(&parts.metrics)))
         .layer(SplitLayer)
+        .layer(RoutePolicyLayer::new(Arc::clone(&parts.metrics)))
         .service(Balance::new(
             Endpoint::new(parts.pool.clone()),
             Arc::clone(&parts.metrics),

@@ -1,6 +1,7 @@
-//! Per route rule, the resiliency of GEP-1742 and GEP-1731 around the mesh path:
-//! `timeouts.request` (the whole exchange, retries and backoff included) → retry (within
-//! the service's budget) → `timeouts.backendRequest` (each try) → split → balance.
+//! Per route rule, the resiliency of GEP-1742 and GEP-1731 around the mesh path, below the
+//! split (a request's backend is drawn once, before its first try, and its retries stay
+//! with it): `timeouts.request` (the whole exchange, retries and backoff included) → retry
+//! (within the service's budget) → `timeouts.backendRequest` (each try) → balance.
 //!
 //! A request whose rule configures none of these — every request when no route is
 //! configured — passes straight through: no box, no clock, no copy of the request. Only a

@@ -2,6 +2,12 @@
 //! those services, drawn by weight (a canary gets its share); without backends it stays
 //! with the service it named. The choice is written into [`Classified::backend`] for the
 //! balancer. Synchronous: the layer adds no future of its own.
+//!
+//! The layer sits above the route's retries, so the backend is drawn once per request:
+//! every retry of it goes to the same service (a replay clones the request's extensions,
+//! the choice included), as with Envoy's weighted clusters and Linkerd. Drawn per try, a
+//! failing canary's requests would mostly be retried onto the stable backend and its
+//! errors hidden.
 
 use std::task::{Context, Poll};
 

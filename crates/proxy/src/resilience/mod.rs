@@ -8,7 +8,8 @@
 //!                      └ budget (per service)  └ per-endpoint caps, 503 when full
 //! ```
 //!
-//! - [`timeout`]: bounds an exchange until its response head: `504`, retry-safe per try.
+//! - [`timeout`]: bounds an exchange until its response head: `504`, retry-safe per try;
+//!   it marks the exchange it gives up on, which only then counts against the endpoint.
 //! - [`replay`]: a request's copy for sending it again, its body recorded up to 64 KiB
 //!   while the first try streams it.
 //! - [`budget`]: how many retries a service's callers may add (GEP-3388).

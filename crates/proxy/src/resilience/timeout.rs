@@ -8,11 +8,20 @@
 //! request again is safe: only after a per-try timeout, and only for a request that may be
 //! sent twice ([`is_retryable_request`]) — the peer may have acted on it.
 //!
+//! When it fires, the layer says so to the exchange it abandons, before dropping it: the
+//! request carries [`TimeoutFlags`], one flag per kind, set on expiry. The balancer reads
+//! them when it sends a try, so that a try dropped unanswered counts against its endpoint
+//! only when a mesh timeout gave up on it — not when the caller went away (an impatient
+//! client must not eject healthy replicas). A route without timeouts has no flags: no
+//! extension, no allocation.
+//!
 //! Not tower's `timeout::Timeout`: its error is a boxed `Elapsed`, which would have to be
-//! downcast back into a [`ForwardError`] naming the service, the kind and the limit.
+//! downcast back into a [`ForwardError`] naming the service, the kind and the limit, and it
+//! drops the exchange without a word.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +33,40 @@ use crate::body::ProxyBody;
 use crate::forward_error::{ForwardError, TimeoutKind};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
+
+/// Request extension: the route timeouts bounding the exchange, each a flag set when it
+/// fired. The request timeout's flag is the same for every try (the retry layer's replays
+/// clone it); the per-try timeout puts a fresh flag on each try, so a replay never inherits
+/// one that fired.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TimeoutFlags {
+    request: Option<Arc<AtomicBool>>,
+    each_try: Option<Arc<AtomicBool>>,
+}
+
+impl TimeoutFlags {
+    /// Whether a timeout gave up on the exchange.
+    pub(crate) fn fired(&self) -> bool {
+        [&self.request, &self.each_try]
+            .into_iter()
+            .flatten()
+            .any(|flag| flag.load(Ordering::Acquire))
+    }
+
+    /// A fresh flag for a `kind` timeout on `request`, in place of any earlier one.
+    fn arm(request: &mut Request<ProxyBody>, kind: TimeoutKind) -> Arc<AtomicBool> {
+        let flags = request
+            .extensions_mut()
+            .get_or_insert_default::<TimeoutFlags>();
+        let flag = Arc::new(AtomicBool::new(false));
+        let slot = match kind {
+            TimeoutKind::Request => &mut flags.request,
+            TimeoutKind::Try => &mut flags.each_try,
+        };
+        *slot = Some(Arc::clone(&flag));
+        flag
+    }
+}
 
 /// Builds [`Timeout`] services for one route's timeout of one kind.
 #[derive(Clone)]
@@ -92,30 +135,37 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
         let config = Arc::clone(&self.config);
         let retryable = config.kind == TimeoutKind::Try && is_retryable_request(&request);
+        let fired = TimeoutFlags::arm(&mut request, config.kind);
         let exchange = self.inner.call(request);
         // Boxed, as every outbound future is: naming `tokio::time::Timeout<S::Future>` in a
         // hand-written future would need pin projection (unsafe or another dependency).
-        Box::pin(bounded(exchange, config, retryable))
+        Box::pin(bounded(exchange, config, retryable, fired))
     }
 }
 
-/// The exchange, or the timeout error once `config.after` has passed without a head. (A
-/// function generic over the future rather than an `async` block over `S::Future`, which
-/// rustc cannot prove `Send` for every lifetime in `ProxyBody`'s boxed error.)
+/// The exchange, or the timeout error once `config.after` has passed without a head; then
+/// `fired` is set before the exchange is dropped. (A function generic over the future
+/// rather than an `async` block over `S::Future`, which rustc cannot prove `Send` for every
+/// lifetime in `ProxyBody`'s boxed error.)
 async fn bounded<F>(
     exchange: F,
     config: Arc<Config>,
     retryable: bool,
+    fired: Arc<AtomicBool>,
 ) -> Result<Response<ProxyBody>, ForwardError>
 where
     F: Future<Output = Result<Response<ProxyBody>, ForwardError>>,
 {
-    match tokio::time::timeout(config.after, exchange).await {
+    // Pinned here rather than moved into the timer, which would drop it on expiry before
+    // the flag is set: it lives until this function returns.
+    let mut exchange = std::pin::pin!(exchange);
+    match tokio::time::timeout(config.after, exchange.as_mut()).await {
         Ok(answered) => answered,
         Err(_elapsed) => {
+            fired.store(true, Ordering::Release);
             config.metrics.timeout(config.service, config.kind);
             Err(ForwardError::Timeout {
                 service: config.service.as_str().to_owned(),
@@ -224,5 +274,95 @@ mod tests {
             .to_bytes();
         assert_eq!(body, "slow to read, quick to head");
         assert!(metrics.0.lock().unwrap().is_empty());
+    }
+
+    /// What the try layer below sees of the route's timeouts, one entry per try.
+    type SeenFlags = Arc<Mutex<Vec<TimeoutFlags>>>;
+
+    /// Request timeout → retry (timeouts) → try timeout → an upstream that stalls the first
+    /// try and answers the second, recording the flags each try carried.
+    fn retried_after_a_try_timeout() -> (
+        SeenFlags,
+        impl tower::Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ForwardError>,
+    ) {
+        let seen = SeenFlags::default();
+        let record = Arc::clone(&seen);
+        let upstream = tower::service_fn(move |request: Request<ProxyBody>| {
+            let flags = request.extensions().get::<TimeoutFlags>().cloned();
+            let mut seen = record.lock().unwrap();
+            seen.push(flags.expect("the try carries its timeouts' flags"));
+            let first = seen.len() == 1;
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, ForwardError>(Response::new(empty()))
+            }
+        });
+        let metrics = Arc::new(Recorded::default());
+        let tries = layer(TimeoutKind::Try, &metrics).layer(upstream);
+        let rule = api::contract::traffic::RetryRule {
+            attempts: 1,
+            codes: Vec::new(),
+            grpc_codes: Vec::new(),
+            backoff_ms: 0,
+            max_backoff_ms: 0,
+        };
+        let budget = api::contract::traffic::RetryBudget::default();
+        let retry = crate::resilience::retry::RetryLayer::new(
+            crate::resilience::retry::RetryPolicy::new(Some(&rule)),
+            Arc::new(crate::resilience::budget::RetryBudget::new(&budget)),
+            Label::intern("billing"),
+            Arc::new(crate::metrics::NoMetrics),
+        );
+        let request_timeout = TimeoutLayer::new(
+            Duration::from_secs(10),
+            TimeoutKind::Request,
+            Label::intern("billing"),
+            metrics,
+        );
+        (seen, request_timeout.layer(retry.layer(tries)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_try_has_a_fresh_try_flag_and_all_share_the_request_flag() {
+        let (seen, service) = retried_after_a_try_timeout();
+        let response = service.oneshot(request(Method::GET)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let seen = seen.lock().unwrap().clone();
+        let [first, second] = &seen[..] else {
+            panic!("two tries expected: {seen:?}");
+        };
+        assert!(
+            first.fired(),
+            "the per-try timeout gave up on the first try"
+        );
+        assert!(!second.fired(), "the replay did not inherit the fired flag");
+        let (Some(a), Some(b)) = (&first.request, &second.request) else {
+            panic!("both tries carry the request timeout's flag");
+        };
+        assert!(Arc::ptr_eq(a, b), "one request timeout for every try");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_of_a_timed_out_try_gets_a_fresh_try_flag() {
+        let seen = SeenFlags::default();
+        let record = Arc::clone(&seen);
+        let upstream = tower::service_fn(move |request: Request<ProxyBody>| {
+            let flags = request.extensions().get::<TimeoutFlags>().cloned();
+            record.lock().unwrap().extend(flags);
+            async { Ok::<_, ForwardError>(Response::new(empty())) }
+        });
+        // A copy made of a try whose timeout fired carries that fired flag.
+        let mut copy = request(Method::GET);
+        TimeoutFlags::arm(&mut copy, TimeoutKind::Try).store(true, Ordering::Release);
+        let metrics = Arc::new(Recorded::default());
+        let service = layer(TimeoutKind::Try, &metrics).layer(upstream);
+        service.oneshot(copy).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            matches!(&seen[..], [flags] if !flags.fired()),
+            "the try timed itself: {seen:?}"
+        );
     }
 }

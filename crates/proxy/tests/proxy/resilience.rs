@@ -6,7 +6,9 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use api::contract::traffic::{RetryRule, RouteRule, RuleMatch, ServiceTraffic, TrafficPolicy};
 use api::contract::{Endpoint, ServiceRoute, Snapshot};
@@ -25,6 +27,8 @@ use super::mesh::{BILLING, STORE, closed_port, start_speaking};
 #[derive(Clone, Copy, Debug)]
 pub enum Action {
     Status(u16),
+    /// Answers with this status after this long (unless the request is cancelled first).
+    Slow(u16, Duration),
     Stall,
 }
 
@@ -36,6 +40,19 @@ pub struct App {
     fallback: Action,
     /// `METHOD /path` of every request that reached it.
     seen: Arc<Mutex<Vec<String>>>,
+    /// Requests whose connection closed while a `Slow` answer was pending.
+    cancelled: Arc<AtomicUsize>,
+}
+
+/// Counts a `Slow` answer dropped before it was given.
+struct Pending(Option<Arc<AtomicUsize>>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(cancelled) = self.0.take() {
+            cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl App {
@@ -46,6 +63,7 @@ impl App {
             script: Arc::new(Mutex::new(script.into_iter().collect())),
             fallback,
             seen: Arc::default(),
+            cancelled: Arc::default(),
         };
         let serving = app.clone();
         tokio::spawn(async move {
@@ -73,18 +91,28 @@ impl App {
             seen.len()
         };
         let action = self.script.lock().unwrap().pop_front();
-        match action.unwrap_or(self.fallback) {
-            Action::Status(status) => {
-                let mut response = Response::new(Full::new(Bytes::from(format!("{{\"n\":{n}}}"))));
-                *response.status_mut() = StatusCode::from_u16(status).unwrap();
-                Ok(response)
+        let status = match action.unwrap_or(self.fallback) {
+            Action::Status(status) => status,
+            Action::Slow(status, after) => {
+                let mut pending = Pending(Some(Arc::clone(&self.cancelled)));
+                tokio::time::sleep(after).await;
+                pending.0 = None;
+                status
             }
             Action::Stall => std::future::pending().await,
-        }
+        };
+        let mut response = Response::new(Full::new(Bytes::from(format!("{{\"n\":{n}}}"))));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        Ok(response)
     }
 
     pub fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// How many `Slow` answers were cancelled (their connection closed) before given.
+    pub fn cancelled(&self) -> usize {
+        self.cancelled.load(Ordering::SeqCst)
     }
 }
 
@@ -301,6 +329,61 @@ async fn a_stalled_endpoint_is_ejected_and_traffic_moves_to_the_other() {
     assert_eq!(ejected, [mesh.billing[0].inbound]);
 }
 
+/// Issue 11 review: a caller giving up says nothing about the endpoint. Callers that give
+/// up, one after another, on a slow (not stalled) replica do not eject it; the route's
+/// per-try timeout giving up on it is a failure that does.
+#[tokio::test]
+async fn callers_giving_up_on_a_slow_endpoint_do_not_eject_it_a_try_timeout_does() {
+    let slow = App::start([], Action::Slow(200, Duration::from_secs(5))).await;
+    let rule = RouteRule {
+        backend_request_timeout_ms: Some(2_000),
+        ..RouteRule::default()
+    };
+    let mut policy = TrafficPolicy::default();
+    policy.outlier_detection.consecutive_failures = 1;
+    policy.outlier_detection.base_ejection_ms = 600_000;
+    // Two sidecars in front of the one slow app: two endpoints, so ejection may happen.
+    let mesh = Replicas::start(&[slow.addr, slow.addr], every_request(rule, policy)).await;
+    const CALLERS: usize = 5;
+    for caller in 1..=CALLERS {
+        let url = format!("http://billing/impatient/{caller}");
+        let call = via_proxy(mesh.store.outbound, "GET", &url, &[], "");
+        // The caller gives up once its request reached the app (dropping its connection).
+        tokio::select! {
+            answered = call => panic!("a slow answer came first: {answered:?}"),
+            () = until(|| slow.seen().len() == caller) => {}
+        }
+        // Cancelled all the way to the app: store's sidecar has dropped its try by now.
+        until(|| slow.cancelled() == caller).await;
+    }
+    assert!(
+        mesh.metrics.ejections.lock().unwrap().is_empty(),
+        "impatient callers ejected a healthy replica"
+    );
+    assert!(mesh.metrics.timeouts.lock().unwrap().is_empty());
+    let (status, body) = mesh.send("GET", "/patient", &[]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["timeout"], "try");
+    let ejected = mesh.metrics.ejections.lock().unwrap().clone();
+    let endpoints: Vec<_> = mesh.billing.iter().map(|b| b.inbound).collect();
+    assert!(
+        ejected.len() == 1 && endpoints.contains(&ejected[0]),
+        "the try timeout ejects: {ejected:?}"
+    );
+}
+
+/// Waits (under the hang guard) until `done`.
+async fn until(done: impl Fn() -> bool) {
+    let wait = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(super::HANG_GUARD, wait)
+        .await
+        .expect("waited too long");
+}
+
 #[tokio::test]
 async fn an_endpoint_at_its_request_cap_answers_a_retryable_503_until_one_ends() {
     let app = App::start([Action::Stall], Action::Status(200)).await;
@@ -468,47 +551,6 @@ async fn concurrent_first_requests_to_a_peer_dial_one_connection() {
     );
     let dialled = mesh.store_probe.outbound.lock().unwrap().len();
     assert_eq!(dialled, 1, "one dial for ten concurrent first requests");
-}
-
-/// End to end (real sidecars, mTLS): a 90/10 `backendRefs` split between billing and
-/// billing-canary holds within ±3 % over 2,000 requests (σ ≈ 0.7 %; the 10,000-request
-/// acceptance run is the layer's unit test, `split::tests`).
-#[tokio::test]
-async fn a_weighted_split_sends_the_canary_its_share() {
-    let stable = App::start([], Action::Status(200)).await;
-    let canary = App::start([], Action::Status(200)).await;
-    let backend = |service: &str, weight| api::contract::traffic::WeightedBackend {
-        service: service.to_owned(),
-        weight,
-    };
-    let rule = RouteRule {
-        backends: vec![backend("billing", 90), backend("billing-canary", 10)],
-        ..RouteRule::default()
-    };
-    let mesh = Replicas::start_services(vec![
-        (
-            "billing",
-            vec![stable.addr],
-            every_request(rule, TrafficPolicy::default()),
-        ),
-        (
-            "billing-canary",
-            vec![canary.addr],
-            ServiceTraffic::default(),
-        ),
-    ])
-    .await;
-    // The issue's count: 10,000 requests through real sidecars (±3 % is ten standard deviations).
-    const TOTAL: usize = 10_000;
-    for _ in 0..TOTAL / 50 {
-        let batch = (0..50).map(|_| mesh.send("GET", "/charges", &[]));
-        for (status, _) in futures_util::future::join_all(batch).await {
-            assert_eq!(status, StatusCode::OK);
-        }
-    }
-    let share = canary.seen().len() as f64 / TOTAL as f64;
-    assert_eq!(stable.seen().len() + canary.seen().len(), TOTAL);
-    assert!((share - 0.10).abs() <= 0.03, "canary share {share}");
 }
 
 /// Shutdown drains a tunnel like any connection: the request in flight inside it finishes,
