@@ -25,6 +25,10 @@ pub enum ControlError {
     /// The state file failed.
     #[error(transparent)]
     State(#[from] crate::store::StateError),
+    /// A task of the control plane still held the state file after shutdown (a bug: `serve`
+    /// awaits every task it starts).
+    #[error("the state file is still held by a task after the control plane stopped")]
+    StateStillOpen,
     /// The resources have no `Mesh` (the loader normally prevents this).
     #[error("the resources define no Mesh; cannot pick a trust domain")]
     NoMesh,

@@ -20,6 +20,7 @@ mod admin_client;
 pub mod agent;
 pub mod authority;
 pub mod check;
+mod connection;
 mod error;
 mod issuer;
 mod jwt;
@@ -36,7 +37,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use api::ResourceSet;
+use axum::Extension;
 use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::Stopping;
 
 pub use admin::{ControlStatus, TokenRequest};
 pub use admin_client::{AdminClient, AdminError};
@@ -72,7 +78,8 @@ pub struct ControlConfig {
     pub node_api: Option<std::net::SocketAddr>,
 }
 
-/// Runs the control plane until `shutdown` resolves.
+/// Runs the control plane until `shutdown` resolves. When it returns, every task it started
+/// has ended and the state file is closed: it can be opened again at once.
 pub async fn serve(
     config: ControlConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -89,74 +96,98 @@ pub async fn serve_watching(
     resources_dir: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
-    let started_with = resources_dir.as_ref().map(|_| config.resources.clone());
-    let registry = Arc::new(Registry::open(&config.state_dir, config.resources)?);
-    let state = Arc::downgrade(registry.issuer());
-    let watcher = resources_dir
-        .zip(started_with)
-        .map(|(dir, set)| reload::watch(Arc::clone(&registry), dir, set));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let node_api = match config.node_api {
-        Some(addr) => Some(start_node_api(addr, &config.state_dir, &registry, stop.clone()).await?),
-        None => None,
-    };
-    let shutdown = {
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
-    };
-    if config.socket.exists() {
-        std::fs::remove_file(&config.socket).map_err(|source| ControlError::Socket {
-            path: config.socket.clone(),
-            source,
-        })?;
-    }
-    let listener = UnixListener::bind(&config.socket).map_err(|source| ControlError::Socket {
-        path: config.socket.clone(),
-        source,
-    })?;
-    restrict_to_owner(&config.socket)?;
-    tracing::info!(socket = %config.socket.display(), "control plane listening");
-    let served = axum::serve(listener, routes::router(registry))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ControlError::Socket {
-            path: config.socket,
-            source,
-        });
+    let mut config = config;
+    let resources = std::mem::take(&mut config.resources);
+    let started_with = resources_dir.as_ref().map(|_| resources.clone());
+    let registry = Arc::new(Registry::open(&config.state_dir, resources)?);
+    // Every task started below holds the registry or the issuer, so the state file: each
+    // runs on `tasks` and ends when `stop` is cancelled (see `connection`).
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let watching = resources_dir.zip(started_with);
+    let served = run(&config, watching, &registry, &stop, &tasks, shutdown).await;
     stop.cancel();
-    if let Some(task) = node_api {
-        let _ = task.await;
-    }
-    drop(watcher);
-    state_file_closed(state).await;
+    tasks.close();
+    tasks.wait().await;
+    close_state_file(registry)?;
     served
 }
 
-/// Waits (up to 5 s) until the last task holding the issuer, and with it the state file, has
-/// been dropped. Connection and maintenance tasks drop their clones just after they signal
-/// completion, on other workers; without the wait a restart in the same process can find the
-/// redb file still open and fail with "already open".
-async fn state_file_closed(state: std::sync::Weak<issuer::Issuer>) {
-    for _ in 0..500 {
-        if state.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+/// Starts the watcher and the node API, then serves the control socket until `shutdown`.
+async fn run(
+    config: &ControlConfig,
+    watching: Option<(PathBuf, ResourceSet)>,
+    registry: &Arc<Registry>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    if let Some((dir, set)) = watching {
+        let stop = stop.clone();
+        tasks.spawn(reload::watch(Arc::clone(registry), dir, set, stop));
     }
-    tracing::warn!("the state file is still held by a task after shutdown");
+    if let Some(addr) = config.node_api {
+        start_node_api(addr, &config.state_dir, registry, stop, tasks).await?;
+    }
+    let socket = &config.socket;
+    if socket.exists() {
+        std::fs::remove_file(socket).map_err(socket_error(socket))?;
+    }
+    let listener = UnixListener::bind(socket).map_err(socket_error(socket))?;
+    restrict_to_owner(socket)?;
+    tracing::info!(socket = %socket.display(), "control plane listening");
+    let router = routes::router(Arc::clone(registry)).layer(Extension(Stopping(stop.clone())));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = stop.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // e.g. out of file descriptors: give connections a moment to close.
+                    tracing::warn!(%error, "control socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = connection::http(stream, router.clone(), stop.clone(), tasks.clone());
+        tasks.spawn(conn);
+    }
+}
+
+fn socket_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
+    move |source| ControlError::Socket {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Drops the last reference to the state file, here, so that it is closed when `serve`
+/// returns. Every task that held it has ended, so ours is the last; if not, a task outlived
+/// the control plane, which is a bug, reported instead of leaving the file open behind a
+/// "stopped" control plane.
+fn close_state_file(registry: Arc<Registry>) -> Result<(), ControlError> {
+    let issuer = Arc::into_inner(registry).map(Registry::into_issuer);
+    match issuer.and_then(Arc::into_inner) {
+        Some(issuer) => {
+            drop(issuer);
+            Ok(())
+        }
+        None => Err(ControlError::StateStillOpen),
+    }
 }
 
 /// Binds the node API, publishes its address and the bootstrap bundle, and serves it
-/// until `stop` is cancelled.
+/// on `tasks` until `stop` is cancelled.
 async fn start_node_api(
     addr: std::net::SocketAddr,
     state_dir: &std::path::Path,
     registry: &Arc<Registry>,
-    stop: tokio_util::sync::CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<(), ControlError> {
     let socket_err = |path: PathBuf| move |source| ControlError::Socket { path, source };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -171,24 +202,22 @@ async fn start_node_api(
     let addr_path = state_dir.join("node-api.addr");
     write_atomically(&addr_path, bound.to_string().as_bytes()).map_err(socket_err(addr_path))?;
     tracing::info!(%bound, "node API (mTLS) listening");
-    tokio::spawn(publish_bundle(
+    tasks.spawn(publish_bundle(
         Arc::clone(&issuer),
         bundle_path,
         stop.clone(),
     ));
-    Ok(tokio::spawn(async move {
-        if let Err(error) = node_tls::serve(listener, issuer, stop.cancelled_owned()).await {
+    let (stop, node_tasks) = (stop.clone(), tasks.clone());
+    tasks.spawn(async move {
+        if let Err(error) = node_tls::serve(listener, issuer, stop, node_tasks).await {
             tracing::error!(%error, "node API stopped");
         }
-    }))
+    });
+    Ok(())
 }
 
 /// Keeps `<state>/bundle.pem` (what new agents bootstrap with) current across CA rotations.
-async fn publish_bundle(
-    issuer: Arc<Issuer>,
-    path: PathBuf,
-    stop: tokio_util::sync::CancellationToken,
-) {
+async fn publish_bundle(issuer: Arc<Issuer>, path: PathBuf, stop: CancellationToken) {
     let mut views = issuer.subscribe();
     let mut written = issuer.bundle().to_pem();
     while tokio::select! { () = stop.cancelled() => false, r = views.changed() => r.is_ok() } {

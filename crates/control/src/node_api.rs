@@ -25,6 +25,7 @@ use identity::SpiffeId;
 use serde::{Deserialize, Serialize};
 
 use crate::ControlError;
+use crate::connection::Stopping;
 use crate::issuer::{Issuer, NodeView};
 use crate::jwt::DEFAULT_JWT_TTL;
 use crate::tokens::JoinRefusal;
@@ -194,18 +195,24 @@ struct Since {
     since: u64,
 }
 
+/// Long poll for the agent's view; answers at once, too, when the control plane stops.
 async fn sync(
     State(issuer): State<Arc<Issuer>>,
     Extension(peer): Extension<Peer>,
+    Extension(Stopping(stop)): Extension<Stopping>,
     Query(q): Query<Since>,
 ) -> Result<Json<NodeView>, ControlError> {
     agent(&issuer, &peer)?;
     let mut rx = issuer.subscribe();
     let newer = {
         let wait = rx.wait_for(|v| v.version > q.since);
-        match tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait).await {
-            Ok(Ok(v)) => Some(Arc::clone(&v)),
-            _ => None,
+        let poll = tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait);
+        tokio::select! {
+            answer = poll => match answer {
+                Ok(Ok(v)) => Some(Arc::clone(&v)),
+                _ => None,
+            },
+            () = stop.cancelled() => None,
         }
     };
     let view = newer.unwrap_or_else(|| Arc::clone(&rx.borrow()));

@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use identity::{
     ClientAuth, PeerPolicy, Protocols, SpiffeId, Svid, SvidCertificate, SvidKey, SvidStore,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::ControlError;
+use crate::connection::Stopping;
 use crate::issuer::Issuer;
 use crate::node_api::{self, CONTROL_PATH, Peer};
 
@@ -54,11 +55,13 @@ fn own_svid(issuer: &Issuer) -> Result<Svid, ControlError> {
     Svid::new(key, cert).map_err(csr)
 }
 
-/// Serves the node API on `listener` until `shutdown` resolves.
+/// Serves the node API on `listener` until `stop` is cancelled; connections and the
+/// maintenance task run on `tasks` and end with `stop` too.
 pub(crate) async fn serve(
     listener: TcpListener,
     issuer: Arc<Issuer>,
-    shutdown: impl std::future::Future<Output = ()>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
 ) -> Result<(), ControlError> {
     let store = Arc::new(SvidStore::new(own_svid(&issuer)?, issuer.bundle()));
     // Optional at the TLS layer: a joining agent has no SVID yet (module docs).
@@ -68,12 +71,18 @@ pub(crate) async fn serve(
         clients,
         Protocols::default(),
     ));
-    let router = node_api::router(Arc::clone(&issuer));
-    let maintenance = tokio::spawn(maintain(Arc::clone(&issuer), Arc::clone(&store)));
-    let mut shutdown = std::pin::pin!(shutdown);
+    let router = node_api::router(Arc::clone(&issuer)).layer(Extension(Stopping(stop.clone())));
+    let maintenance = maintain(Arc::clone(&issuer), Arc::clone(&store));
+    let until_stopped = stop.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = maintenance => {}
+            () = until_stopped.cancelled() => {}
+        }
+    });
     loop {
         let (tcp, remote) = tokio::select! {
-            () = &mut shutdown => break,
+            () = stop.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(error) => {
@@ -83,10 +92,16 @@ pub(crate) async fn serve(
                 }
             },
         };
-        tokio::spawn(connection(acceptor.clone(), router.clone(), tcp, remote));
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tasks.spawn(connection(
+            acceptor,
+            router,
+            tcp,
+            remote,
+            stop.clone(),
+            tasks.clone(),
+        ));
     }
-    maintenance.abort();
-    Ok(())
 }
 
 async fn connection(
@@ -94,8 +109,15 @@ async fn connection(
     router: axum::Router,
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
+    stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
-    let tls = match acceptor.accept(tcp).await {
+    // A peer that never finishes its handshake must not keep a stopped control plane open.
+    let handshake = tokio::select! {
+        handshake = acceptor.accept(tcp) => handshake,
+        () = stop.cancelled() => return,
+    };
+    let tls = match handshake {
         Ok(tls) => tls,
         Err(error) => {
             tracing::debug!(%error, %remote, "node API handshake failed");
@@ -108,11 +130,8 @@ async fn connection(
         .1
         .peer_certificates()
         .and_then(|c| identity::peer_spiffe_id(c).ok());
-    let service = TowerToHyperService::new(router.layer(Extension(Peer(peer))));
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
-        tracing::debug!(%error, %remote, "node API connection ended with an error");
-    }
+    let service = router.layer(Extension(Peer(peer)));
+    crate::connection::http(tls, service, stop, tasks).await;
 }
 
 /// Drives CA rotation and keeps the control plane's SVID and bundle current.

@@ -149,6 +149,11 @@ impl Registry {
         &self.issuer
     }
 
+    /// The issuer, and with it the state file, without the rest of the registry.
+    pub(crate) fn into_issuer(self) -> Arc<Issuer> {
+        self.issuer
+    }
+
     /// A receiver that sees every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshots.subscribe()

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use api::{LoadError, ResourceSet};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::Registry;
 
@@ -129,44 +129,42 @@ fn needs_restart(before: &ResourceSet, after: &ResourceSet) -> bool {
         || without_traffic(&before.services) != without_traffic(&after.services)
 }
 
-/// The polling task; aborted when dropped, so it ends with the control plane.
-pub(crate) struct Watcher(JoinHandle<()>);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Starts polling `dir` every [`POLL_INTERVAL`] and logging what each reload did.
-pub(crate) fn watch(registry: Arc<Registry>, dir: PathBuf, started_with: ResourceSet) -> Watcher {
+/// Polls `dir` every [`POLL_INTERVAL`], logging what each reload did, until `stop` is
+/// cancelled.
+pub(crate) async fn watch(
+    registry: Arc<Registry>,
+    dir: PathBuf,
+    started_with: ResourceSet,
+    stop: CancellationToken,
+) {
     let mut reloader = Reloader::new(dir, started_with);
-    Watcher(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(POLL_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // Loading is blocking file I/O on a small directory; fine on this task's worker.
-            let dir = reloader.dir.display().to_string();
-            match reloader.poll(&registry) {
-                Reload::Unchanged => {}
-                Reload::SamePolicies => {
-                    tracing::info!(%dir, "resources reloaded; policies and routes unchanged")
-                }
-                Reload::Published(hash) => {
-                    let version = registry.subscribe().borrow().version;
-                    tracing::info!(%dir, policy_hash = %hash, version, "policies reloaded and published");
-                }
-                Reload::TrafficPublished => {
-                    let version = registry.subscribe().borrow().version;
-                    tracing::info!(%dir, version, "routes and traffic settings reloaded and published");
-                }
-                Reload::Invalid(error) => {
-                    tracing::error!(%dir, "resources not reloaded, the previous policies keep serving:\n{error}");
-                }
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        // Loading is blocking file I/O on a small directory; fine on this task's worker.
+        let dir = reloader.dir.display().to_string();
+        match reloader.poll(&registry) {
+            Reload::Unchanged => {}
+            Reload::SamePolicies => {
+                tracing::info!(%dir, "resources reloaded; policies and routes unchanged")
+            }
+            Reload::Published(hash) => {
+                let version = registry.subscribe().borrow().version;
+                tracing::info!(%dir, policy_hash = %hash, version, "policies reloaded and published");
+            }
+            Reload::TrafficPublished => {
+                let version = registry.subscribe().borrow().version;
+                tracing::info!(%dir, version, "routes and traffic settings reloaded and published");
+            }
+            Reload::Invalid(error) => {
+                tracing::error!(%dir, "resources not reloaded, the previous policies keep serving:\n{error}");
             }
         }
-    }))
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use api::contract::{EndpointRegistration, LONG_POLL_SECS, Snapshot, SvidRequest,
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
+use crate::connection::Stopping;
 use crate::{ControlError, Registry};
 
 pub(crate) fn router(registry: Arc<Registry>) -> Router {
@@ -44,13 +45,22 @@ struct Since {
 
 /// Long poll: answers once the version passes `since`, or with the current
 /// snapshot after [`LONG_POLL_SECS`] so idle connections are refreshed.
-async fn snapshot(State(registry): State<Arc<Registry>>, Query(q): Query<Since>) -> Json<Snapshot> {
+/// Answers at once, too, when the control plane stops.
+async fn snapshot(
+    State(registry): State<Arc<Registry>>,
+    Extension(Stopping(stop)): Extension<Stopping>,
+    Query(q): Query<Since>,
+) -> Json<Snapshot> {
     let mut rx = registry.subscribe();
     let newer = {
         let wait = rx.wait_for(|s| s.version > q.since);
-        match tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait).await {
-            Ok(Ok(s)) => Some(Arc::clone(&s)),
-            _ => None,
+        let poll = tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait);
+        tokio::select! {
+            answer = poll => match answer {
+                Ok(Ok(s)) => Some(Arc::clone(&s)),
+                _ => None,
+            },
+            () = stop.cancelled() => None,
         }
     };
     let snap = newer.unwrap_or_else(|| Arc::clone(&rx.borrow()));
