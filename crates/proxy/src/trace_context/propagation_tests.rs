@@ -161,6 +161,18 @@ fn extract_falls_through_a_broken_format_and_says_why() {
         extracted.rejected.unwrap().to_string(),
         "traceparent: trace-flags must be 2 lower-case hex digits"
     );
+    let extracted = extract(&headers(&[
+        ("b3", "463ac35c9f6413ad-a2fb4a1d1a96d312-yes"),
+        ("x-b3-traceid", "463ac35c9f6413ad"),
+        ("x-b3-spanid", "a2fb4a1d1a96d312"),
+        ("x-b3-sampled", "1"),
+    ]));
+    assert_eq!(extracted.format, Format::B3Multi);
+    assert_eq!(extracted.context.unwrap().sampling, Sampling::Accept);
+    assert_eq!(
+        extracted.rejected.unwrap().to_string(),
+        "b3: SamplingState must be 0, 1 or d"
+    );
     let only_broken = extract(&headers(&[("x-b3-traceid", "463ac35c9f6413ad")]));
     assert_eq!(
         (only_broken.format, only_broken.context),
