@@ -3,7 +3,8 @@
 //!
 //! Bottom to top:
 //! - the leaves, importing nothing of the crate: `body`, `label`, `backoff`, `config`,
-//!   `control_client`, `exposition`, `hop_by_hop`, `ready`;
+//!   `control_client`, `exposition`, `hop_by_hop`, `ready`, `trace_context` (W3C and B3
+//!   context, sampling; the stacks will use it, issue 12);
 //! - errors, metrics and plumbing: `forward_error`, `denial`, `retry` → `metrics`, `pool`,
 //!   `reserved_headers`, `start_error` → `server` (what both listeners share, including the
 //!   connection's verified `PeerIdentity`), `prometheus`, `workload_api`;
@@ -30,6 +31,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("exposition", &[]),
     ("hop_by_hop", &[]),
     ("ready", &[]),
+    ("trace_context", &[]),
     ("layering", &[]),
     ("forward_error", &["body"]),
     ("denial", &["body"]),

@@ -58,6 +58,7 @@ mod routes;
 mod server;
 mod start_error;
 mod telemetry;
+pub mod trace_context;
 mod workload_api;
 
 use std::future::Future;
