@@ -132,6 +132,16 @@ pub enum ForwardError {
         /// Why (no endpoints, or every connect attempt failed).
         reason: String,
     },
+    /// Outbound: the request has nowhere to go — the route rule's backend is no mesh service
+    /// (or has weight 0), or a tunnel's service left the mesh. Not a network failure: trying
+    /// again cannot help until the configuration changes, so it is never retried.
+    #[error("no route to mesh service {service:?}: {reason}")]
+    NoRoute {
+        /// The mesh service asked for.
+        service: String,
+        /// Why there is no route.
+        reason: String,
+    },
     /// Outbound: connecting (TCP + mTLS + HTTP handshake) to one endpoint failed.
     /// Nothing was sent, so trying another endpoint is safe.
     #[error("connecting to {identity} at {addr} failed")]
@@ -223,7 +233,7 @@ impl ForwardError {
             ForwardError::AppUnavailable { .. } | ForwardError::AppStarting { .. } => {
                 Side::Upstream
             }
-            ForwardError::MissingPeerIdentity => Side::Proxy,
+            ForwardError::MissingPeerIdentity | ForwardError::NoRoute { .. } => Side::Proxy,
         }
     }
 
@@ -248,9 +258,9 @@ impl ForwardError {
         match self {
             ForwardError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ForwardError::MissingPeerIdentity => StatusCode::INTERNAL_SERVER_ERROR,
-            ForwardError::AppStarting { .. } | ForwardError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ForwardError::AppStarting { .. }
+            | ForwardError::Overloaded { .. }
+            | ForwardError::NoRoute { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ForwardError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -267,6 +277,7 @@ impl ForwardError {
             ForwardError::AppStarting { .. } => "app_starting",
             ForwardError::Timeout { .. } => "upstream_timeout",
             ForwardError::Overloaded { .. } => "upstream_overloaded",
+            ForwardError::NoRoute { .. } => "no_route",
             _ => "upstream_unavailable",
         }
     }
@@ -286,6 +297,7 @@ impl ForwardError {
                 body["port"] = json!(port);
             }
             ForwardError::PeerUnavailable { service, .. }
+            | ForwardError::NoRoute { service, .. }
             | ForwardError::PeerRequest { service, .. } => body["service"] = json!(service),
             ForwardError::Timeout {
                 service,

@@ -237,7 +237,7 @@ fn destination(
         .filter(|&i| table.service_at(i).is_some())
     else {
         let parent = classified.mesh_service();
-        return Err(ForwardError::PeerUnavailable {
+        return Err(ForwardError::NoRoute {
             service: parent.map_or_else(String::new, |s| s.name().to_owned()),
             reason: "the route rule's backend is not a mesh service, or has weight 0".to_owned(),
         });

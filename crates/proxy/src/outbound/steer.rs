@@ -77,7 +77,7 @@ impl Service<Request<ProxyBody>> for Steer {
                 Either::Left(Either::Left(self.mesh.call(request)))
             }
             (Ok(target), None) if request.extensions().get::<TunnelTo>().is_some() => {
-                refuse(ForwardError::PeerUnavailable {
+                refuse(ForwardError::NoRoute {
                     service: target.host().to_owned(),
                     reason: "it left the mesh while the tunnel was open".to_owned(),
                 })

@@ -174,6 +174,27 @@ async fn a_post_is_sent_again_with_its_body_when_the_failure_proves_it_was_never
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_with_no_route_is_not_retried() {
+    let Setup { metrics, layer } = setup(Some(&rule(3, &[503])), plenty());
+    let no_route = || ForwardError::NoRoute {
+        service: "billing".to_owned(),
+        reason: "the route rule's backend has weight 0".to_owned(),
+    };
+    let upstream = Scripted::new([refuse(no_route)]);
+    let status = status_of(layer.layer(upstream.clone()), request(Method::GET, empty())).await;
+    assert!(
+        matches!(status, Err(ForwardError::NoRoute { .. })),
+        "{status:?}"
+    );
+    assert_eq!(
+        upstream.calls(),
+        1,
+        "configuration, not the network: sent once"
+    );
+    assert!(metrics.retries().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_post_with_an_idempotency_key_is_retried_after_a_reset_with_its_whole_body() {
     let Setup { metrics, layer } = setup(Some(&rule(2, &[])), plenty());
     let reset = closed_before_head().await;
