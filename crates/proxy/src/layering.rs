@@ -132,6 +132,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "outbound",
             "prometheus",
             "ready",
+            "routes",
             "start_error",
         ],
     ),

@@ -19,6 +19,7 @@ use crate::outbound::resolve::HostResolver;
 use crate::outbound::{self, Outbound, egress::Egress};
 use crate::prometheus::PrometheusMetrics;
 use crate::ready::ReadyInfo;
+use crate::routes::Routes;
 use crate::start_error::ProxyError;
 
 /// A started sidecar: listeners bound, SVID in hand, routes loaded; not yet serving.
@@ -47,18 +48,14 @@ impl Proxy {
         config: ProxyConfig,
         metrics: Arc<dyn ProxyMetrics>,
     ) -> Result<Proxy, ProxyError> {
-        let inbound_listener = bind("inbound", config.inbound_listen).await?;
-        let outbound_listener = bind("outbound", config.outbound_listen).await?;
-        let inbound_addr = local_addr("inbound", &inbound_listener)?;
-        let outbound_addr = local_addr("outbound", &outbound_listener)?;
-        let admin_listener = match config.admin_listen {
-            Some(addr) => Some(bind("admin", addr).await?),
-            None => None,
-        };
-        let admin_addr = admin_listener
-            .as_ref()
-            .map(|l| local_addr("admin", l))
-            .transpose()?;
+        let Bound {
+            inbound: inbound_listener,
+            outbound: outbound_listener,
+            admin: admin_listener,
+            inbound_addr,
+            outbound_addr,
+            admin_addr,
+        } = Bound::listeners(&config).await?;
         let readiness = AppReadiness::new(config.app);
         let app =
             AppService::new(Arc::clone(&readiness), config.app_protocol).map_err(|source| {
@@ -111,22 +108,7 @@ impl Proxy {
                 store,
                 metrics: Arc::clone(&metrics),
             },
-            outbound: {
-                let tunnels = outbound::Tunnels::default();
-                let parts = outbound::StackParts {
-                    routes,
-                    pool,
-                    egress,
-                    metrics: Arc::clone(&metrics),
-                    tunnels: tunnels.clone(),
-                };
-                Outbound {
-                    listener: outbound_listener,
-                    stack: outbound::stack(parts),
-                    metrics,
-                    tunnels,
-                }
-            },
+            outbound: outbound_side(outbound_listener, routes, pool, egress, metrics),
             admin,
             loops,
             info,
@@ -175,6 +157,60 @@ impl Proxy {
             let _ = loops.await;
         }
         let _ = probe.await;
+    }
+}
+
+/// The three listeners, bound first so that their addresses can be registered and written to
+/// the ready file before anything is served.
+struct Bound {
+    inbound: TcpListener,
+    outbound: TcpListener,
+    admin: Option<TcpListener>,
+    inbound_addr: SocketAddr,
+    outbound_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl Bound {
+    async fn listeners(config: &ProxyConfig) -> Result<Bound, ProxyError> {
+        let inbound = bind("inbound", config.inbound_listen).await?;
+        let outbound = bind("outbound", config.outbound_listen).await?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(bind("admin", addr).await?),
+            None => None,
+        };
+        Ok(Bound {
+            inbound_addr: local_addr("inbound", &inbound)?,
+            outbound_addr: local_addr("outbound", &outbound)?,
+            admin_addr: admin.as_ref().map(|l| local_addr("admin", l)).transpose()?,
+            inbound,
+            outbound,
+            admin,
+        })
+    }
+}
+
+/// The outbound listener with its stack (and the tunnels it tracks for draining).
+fn outbound_side(
+    listener: TcpListener,
+    routes: Routes,
+    pool: PeerPool,
+    egress: Egress,
+    metrics: Arc<dyn ProxyMetrics>,
+) -> Outbound {
+    let tunnels = outbound::Tunnels::default();
+    let parts = outbound::StackParts {
+        routes,
+        pool,
+        egress,
+        metrics: Arc::clone(&metrics),
+        tunnels: tunnels.clone(),
+    };
+    Outbound {
+        listener,
+        stack: outbound::stack(parts),
+        metrics,
+        tunnels,
     }
 }
 
