@@ -5,6 +5,8 @@
 
 #[path = "control/grpc_core.rs"]
 mod grpc_core;
+#[path = "control/shutdown.rs"]
+mod shutdown;
 #[path = "control/workload_api.rs"]
 mod workload_api;
 
