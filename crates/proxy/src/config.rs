@@ -116,6 +116,9 @@ pub struct ProxyConfig {
     pub ready_file: Option<PathBuf>,
     /// Where egress destinations are resolved (the proxy connects to what it resolved).
     pub dns: EgressDns,
+    /// Distributed tracing; `None`: off (no trace layer on either stack, trace headers pass
+    /// through untouched).
+    pub tracing: Option<crate::TracingConfig>,
 }
 
 impl ProxyConfig {
@@ -135,6 +138,7 @@ impl ProxyConfig {
             peer_protocol: PeerProtocol::default(),
             ready_file: None,
             dns: EgressDns::System,
+            tracing: None,
         }
     }
 }

@@ -58,6 +58,7 @@ mod routes;
 mod server;
 mod start_error;
 mod telemetry;
+mod trace;
 pub mod trace_context;
 mod workload_api;
 
@@ -77,6 +78,7 @@ pub use proxy::Proxy;
 pub use ready::{ReadyFileError, ReadyInfo};
 pub use server::{DRAIN_TIMEOUT, PeerIdentity};
 pub use start_error::ProxyError;
+pub use trace::{OtlpExport, OtlpProtocol, Propagation, TracingConfig, UnknownOtlpProtocol};
 
 /// Runs one sidecar until `shutdown` resolves: starts it ([`Proxy::start`]), writes
 /// the ready file if configured (again with `app_listening: true` once the app has

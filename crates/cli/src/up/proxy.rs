@@ -89,6 +89,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         dns: args
             .dns
             .map_or(proxy::EgressDns::System, proxy::EgressDns::Server),
+        tracing: None,
     };
     let rt = if args.single_thread {
         tokio::runtime::Builder::new_current_thread()
