@@ -4,8 +4,12 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+mod traces;
+
 use api::contract::Snapshot;
 use identity::{Svid, TrustBundle};
+
+pub use traces::{OtlpExport, OtlpProtocol, Propagation, TracingConfig, UnknownOtlpProtocol};
 
 /// The HTTP version the local application speaks (plain HTTP, on `app`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -118,7 +122,7 @@ pub struct ProxyConfig {
     pub dns: EgressDns,
     /// Distributed tracing; `None`: off (no trace layer on either stack, trace headers pass
     /// through untouched).
-    pub tracing: Option<crate::TracingConfig>,
+    pub tracing: Option<TracingConfig>,
 }
 
 impl ProxyConfig {

@@ -2,9 +2,11 @@
 //! the check sees and what it does not).
 //!
 //! Bottom to top:
-//! - the leaves, importing nothing of the crate: `body`, `label`, `backoff`, `config`,
+//! - the leaves, importing nothing of the crate: `body`, `label`, `backoff`,
 //!   `control_client`, `exposition`, `hop_by_hop`, `ready`, `trace_context` (W3C and B3
-//!   context, sampling; the stacks will use it, issue 12);
+//!   context, sampling), and `config` (only the sampler type of `trace_context`);
+//! - `span_notes` (what the trace layer leaves on a request for the layers below: the trace
+//!   id for their logs, notes for the span), below everything that writes notes;
 //! - errors, metrics and plumbing: `forward_error`, `denial`, `retry` → `metrics`, `pool`,
 //!   `reserved_headers`, `start_error` → `server` (what both listeners share, including the
 //!   connection's verified `PeerIdentity`), `prometheus`, `workload_api`;
@@ -13,7 +15,8 @@
 //!   requests) → `routes` (the snapshot's route table: services, their endpoint slots and
 //!   compiled route rules, and the policies);
 //! - `telemetry` (the layer; each stack hands it its own `RequestLabels`) and `discovery`
-//!   (keeps `routes` current);
+//!   (keeps `routes` current) → `trace` (the span layer, below telemetry in both stacks and
+//!   reading its labels; each stack hands it its own `SpanAttributes`; and the OTLP export);
 //! - the listeners, `inbound` and `outbound`, which never import each other → `admin` →
 //!   `proxy` (wiring).
 //!
@@ -26,13 +29,14 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("body", &[]),
     ("label", &[]),
     ("backoff", &[]),
-    ("config", &[]),
+    ("config", &["trace_context"]),
     ("control_client", &[]),
     ("exposition", &[]),
     ("hop_by_hop", &[]),
     ("ready", &[]),
     ("trace_context", &[]),
     ("layering", &[]),
+    ("span_notes", &["trace_context"]),
     ("forward_error", &["body"]),
     ("denial", &["body"]),
     ("retry", &["body"]),
@@ -40,7 +44,10 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("pool", &["body", "retry"]),
     ("reserved_headers", &["body", "denial"]),
     ("start_error", &["body", "control_client", "ready"]),
-    ("server", &["body", "forward_error", "metrics"]),
+    (
+        "server",
+        &["body", "forward_error", "metrics", "trace_context"],
+    ),
     (
         "prometheus",
         &["exposition", "forward_error", "label", "metrics"],
@@ -55,6 +62,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "label",
             "metrics",
             "retry",
+            "span_notes",
         ],
     ),
     ("route_classifier", &["label"]),
@@ -72,6 +80,20 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "metrics",
             "routes",
             "server",
+        ],
+    ),
+    (
+        "trace",
+        &[
+            "body",
+            "config",
+            "forward_error",
+            "label",
+            "metrics",
+            "server",
+            "span_notes",
+            "telemetry",
+            "trace_context",
         ],
     ),
     (
@@ -99,7 +121,10 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "reserved_headers",
             "routes",
             "server",
+            "span_notes",
             "telemetry",
+            "trace",
+            "trace_context",
         ],
     ),
     (
@@ -117,7 +142,9 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "resilience",
             "routes",
             "server",
+            "span_notes",
             "telemetry",
+            "trace",
         ],
     ),
     ("admin", &["body", "inbound", "metrics", "routes", "server"]),
@@ -134,6 +161,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "ready",
             "routes",
             "start_error",
+            "trace",
         ],
     ),
 ];

@@ -56,6 +56,7 @@ mod retry;
 mod route_classifier;
 mod routes;
 mod server;
+mod span_notes;
 mod start_error;
 mod telemetry;
 mod trace;
@@ -66,19 +67,23 @@ use std::future::Future;
 
 pub use admin::AdminSnapshot;
 pub use body::{BoxError, ProxyBody};
-pub use config::{AppProtocol, ControlSource, EgressDns, PeerProtocol, ProxyConfig};
+pub use config::{
+    AppProtocol, ControlSource, EgressDns, OtlpExport, OtlpProtocol, PeerProtocol, Propagation,
+    ProxyConfig, TracingConfig, UnknownOtlpProtocol,
+};
 pub use control_client::{ControlClient, ControlError};
 pub use forward_error::{ForwardError, OverloadLimit, Side, TimeoutKind};
 pub use inbound::app_readiness::AppReadiness;
 pub use inbound::client_id::CLIENT_ID_HEADER;
 pub use label::{Label, MethodLabel};
-pub use metrics::{Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord, RetryReason};
+pub use metrics::{
+    Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord, RetryReason, SpanDrop,
+};
 pub use prometheus::PrometheusMetrics;
 pub use proxy::Proxy;
 pub use ready::{ReadyFileError, ReadyInfo};
 pub use server::{DRAIN_TIMEOUT, PeerIdentity};
 pub use start_error::ProxyError;
-pub use trace::{OtlpExport, OtlpProtocol, Propagation, TracingConfig, UnknownOtlpProtocol};
 
 /// Runs one sidecar until `shutdown` resolves: starts it ([`Proxy::start`]), writes
 /// the ready file if configured (again with `app_listening: true` once the app has

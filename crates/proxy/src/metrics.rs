@@ -113,6 +113,26 @@ impl RetryReason {
     }
 }
 
+/// Why finished spans did not reach the collector (the `reason` of
+/// `meshwork_trace_spans_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpanDrop {
+    /// The export queue was full (the collector is slower than the traffic, or away).
+    QueueFull,
+    /// The export request failed (collector unreachable, refused, timed out).
+    ExportFailed,
+}
+
+impl SpanDrop {
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanDrop::QueueFull => "queue_full",
+            SpanDrop::ExportFailed => "export_failed",
+        }
+    }
+}
+
 /// One answered request as the telemetry layer labelled it (docs/telemetry.md). Every
 /// label is interned or an enum, so building and passing a record allocates nothing.
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +189,12 @@ pub trait ProxyMetrics: Send + Sync + 'static {
     /// The endpoint at `endpoint` of `service` was at its circuit-breaker `limit`, so a
     /// request was refused with a `503` instead of being sent to it.
     fn circuit_open(&self, _service: Label, _endpoint: SocketAddr, _limit: OverloadLimit) {}
+
+    /// `count` spans reached the collector.
+    fn spans_exported(&self, _count: u64) {}
+
+    /// `count` finished spans were dropped, for `reason`.
+    fn spans_dropped(&self, _reason: SpanDrop, _count: u64) {}
 
     /// Appends this implementation's metric families to an admin `/metrics` answer, in
     /// OpenMetrics text (`# HELP`/`# TYPE` lines and samples, without the final `# EOF`).

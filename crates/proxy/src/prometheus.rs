@@ -7,6 +7,7 @@
 //! - `meshwork_forward_errors_total{direction,side}`
 //! - the resiliency counters (retries, budget exhaustion, timeouts, ejections, circuit-open
 //!   refusals): [`resilience`]
+//! - the trace export counters (spans exported, spans dropped by reason): [`spans`]
 //!
 //! Cost: a request is one read-locked lookup of a `Copy` key (interned labels, no strings
 //! built) and two relaxed atomic adds; only the first request of a new label set takes the
@@ -26,7 +27,7 @@ use identity::SpiffeId;
 use crate::exposition::{self, Kind};
 use crate::forward_error::{ForwardError, OverloadLimit, Side, TimeoutKind};
 use crate::label::{Label, MethodLabel};
-use crate::metrics::{Direction, Protocol, ProxyMetrics, RequestRecord, RetryReason};
+use crate::metrics::{Direction, Protocol, ProxyMetrics, RequestRecord, RetryReason, SpanDrop};
 use policy::hasher::FxBuildHasher as FxBuild;
 
 /// Upper bounds of the duration buckets (seconds as written in `le`, and nanoseconds),
@@ -70,6 +71,7 @@ pub struct PrometheusMetrics {
     /// By direction, then side.
     forward_errors: [[AtomicU64; 5]; 2],
     resilience: resilience::ResilienceCounters,
+    spans: spans::SpanCounters,
 }
 
 /// One label set of `meshwork_requests_total`: a few words, hashed as such.
@@ -166,6 +168,15 @@ impl ProxyMetrics for PrometheusMetrics {
         encode_durations(&requests, out);
         self.encode_counters(out);
         self.resilience.encode(out);
+        self.spans.encode(out);
+    }
+
+    fn spans_exported(&self, count: u64) {
+        self.spans.exported(count);
+    }
+
+    fn spans_dropped(&self, reason: SpanDrop, count: u64) {
+        self.spans.dropped(reason, count);
     }
 
     fn retry(&self, service: Label, reason: RetryReason) {
@@ -331,6 +342,7 @@ fn encode_durations(requests: &[(RequestKey, [u64; SLOTS], u64)], out: &mut Stri
 }
 
 mod resilience;
+mod spans;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

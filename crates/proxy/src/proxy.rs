@@ -19,8 +19,8 @@ use crate::outbound::resolve::HostResolver;
 use crate::outbound::{self, Outbound, egress::Egress};
 use crate::prometheus::PrometheusMetrics;
 use crate::ready::ReadyInfo;
-use crate::routes::Routes;
 use crate::start_error::ProxyError;
+use crate::trace::{Exporting, Tracer};
 
 /// A started sidecar: listeners bound, SVID in hand, routes loaded; not yet serving.
 pub struct Proxy {
@@ -30,6 +30,8 @@ pub struct Proxy {
     loops: Option<ControlLoops>,
     info: ReadyInfo,
     readiness: Arc<AppReadiness>,
+    /// The OTLP export task, when tracing is on.
+    exporting: Option<Exporting>,
 }
 
 impl Proxy {
@@ -95,6 +97,23 @@ impl Proxy {
             )
         });
         let egress = Egress::new(info.spiffe_id.clone(), resolver);
+        let (tracer, exporting) = match &config.tracing {
+            Some(tracing) => {
+                let (tracer, exporting) = Tracer::start(
+                    tracing,
+                    &info.spiffe_id,
+                    config.replica,
+                    Arc::clone(&metrics),
+                )
+                .map_err(|source| ProxyError::Tracing {
+                    endpoint: tracing.otlp.endpoint.clone(),
+                    protocol: tracing.otlp.protocol.as_str(),
+                    source,
+                })?;
+                (Some(tracer), Some(exporting))
+            }
+            None => (None, None),
+        };
         tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, "proxy ready");
         Ok(Proxy {
             inbound: Inbound {
@@ -104,15 +123,27 @@ impl Proxy {
                     routes.clone(),
                     info.spiffe_id.clone(),
                     Arc::clone(&metrics),
+                    tracer.clone(),
                 ),
                 store,
                 metrics: Arc::clone(&metrics),
             },
-            outbound: outbound_side(outbound_listener, routes, pool, egress, metrics),
+            outbound: outbound_side(
+                outbound_listener,
+                outbound::StackParts {
+                    routes,
+                    pool,
+                    egress,
+                    metrics: Arc::clone(&metrics),
+                    tunnels: outbound::Tunnels::default(),
+                    tracer,
+                },
+            ),
             admin,
             loops,
             info,
             readiness,
+            exporting,
         })
     }
 
@@ -139,6 +170,11 @@ impl Proxy {
             .loops
             .map(|loops| tokio::spawn(loops.run(token.child_token())));
         let probe = tokio::spawn(app_readiness::probe(self.readiness, token.child_token()));
+        // Stopped after the listeners have drained, so their last spans are flushed.
+        let export_stop = CancellationToken::new();
+        let exporting = self
+            .exporting
+            .map(|exporting| tokio::spawn(exporting.run(export_stop.clone())));
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         token.cancel();
@@ -157,6 +193,10 @@ impl Proxy {
             let _ = loops.await;
         }
         let _ = probe.await;
+        export_stop.cancel();
+        if let Some(exporting) = exporting {
+            let _ = exporting.await;
+        }
     }
 }
 
@@ -191,26 +231,12 @@ impl Bound {
 }
 
 /// The outbound listener with its stack (and the tunnels it tracks for draining).
-fn outbound_side(
-    listener: TcpListener,
-    routes: Routes,
-    pool: PeerPool,
-    egress: Egress,
-    metrics: Arc<dyn ProxyMetrics>,
-) -> Outbound {
-    let tunnels = outbound::Tunnels::default();
-    let parts = outbound::StackParts {
-        routes,
-        pool,
-        egress,
-        metrics: Arc::clone(&metrics),
-        tunnels: tunnels.clone(),
-    };
+fn outbound_side(listener: TcpListener, parts: outbound::StackParts) -> Outbound {
     Outbound {
         listener,
+        metrics: Arc::clone(&parts.metrics),
+        tunnels: parts.tunnels.clone(),
         stack: outbound::stack(parts),
-        metrics,
-        tunnels,
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use tower::util::BoxCloneSyncService;
 use crate::body::{ProxyBody, boxed};
 use crate::forward_error::ForwardError;
 use crate::metrics::{Direction, ProxyMetrics};
+use crate::trace_context::TraceIdField;
 
 /// A proxy stack as seen from the listener: boxed once, cloned per connection.
 pub type Stack = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, ForwardError>;
@@ -33,6 +35,45 @@ pub type Stack = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, Fo
 /// inbound layers (client id, authorization) and telemetry read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity(pub SpiffeId);
+
+/// The caller's address (the TCP peer of an inbound connection); a request extension set
+/// per connection next to [`PeerIdentity`]. Spans report it as `network.peer.address`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// What a connection puts on each of its requests (nothing, or the verified caller).
+pub trait ConnectionExtensions: Clone + Send + Sync + 'static {
+    /// Inserts this connection's extensions into a request's.
+    fn insert_into(&self, extensions: &mut http::Extensions);
+}
+
+impl ConnectionExtensions for () {
+    fn insert_into(&self, _extensions: &mut http::Extensions) {}
+}
+
+/// An inbound connection: the verified caller, and its address when the OS told it.
+#[derive(Debug, Clone)]
+pub struct InboundPeer {
+    /// The caller's SPIFFE ID.
+    pub identity: PeerIdentity,
+    /// The caller's socket address.
+    pub addr: Option<PeerAddr>,
+}
+
+impl ConnectionExtensions for InboundPeer {
+    fn insert_into(&self, extensions: &mut http::Extensions) {
+        extensions.insert(self.identity.clone());
+        if let Some(addr) = self.addr {
+            extensions.insert(addr);
+        }
+    }
+}
+
+impl ConnectionExtensions for PeerIdentity {
+    fn insert_into(&self, extensions: &mut http::Extensions) {
+        extensions.insert(self.clone());
+    }
+}
 
 /// How long in-flight requests get to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,7 +162,7 @@ pub fn hyper_service<X>(
     Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 > + Clone
 where
-    X: Clone + Send + Sync + 'static,
+    X: ConnectionExtensions,
 {
     hyper_service_with(stack, extension, direction, metrics, boxed::<Incoming>)
 }
@@ -140,11 +181,11 @@ pub fn hyper_service_with<X>(
     Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 > + Clone
 where
-    X: Clone + Send + Sync + 'static,
+    X: ConnectionExtensions,
 {
     hyper::service::service_fn(move |request: Request<Incoming>| {
         let mut request = request.map(body);
-        request.extensions_mut().insert(extension.clone());
+        extension.insert_into(request.extensions_mut());
         let stack = stack.clone();
         let metrics = Arc::clone(&metrics);
         answer(stack, request, direction, metrics)
@@ -169,21 +210,33 @@ fn answer(
         };
         let response = match result {
             Ok(response) => response,
-            Err(error) => {
-                tracing::warn!(
-                    ?direction,
-                    side = error.side().as_str(),
-                    retryable = error.retryable(),
-                    error = %crate::forward_error::error_chain(&error),
-                    "request failed"
-                );
-                metrics.forward_error(direction, &error);
-                error.to_response()
-            }
+            Err(error) => render_error(direction, &error, &*metrics, &TraceIdField::NONE),
         };
         metrics.response(direction, response.status());
         Ok(response)
     })
+}
+
+/// The response for a request that failed in the proxy, logged (with the trace id when the
+/// request is traced) and counted: the one place a [`ForwardError`] becomes an answer. The
+/// trace layer calls it for the requests it sees, so their log line carries the trace id;
+/// the listener for the rest.
+pub fn render_error(
+    direction: Direction,
+    error: &ForwardError,
+    metrics: &dyn ProxyMetrics,
+    trace_id: &TraceIdField,
+) -> Response<ProxyBody> {
+    tracing::warn!(
+        ?direction,
+        side = error.side().as_str(),
+        retryable = error.retryable(),
+        error = %crate::forward_error::error_chain(error),
+        %trace_id,
+        "request failed"
+    );
+    metrics.forward_error(direction, error);
+    error.to_response()
 }
 
 /// Serves one connection's worth of HTTP with `service` until it closes or the

@@ -61,4 +61,15 @@ pub enum ProxyError {
     /// The egress resolver could not be set up.
     #[error("cannot set up the egress DNS resolver")]
     Resolver(#[source] crate::body::BoxError),
+    /// The OTLP trace exporter could not be built from the tracing configuration.
+    #[error("cannot set up trace export to {endpoint} over OTLP {protocol}")]
+    Tracing {
+        /// The configured collector endpoint.
+        endpoint: String,
+        /// The configured OTLP protocol (`grpc`, `http/protobuf`).
+        protocol: &'static str,
+        /// What `opentelemetry-otlp` said.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
 }

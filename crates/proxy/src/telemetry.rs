@@ -40,6 +40,19 @@ use crate::server::PeerIdentity;
 #[derive(Debug, Clone, Copy)]
 pub struct AnsweredBy(pub Label);
 
+/// Request extension: the labels the telemetry layer gave a request, for the trace layer
+/// below it (put there only when the layer was built [`TelemetryLayer::publishing`]), so
+/// that the request is labelled once.
+#[derive(Debug, Clone, Copy)]
+pub struct Labelled {
+    /// The mesh service, `[none]` or `[egress]`.
+    pub service: Label,
+    /// The route template, or `[unmatched]`.
+    pub route: Label,
+    /// The peer, when known before the response (else the response's [`AnsweredBy`]).
+    pub peer: Option<Label>,
+}
+
 /// How a stack labels its requests before sending them on.
 pub trait RequestLabels: Clone + Send + Sync + 'static {
     /// The direction the stack's requests are counted under.
@@ -56,12 +69,23 @@ pub trait RequestLabels: Clone + Send + Sync + 'static {
 pub struct TelemetryLayer<L> {
     metrics: Arc<dyn ProxyMetrics>,
     labels: L,
+    publish: bool,
 }
 
 impl<L: RequestLabels> TelemetryLayer<L> {
     /// Records every request into `metrics`, labelled by `labels`.
     pub fn new(labels: L, metrics: Arc<dyn ProxyMetrics>) -> Self {
-        TelemetryLayer { metrics, labels }
+        TelemetryLayer {
+            metrics,
+            labels,
+            publish: false,
+        }
+    }
+
+    /// Also puts each request's labels on it as [`Labelled`] (for a trace layer below).
+    pub fn publishing(mut self, publish: bool) -> Self {
+        self.publish = publish;
+        self
     }
 }
 
@@ -133,9 +157,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
         let start = Instant::now();
         let (service, route, peer) = self.layer.labels.labels(&request);
+        if self.layer.publish {
+            let labelled = Labelled {
+                service,
+                route,
+                peer,
+            };
+            request.extensions_mut().insert(labelled);
+        }
         let pending = Pending {
             direction: L::DIRECTION,
             service,
@@ -220,7 +252,7 @@ fn inbound_labels<B>(
 /// The request's host without port: the URI's authority (absolute-form, authority-form,
 /// h2 `:authority`), else the `Host` header's. Borrowed: nothing is copied per request.
 /// Userinfo is not split off: such a host names no service.
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
+pub(crate) fn request_host<B>(request: &Request<B>) -> Option<&str> {
     let authority = match request.uri().authority() {
         Some(authority) => authority.as_str(),
         None => request.headers().get(http::header::HOST)?.to_str().ok()?,

@@ -11,7 +11,7 @@
 //! the stale ones. [`Sampler`] makes the parent-based, trace-id-ratio decision every hop
 //! agrees on.
 //!
-//! Spans, export and the wiring into the inbound/outbound stacks come later (issue 12).
+//! Spans, their export and the layers that use this are `crate::trace`'s.
 
 mod b3;
 mod ids;
@@ -24,7 +24,7 @@ mod tracestate;
 mod proptests;
 
 pub use b3::{B3, B3Ids};
-pub use ids::{SpanId, TraceId};
+pub use ids::{SpanId, TraceId, TraceIdField};
 pub use propagation::{Extracted, Format, Formats, extract, inject};
 pub use sampler::{RatioError, Sampler};
 pub use traceparent::{TraceFlags, Traceparent};

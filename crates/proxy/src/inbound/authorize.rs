@@ -32,6 +32,8 @@ use crate::denial::{decision_id, forbidden};
 use crate::forward_error::ForwardError;
 use crate::routes::{RouteTable, Routes};
 use crate::server::PeerIdentity;
+use crate::span_notes;
+use crate::trace_context::TraceIdField;
 
 /// Tower layer deciding every inbound request (see the [module docs](self)).
 #[derive(Debug, Clone)]
@@ -129,8 +131,12 @@ fn decide_request<B>(
         method: request.method().as_str(),
         path,
         policy_hash: &table.policies().hash,
+        trace_id: span_notes::trace_id(request),
     };
     described.log(&decision);
+    if let Some(notes) = span_notes::notes(request) {
+        span_notes::note_decision(notes, &decision, described.id());
+    }
     if !decision.allowed {
         let context = json!({"service": service, "caller": caller.map(SpiffeId::as_str)});
         let refusal = forbidden("forbidden", described.id(), &decision.reason, context);
@@ -241,6 +247,7 @@ struct Described<'a> {
     method: &'a str,
     path: &'a NormalizedPath,
     policy_hash: &'a str,
+    trace_id: TraceIdField,
 }
 
 impl Described<'_> {
@@ -253,25 +260,26 @@ impl Described<'_> {
     /// in them creates the id only for lines that are actually written.
     fn log(&self, decision: &Decision) {
         let caller = self.caller.map_or("-", SpiffeId::as_str);
-        let (service, method, path, hash) = (
+        let (service, method, path, hash, trace_id) = (
             self.service,
             self.method,
             self.path.as_str(),
             self.policy_hash,
+            &self.trace_id,
         );
         for note in &decision.audit {
             tracing::info!(decision_id = self.id(), caller, service, method, path, policy_hash = hash,
                 outcome = ?note.outcome, policy = ?note.reason.policy, rule = ?note.reason.rule,
-                matcher = %note.reason.matcher, "audit: policy in audit mode would decide otherwise");
+                matcher = %note.reason.matcher, %trace_id, "audit: policy in audit mode would decide otherwise");
         }
         let reason = &decision.reason;
         if decision.allowed {
             tracing::debug!(decision_id = self.id(), caller, service, method, path, kind = ?reason.kind,
-                policy = ?reason.policy, rule = ?reason.rule, "inbound request allowed");
+                policy = ?reason.policy, rule = ?reason.rule, %trace_id, "inbound request allowed");
         } else {
             tracing::warn!(decision_id = self.id(), caller, service, method, path, policy_hash = hash,
                 kind = ?reason.kind, policy = ?reason.policy, rule = ?reason.rule,
-                matcher = %reason.matcher, "inbound request denied by policy");
+                matcher = %reason.matcher, %trace_id, "inbound request denied by policy");
         }
     }
 }

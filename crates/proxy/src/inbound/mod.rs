@@ -10,6 +10,7 @@ mod app_connector;
 pub mod app_readiness;
 pub mod authorize;
 pub mod client_id;
+pub mod span_attributes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,17 +27,20 @@ use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, Protocol, ProxyMetrics};
 use crate::reserved_headers;
 use crate::routes::Routes;
-use crate::server::{self, PeerIdentity, Stack};
+use crate::server::{self, InboundPeer, PeerAddr, PeerIdentity, Stack};
 use crate::telemetry::TelemetryLayer;
+use crate::trace::{TraceLayer, Tracer};
 use app::AppService;
 use authorize::AuthorizeLayer;
 use client_id::ClientIdLayer;
+use span_attributes::InboundSpan;
 
 /// A handshake that has not finished by then is dropped: it would otherwise hold a
 /// task (and delay shutdown) for as long as a slow or malicious client likes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the inbound request stack: telemetry (request metrics into `metrics`), hop-by-hop
+/// Builds the inbound request stack: telemetry (request metrics into `metrics`), the server
+/// span (with `tracer`, when tracing is on), hop-by-hop
 /// stripping, client-id stamping, authorization (the policies in `routes`, for this
 /// workload's identity `own`), then the app client.
 pub fn stack(
@@ -44,14 +48,15 @@ pub fn stack(
     routes: Routes,
     own: SpiffeId,
     metrics: Arc<dyn ProxyMetrics>,
+    tracer: Option<Tracer>,
 ) -> Stack {
+    let traced = tracer.is_some();
+    let trace = tracer.map(|t| TraceLayer::new(t, InboundSpan, Arc::clone(&metrics)));
     let service = ServiceBuilder::new()
         // Outermost: refusals by the layers below are counted too.
-        .layer(TelemetryLayer::inbound(
-            routes.clone(),
-            own.clone(),
-            metrics,
-        ))
+        .layer(TelemetryLayer::inbound(routes.clone(), own.clone(), metrics).publishing(traced))
+        // Below telemetry, whose labels it reads; above everything that can refuse.
+        .option_layer(trace)
         .layer(HopByHopLayer)
         .layer(ClientIdLayer)
         // Sees the verified caller as the `PeerIdentity` request extension.
@@ -125,7 +130,10 @@ async fn handle(
     tracing::debug!(?remote, %peer, "inbound connection");
     let service = server::hyper_service_with(
         stack,
-        PeerIdentity(peer),
+        InboundPeer {
+            identity: PeerIdentity(peer),
+            addr: remote.map(PeerAddr),
+        },
         Direction::Inbound,
         metrics,
         reserved_headers::inbound_body::<hyper::body::Incoming>,

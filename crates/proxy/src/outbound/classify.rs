@@ -50,6 +50,12 @@ pub struct Classified {
 #[derive(Debug, Clone)]
 pub struct TunnelTo(pub Arc<(String, u16)>);
 
+impl crate::server::ConnectionExtensions for TunnelTo {
+    fn insert_into(&self, extensions: &mut http::Extensions) {
+        extensions.insert(self.clone());
+    }
+}
+
 impl Classified {
     /// Classifies `request` against `table`; inside a tunnel, first points it at the
     /// tunnel's service.

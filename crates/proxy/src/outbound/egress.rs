@@ -32,6 +32,7 @@ use crate::body::{BoxError, ProxyBody, boxed, json_response};
 use crate::denial::{decision_id, forbidden};
 use crate::forward_error::ForwardError;
 use crate::routes::RouteTable;
+use crate::span_notes;
 
 /// A destination that does not answer within this is given up on (per address).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,10 +88,13 @@ impl Egress {
         self.log(
             &id,
             &destination,
-            request.method().as_str(),
+            &request,
             &decision,
             &table.policies().hash,
         );
+        if let Some(notes) = span_notes::notes(&request) {
+            span_notes::note_decision(notes, &decision, &id);
+        }
         if !decision.allowed {
             let context = json!({"host": destination.host.to_string(), "port": destination.port,
                                  "caller": self.caller.as_str()});
@@ -109,17 +113,25 @@ impl Egress {
         }
     }
 
-    fn log(&self, id: &str, to: &Destination, method: &str, decision: &Decision, hash: &str) {
+    fn log(
+        &self,
+        id: &str,
+        to: &Destination,
+        request: &Request<ProxyBody>,
+        decision: &Decision,
+        hash: &str,
+    ) {
         let (caller, host, port) = (self.caller.as_str(), to.host.to_string(), to.port);
+        let (method, trace_id) = (request.method().as_str(), span_notes::trace_id(request));
         let path = to.http.as_ref().map_or("-", |(p, _)| p.as_str());
         let reason = &decision.reason;
         if decision.allowed {
             tracing::info!(decision_id = id, caller, %host, port, method, path, policy = ?reason.policy,
-                rule = ?reason.rule, "egress allowed");
+                rule = ?reason.rule, %trace_id, "egress allowed");
         } else {
             tracing::warn!(decision_id = id, caller, %host, port, method, path, policy_hash = hash,
                 kind = ?reason.kind, policy = ?reason.policy, rule = ?reason.rule,
-                matcher = %reason.matcher, "egress denied by policy");
+                matcher = %reason.matcher, %trace_id, "egress denied by policy");
         }
     }
 

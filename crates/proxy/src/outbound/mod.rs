@@ -4,12 +4,15 @@
 //! The request stack, one named layer per file, in the order a request meets them:
 //!
 //! ```text
-//! classify ─▶ telemetry ─▶ hop_by_hop ─▶ steer ─┬─ mesh: split ─▶ route_policy (request
-//!                                               │   timeout ─▶ retry ─▶ try timeout) ─▶
-//!                                               │   balance ─▶ endpoint ─▶ pool
-//!  (target, service,                            ├─ tunnel: CONNECT SERVICE:port → 200, HTTP
-//!   path, route, rule:                          │   inside re-enters this same stack
-//!   once, as `Classified`)                      └─ egress: EgressPolicy, then resolve + dial
+//! classify ─▶ telemetry ─▶ trace ─▶ hop_by_hop ─▶ steer ─┬─ mesh: split ─▶ route_policy
+//!                                                        │   (request timeout ─▶ retry ─▶
+//!  (target, service,          (client span,              │   try timeout) ─▶ balance ─▶
+//!   path, route, rule:         tracing on only)          │   endpoint ─▶ pool
+//!   once, as `Classified`)                               ├─ tunnel: CONNECT SERVICE:port →
+//!                                                        │   200, HTTP inside re-enters
+//!                                                        │   this same stack
+//!                                                        └─ egress: EgressPolicy, then
+//!                                                            resolve + dial
 //! ```
 //!
 //! Only the local application should reach this port; binding it to loopback is
@@ -24,6 +27,7 @@ pub mod labels;
 mod mesh_tunnel;
 pub mod resolve;
 pub mod route_policy;
+pub mod span_attributes;
 pub mod split;
 pub mod steer;
 pub mod target;
@@ -43,6 +47,7 @@ use crate::metrics::{Direction, ProxyMetrics};
 use crate::routes::Routes;
 use crate::server::{self, DRAIN_TIMEOUT, Stack};
 use crate::telemetry::TelemetryLayer;
+use crate::trace::{TraceLayer, Tracer};
 use balance::Balance;
 use classify::ClassifyLayer;
 use connect::PeerPool;
@@ -50,6 +55,7 @@ use egress::Egress;
 use endpoint::Endpoint;
 use labels::ClassifiedLabels;
 use route_policy::{RoutePolicy, RoutePolicyLayer};
+use span_attributes::OutboundSpan;
 use split::{Split, SplitLayer};
 use steer::Steer;
 
@@ -73,6 +79,8 @@ pub struct StackParts {
     pub metrics: Arc<dyn ProxyMetrics>,
     /// The mesh tunnels being served (drained with the listener).
     pub tunnels: Tunnels,
+    /// Client spans, when tracing is on.
+    pub tracer: Option<Tracer>,
 }
 
 /// Builds the outbound request stack (see the [module docs](self)).
@@ -84,14 +92,20 @@ pub fn stack(parts: StackParts) -> Stack {
             Endpoint::new(parts.pool.clone()),
             Arc::clone(&parts.metrics),
         ));
+    let trace = parts
+        .tracer
+        .clone()
+        .map(|t| TraceLayer::new(t, OutboundSpan, Arc::clone(&parts.metrics)));
     let service = ServiceBuilder::new()
         // Outermost: everything below reads the classification.
         .layer(ClassifyLayer::new(parts.routes.clone()))
         // Refusals by the layers below are counted too.
-        .layer(TelemetryLayer::new(
-            ClassifiedLabels,
-            Arc::clone(&parts.metrics),
-        ))
+        .layer(
+            TelemetryLayer::new(ClassifiedLabels, Arc::clone(&parts.metrics))
+                .publishing(trace.is_some()),
+        )
+        // The client span: below telemetry, whose labels it reads.
+        .option_layer(trace)
         .layer(HopByHopLayer)
         .service(Steer::new(mesh, parts));
     server::box_stack(service)

@@ -39,6 +39,14 @@ impl Target {
         }
     }
 
+    /// The port the client asked for, when it named one (always for CONNECT).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Target::Http { port, .. } => *port,
+            Target::Connect { port, .. } => Some(*port),
+        }
+    }
+
     /// Parses the target of `request`; origin-form falls back to the `Host` header.
     pub fn of<B>(request: &Request<B>) -> Result<Target, ForwardError> {
         let uri = request.uri();

@@ -33,6 +33,7 @@ use std::time::Duration;
 use api::contract::traffic::RetryRule;
 use futures_util::future::BoxFuture;
 use http::{HeaderName, Request, Response};
+use opentelemetry::KeyValue;
 use tower::retry::budget::Budget;
 use tower::{Service, ServiceExt};
 
@@ -44,6 +45,7 @@ use crate::forward_error::{ForwardError, TimeoutKind};
 use crate::label::Label;
 use crate::metrics::{ProxyMetrics, RetryReason};
 use crate::retry::closed_before_response;
+use crate::span_notes;
 
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
@@ -242,6 +244,7 @@ where
 {
     shared.budget.deposit();
     let retryable = is_retryable_request(&request);
+    let notes = span_notes::notes(&request).cloned();
     let (first, replay) = Replayable::new(request, MAX_REPLAY_BYTES);
     let mut result = send(&mut inner, first).await;
     let Some(replay) = replay else {
@@ -262,10 +265,18 @@ where
         };
         if !shared.budget.withdraw() {
             shared.metrics.retry_budget_exhausted(shared.service);
+            if let Some(notes) = &notes {
+                notes.event("retry_budget_exhausted", Vec::new());
+            }
             return result;
         }
         retries += 1;
         shared.metrics.retry(shared.service, reason);
+        if let Some(notes) = &notes {
+            let attempt = KeyValue::new("meshwork.retry.attempt", i64::from(retries));
+            let reason = KeyValue::new("meshwork.retry.reason", reason.as_str());
+            notes.event("retry", vec![attempt, reason]);
+        }
         // The failed answer goes first, so its connection is free for the next try.
         drop(result);
         if let Some(backoff) = backoff.as_mut() {

@@ -27,12 +27,14 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
+use opentelemetry::KeyValue;
 
 use super::replay::is_retryable_request;
 use crate::body::ProxyBody;
 use crate::forward_error::{ForwardError, TimeoutKind};
 use crate::label::Label;
 use crate::metrics::ProxyMetrics;
+use crate::span_notes::{self, SpanNotes};
 
 /// Request extension: the route timeouts bounding the exchange, each a flag set when it
 /// fired. The request timeout's flag is the same for every try (the retry layer's replays
@@ -139,10 +141,11 @@ where
         let config = Arc::clone(&self.config);
         let retryable = config.kind == TimeoutKind::Try && is_retryable_request(&request);
         let fired = TimeoutFlags::arm(&mut request, config.kind);
+        let notes = span_notes::notes(&request).cloned();
         let exchange = self.inner.call(request);
         // Boxed, as every outbound future is: naming `tokio::time::Timeout<S::Future>` in a
         // hand-written future would need pin projection (unsafe or another dependency).
-        Box::pin(bounded(exchange, config, retryable, fired))
+        Box::pin(bounded(exchange, config, retryable, fired, notes))
     }
 }
 
@@ -155,6 +158,7 @@ async fn bounded<F>(
     config: Arc<Config>,
     retryable: bool,
     fired: Arc<AtomicBool>,
+    notes: Option<SpanNotes>,
 ) -> Result<Response<ProxyBody>, ForwardError>
 where
     F: Future<Output = Result<Response<ProxyBody>, ForwardError>>,
@@ -167,6 +171,16 @@ where
         Err(_elapsed) => {
             fired.store(true, Ordering::Release);
             config.metrics.timeout(config.service, config.kind);
+            if let Some(notes) = notes {
+                let after = i64::try_from(config.after.as_millis()).unwrap_or(i64::MAX);
+                notes.event(
+                    "timeout",
+                    vec![
+                        KeyValue::new("meshwork.timeout.kind", config.kind.as_str()),
+                        KeyValue::new("meshwork.timeout.after_ms", after),
+                    ],
+                );
+            }
             Err(ForwardError::Timeout {
                 service: config.service.as_str().to_owned(),
                 which: config.kind,

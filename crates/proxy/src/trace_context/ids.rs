@@ -176,6 +176,24 @@ impl FromStr for SpanId {
     }
 }
 
+/// A log field: a request's trace id, or `-` when it has none (tracing off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TraceIdField(pub Option<TraceId>);
+
+impl TraceIdField {
+    /// No trace id (printed as `-`).
+    pub const NONE: Self = TraceIdField(None);
+}
+
+impl fmt::Display for TraceIdField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(id) => fmt::Display::fmt(&id, f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 impl fmt::Display for TraceId {
     /// 32 lower-case hex digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -221,6 +221,7 @@ fn a_decision_id_is_made_only_for_lines_that_are_written() {
         method: "POST",
         path: &path,
         policy_hash: &table.policies().hash,
+        trace_id: crate::trace_context::TraceIdField::NONE,
     };
     // Allowed, nothing listening: no id.
     let quiet = described();

@@ -1,0 +1,194 @@
+//! Getting finished spans to the collector: a bounded queue the data path pushes into
+//! without waiting, and one task that sends them in batches over OTLP.
+//!
+//! Not the SDK's `BatchSpanProcessor`: it drops spans when its queue is full without
+//! telling anyone but its own log, and the issue wants drops counted in `/metrics`; it also
+//! sits behind the SDK tracer, which would pick span ids itself (ours are written into the
+//! forwarded headers before the span is finished). The exporters themselves (protobuf
+//! encoding, gRPC through tonic, HTTP through hyper) are `opentelemetry-otlp`'s.
+//!
+//! The exporter dials the collector itself, never through this sidecar's listeners, so its
+//! own requests are never traced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{ExporterBuildError, SpanExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{OtlpExport, OtlpProtocol};
+use crate::metrics::{ProxyMetrics, SpanDrop};
+
+/// An export request that has not answered by then counts as failed (the OTel default is
+/// 10 s; a sidecar's queue should not wait that long behind a dead collector).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Spans still queued at shutdown get this long to reach the collector.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The OTLP/HTTP path for traces.
+const TRACES_PATH: &str = "/v1/traces";
+
+/// Where the data path puts finished spans: never waits, counts what it had to drop.
+#[derive(Clone)]
+pub struct SpanQueue {
+    sender: mpsc::Sender<SpanData>,
+    metrics: Arc<dyn ProxyMetrics>,
+}
+
+impl SpanQueue {
+    /// Queues `span` for export, or drops and counts it when the queue is full.
+    pub fn push(&self, span: SpanData) {
+        if self.sender.try_send(span).is_err() {
+            self.metrics.spans_dropped(SpanDrop::QueueFull, 1);
+        }
+    }
+}
+
+/// The export task, to be run until shutdown ([`Exporting::run`]).
+pub struct Exporting {
+    receiver: mpsc::Receiver<SpanData>,
+    exporter: SpanExporter,
+    batch_size: usize,
+    batch_timeout: Duration,
+    metrics: Arc<dyn ProxyMetrics>,
+}
+
+/// Builds the exporter `config` names and the queue in front of it. Must run inside a tokio
+/// runtime (the gRPC channel connects lazily on it).
+pub fn start(
+    config: &OtlpExport,
+    resource: Vec<KeyValue>,
+    metrics: Arc<dyn ProxyMetrics>,
+) -> Result<(SpanQueue, Exporting), ExporterBuildError> {
+    let mut exporter = build_exporter(config)?;
+    exporter.set_resource(
+        &Resource::builder_empty()
+            .with_service_name(config.service_name.clone())
+            .with_attributes(resource)
+            .build(),
+    );
+    // Zero, so the trace families are served from the start.
+    metrics.spans_exported(0);
+    let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+    let queue = SpanQueue {
+        sender,
+        metrics: Arc::clone(&metrics),
+    };
+    let exporting = Exporting {
+        receiver,
+        exporter,
+        batch_size: config.batch_size.max(1),
+        batch_timeout: config.batch_timeout,
+        metrics,
+    };
+    Ok((queue, exporting))
+}
+
+fn build_exporter(config: &OtlpExport) -> Result<SpanExporter, ExporterBuildError> {
+    match config.protocol {
+        OtlpProtocol::Grpc => SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.endpoint.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+        OtlpProtocol::HttpProtobuf => SpanExporter::builder()
+            .with_http()
+            .with_http_client(
+                opentelemetry_http::hyper::HyperClient::with_default_connector(
+                    EXPORT_TIMEOUT,
+                    None,
+                ),
+            )
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(traces_url(&config.endpoint))
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+    }
+}
+
+/// The OTLP/HTTP URL for traces: `endpoint` as given when it already ends in `/v1/traces`,
+/// else with that path appended (the base-URL rule of `OTEL_EXPORTER_OTLP_ENDPOINT`).
+fn traces_url(endpoint: &str) -> String {
+    if endpoint.ends_with(TRACES_PATH) {
+        endpoint.to_owned()
+    } else {
+        format!("{}{TRACES_PATH}", endpoint.trim_end_matches('/'))
+    }
+}
+
+impl Exporting {
+    /// Sends batches until `shutdown` is cancelled, then flushes what is queued (bounded by
+    /// [`FLUSH_TIMEOUT`]).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(self.batch_size);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.receiver.recv() => match received {
+                    Some(span) => batch.push(span),
+                    None => break,
+                },
+            }
+            self.fill(&mut batch).await;
+            self.send(std::mem::take(&mut batch)).await;
+        }
+        self.receiver.close();
+        while let Ok(span) = self.receiver.try_recv() {
+            batch.push(span);
+        }
+        let flush = async {
+            for chunk in batch.chunks(self.batch_size) {
+                self.send(chunk.to_vec()).await;
+            }
+        };
+        if tokio::time::timeout(FLUSH_TIMEOUT, flush).await.is_err() {
+            tracing::warn!("spans still queued at shutdown were not all exported in time");
+        }
+    }
+
+    /// Adds to `batch` what arrives within the batch timeout, up to the batch size.
+    async fn fill(&mut self, batch: &mut Vec<SpanData>) {
+        let deadline = tokio::time::Instant::now() + self.batch_timeout;
+        while batch.len() < self.batch_size {
+            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Some(span)) => batch.push(span),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    async fn send(&self, batch: Vec<SpanData>) {
+        let count = batch.len() as u64;
+        if count == 0 {
+            return;
+        }
+        match self.exporter.export(batch).await {
+            Ok(()) => self.metrics.spans_exported(count),
+            Err(error) => {
+                tracing::warn!(%error, spans = count, "OTLP export failed; spans dropped");
+                self.metrics.spans_dropped(SpanDrop::ExportFailed, count);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_endpoints_get_the_traces_path_once() {
+        assert_eq!(traces_url("http://c:4318"), "http://c:4318/v1/traces");
+        assert_eq!(traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://c:4318/v1/traces"),
+            "http://c:4318/v1/traces"
+        );
+        assert_eq!(traces_url("http://c/otel/"), "http://c/otel/v1/traces");
+    }
+}
