@@ -1,5 +1,6 @@
 //! Mesh-level kinds: `Mesh`, `Workload` and `Service`.
 
+pub mod tracing;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,11 @@ pub struct MeshSpec {
     /// omitted. Sidecars connect to what *they* resolved, never to what the app looked up.
     #[serde(default)]
     pub dns: Option<DnsSpec>,
+    /// Distributed tracing (docs/telemetry.md): present, even empty, means every sidecar
+    /// records spans and exports them over OTLP; omitted, sidecars trace only when the
+    /// OpenTelemetry environment names an exporter endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<tracing::TracingSpec>,
 }
 
 /// `spec.dns` of a `Mesh`: `{server: 127.0.0.1:5353}`, or `{workload: NAME}` for a DNS

@@ -25,6 +25,9 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         "mesh {} (trust domain {td}, SVID lifetime {ttl})",
         mesh.metadata.name
     );
+    if let Some(tracing) = &mesh.spec.tracing {
+        println!("tracing  {}", tracing_line(tracing));
+    }
     for w in &set.workloads {
         let w = &w.resource;
         println!("workload {:<12} {}", w.metadata.name, w.spiffe_id(td));
@@ -55,6 +58,25 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     println!("{}", counts(&set));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `spec.tracing` in one line; what it leaves to the environment is named as such (validate
+/// does not read the environment: the sidecars' may differ from this shell's).
+fn tracing_line(t: &api::mesh::tracing::TracingSpec) -> String {
+    let export = match &t.otlp {
+        Some(o) => format!(
+            "OTLP {} to {}",
+            o.protocol.unwrap_or_default(),
+            o.endpoint
+        ),
+        None => "OTLP to the sidecars' OTEL_EXPORTER_OTLP_* endpoint, else grpc to http://localhost:4317".to_owned(),
+    };
+    let sampling = match t.sampling.as_ref().and_then(|s| s.ratio) {
+        Some(r) => format!("sampling {r} of new traces"),
+        None => "sampling per OTEL_TRACES_SAMPLER, else every new trace".to_owned(),
+    };
+    let propagation = t.propagation.unwrap_or_default().as_str();
+    format!("{export}, {sampling}, propagation {propagation}")
 }
 
 /// One line per route (`route    HTTPRoute/billing -> billing (1 rule: timeout 3s, 2 retries)`)

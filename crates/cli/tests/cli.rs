@@ -20,6 +20,8 @@ mod replicas;
 mod resiliency;
 #[path = "cli/startup.rs"]
 mod startup;
+#[path = "cli/trace_config.rs"]
+mod trace_config;
 #[path = "cli/validate.rs"]
 mod validate;
 

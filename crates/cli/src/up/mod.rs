@@ -26,6 +26,7 @@ pub mod proxy;
 mod signals;
 mod supervisor;
 mod table;
+pub mod trace_flags;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -325,6 +326,10 @@ async fn start_sidecars(
     agent_socket: &Path,
 ) -> anyhow::Result<Vec<Pending>> {
     let dns = instances::egress_dns(l.set, instances);
+    let mesh_tracing = l.set.mesh().and_then(|m| m.spec.tracing.as_ref());
+    let trace_args = mesh_tracing
+        .map(trace_flags::proxy_args)
+        .unwrap_or_default();
     let mut pending = Vec::new();
     for instance in instances {
         let Some(w) = l.set.workload(&instance.workload) else {
@@ -351,6 +356,9 @@ async fn start_sidecars(
         if let Some(dns) = dns {
             proxy = proxy.args(["--dns", &dns.to_string()]);
         }
+        // The sidecar also inherits `up`'s environment, OTEL_* included: what the Mesh
+        // leaves out of spec.tracing comes from there.
+        proxy = proxy.args(&trace_args);
         let proc_name = format!("{}/proxy", instance.name);
         sup.spawn(&proc_name, proxy)?;
         let id = l

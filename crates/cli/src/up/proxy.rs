@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::trace_flags;
 use crate::{logging, parent};
 
 /// Arguments of `meshwork proxy`.
@@ -55,12 +56,17 @@ pub struct ProxyArgs {
     /// system resolver.
     #[arg(long, value_name = "ADDR")]
     pub dns: Option<SocketAddr>,
+    // Distributed tracing: off unless asked for (up/trace_flags.rs).
+    #[command(flatten)]
+    pub trace: trace_flags::TraceArgs,
 }
 
 /// Runs the sidecar until SIGINT/SIGTERM.
 pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     logging::init();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let trace = trace_flags::config(&args.trace, &args.workload, |name| std::env::var(name).ok())?;
+    tracing::info!("{}", trace_flags::describe(trace.as_ref()));
     let config = proxy::ProxyConfig {
         workload: args.workload,
         replica: args.replica,
@@ -89,7 +95,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         dns: args
             .dns
             .map_or(proxy::EgressDns::System, proxy::EgressDns::Server),
-        tracing: None,
+        tracing: trace,
     };
     let rt = if args.single_thread {
         tokio::runtime::Builder::new_current_thread()

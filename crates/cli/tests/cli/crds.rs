@@ -106,6 +106,48 @@ const ROWS: &[(&str, &str, &str, Schema)] = &[
         Refuses,
     ),
     (
+        "mesh tracing ratio 1.5",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, tracing: {sampling: {ratio: 1.5}}}",
+        "spec.tracing.sampling.ratio",
+        Refuses,
+    ),
+    (
+        "mesh tracing ratio -0.1",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, tracing: {sampling: {ratio: -0.1}}}",
+        "spec.tracing.sampling.ratio",
+        Refuses,
+    ),
+    (
+        "mesh tracing protocol http/json",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, tracing: {otlp: {endpoint: 'http://127.0.0.1:4318', protocol: http/json}}}",
+        "spec.tracing.otlp.protocol",
+        Refuses,
+    ),
+    (
+        "mesh tracing endpoint without scheme",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, tracing: {otlp: {endpoint: '127.0.0.1:4317'}}}",
+        "spec.tracing.otlp.endpoint",
+        Refuses,
+    ),
+    (
+        "mesh tracing endpoint grpc scheme",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, tracing: {otlp: {endpoint: 'grpc://127.0.0.1:4317'}}}",
+        "spec.tracing.otlp.endpoint",
+        Refuses,
+    ),
+    (
+        "mesh tracing endpoint port 70000",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, tracing: {otlp: {endpoint: 'http://127.0.0.1:70000'}}}",
+        "spec.tracing.otlp.endpoint",
+        CannotExpress("a URL's port range: a pattern could, unreadably; the loader does"),
+    ),
+    (
+        "mesh tracing unknown field",
+        "kind: Mesh\nmetadata: {name: m}\nspec: {trustDomain: meshwork.local, tracing: {sampler: {ratio: 0.5}}}",
+        "spec.tracing.sampler",
+        Refuses,
+    ),
+    (
         "workload port 0",
         "kind: Workload\nmetadata: {name: w}\nspec: {command: [x], port: 0}",
         "spec.port",

@@ -34,6 +34,11 @@ impl Up {
 
     /// Starts `meshwork up dir ARGS…` without waiting for anything.
     pub fn spawn(dir: &Path, args: &[&str]) -> Up {
+        Up::spawn_with_env(dir, args, &[])
+    }
+
+    /// [`Up::spawn`] with `vars` added to `up`'s environment.
+    pub fn spawn_with_env(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Up {
         let state = tempfile::tempdir().expect("tempdir");
         let mut child = meshwork()
             .arg("up")
@@ -42,6 +47,7 @@ impl Up {
             .arg(state.path())
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -8,15 +8,19 @@ use crate::harness::{example, meshwork};
 
 /// The example, copied, with `from` replaced by `to` in every file.
 fn example_with(from: &str, to: &str) -> tempfile::TempDir {
+    example_with_all(&[(from, to)])
+}
+
+/// The example, copied, with each `(from, to)` replaced in turn in every file.
+fn example_with_all(replacements: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(example("store-billing")).unwrap() {
         let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            dir.path().join(path.file_name().unwrap()),
-            text.replace(from, to),
-        )
-        .unwrap();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for (from, to) in replacements {
+            text = text.replace(from, to);
+        }
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
     }
     dir
 }
@@ -104,4 +108,57 @@ fn a_bad_cross_reference_points_at_the_referring_field() {
         ),
         "{stderr}"
     );
+}
+
+/// The example's commented-out `tracing:` block, uncommented.
+const UNCOMMENT_TRACING: [(&str, &str); 2] = [("  # tracing:", "  tracing:"), ("  #   ", "    ")];
+
+#[test]
+fn the_examples_tracing_block_validates_and_is_summarised() {
+    let (_, stdout, _) = validate(&example("store-billing"));
+    assert!(!stdout.contains("tracing"), "commented out: {stdout}");
+
+    let dir = example_with_all(&UNCOMMENT_TRACING);
+    let (code, stdout, stderr) = validate(dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let want = "tracing  OTLP grpc to http://127.0.0.1:4317, sampling 1 of new traces, propagation asReceived";
+    assert!(
+        stdout.lines().any(|l| l == want),
+        "missing {want:?} in:\n{stdout}"
+    );
+
+    // What the Mesh leaves out is named as the environment's.
+    let dir = example_with_all(&[
+        UNCOMMENT_TRACING[0],
+        UNCOMMENT_TRACING[1],
+        (
+            "    otlp:\n      endpoint: http://127.0.0.1:4317\n      protocol: grpc\n",
+            "",
+        ),
+        ("    sampling:\n      ratio: 1.0\n", ""),
+        ("propagation: asReceived", "propagation: b3"),
+    ]);
+    let (code, stdout, stderr) = validate(dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let want = "tracing  OTLP to the sidecars' OTEL_EXPORTER_OTLP_* endpoint, else grpc to http://localhost:4317, sampling per OTEL_TRACES_SAMPLER, else every new trace, propagation b3";
+    assert!(
+        stdout.lines().any(|l| l == want),
+        "missing {want:?} in:\n{stdout}"
+    );
+}
+
+#[test]
+fn a_bad_sampling_ratio_names_file_line_and_field() {
+    let dir = example_with_all(&[
+        UNCOMMENT_TRACING[0],
+        UNCOMMENT_TRACING[1],
+        ("ratio: 1.0", "ratio: 1.5"),
+    ]);
+    let (code, stdout, stderr) = validate(dir.path());
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("mesh.yaml:24:14: Mesh/store-billing field `spec.tracing.sampling.ratio`: 1.5 is out of range: a sampling ratio must be between 0.0 and 1.0"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
 }
