@@ -20,6 +20,8 @@ mod replicas;
 mod resiliency;
 #[path = "cli/startup.rs"]
 mod startup;
+#[path = "cli/tracing_demo.rs"]
+mod tracing_demo;
 #[path = "cli/validate.rs"]
 mod validate;
 

@@ -1,5 +1,6 @@
 //! Just enough HTTP for the demo apps: a server loop and a client that goes
-//! through `HTTP_PROXY` like curl would.
+//! through `HTTP_PROXY` like curl would, forwarding the trace context of the request
+//! being served (`trace_headers`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,10 +8,13 @@ use std::future::Future;
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::Method;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+
+use super::trace_headers::TraceHeaders;
 
 /// The parts of a request the demos look at.
 pub struct Request {
@@ -22,6 +26,8 @@ pub struct Request {
     pub idempotency_key: Option<String>,
     /// `x-meshwork-client-id`, as stamped by the sidecar.
     pub client_id: Option<String>,
+    /// The trace context, copied onto every request made while serving this one.
+    pub trace: TraceHeaders,
     /// The request body (empty when it could not be read).
     pub body: Bytes,
 }
@@ -90,6 +96,7 @@ async fn parts(req: hyper::Request<Incoming>) -> Request {
             .get("x-meshwork-client-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        trace: TraceHeaders::copied_from(&head.headers),
         body,
     }
 }
@@ -119,8 +126,15 @@ fn respond(reply: Reply) -> hyper::Response<Full<Bytes>> {
     resp
 }
 
-/// POSTs `body` to an absolute `url` through the proxy in `HTTP_PROXY`.
-pub async fn post_via_proxy(url: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+/// Sends `method url` (an absolute `http://` URL) with `body` through the proxy in
+/// `HTTP_PROXY`, carrying `trace` (the context of the request being served); the status
+/// and the whole body of the answer.
+pub async fn call_via_proxy(
+    method: Method,
+    url: &str,
+    body: Bytes,
+    trace: &TraceHeaders,
+) -> anyhow::Result<(u16, Bytes)> {
     let proxy = std::env::var("HTTP_PROXY").context("HTTP_PROXY is not set; run under meshwork")?;
     let addr = proxy.trim_start_matches("http://").trim_end_matches('/');
     let stream = TcpStream::connect(addr)
@@ -128,9 +142,12 @@ pub async fn post_via_proxy(url: &str, body: Bytes) -> anyhow::Result<(u16, Byte
         .with_context(|| format!("connecting to the sidecar at {addr}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::post(url)
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
         .header("content-type", "application/json")
         .body(Full::new(body))?;
+    trace.copy_onto(req.headers_mut());
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();
