@@ -12,7 +12,7 @@
 //! The whole call is bounded by [`TIMEOUT`]; a failure is billing's to report, never to
 //! fail the charge with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,10 +46,35 @@ pub async fn charge(
     key: Option<&str>,
     trace: &TraceHeaders,
 ) -> anyhow::Result<String> {
-    let call = attempt(url, amount, key, trace);
+    let egress = Egress::from_env()?;
+    let call = attempt(&egress, url, amount, key, trace);
     match tokio::time::timeout(TIMEOUT, call).await {
         Ok(result) => result,
         Err(_) => bail!("no answer from {url} within {TIMEOUT:?}"),
+    }
+}
+
+/// How the app leaves: its proxy (`HTTPS_PROXY`) and the CA file it trusts.
+struct Egress {
+    proxy: String,
+    ca_file: PathBuf,
+}
+
+impl Egress {
+    /// `HTTPS_PROXY`, and `STRIPE_CA` or else the stand-in's CA under `MESHWORK_STATE_DIR`.
+    fn from_env() -> anyhow::Result<Egress> {
+        let proxy =
+            std::env::var("HTTPS_PROXY").context("HTTPS_PROXY is not set; run under meshwork")?;
+        let ca_file = match std::env::var_os("STRIPE_CA") {
+            Some(ca) => PathBuf::from(ca),
+            None => {
+                let state = std::env::var_os("MESHWORK_STATE_DIR").context(
+                    "neither STRIPE_CA nor MESHWORK_STATE_DIR is set: no CA to trust for Stripe",
+                )?;
+                PathBuf::from(state).join(super::stripe::CA_FILE)
+            }
+        };
+        Ok(Egress { proxy, ca_file })
     }
 }
 
@@ -80,6 +105,7 @@ impl Target {
 }
 
 async fn attempt(
+    egress: &Egress,
     url: &str,
     amount: i64,
     key: Option<&str>,
@@ -88,8 +114,8 @@ async fn attempt(
     let target = Target::parse(url)?;
     let name = ServerName::try_from(target.host.clone())
         .with_context(|| format!("{} is no TLS server name", target.host))?;
-    let config = client_config()?;
-    let tunnel = open_tunnel(&target, trace).await?;
+    let config = client_config(&egress.ca_file)?;
+    let tunnel = open_tunnel(&egress.proxy, &target, trace).await?;
     let tls = TlsConnector::from(config)
         .connect(name, tunnel)
         .await
@@ -120,13 +146,12 @@ async fn attempt(
     }
 }
 
-/// A `CONNECT` tunnel to `target` through `HTTPS_PROXY`, the `CONNECT` carrying `trace`.
+/// A `CONNECT` tunnel to `target` through `proxy`, the `CONNECT` carrying `trace`.
 async fn open_tunnel(
+    proxy: &str,
     target: &Target,
     trace: &TraceHeaders,
 ) -> anyhow::Result<TokioIo<hyper::upgrade::Upgraded>> {
-    let proxy =
-        std::env::var("HTTPS_PROXY").context("HTTPS_PROXY is not set; run under meshwork")?;
     let addr = proxy.trim_start_matches("http://").trim_end_matches('/');
     let stream = TcpStream::connect(addr)
         .await
@@ -140,7 +165,8 @@ async fn open_tunnel(
     let response = sender.send_request(connect).await?;
     let status = response.status();
     if !status.is_success() {
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = response.into_body().collect().await;
+        let body = body.map(|b| b.to_bytes()).unwrap_or_default();
         bail!(
             "CONNECT {} refused with {status}: {}",
             target.authority,
@@ -153,27 +179,16 @@ async fn open_tunnel(
     Ok(TokioIo::new(upgraded))
 }
 
-/// The CA file to trust: `STRIPE_CA`, else the stand-in's under `MESHWORK_STATE_DIR`.
-fn ca_file() -> anyhow::Result<PathBuf> {
-    if let Some(ca) = std::env::var_os("STRIPE_CA") {
-        return Ok(ca.into());
-    }
-    let state = std::env::var_os("MESHWORK_STATE_DIR")
-        .context("neither STRIPE_CA nor MESHWORK_STATE_DIR is set: no CA to trust for Stripe")?;
-    Ok(PathBuf::from(state).join(super::stripe::CA_FILE))
-}
-
-/// A WebPKI client config trusting the CAs of [`ca_file`], read on every call (the stand-in
+/// A WebPKI client config trusting the CAs in `file`, read on every call (the stand-in
 /// writes a fresh CA each time it starts, possibly after billing).
 ///
 /// Like the stand-in's server config (`stripe::demo_tls`), this stays out of `identity`,
 /// which builds the rustls configs of meshwork's *own* connections (SPIFFE-verified): this is
 /// an application's TLS client to an outside server, verified by DNS name against given CAs.
-fn client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let file = ca_file()?;
+fn client_config(file: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = RootCertStore::empty();
     let reading = || format!("reading the CA file for Stripe {}", file.display());
-    for cert in CertificateDer::pem_file_iter(&file).with_context(reading)? {
+    for cert in CertificateDer::pem_file_iter(file).with_context(reading)? {
         let cert = cert.with_context(reading)?;
         roots
             .add(cert)
@@ -189,30 +204,4 @@ fn client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn a_url_is_split_into_tunnel_authority_host_and_path() {
-        let t = Target::parse("https://api.stripe.com/v1/charges").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.authority.as_str(), t.path.as_str()),
-            ("api.stripe.com", "api.stripe.com:443", "/v1/charges")
-        );
-        let t = Target::parse("https://127.0.0.1:8443").unwrap();
-        assert_eq!(
-            (t.authority.as_str(), t.path.as_str()),
-            ("127.0.0.1:8443", "/")
-        );
-    }
-
-    #[test]
-    fn only_https_urls_are_accepted() {
-        let err = Target::parse("http://api.stripe.com/v1/charges")
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("not an https:// URL"), "{err}");
-    }
-}
+mod tests;
