@@ -1,6 +1,7 @@
 //! Dev-only test support for meshwork: a test CA built on `identity`, an echo HTTP
 //! upstream, a scripted upstream that fails, stalls, resets or dies mid-body on cue
-//! (`upstream`), and small client helpers for driving proxies over real sockets.
+//! (`upstream`), small client helpers for driving proxies over real sockets, and a real
+//! OTLP receiver (`otlp`: the rotel collector) whose received spans tests read back.
 //!
 //! Only ever a `[dev-dependencies]` entry. Must not import `proxy`, `control`,
 //! `broker` or `cli` (their tests import this crate).
@@ -9,6 +10,7 @@ pub mod ca;
 pub mod echo;
 pub mod harness;
 pub mod layering;
+pub mod otlp;
 pub mod upstream;
 
 pub use ca::TestCa;

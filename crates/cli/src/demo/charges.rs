@@ -15,6 +15,11 @@
 //! `GET /charges?amount=N` counts the charges of that amount (how the end-to-end tests see how
 //! many times billing acted on a request). `DEMO_FAIL_STATUS=503` (failure drills) answers every
 //! `/charges` request with that status.
+//!
+//! With `STRIPE_URL` set, a new charge is also charged at Stripe (`stripe_client`) after it is
+//! recorded, and the answer says how that went: `"stripe": {"id": "ch_…"}` or
+//! `"stripe": {"error": "…"}` — a failed Stripe call never fails the charge. A replay does not
+//! call Stripe again: it answers the Stripe id the first request got (`null` if that failed).
 
 use std::collections::HashMap;
 
@@ -23,6 +28,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, OnceCell};
 use tokio_postgres::{Client, NoTls};
 
+use super::stripe_client;
 use super::web::{Reply, Request};
 
 /// Replicas start together, and two concurrent `CREATE TABLE IF NOT EXISTS` race in
@@ -37,13 +43,16 @@ CREATE TABLE IF NOT EXISTS charges (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE charges ADD COLUMN IF NOT EXISTS idempotency_key text UNIQUE;
+ALTER TABLE charges ADD COLUMN IF NOT EXISTS stripe_id text;
 COMMIT;";
 
-/// Charges kept in memory (no database): amounts by number, and keys already used.
+/// Charges kept in memory (no database): amounts by number, keys already used, and the
+/// Stripe ids of the charges Stripe accepted.
 #[derive(Default)]
 struct Memory {
     amounts: Vec<i64>,
     keys: HashMap<String, i64>,
+    stripe_ids: HashMap<i64, String>,
 }
 
 /// Where charges are kept.
@@ -102,10 +111,12 @@ fn amount(req: &Request) -> i64 {
         .unwrap_or(1000)
 }
 
-/// A stored charge: its row id and whether an earlier request with the same key made it.
+/// A stored charge: its row id, whether an earlier request with the same key made it, and
+/// (for a replay) the Stripe id that request got.
 struct Stored {
     id: i64,
     replayed: bool,
+    stripe_id: Option<String>,
 }
 
 async fn insert(
@@ -119,13 +130,14 @@ async fn insert(
         .query_one(
             "INSERT INTO charges (amount, caller, idempotency_key) VALUES ($1, $2, $3)
              ON CONFLICT (idempotency_key) DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key
-             RETURNING id, (xmax <> 0) AS replayed",
+             RETURNING id, (xmax <> 0) AS replayed, stripe_id",
             &[&amount, &caller, &key],
         )
         .await?;
     Ok(Stored {
         id: row.get(0),
         replayed: row.get(1),
+        stripe_id: row.get(2),
     })
 }
 
@@ -143,7 +155,12 @@ async fn session<'a>(
 
 fn remember(memory: &mut Memory, amount: i64, key: Option<&str>) -> Stored {
     if let Some(&id) = key.and_then(|k| memory.keys.get(k)) {
-        return Stored { id, replayed: true };
+        let stripe_id = memory.stripe_ids.get(&id).cloned();
+        return Stored {
+            id,
+            replayed: true,
+            stripe_id,
+        };
     }
     memory.amounts.push(amount);
     let id = i64::try_from(memory.amounts.len()).unwrap_or(i64::MAX);
@@ -153,6 +170,7 @@ fn remember(memory: &mut Memory, amount: i64, key: Option<&str>) -> Stored {
     Stored {
         id,
         replayed: false,
+        stripe_id: None,
     }
 }
 
@@ -166,28 +184,78 @@ fn unavailable(e: anyhow::Error) -> Reply {
     Reply::json(503, body)
 }
 
-/// `POST /charges`: records a charge (once per `Idempotency-Key`); 201 with its id, 503
-/// when the database fails.
-pub async fn create(req: &Request) -> Reply {
-    if let Some(status) = drill() {
-        return Reply::json(status, json!({"error": "failure_drill"}));
-    }
-    let amount = amount(req);
+/// Records a charge (once per key): the stored charge and where it is kept, or the answer
+/// to give when it could not be.
+async fn store(req: &Request, amount: i64) -> Result<(Stored, &'static str), Reply> {
     let caller = req.client_id.as_deref();
     let key = req.idempotency_key.as_deref();
-    let (stored, stored_in) = match STORE.get() {
+    match STORE.get() {
         Some(Store::Postgres { url, client }) => {
             let stored = match session(url, client).await {
                 Ok(client) => insert(&client, amount, caller, key).await,
                 Err(e) => Err(e),
             };
-            match stored {
-                Ok(stored) => (stored, "postgresql"),
-                Err(e) => return unavailable(e),
-            }
+            stored.map(|s| (s, "postgresql")).map_err(unavailable)
         }
-        Some(Store::Memory(memory)) => (remember(&mut *memory.lock().await, amount, key), "memory"),
-        None => return Reply::json(503, json!({"error": "not_ready"})),
+        Some(Store::Memory(memory)) => {
+            Ok((remember(&mut *memory.lock().await, amount, key), "memory"))
+        }
+        None => Err(Reply::json(503, json!({"error": "not_ready"}))),
+    }
+}
+
+/// Keeps the Stripe id of charge `id`, for replays to answer.
+async fn keep_stripe_id(id: i64, stripe_id: &str) -> anyhow::Result<()> {
+    match STORE.get() {
+        Some(Store::Postgres { url, client }) => {
+            let client = session(url, client).await?;
+            let sql = "UPDATE charges SET stripe_id = $2 WHERE id = $1";
+            client.execute(sql, &[&id, &stripe_id]).await?;
+        }
+        Some(Store::Memory(memory)) => {
+            let mut memory = memory.lock().await;
+            memory.stripe_ids.insert(id, stripe_id.to_owned());
+        }
+        None => anyhow::bail!("not ready"),
+    }
+    Ok(())
+}
+
+/// The `stripe` part of the answer, when `STRIPE_URL` is set: charges a new charge at
+/// Stripe; a replay answers what the first request got.
+async fn charge_at_stripe(
+    req: &Request,
+    amount: i64,
+    stored: &Stored,
+) -> Option<serde_json::Value> {
+    let url = stripe_client::url()?;
+    if stored.replayed {
+        return Some(json!({"id": stored.stripe_id, "replayed": true}));
+    }
+    let key = req.idempotency_key.as_deref();
+    let charged = stripe_client::charge(&url, amount, key, &req.trace).await;
+    Some(match charged {
+        Ok(stripe_id) => match keep_stripe_id(stored.id, &stripe_id).await {
+            Ok(()) => json!({"id": stripe_id}),
+            Err(e) => json!({"id": stripe_id, "warning": format!("not kept for replays: {e:#}")}),
+        },
+        Err(e) => {
+            eprintln!("charge {}: Stripe failed: {e:#}", stored.id);
+            json!({"error": format!("{e:#}")})
+        }
+    })
+}
+
+/// `POST /charges`: records a charge (once per `Idempotency-Key`) and charges it at Stripe
+/// when `STRIPE_URL` is set; 201 with its id, 503 when the database fails.
+pub async fn create(req: &Request) -> Reply {
+    if let Some(status) = drill() {
+        return Reply::json(status, json!({"error": "failure_drill"}));
+    }
+    let amount = amount(req);
+    let (stored, stored_in) = match store(req, amount).await {
+        Ok(stored) => stored,
+        Err(reply) => return reply,
     };
     let id = stored.id;
     let replica = super::web::replica();
@@ -195,19 +263,20 @@ pub async fn create(req: &Request) -> Reply {
         ("memory", r) if r > 0 => format!("ch_{r}_{id}"),
         _ => format!("ch_{id}"),
     };
-    Reply::json(
-        201,
-        json!({
-            "id": charge_id,
-            "row_id": id,
-            "replayed": stored.replayed,
-            "replica": replica,
-            "amount": amount,
-            "status": "succeeded",
-            "caller": caller,
-            "stored_in": stored_in,
-        }),
-    )
+    let mut body = json!({
+        "id": charge_id,
+        "row_id": id,
+        "replayed": stored.replayed,
+        "replica": replica,
+        "amount": amount,
+        "status": "succeeded",
+        "caller": req.client_id,
+        "stored_in": stored_in,
+    });
+    if let Some(stripe) = charge_at_stripe(req, amount, &stored).await {
+        body["stripe"] = stripe;
+    }
+    Reply::json(201, body)
 }
 
 /// `GET /charges/{row_id}` (one charge) and `GET /charges?amount=N` (how many charges of

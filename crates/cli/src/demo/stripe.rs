@@ -110,7 +110,7 @@ async fn bind_https() -> anyhow::Result<(TcpListener, Ipv4Addr)> {
 /// SPIFFE), reached by the app through egress and verified only by the app's own
 /// TLS client. Building it with identity's SPIFFE machinery would be wrong, and
 /// adding a WebPKI server to identity would give the mesh a config nothing else uses.
-fn demo_tls() -> anyhow::Result<(String, Arc<rustls::ServerConfig>)> {
+pub(super) fn demo_tls() -> anyhow::Result<(String, Arc<rustls::ServerConfig>)> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name.push(

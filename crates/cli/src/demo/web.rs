@@ -1,5 +1,6 @@
 //! Just enough HTTP for the demo apps: a server loop and a client that goes
-//! through `HTTP_PROXY` like curl would.
+//! through `HTTP_PROXY` like curl would, forwarding the trace context of the request
+//! being served (`trace_headers`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,10 +8,13 @@ use std::future::Future;
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::Method;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+
+use super::trace_headers::TraceHeaders;
 
 /// The parts of a request the demos look at.
 pub struct Request {
@@ -22,6 +26,8 @@ pub struct Request {
     pub idempotency_key: Option<String>,
     /// `x-meshwork-client-id`, as stamped by the sidecar.
     pub client_id: Option<String>,
+    /// The trace context, copied onto every request made while serving this one.
+    pub trace: TraceHeaders,
     /// The request body (empty when it could not be read).
     pub body: Bytes,
 }
@@ -90,6 +96,7 @@ async fn parts(req: hyper::Request<Incoming>) -> Request {
             .get("x-meshwork-client-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        trace: TraceHeaders::copied_from(&head.headers),
         body,
     }
 }
@@ -119,20 +126,101 @@ fn respond(reply: Reply) -> hyper::Response<Full<Bytes>> {
     resp
 }
 
-/// POSTs `body` to an absolute `url` through the proxy in `HTTP_PROXY`.
-pub async fn post_via_proxy(url: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+/// Sends `method url` (an absolute `http://` URL) with `body` through the proxy in
+/// `HTTP_PROXY`, carrying `trace` (the context of the request being served); the status
+/// and the whole body of the answer.
+pub async fn call_via_proxy(
+    method: Method,
+    url: &str,
+    body: Bytes,
+    trace: &TraceHeaders,
+) -> anyhow::Result<(u16, Bytes)> {
     let proxy = std::env::var("HTTP_PROXY").context("HTTP_PROXY is not set; run under meshwork")?;
+    call_through(&proxy, method, url, body, trace).await
+}
+
+/// [`call_via_proxy`] with the proxy given (`http://HOST:PORT` or `HOST:PORT`).
+async fn call_through(
+    proxy: &str,
+    method: Method,
+    url: &str,
+    body: Bytes,
+    trace: &TraceHeaders,
+) -> anyhow::Result<(u16, Bytes)> {
     let addr = proxy.trim_start_matches("http://").trim_end_matches('/');
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to the sidecar at {addr}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(body))?;
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body.clone()))?;
+    if !body.is_empty() {
+        let json = hyper::header::HeaderValue::from_static("application/json");
+        req.headers_mut().insert(hyper::header::CONTENT_TYPE, json);
+    }
+    trace.copy_onto(req.headers_mut());
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// What the echo upstream says it received: header name → values.
+    fn received_headers(body: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+        let echoed: serde_json::Value = serde_json::from_slice(body).unwrap();
+        echoed["headers"].as_object().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_call_carries_the_served_requests_trace_context_and_nothing_else_of_it() {
+        let upstream = testkit::EchoServer::start().await.unwrap();
+        let mut served = hyper::HeaderMap::new();
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        served.insert("traceparent", traceparent.parse().unwrap());
+        served.insert("x-b3-sampled", "1".parse().unwrap());
+        served.insert("x-meshwork-client-id", "spiffe://x/y".parse().unwrap());
+        let trace = TraceHeaders::copied_from(&served);
+        let proxy = format!("http://{}", upstream.addr());
+        let url = "http://billing/charges";
+        let (status, body) = call_through(&proxy, Method::GET, url, Bytes::new(), &trace)
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        let headers = received_headers(&body);
+        assert_eq!(headers["traceparent"], serde_json::json!([traceparent]));
+        assert_eq!(headers["x-b3-sampled"], serde_json::json!(["1"]));
+        assert!(!headers.contains_key("x-meshwork-client-id"), "{headers:?}");
+        assert!(!headers.contains_key("content-type"), "no body, no type");
+    }
+
+    #[tokio::test]
+    async fn a_call_without_trace_context_sends_none() {
+        let upstream = testkit::EchoServer::start().await.unwrap();
+        let proxy = upstream.addr().to_string();
+        let body = Bytes::from_static(b"{}");
+        let trace = TraceHeaders::default();
+        let (_, body) = call_through(&proxy, Method::POST, "http://store/checkout", body, &trace)
+            .await
+            .unwrap();
+        let headers = received_headers(&body);
+        assert!(
+            crate::demo::trace_headers::TRACE_HEADERS
+                .iter()
+                .all(|h| !headers.contains_key(*h)),
+            "{headers:?}"
+        );
+        assert_eq!(
+            headers["content-type"],
+            serde_json::json!(["application/json"])
+        );
+    }
 }

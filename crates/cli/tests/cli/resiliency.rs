@@ -332,8 +332,8 @@ fn failing_billing(dir: &Path) {
     example_copy(dir, |name, text| match name {
         "claims.yaml" => None,
         "workloads.yaml" => {
-            let from = "  command: [meshwork, demo, billing]\n";
-            let to = format!("{from}  env:\n    DEMO_FAIL_STATUS: \"503\"\n");
+            let from = "    STRIPE_URL: https://api.stripe.com/v1/charges\n";
+            let to = format!("{from}    DEMO_FAIL_STATUS: \"503\"\n");
             Some(replaced(text, from, &to))
         }
         _ => Some(text),
