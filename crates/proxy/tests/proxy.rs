@@ -4,7 +4,8 @@
 //! lead's end-to-end tests with the real control plane.
 //!
 //! Every test runs on tokio's default *current-thread* test runtime, which also
-//! proves the proxy needs no worker threads.
+//! proves the proxy needs no worker threads — except the tracing tests, which wait for
+//! the collector's output on a blocking thread while the sidecars serve.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "proxy/admin.rs"]
@@ -35,6 +36,8 @@ mod rotation;
 mod scripted;
 #[path = "proxy/socket_source.rs"]
 mod socket_source;
+#[path = "proxy/spans.rs"]
+mod spans;
 #[path = "proxy/split.rs"]
 mod split;
 #[path = "proxy/telemetry.rs"]

@@ -134,10 +134,14 @@ pub fn config(
         })?,
         (None, None) => OtlpProtocol::default(),
     };
-    let endpoint = match (&args.otlp_endpoint, env_endpoint) {
-        (Some(e), _) => e.clone(),
-        (None, Some((name, text))) => text.parse().with_context(|| name.to_owned())?,
-        (None, None) => protocol.default_endpoint(),
+    // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is the traces URL itself; the others are base URLs.
+    let (endpoint, signal_url) = match (&args.otlp_endpoint, env_endpoint) {
+        (Some(e), _) => (e.clone(), false),
+        (None, Some((name, text))) => (
+            text.parse().with_context(|| name.to_owned())?,
+            name == TRACES_ENDPOINT,
+        ),
+        (None, None) => (protocol.default_endpoint(), false),
     };
     let ratio = args
         .trace_sampling
@@ -148,10 +152,12 @@ pub fn config(
         .trace_propagation
         .unwrap_or(PropagationFlag::AsReceived)
         .proxy();
+    let mut otlp = proxy::OtlpExport::new(endpoint.as_str(), otlp_protocol(protocol), workload);
+    otlp.signal_url = signal_url;
     Ok(Some(proxy::TracingConfig {
         sampler,
         propagation,
-        otlp: proxy::OtlpExport::new(endpoint.as_str(), otlp_protocol(protocol), workload),
+        otlp,
     }))
 }
 

@@ -96,9 +96,13 @@ pub struct UnknownOtlpProtocol(pub String);
 /// Where and how spans are exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpExport {
-    /// The collector: `http://host:port` (gRPC), or the base URL for HTTP (`/v1/traces` is
-    /// appended unless the URL already ends with it).
+    /// The collector: `http://host:port` (gRPC), or for HTTP the base URL (`/v1/traces` is
+    /// appended unless the URL already ends with it) or, with [`OtlpExport::signal_url`], the
+    /// traces URL itself.
     pub endpoint: String,
+    /// The HTTP endpoint is the traces URL as given (what `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+    /// means), not a base URL.
+    pub signal_url: bool,
     /// The wire protocol.
     pub protocol: OtlpProtocol,
     /// `service.name` of the exported resource (the workload's name).
@@ -118,6 +122,7 @@ impl OtlpExport {
     pub fn new(endpoint: impl Into<String>, protocol: OtlpProtocol, service_name: &str) -> Self {
         OtlpExport {
             endpoint: endpoint.into(),
+            signal_url: false,
             protocol,
             service_name: service_name.to_owned(),
             queue_capacity: 2048,

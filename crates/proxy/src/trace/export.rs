@@ -105,7 +105,11 @@ fn build_exporter(config: &OtlpExport) -> Result<SpanExporter, ExporterBuildErro
                 ),
             )
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(traces_url(&config.endpoint))
+            .with_endpoint(if config.signal_url {
+                config.endpoint.clone()
+            } else {
+                traces_url(&config.endpoint)
+            })
             .with_timeout(EXPORT_TIMEOUT)
             .build(),
     }
@@ -178,8 +182,84 @@ impl Exporting {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::metrics::SpanDrop;
+    use crate::span_notes::SpanNotes;
+    use crate::trace::span::OpenSpan;
+    use crate::trace_context::{Sampling, SpanId, TraceContext};
+
+    /// Counts what the exporter reports.
+    #[derive(Default)]
+    struct Counted(Mutex<(u64, u64, u64)>);
+
+    impl ProxyMetrics for Counted {
+        fn spans_exported(&self, count: u64) {
+            self.0.lock().unwrap().0 += count;
+        }
+
+        fn spans_dropped(&self, reason: SpanDrop, count: u64) {
+            let mut counts = self.0.lock().unwrap();
+            match reason {
+                SpanDrop::QueueFull => counts.1 += count,
+                SpanDrop::ExportFailed => counts.2 += count,
+            }
+        }
+    }
+
+    fn span() -> SpanData {
+        let context = TraceContext::start(Sampling::Accept);
+        let open = OpenSpan::start(
+            &context,
+            SpanId::random(),
+            opentelemetry::trace::SpanKind::Client,
+            "GET".into(),
+            Vec::new(),
+            SpanNotes::default(),
+        );
+        open.finish(http::StatusCode::OK, None)
+    }
+
+    /// An endpoint nothing listens on.
+    fn closed() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let metrics = Arc::new(Counted::default());
+        let mut config = OtlpExport::new(closed(), OtlpProtocol::Grpc, "store");
+        config.queue_capacity = 2;
+        let (queue, _exporting) = start(&config, Vec::new(), metrics.clone()).unwrap();
+        for _ in 0..5 {
+            queue.push(span());
+        }
+        assert_eq!(*metrics.0.lock().unwrap(), (0, 3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_failed_export_drops_and_counts_its_spans() {
+        for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+            let metrics = Arc::new(Counted::default());
+            let mut config = OtlpExport::new(closed(), protocol, "store");
+            config.batch_timeout = Duration::from_millis(10);
+            let (queue, exporting) = start(&config, Vec::new(), metrics.clone()).unwrap();
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(exporting.run(stop.clone()));
+            queue.push(span());
+            queue.push(span());
+            while metrics.0.lock().unwrap().2 < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+            task.await.unwrap();
+            assert_eq!(*metrics.0.lock().unwrap(), (0, 0, 2), "{protocol}");
+        }
+    }
 
     #[test]
     fn http_endpoints_get_the_traces_path_once() {

@@ -40,6 +40,12 @@ fn with_env(
     })
 }
 
+/// `export` as the traces URL itself (from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).
+fn signal(mut export: proxy::OtlpExport) -> proxy::OtlpExport {
+    export.signal_url = true;
+    export
+}
+
 fn on(args: &TraceArgs, vars: &[(&str, &str)]) -> proxy::TracingConfig {
     with_env(args, vars).unwrap().expect("tracing on")
 }
@@ -113,7 +119,9 @@ fn an_endpoint_in_the_environment_turns_tracing_on() {
             (TRACES_PROTOCOL, "grpc"),
         ],
     );
-    assert_eq!(c.otlp, export("http://127.0.0.1:14317", Grpc));
+    // The traces variable is the traces URL itself: nothing is appended to it.
+    assert_eq!(c.otlp, signal(export("http://127.0.0.1:14317", Grpc)));
+    assert!(!on(&none, &[(ENDPOINT, "http://c:4318")]).otlp.signal_url);
 }
 
 #[test]
@@ -140,7 +148,7 @@ fn flags_win_over_the_environment() {
     assert_eq!(c.propagation, proxy::Propagation::B3);
     // Without the flags, the environment's values.
     let c = on(&TraceArgs::default(), &vars);
-    assert_eq!(c.otlp, export("http://127.0.0.1:14317", Grpc));
+    assert_eq!(c.otlp, signal(export("http://127.0.0.1:14317", Grpc)));
     assert_eq!(c.sampler.ratio(), 0.25);
     assert_eq!(c.propagation, proxy::Propagation::AsReceived);
 }
@@ -299,7 +307,10 @@ fn the_mesh_wins_over_the_environment_and_keeps_endpoint_and_protocol_together()
     assert_eq!(c.sampler.ratio(), 0.2);
     // What the Mesh leaves out still comes from the environment.
     let c = through_up("propagation: both", &vars).unwrap();
-    assert_eq!(c.otlp, export("http://127.0.0.1:14318", HttpProtobuf));
+    assert_eq!(
+        c.otlp,
+        signal(export("http://127.0.0.1:14318", HttpProtobuf))
+    );
     assert_eq!(c.sampler.ratio(), 0.5);
     // The kill switch wins over the Mesh too.
     assert_eq!(
