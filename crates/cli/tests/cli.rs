@@ -22,6 +22,8 @@ mod resiliency;
 mod startup;
 #[path = "cli/trace_config.rs"]
 mod trace_config;
+#[path = "cli/traces.rs"]
+mod traces;
 #[path = "cli/tracing_demo.rs"]
 mod tracing_demo;
 #[path = "cli/validate.rs"]
