@@ -29,6 +29,20 @@ pub fn print_table(
     if let Ok(addr) = std::fs::read_to_string(crate::claims::addr_file(state)) {
         println!("[up] service broker  http://{}", addr.trim());
     }
+    let mesh_tracing = l.set.mesh().and_then(|m| m.spec.tracing.as_ref());
+    match super::trace_flags::for_up(mesh_tracing) {
+        Ok(Some(tracing)) => println!(
+            "[up] tracing         spans over OTLP {} to {} (sampling {} of new traces)",
+            tracing.otlp.protocol,
+            tracing.otlp.endpoint,
+            tracing.sampler.ratio()
+        ),
+        Ok(None) => println!(
+            "[up] tracing         off (Mesh spec.tracing or OTEL_EXPORTER_OTLP_ENDPOINT turns it on)"
+        ),
+        // The sidecars refused the same settings and said why.
+        Err(_) => {}
+    }
     let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
     let id = rows
         .iter()

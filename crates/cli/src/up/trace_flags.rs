@@ -214,6 +214,22 @@ pub fn proxy_args(spec: &TracingSpec) -> Vec<String> {
     args
 }
 
+/// What the sidecars `up` starts do about tracing: the flags `up` gives them for the Mesh's
+/// `spec` read back by their own parser, with `up`'s environment (which they inherit).
+pub fn for_up(spec: Option<&TracingSpec>) -> anyhow::Result<Option<proxy::TracingConfig>> {
+    /// `meshwork proxy`'s tracing flags on their own.
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        trace: TraceArgs,
+    }
+    let argv = spec.map(proxy_args).unwrap_or_default();
+    let flags =
+        <Flags as clap::Parser>::try_parse_from(std::iter::once("proxy".to_owned()).chain(argv))
+            .context("the tracing flags up derives from the Mesh")?;
+    config(&flags.trace, "up", |name| std::env::var(name).ok())
+}
+
 /// One log line saying what tracing does (or why it is off), for the sidecar's startup.
 pub fn describe(config: Option<&proxy::TracingConfig>) -> String {
     match config {

@@ -167,6 +167,14 @@ impl Replicas {
     pub async fn start_services(
         services: Vec<(&str, Vec<SocketAddr>, ServiceTraffic)>,
     ) -> Replicas {
+        Replicas::start_traced(services, None).await
+    }
+
+    /// As [`Replicas::start_services`], store's sidecar tracing with `tracing`.
+    pub async fn start_traced(
+        services: Vec<(&str, Vec<SocketAddr>, ServiceTraffic)>,
+        tracing: Option<proxy::TracingConfig>,
+    ) -> Replicas {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = Arc::new(TestCa::new("meshwork.local").unwrap());
         let shutdown = CancellationToken::new();
@@ -208,7 +216,8 @@ impl Replicas {
             },
         };
         let metrics = Arc::new(Recorder::default());
-        let config = proxy::ProxyConfig::new("store", source, closed_port().await);
+        let mut config = proxy::ProxyConfig::new("store", source, closed_port().await);
+        config.tracing = tracing;
         let as_metrics = Arc::clone(&metrics) as Arc<dyn ProxyMetrics>;
         let store = proxy::Proxy::start_with_metrics(config, as_metrics)
             .await

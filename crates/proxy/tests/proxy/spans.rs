@@ -311,3 +311,55 @@ async fn a_malformed_traceparent_starts_a_new_trace_and_a_denial_is_an_error_spa
 
     pair.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_try_timeouts_are_events_on_the_client_span() {
+    use crate::resilience::{Action, App, Replicas, every_request, retry};
+    use api::contract::traffic::{RouteRule, TrafficPolicy};
+
+    let Some(receiver) = OtlpReceiver::start_or_skip() else {
+        return;
+    };
+    let receiver = Arc::new(receiver);
+    // A 503, then a stall past the 300 ms per-try timeout, then the answer.
+    let app = App::start([Action::Status(503), Action::Stall], Action::Status(200)).await;
+    let rule = RouteRule {
+        backend_request_timeout_ms: Some(300),
+        retry: retry(2, &[503]),
+        ..RouteRule::default()
+    };
+    let traffic = every_request(rule, TrafficPolicy::default());
+    let tracing = tracing(receiver.grpc_endpoint(), OtlpProtocol::Grpc, "store");
+    let mesh =
+        Replicas::start_traced(vec![("billing", vec![app.addr], traffic)], Some(tracing)).await;
+    let trace_id = "1bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let (status, body) = mesh
+        .send("GET", "/charges", &[("traceparent", &traceparent)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let spans = trace(&receiver, trace_id, 1).await;
+    let client = kind(&spans, SpanKind::Client);
+    let events: Vec<(&str, Option<&str>)> = client
+        .events
+        .iter()
+        .map(|e| {
+            let detail = ["meshwork.retry.reason", "meshwork.timeout.kind"]
+                .iter()
+                .find_map(|key| e.attributes.get(*key).and_then(|v| v.as_str()));
+            (e.name.as_str(), detail)
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("retry", Some("status")),
+            ("timeout", Some("try")),
+            ("retry", Some("timeout")),
+        ],
+        "{client:#?}"
+    );
+    assert_eq!(client.attr_i64("http.response.status_code"), Some(200));
+    assert_eq!(client.status_code, SpanStatus::Unset);
+}
