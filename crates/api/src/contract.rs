@@ -12,6 +12,7 @@
 //! this shape on a connected stream; every client of the contract uses it.
 
 pub mod exchange;
+pub mod observe;
 pub mod traffic;
 
 use std::collections::BTreeMap;
