@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use api::contract::exchange::Exchange;
 use api::duration::HumanDuration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -24,6 +25,9 @@ use crate::state::{ReadyFile, StateDir, workload_of};
 
 /// How long one admin request may take before the sidecar counts as unreachable.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Requests of the JSON endpoints (the admin listener ignores `Host`).
+const EXCHANGE: Exchange = Exchange::new("localhost");
 
 /// One running sidecar, from its ready file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,11 +188,15 @@ pub async fn gather<T: DeserializeOwned>(
     futures_util::future::join_all(asks).await
 }
 
-/// `GET target` on one admin listener, parsed as JSON, within [`ASK_TIMEOUT`].
+/// `GET target` on one admin listener, parsed as JSON, within [`ASK_TIMEOUT`] (the
+/// contract's one exchange: answers capped, the connection dropped with the future).
 async fn get_json<T: DeserializeOwned>(admin: SocketAddr, target: &str) -> anyhow::Result<T> {
     let ask = async {
-        let response = get(admin, target).await?;
-        let body = response.into_body().collect().await?.to_bytes();
+        let stream = tokio::net::TcpStream::connect(admin).await?;
+        let body = EXCHANGE
+            .send(stream, hyper::Method::GET, target, None)
+            .await
+            .with_context(|| format!("GET {target}"))?;
         serde_json::from_slice(&body).with_context(|| format!("parsing the answer to {target}"))
     };
     tokio::time::timeout(ASK_TIMEOUT, ask)
@@ -196,7 +204,7 @@ async fn get_json<T: DeserializeOwned>(admin: SocketAddr, target: &str) -> anyho
         .map_err(|_| anyhow::anyhow!("no answer within {ASK_TIMEOUT:?}"))?
 }
 
-/// Sends `GET target`; the response, once its status says success.
+/// Sends `GET target` for a streamed answer; the response, once its status says success.
 async fn get(admin: SocketAddr, target: &str) -> anyhow::Result<hyper::Response<Incoming>> {
     let stream = tokio::net::TcpStream::connect(admin).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

@@ -36,6 +36,13 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     let (stats, unreachable) = fetch_stats(&args.state_dir, args.window)?;
     let agg = aggregate(&stats, args.by, args.target.as_deref())?;
     match args.output {
+        Output::Table if agg.groups.is_empty() => match &args.target {
+            Some(name) => println!(
+                "no requests in the last {}s by workload {name:?} or for service {name:?}",
+                args.window.secs()
+            ),
+            None => println!("no requests in the last {}s", args.window.secs()),
+        },
         Output::Table => print!("{}", table(&agg, args.by, &mut rows(&agg))),
         Output::Json => {
             let doc = StatJson::new(&args, &agg, &stats, unreachable);

@@ -137,11 +137,9 @@ async fn tap(
 /// One line: time, sidecar, caller → service, method route, status, latency, decision
 /// (and id), trace id, listed headers; or the marker of lost events.
 pub fn render(from: &str, e: &TapEvent) -> String {
+    let time = clock(&e.time);
     if let Some(lost) = e.lost {
-        return format!(
-            "{} {from:<10} -- {lost} events lost: this tap fell behind --",
-            e.time
-        );
+        return format!("{time} {from:<10} -- {lost} events lost: this tap fell behind --");
     }
     let arrow = match e.direction {
         Direction::Inbound => "in ",
@@ -153,8 +151,8 @@ pub fn render(from: &str, e: &TapEvent) -> String {
         (Decision::Deny, None) => "DENY".to_owned(),
     };
     let mut line = format!(
-        "{} {from:<10} {arrow} {} → {}  {} {}  {}  {:.2}ms  {decision}",
-        e.time, e.caller, e.service, e.method, e.route, e.status_code, e.latency_ms
+        "{time} {from:<10} {arrow} {} → {}  {} {}  {}  {:.2}ms  {decision}",
+        e.caller, e.service, e.method, e.route, e.status_code, e.latency_ms
     );
     if let Some(trace) = &e.trace_id {
         line += &format!("  trace={trace}");
@@ -163,6 +161,15 @@ pub fn render(from: &str, e: &TapEvent) -> String {
         line += &format!("  {name}={value:?}");
     }
     line
+}
+
+/// The time of day of an RFC 3339 time, to the millisecond (`20:01:31.962`); the whole
+/// text when it is not one (`-o json` keeps the full time).
+fn clock(time: &str) -> &str {
+    let Some((_, of_day)) = time.split_once('T') else {
+        return time;
+    };
+    of_day.get(..12).unwrap_or(of_day.trim_end_matches('Z'))
 }
 
 #[cfg(test)]
@@ -190,6 +197,8 @@ mod tests {
 
     #[test]
     fn a_denial_shows_its_decision_id_and_trace() {
+        assert_eq!(clock("2026-12-05T20:01:31.962639785Z"), "20:01:31.962");
+        assert_eq!(clock("2026-12-05T20:01:31Z"), "20:01:31");
         let line = render("billing-1", &event());
         assert!(
             line.contains("sa/reporting → billing  POST /charges  403  0.50ms  DENY dec-1  trace=abc  x-debug=\"1\""),

@@ -127,8 +127,8 @@ fn render(replay: &Replay, candidate: &PolicyFiles, source: &str, records: usize
     out += &changes("newly allowed", &replay.newly_allowed);
     let unknown: u64 = replay.unknown.iter().map(|u| u.count).sum();
     out += &format!(
-        "\nunknown: {} rows, {unknown} requests (not decided again)\n",
-        replay.unknown.len()
+        "\nunknown: {} (not decided again)\n",
+        rows(replay.unknown.len(), unknown)
     );
     for u in &replay.unknown {
         out += &format!(
@@ -143,8 +143,8 @@ fn render(replay: &Replay, candidate: &PolicyFiles, source: &str, records: usize
         );
     }
     out += &format!(
-        "unchanged: {} rows, {} requests\n",
-        replay.unchanged_rows, replay.unchanged_requests
+        "unchanged: {}\n",
+        rows(replay.unchanged_rows, replay.unchanged_requests)
     );
     out
 }
@@ -177,19 +177,33 @@ fn changes(title: &str, changes: &[Change]) -> String {
         ]);
     }
     let table = crate::columns::columns(&cells);
-    format!(
-        "\n{title}: {} rows, {requests} requests\n{table}",
-        changes.len()
-    )
+    format!("\n{title}: {}\n{table}", rows(changes.len(), requests))
 }
 
-/// `default deny: …` / `policy default/x rule 0: from[0] …`, as `policy explain` words it.
+/// `explicit allow: policy default/x rule 1: from[0] …`, as `policy explain` words it, or
+/// the matcher alone when no policy decided (it says `default deny: …` itself).
 fn rule(reason: &DecisionReason) -> String {
+    if reason.policy.is_none() {
+        return reason.to_string();
+    }
     let kind = serde_json::to_value(reason.kind)
         .ok()
         .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
         .unwrap_or_default();
     format!("{kind}: {reason}")
+}
+
+/// `1 row, 5 requests`.
+fn rows(rows: usize, requests: u64) -> String {
+    let plural = |n: u64, word: &str| match n {
+        1 => format!("1 {word}"),
+        n => format!("{n} {word}s"),
+    };
+    format!(
+        "{}, {}",
+        plural(rows as u64, "row"),
+        plural(requests, "request")
+    )
 }
 
 fn recorded(decision: Recorded) -> &'static str {
