@@ -61,26 +61,7 @@ pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
         .with_context(|| format!("reading {}", dir.display()))?
         .flatten()
     {
-        let path = entry.path();
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        let workload = workload_of(stem).to_owned();
-        let replica = match stem.split_once('.') {
-            Some((_, n)) => n
-                .parse()
-                .with_context(|| format!("ready file {} names no replica", path.display()))?,
-            None => 0,
-        };
-        // A sidecar that has just exited may have taken its file with it: skip, not fail.
-        let Ok(ready) = ReadyFile::read(&path) else {
-            continue;
-        };
-        let Some(admin) = ready.admin else {
-            eprintln!("meshwork: the sidecar of {stem} runs without an admin listener; skipped");
-            continue;
-        };
-        found.push((workload, replica, ready.spiffe_id, admin));
+        found.extend(read_sidecar(&entry.path()));
     }
     found.sort();
     let sidecars: Vec<Sidecar> = found
@@ -107,6 +88,28 @@ pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
         );
     }
     Ok(sidecars)
+}
+
+/// Workload, replica, SPIFFE ID and admin address from the ready file at `path`; `None`
+/// for a file that is not one (or gone: a sidecar that has just exited takes it along) and
+/// for a sidecar without an admin listener (said on stderr).
+fn read_sidecar(path: &Path) -> Option<(String, u16, String, SocketAddr)> {
+    let stem = path.file_stem()?.to_str()?;
+    let replica = match stem.split_once('.') {
+        Some((_, n)) => n.parse().ok()?,
+        None => 0,
+    };
+    let ready = ReadyFile::read(path).ok()?;
+    let Some(admin) = ready.admin else {
+        eprintln!("meshwork: the sidecar of {stem} runs without an admin listener; skipped");
+        return None;
+    };
+    Some((
+        workload_of(stem).to_owned(),
+        replica,
+        ready.spiffe_id,
+        admin,
+    ))
 }
 
 /// The sidecars of `workload` (every replica); an error naming the running ones if none.

@@ -101,17 +101,7 @@ async fn tap(
         match message {
             StreamLine::Line(i, line) => {
                 let from = labels.get(i).map_or("?", String::as_str);
-                let event = serde_json::from_str::<TapEvent>(&line);
-                match (&event, args.output) {
-                    (_, Output::Json) => println!("{line}"),
-                    (Ok(event), Output::Table) => println!("{}", render(from, event)),
-                    (Err(e), Output::Table) => {
-                        eprintln!(
-                            "meshwork: {from} sent a line that is not a tap event ({e}): {line}"
-                        );
-                    }
-                }
-                if event.is_ok_and(|e| e.lost.is_none()) {
+                if print(args.output, from, &line) {
                     printed += 1;
                 }
                 if args.limit.is_some_and(|n| printed >= n) {
@@ -132,6 +122,19 @@ async fn tap(
         }
     }
     Ok(ExitCode::from(1))
+}
+
+/// Prints one line of `from`'s stream; whether it was a request (not a `lost` marker).
+fn print(output: Output, from: &str, line: &str) -> bool {
+    let event = serde_json::from_str::<TapEvent>(line);
+    match (&event, output) {
+        (_, Output::Json) => println!("{line}"),
+        (Ok(event), Output::Table) => println!("{}", render(from, event)),
+        (Err(e), Output::Table) => {
+            eprintln!("meshwork: {from} sent a line that is not a tap event ({e}): {line}");
+        }
+    }
+    event.is_ok_and(|e| e.lost.is_none())
 }
 
 /// One line: time, sidecar, caller → service, method route, status, latency, decision
