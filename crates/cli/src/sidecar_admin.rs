@@ -289,6 +289,53 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_are_found_through_their_ready_files() {
+        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let workloads = state.path().join("workloads");
+        std::fs::create_dir(&workloads).unwrap_or_else(|e| panic!("{e}"));
+        let ready = |file: &str, admin: Option<&str>| {
+            let json = serde_json::json!({
+                "inbound": "127.0.0.1:1", "outbound": "127.0.0.1:2",
+                "spiffe_id": "spiffe://td/ns/default/sa/x", "admin": admin,
+            });
+            std::fs::write(workloads.join(file), json.to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        ready("billing.json", Some("127.0.0.1:10"));
+        ready("billing.1.json", Some("127.0.0.1:11"));
+        ready("store.json", Some("127.0.0.1:12"));
+        ready("reporting.json", None);
+        std::fs::write(workloads.join("torn.json"), "{").unwrap_or_else(|e| panic!("{e}"));
+        let found = discover(state.path()).unwrap_or_else(|e| panic!("{e:#}"));
+        let summary: Vec<(&str, u16, &str, u16)> = found
+            .iter()
+            .map(|s| {
+                (
+                    s.workload.as_str(),
+                    s.replica,
+                    s.label.as_str(),
+                    s.admin.port(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("billing", 0, "billing-0", 10),
+                ("billing", 1, "billing-1", 11),
+                ("store", 0, "store", 12)
+            ]
+        );
+        let billing = of_workload(found.clone(), "billing").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(billing.len(), 2);
+        let err = of_workload(found, "nope")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("running workloads: billing, store"), "{err}");
+    }
+
+    #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(query(&[]), "");
         assert_eq!(
