@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, TracingConfig};
 use crate::discovery::{self, ControlLoops};
 use crate::inbound::app_readiness::{self, AppReadiness};
 use crate::inbound::{self, Inbound, app::AppService};
@@ -97,23 +97,9 @@ impl Proxy {
             )
         });
         let egress = Egress::new(info.spiffe_id.clone(), resolver);
-        let (tracer, exporting) = match &config.tracing {
-            Some(tracing) => {
-                let (tracer, exporting) = Tracer::start(
-                    tracing,
-                    &info.spiffe_id,
-                    config.replica,
-                    Arc::clone(&metrics),
-                )
-                .map_err(|source| ProxyError::Tracing {
-                    endpoint: tracing.otlp.endpoint.clone(),
-                    protocol: tracing.otlp.protocol.as_str(),
-                    source,
-                })?;
-                (Some(tracer), Some(exporting))
-            }
-            None => (None, None),
-        };
+        let tracing = config.tracing.as_ref();
+        let (tracer, exporting) =
+            start_tracing(tracing, &info.spiffe_id, config.replica, &metrics)?;
         tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, "proxy ready");
         Ok(Proxy {
             inbound: Inbound {
@@ -238,6 +224,27 @@ fn outbound_side(listener: TcpListener, parts: outbound::StackParts) -> Outbound
         tunnels: parts.tunnels.clone(),
         stack: outbound::stack(parts),
     }
+}
+
+/// The tracer both stacks share and its export task, when tracing is on.
+fn start_tracing(
+    tracing: Option<&TracingConfig>,
+    own: &identity::SpiffeId,
+    replica: u16,
+    metrics: &Arc<dyn ProxyMetrics>,
+) -> Result<(Option<Tracer>, Option<Exporting>), ProxyError> {
+    let Some(tracing) = tracing else {
+        return Ok((None, None));
+    };
+    let (tracer, exporting) =
+        Tracer::start(tracing, own, replica, Arc::clone(metrics)).map_err(|source| {
+            ProxyError::Tracing {
+                endpoint: tracing.otlp.endpoint.clone(),
+                protocol: tracing.otlp.protocol.as_str(),
+                source,
+            }
+        })?;
+    Ok((Some(tracer), Some(exporting)))
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
