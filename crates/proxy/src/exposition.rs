@@ -14,6 +14,8 @@ pub enum Kind {
     Counter,
     /// A histogram (`_bucket`, `_sum`, `_count` samples).
     Histogram,
+    /// A value that goes up and down (the sample is named as the family).
+    Gauge,
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of `family`. `help` is written as given: keep it
@@ -22,6 +24,7 @@ pub fn family(out: &mut String, family: &str, kind: Kind, help: &str) {
     let kind = match kind {
         Kind::Counter => "counter",
         Kind::Histogram => "histogram",
+        Kind::Gauge => "gauge",
     };
     let _ = writeln!(out, "# HELP {family} {help}");
     let _ = writeln!(out, "# TYPE {family} {kind}");

@@ -1,5 +1,5 @@
 use super::*;
-use crate::label::{EGRESS, NONE, UNMATCHED};
+use crate::label::{EGRESS, MethodLabel, NONE, UNMATCHED};
 
 const STORE: &str = "spiffe://meshwork.local/ns/default/sa/store";
 
@@ -12,6 +12,7 @@ fn record(route: Label, status: u16, millis: u64) -> RequestRecord {
         status: StatusCode::from_u16(status).unwrap(),
         peer: Label::intern(STORE),
         elapsed: Duration::from_millis(millis),
+        denied: false,
     }
 }
 
