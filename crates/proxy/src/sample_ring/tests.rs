@@ -133,12 +133,13 @@ async fn the_sampler_reads_the_recorder_once_a_second() {
     }
     let now = Instant::now();
     let current = metrics.sample().unwrap();
-    let ring_state = ring.lock().unwrap();
-    assert_eq!(ring_state.samples.len(), 3);
-    let last_two = ring_state.window(now, Duration::from_millis(2_500), &current);
-    assert_eq!(requests(&last_two, "/a"), 2, "{last_two:?}");
-    assert_eq!(last_two.covered, Duration::from_millis(2_500));
-    drop(ring_state);
+    {
+        let ring = ring.lock().unwrap();
+        assert_eq!(ring.samples.len(), 3);
+        let last_two = ring.window(now, Duration::from_millis(2_500), &current);
+        assert_eq!(requests(&last_two, "/a"), 2, "{last_two:?}");
+        assert_eq!(last_two.covered, Duration::from_millis(2_500));
+    }
     shutdown.cancel();
     task.await.unwrap();
 }
