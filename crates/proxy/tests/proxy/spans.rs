@@ -162,7 +162,7 @@ async fn trace(receiver: &Arc<OtlpReceiver>, trace_id: &str, count: usize) -> Ve
         .collect()
 }
 
-fn kind<'a>(spans: &'a [ReceivedSpan], kind: SpanKind) -> &'a ReceivedSpan {
+fn kind(spans: &[ReceivedSpan], kind: SpanKind) -> &ReceivedSpan {
     let mut of_kind = spans.iter().filter(|s| s.kind == kind);
     let span = of_kind
         .next()
