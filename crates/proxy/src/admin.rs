@@ -1,6 +1,6 @@
 //! The sidecar's admin listener (plain HTTP, keep it on loopback): `GET /metrics`
-//! (OpenMetrics text: SVID and CA expiry, snapshot version, policy hash via
-//! prometheus-client, then the request, connection and error metrics of the sidecar's
+//! (OpenMetrics text, all written by [`exposition`]: SVID and CA expiry, snapshot version,
+//! policy hash, then the request, connection and error metrics of the sidecar's
 //! [`ProxyMetrics`] and the tap's counters, docs/telemetry.md), `GET /snapshot` (JSON, for
 //! `meshwork policy explain --state-dir`), `GET /ready`, and the observation endpoints of
 //! [`api::contract::observe`]: `GET /stats?window=SECS`, `GET /decisions?window=SECS`
@@ -23,17 +23,13 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use identity::{SpiffeId, SvidStore};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
+use crate::exposition::{self, Kind};
 use crate::inbound::app_readiness::AppReadiness;
 use crate::metrics::ProxyMetrics;
 use crate::routes::Routes;
@@ -43,7 +39,7 @@ use crate::tap::TapHub;
 pub use observe::Workload;
 use query::{QueryError, TapFilter, WindowQuery};
 
-/// The OpenMetrics content type prometheus-client's text encoder produces.
+/// The OpenMetrics text content type.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `GET /snapshot`: what this sidecar currently routes and enforces.
@@ -204,11 +200,6 @@ fn text(status: StatusCode, content_type: &'static str, body: &str) -> Response<
     response
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SvidLabels {
-    spiffe_id: String,
-}
-
 impl AdminState {
     /// `answer` applied to the requests of the window asked for; `501` when the recorder
     /// keeps no samples.
@@ -243,66 +234,73 @@ impl AdminState {
         }
     }
 
-    /// The gauges, read from the live store and table (built per scrape: a handful of
-    /// series), then the recorded request metrics.
+    /// The gauges, read from the live store and table at scrape time, then the recorded
+    /// request metrics and the tap's counters: one OpenMetrics document, all written by
+    /// [`exposition`] (see `crate::prometheus` for why there is one encoder).
     fn metrics(&self) -> String {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let svid = self.store.svid();
-        let labels = SvidLabels {
-            spiffe_id: svid.id().to_string(),
-        };
+        let id = svid.id().to_string();
+        let labels = [("spiffe_id", id.as_str())];
         let not_after = svid.not_after().unix_timestamp();
         let table = self.routes.load();
 
-        let mut registry = Registry::with_prefix("meshwork");
-        let expiry = Family::<SvidLabels, Gauge>::default();
-        expiry.get_or_create(&labels).set(not_after);
-        registry.register(
-            "svid_expiry_timestamp_seconds",
+        let mut out = String::new();
+        gauge(
+            &mut out,
+            "meshwork_svid_expiry_timestamp_seconds",
             "notAfter of this sidecar's X.509-SVID",
-            expiry,
+            &labels,
+            not_after,
         );
-        let remaining = Family::<SvidLabels, Gauge>::default();
-        remaining.get_or_create(&labels).set(not_after - now);
-        registry.register(
-            "svid_expiry_remaining_seconds",
+        gauge(
+            &mut out,
+            "meshwork_svid_expiry_remaining_seconds",
             "Seconds until this sidecar's X.509-SVID expires (negative: expired)",
-            remaining,
+            &labels,
+            not_after - now,
         );
         if let Some(earliest) = earliest_root_expiry(&self.store) {
-            let ca: Gauge = Gauge::default();
-            ca.set(earliest);
-            registry.register(
-                "ca_expiry_timestamp_seconds",
+            gauge(
+                &mut out,
+                "meshwork_ca_expiry_timestamp_seconds",
                 "notAfter of the earliest-expiring root in this sidecar's trust bundle",
-                ca,
+                &[],
+                earliest,
             );
         }
-        let version: Gauge = Gauge::default();
-        // Versions beyond i64::MAX would need 292 billion years of updates.
-        version.set(i64::try_from(table.version()).unwrap_or(i64::MAX));
-        registry.register(
-            "snapshot_version",
+        gauge(
+            &mut out,
+            "meshwork_snapshot_version",
             "Version of the routing/policy snapshot this sidecar serves",
-            version,
+            &[],
+            table.version(),
         );
-        registry.register(
-            "policy",
+        exposition::family(
+            &mut out,
+            "meshwork_policy",
+            Kind::Info,
             "The hash of the policies this sidecar enforces",
-            Info::new(vec![("policy_hash", table.policies().hash.clone())]),
         );
-
-        let mut body = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode_registry(&mut body, &registry)
-        {
-            tracing::error!(%error, "encoding metrics failed");
-        }
-        self.requests.encode_text(&mut body);
-        self.tap.encode_text(&mut body);
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_eof(&mut body);
-        body
+        let hash = [("policy_hash", table.policies().hash.as_str())];
+        exposition::sample(&mut out, "meshwork_policy_info", &hash, 1);
+        self.requests.encode_text(&mut out);
+        self.tap.encode_text(&mut out);
+        out.push_str("# EOF\n");
+        out
     }
+}
+
+/// A gauge family with its one sample.
+fn gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    value: impl std::fmt::Display,
+) {
+    exposition::family(out, name, Kind::Gauge, help);
+    exposition::sample(out, name, labels, value);
 }
 
 /// The earliest notAfter among the bundle's roots (unparseable roots are skipped: the

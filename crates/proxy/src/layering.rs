@@ -161,6 +161,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
         "admin",
         &[
             "body",
+            "exposition",
             "inbound",
             "label",
             "metrics",
