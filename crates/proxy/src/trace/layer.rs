@@ -32,7 +32,7 @@ use crate::label::{EGRESS, Label, MethodLabel, NONE, UNMATCHED};
 use crate::metrics::{Direction, ProxyMetrics};
 use crate::server;
 use crate::span_notes::{ActiveSpan, SpanNotes, attr, bounded_value};
-use crate::telemetry::{AnsweredBy, Labelled};
+use crate::telemetry::{AnsweredBy, Labelled, TracedAs};
 use crate::trace_context::{SpanId, TraceIdField, extract, inject};
 
 /// Which side of the sidecar a trace layer is on.
@@ -176,7 +176,7 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let result = ready!(Pin::new(&mut self.inner).poll(cx));
         let this = &mut *self;
-        let (response, error_type) = match result {
+        let (mut response, error_type) = match result {
             Ok(response) => (response, None),
             Err(error) => {
                 let direction = A::SIDE.direction();
@@ -185,6 +185,10 @@ where
                 (response, Some(error.code()))
             }
         };
+        if let Some(trace_id) = this.trace_id.0 {
+            // For the tap, read by the telemetry layer above.
+            response.extensions_mut().insert(TracedAs(trace_id));
+        }
         if let Some(mut open) = this.open.take() {
             if let Some(AnsweredBy(peer)) = response.extensions().get::<AnsweredBy>() {
                 open.attribute(KeyValue::new(attr::CALLEE, peer.as_str()));
