@@ -9,6 +9,7 @@ mod broker_cmd;
 mod ca_cmd;
 mod check_cmd;
 mod claims;
+mod columns;
 mod crds_cmd;
 mod demo;
 mod entry_cmd;
@@ -16,8 +17,10 @@ mod exec;
 #[cfg(test)]
 mod layering;
 mod logging;
+mod observe;
 mod parent;
 mod policy_cmd;
+mod sidecar_admin;
 mod state;
 mod token_cmd;
 mod up;
@@ -64,6 +67,15 @@ enum Command {
     Ca(ca_cmd::CaArgs),
     /// Check SVID/CA expiry, agent-control connectivity and clock skew (exit 1 on a problem).
     Check(check_cmd::CheckArgs),
+    /// Success rate, requests per second and latency per workload, route or peer, from every
+    /// sidecar of the running mesh (docs/observe.md).
+    Stat(observe::stat::StatArgs),
+    /// `stat`, redrawn every second, busiest first, until Ctrl-C.
+    Top(observe::top::TopArgs),
+    /// Who calls whom: caller and callee SPIFFE IDs, mTLS, requests, success rate.
+    Edges(observe::edges::EdgesArgs),
+    /// Stream the requests passing a workload's sidecars as they finish.
+    Tap(observe::tap::TapArgs),
     /// Run the Open Service Broker (OSB v2.17); `broker purge` deprovisions a state file's instances.
     Broker(broker_cmd::BrokerArgs),
     /// Service claims: `claims delete DIR NAME…` deprovisions (database and users dropped).
@@ -91,6 +103,10 @@ fn main() -> std::process::ExitCode {
         Command::Entry(args) => entry_cmd::run(args),
         Command::Ca(args) => ca_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
+        Command::Stat(args) => observe::stat::run(args),
+        Command::Top(args) => observe::top::run(args),
+        Command::Edges(args) => observe::edges::run(args),
+        Command::Tap(args) => observe::tap::run(args),
         Command::Broker(args) => broker_cmd::run(args),
         Command::Claims(args) => claims::run(args),
         Command::Demo(args) => demo::run(args),
