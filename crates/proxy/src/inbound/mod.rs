@@ -50,19 +50,27 @@ pub fn stack(
     metrics: Arc<dyn ProxyMetrics>,
     tracer: Option<Tracer>,
 ) -> Stack {
-    let traced = tracer.is_some();
-    let trace = tracer.map(|t| TraceLayer::new(t, InboundSpan, Arc::clone(&metrics)));
-    let service = ServiceBuilder::new()
-        // Outermost: refusals by the layers below are counted too.
-        .layer(TelemetryLayer::inbound(routes.clone(), own.clone(), metrics).publishing(traced))
-        // Below telemetry, whose labels it reads; above everything that can refuse.
-        .option_layer(trace)
+    // Refusals by the layers below are counted too.
+    let telemetry = TelemetryLayer::inbound(routes.clone(), own.clone(), Arc::clone(&metrics));
+    let below = ServiceBuilder::new()
         .layer(HopByHopLayer)
         .layer(ClientIdLayer)
         // Sees the verified caller as the `PeerIdentity` request extension.
         .layer(AuthorizeLayer::new(routes, own))
         .service(app);
-    server::box_stack(service)
+    // Telemetry outermost. Two stacks, not an `option_layer`: with tracing off no `Either`
+    // wraps the request path.
+    match tracer {
+        // The server span: below telemetry, whose labels it reads; above everything that
+        // can refuse.
+        Some(tracer) => server::box_stack(
+            ServiceBuilder::new()
+                .layer(telemetry.publishing(true))
+                .layer(TraceLayer::new(tracer, InboundSpan, metrics))
+                .service(below),
+        ),
+        None => server::box_stack(ServiceBuilder::new().layer(telemetry).service(below)),
+    }
 }
 
 /// The inbound listener, ready to serve.
