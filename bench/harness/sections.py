@@ -164,8 +164,8 @@ def cpu_document(raw: dict) -> list[str]:
             "errors": sum(r["saturation"]["errors"] for r in rs)} for name, rs in by.items()}
     t = meta.get("tracing")
     lines = [f"`{' '.join(['bench/cpu', *meta['argv']])}` — {meta['rounds']} round(s), {meta['minutes']:.1f} min; "
-             f"per contender and round: start the pair, warm-up (`{meta['plan']['warmup']}`), saturation "
-             f"(`{meta['plan']['saturation']}`): utime + stime of both sidecars (/proc/PID/stat) ÷ completed requests; "
+             f"per contender and round: start the pair, warm-up (`{meta['plan']['warmup']}`), measured load "
+             f"(`{meta['plan']['saturation']}`, closed loop): utime + stime of both sidecars (/proc/PID/stat) ÷ completed requests; "
              "stop. The order alternates every round.", ""]
     if t:
         lines += [f"Tracing on (`-traced`) = `{' '.join(t['flags'])}` on both sidecars, exporting to `{t['collector']}` "
