@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import collector
 import meshwork
 from contenders import HOST_HEADER
 from paths import CALLGRIND, MESH_STATE
@@ -56,12 +57,35 @@ class Client:
         raise RuntimeError("meshwork chain under callgrind never answered 200")
 
 
-def _one_run(n: int, hop: str, state: Path) -> dict:
-    tag = f"{hop}-n{n}"
+# `--tracing`: after the last request, how long the pair idles before its `/metrics` is read
+# (the exporter sends a partial batch 1 s after its first span; valgrind is ~50× slower), and
+# how long to keep re-reading while the exported count is short of N.
+EXPORT_WAIT_S = 5.0
+EXPORT_DEADLINE_S = 60.0
+
+
+def _spans(state: Path, n: int, traced: bool) -> dict:
+    """Span counters of both sidecars after the requests, from their admin `/metrics`. Called in
+    every `--tracing` run (on and off, 0 and N requests) so each pays the same scrapes; a traced
+    run re-reads until both sidecars report N exported spans (or the deadline)."""
+    admins = {side: meshwork.read_ready(state)[w]["admin"] for side, w in (("A", "client"), ("B", "server"))}
+    time.sleep(EXPORT_WAIT_S)
+    deadline, scrapes = time.monotonic() + EXPORT_DEADLINE_S, 0
+    while True:
+        counts = {side: collector.span_counts(admin) for side, admin in admins.items()}
+        scrapes += 1
+        done = all(c.get("exported", 0) >= n for c in counts.values())
+        if not traced or done or time.monotonic() > deadline:
+            return {"scrapes": scrapes, **counts}
+        time.sleep(2.0)
+
+
+def _one_run(n: int, hop: str, state: Path, flags: list[str] | None = None, scrape: bool = False) -> dict:
+    tag = f"{hop}{'-traced' if flags else ''}-n{n}"
     for old in CALLGRIND.glob(f"{tag}-*.out"):
         old.unlink()
-    procs: list[Proc] = meshwork.start_sidecars(hop, state, wrapper=_valgrind(tag), timeout=300)
-    failed = 0
+    procs: list[Proc] = meshwork.start_sidecars(hop, state, wrapper=_valgrind(tag), timeout=300, flags=flags)
+    failed, spans = 0, None
     try:
         time.sleep(SETTLE_S)
         if n:
@@ -71,11 +95,16 @@ def _one_run(n: int, hop: str, state: Path) -> dict:
             if any(s != 200 for s in statuses):
                 raise RuntimeError(f"non-200 under callgrind: {sorted(set(statuses))}")
             client.conn.close()
+        if scrape:
+            spans = _spans(state, n, bool(flags))
     finally:
         stop(procs, grace=120)  # SIGTERM: a clean exit makes callgrind write its file
     files = {side: CALLGRIND / f"{tag}-{p.pid}.out" for side, p in zip("AB", procs)}
-    return {"requests": n, "failed_before_route": failed, "files": {k: str(v) for k, v in files.items()},
-            "instructions": {side: _total(f) for side, f in files.items()}}
+    out = {"requests": n, "failed_before_route": failed, "files": {k: str(v) for k, v in files.items()},
+           "instructions": {side: _total(f) for side, f in files.items()}}
+    if spans is not None:
+        out["spans"] = spans
+    return out
 
 
 # Frames every inclusive listing starts with (process start, runtime, generic future combinators):
@@ -106,10 +135,12 @@ CATEGORIES = [
     ("hyper / hyper-util (other)", r"hyper"),
     ("http::HeaderMap", r"http::header"),
     ("hashing (SipHash)", r"Hasher|hash_one|sip"),
+    ("OTLP export (opentelemetry, tonic, prost)", r"opentelemetry|tonic|prost"),
     ("tracing", r"tracing"),
     ("tokio runtime, timers, I/O driver", r"tokio|mio::"),
     ("libc (syscall wrappers, locks)", r"libc\.so|syscall|epoll|__libc_|__GI_"),
     ("meshwork policy engine", r"meshwork_policy::|\bpolicy::"),
+    ("meshwork trace layer (proxy::trace, span_notes, trace_context)", r"proxy::trace|span_notes|trace_context"),
     ("meshwork proxy code", r"\bproxy::|meshwork_|\bidentity::|\bapi::"),
 ]
 
@@ -154,24 +185,44 @@ def profile(zero: dict, loaded: dict, n: int) -> dict:
     return out
 
 
-def run(n: int = 2000) -> list[dict]:
-    """One measurement per hop protocol the binary supports (h2 always; h1 with --peer-http1)."""
+def run(n: int = 2000, traced: bool = False) -> list[dict]:
+    """One measurement per hop protocol the binary supports (h2 always; h1 with --peer-http1).
+    `traced`: per hop, tracing off then on (100 % sampling, OTLP/gRPC to the collector, which
+    the caller runs), every run scraping the sidecars' span counters."""
     hops = ["h2"] + (["h1"] if meshwork.h1_flag() else [])
-    return [run_hop(n, hop) for hop in hops]
+    if not traced:
+        return [run_hop(n, hop) for hop in hops]
+    return [run_hop(n, hop, flags, scrape=True) for hop in hops for flags in (None, collector.sidecar_flags())]
 
 
-def run_hop(n: int, hop: str) -> dict:
+def run_hop(n: int, hop: str, flags: list[str] | None = None, scrape: bool = False) -> dict:
     CALLGRIND.mkdir(parents=True, exist_ok=True)
-    state = MESH_STATE / f"callgrind-{hop}"
+    state = MESH_STATE / f"callgrind-{hop}{'-traced' if flags else ''}"
     control = meshwork.start_control(state)
     try:
-        zero, loaded = _one_run(0, hop, state), _one_run(n, hop, state)
+        zero, loaded = _one_run(0, hop, state, flags, scrape), _one_run(n, hop, state, flags, scrape)
     finally:
         stop([control])
     total = lambda r: sum(r["instructions"].values())  # noqa: E731
-    return {
+    out = {
         "hop": hop, "requests": n, "zero": zero, "loaded": loaded,
         "per_request": total(loaded) / n,
         "marginal_per_request": (total(loaded) - total(zero)) / n,
         "profile": profile(zero, loaded, n),
     }
+    if scrape:
+        out["tracing"] = {"on": bool(flags), "flags": flags or [],
+                          "metrics_scrapes": "every run: once per sidecar after the requests (the same for on and off)"}
+    return out
+
+
+def tracing_delta(off: dict, on: dict, top: int = 20) -> dict:
+    """What tracing adds per request, per function and per component: marginal(on) − marginal(off)."""
+    n = on["requests"]
+    out = {}
+    for side in "AB":
+        m_on = marginal(on["loaded"]["files"][side], on["zero"]["files"][side], n)
+        m_off = marginal(off["loaded"]["files"][side], off["zero"]["files"][side], n)
+        delta = {f: m_on.get(f, 0.0) - m_off.get(f, 0.0) for f in m_on.keys() | m_off.keys()}
+        out[side] = {"categories": by_category(delta), "top_added": top_marginal(delta, top)}
+    return out

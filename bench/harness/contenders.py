@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import collector
 import meshwork
 from paths import CONF, LOGS, WORK, envoy_binary
 from procs import Proc, spawn, stop, wait_port
@@ -34,6 +35,7 @@ class Contender:
     port: int                          # where the client connects (proxy A's listener)
     start: Callable[[], list[Proc]]    # measured procs first, A then B
     target: Target | None = None       # filled in by `ready()`
+    traced: bool = False               # meshwork with tracing on (`bench/run --tracing`)
 
 
 def _nginx(name: str) -> list[str]:
@@ -68,7 +70,7 @@ def start_app() -> Proc:
     return app
 
 
-def all_contenders(with_meshwork_h1: bool) -> list[Contender]:
+def all_contenders(with_meshwork_h1: bool, traced: bool = False) -> list[Contender]:
     cs = [
         Contender("direct", "direct", "-", APP_PORT, lambda: []),
         Contender("nginx-h1", "nginx", "h1", 20001, lambda: _pair(
@@ -83,6 +85,9 @@ def all_contenders(with_meshwork_h1: bool) -> list[Contender]:
     for hop in ("h2", "h1") if with_meshwork_h1 else ("h2",):
         port = meshwork.OUTBOUND_PORT[hop]
         cs.append(Contender(f"meshwork-{hop}", "meshwork", hop, port, lambda hop=hop: meshwork.start_chain(hop)))
+        if traced:  # same ports: contenders run one at a time
+            cs.append(Contender(f"meshwork-{hop}-traced", "meshwork", hop, port, lambda hop=hop: meshwork.start_chain(
+                hop, collector.sidecar_flags()), traced=True))
     return cs
 
 

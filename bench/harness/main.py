@@ -19,6 +19,7 @@ from typing import Iterator
 import anchors
 import callgrind
 import certs
+import collector
 import install
 import load
 import machine
@@ -28,10 +29,11 @@ import report
 import sections
 import stats
 from contenders import Contender, all_contenders, start_app
-from measure import Plan, run_one
+from measure import Plan, run_cpu, run_one
 from procs import Proc, port_in_use, stop
 
-PORTS = (18080, 20001, 20443, 21001, 21002, 21443, 21444, 22001, 22002, 22443, 22444, 23001, 23002, 23443, 23444)
+PORTS = (18080, 20001, 20443, 21001, 21002, 21443, 21444, 22001, 22002, 22443, 22444, 23001, 23002, 23443, 23444,
+         collector.GRPC_PORT, collector.HTTP_PORT)
 
 
 def log(msg: str) -> None:
@@ -140,15 +142,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = Plan.quick() if args.quick else Plan()
     n_rounds = args.rounds or (1 if args.quick else 5)
     tools, build = prepare(args.no_install)
+    agent = collector.ensure(args.no_install) if args.tracing else None
     h1 = meshwork.h1_flag()
-    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None)
-                  if not args.only or c.name in args.only or c.name == "direct"]
+    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing)
+                  if not args.only or c.name.removesuffix("-traced") in args.only or c.name == "direct"]
     started = datetime.now(timezone.utc)
     meta = {"started": started.isoformat(timespec="seconds"), "plan": plan.__dict__, "rounds": n_rounds,
             "argv": sys.argv[2:], "machine": machine.describe(str(tools.oha)), "load_before": machine.loadavg(),
             "meshwork_h1_flag": h1, "meshwork_build": build}
+    if agent:
+        meta["tracing"] = {"flags": collector.sidecar_flags(), "collector": collector.version(agent)}
     log(f"{n_rounds} round(s) of {[c.name for c in contenders]}")
-    with running_app() as app:
+    with running_app() as app, running_collector(agent):
         records, failures = rounds(tools, app, contenders, n_rounds, plan, args.max_wait)
         meta.update(load_after=machine.loadavg(), minutes=(datetime.now(timezone.utc) - started).total_seconds() / 60)
         cg = None if args.no_callgrind else callgrind_or_failure(args.callgrind_n, failures)
@@ -184,17 +189,91 @@ def with_routes() -> Path:
     return target
 
 
+@contextmanager
+def running_collector(agent: Path | None) -> Iterator[Proc | None]:
+    """The OTLP collector for `--tracing` (nothing without it)."""
+    proc = collector.start(agent) if agent else None
+    try:
+        yield proc
+    finally:
+        if proc:
+            stop([proc])
+
+
 def cmd_callgrind(args: argparse.Namespace) -> int:
     prepare(args.no_install, load_tools=False)
+    agent = collector.ensure(args.no_install) if args.tracing else None
     if args.routes:
         meshwork.MESH_RESOURCES = with_routes()
-    with running_app():
-        cg = callgrind.run(args.n)
+    if args.tag:  # its own directory: an A/B of two builds keeps both builds' files
+        callgrind.CALLGRIND = paths.CALLGRIND / args.tag
+    with running_app(), running_collector(agent):
+        cg = callgrind.run(args.n, traced=args.tracing)
     for run in cg:
         run["route"] = "bench/routes/server.yaml" if args.routes else None
     name = stamp(False, f"{args.tag}-callgrind" if args.tag else "callgrind")
+    head = []
+    if args.tracing:
+        pairs = {hop: [r for r in cg if r["hop"] == hop] for hop in dict.fromkeys(r["hop"] for r in cg)}
+        deltas = {hop: callgrind.tracing_delta(off, on) for hop, (off, on) in pairs.items()}
+        meta = {"meshwork": meshwork.version(), "collector": collector.version(agent),
+                "collector_argv": f"rotel-agent start --otlp-grpc-endpoint 127.0.0.1:{collector.GRPC_PORT} "
+                                  f"--otlp-http-endpoint 127.0.0.1:{collector.HTTP_PORT} --exporter blackhole"}
+        cg = {"meta": meta, "runs": cg, "tracing_delta": deltas}
+        head = ["## Tracing off vs on, same run (issue 12)", "",
+                f"`bench/callgrind --tracing` (N = {args.n} sequential requests on one keep-alive connection, policy and "
+                f"metrics on). Tracing on = `{' '.join(collector.sidecar_flags())}` on both sidecars, exporting to "
+                f"`{meta['collector']}` on loopback (`{meta['collector_argv']}`; it is not measured). The export task "
+                "(batching, protobuf encoding, gRPC over tonic/h2) runs inside each sidecar, so callgrind counts it: "
+                "that is the honest cost of tracing, not only the span bookkeeping on the request path. Every run "
+                "(on and off, 0 and N requests) idles 5 s after its requests and reads both sidecars' `/metrics` once, "
+                "so both sides carry the same scrapes.", "",
+                *report.tracing_section(cg["runs"], deltas), ""]
     (paths.RESULTS / f"{name}.json").write_text(paths.relative(json.dumps(cg, indent=1)))
-    lines = [f"# meshwork callgrind — {name}", "", *report.callgrind_section(cg), "", *report.profile_section(cg)]
+    runs = cg["runs"] if args.tracing else cg
+    lines = [f"# meshwork callgrind — {name}", "", *head, *report.callgrind_section(runs), "", *report.profile_section(runs)]
+    (paths.RESULTS / f"{name}.md").write_text(paths.relative("\n".join(lines) + "\n"))
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_cpu(args: argparse.Namespace) -> int:
+    """Pair CPU µs per request at saturation (wrk only), meshwork contenders only, tracing off and
+    (with --tracing) on in the same rounds, order alternating."""
+    build = prepare(args.no_install, load_tools=False)[1]
+    agent = collector.ensure(args.no_install) if args.tracing else None
+    h1 = meshwork.h1_flag()
+    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing)
+                  if c.family == "meshwork" and c.hop in args.hops]
+    plan = Plan(warmup_s=args.warmup, saturation_s=args.seconds, saturation_conns=args.conns)
+    started = datetime.now(timezone.utc)
+    meta = {"started": started.isoformat(timespec="seconds"), "argv": sys.argv[2:], "rounds": args.rounds,
+            "plan": {"warmup": f"wrk -t1 -c{plan.rate_conns} -d{plan.warmup_s}s",
+                     "saturation": f"wrk -t1 -c{plan.saturation_conns} -d{plan.saturation_s}s"},
+            "machine": machine.describe("(not used)"), "load_before": machine.loadavg(),
+            "meshwork": meshwork.version(), "meshwork_build": build}
+    if agent:
+        meta["tracing"] = {"flags": collector.sidecar_flags(), "collector": collector.version(agent)}
+    records = []
+    with running_app() as app, running_collector(agent):
+        for r in range(args.rounds):
+            waited = wait_for_quiet(args.max_wait)
+            log(f"round {r + 1}/{args.rounds} (waited {waited:.0f}s for other builds; load {machine.loadavg()})")
+            order = contenders if r % 2 == 0 else contenders[::-1]
+            for pos, c in enumerate(order):
+                busy_before = compiles_running()
+                rec = run_cpu(c, app, plan)
+                rec.update(round=r, position=pos, loadavg=machine.loadavg(),
+                           builds_seen=sorted(set(busy_before + compiles_running())))
+                records.append(rec)
+                sat = rec["saturation"]
+                log(f"  {c.name:20} cpu {sat['cpu_s'] * 1e6 / max(sat['requests'], 1):6.1f} µs/req | "
+                    f"{sat['requests']} requests | {sat['rps']:8.0f} rps | errors {sat['errors']} | spans {rec.get('spans')}")
+    meta.update(load_after=machine.loadavg(), minutes=(datetime.now(timezone.utc) - started).total_seconds() / 60)
+    raw = {"meta": meta, "records": records}
+    name = stamp(False, f"{args.tag}-cpu" if args.tag else "cpu")
+    (paths.RESULTS / f"{name}.json").write_text(paths.relative(json.dumps(raw, indent=1)))
+    lines = [f"# meshwork CPU per request — {name}", "", *sections.cpu_document(raw)]
     (paths.RESULTS / f"{name}.md").write_text(paths.relative("\n".join(lines) + "\n"))
     print("\n".join(lines))
     return 0
@@ -224,16 +303,32 @@ def main() -> int:
     run.add_argument("--callgrind-n", type=int, default=2000)
     run.add_argument("--max-wait", type=float, default=600, help="seconds to wait per round for other builds")
     run.add_argument("--tag", help="suffix for the report name (<date>-<host>-<tag>.md), e.g. for A/B runs")
+    run.add_argument("--tracing", action="store_true",
+                     help="add meshwork-<hop>-traced beside each meshwork contender (100 %% sampling, OTLP/gRPC to rotel)")
     cg = sub.add_parser("callgrind", help="instructions per request under callgrind (bench/callgrind)")
     cg.add_argument("-n", type=int, default=2000)
     cg.add_argument("--no-install", action="store_true")
     cg.add_argument("--tag", help="suffix for the report name")
     cg.add_argument("--routes", action="store_true",
                     help="add bench/routes/ (an HTTPRoute with timeouts and retries) to the resources")
+    cg.add_argument("--tracing", action="store_true",
+                    help="per hop, tracing off then on (100 %% sampling, OTLP/gRPC to a rotel collector on loopback)")
+    cpu = sub.add_parser("cpu", help="meshwork pair CPU µs/request at saturation, wrk only (bench/cpu)")
+    cpu.add_argument("--tracing", action="store_true",
+                     help="also meshwork-<hop>-traced (100 %% sampling, OTLP/gRPC to a rotel collector), same rounds")
+    cpu.add_argument("--hops", nargs="+", default=["h2"], choices=["h2", "h1"])
+    cpu.add_argument("--rounds", type=int, default=3)
+    cpu.add_argument("--seconds", type=int, default=5, help="saturation run per contender and round")
+    cpu.add_argument("--conns", type=int, default=32,
+                     help="wrk connections (32 saturates; fewer = lower rate, e.g. one the span exporter keeps up with)")
+    cpu.add_argument("--warmup", type=float, default=2)
+    cpu.add_argument("--max-wait", type=float, default=120, help="seconds to wait per round for other builds")
+    cpu.add_argument("--no-install", action="store_true")
+    cpu.add_argument("--tag", help="suffix for the report name")
     render = sub.add_parser("render", help="re-make a report's markdown from its raw JSON")
     render.add_argument("raw", help="bench/results/<name>.json")
     args = p.parse_args()
-    return {"run": cmd_run, "callgrind": cmd_callgrind, "render": cmd_render}[args.cmd](args)
+    return {"run": cmd_run, "callgrind": cmd_callgrind, "cpu": cmd_cpu, "render": cmd_render}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ fixed-rate latency (sampling RSS and CPU), saturation (CPU per request), peak me
 import time
 from dataclasses import dataclass
 
+import collector
 import load
 import meshwork
 from contenders import Contender, metrics_recorded, policy_enforced, ready
@@ -77,8 +78,43 @@ def run_one(tools: load.Tools, c: Contender, app: Proc, plan: Plan) -> dict:
         record["saturation"] = _saturation(c, procs, app, plan)
         record["peak_rss_mib"] = mem_of(procs, "VmHWM")
         if c.family == "meshwork":
-            record["metrics_recorded"] = metrics_recorded(meshwork.ready_info(c.hop)["server"]["admin"])
+            info = meshwork.ready_info(c.hop, c.traced)
+            record["metrics_recorded"] = metrics_recorded(info["server"]["admin"])
+        if c.traced:
+            time.sleep(2.0)  # the exporter sends a partial batch 1 s after its first span
+            record["spans"] = {side: collector.span_counts(info[w]["admin"]) for side, w in (("A", "client"), ("B", "server"))}
         record["pids_alive"] = all(p.alive() for p in procs)
         return record
     finally:
         stop(procs)
+
+
+def run_cpu(c: Contender, app: Proc, plan: Plan) -> dict:
+    """`bench/cpu`: only what needs no oha: start, warm-up, saturation (CPU µs per request),
+    the span counters of a traced pair, stop."""
+    procs = c.start()
+    try:
+        c.target = ready(c)
+        load.wrk(c.target, plan.rate_conns, plan.warmup_s)
+        info = meshwork.ready_info(c.hop, c.traced)
+        admins = {side: info[w]["admin"] for side, w in (("A", "client"), ("B", "server"))}
+        if c.traced:
+            time.sleep(2.0)  # the warm-up's spans go out before the measured load starts
+        before = {side: collector.span_counts(a) for side, a in admins.items()} if c.traced else None
+        record = {"contender": c.name, "family": c.family, "hop": c.hop,
+                  "saturation": _saturation(c, procs, app, plan)}
+        record["metrics_recorded"] = metrics_recorded(info["server"]["admin"])
+        if c.traced:
+            time.sleep(2.0)  # the exporter sends a partial batch 1 s after its first span
+            after = {side: collector.span_counts(a) for side, a in admins.items()}
+            record["spans"] = {side: _span_delta(before[side], after[side]) for side in admins}
+        record["pids_alive"] = all(p.alive() for p in procs)
+        return record
+    finally:
+        stop(procs)
+
+
+def _span_delta(before: dict, after: dict) -> dict:
+    """Spans exported and dropped (per reason) between two reads of a sidecar's counters."""
+    dropped = {k: v - before.get("dropped", {}).get(k, 0) for k, v in after.get("dropped", {}).items()}
+    return {"exported": after.get("exported", 0) - before.get("exported", 0), "dropped": dropped}

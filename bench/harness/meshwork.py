@@ -3,6 +3,7 @@
 Flags as in crates/cli/src/up/*.rs; resources in bench/mesh/."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +29,8 @@ def h1_flag() -> str | None:
 
 def version() -> str:
     out = subprocess.run([MESHWORK, "--version"], capture_output=True, text=True).stdout.strip()
+    if "MESHWORK_BIN" in os.environ:  # another build: this checkout's git says nothing about it
+        return f"{out or 'meshwork'} (MESHWORK_BIN=…/{MESHWORK.name})"
     rev = subprocess.run(["git", "-C", str(MESHWORK.parents[2]), "describe", "--always", "--dirty"],
                          capture_output=True, text=True).stdout.strip()
     return f"{out or 'meshwork'} (git {rev or '?'}, working tree as built)"
@@ -65,13 +68,15 @@ def start_control(state: Path, timeout: float = 30.0) -> Proc:
 
 
 def start_sidecars(hop: str, state: Path, wrapper: list[str] | None = None,
-                   timeout: float = 30.0) -> list[Proc]:
-    """B (server) then A (client); `wrapper` prefixes both argv (valgrind for bench/callgrind)."""
-    extra = [h1_flag()] if hop == "h1" else []
+                   timeout: float = 30.0, flags: list[str] | None = None) -> list[Proc]:
+    """B (server) then A (client); `wrapper` prefixes both argv (valgrind for bench/callgrind),
+    `flags` are added to both (the tracing flags for `--tracing`)."""
+    extra = ([h1_flag()] if hop == "h1" else []) + (flags or [])
     wrap = wrapper or []
-    b = spawn(f"meshwork-{hop}-B", wrap + proxy_argv(
+    name = f"meshwork-{hop}" + ("-traced" if flags else "")
+    b = spawn(f"{name}-B", wrap + proxy_argv(
         "server", state, f"127.0.0.1:{INBOUND_PORT[hop]}", "127.0.0.1:0", extra))
-    a = spawn(f"meshwork-{hop}-A", wrap + proxy_argv(
+    a = spawn(f"{name}-A", wrap + proxy_argv(
         "client", state, "127.0.0.1:0", f"127.0.0.1:{OUTBOUND_PORT[hop]}", extra))
     try:
         for proc, workload in ((b, "server"), (a, "client")):
@@ -83,16 +88,22 @@ def start_sidecars(hop: str, state: Path, wrapper: list[str] | None = None,
     return [a, b]
 
 
-def start_chain(hop: str) -> list[Proc]:
-    state = MESH_STATE / hop
+def start_chain(hop: str, flags: list[str] | None = None) -> list[Proc]:
+    """Control plane and pair; `flags` (tracing) get their own state dir (see `ready_info`)."""
+    state = MESH_STATE / (f"{hop}-traced" if flags else hop)
     control = start_control(state)
     try:
-        return start_sidecars(hop, state) + [control]
+        return start_sidecars(hop, state, flags=flags) + [control]
     except Exception:
         stop([control])
         raise
 
 
-def ready_info(hop: str) -> dict:
-    state = MESH_STATE / hop
+def ready_info(hop: str, traced: bool = False) -> dict:
+    state = MESH_STATE / (f"{hop}-traced" if traced else hop)
+    return {w: json.loads((state / f"{w}.ready.json").read_text()) for w in ("client", "server")}
+
+
+def read_ready(state: Path) -> dict:
+    """The ready files of a pair started with `start_sidecars(…, state)` (their admin addresses)."""
     return {w: json.loads((state / f"{w}.ready.json").read_text()) for w in ("client", "server")}

@@ -143,6 +143,9 @@ def callgrind_section(runs: list[dict] | None) -> list[str]:
 def _callgrind_hop(cg: dict) -> list[str]:
     z, l = cg["zero"], cg["loaded"]
     route = f", route `{cg['route']}` (timeouts and retries)" if cg.get("route") else ", no route configured"
+    if "tracing" in cg:
+        route += (", **tracing on** (100 % sampling, OTLP/gRPC to the collector)" if cg["tracing"]["on"]
+                  else ", **tracing off**")
     lines = [f"**meshwork-{cg['hop']}** pair (policy on{route}), one keep-alive client connection, sequential requests.", "",
              "| run | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
     for label, r in ((f"0 requests (start-up + shut-down)", z), (f"{l['requests']} requests", l)):
@@ -163,7 +166,8 @@ def profile_section(runs: list[dict] | None) -> list[str]:
 
 def _profile_hop(cg: dict) -> list[str]:
     n, pr = cg["requests"], cg["profile"]
-    lines = [f"## Profile of meshwork-{cg['hop']}: where the instructions per request go (callgrind)", "",
+    traced = "" if "tracing" not in cg else (", tracing on" if cg["tracing"]["on"] else ", tracing off")
+    lines = [f"## Profile of meshwork-{cg['hop']}{traced}: where the instructions per request go (callgrind)", "",
              f"Marginal cost = (N-run − 0-run) ÷ N per function, exclusive, grouped by component "
              f"(N = {n}; the one mTLS handshake between the sidecars is spread over N).", "",
              "| component | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
@@ -181,4 +185,51 @@ def _profile_hop(cg: dict) -> list[str]:
         lines += [f"{cost:>9,.0f}  {fn}" for fn, cost in pr[side]["top_marginal"]]
         lines += ["```", "", f"**{label}: top inclusive (N-run, runtime scaffolding frames left out)**", "", "```",
                   *pr[side]["inclusive"], "```", ""]
+    return lines
+
+
+def _pair(run: dict) -> tuple[int, int]:
+    i = run["instructions"]
+    return i["A"], i["B"]
+
+
+def tracing_section(runs: list[dict], deltas: dict[str, dict]) -> list[str]:
+    """`bench/callgrind --tracing`: per hop, tracing off and on from the same run, their ratio,
+    the spans the sidecars said they exported, and what tracing adds per component/function."""
+    by_hop: dict[str, dict] = {}
+    for cg in runs:
+        by_hop.setdefault(cg["hop"], {})["on" if cg["tracing"]["on"] else "off"] = cg
+    lines = ["| hop | tracing off | tracing on (100 %) | added by tracing | on ÷ off |", "|---|---:|---:|---:|---:|"]
+    for hop, pair in by_hop.items():
+        off, on = pair["off"], pair["on"]
+        for label, key in (("instructions/request (pair total ÷ N)", "per_request"),
+                           ("marginal/request ((N-run − 0-run) ÷ N)", "marginal_per_request")):
+            lines.append(f"| {hop}: {label} | {off[key]:,.0f} | {on[key]:,.0f} | +{on[key] - off[key]:,.0f} | "
+                         f"**{on[key] / off[key]:.3f}×** |")
+    lines += ["", "Spans the sidecars counted in their admin `/metrics` after the N requests of the traced run "
+              "(`meshwork_trace_spans_exported_total` = batches the collector accepted; dropped by reason):", "",
+              "| hop | requests N | A (client span per request) exported | B (server span per request) exported | dropped A | dropped B |",
+              "|---|---:|---:|---:|---|---|"]
+    for hop, pair in by_hop.items():
+        sp = pair["on"]["loaded"].get("spans", {})
+        a, b = sp.get("A", {}), sp.get("B", {})
+        fmt = lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.get("dropped", {}).items())) or "—"  # noqa: E731
+        lines.append(f"| {hop} | {pair['on']['requests']:,} | {a.get('exported', '—'):,} | {b.get('exported', '—'):,} | "
+                     f"{fmt(a)} | {fmt(b)} |")
+    for hop, delta in deltas.items():
+        cats = {side: dict(delta[side]["categories"]) for side in "AB"}
+        names = sorted(set(cats["A"]) | set(cats["B"]), key=lambda c: -(cats["A"].get(c, 0) + cats["B"].get(c, 0)))
+        lines += ["", f"**{hop}: what tracing adds per request, by component** (marginal on − marginal off, exclusive; "
+                  "components that moved by less than 20 instructions left out)", "",
+                  "| component | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
+        for c in names:
+            a, b = cats["A"].get(c, 0.0), cats["B"].get(c, 0.0)
+            if abs(a + b) >= 20:
+                lines.append(f"| {c} | {a:+,.0f} | {b:+,.0f} | {a + b:+,.0f} |")
+        ta, tb = sum(cats["A"].values()), sum(cats["B"].values())
+        lines.append(f"| **total** | **{ta:+,.0f}** | **{tb:+,.0f}** | **{ta + tb:+,.0f}** |")
+        for side, label in (("A", "A = client sidecar"), ("B", "B = server sidecar")):
+            lines += ["", f"{hop}, {label}: functions that grew most with tracing on (instructions per request)", "", "```"]
+            lines += [f"{cost:>+9,.0f}  {fn}" for fn, cost in delta[side]["top_added"]]
+            lines.append("```")
     return lines

@@ -1,6 +1,9 @@
 """The report document: header, machine, goals, tables, caveats, per-round detail."""
 
+from statistics import median
+
 import report
+import stats
 from report import num
 
 
@@ -84,9 +87,50 @@ def per_round_table(per: dict, raw: dict, order: list[str]) -> list[str]:
     return lines
 
 
+def tracing_section(raw: dict, med: dict, per: dict) -> list[str]:
+    """`bench/run --tracing`: meshwork-<hop> vs meshwork-<hop>-traced, same rounds."""
+    hops = [h for h in ("h2", "h1") if f"meshwork-{h}" in med and f"meshwork-{h}-traced" in med]
+    if not hops:
+        return []
+    t = raw["meta"].get("tracing", {})
+    lines = ["## Tracing: added CPU per request (issue 12)", "",
+             f"meshwork-<hop>-traced = the same pair with `{' '.join(t.get('flags', []))}`, exporting to "
+             f"`{t.get('collector', 'rotel')}` on loopback (blackhole exporter; the collector's CPU is not counted, "
+             "the sidecars' export task is). Medians over rounds; each round ran both.", "",
+             "| metric | tracing off | tracing on | added | on ÷ off | on ÷ off per round |", "|---|---:|---:|---:|---:|---|"]
+    rows = [("pair CPU µs/req (saturation)", "cpu_us_req", 2), ("  of which user", "cpu_user_us_req", 2),
+            ("  of which kernel", "cpu_sys_us_req", 2), ("pair CPU µs/req @1000 rps", "cpu_us_req_1000", 2),
+            ("max rps, 32 conns ⓘ", "max_rps", 0), ("p50, 1 conn (ms)", "p50_1c_ms", 3),
+            ("p50 @1000 rps (ms)", "p50_1000_ms", 3), ("peak RSS, larger proxy (MiB)", "peak_rss_max", 1)]
+    for hop in hops:
+        off, on = med[f"meshwork-{hop}"], med[f"meshwork-{hop}-traced"]
+        for label, key, d in rows:
+            a, b = off.get(key), on.get(key)
+            if a is None or b is None:
+                continue
+            spread = ", ".join(f"{x:.2f}" for x in stats.per_round_ratios(per, f"meshwork-{hop}-traced", f"meshwork-{hop}", key))
+            lines.append(f"| {hop}: {label} | {num(a, d)} | {num(b, d)} | {b - a:+,.{d}f} | {report.times(b / a if a else None)} | {spread} |")
+    lines += ["", "Requests behind the CPU figures, and the spans each traced pair reported exporting "
+              "(`meshwork_trace_spans_exported_total` / dropped, read from both sidecars' `/metrics` after saturation; "
+              "the counters cover the whole round: readiness, warm-up, unloaded, fixed rate and saturation):", "",
+              "| round | contender | saturation requests | @1000 rps requests | spans exported A / B | dropped A / B |",
+              "|---:|---|---:|---:|---:|---|"]
+    for r in sorted(raw["records"], key=lambda r: (r["round"], r["position"])):
+        if r["family"] != "meshwork":
+            continue
+        sp = r.get("spans")
+        exported = "—" if sp is None else f"{sp['A'].get('exported', 0):,} / {sp['B'].get('exported', 0):,}"
+        dropped = "—" if sp is None else " / ".join(
+            str(sum(sp[side].get("dropped", {}).values())) for side in "AB")
+        lines.append(f"| {r['round'] + 1} | {r['contender']} | {r['saturation']['requests']:,} | "
+                     f"{r['fixed']['requests']:,} | {exported} | {dropped} |")
+    return lines + [""]
+
+
 def document(raw: dict, med: dict, per: dict, order: list[str]) -> list[str]:
     return [
         *header(raw["meta"]),
+        *tracing_section(raw, med, per),
         "## Goals (issue 6)", "", *report.goals_table(med, per), "",
         "Verdicts use the medians; \"each round\" shows the same ratio (or MiB) round by round, to judge how firm a verdict is.", "",
         "## Medians per contender", "", "### Latency", "",
@@ -105,3 +149,56 @@ def document(raw: dict, med: dict, per: dict, order: list[str]) -> list[str]:
         *caveats(raw, med), "",
         *per_round_table(per, raw, order),
     ]
+
+
+def cpu_document(raw: dict) -> list[str]:
+    """`bench/cpu`: pair CPU µs per request at saturation, per contender and round, and (with
+    --tracing) tracing on against off from the same rounds."""
+    meta, recs = raw["meta"], raw["records"]
+    us = lambda r, k: r["saturation"][k] * 1e6 / max(r["saturation"]["requests"], 1)  # noqa: E731
+    by: dict[str, list[dict]] = {}
+    for r in recs:
+        by.setdefault(r["contender"], []).append(r)
+    med = {name: {k: median(us(r, k) for r in rs) for k in ("cpu_s", "user_s", "sys_s")} |
+           {"rps": median(r["saturation"]["rps"] for r in rs), "requests": sum(r["saturation"]["requests"] for r in rs),
+            "errors": sum(r["saturation"]["errors"] for r in rs)} for name, rs in by.items()}
+    t = meta.get("tracing")
+    lines = [f"`{' '.join(['bench/cpu', *meta['argv']])}` — {meta['rounds']} round(s), {meta['minutes']:.1f} min; "
+             f"per contender and round: start the pair, warm-up (`{meta['plan']['warmup']}`), measured load "
+             f"(`{meta['plan']['saturation']}`, closed loop): utime + stime of both sidecars (/proc/PID/stat) ÷ completed requests; "
+             "stop. The order alternates every round.", ""]
+    if t:
+        lines += [f"Tracing on (`-traced`) = `{' '.join(t['flags'])}` on both sidecars, exporting to `{t['collector']}` "
+                  "on loopback (blackhole exporter, not counted); the sidecars' export task is counted.", ""]
+    lines += ["| contender | pair CPU µs/req (median) | of which user | of which kernel | max rps ⓘ | requests (all rounds) | errors |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, m in med.items():
+        lines.append(f"| {name} | {m['cpu_s']:.2f} | {m['user_s']:.2f} | {m['sys_s']:.2f} | {m['rps']:,.0f} | "
+                     f"{m['requests']:,} | {m['errors']} |")
+    for hop in ("h2", "h1"):
+        off, on = med.get(f"meshwork-{hop}"), med.get(f"meshwork-{hop}-traced")
+        if not off or not on:
+            continue
+        rounds = sorted({r["round"] for r in recs})
+        per = [us(next(r for r in by[f"meshwork-{hop}-traced"] if r["round"] == k), "cpu_s") /
+               us(next(r for r in by[f"meshwork-{hop}"] if r["round"] == k), "cpu_s") for k in rounds]
+        lines += ["", f"**{hop}: tracing on vs off** (medians; on ÷ off per round: {', '.join(f'{x:.2f}' for x in per)})", "",
+                  "| | tracing off | tracing on | added per request | on ÷ off |", "|---|---:|---:|---:|---:|"]
+        for label, k in (("pair CPU µs/req", "cpu_s"), ("  user", "user_s"), ("  kernel", "sys_s")):
+            lines.append(f"| {label} | {off[k]:.2f} | {on[k]:.2f} | {on[k] - off[k]:+.2f} µs | {on[k] / off[k]:.2f}× |")
+    lines += ["", "## Per round", "", "| round | contender | CPU µs/req | requests | rps | spans exported A / B | dropped A / B | builds seen |",
+              "|---:|---|---:|---:|---:|---:|---|---|"]
+    for r in recs:
+        sp = r.get("spans")
+        exported = "—" if sp is None else f"{sp['A'].get('exported', 0):,} / {sp['B'].get('exported', 0):,}"
+        dropped = "—" if sp is None else " / ".join(str(sum(sp[s].get("dropped", {}).values())) for s in "AB")
+        lines.append(f"| {r['round'] + 1} | {r['contender']} | {us(r, 'cpu_s'):.2f} | {r['saturation']['requests']:,} | "
+                     f"{r['saturation']['rps']:,.0f} | {exported} | {dropped} | {', '.join(r['builds_seen']) or 'none'} |")
+    m = meta["machine"]
+    lines += ["", "Spans: the change in both sidecars' `meshwork_trace_spans_exported_total` / `…_dropped_total` over "
+              "the measured load (read 2 s after the warm-up and 2 s after the load; a sampled request is one span in A "
+              "and one in B). Dropped spans were not exported, so their export cost is missing from the CPU figure.", "",
+              f"Machine: {m['nproc']} vCPU `{m['cpu']}`, load before / after {meta['load_before']} / {meta['load_after']} "
+              "(shared with other agents' builds: trust the ratio from the same rounds more than the absolute µs). "
+              f"meshwork: {meta['meshwork']}; {meta['meshwork_build']}."]
+    return lines

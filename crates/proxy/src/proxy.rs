@@ -119,6 +119,7 @@ impl Proxy {
                 ),
                 store,
                 metrics: Arc::clone(&metrics),
+                peer_addr: tracer.is_some(),
             },
             outbound: outbound_side(
                 outbound_listener,

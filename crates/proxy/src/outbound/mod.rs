@@ -95,24 +95,35 @@ pub fn stack(parts: StackParts) -> Stack {
             Endpoint::new(parts.pool.clone()),
             Arc::clone(&parts.metrics),
         ));
+    let classify = ClassifyLayer::new(parts.routes.clone());
+    // Refusals by the layers below are counted too.
+    let telemetry = TelemetryLayer::new(ClassifiedLabels, Arc::clone(&parts.metrics))
+        .tapped(Arc::clone(&parts.tap));
     let trace = parts
         .tracer
         .clone()
         .map(|t| TraceLayer::new(t, OutboundSpan, Arc::clone(&parts.metrics)));
-    let service = ServiceBuilder::new()
-        // Outermost: everything below reads the classification.
-        .layer(ClassifyLayer::new(parts.routes.clone()))
-        // Refusals by the layers below are counted too.
-        .layer(
-            TelemetryLayer::new(ClassifiedLabels, Arc::clone(&parts.metrics))
-                .publishing(trace.is_some())
-                .tapped(Arc::clone(&parts.tap)),
-        )
-        // The client span: below telemetry, whose labels it reads.
-        .option_layer(trace)
+    let below = ServiceBuilder::new()
         .layer(HopByHopLayer)
         .service(Steer::new(mesh, parts));
-    server::box_stack(service)
+    // Outermost: everything below reads the classification. Two stacks, not an
+    // `option_layer`: with tracing off no `Either` wraps the request path.
+    match trace {
+        // The client span: below telemetry, whose labels it reads.
+        Some(trace) => server::box_stack(
+            ServiceBuilder::new()
+                .layer(classify)
+                .layer(telemetry.publishing(true))
+                .layer(trace)
+                .service(below),
+        ),
+        None => server::box_stack(
+            ServiceBuilder::new()
+                .layer(classify)
+                .layer(telemetry)
+                .service(below),
+        ),
+    }
 }
 
 /// The CONNECT tunnels to mesh services a listener serves: tracked, so shutdown drains
