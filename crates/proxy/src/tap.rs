@@ -63,6 +63,8 @@ pub struct TapHub {
     sender: broadcast::Sender<Arc<Tapped>>,
     /// Open subscriptions: checked (relaxed) on every request.
     taps: AtomicUsize,
+    /// Open subscriptions that want allowed requests too (not `denied=true`).
+    allowed_taps: AtomicUsize,
     /// The header names each open subscription listed, by subscription id.
     headers: RwLock<Vec<(u64, Vec<HeaderName>)>>,
     next_id: AtomicU64,
@@ -78,6 +80,7 @@ impl TapHub {
         Arc::new(TapHub {
             sender,
             taps: AtomicUsize::new(0),
+            allowed_taps: AtomicUsize::new(0),
             headers: RwLock::new(Vec::new()),
             next_id: AtomicU64::new(0),
             own: Label::intern(own),
@@ -95,6 +98,11 @@ impl TapHub {
     pub fn is_tapped(&self) -> bool {
         // Relaxed: a request finishing while a tap opens may or may not be shown.
         self.taps.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether an open tap wants allowed requests (else only denials are published).
+    pub fn wants_allowed(&self) -> bool {
+        self.allowed_taps.load(Ordering::Relaxed) > 0
     }
 
     /// The fields of `headers` whose names some open tap listed.
@@ -123,7 +131,11 @@ impl TapHub {
 
     /// A new tap, receiving events published from now on, wanting the request headers
     /// `headers`. Closes (and stops costing anything) when dropped.
-    pub fn subscribe(self: &Arc<Self>, headers: Vec<HeaderName>) -> Subscription {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        headers: Vec<HeaderName>,
+        denied_only: bool,
+    ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.headers
             .write()
@@ -131,11 +143,15 @@ impl TapHub {
             .push((id, headers));
         let receiver = self.sender.subscribe();
         self.taps.fetch_add(1, Ordering::Relaxed);
+        if !denied_only {
+            self.allowed_taps.fetch_add(1, Ordering::Relaxed);
+        }
         Subscription {
             receiver,
             guard: TapGuard {
                 hub: Arc::clone(self),
                 id,
+                denied_only,
             },
         }
     }
@@ -186,11 +202,15 @@ pub struct Subscription {
 pub struct TapGuard {
     hub: Arc<TapHub>,
     id: u64,
+    denied_only: bool,
 }
 
 impl Drop for TapGuard {
     fn drop(&mut self) {
         self.hub.taps.fetch_sub(1, Ordering::Relaxed);
+        if !self.denied_only {
+            self.hub.allowed_taps.fetch_sub(1, Ordering::Relaxed);
+        }
         self.hub
             .headers
             .write()
@@ -229,23 +249,27 @@ mod tests {
         headers.insert("x-request-id", HeaderValue::from_static("r1"));
         headers.insert("authorization", HeaderValue::from_static("secret"));
         assert!(!hub.is_tapped());
-        let plain = hub.subscribe(Vec::new());
+        let plain = hub.subscribe(Vec::new(), false);
         assert!(hub.is_tapped());
         assert!(hub.wanted_headers(&headers).is_empty());
-        let listing = hub.subscribe(vec![HeaderName::from_static("x-request-id")]);
+        let listing = hub.subscribe(vec![HeaderName::from_static("x-request-id")], false);
         let wanted = hub.wanted_headers(&headers);
         assert_eq!(wanted.len(), 1);
         assert_eq!(wanted[0].0, "x-request-id");
         drop(listing);
         assert!(hub.wanted_headers(&headers).is_empty());
+        assert!(hub.wants_allowed());
         drop(plain);
         assert!(!hub.is_tapped());
+        let denials = hub.subscribe(Vec::new(), true);
+        assert!(hub.is_tapped() && !hub.wants_allowed());
+        drop(denials);
     }
 
     #[test]
     fn a_reader_that_falls_behind_loses_the_oldest_and_the_queue_stays_bounded() {
         let hub = TapHub::new("spiffe://meshwork.local/ns/default/sa/store");
-        let mut stalled = hub.subscribe(Vec::new());
+        let mut stalled = hub.subscribe(Vec::new(), false);
         let total = CAPACITY + 10;
         for _ in 0..total {
             hub.publish(event(&hub));

@@ -272,6 +272,11 @@ impl Pending {
         let Some(tap) = self.tap else {
             return;
         };
+        // Only denials while every tapper asked for denials only (the dashboard's standing
+        // tap): the allowed majority is not built into events nobody reads.
+        if decision_id.is_none() && !tap.hub.wants_allowed() {
+            return;
+        }
         let trace_id = result
             .as_ref()
             .ok()

@@ -36,7 +36,8 @@ pub fn response(
     filter: TapFilter,
     shutdown: CancellationToken,
 ) -> Response<ProxyBody> {
-    let subscription = hub.subscribe(filter.headers.clone());
+    let denied_only = filter.denied == Some(true);
+    let subscription = hub.subscribe(filter.headers.clone(), denied_only);
     let state = TapState {
         receiver: subscription.receiver,
         remaining: filter.limit,
