@@ -3,7 +3,8 @@
 //!
 //! Bottom to top: `state`, `logging`, `parent` (no crate imports) → `broker_cmd`, the other
 //! `*_cmd` subcommands, `demo`, `exec`, `policy_cmd` → `claims` (the OSB platform side:
-//! ids, delivery, `claims delete`) → `up` (which drives all of them). A subcommand never
+//! ids, delivery, `claims delete`) → `dashboard` (reads the state directory, the sidecars and
+//! the control plane's policies) → `up` (which drives all of them). A subcommand never
 //! imports `up`: what `up` shares with `exec`, `claims` or `policy` lives in `state`.
 
 /// Each top-level module and the modules it may use.
@@ -24,6 +25,10 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("exec", &["state"]),
     ("policy_cmd", &["state"]),
     ("claims", &["state", "broker_cmd"]),
+    (
+        "dashboard",
+        &["state", "logging", "parent", "claims", "policy_cmd"],
+    ),
     (
         "up",
         &["state", "claims", "broker_cmd", "logging", "parent"],

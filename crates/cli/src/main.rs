@@ -10,6 +10,7 @@ mod ca_cmd;
 mod check_cmd;
 mod claims;
 mod crds_cmd;
+mod dashboard;
 mod demo;
 mod entry_cmd;
 mod exec;
@@ -64,6 +65,9 @@ enum Command {
     Ca(ca_cmd::CaArgs),
     /// Check SVID/CA expiry, agent-control connectivity and clock skew (exit 1 on a problem).
     Check(check_cmd::CheckArgs),
+    /// Serve a live web page of the running mesh (graph, golden metrics, denials, identities,
+    /// claims) on loopback; `up` starts one too.
+    Dashboard(dashboard::DashboardArgs),
     /// Run the Open Service Broker (OSB v2.17); `broker purge` deprovisions a state file's instances.
     Broker(broker_cmd::BrokerArgs),
     /// Service claims: `claims delete DIR NAME…` deprovisions (database and users dropped).
@@ -92,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Command::Ca(args) => ca_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
         Command::Broker(args) => broker_cmd::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
         Command::Claims(args) => claims::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Guard(args) => up::guard::run(args),
