@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use api::contract::observe::{Direction, Stats, StatsRow};
 use serde::Serialize;
 
+use super::sidecars::Sidecar;
+
 /// Outbound rows of these pseudo-services name no mesh service.
 const NO_SERVICE: &str = "[none]";
 /// Outbound rows to destinations outside the mesh.
@@ -146,10 +148,11 @@ pub struct Graph {
     pub edges: Vec<Edge>,
 }
 
-/// The service graph of one window of every sidecar's stats.
-pub fn graph(stats: &[Stats]) -> Graph {
+/// The service graph of one window: a node per workload of `sidecars` (whether or not it
+/// answered), edges from every sidecar's stats.
+pub fn graph(sidecars: &[Sidecar], stats: &[Stats]) -> Graph {
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    for s in stats {
+    for s in sidecars {
         nodes
             .entry(s.workload.clone())
             .or_insert_with(|| Node {
@@ -217,10 +220,12 @@ pub struct ServiceMetrics {
     pub routes: Vec<RouteMetrics>,
 }
 
+/// A service's requests by method and route template.
+type ByRoute = BTreeMap<(String, String), Tally>;
+
 /// Golden metrics per service and route, from every sidecar's inbound rows.
 pub fn services(stats: &[Stats]) -> Vec<ServiceMetrics> {
-    let mut by_service: BTreeMap<String, (Tally, BTreeMap<(String, String), Tally>)> =
-        BTreeMap::new();
+    let mut by_service: BTreeMap<String, (Tally, ByRoute)> = BTreeMap::new();
     for s in stats {
         for row in s.rows.iter().filter(|r| r.direction == Direction::Inbound) {
             let (all, routes) = by_service.entry(row.service.clone()).or_default();
@@ -327,7 +332,16 @@ pub mod tests {
                 vec![row(Outbound, "[egress]", "[none]", 200, [0, 0, 1, 0])],
             ),
         ];
-        let g = graph(&all);
+        let sidecars: Vec<Sidecar> = all
+            .iter()
+            .map(|s| Sidecar {
+                workload: s.workload.clone(),
+                replica: s.replica,
+                spiffe_id: s.spiffe_id.clone(),
+                admin: "127.0.0.1:1".parse().unwrap(),
+            })
+            .collect();
+        let g = graph(&sidecars, &all);
         let names: Vec<(&str, &str, usize)> = g
             .nodes
             .iter()

@@ -94,7 +94,7 @@ async fn run(d: Arc<Dashboard>) {
         let view = View {
             updated: now(),
             window_secs: WINDOW_SECS,
-            graph: Some(aggregate::graph(&stats)),
+            graph: Some(aggregate::graph(&found, &stats)),
             services: aggregate::services(&stats),
             identities: identities.clone(),
             unreachable,
