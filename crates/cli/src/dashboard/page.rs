@@ -33,7 +33,7 @@ pub fn escape(text: &str) -> String {
 
 const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
     <title>meshwork: decision</title><style>body{font:14px/1.5 system-ui,sans-serif;\
-    margin:24px;color:#1d2330}th{text-align:left;color:#667085;padding-right:1.5em;\
+    margin:24px;color:#1d2330}th{text-align:left;color:#667085;padding-right:1.5em;white-space:nowrap;\
     vertical-align:top}td{font-family:ui-monospace,monospace;font-size:13px}\
     pre{background:#f2f4f7;padding:8px 12px;border-radius:4px}</style></head><body>";
 
