@@ -250,17 +250,50 @@ async fn take(
         ring.lost(n);
         return;
     }
-    if event.decision != Decision::Deny {
+    if !decided_here(&event) {
         return;
     }
     let all = all.read().unwrap_or_else(PoisonError::into_inner).clone();
     ring.push(explainer.explain(event, sidecar, &all).await);
 }
 
+/// Whether `event` is a denial this sidecar decided: inbound authorization, or its own egress
+/// policy. A caller's sidecar may also report the 403 a callee's sidecar decided (its
+/// outbound view of a mesh service): that one is listed from the callee's tap.
+fn decided_here(event: &TapEvent) -> bool {
+    event.decision == Decision::Deny
+        && (event.direction == Direction::Inbound || event.service == "[egress]")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_deciding_sidecars_report_is_listed() {
+        let event = |direction, service: &str, decision| TapEvent {
+            time: String::new(),
+            direction,
+            caller: String::new(),
+            callee: None,
+            service: service.to_owned(),
+            method: "POST".into(),
+            route: "/charges".into(),
+            status_code: 403,
+            latency_ms: 1.0,
+            decision,
+            decision_id: Some("00ff00ff00ff00ff".into()),
+            trace_id: None,
+            headers: Vec::new(),
+            lost: None,
+        };
+        use Direction::{Inbound, Outbound};
+        assert!(decided_here(&event(Inbound, "billing", Decision::Deny)));
+        assert!(decided_here(&event(Outbound, "[egress]", Decision::Deny)));
+        assert!(!decided_here(&event(Outbound, "billing", Decision::Deny)));
+        assert!(!decided_here(&event(Inbound, "billing", Decision::Allow)));
+    }
 
     fn denial(id: &str) -> Denial {
         Denial {
