@@ -1,38 +1,45 @@
 //! The sidecar's admin listener (plain HTTP, keep it on loopback): `GET /metrics`
-//! (OpenMetrics text: SVID and CA expiry, snapshot version, policy hash via
-//! prometheus-client, then the request, connection and error metrics of the sidecar's
-//! [`ProxyMetrics`], docs/telemetry.md), `GET /snapshot` (JSON, for
-//! `meshwork policy explain --state-dir`) and `GET /ready`.
+//! (OpenMetrics text, all written by [`exposition`]: SVID and CA expiry, snapshot version,
+//! policy hash, then the request, connection and error metrics of the sidecar's
+//! [`ProxyMetrics`] and the tap's counters, docs/telemetry.md), `GET /snapshot` (JSON, for
+//! `meshwork policy explain --state-dir`), `GET /ready`, and the observation endpoints of
+//! [`api::contract::observe`]: `GET /stats?window=SECS`, `GET /decisions?window=SECS`
+//! ([`observe`], from the once-a-second samples of [`crate::sample_ring`], taken by a task
+//! that runs with this listener) and `GET /tap` ([`tap_stream`]).
 //!
 //! Every answer is computed at request time from the live [`SvidStore`] and [`Routes`],
 //! so a rotated SVID or a new snapshot shows on the next scrape; nothing is cached.
 //! Metric names follow the node agent's admin endpoint (`meshwork_*`, unix-second
 //! `*_expiry_timestamp_seconds`) so one alert rule covers both.
 
+mod observe;
+mod query;
+mod tap_stream;
+
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use identity::{SpiffeId, SvidStore};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
+use crate::exposition::{self, Kind};
 use crate::inbound::app_readiness::AppReadiness;
 use crate::metrics::ProxyMetrics;
 use crate::routes::Routes;
+use crate::sample_ring::{self, SampleRing, Windowed};
 use crate::server;
+use crate::tap::TapHub;
+pub use observe::Workload;
+use query::{QueryError, TapFilter, WindowQuery};
 
-/// The OpenMetrics content type prometheus-client's text encoder produces.
+/// The OpenMetrics text content type.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `GET /snapshot`: what this sidecar currently routes and enforces.
@@ -61,55 +68,98 @@ struct AdminState {
     store: Arc<SvidStore>,
     routes: Routes,
     requests: Arc<dyn ProxyMetrics>,
+    workload: Workload,
+    tap: Arc<TapHub>,
+    /// Filled by the sampler task [`Admin::serve`] runs.
+    ring: Arc<Mutex<SampleRing>>,
+}
+
+/// What the admin listener answers from, besides its socket.
+pub struct AdminParts {
+    /// The sidecar's SVID and bundle.
+    pub store: Arc<SvidStore>,
+    /// The current route table.
+    pub routes: Routes,
+    /// The request recorder.
+    pub requests: Arc<dyn ProxyMetrics>,
+    /// Whether the app listens yet.
+    pub app: Arc<AppReadiness>,
+    /// Who the sidecar is.
+    pub workload: Workload,
+    /// The telemetry layers' tap.
+    pub tap: Arc<TapHub>,
 }
 
 impl Admin {
-    /// The admin listener on `listener`, answering from `store`, `routes`, what
-    /// `requests` recorded and whether `app` listens yet.
-    pub fn new(
-        listener: TcpListener,
-        store: Arc<SvidStore>,
-        routes: Routes,
-        requests: Arc<dyn ProxyMetrics>,
-        app: Arc<AppReadiness>,
-    ) -> Admin {
+    /// The admin listener on `listener`, answering from `parts`.
+    pub fn new(listener: TcpListener, parts: AdminParts) -> Admin {
+        let ring = SampleRing::new(tokio::time::Instant::now());
         Admin {
             listener,
             state: Arc::new(AdminState {
-                app,
-                store,
-                routes,
-                requests,
+                app: parts.app,
+                store: parts.store,
+                routes: parts.routes,
+                requests: parts.requests,
+                workload: parts.workload,
+                tap: parts.tap,
+                ring: Arc::new(Mutex::new(ring)),
             }),
         }
     }
 
-    /// Serves until `shutdown` is cancelled.
+    /// Serves, and samples the request counters once a second, until `shutdown` is
+    /// cancelled (which also ends open `/tap` streams).
     pub async fn serve(self, shutdown: CancellationToken) {
         let state = self.state;
+        let sampler = tokio::spawn(sample_ring::run_sampler(
+            Arc::clone(&state.requests),
+            Arc::clone(&state.ring),
+            shutdown.child_token(),
+        ));
+        let streams = shutdown.child_token();
         server::accept_loop(self.listener, shutdown, move |stream, watcher| {
             let state = Arc::clone(&state);
+            let streams = streams.clone();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = answer(&state, request.method(), request.uri().path());
+                let response = answer(&state, &request, &streams);
                 std::future::ready(Ok::<_, Infallible>(response))
             });
             server::serve_connection(TokioIo::new(stream), service, watcher)
         })
         .await;
+        let _ = sampler.await;
     }
 }
 
-fn answer(state: &AdminState, method: &Method, path: &str) -> Response<ProxyBody> {
+fn answer(
+    state: &AdminState,
+    request: &Request<Incoming>,
+    streams: &CancellationToken,
+) -> Response<ProxyBody> {
+    let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
-    match path {
+    let query = request.uri().query();
+    match request.uri().path() {
+        "/stats" => match WindowQuery::try_from(query) {
+            Ok(asked) => state.windowed(asked, |w| {
+                let id = state.store.svid().id().to_string();
+                json(&observe::stats(&state.workload, id, w))
+            }),
+            Err(error) => bad_query(&error),
+        },
+        "/decisions" => match WindowQuery::try_from(query) {
+            Ok(asked) => state.windowed(asked, |w| json(&observe::decisions(&state.workload, w))),
+            Err(error) => bad_query(&error),
+        },
+        "/tap" => match TapFilter::try_from(query) {
+            Ok(filter) => tap_stream::response(&state.tap, filter, streams.clone()),
+            Err(error) => bad_query(&error),
+        },
         "/metrics" => text(StatusCode::OK, OPENMETRICS, &state.metrics()),
-        "/snapshot" => {
-            // invariant: AdminSnapshot has only string keys and plain values.
-            let json = serde_json::to_string(&state.snapshot()).unwrap_or_default();
-            text(StatusCode::OK, "application/json", &json)
-        }
+        "/snapshot" => json(&state.snapshot()),
         "/ready" if state.app.is_listening() => text(StatusCode::OK, "text/plain", "ready\n"),
         "/ready" => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -122,9 +172,23 @@ fn answer(state: &AdminState, method: &Method, path: &str) -> Response<ProxyBody
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /snapshot or /ready\n",
+            "not found: try /metrics, /snapshot, /ready, /stats, /decisions or /tap\n",
         ),
     }
+}
+
+fn json(value: &impl Serialize) -> Response<ProxyBody> {
+    // invariant: the contract types have only string keys and plain values.
+    let json = serde_json::to_string(value).unwrap_or_default();
+    text(StatusCode::OK, "application/json", &json)
+}
+
+fn bad_query(error: &QueryError) -> Response<ProxyBody> {
+    text(
+        StatusCode::BAD_REQUEST,
+        "text/plain",
+        &format!("bad query: {error}\n"),
+    )
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: &str) -> Response<ProxyBody> {
@@ -136,12 +200,30 @@ fn text(status: StatusCode, content_type: &'static str, body: &str) -> Response<
     response
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SvidLabels {
-    spiffe_id: String,
-}
-
 impl AdminState {
+    /// `answer` applied to the requests of the window asked for; `501` when the recorder
+    /// keeps no samples.
+    fn windowed(
+        &self,
+        asked: WindowQuery,
+        answer: impl FnOnce(&Windowed) -> Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let Some(current) = self.requests.sample() else {
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "text/plain",
+                "this sidecar's recorder keeps no request samples\n",
+            );
+        };
+        let now = tokio::time::Instant::now();
+        let windowed = self
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .window(now, asked.window, &current);
+        answer(&windowed)
+    }
+
     fn snapshot(&self) -> AdminSnapshot {
         let table = self.routes.load();
         AdminSnapshot {
@@ -152,65 +234,73 @@ impl AdminState {
         }
     }
 
-    /// The gauges, read from the live store and table (built per scrape: a handful of
-    /// series), then the recorded request metrics.
+    /// The gauges, read from the live store and table at scrape time, then the recorded
+    /// request metrics and the tap's counters: one OpenMetrics document, all written by
+    /// [`exposition`] (see `crate::prometheus` for why there is one encoder).
     fn metrics(&self) -> String {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let svid = self.store.svid();
-        let labels = SvidLabels {
-            spiffe_id: svid.id().to_string(),
-        };
+        let id = svid.id().to_string();
+        let labels = [("spiffe_id", id.as_str())];
         let not_after = svid.not_after().unix_timestamp();
         let table = self.routes.load();
 
-        let mut registry = Registry::with_prefix("meshwork");
-        let expiry = Family::<SvidLabels, Gauge>::default();
-        expiry.get_or_create(&labels).set(not_after);
-        registry.register(
-            "svid_expiry_timestamp_seconds",
+        let mut out = String::new();
+        gauge(
+            &mut out,
+            "meshwork_svid_expiry_timestamp_seconds",
             "notAfter of this sidecar's X.509-SVID",
-            expiry,
+            &labels,
+            not_after,
         );
-        let remaining = Family::<SvidLabels, Gauge>::default();
-        remaining.get_or_create(&labels).set(not_after - now);
-        registry.register(
-            "svid_expiry_remaining_seconds",
+        gauge(
+            &mut out,
+            "meshwork_svid_expiry_remaining_seconds",
             "Seconds until this sidecar's X.509-SVID expires (negative: expired)",
-            remaining,
+            &labels,
+            not_after - now,
         );
         if let Some(earliest) = earliest_root_expiry(&self.store) {
-            let ca: Gauge = Gauge::default();
-            ca.set(earliest);
-            registry.register(
-                "ca_expiry_timestamp_seconds",
+            gauge(
+                &mut out,
+                "meshwork_ca_expiry_timestamp_seconds",
                 "notAfter of the earliest-expiring root in this sidecar's trust bundle",
-                ca,
+                &[],
+                earliest,
             );
         }
-        let version: Gauge = Gauge::default();
-        // Versions beyond i64::MAX would need 292 billion years of updates.
-        version.set(i64::try_from(table.version()).unwrap_or(i64::MAX));
-        registry.register(
-            "snapshot_version",
+        gauge(
+            &mut out,
+            "meshwork_snapshot_version",
             "Version of the routing/policy snapshot this sidecar serves",
-            version,
+            &[],
+            table.version(),
         );
-        registry.register(
-            "policy",
+        exposition::family(
+            &mut out,
+            "meshwork_policy",
+            Kind::Info,
             "The hash of the policies this sidecar enforces",
-            Info::new(vec![("policy_hash", table.policies().hash.clone())]),
         );
-
-        let mut body = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode_registry(&mut body, &registry)
-        {
-            tracing::error!(%error, "encoding metrics failed");
-        }
-        self.requests.encode_text(&mut body);
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_eof(&mut body);
-        body
+        let hash = [("policy_hash", table.policies().hash.as_str())];
+        exposition::sample(&mut out, "meshwork_policy_info", &hash, 1);
+        self.requests.encode_text(&mut out);
+        self.tap.encode_text(&mut out);
+        out.push_str("# EOF\n");
+        out
     }
+}
+
+/// A gauge family with its one sample.
+fn gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    value: impl std::fmt::Display,
+) {
+    exposition::family(out, name, Kind::Gauge, help);
+    exposition::sample(out, name, labels, value);
 }
 
 /// The earliest notAfter among the bundle's roots (unparseable roots are skipped: the

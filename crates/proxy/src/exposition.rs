@@ -1,4 +1,6 @@
-//! Writing metric families as OpenMetrics text — the format the admin `/metrics` serves,
+//! Writing metric families as OpenMetrics text — the one encoder of the admin `/metrics`
+//! (identity gauges, request metrics, tap counters; `crate::prometheus` says why not
+//! prometheus-client's) — the format it serves,
 //! which Prometheus scrapes natively and whose sample lines are also valid in the older
 //! Prometheus text format: `# HELP`/`# TYPE` per family, counters named `<family>_total`,
 //! label values quoted and escaped.
@@ -14,6 +16,10 @@ pub enum Kind {
     Counter,
     /// A histogram (`_bucket`, `_sum`, `_count` samples).
     Histogram,
+    /// A value that goes up and down (the sample is named as the family).
+    Gauge,
+    /// Constant facts as labels (one `<family>_info` sample, value 1).
+    Info,
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of `family`. `help` is written as given: keep it
@@ -22,6 +28,8 @@ pub fn family(out: &mut String, family: &str, kind: Kind, help: &str) {
     let kind = match kind {
         Kind::Counter => "counter",
         Kind::Histogram => "histogram",
+        Kind::Gauge => "gauge",
+        Kind::Info => "info",
     };
     let _ = writeln!(out, "# HELP {family} {help}");
     let _ = writeln!(out, "# TYPE {family} {kind}");

@@ -9,7 +9,9 @@
 //!   id for their logs, notes for the span), below everything that writes notes;
 //! - errors, metrics and plumbing: `forward_error`, `denial`, `retry` → `metrics`, `pool`,
 //!   `reserved_headers`, `start_error` → `server` (what both listeners share, including the
-//!   connection's verified `PeerIdentity`), `prometheus`, `workload_api`;
+//!   connection's verified `PeerIdentity`), `prometheus`, `workload_api`, `tap` (the bounded
+//!   queue of finished requests for the admin's `/tap`), `sample_ring` (the once-a-second
+//!   samples of the request counters for `/stats` and `/decisions`);
 //! - the data the stacks read: `resilience` (its layers and the outlier state, keyed by
 //!   `EndpointKey`) and `route_classifier` → `endpoint_slot` (per-endpoint load and open
 //!   requests) → `routes` (the snapshot's route table: services, their endpoint slots and
@@ -52,6 +54,9 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
         "prometheus",
         &["exposition", "forward_error", "label", "metrics"],
     ),
+    ("tap", &["exposition", "label", "metrics", "trace_context"]),
+    // `prometheus` and `label` in its tests only: a real recorder to sample.
+    ("sample_ring", &["label", "metrics", "prometheus"]),
     ("workload_api", &["backoff", "start_error"]),
     (
         "resilience",
@@ -75,11 +80,14 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
         "telemetry",
         &[
             "body",
+            "denial",
             "forward_error",
             "label",
             "metrics",
             "routes",
             "server",
+            "tap",
+            "trace_context",
         ],
     ),
     (
@@ -122,6 +130,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "routes",
             "server",
             "span_notes",
+            "tap",
             "telemetry",
             "trace",
             "trace_context",
@@ -143,11 +152,25 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "routes",
             "server",
             "span_notes",
+            "tap",
             "telemetry",
             "trace",
         ],
     ),
-    ("admin", &["body", "inbound", "metrics", "routes", "server"]),
+    (
+        "admin",
+        &[
+            "body",
+            "exposition",
+            "inbound",
+            "label",
+            "metrics",
+            "routes",
+            "sample_ring",
+            "server",
+            "tap",
+        ],
+    ),
     (
         "proxy",
         &[
@@ -161,6 +184,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "ready",
             "routes",
             "start_error",
+            "tap",
             "trace",
         ],
     ),

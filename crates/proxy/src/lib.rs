@@ -55,9 +55,11 @@ mod resilience;
 mod retry;
 mod route_classifier;
 mod routes;
+mod sample_ring;
 mod server;
 mod span_notes;
 mod start_error;
+mod tap;
 mod telemetry;
 mod trace;
 pub mod trace_context;
@@ -77,7 +79,8 @@ pub use inbound::app_readiness::AppReadiness;
 pub use inbound::client_id::CLIENT_ID_HEADER;
 pub use label::{Label, MethodLabel};
 pub use metrics::{
-    Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord, RetryReason, SpanDrop,
+    BUCKETS, Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord, RetryReason, SLOTS,
+    SeriesKey, SeriesSample, SpanDrop,
 };
 pub use prometheus::PrometheusMetrics;
 pub use proxy::Proxy;

@@ -153,6 +153,86 @@ pub struct RequestRecord {
     pub peer: Label,
     /// From the request head's arrival at the listener's stack to the response head.
     pub elapsed: Duration,
+    /// A policy refused the request: a `403` carrying the decision-id header (inbound
+    /// authorization, egress policy, or — outbound — the peer's authorization).
+    pub denied: bool,
+}
+
+/// Upper bounds of the request-duration buckets (seconds as written in `le`, and
+/// nanoseconds), 0.5 ms to 10 s; slower requests land in `+Inf` only.
+pub const BUCKETS: [(&str, u64); 14] = [
+    ("0.0005", 500_000),
+    ("0.001", 1_000_000),
+    ("0.0025", 2_500_000),
+    ("0.005", 5_000_000),
+    ("0.01", 10_000_000),
+    ("0.025", 25_000_000),
+    ("0.05", 50_000_000),
+    ("0.1", 100_000_000),
+    ("0.25", 250_000_000),
+    ("0.5", 500_000_000),
+    ("1.0", 1_000_000_000),
+    ("2.5", 2_500_000_000),
+    ("5.0", 5_000_000_000),
+    ("10.0", 10_000_000_000),
+];
+
+/// [`BUCKETS`] plus the overflow (`+Inf` only) slot.
+pub const SLOTS: usize = BUCKETS.len() + 1;
+
+/// One recorded request series: the full label set of a [`RequestRecord`] (a few words,
+/// hashed as such), denials apart from other `403`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    /// The listener.
+    pub direction: Direction,
+    /// The mesh service, `[none]` or `[egress]`.
+    pub service: Label,
+    /// The route template, or `[unmatched]`.
+    pub route: Label,
+    /// The method.
+    pub method: MethodLabel,
+    /// The status the caller got.
+    pub status: StatusCode,
+    /// The peer identity, or `[none]`.
+    pub peer: Label,
+    /// Refused by a policy ([`RequestRecord::denied`]).
+    pub denied: bool,
+}
+
+impl SeriesKey {
+    /// The series `record` counts into.
+    pub fn of(record: &RequestRecord) -> SeriesKey {
+        SeriesKey {
+            direction: record.direction,
+            service: record.service,
+            route: record.route,
+            method: record.method,
+            status: record.status,
+            peer: record.peer,
+            denied: record.denied,
+        }
+    }
+}
+
+/// The cumulative counts of one series at one moment: requests per duration bucket
+/// ([`SLOTS`], not cumulative across buckets; their sum is the request count) and the
+/// total duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesSample {
+    /// The label set.
+    pub key: SeriesKey,
+    /// Requests per bucket of [`BUCKETS`], then `+Inf`.
+    pub slots: [u64; SLOTS],
+    /// Their summed durations, in nanoseconds.
+    pub sum_nanos: u64,
+}
+
+impl SeriesSample {
+    /// Requests counted.
+    pub fn requests(&self) -> u64 {
+        self.slots.iter().sum()
+    }
 }
 
 /// Receives the proxy's measurement events. Must be cheap: called on the data path.
@@ -195,6 +275,13 @@ pub trait ProxyMetrics: Send + Sync + 'static {
 
     /// `count` finished spans were dropped, for `reason`.
     fn spans_dropped(&self, _reason: SpanDrop, _count: u64) {}
+
+    /// The cumulative counts of every request series recorded so far, for the admin's
+    /// windowed `/stats` and `/decisions` (read once a second, off the data path). `None`:
+    /// this implementation keeps none.
+    fn sample(&self) -> Option<Vec<SeriesSample>> {
+        None
+    }
 
     /// Appends this implementation's metric families to an admin `/metrics` answer, in
     /// OpenMetrics text (`# HELP`/`# TYPE` lines and samples, without the final `# EOF`).

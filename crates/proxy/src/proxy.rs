@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Admin;
-use crate::config::ProxyConfig;
+use crate::admin::{Admin, AdminParts, Workload};
+use crate::config::{ProxyConfig, TracingConfig};
 use crate::discovery::{self, ControlLoops};
 use crate::inbound::app_readiness::{self, AppReadiness};
 use crate::inbound::{self, Inbound, app::AppService};
@@ -20,6 +20,7 @@ use crate::outbound::{self, Outbound, egress::Egress};
 use crate::prometheus::PrometheusMetrics;
 use crate::ready::ReadyInfo;
 use crate::start_error::ProxyError;
+use crate::tap::TapHub;
 use crate::trace::{Exporting, Tracer};
 
 /// A started sidecar: listeners bound, SVID in hand, routes loaded; not yet serving.
@@ -86,34 +87,24 @@ impl Proxy {
             admin: admin_addr,
             app_listening: false,
         };
+        let tap = TapHub::new(info.spiffe_id.as_str());
         let admin = admin_listener.map(|l| {
-            let app = Arc::clone(&readiness);
-            Admin::new(
-                l,
-                Arc::clone(&store),
-                routes.clone(),
-                Arc::clone(&metrics),
-                app,
-            )
+            let parts = AdminParts {
+                store: Arc::clone(&store),
+                routes: routes.clone(),
+                requests: Arc::clone(&metrics),
+                app: Arc::clone(&readiness),
+                workload: Workload {
+                    name: config.workload.clone(),
+                    replica: config.replica,
+                },
+                tap: Arc::clone(&tap),
+            };
+            Admin::new(l, parts)
         });
         let egress = Egress::new(info.spiffe_id.clone(), resolver);
-        let (tracer, exporting) = match &config.tracing {
-            Some(tracing) => {
-                let (tracer, exporting) = Tracer::start(
-                    tracing,
-                    &info.spiffe_id,
-                    config.replica,
-                    Arc::clone(&metrics),
-                )
-                .map_err(|source| ProxyError::Tracing {
-                    endpoint: tracing.otlp.endpoint.clone(),
-                    protocol: tracing.otlp.protocol.as_str(),
-                    source,
-                })?;
-                (Some(tracer), Some(exporting))
-            }
-            None => (None, None),
-        };
+        let traces = config.tracing.as_ref();
+        let (tracer, exporting) = start_tracing(traces, &info.spiffe_id, config.replica, &metrics)?;
         tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, "proxy ready");
         Ok(Proxy {
             inbound: Inbound {
@@ -124,6 +115,7 @@ impl Proxy {
                     info.spiffe_id.clone(),
                     Arc::clone(&metrics),
                     tracer.clone(),
+                    Arc::clone(&tap),
                 ),
                 store,
                 metrics: Arc::clone(&metrics),
@@ -137,6 +129,7 @@ impl Proxy {
                     metrics: Arc::clone(&metrics),
                     tunnels: outbound::Tunnels::default(),
                     tracer,
+                    tap,
                 },
             ),
             admin,
@@ -238,6 +231,27 @@ fn outbound_side(listener: TcpListener, parts: outbound::StackParts) -> Outbound
         tunnels: parts.tunnels.clone(),
         stack: outbound::stack(parts),
     }
+}
+
+/// The tracer both stacks share and its export task, when tracing is on.
+fn start_tracing(
+    tracing: Option<&TracingConfig>,
+    own: &identity::SpiffeId,
+    replica: u16,
+    metrics: &Arc<dyn ProxyMetrics>,
+) -> Result<(Option<Tracer>, Option<Exporting>), ProxyError> {
+    let Some(tracing) = tracing else {
+        return Ok((None, None));
+    };
+    let (tracer, exporting) =
+        Tracer::start(tracing, own, replica, Arc::clone(metrics)).map_err(|source| {
+            ProxyError::Tracing {
+                endpoint: tracing.otlp.endpoint.clone(),
+                protocol: tracing.otlp.protocol.as_str(),
+                source,
+            }
+        })?;
+    Ok((Some(tracer), Some(exporting)))
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {

@@ -96,6 +96,22 @@ impl SpanNotes {
     }
 }
 
+/// The longest attribute value taken from a request (a path, a host), in bytes: OpenTelemetry's
+/// attribute-length limit, so that a peer or app cannot make each queued span carry 64 KiB.
+pub const MAX_VALUE_LEN: usize = 1024;
+
+/// `text` as an attribute value, cut to [`MAX_VALUE_LEN`] bytes (at a character boundary).
+pub fn bounded_value(text: &str) -> String {
+    if text.len() <= MAX_VALUE_LEN {
+        return text.to_owned();
+    }
+    let mut end = MAX_VALUE_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// The notes handle of `request`'s span, when it is recorded.
 pub fn notes<B>(request: &Request<B>) -> Option<&SpanNotes> {
     request.extensions().get::<ActiveSpan>()?.notes.as_ref()
@@ -123,6 +139,15 @@ mod tests {
         assert_eq!(taken.attributes, vec![KeyValue::new("k", "v")]);
         assert_eq!(taken.error.as_deref(), Some("denied"));
         assert!(replay.take().events.is_empty());
+    }
+
+    #[test]
+    fn values_from_requests_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded_value("/charges"), "/charges");
+        let long = "é".repeat(MAX_VALUE_LEN);
+        let cut = bounded_value(&long);
+        assert!(cut.len() <= MAX_VALUE_LEN && cut.len() >= MAX_VALUE_LEN - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -17,28 +17,44 @@
 //!
 //! The labelling is a type parameter of the layer, so each stack's is called directly.
 //! Requests whose caller goes away before the response head are not counted.
+//!
+//! **Denials:** a `403` carrying [`DECISION_ID_HEADER`] (inbound authorization, egress
+//! policy, or a peer's authorization seen outbound) is recorded as denied, for the
+//! admin's `/decisions`.
+//!
+//! **Tap:** while someone taps ([`TapHub::is_tapped`], one relaxed load), the request
+//! headers a tapper listed are kept and the finished request is published with its decision
+//! id and — tracing on — its trace id ([`TracedAs`]); otherwise nothing is built.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use identity::SpiffeId;
 use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
+use crate::denial::DECISION_ID_HEADER;
 use crate::forward_error::ForwardError;
 use crate::label::{Label, MethodLabel, NONE, UNMATCHED};
 use crate::metrics::{Direction, ProxyMetrics, RequestRecord};
 use crate::routes::{RouteTable, Routes};
 use crate::server::PeerIdentity;
+use crate::tap::{TapHub, Tapped};
+use crate::trace_context::TraceId;
 
 /// Response extension: the identity of the peer sidecar that answered, set by the
 /// outbound balancer for services whose endpoints present several identities.
 #[derive(Debug, Clone, Copy)]
 pub struct AnsweredBy(pub Label);
+
+/// Response extension: the request's trace id, set by the trace layer below (only with
+/// tracing on), for the tap.
+#[derive(Debug, Clone, Copy)]
+pub struct TracedAs(pub TraceId);
 
 /// Request extension: the labels the telemetry layer gave a request, for the trace layer
 /// below it (put there only when the layer was built [`TelemetryLayer::publishing`]), so
@@ -70,6 +86,7 @@ pub struct TelemetryLayer<L> {
     metrics: Arc<dyn ProxyMetrics>,
     labels: L,
     publish: bool,
+    tap: Option<Arc<TapHub>>,
 }
 
 impl<L: RequestLabels> TelemetryLayer<L> {
@@ -79,7 +96,14 @@ impl<L: RequestLabels> TelemetryLayer<L> {
             metrics,
             labels,
             publish: false,
+            tap: None,
         }
+    }
+
+    /// Also publishes finished requests to `tap` while someone taps.
+    pub fn tapped(mut self, tap: Arc<TapHub>) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     /// Also puts each request's labels on it as [`Labelled`] (for a trace layer below).
@@ -141,6 +165,14 @@ struct Pending {
     peer: Option<Label>,
     start: Instant,
     metrics: Arc<dyn ProxyMetrics>,
+    /// Set only while someone taps.
+    tap: Option<PendingTap>,
+}
+
+/// What the tap needs from the request: the hub and the listed headers.
+struct PendingTap {
+    hub: Arc<TapHub>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl<S, L> Service<Request<ProxyBody>> for Telemetry<S, L>
@@ -168,6 +200,15 @@ where
             };
             request.extensions_mut().insert(labelled);
         }
+        let tap = self
+            .layer
+            .tap
+            .as_ref()
+            .filter(|hub| hub.is_tapped())
+            .map(|hub| PendingTap {
+                hub: Arc::clone(hub),
+                headers: hub.wanted_headers(request.headers()),
+            });
         let pending = Pending {
             direction: L::DIRECTION,
             service,
@@ -176,6 +217,7 @@ where
             peer,
             start,
             metrics: Arc::clone(&self.layer.metrics),
+            tap,
         };
         Recorded {
             inner: self.inner.call(request),
@@ -207,23 +249,57 @@ where
 
 impl Pending {
     fn record(self, result: &Result<Response<ProxyBody>, ForwardError>) {
-        let (status, answered) = match result {
+        let (status, answered, decision_id) = match result {
             Ok(response) => (
                 response.status(),
                 response.extensions().get::<AnsweredBy>().map(|a| a.0),
+                denial_id(response),
             ),
-            Err(error) => (error.status(), None),
+            Err(error) => (error.status(), None, None),
         };
+        let peer = self.peer.or(answered).unwrap_or(NONE);
+        let elapsed = self.start.elapsed();
         self.metrics.request(&RequestRecord {
             direction: self.direction,
             service: self.service,
             route: self.route,
             method: self.method,
             status,
-            peer: self.peer.or(answered).unwrap_or(NONE),
-            elapsed: self.start.elapsed(),
+            peer,
+            elapsed,
+            denied: decision_id.is_some(),
+        });
+        let Some(tap) = self.tap else {
+            return;
+        };
+        let trace_id = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.extensions().get::<TracedAs>())
+            .map(|t| t.0);
+        tap.hub.publish(Tapped {
+            time: SystemTime::now(),
+            direction: self.direction,
+            service: self.service,
+            route: self.route,
+            method: self.method,
+            status,
+            peer,
+            own: tap.hub.own(),
+            elapsed,
+            decision_id: decision_id.cloned(),
+            trace_id,
+            headers: tap.headers,
         });
     }
+}
+
+/// The decision id of a policy denial: a `403` carrying [`DECISION_ID_HEADER`].
+fn denial_id(response: &Response<ProxyBody>) -> Option<&HeaderValue> {
+    if response.status() != StatusCode::FORBIDDEN {
+        return None;
+    }
+    response.headers().get(DECISION_ID_HEADER)
 }
 
 /// Service, route and peer of an inbound request.

@@ -26,6 +26,8 @@ mod keepalive_race;
 mod mesh;
 #[path = "proxy/mesh_tunnel.rs"]
 mod mesh_tunnel;
+#[path = "proxy/observe.rs"]
+mod observe;
 #[path = "proxy/reserved_headers.rs"]
 mod reserved_headers;
 #[path = "proxy/resilience.rs"]

@@ -218,8 +218,10 @@ impl JsonSchema for SamplingRatio {
     }
 }
 
-/// An OTLP endpoint: `http://` or `https://`, a host, an optional port and path; no
-/// credentials, query or fragment. Built only through [`std::str::FromStr`].
+/// An OTLP endpoint: `http://`, a host, an optional port and path; no credentials, query or
+/// fragment. Built only through [`std::str::FromStr`]. `https://` is refused: the sidecar's
+/// exporter is built without TLS (docs/telemetry.md says to point it at a collector on the
+/// host or its network), and accepting the URL would only move the failure to run time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct OtlpEndpoint(String);
@@ -228,14 +230,19 @@ pub struct OtlpEndpoint(String);
 pub const MAX_ENDPOINT_LEN: usize = 2048;
 
 /// What the JSON schema states of [`OtlpEndpoint`] (the port's range only the loader checks).
-pub const OTLP_ENDPOINT_PATTERN: &str = "^https?://[^\\s/?#@]+(/[^\\s?#]*)?$";
+pub const OTLP_ENDPOINT_PATTERN: &str = "^http://[^\\s/?#@]+(/[^\\s?#]*)?$";
 
 /// Why text is no OTLP endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    /// No `http://`/`https://` in front (`localhost:4317`, `grpc://…`, `unix:…`).
-    #[error("OTLP endpoint {0:?} must start with http:// or https:// (e.g. http://127.0.0.1:4317)")]
+    /// No `http://` in front (`localhost:4317`, `grpc://…`, `unix:…`).
+    #[error("OTLP endpoint {0:?} must start with http:// (e.g. http://127.0.0.1:4317)")]
     Scheme(String),
+    /// `https://`: the exporter has no TLS.
+    #[error(
+        "OTLP endpoint {0:?}: https is not supported (the sidecar exports without TLS); use a collector on this host or its network over http://"
+    )]
+    Tls(String),
     /// Not a URL.
     #[error("OTLP endpoint {text:?} is not a URL: {reason}")]
     Malformed {
@@ -271,9 +278,11 @@ impl std::str::FromStr for OtlpEndpoint {
         if s.len() > MAX_ENDPOINT_LEN {
             return Err(EndpointError::TooLong(s.len()));
         }
+        if s.starts_with("https://") {
+            return Err(EndpointError::Tls(s.to_owned()));
+        }
         let rest = s
             .strip_prefix("http://")
-            .or_else(|| s.strip_prefix("https://"))
             .ok_or_else(|| EndpointError::Scheme(s.to_owned()))?;
         if s.contains(['?', '#']) {
             return Err(EndpointError::Query(s.to_owned()));

@@ -65,7 +65,7 @@ fn one_trace_spans_reporting_store_billing_and_stripe_with_the_denial_in_it() {
     };
     let endpoint = receiver.grpc_endpoint();
     let vars = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
-    let up = Up::spawn_with_env(&example("store-billing"), &[], &vars);
+    let mut up = Up::spawn_with_env(&example("store-billing"), &[], &vars);
     up.wait_for_line("[up] ready", Duration::from_secs(60));
 
     let traceparent = format!("traceparent: 00-{TRACE}-{CALLER_SPAN}-01");
@@ -88,14 +88,25 @@ fn one_trace_spans_reporting_store_billing_and_stripe_with_the_denial_in_it() {
             .is_some_and(|id| id.starts_with("ch_demo_")),
         "the chain reached Stripe: {json}"
     );
-    let decision_id = json["billing"]["body"]["decision_id"].as_str().unwrap();
+    let decision_id = json["billing"]["body"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decision_id = decision_id.as_str();
 
-    let spans = receiver
+    receiver
         .wait_for_spans(
             |spans| spans.iter().filter(|s| s.trace_id == TRACE).count() >= SPANS,
             Duration::from_secs(30),
         )
         .unwrap();
+    // The sidecar's log line for the denial carries the trace id.
+    let line = up.wait_for_line(decision_id, Duration::from_secs(10));
+    assert!(line.contains(&format!("trace_id={TRACE}")), "{line}");
+    // Stopped, every sidecar has flushed: whatever else it would export is there now.
+    let stopped = up.signal_and_wait("TERM", Duration::from_secs(60));
+    assert!(stopped.success(), "{stopped}");
+    let spans = receiver.spans().unwrap();
     let (ours, others): (Vec<_>, Vec<_>) = spans.into_iter().partition(|s| s.trace_id == TRACE);
     assert_eq!(ours.len(), SPANS, "{ours:#?}");
     // Nothing else was traced: no span of the exporter's own requests to the collector.
@@ -163,8 +174,4 @@ fn one_trace_spans_reporting_store_billing_and_stripe_with_the_denial_in_it() {
     );
     assert_eq!(denied.attr_i64("http.response.status_code"), Some(403));
     assert_eq!(read.status_code, StatusCode::Error, "{read:#?}");
-
-    // The sidecar's log line for the denial carries the trace id.
-    let line = up.wait_for_line(decision_id, Duration::from_secs(10));
-    assert!(line.contains(&format!("trace_id={TRACE}")), "{line}");
 }

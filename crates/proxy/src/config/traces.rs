@@ -27,9 +27,9 @@ pub enum Propagation {
     AsReceived,
     /// W3C `traceparent`/`tracestate` only.
     W3c,
-    /// B3 multi-header (`X-B3-*`) only.
+    /// B3 only: the single `b3` header to a caller that sent it, else `X-B3-*`.
     B3,
-    /// W3C and B3 multi-header both.
+    /// W3C and B3 both (B3 as for [`Propagation::B3`]).
     Both,
 }
 
@@ -42,9 +42,18 @@ impl Propagation {
                 other => Formats::from(other),
             },
             Propagation::W3c => Formats::W3C,
-            Propagation::B3 => Formats::B3_MULTI,
-            Propagation::Both => Formats::W3C | Formats::B3_MULTI,
+            Propagation::B3 => b3_like(received),
+            Propagation::Both => Formats::W3C | b3_like(received),
         }
+    }
+}
+
+/// B3 in the caller's B3 style: the single `b3` header for a caller that sent it, else the
+/// multi-header `X-B3-*`.
+fn b3_like(received: Format) -> Formats {
+    match received {
+        Format::B3Single => Formats::B3_SINGLE,
+        _ => Formats::B3_MULTI,
     }
 }
 
@@ -144,7 +153,12 @@ mod tests {
         assert_eq!(p.formats(Format::B3Multi), Formats::B3_MULTI);
         assert_eq!(
             Propagation::Both.formats(Format::B3Single),
-            Formats::W3C | Formats::B3_MULTI
+            Formats::W3C | Formats::B3_SINGLE
+        );
+        assert_eq!(Propagation::B3.formats(Format::W3c), Formats::B3_MULTI);
+        assert_eq!(
+            Propagation::B3.formats(Format::B3Single),
+            Formats::B3_SINGLE
         );
     }
 

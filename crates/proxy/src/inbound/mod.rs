@@ -28,6 +28,7 @@ use crate::metrics::{Direction, Protocol, ProxyMetrics};
 use crate::reserved_headers;
 use crate::routes::Routes;
 use crate::server::{self, InboundPeer, PeerAddr, PeerIdentity, Stack};
+use crate::tap::TapHub;
 use crate::telemetry::TelemetryLayer;
 use crate::trace::{TraceLayer, Tracer};
 use app::AppService;
@@ -42,19 +43,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Builds the inbound request stack: telemetry (request metrics into `metrics`), the server
 /// span (with `tracer`, when tracing is on), hop-by-hop
 /// stripping, client-id stamping, authorization (the policies in `routes`, for this
-/// workload's identity `own`), then the app client.
+/// workload's identity `own`), then the app client. Finished requests go to `tap` while
+/// someone taps.
 pub fn stack(
     app: AppService,
     routes: Routes,
     own: SpiffeId,
     metrics: Arc<dyn ProxyMetrics>,
     tracer: Option<Tracer>,
+    tap: Arc<TapHub>,
 ) -> Stack {
     let traced = tracer.is_some();
     let trace = tracer.map(|t| TraceLayer::new(t, InboundSpan, Arc::clone(&metrics)));
     let service = ServiceBuilder::new()
         // Outermost: refusals by the layers below are counted too.
-        .layer(TelemetryLayer::inbound(routes.clone(), own.clone(), metrics).publishing(traced))
+        .layer(
+            TelemetryLayer::inbound(routes.clone(), own.clone(), metrics)
+                .publishing(traced)
+                .tapped(tap),
+        )
         // Below telemetry, whose labels it reads; above everything that can refuse.
         .option_layer(trace)
         .layer(HopByHopLayer)

@@ -7,7 +7,7 @@ use opentelemetry::{KeyValue, StringValue};
 
 use crate::body::ProxyBody;
 use crate::server::{PeerAddr, PeerIdentity};
-use crate::span_notes::attr;
+use crate::span_notes::{attr, bounded_value};
 use crate::telemetry::{Labelled, request_host};
 use crate::trace::{Side, SpanAttributes};
 
@@ -25,9 +25,13 @@ impl SpanAttributes for InboundSpan {
         own: &StringValue,
         out: &mut Vec<KeyValue>,
     ) {
-        out.push(KeyValue::new("url.path", request.uri().path().to_owned()));
+        out.push(KeyValue::new("url.scheme", "http"));
+        out.push(KeyValue::new(
+            "url.path",
+            bounded_value(request.uri().path()),
+        ));
         if let Some(host) = request_host(request) {
-            out.push(KeyValue::new("server.address", host.to_owned()));
+            out.push(KeyValue::new("server.address", bounded_value(host)));
         }
         if let Some(PeerAddr(addr)) = request.extensions().get::<PeerAddr>() {
             out.push(KeyValue::new("network.peer.address", addr.ip().to_string()));

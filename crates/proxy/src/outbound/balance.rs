@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
+use opentelemetry::KeyValue;
 use rand::Rng;
 use tokio::time::Instant;
 use tower::Service;
@@ -40,6 +41,7 @@ use crate::metrics::ProxyMetrics;
 use crate::resilience::outlier::{Outcome, OutlierDetector};
 use crate::resilience::timeout::TimeoutFlags;
 use crate::routes::{MeshService, RouteTable};
+use crate::span_notes::{self, bounded_value};
 
 /// Picks an endpoint of `endpoints` not in `tried` (a bit per index, the first 64; the
 /// caller bounds its tries, so endpoints past 64 cannot loop): two distinct random candidates
@@ -291,6 +293,11 @@ async fn send(
             // A stale pooled connection says nothing about the endpoint.
             attempt.finish(connect.then_some(false));
             tracing::info!(service = service.name(), error = %reason, "endpoint failed; trying the next");
+            if let Some(notes) = span_notes::notes(&request) {
+                let endpoint = KeyValue::new("meshwork.endpoint", slot.key().addr.to_string());
+                let error = KeyValue::new("error.message", bounded_value(&reason));
+                notes.event("endpoint_failed", vec![endpoint, error]);
+            }
             Err(Failed::Unsent { request, reason })
         }
         Sent::Failed(error) => {

@@ -46,6 +46,7 @@ use crate::hop_by_hop::HopByHopLayer;
 use crate::metrics::{Direction, ProxyMetrics};
 use crate::routes::Routes;
 use crate::server::{self, DRAIN_TIMEOUT, Stack};
+use crate::tap::TapHub;
 use crate::telemetry::TelemetryLayer;
 use crate::trace::{TraceLayer, Tracer};
 use balance::Balance;
@@ -81,6 +82,8 @@ pub struct StackParts {
     pub tunnels: Tunnels,
     /// Client spans, when tracing is on.
     pub tracer: Option<Tracer>,
+    /// Where finished requests go while someone taps.
+    pub tap: Arc<TapHub>,
 }
 
 /// Builds the outbound request stack (see the [module docs](self)).
@@ -102,7 +105,8 @@ pub fn stack(parts: StackParts) -> Stack {
         // Refusals by the layers below are counted too.
         .layer(
             TelemetryLayer::new(ClassifiedLabels, Arc::clone(&parts.metrics))
-                .publishing(trace.is_some()),
+                .publishing(trace.is_some())
+                .tapped(Arc::clone(&parts.tap)),
         )
         // The client span: below telemetry, whose labels it reads.
         .option_layer(trace)

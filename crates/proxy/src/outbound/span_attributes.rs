@@ -7,9 +7,10 @@ use http::Request;
 use opentelemetry::{KeyValue, StringValue};
 
 use super::classify::Classified;
+use super::target::Target;
 use crate::body::ProxyBody;
 use crate::label::{EGRESS, NONE};
-use crate::span_notes::attr;
+use crate::span_notes::{attr, bounded_value};
 use crate::telemetry::Labelled;
 use crate::trace::{Side, SpanAttributes};
 
@@ -38,12 +39,20 @@ impl SpanAttributes for OutboundSpan {
         let Some(target) = target else {
             return;
         };
-        out.push(KeyValue::new("server.address", target.host().to_owned()));
-        if let Some(port) = target.port() {
-            out.push(KeyValue::new("server.port", i64::from(port)));
+        let host = bounded_value(target.host());
+        // No port in `http://host/…`: HTTP's default (the conventions ask for it).
+        let port = target.port().unwrap_or(80);
+        out.push(KeyValue::new("server.port", i64::from(port)));
+        if let Target::Http { path_and_query, .. } = target {
+            let path = bounded_value(path_and_query.path());
+            out.push(KeyValue::new(
+                "url.full",
+                format!("http://{host}:{port}{path}"),
+            ));
         }
         if labelled.is_some_and(|l| l.service == EGRESS) {
-            out.push(KeyValue::new(attr::EGRESS_HOST, target.host().to_owned()));
+            out.push(KeyValue::new(attr::EGRESS_HOST, host.clone()));
         }
+        out.push(KeyValue::new("server.address", host));
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::label::{EGRESS, NONE, UNMATCHED};
+use crate::label::{EGRESS, MethodLabel, NONE, UNMATCHED};
 
 const STORE: &str = "spiffe://meshwork.local/ns/default/sa/store";
 
@@ -12,6 +12,7 @@ fn record(route: Label, status: u16, millis: u64) -> RequestRecord {
         status: StatusCode::from_u16(status).unwrap(),
         peer: Label::intern(STORE),
         elapsed: Duration::from_millis(millis),
+        denied: false,
     }
 }
 
@@ -210,4 +211,34 @@ fn resiliency_families_are_described_before_any_event() {
             "{family} missing from\n{text}"
         );
     }
+}
+
+#[test]
+fn denials_are_sampled_apart_but_exposed_with_the_other_403s() {
+    let metrics = PrometheusMetrics::default();
+    let route = Label::intern("/charges/{id}");
+    metrics.request(&record(route, 403, 1));
+    metrics.request(&RequestRecord {
+        denied: true,
+        ..record(route, 403, 1)
+    });
+    metrics.request(&RequestRecord {
+        denied: true,
+        ..record(route, 403, 2)
+    });
+    let mut sampled: Vec<(bool, u64)> = metrics
+        .sample()
+        .unwrap()
+        .iter()
+        .map(|s| (s.key.denied, s.requests()))
+        .collect();
+    sampled.sort_unstable();
+    assert_eq!(sampled, [(false, 1), (true, 2)]);
+    let text = encoded(&metrics);
+    assert_eq!(
+        lines_starting(&text, "meshwork_requests_total"),
+        [format!(
+            "meshwork_requests_total{{direction=\"inbound\",service=\"billing\",route=\"/charges/{{id}}\",method=\"GET\",status_code=\"403\",peer=\"{STORE}\"}} 3"
+        )]
+    );
 }

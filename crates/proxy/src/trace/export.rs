@@ -27,7 +27,8 @@ use crate::metrics::{ProxyMetrics, SpanDrop};
 /// 10 s; a sidecar's queue should not wait that long behind a dead collector).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Spans still queued at shutdown get this long to reach the collector.
+/// Spans still queued at shutdown get this long to reach the collector (after the export in
+/// flight, if any, which [`EXPORT_TIMEOUT`] bounds).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The OTLP/HTTP path for traces.
@@ -138,7 +139,11 @@ impl Exporting {
                     None => break,
                 },
             }
-            self.fill(&mut batch).await;
+            // Shutdown does not wait for a batch to fill; the spans already taken are flushed.
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = self.fill(&mut batch) => {}
+            }
             self.send(std::mem::take(&mut batch)).await;
         }
         self.receiver.close();
@@ -171,13 +176,15 @@ impl Exporting {
         if count == 0 {
             return;
         }
-        match self.exporter.export(batch).await {
-            Ok(()) => self.metrics.spans_exported(count),
-            Err(error) => {
-                tracing::warn!(%error, spans = count, "OTLP export failed; spans dropped");
-                self.metrics.spans_dropped(SpanDrop::ExportFailed, count);
-            }
-        }
+        // The exporter has its own timeout; this one also bounds its retries, so that one
+        // export never holds shutdown longer than EXPORT_TIMEOUT.
+        let error = match tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(batch)).await {
+            Ok(Ok(())) => return self.metrics.spans_exported(count),
+            Ok(Err(error)) => error.to_string(),
+            Err(_elapsed) => format!("no answer within {EXPORT_TIMEOUT:?}"),
+        };
+        tracing::warn!(%error, spans = count, "OTLP export failed; spans dropped");
+        self.metrics.spans_dropped(SpanDrop::ExportFailed, count);
     }
 }
 

@@ -28,11 +28,11 @@ use super::Tracer;
 use super::span::OpenSpan;
 use crate::body::ProxyBody;
 use crate::forward_error::ForwardError;
-use crate::label::{EGRESS, Label, NONE, UNMATCHED};
+use crate::label::{EGRESS, Label, MethodLabel, NONE, UNMATCHED};
 use crate::metrics::{Direction, ProxyMetrics};
 use crate::server;
-use crate::span_notes::{ActiveSpan, SpanNotes, attr};
-use crate::telemetry::{AnsweredBy, Labelled};
+use crate::span_notes::{ActiveSpan, SpanNotes, attr, bounded_value};
+use crate::telemetry::{AnsweredBy, Labelled, TracedAs};
 use crate::trace_context::{SpanId, TraceIdField, extract, inject};
 
 /// Which side of the sidecar a trace layer is on.
@@ -176,7 +176,7 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let result = ready!(Pin::new(&mut self.inner).poll(cx));
         let this = &mut *self;
-        let (response, error_type) = match result {
+        let (mut response, error_type) = match result {
             Ok(response) => (response, None),
             Err(error) => {
                 let direction = A::SIDE.direction();
@@ -185,6 +185,10 @@ where
                 (response, Some(error.code()))
             }
         };
+        if let Some(trace_id) = this.trace_id.0 {
+            // For the tap, read by the telemetry layer above.
+            response.extensions_mut().insert(TracedAs(trace_id));
+        }
         if let Some(mut open) = this.open.take() {
             if let Some(AnsweredBy(peer)) = response.extensions().get::<AnsweredBy>() {
                 open.attribute(KeyValue::new(attr::CALLEE, peer.as_str()));
@@ -196,21 +200,45 @@ where
     }
 }
 
+impl<F, A> Drop for Traced<F, A> {
+    /// A request whose future is dropped before the response head (the caller reset the
+    /// stream or closed the connection, or the drain limit cut it off) still ends its span,
+    /// as an error, so the downstream spans keep their parent.
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.layer.tracer.queue.push(open.cancelled());
+        }
+    }
+}
+
 /// The span's name (`METHOD route`, or the method alone when no route template matched) and
 /// the attributes known before forwarding.
 fn describe<A: SpanAttributes>(
     layer: &TraceLayer<A>,
     request: &Request<ProxyBody>,
 ) -> (Cow<'static, str>, Vec<KeyValue>) {
-    let method = request.method().as_str().to_owned();
+    // The conventions' `_OTHER` (span name `HTTP`) for extension methods: a caller cannot
+    // choose span names.
+    let method = match MethodLabel::of(request.method()) {
+        MethodLabel::Other => None,
+        known => Some(known.as_str()),
+    };
     let labelled = request.extensions().get::<Labelled>();
     let route = labelled.map(|l| l.route).filter(|r| is_template(*r));
-    let name = match route {
-        Some(route) => Cow::Owned(format!("{method} {}", route.as_str())),
-        None => Cow::Owned(method.clone()),
+    let name = match (method, route) {
+        (Some(method), Some(route)) => Cow::Owned(format!("{method} {}", route.as_str())),
+        (Some(method), None) => Cow::Borrowed(method),
+        (None, _) => Cow::Borrowed("HTTP"),
     };
-    let mut attributes = Vec::with_capacity(12);
-    attributes.push(KeyValue::new("http.request.method", method));
+    let mut attributes = Vec::with_capacity(14);
+    attributes.push(KeyValue::new(
+        "http.request.method",
+        method.unwrap_or("_OTHER"),
+    ));
+    if method.is_none() {
+        let original = bounded_value(request.method().as_str());
+        attributes.push(KeyValue::new("http.request.method_original", original));
+    }
     if let Some(route) = route {
         attributes.push(KeyValue::new("http.route", route.as_str()));
     }

@@ -8,6 +8,7 @@
 //! its duration is the time to first byte, not the body's.
 
 use std::borrow::Cow;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 use http::StatusCode;
@@ -25,6 +26,7 @@ pub struct OpenSpan {
     span_id: SpanId,
     parent: Option<SpanId>,
     flags: TraceFlags,
+    tracestate: TraceState,
     kind: SpanKind,
     name: Cow<'static, str>,
     start: SystemTime,
@@ -46,11 +48,9 @@ impl OpenSpan {
             trace_id: context.trace_id,
             span_id,
             parent: context.parent_span_id,
-            flags: if context.sampling.is_sampled() {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::default()
-            },
+            // The W3C flags as sent on (sampled, level 2's random-trace-id).
+            flags: TraceFlags::new(context.flags().bits()),
+            tracestate: TraceState::from_str(context.tracestate.as_str()).unwrap_or_default(),
             kind,
             name,
             start: SystemTime::now(),
@@ -67,28 +67,42 @@ impl OpenSpan {
     /// Ends the span now with the response's `status` and, when the proxy failed the request,
     /// the error's type (`error.type`).
     pub fn finish(self, status: StatusCode, error_type: Option<&'static str>) -> SpanData {
-        let notes = self.notes.take();
-        let mut attributes = self.attributes;
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status.as_u16()),
-        ));
-        attributes.extend(notes.attributes);
         let status_error = match self.kind {
             // Semantic conventions: 4xx is the client's fault, not the server span's.
             SpanKind::Server => status.is_server_error(),
             _ => status.is_client_error() || status.is_server_error(),
         };
-        let span_status = match (notes.error, error_type) {
+        let status_attribute =
+            KeyValue::new("http.response.status_code", i64::from(status.as_u16()));
+        let error_type = match error_type {
+            Some(error_type) => Some(Cow::Borrowed(error_type)),
+            None => status_error.then(|| Cow::Owned(status.as_str().to_owned())),
+        };
+        self.end(Some(status_attribute), error_type)
+    }
+
+    /// Ends the span now for a request whose caller went away before the response head (its
+    /// future was dropped): an error, `error.type` `cancelled`, no status code.
+    pub fn cancelled(self) -> SpanData {
+        self.end(None, Some(Cow::Borrowed("cancelled")))
+    }
+
+    fn end(self, status: Option<KeyValue>, error_type: Option<Cow<'static, str>>) -> SpanData {
+        let notes = self.notes.take();
+        let mut attributes = self.attributes;
+        attributes.extend(status);
+        attributes.extend(notes.attributes);
+        let span_status = match (notes.error, &error_type) {
             (Some(description), _) => Status::Error { description },
-            (None, Some(error_type)) => Status::error(error_type),
-            (None, None) if status_error => Status::error(""),
+            // A bare status code says it all (the semantic conventions leave the text empty).
+            (None, Some(error_type)) if error_type.bytes().all(|b| b.is_ascii_digit()) => {
+                Status::error("")
+            }
+            (None, Some(error_type)) => Status::error(error_type.clone()),
             (None, None) => Status::Unset,
         };
         if let Some(error_type) = error_type {
             attributes.push(KeyValue::new("error.type", error_type));
-        } else if status_error {
-            attributes.push(KeyValue::new("error.type", status.as_str().to_owned()));
         }
         // Non-exhaustive, with public fields.
         let mut events = SpanEvents::default();
@@ -99,7 +113,7 @@ impl OpenSpan {
                 otel_span_id(self.span_id),
                 self.flags,
                 false,
-                TraceState::NONE,
+                self.tracestate,
             ),
             parent_span_id: self.parent.map_or(otel::SpanId::INVALID, otel_span_id),
             parent_span_is_remote: self.parent.is_some(),
@@ -193,6 +207,23 @@ mod tests {
                 .status,
             Status::Error { .. }
         ));
+    }
+
+    #[test]
+    fn a_cancelled_request_is_an_error_span_without_a_status_code() {
+        let (span, _) = open(SpanKind::Client, SpanNotes::default());
+        let data = span.cancelled();
+        assert_eq!(data.status, Status::error("cancelled"));
+        assert!(
+            data.attributes
+                .contains(&KeyValue::new("error.type", "cancelled"))
+        );
+        assert!(
+            !data
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "http.response.status_code")
+        );
     }
 
     #[test]

@@ -162,7 +162,7 @@ async fn trace(receiver: &Arc<OtlpReceiver>, trace_id: &str, count: usize) -> Ve
         .collect()
 }
 
-fn kind<'a>(spans: &'a [ReceivedSpan], kind: SpanKind) -> &'a ReceivedSpan {
+fn kind(spans: &[ReceivedSpan], kind: SpanKind) -> &ReceivedSpan {
     let mut of_kind = spans.iter().filter(|s| s.kind == kind);
     let span = of_kind
         .next()
@@ -222,6 +222,13 @@ async fn w3c_and_b3_callers_continue_their_trace_and_spans_link_client_to_server
     assert_eq!(client.attr_str("server.address"), Some("billing"));
     assert_eq!(server.attr_str("network.peer.address"), Some("127.0.0.1"));
     assert_eq!(server.attr_str("meshwork.authz.decision"), Some("allow"));
+    // The caller's tracestate goes on, on the wire and in the exported spans.
+    assert_eq!(client.trace_state.as_deref(), Some("k=v"));
+    assert_eq!(
+        client.attr_str("url.full"),
+        Some("http://billing:80/charges/7")
+    );
+    assert_eq!(server.attr_str("url.scheme"), Some("http"));
 
     // B3 multi-header in, B3 multi-header out (as received), same trace.
     let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";

@@ -126,6 +126,8 @@ pub struct ReceivedSpan {
     pub status_code: StatusCode,
     /// Its status message, if not empty.
     pub status_message: Option<String>,
+    /// Its W3C `tracestate`, if not empty.
+    pub trace_state: Option<String>,
     /// Its attributes.
     pub attributes: Attributes,
     /// Its events, in order.

@@ -180,6 +180,8 @@ impl Parser {
             span.status_code = StatusCode::from_str(v)?;
         } else if let Some(v) = field(line, "Status message") {
             span.status_message = Some(v.to_owned()).filter(|v| !v.is_empty());
+        } else if let Some(v) = field(line, "TraceState") {
+            span.trace_state = Some(v.to_owned()).filter(|v| !v.is_empty());
         } else {
             return Ok(false);
         }
@@ -259,6 +261,7 @@ impl ReceivedSpan {
             kind: SpanKind::Unspecified,
             status_code: StatusCode::Unset,
             status_message: None,
+            trace_state: None,
             attributes: BTreeMap::new(),
             events: Vec::new(),
         }

@@ -153,7 +153,9 @@ impl OtlpReceiver {
             let listening = [self.grpc, self.http]
                 .iter()
                 .all(|a| TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok());
-            if listening {
+            // Listening could be another process that took a port first: only rotel answers
+            // an empty OTLP/HTTP export with a partial-success body.
+            if listening && answers_otlp(self.http) {
                 return Ok(self);
             }
             if Instant::now() > deadline {
@@ -278,4 +280,24 @@ fn locate() -> Result<PathBuf, OtlpError> {
         true => Ok(agent),
         false => Err(OtlpError::NotInstalled(format!("no {}", agent.display()))),
     }
+}
+
+/// Whether the server at `http` answers an empty OTLP/HTTP JSON export as a collector does.
+fn answers_otlp(http: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(&http, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let body = "{\"resourceSpans\":[]}";
+    let request = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") && answer.contains("partialSuccess")
 }

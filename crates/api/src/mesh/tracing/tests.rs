@@ -37,7 +37,7 @@ fn the_documented_shape_loads() {
 
     // Everything optional: `tracing: {}` switches tracing on with nothing else said.
     assert_eq!(load("    {}\n").unwrap(), TracingSpec::default());
-    let spec = load("    otlp: {endpoint: 'https://otel.example:443/otlp'}\n    sampling: {ratio: 1}\n    propagation: asReceived\n").unwrap();
+    let spec = load("    otlp: {endpoint: 'http://otel.example:4318/otlp'}\n    sampling: {ratio: 1}\n    propagation: asReceived\n").unwrap();
     assert_eq!(spec.otlp.unwrap().protocol, None);
     assert_eq!(spec.sampling.unwrap().ratio, Some(SamplingRatio::ALWAYS));
     for (text, want) in [("w3c", Propagation::W3c), ("b3", Propagation::B3)] {
@@ -99,21 +99,21 @@ fn every_invalid_tracing_value_is_located() {
             "    otlp:\n      endpoint: 127.0.0.1:4317\n",
             8,
             "spec.tracing.otlp.endpoint",
-            "\"127.0.0.1:4317\" must start with http:// or https://",
+            "\"127.0.0.1:4317\" must start with http://",
         ),
         (
             "endpoint grpc scheme",
             "    otlp: {endpoint: 'grpc://127.0.0.1:4317'}\n",
             7,
             "spec.tracing.otlp.endpoint",
-            "must start with http:// or https://",
+            "must start with http://",
         ),
         (
             "endpoint unix scheme",
             "    otlp: {endpoint: 'unix:///run/otel.sock'}\n",
             7,
             "spec.tracing.otlp.endpoint",
-            "must start with http:// or https://",
+            "must start with http://",
         ),
         (
             "endpoint no host",
@@ -138,7 +138,7 @@ fn every_invalid_tracing_value_is_located() {
         ),
         (
             "endpoint credentials",
-            "    otlp: {endpoint: 'https://user:secret@otel.example'}\n",
+            "    otlp: {endpoint: 'http://user:secret@otel.example'}\n",
             7,
             "spec.tracing.otlp.endpoint",
             "must not carry credentials",
@@ -214,8 +214,8 @@ fn endpoints_take_hosts_ports_and_paths() {
     for ok in [
         "http://localhost:4317",
         "http://127.0.0.1:4318/",
-        "https://otel.example",
-        "https://otel.example:443/otlp/v1/traces",
+        "http://otel.example",
+        "http://otel.example:4318/otlp/v1/traces",
         "http://[::1]:4317",
         "http://[::1]",
     ] {
@@ -226,6 +226,7 @@ fn endpoints_take_hosts_ports_and_paths() {
     }
     for bad in [
         "",
+        "https://otel.example",
         "localhost:4317",
         "HTTP//x",
         "http://",
