@@ -120,9 +120,10 @@ fn the_dashboard_shows_the_mesh_and_its_denials_live_in_a_browser() {
         .iter()
         .filter_map(|n| n["name"].as_str())
         .collect();
+    // The four workloads, and billing's calls to Stripe out of the mesh.
     assert_eq!(
         nodes,
-        ["billing", "reporting", "store", "stripe"],
+        ["billing", "egress", "reporting", "store", "stripe"],
         "{graph}"
     );
     let services = api(&addr, "/api/services");
