@@ -1,8 +1,9 @@
 //! The module layering of the `meshwork` binary, checked by a test (see `testkit::layering`
 //! for what the check sees and what it does not).
 //!
-//! Bottom to top: `state`, `logging`, `parent` (no crate imports) → `broker_cmd`, the other
-//! `*_cmd` subcommands, `demo`, `exec`, `policy_cmd` → `claims` (the OSB platform side:
+//! Bottom to top: `state`, `logging`, `parent`, `columns` (no crate imports) → `sidecar_admin`
+//! (the sidecars' admin endpoints, over `state`) → `broker_cmd`, the other `*_cmd` subcommands,
+//! `demo`, `exec`, `policy_cmd`, `observe` → `claims` (the OSB platform side:
 //! ids, delivery, `claims delete`) → `dashboard` (reads the state directory, the sidecars and
 //! the control plane's policies) → `up` (which drives all of them). A subcommand never
 //! imports `up`: what `up` shares with `exec`, `claims` or `policy` lives in `state`.
@@ -13,6 +14,8 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("logging", &[]),
     ("parent", &[]),
     ("layering", &[]),
+    ("columns", &[]),
+    ("sidecar_admin", &["state"]),
     ("agent_cmd", &["logging", "parent"]),
     ("broker_cmd", &["logging", "parent"]),
     ("ca_cmd", &[]),
@@ -23,7 +26,8 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("validate_cmd", &[]),
     ("demo", &["parent"]),
     ("exec", &["state"]),
-    ("policy_cmd", &["state"]),
+    ("policy_cmd", &["state", "sidecar_admin", "columns"]),
+    ("observe", &["sidecar_admin", "columns"]),
     ("claims", &["state", "broker_cmd"]),
     (
         "dashboard",

@@ -9,6 +9,7 @@ mod broker_cmd;
 mod ca_cmd;
 mod check_cmd;
 mod claims;
+mod columns;
 mod crds_cmd;
 mod dashboard;
 mod demo;
@@ -17,8 +18,10 @@ mod exec;
 #[cfg(test)]
 mod layering;
 mod logging;
+mod observe;
 mod parent;
 mod policy_cmd;
+mod sidecar_admin;
 mod state;
 mod token_cmd;
 mod up;
@@ -65,6 +68,15 @@ enum Command {
     Ca(ca_cmd::CaArgs),
     /// Check SVID/CA expiry, agent-control connectivity and clock skew (exit 1 on a problem).
     Check(check_cmd::CheckArgs),
+    /// Success rate, requests per second and latency per workload, route or peer, from every
+    /// sidecar of the running mesh (docs/observe.md).
+    Stat(observe::stat::StatArgs),
+    /// `stat`, redrawn every second, busiest first, until Ctrl-C.
+    Top(observe::top::TopArgs),
+    /// Who calls whom: caller and callee SPIFFE IDs, mTLS, requests, success rate.
+    Edges(observe::edges::EdgesArgs),
+    /// Stream the requests passing a workload's sidecars as they finish.
+    Tap(observe::tap::TapArgs),
     /// Serve a live web page of the running mesh (graph, golden metrics, denials, identities,
     /// claims) on loopback; `up` starts one too.
     Dashboard(dashboard::DashboardArgs),
@@ -95,6 +107,10 @@ fn main() -> std::process::ExitCode {
         Command::Entry(args) => entry_cmd::run(args),
         Command::Ca(args) => ca_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
+        Command::Stat(args) => observe::stat::run(args),
+        Command::Top(args) => observe::top::run(args),
+        Command::Edges(args) => observe::edges::run(args),
+        Command::Tap(args) => observe::tap::run(args),
         Command::Broker(args) => broker_cmd::run(args),
         Command::Dashboard(args) => dashboard::run(args),
         Command::Claims(args) => claims::run(args),

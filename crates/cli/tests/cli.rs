@@ -14,6 +14,8 @@ mod harness;
 mod identity;
 #[path = "cli/lifecycle.rs"]
 mod lifecycle;
+#[path = "cli/observe.rs"]
+mod observe;
 #[path = "cli/policy.rs"]
 mod policy;
 #[path = "cli/replicas.rs"]

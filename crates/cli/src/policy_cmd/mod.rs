@@ -1,10 +1,12 @@
-//! `meshwork policy explain|test`: policy tools for people and for CI, built on the same
-//! engine (`policy::Engine`) and the same files the mesh runs with.
+//! `meshwork policy explain|test|replay|record`: policy tools for people and for CI, built on
+//! the same engine (`policy::Engine`) and the same files the mesh runs with.
 //!
-//! Exit codes (both commands): `0` allowed / every case held, `1` denied / some case did not
-//! hold, `2` bad input (unreadable or invalid files, unknown workloads, malformed requests).
+//! Exit codes: `0` allowed / every case held / nothing newly denied, `1` denied / some case
+//! did not hold / something newly denied, `2` bad input (unreadable or invalid files,
+//! unknown workloads, malformed requests, unreachable sidecars).
 
 mod explain;
+mod replay;
 mod route;
 mod running;
 mod test;
@@ -38,6 +40,13 @@ enum PolicyCommand {
     ///
     /// Exit code 0 when every case holds, 1 on any mismatch, 2 on bad input.
     Test(test::TestArgs),
+    /// Decide the traffic the running mesh recorded (or a record file) with candidate
+    /// policies; print what would newly be denied or allowed, with counts and rules.
+    ///
+    /// Exit code 1 when anything would newly be denied, 0 otherwise, 2 on bad input.
+    Replay(replay::ReplayArgs),
+    /// Export the running mesh's recorded decisions (JSON) for `policy replay --record FILE`.
+    Record(replay::RecordArgs),
 }
 
 /// Runs a `meshwork policy` subcommand.
@@ -45,6 +54,8 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         PolicyCommand::Explain(args) => explain::run(args),
         PolicyCommand::Test(args) => test::run(args),
+        PolicyCommand::Replay(args) => replay::run(args),
+        PolicyCommand::Record(args) => replay::record(args),
     }
 }
 

@@ -1,0 +1,346 @@
+//! The sidecars of a running mesh, found through their ready files, and the observation
+//! endpoints of their admin listeners (`api::contract::observe`): `GET /stats`, `/tap` and
+//! `/decisions`, plain HTTP on loopback. Shared by `stat`, `top`, `edges`, `tap` and
+//! `policy replay|record`.
+//!
+//! Must import only `state` (see `layering.rs`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use api::contract::exchange::Exchange;
+use api::duration::HumanDuration;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::state::{ReadyFile, StateDir, workload_of};
+
+/// How long one admin request may take before the sidecar counts as unreachable.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Requests of the JSON endpoints (the admin listener ignores `Host`).
+const EXCHANGE: Exchange = Exchange::new("localhost");
+
+/// One running sidecar, from its ready file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sidecar {
+    /// The workload it fronts.
+    pub workload: String,
+    /// Its replica (0 for a single-copy workload).
+    pub replica: u16,
+    /// The identity it holds.
+    pub spiffe_id: String,
+    /// Its admin listener.
+    pub admin: SocketAddr,
+    /// How to name it to a person: `billing-1` when the workload has replicas (as `up`'s
+    /// log prefixes do), else `store`.
+    pub label: String,
+}
+
+/// The sidecars of the mesh running in `state_dir` that have an admin listener, sorted by
+/// workload and replica; an error when `up` is gone or no sidecar serves.
+pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
+    let state = StateDir::open(state_dir)?;
+    if let Some(pid) = state.dead_owner() {
+        bail!(
+            "the `meshwork up` that ran in {} (pid {pid}) is gone, and its sidecars with it",
+            state.path().display()
+        );
+    }
+    let dir = state.path().join("workloads");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+    {
+        found.extend(read_sidecar(&entry.path()));
+    }
+    found.sort();
+    let sidecars: Vec<Sidecar> = found
+        .iter()
+        .map(|(workload, replica, spiffe_id, admin)| {
+            let copies = found.iter().filter(|f| f.0 == *workload).count();
+            Sidecar {
+                label: match copies {
+                    1 => workload.clone(),
+                    _ => format!("{workload}-{replica}"),
+                },
+                workload: workload.clone(),
+                replica: *replica,
+                spiffe_id: spiffe_id.clone(),
+                admin: *admin,
+            }
+        })
+        .collect();
+    if sidecars.is_empty() {
+        bail!(
+            "no sidecar with an admin listener is running under {} (is `meshwork up` running \
+             with this state directory? pass --state-dir DIR or set MESHWORK_STATE_DIR)",
+            state.path().display()
+        );
+    }
+    Ok(sidecars)
+}
+
+/// Workload, replica, SPIFFE ID and admin address from the ready file at `path`; `None`
+/// for a file that is not one (or gone: a sidecar that has just exited takes it along) and
+/// for a sidecar without an admin listener (said on stderr).
+fn read_sidecar(path: &Path) -> Option<(String, u16, String, SocketAddr)> {
+    let stem = path.file_stem()?.to_str()?;
+    let replica = match stem.split_once('.') {
+        Some((_, n)) => n.parse().ok()?,
+        None => 0,
+    };
+    let ready = ReadyFile::read(path).ok()?;
+    let Some(admin) = ready.admin else {
+        eprintln!("meshwork: the sidecar of {stem} runs without an admin listener; skipped");
+        return None;
+    };
+    Some((
+        workload_of(stem).to_owned(),
+        replica,
+        ready.spiffe_id,
+        admin,
+    ))
+}
+
+/// The sidecars of `workload` (every replica); an error naming the running ones if none.
+pub fn of_workload(sidecars: Vec<Sidecar>, workload: &str) -> anyhow::Result<Vec<Sidecar>> {
+    let mut names: Vec<String> = sidecars.iter().map(|s| s.workload.clone()).collect();
+    names.dedup();
+    let chosen: Vec<Sidecar> = sidecars
+        .into_iter()
+        .filter(|s| s.workload == workload)
+        .collect();
+    if chosen.is_empty() {
+        bail!(
+            "workload {workload:?} is not running; running workloads: {}",
+            names.join(", ")
+        );
+    }
+    Ok(chosen)
+}
+
+/// The `window=` of `/stats` and `/decisions`: whole seconds, 1 to 600 (the sidecar's ring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window(u16);
+
+impl Window {
+    /// The window in seconds.
+    pub fn secs(self) -> u16 {
+        self.0
+    }
+}
+
+impl FromStr for Window {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Window> {
+        let duration = HumanDuration::from_str(s)?.get();
+        let secs = duration.as_secs();
+        if duration.subsec_nanos() != 0 || !(1..=600).contains(&secs) {
+            bail!(
+                "window {s:?}: sidecars keep whole seconds from 1s to 10m (600s); e.g. 10s, 1m, 10m"
+            );
+        }
+        // invariant: 1..=600 fits in a u16.
+        Ok(Window(u16::try_from(secs).unwrap_or(600)))
+    }
+}
+
+/// A query string (`?a=b&c=d`, values percent-encoded), empty without parameters.
+pub fn query(params: &[(&str, &str)]) -> String {
+    let pairs: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+        .collect();
+    match pairs.is_empty() {
+        true => String::new(),
+        false => format!("?{}", pairs.join("&")),
+    }
+}
+
+/// A runtime for one command (the CLI is synchronous around it).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `GET target` on every sidecar at once; each answer parsed as JSON, in `sidecars`' order.
+pub async fn gather<T: DeserializeOwned>(
+    sidecars: &[Sidecar],
+    target: &str,
+) -> Vec<(Sidecar, anyhow::Result<T>)> {
+    let asks = sidecars.iter().map(|sidecar| async move {
+        let answer = get_json(sidecar.admin, target).await.with_context(|| {
+            format!(
+                "asking the sidecar of {} at {}",
+                sidecar.label, sidecar.admin
+            )
+        });
+        (sidecar.clone(), answer)
+    });
+    futures_util::future::join_all(asks).await
+}
+
+/// `GET target` on one admin listener, parsed as JSON, within [`ASK_TIMEOUT`] (the
+/// contract's one exchange: answers capped, the connection dropped with the future).
+async fn get_json<T: DeserializeOwned>(admin: SocketAddr, target: &str) -> anyhow::Result<T> {
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect(admin).await?;
+        let body = EXCHANGE
+            .send(stream, hyper::Method::GET, target, None)
+            .await
+            .with_context(|| format!("GET {target}"))?;
+        serde_json::from_slice(&body).with_context(|| format!("parsing the answer to {target}"))
+    };
+    tokio::time::timeout(ASK_TIMEOUT, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {ASK_TIMEOUT:?}"))?
+}
+
+/// Sends `GET target` for a streamed answer; the response, once its status says success.
+async fn get(admin: SocketAddr, target: &str) -> anyhow::Result<hyper::Response<Incoming>> {
+    let stream = tokio::net::TcpStream::connect(admin).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(target)
+        .header(hyper::header::HOST, admin.to_string())
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.into_body().collect().await?.to_bytes();
+        bail!(
+            "{target}: sidecar answered {status}: {} (is it a meshwork without the \
+             observation endpoints of issue 13?)",
+            String::from_utf8_lossy(&body).trim()
+        );
+    }
+    Ok(response)
+}
+
+/// A line of a streamed answer, or the end of the stream, from the sidecar at `index`.
+#[derive(Debug)]
+pub enum StreamLine {
+    /// One line, without its newline.
+    Line(usize, String),
+    /// The stream ended: `Ok` when the sidecar closed it, else why.
+    End(usize, anyhow::Result<()>),
+}
+
+/// Streams `GET target` from `admin` line by line into `lines` until the sidecar closes it
+/// or the receiver is gone.
+pub async fn stream_lines(
+    index: usize,
+    admin: SocketAddr,
+    target: String,
+    lines: mpsc::Sender<StreamLine>,
+) {
+    let result = stream(index, admin, &target, &lines).await;
+    let _ = lines.send(StreamLine::End(index, result)).await;
+}
+
+async fn stream(
+    index: usize,
+    admin: SocketAddr,
+    target: &str,
+    lines: &mpsc::Sender<StreamLine>,
+) -> anyhow::Result<()> {
+    let mut body = get(admin, target).await?.into_body();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=at).collect();
+            let text = String::from_utf8_lossy(&line[..at]).trim_end().to_owned();
+            if !text.is_empty() && lines.send(StreamLine::Line(index, text)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_whole_seconds_up_to_ten_minutes() {
+        let secs = |s: &str| s.parse::<Window>().map(Window::secs).ok();
+        assert_eq!(secs("1m"), Some(60));
+        assert_eq!(secs("10s"), Some(10));
+        assert_eq!(secs("10m"), Some(600));
+        assert_eq!(secs("11m"), None);
+        assert_eq!(secs("1500ms"), None);
+        assert_eq!(secs("0s"), None);
+    }
+
+    #[test]
+    fn sidecars_are_found_through_their_ready_files() {
+        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let workloads = state.path().join("workloads");
+        std::fs::create_dir(&workloads).unwrap_or_else(|e| panic!("{e}"));
+        let ready = |file: &str, admin: Option<&str>| {
+            let json = serde_json::json!({
+                "inbound": "127.0.0.1:1", "outbound": "127.0.0.1:2",
+                "spiffe_id": "spiffe://td/ns/default/sa/x", "admin": admin,
+            });
+            std::fs::write(workloads.join(file), json.to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        ready("billing.json", Some("127.0.0.1:10"));
+        ready("billing.1.json", Some("127.0.0.1:11"));
+        ready("store.json", Some("127.0.0.1:12"));
+        ready("reporting.json", None);
+        std::fs::write(workloads.join("torn.json"), "{").unwrap_or_else(|e| panic!("{e}"));
+        let found = discover(state.path()).unwrap_or_else(|e| panic!("{e:#}"));
+        let summary: Vec<(&str, u16, &str, u16)> = found
+            .iter()
+            .map(|s| {
+                (
+                    s.workload.as_str(),
+                    s.replica,
+                    s.label.as_str(),
+                    s.admin.port(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("billing", 0, "billing-0", 10),
+                ("billing", 1, "billing-1", 11),
+                ("store", 0, "store", 12)
+            ]
+        );
+        let billing = of_workload(found.clone(), "billing").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(billing.len(), 2);
+        let err = of_workload(found, "nope")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("running workloads: billing, store"), "{err}");
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query(&[]), "");
+        assert_eq!(
+            query(&[("route", "/charges/{id}"), ("denied", "true")]),
+            "?route=%2Fcharges%2F%7Bid%7D&denied=true"
+        );
+    }
+}
