@@ -4,7 +4,8 @@
 //! Bottom to top: `state`, `logging`, `parent`, `columns` (no crate imports) → `sidecar_admin`
 //! (the sidecars' admin endpoints, over `state`) → `broker_cmd`, the other `*_cmd` subcommands,
 //! `demo`, `exec`, `policy_cmd`, `observe` → `claims` (the OSB platform side:
-//! ids, delivery, `claims delete`) → `up` (which drives all of them). A subcommand never
+//! ids, delivery, `claims delete`) → `dashboard` (reads the state directory, the sidecars and
+//! the control plane's policies) → `up` (which drives all of them). A subcommand never
 //! imports `up`: what `up` shares with `exec`, `claims` or `policy` lives in `state`.
 
 /// Each top-level module and the modules it may use.
@@ -28,6 +29,10 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("policy_cmd", &["state", "sidecar_admin", "columns"]),
     ("observe", &["sidecar_admin", "columns"]),
     ("claims", &["state", "broker_cmd"]),
+    (
+        "dashboard",
+        &["state", "logging", "parent", "claims", "policy_cmd"],
+    ),
     (
         "up",
         &["state", "claims", "broker_cmd", "logging", "parent"],

@@ -11,6 +11,7 @@ mod check_cmd;
 mod claims;
 mod columns;
 mod crds_cmd;
+mod dashboard;
 mod demo;
 mod entry_cmd;
 mod exec;
@@ -76,6 +77,9 @@ enum Command {
     Edges(observe::edges::EdgesArgs),
     /// Stream the requests passing a workload's sidecars as they finish.
     Tap(observe::tap::TapArgs),
+    /// Serve a live web page of the running mesh (graph, golden metrics, denials, identities,
+    /// claims) on loopback; `up` starts one too.
+    Dashboard(dashboard::DashboardArgs),
     /// Run the Open Service Broker (OSB v2.17); `broker purge` deprovisions a state file's instances.
     Broker(broker_cmd::BrokerArgs),
     /// Service claims: `claims delete DIR NAME…` deprovisions (database and users dropped).
@@ -108,6 +112,7 @@ fn main() -> std::process::ExitCode {
         Command::Edges(args) => observe::edges::run(args),
         Command::Tap(args) => observe::tap::run(args),
         Command::Broker(args) => broker_cmd::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
         Command::Claims(args) => claims::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Guard(args) => up::guard::run(args),

@@ -6,6 +6,8 @@ mod broker;
 mod broker_crash;
 #[path = "cli/crds.rs"]
 mod crds;
+#[path = "cli/dashboard.rs"]
+mod dashboard;
 #[path = "cli/harness.rs"]
 mod harness;
 #[path = "cli/identity.rs"]

@@ -5,7 +5,8 @@
 //! State directory files: `broker.redb` (the broker's store), `broker.password` (0600, the
 //! platform password `up` and `claims` use), `broker.addr` (the running broker's address),
 //! `platform-id` (8 hex digits in every instance id, so two state directories sharing a
-//! database server never share a database), `bindings/<workload>/<claim>/` (the credentials).
+//! database server never share a database), `bindings/<workload>/<claim>/` (the credentials),
+//! `claims/<claim>.json` (what `up` bound: [`record::ClaimRecord`], no credentials).
 //!
 //! Must not import `up` or `exec` (`up` imports this module); the state directory itself is
 //! `crate::state`.
@@ -13,6 +14,7 @@
 pub mod delivery;
 pub mod osb;
 pub mod platform;
+pub mod record;
 
 use std::io::Write as _;
 use std::net::SocketAddr;

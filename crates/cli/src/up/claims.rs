@@ -19,6 +19,7 @@ use super::supervisor::{Child, Supervisor};
 use crate::claims::delivery::{self, Delivered};
 use crate::claims::osb::OsbClient;
 use crate::claims::platform::{self, ClaimIds, Patience};
+use crate::claims::record::ClaimRecord;
 use crate::claims::{self as claims, ClaimScope};
 use crate::state::StateDir;
 
@@ -94,6 +95,7 @@ async fn deliver_one(
     let credentials = platform::rebind(osb, ids, patience).await?;
     let root = delivery::binding_root(state, &ids.app);
     let dir = delivery::write_binding(&root, &ids.claim, &credentials)?;
+    ClaimRecord::new(ids, &metadata, &credentials, &dir).write(state)?;
     println!(
         "[up] claim {}: {} → bound to {} (files in {}; database {})",
         ids.claim,

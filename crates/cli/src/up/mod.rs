@@ -1,7 +1,8 @@
 //! `meshwork up DIR`: the whole mesh of a resource directory on one machine.
 //!
 //! Starts the control plane, then every workload's sidecar, then every
-//! application (with `HTTP_PROXY` pointing at its sidecar), prefixes their logs,
+//! application (with `HTTP_PROXY` pointing at its sidecar), then the dashboard
+//! (`meshwork dashboard`, on loopback), prefixes their logs,
 //! prints where everything listens, and on Ctrl-C/SIGTERM (or when a child that is not
 //! restarted dies) stops them all. A workload with `spec.replicas` N runs N copies of
 //! its application, each with its own sidecar (`instances.rs`). Children run in their own process groups so a
@@ -17,6 +18,7 @@
 
 mod claims;
 pub mod control;
+mod dashboard;
 mod group;
 pub mod guard;
 mod instances;
@@ -45,7 +47,8 @@ const GRACE: Duration = Duration::from_secs(5);
 
 const UP_HELP: &str = "\
 Output: `up` prints its own progress lines and, once everything serves, a table of each
-workload's identity and addresses (APP, INBOUND, OUTBOUND, ADMIN), then `[up] ready`.
+workload's identity and addresses (APP, INBOUND, OUTBOUND, ADMIN) and the dashboard's
+address (`meshwork dashboard`: a live page of the mesh, on loopback), then `[up] ready`.
 meshwork's own children (control plane, node agent, sidecars, broker) print only warnings
 and errors (and policy reloads and audit-mode findings), each line prefixed with [name];
 -v shows all their INFO logs, -vv DEBUG. RUST_LOG
@@ -60,10 +63,10 @@ ID; they are named <workload>-0 … <workload>-N-1 in logs and the table. `meshw
 Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP stops every process `up` started, at any
 stage: SIGTERM to each process group, 5 s grace, then SIGKILL (a second Ctrl-C kills at
 once). A child that exits during startup, or is not ready within --ready-timeout, stops
-everything and `up` exits 1 naming it. Once ready, the control plane, the node agent and
-each replica's application (of a Workload with replicas above 1) are restarted when they
-die, up to 5 times each, while the rest serves; any other child's end stops everything
-(exit 1). Applications run under `meshwork guard`, which
+everything and `up` exits 1 naming it. Once ready, the control plane, the node agent, the
+dashboard and each replica's application (of a Workload with replicas above 1) are restarted
+when they die, up to 5 times each, while the rest serves; any other child's end stops
+everything (exit 1). Applications run under `meshwork guard`, which
 stops them (and what they started) even when `up` itself is killed with SIGKILL.";
 
 /// Arguments of `meshwork up`.
@@ -285,7 +288,8 @@ async fn start_all(
     };
     let bindings = claims::deliver(sup, set, state, &claims_ctx).await?;
     let table = start_apps(sup, &launch, pending, &bindings).await?;
-    table::print_table(&table, &launch, &node_api, &agent_socket);
+    let dashboard = dashboard::start(sup, &launch).await?;
+    table::print_table(&table, &launch, &node_api, &agent_socket, dashboard);
     Ok(())
 }
 

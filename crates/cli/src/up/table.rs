@@ -15,6 +15,7 @@ pub fn print_table(
     l: &Launch<'_>,
     node_api: &str,
     agent: &Path,
+    dashboard: std::net::SocketAddr,
 ) {
     let state = l.state.path();
     println!("[up] meshwork is up; state in {}", state.display());
@@ -29,6 +30,7 @@ pub fn print_table(
     if let Ok(addr) = std::fs::read_to_string(crate::claims::addr_file(state)) {
         println!("[up] service broker  http://{}", addr.trim());
     }
+    println!("[up] dashboard       http://{dashboard}/");
     let mesh_tracing = l.set.mesh().and_then(|m| m.spec.tracing.as_ref());
     match super::trace_flags::for_up(mesh_tracing) {
         Ok(Some(tracing)) => println!(
