@@ -60,6 +60,33 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// Where ports for new clusters are drawn from when the kernel's ephemeral range starts at or
+/// below it: then any free port.
+const CLUSTER_PORTS_FROM: u16 = 20_000;
+
+/// A port for a new cluster that is free now and stays so until the server starts (initdb
+/// takes seconds): drawn below the kernel's ephemeral range, so no outgoing connection or
+/// `:0` bind (every other process of a busy machine, `meshwork up`'s own allocator) can be
+/// handed it meanwhile. A port from the ephemeral range was seen taken by the time
+/// `pg_ctl start` ran.
+fn cluster_port() -> std::io::Result<u16> {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_from > CLUSTER_PORTS_FROM {
+        let span = ephemeral_from - CLUSTER_PORTS_FROM;
+        for _ in 0..64 {
+            let port = CLUSTER_PORTS_FROM + rand::random_range(0..span);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    let any = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(any.local_addr()?.port())
+}
+
 /// The newest directory holding both `initdb` and `pg_ctl`.
 fn bin_dir() -> Result<PathBuf, String> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("MESHWORK_PG_BIN_DIR")
@@ -284,10 +311,7 @@ impl PostgresDevProvider {
             .map_err(self.io("write password file"))?;
         std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))
             .map_err(self.io("protect password file"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(self.io("pick a port"))?
-            .port();
+        let port = cluster_port().map_err(self.io("pick a port"))?;
         std::fs::write(dir.join("port"), port.to_string()).map_err(self.io("write port file"))?;
         if data.exists() {
             // A previous initdb was interrupted; it needs an empty directory.
@@ -414,5 +438,28 @@ impl PostgresDevProvider {
             Err(e) => return Err(self.failed(action, format!("{}: {e}", dir.display()))),
         }
         std::fs::remove_file(&location).map_err(|e| self.failed(action, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ports_are_free_and_below_the_ephemeral_range() {
+        let ephemeral_from: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+            .unwrap_or(32_768);
+        for _ in 0..20 {
+            let port = cluster_port().unwrap();
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            if ephemeral_from > CLUSTER_PORTS_FROM {
+                assert!(
+                    (CLUSTER_PORTS_FROM..ephemeral_from).contains(&port),
+                    "{port}"
+                );
+            }
+        }
     }
 }
