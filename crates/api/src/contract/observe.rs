@@ -6,7 +6,8 @@
 //! - `GET /stats?window=SECS` — [`Stats`]: request counts and latency histograms by label set
 //!   over the last `SECS` seconds (1–600; default 60), computed by the sidecar from a bounded
 //!   ring of once-a-second samples of its own counters (nothing on the data path).
-//! - `GET /tap[?direction=inbound|outbound][&service=S][&route=R][&denied=true][&limit=N]` —
+//! - `GET /tap[?direction=inbound|outbound][&service=S][&route=R][&denied=true][&limit=N]`
+//!   `[&header=NAME]…` —
 //!   a stream of [`TapEvent`]s, one JSON object per line, as requests finish; each line is
 //!   flushed as it is written. Bounded: a reader that falls behind loses events (a
 //!   [`TapEvent`] with `lost` set says how many), never slows the data path. Nothing is
@@ -65,6 +66,9 @@ pub struct StatsRow {
     pub status_code: u16,
     /// Requests in the window.
     pub requests: u64,
+    /// How many of them a policy refused (the sidecar's own 403s, never the app's).
+    #[serde(default)]
+    pub denied: u64,
     /// Latency histogram of those requests: counts per bucket of
     /// [`Stats::bucket_bounds_secs`], plus the `+Inf` bucket last (so one longer).
     /// Not cumulative.
@@ -101,6 +105,13 @@ pub struct TapEvent {
     /// The decision id of a denial (as in the 403 body and the log line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_id: Option<String>,
+    /// The policy that refused it (`namespace/name`), when one did (absent for a default
+    /// deny, and on the caller's side of a denial, which only saw the 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The rule of that policy, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
     /// The trace id, when tracing is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -171,6 +182,8 @@ mod tests {
             latency_ms: 1.5,
             decision: Decision::Allow,
             decision_id: None,
+            policy: None,
+            rule: None,
             trace_id: None,
             headers: Vec::new(),
             lost: None,

@@ -275,6 +275,7 @@ pub mod tests {
             peer: "spiffe://meshwork.local/ns/default/sa/x".to_owned(),
             status_code: status,
             requests: buckets.iter().sum(),
+            denied: 0,
             buckets: buckets.to_vec(),
             latency_sum_secs: 0.0,
         }

@@ -284,6 +284,8 @@ mod tests {
             latency_ms: 1.0,
             decision,
             decision_id: Some("00ff00ff00ff00ff".into()),
+            policy: None,
+            rule: None,
             trace_id: None,
             headers: Vec::new(),
             lost: None,

@@ -183,6 +183,7 @@ mod tests {
             peer: peer.to_owned(),
             status_code: status,
             requests: n,
+            denied: 0,
             buckets: vec![n],
             latency_sum_secs: 0.0,
         }

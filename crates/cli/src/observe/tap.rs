@@ -192,6 +192,8 @@ mod tests {
             latency_ms: 0.5,
             decision: Decision::Deny,
             decision_id: Some("dec-1".to_owned()),
+            policy: None,
+            rule: None,
             trace_id: Some("abc".to_owned()),
             headers: vec![("x-debug".to_owned(), "1".to_owned())],
             lost: None,

@@ -74,6 +74,7 @@ pub fn stats(workload: &Workload, spiffe_id: String, windowed: &Windowed) -> Sta
                 peer: peer.to_owned(),
                 status_code,
                 requests: slots.iter().sum(),
+                denied: 0,
                 buckets: slots.to_vec(),
                 latency_sum_secs: Duration::from_nanos(sum).as_secs_f64(),
             },

@@ -149,6 +149,8 @@ fn tap_event(tapped: &Tapped, filter: &TapFilter) -> TapEvent {
             .decision_id
             .as_ref()
             .map(|id| String::from_utf8_lossy(id.as_bytes()).into_owned()),
+        policy: None,
+        rule: None,
         trace_id: tapped.trace_id.map(|id| id.to_string()),
         headers,
         lost: None,
@@ -169,6 +171,8 @@ fn lost_marker(lost: u64) -> TapEvent {
         latency_ms: 0.0,
         decision: Decision::Allow,
         decision_id: None,
+        policy: None,
+        rule: None,
         trace_id: None,
         headers: Vec::new(),
         lost: Some(lost),

@@ -12,6 +12,7 @@ fn row(direction: Direction, route: &str, peer: &str, status: u16, buckets: [u64
         peer: peer.to_owned(),
         status_code: status,
         requests: buckets.iter().sum(),
+        denied: 0,
         buckets: buckets.to_vec(),
         latency_sum_secs: 0.5,
     }
