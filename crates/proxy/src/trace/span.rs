@@ -50,7 +50,11 @@ impl OpenSpan {
             parent: context.parent_span_id,
             // The W3C flags as sent on (sampled, level 2's random-trace-id).
             flags: TraceFlags::new(context.flags().bits()),
-            tracestate: TraceState::from_str(context.tracestate.as_str()).unwrap_or_default(),
+            tracestate: if context.tracestate.is_empty() {
+                TraceState::NONE
+            } else {
+                TraceState::from_str(context.tracestate.as_str()).unwrap_or_default()
+            },
             kind,
             name,
             start: SystemTime::now(),

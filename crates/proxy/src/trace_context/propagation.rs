@@ -204,9 +204,7 @@ pub fn inject(context: &TraceContext, span_id: SpanId, formats: Formats, headers
         headers.remove(name);
     }
     if formats.contains(Formats::W3C) {
-        if let Ok(value) = HeaderValue::try_from(context.traceparent(span_id).to_string()) {
-            headers.insert(TRACEPARENT, value);
-        }
+        headers.insert(TRACEPARENT, context.traceparent(span_id).to_header_value());
         if !context.tracestate.is_empty() {
             // A parsed `TraceState` holds only printable ASCII.
             if let Ok(value) = HeaderValue::from_str(context.tracestate.as_str()) {

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use http::HeaderValue;
+
 use super::TraceContextError;
 use super::ids::{SpanId, TraceId, lower_hex};
 
@@ -163,6 +165,32 @@ impl TryFrom<&http::HeaderValue> for Traceparent {
     }
 }
 
+impl Traceparent {
+    /// The header value (version 00), written without `fmt`: this runs for every request a
+    /// tracing sidecar forwards, and `write!` of the hex ids cost ~4.5k instructions there.
+    pub fn to_header_value(&self) -> HeaderValue {
+        let mut text = [0u8; 55];
+        text[..3].copy_from_slice(b"00-");
+        write_hex(&self.trace_id.to_bytes(), &mut text[3..35]);
+        text[35] = b'-';
+        write_hex(&self.parent_id.to_bytes(), &mut text[36..52]);
+        text[52] = b'-';
+        write_hex(&[self.flags.bits()], &mut text[53..55]);
+        // invariant: lower-case hex digits and '-' are visible ASCII, always a valid value.
+        #[allow(clippy::expect_used)]
+        HeaderValue::from_bytes(&text).expect("hex and '-' form a valid header value")
+    }
+}
+
+/// `bytes` as lower-case hex into `out` (twice as long).
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
 impl fmt::Display for Traceparent {
     /// Version 00, whatever version was read.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -179,6 +207,19 @@ impl fmt::Display for Traceparent {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn the_header_value_is_the_display_text() {
+        for text in [
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-ffffffffffffffffffffffffffffffff-0000000000000001-00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+        ] {
+            let tp: super::Traceparent = text.parse().unwrap();
+            assert_eq!(tp.to_header_value(), tp.to_string().as_str());
+            assert_eq!(tp.to_header_value(), text);
+        }
+    }
+
     use super::*;
 
     const TRACE: &str = "12345678901234567890123456789012";
