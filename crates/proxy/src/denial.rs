@@ -58,7 +58,9 @@ pub fn forbidden(
     }
     let mut response = json_response(StatusCode::FORBIDDEN, &body);
     if let Ok(value) = HeaderValue::from_str(decision_id) {
-        response.headers_mut().insert(DECISION_ID_HEADER, value.clone());
+        response
+            .headers_mut()
+            .insert(DECISION_ID_HEADER, value.clone());
         response.extensions_mut().insert(Denied {
             decision_id: value,
             policy: reason.policy.clone(),

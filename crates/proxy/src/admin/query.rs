@@ -54,7 +54,9 @@ pub enum QueryError {
     },
     /// `header` names a field that carries credentials or the mesh's own fields: a tap
     /// must not hand another workload's secrets to any local process.
-    #[error("header={name}: refused, it carries credentials or mesh-reserved fields (authorization, proxy-authorization, cookie, set-cookie and x-meshwork-* are never tapped)")]
+    #[error(
+        "header={name}: refused, it carries credentials or mesh-reserved fields (authorization, proxy-authorization, cookie, set-cookie and x-meshwork-* are never tapped)"
+    )]
     SecretHeader {
         /// The name, lower case.
         name: String,
@@ -278,7 +280,10 @@ mod tests {
                 })
             );
             let text = error.unwrap_err().to_string();
-            assert!(text.starts_with(&format!("header={lower}: refused")), "{text}");
+            assert!(
+                text.starts_with(&format!("header={lower}: refused")),
+                "{text}"
+            );
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The admin's observation endpoints (issue 13) on a real `store` → `billing` pair (mTLS,
 //! h2), both with an admin listener; `billing` declares `/charges/{id}` and lets only
-//! store `GET /charges/{id}` in, so a `POST` and an unmatched path are denied.
+//! store `GET /charges/{id}` in, so a `POST` and an unmatched path are denied (and a
+//! `DELETE` by name).
 //!
 //! `/stats` against `/metrics`, `/decisions` by route template, `/tap` read line by line
 //! by a real HTTP client (filters, the denial's decision id, header values only when
-//! listed), and a tapper that never reads while thousands of requests go through.
+//! listed), a tapper that never reads while thousands of requests go through (pinning only
+//! capped header values), an app forging denials, and what the admin refuses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,13 +35,17 @@ use crate::mesh::{BILLING, STORE, closed_port};
 
 const TD: &str = "spiffe://meshwork.local";
 
-/// `billing` at `addr`, with its template and a policy letting only store `GET` it.
+/// `billing` at `addr`, with its template, a policy letting only store `GET` it and one
+/// refusing `DELETE` by name (rule 1).
 fn snapshot(addr: SocketAddr, identity: SpiffeId) -> Snapshot {
     let policies: policy::PolicySet = serde_json::from_value(json!({
         "authorization": {"default/billing-charges": {
             "targetService": "billing", "action": "ALLOW",
             "rules": [{"from": [{"spiffeId": format!("{TD}{STORE}")}],
-                       "to": [{"methods": ["GET"], "paths": [{"template": "/charges/{id}"}]}]}]}}
+                       "to": [{"methods": ["GET"], "paths": [{"template": "/charges/{id}"}]}]}]},
+        "default/billing-no-delete": {
+            "targetService": "billing", "action": "DENY",
+            "rules": [{"to": [{"methods": ["PUT"]}]}, {"to": [{"methods": ["DELETE"]}]}]}}
     }))
     .unwrap();
     let route = ServiceRoute {
@@ -61,7 +67,49 @@ struct Pair {
     billing: ReadyInfo,
     shutdown: CancellationToken,
     served: Vec<tokio::task::JoinHandle<()>>,
-    _app: EchoServer,
+    _app: App,
+}
+
+/// billing's app: the echo server, or one forging denials.
+enum App {
+    /// Held for its `Drop`, which stops the server.
+    #[allow(dead_code)]
+    Echo(EchoServer),
+    Forger(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let App::Forger(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// An app that answers every request `403` with a forged `x-meshwork-decision-id` (and a
+/// forged client id), as a compromised or buggy app could.
+async fn forger() -> (SocketAddr, App) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper::service::service_fn(|_request| async {
+                http::Response::builder()
+                    .status(403)
+                    .header("x-meshwork-decision-id", "forged")
+                    .header("x-meshwork-client-id", "spiffe://meshwork.local/ns/x/sa/y")
+                    .body(http_body_util::Full::new(Bytes::from_static(b"no")))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, App::Forger(task))
 }
 
 impl Pair {
@@ -72,10 +120,14 @@ impl Pair {
     /// With `traced`, both sidecars trace every request (exporting to a closed port: the
     /// export fails and is counted; the trace ids are what matters here).
     async fn start_traced(traced: bool) -> Pair {
+        let echo = EchoServer::start().await.unwrap();
+        Pair::start_with(traced, echo.addr(), App::Echo(echo)).await
+    }
+
+    async fn start_with(traced: bool, app_addr: SocketAddr, app: App) -> Pair {
         let collector = format!("http://{}/v1/traces", closed_port().await);
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = Arc::new(TestCa::new("meshwork.local").unwrap());
-        let app = EchoServer::start().await.unwrap();
         let billing_id = ca.id(BILLING).unwrap();
         let start = |sa: &str, workload: &str, app: SocketAddr, snapshot: Snapshot| {
             let control = ControlSource::Static {
@@ -93,7 +145,7 @@ impl Pair {
             Proxy::start(config)
         };
         let billing_snapshot = snapshot(closed_port().await, billing_id.clone());
-        let billing = start(BILLING, "billing", app.addr(), billing_snapshot)
+        let billing = start(BILLING, "billing", app_addr, billing_snapshot)
             .await
             .unwrap();
         let store_snapshot = snapshot(billing.ready_info().inbound, billing_id);
@@ -113,6 +165,20 @@ impl Pair {
             served,
             _app: app,
         }
+    }
+
+    /// `method http://billing{path}` from store's app: the whole response head.
+    async fn call_head(&self, method: &str, path: &str) -> hyper::Response<Incoming> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://billing{path}"))
+            .header(http::header::HOST, "billing")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        tokio::time::timeout(HANG_GUARD, send_http1(self.store.outbound, request))
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     /// `method http://billing{path}` from store's app: the status and the body's JSON.
@@ -143,8 +209,14 @@ impl Pair {
 /// `GET path` on the admin listener of `info`: the response, head only.
 async fn admin(info: &ReadyInfo, path: &str) -> hyper::Response<Incoming> {
     let addr = info.admin.expect("admin listener");
+    admin_as(info, path, &addr.to_string()).await
+}
+
+/// `GET path` on the admin listener of `info` with `Host: host`.
+async fn admin_as(info: &ReadyInfo, path: &str, host: &str) -> hyper::Response<Incoming> {
+    let addr = info.admin.expect("admin listener");
     let request = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
+        .header(http::header::HOST, host)
         .body(Empty::<Bytes>::new())
         .unwrap();
     tokio::time::timeout(HANG_GUARD, send_http1(addr, request))
@@ -362,20 +434,22 @@ async fn with_tracing_on_tap_events_carry_the_trace_id() {
 }
 
 #[tokio::test]
-async fn a_tapper_that_never_reads_neither_fails_requests_nor_grows_the_queue() {
+async fn a_tapper_that_never_reads_fails_no_request_and_pins_only_capped_header_values() {
     const REQUESTS: usize = 5_000;
     const CONNECTIONS: usize = 4;
-    let pad = http::HeaderValue::from_str(&"0123456789abcdef".repeat(256)).unwrap();
+    // 16 values of 512 bytes: an event keeps all 16 (the most it keeps), each cut to 259.
+    const PADS: usize = 16;
+    let pad = http::HeaderValue::from_str(&"0123456789abcdef".repeat(32)).unwrap();
     let pair = Pair::start().await;
     let admin_addr = pair.store.admin.unwrap();
-    // A client that asks for the tap and never reads, listing a 4 KB header every request
-    // carries: 20 MB of lines, far beyond what the socket buffers (at most 4 MB here) and
+    // A client that asks for the tap and never reads, listing a header every request
+    // carries 16 times: 20 MB of lines (4 KB each, as cut), far beyond what the socket buffers (at most 4 MB here) and
     // hyper's write buffer can absorb, so the stream stops being polled and falls behind.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = socket.connect(admin_addr).await.unwrap();
     stalled
-        .write_all(b"GET /tap?header=x-pad HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .write_all(b"GET /tap?header=x-pad HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     // The tap is open once /metrics counts it (a hang guard bounds the wait).
@@ -399,11 +473,13 @@ async fn a_tapper_that_never_reads_neither_fails_requests_nor_grows_the_queue() 
             tokio::spawn(connection);
             let mut ok = 0;
             for i in 0..REQUESTS / CONNECTIONS {
-                let request = http::Request::get(format!("http://billing/charges/{c}-{i}"))
+                let mut request = http::Request::get(format!("http://billing/charges/{c}-{i}"))
                     .header(http::header::HOST, "billing")
-                    .header("x-pad", pad.clone())
                     .body(Empty::<Bytes>::new())
                     .unwrap();
+                for _ in 0..PADS {
+                    request.headers_mut().append("x-pad", pad.clone());
+                }
                 let response = sender.send_request(request).await.unwrap();
                 let status = response.status();
                 response.into_body().collect().await.unwrap();
@@ -428,14 +504,164 @@ async fn a_tapper_that_never_reads_neither_fails_requests_nor_grows_the_queue() 
     let published = value(&metrics, "meshwork_tap_events_total").unwrap();
     let lost = value(&metrics, "meshwork_tap_events_lost_total").unwrap();
     let queued = value(&metrics, "meshwork_tap_queued_events").unwrap();
+    let held = value(&metrics, "meshwork_tap_queued_header_bytes").unwrap();
     assert!(published >= REQUESTS as u64, "{metrics}");
     assert!(lost > 0, "the stalled tapper lost events: {metrics}");
-    assert!(queued <= 1024, "the queue is bounded: {metrics}");
+    // What the stalled tapper pins: every queued event holds the 16 pads, each cut to 256
+    // bytes and a 3-byte `…` (proxy::tap's caps; uncut, they would hold twice as much).
+    let cut: u64 = 256 + 3;
+    assert!(queued > 0 && held > 0, "{metrics}");
+    assert!(held <= queued * PADS as u64 * cut, "{metrics}");
     assert_eq!(
         value(&metrics, "meshwork_taps"),
         Some(1),
         "still attached: {metrics}"
     );
     drop(stalled);
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn an_apps_forged_denial_is_no_denial_and_never_reaches_the_caller() {
+    let (addr, app) = forger().await;
+    let pair = Pair::start_with(false, addr, app).await;
+    let mut inbound = Tap::open(&pair.billing, "limit=3").await;
+    let mut outbound = Tap::open(&pair.store, "limit=3").await;
+
+    // Allowed by policy; the app answers 403 with a forged decision id.
+    let forged = pair.call_head("GET", "/charges/7").await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let names: Vec<_> = forged.headers().keys().map(|n| n.as_str()).collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with("x-meshwork-")),
+        "the app's x-meshwork-* fields reach no caller: {names:?}"
+    );
+    // Refused by billing's sidecar, by name (DELETE is rule 1) and by default (POST).
+    let refused = pair.call_head("DELETE", "/charges/7").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let decision_id = refused.headers()["x-meshwork-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let defaulted = pair.call_head("POST", "/charges/7").await;
+    assert_eq!(defaulted.status(), StatusCode::FORBIDDEN);
+    assert!(defaulted.headers().contains_key("x-meshwork-decision-id"));
+
+    let events = [
+        inbound.next().await.unwrap(),
+        inbound.next().await.unwrap(),
+        inbound.next().await.unwrap(),
+    ];
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.method.as_str(), e.decision, e.policy.as_deref(), e.rule))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", Decision::Allow, None, None),
+            (
+                "DELETE",
+                Decision::Deny,
+                Some("default/billing-no-delete"),
+                Some(1)
+            ),
+            ("POST", Decision::Deny, None, None),
+        ]
+    );
+    assert_eq!(events[0].decision_id, None, "{:?}", events[0]);
+    assert_eq!(events[1].decision_id.as_deref(), Some(decision_id.as_str()));
+    // The caller's side: the peer's denials, without policy or rule (it saw only the 403).
+    let seen: Vec<_> = [
+        outbound.next().await.unwrap(),
+        outbound.next().await.unwrap(),
+        outbound.next().await.unwrap(),
+    ]
+    .iter()
+    .map(|e| (e.method.clone(), e.decision, e.policy.clone(), e.rule))
+    .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET".to_owned(), Decision::Allow, None, None),
+            ("DELETE".to_owned(), Decision::Deny, None, None),
+            ("POST".to_owned(), Decision::Deny, None, None),
+        ]
+    );
+
+    let decisions: DecisionRecord =
+        serde_json::from_str(&admin_text(&pair.billing, "/decisions?window=600").await).unwrap();
+    let rows: Vec<_> = decisions
+        .rows
+        .iter()
+        .map(|r| (r.method.as_str(), r.decision, r.count))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("DELETE", Decision::Deny, 1),
+            ("GET", Decision::Allow, 1),
+            ("POST", Decision::Deny, 1),
+        ]
+    );
+    for info in [&pair.billing, &pair.store] {
+        let stats: Stats =
+            serde_json::from_str(&admin_text(info, "/stats?window=600").await).unwrap();
+        let denied: Vec<_> = stats
+            .rows
+            .iter()
+            .map(|r| (r.method.as_str(), r.status_code, r.requests, r.denied))
+            .collect();
+        assert_eq!(
+            denied,
+            [
+                ("DELETE", 403, 1, 1),
+                ("GET", 403, 1, 0),
+                ("POST", 403, 1, 1)
+            ],
+            "{stats:?}"
+        );
+    }
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn tap_refuses_credential_headers_and_the_admin_refuses_foreign_hosts() {
+    let pair = Pair::start().await;
+    for name in [
+        "authorization",
+        "Cookie",
+        "proxy-authorization",
+        "x-meshwork-client-id",
+    ] {
+        let response = admin(&pair.store, &format!("/tap?header={name}")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        let lower = name.to_ascii_lowercase();
+        assert!(body.contains(&format!("header={lower}: refused")), "{body}");
+    }
+    let metrics = admin_text(&pair.store, "/metrics").await;
+    assert_eq!(value(&metrics, "meshwork_taps"), Some(0), "no tap opened");
+
+    let port = pair.store.admin.unwrap().port();
+    for host in [
+        format!("rebound.example:{port}"),
+        "rebound.example".to_owned(),
+        format!("127.0.0.1.nip.io:{port}"),
+    ] {
+        for path in ["/stats", "/tap", "/metrics", "/snapshot"] {
+            let response = admin_as(&pair.store, path, &host).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{host} {path}");
+        }
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_owned(),
+    ] {
+        let response = admin_as(&pair.store, "/stats", &host).await;
+        assert_eq!(response.status(), StatusCode::OK, "{host}");
+    }
     pair.stop().await;
 }
