@@ -145,20 +145,26 @@ fn answer(
     streams: &CancellationToken,
 ) -> Response<ProxyBody> {
     if let Some(host) = foreign_host(request) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            &format!(
-                "host {host:?} refused: the admin listener answers only localhost or a loopback address\n"
-            ),
+        let refusal = format!(
+            "host {host:?} refused: the admin listener answers only localhost or a loopback address\n"
         );
+        return text(StatusCode::BAD_REQUEST, "text/plain", &refusal);
     }
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
-    let query = request.uri().query();
-    match request.uri().path() {
+    endpoint(state, request.uri(), streams)
+}
+
+/// The answer of the endpoint `uri` names.
+fn endpoint(
+    state: &AdminState,
+    uri: &http::Uri,
+    streams: &CancellationToken,
+) -> Response<ProxyBody> {
+    let query = uri.query();
+    match uri.path() {
         "/stats" => match WindowQuery::try_from(query) {
             Ok(asked) => state.windowed(asked, |w| {
                 let id = state.store.svid().id().to_string();
