@@ -7,6 +7,11 @@
 //! ([`observe`], from the once-a-second samples of [`crate::sample_ring`], taken by a task
 //! that runs with this listener) and `GET /tap` ([`tap_stream`]).
 //!
+//! **DNS rebinding:** a request whose `Host` (or absolute-form authority) is not
+//! `localhost` or a loopback IP literal is refused with a `400` before anything is read, so
+//! a web page cannot reach the listener through a domain that resolves to 127.0.0.1 (a
+//! browser always sends the name it used). Requests without a `Host` (no browser) pass.
+//!
 //! Every answer is computed at request time from the live [`SvidStore`] and [`Routes`],
 //! so a rotated SVID or a new snapshot shows on the next scrape; nothing is cached.
 //! Metric names follow the node agent's admin endpoint (`meshwork_*`, unix-second
@@ -17,6 +22,8 @@ mod query;
 mod tap_stream;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
+use std::ops::Not;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -137,12 +144,27 @@ fn answer(
     request: &Request<Incoming>,
     streams: &CancellationToken,
 ) -> Response<ProxyBody> {
+    if let Some(host) = foreign_host(request) {
+        let refusal = format!(
+            "host {host:?} refused: the admin listener answers only localhost or a loopback address\n"
+        );
+        return text(StatusCode::BAD_REQUEST, "text/plain", &refusal);
+    }
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
-    let query = request.uri().query();
-    match request.uri().path() {
+    endpoint(state, request.uri(), streams)
+}
+
+/// The answer of the endpoint `uri` names.
+fn endpoint(
+    state: &AdminState,
+    uri: &http::Uri,
+    streams: &CancellationToken,
+) -> Response<ProxyBody> {
+    let query = uri.query();
+    match uri.path() {
         "/stats" => match WindowQuery::try_from(query) {
             Ok(asked) => state.windowed(asked, |w| {
                 let id = state.store.svid().id().to_string();
@@ -175,6 +197,37 @@ fn answer(
             "not found: try /metrics, /snapshot, /ready, /stats, /decisions or /tap\n",
         ),
     }
+}
+
+/// The request's host when it is neither `localhost` nor a loopback IP literal (port
+/// ignored); `None` when it is one, or absent.
+fn foreign_host<B>(request: &Request<B>) -> Option<String> {
+    let authority = match request.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => match request.headers().get(header::HOST) {
+            Some(value) => match value.to_str() {
+                Ok(host) => host,
+                Err(_) => return Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            },
+            None => return None,
+        },
+    };
+    is_loopback_authority(authority)
+        .not()
+        .then(|| authority.to_owned())
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn json(value: &impl Serialize) -> Response<ProxyBody> {
@@ -238,23 +291,31 @@ impl AdminState {
     /// request metrics and the tap's counters: one OpenMetrics document, all written by
     /// [`exposition`] (see `crate::prometheus` for why there is one encoder).
     fn metrics(&self) -> String {
+        let mut out = String::new();
+        self.identity_gauges(&mut out);
+        self.snapshot_gauges(&mut out);
+        self.requests.encode_text(&mut out);
+        self.tap.encode_text(&mut out);
+        out.push_str("# EOF\n");
+        out
+    }
+
+    /// SVID and CA expiry.
+    fn identity_gauges(&self, out: &mut String) {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let svid = self.store.svid();
         let id = svid.id().to_string();
         let labels = [("spiffe_id", id.as_str())];
         let not_after = svid.not_after().unix_timestamp();
-        let table = self.routes.load();
-
-        let mut out = String::new();
         gauge(
-            &mut out,
+            out,
             "meshwork_svid_expiry_timestamp_seconds",
             "notAfter of this sidecar's X.509-SVID",
             &labels,
             not_after,
         );
         gauge(
-            &mut out,
+            out,
             "meshwork_svid_expiry_remaining_seconds",
             "Seconds until this sidecar's X.509-SVID expires (negative: expired)",
             &labels,
@@ -262,32 +323,33 @@ impl AdminState {
         );
         if let Some(earliest) = earliest_root_expiry(&self.store) {
             gauge(
-                &mut out,
+                out,
                 "meshwork_ca_expiry_timestamp_seconds",
                 "notAfter of the earliest-expiring root in this sidecar's trust bundle",
                 &[],
                 earliest,
             );
         }
+    }
+
+    /// The served snapshot's version and policy hash.
+    fn snapshot_gauges(&self, out: &mut String) {
+        let table = self.routes.load();
         gauge(
-            &mut out,
+            out,
             "meshwork_snapshot_version",
             "Version of the routing/policy snapshot this sidecar serves",
             &[],
             table.version(),
         );
         exposition::family(
-            &mut out,
+            out,
             "meshwork_policy",
             Kind::Info,
             "The hash of the policies this sidecar enforces",
         );
         let hash = [("policy_hash", table.policies().hash.as_str())];
-        exposition::sample(&mut out, "meshwork_policy_info", &hash, 1);
-        self.requests.encode_text(&mut out);
-        self.tap.encode_text(&mut out);
-        out.push_str("# EOF\n");
-        out
+        exposition::sample(out, "meshwork_policy_info", &hash, 1);
     }
 }
 
@@ -315,4 +377,36 @@ fn earliest_root_expiry(store: &SvidStore) -> Option<i64> {
             Some(cert.validity().not_after.timestamp())
         })
         .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_are_answered() {
+        for host in [
+            "localhost",
+            "LOCALHOST:9901",
+            "localhost.",
+            "127.0.0.1",
+            "127.0.0.1:9901",
+            "127.8.9.10:1",
+            "[::1]",
+            "[::1]:9901",
+        ] {
+            assert!(is_loopback_authority(host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:9901",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.1:9901",
+            "[::2]:9901",
+            "",
+        ] {
+            assert!(!is_loopback_authority(host), "{host}");
+        }
+    }
 }

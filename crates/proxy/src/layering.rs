@@ -54,7 +54,10 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
         "prometheus",
         &["exposition", "forward_error", "label", "metrics"],
     ),
-    ("tap", &["exposition", "label", "metrics", "trace_context"]),
+    (
+        "tap",
+        &["denial", "exposition", "label", "metrics", "trace_context"],
+    ),
     // `prometheus` and `label` in its tests only: a real recorder to sample.
     ("sample_ring", &["label", "metrics", "prometheus"]),
     ("workload_api", &["backoff", "start_error"]),
@@ -148,6 +151,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "label",
             "metrics",
             "pool",
+            "reserved_headers",
             "resilience",
             "routes",
             "server",
@@ -165,6 +169,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "inbound",
             "label",
             "metrics",
+            "reserved_headers",
             "routes",
             "sample_ring",
             "server",

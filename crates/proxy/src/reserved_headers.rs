@@ -15,11 +15,19 @@
 //! (h1 chunked, h2 HEADERS after DATA), the protocol or the tunnel the request came
 //! through. The outbound listener does not strip them: it would add work to every request
 //! while guaranteeing nothing to a receiver.
+//!
+//! Responses the sidecar did not write itself — the local app's (inbound) and a plain-HTTP
+//! egress server's (outbound) — lose their reserved fields too, headers and trailers
+//! ([`untrusted_response`]): otherwise the app could forge a denial
+//! (`x-meshwork-decision-id` on a 403) into a caller's view, and a mesh peer's
+//! `x-meshwork-*` response fields are always its sidecar's own. (This sidecar's own
+//! denials are known from [`crate::denial::Denied`], never from a header.)
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 
@@ -149,6 +157,18 @@ where
     boxed(ReservedTrailersStripped::new(body))
 }
 
+/// A response from the local app or an egress server, boxed (once) without reserved
+/// fields: its headers are stripped here, its trailers as they stream.
+pub fn untrusted_response<B>(response: Response<B>) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    strip_reserved(&mut parts.headers);
+    Response::from_parts(parts, inbound_body(body))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -238,6 +258,30 @@ mod tests {
         let mut map = original.clone();
         strip_reserved(&mut map);
         assert_eq!(pairs(&map), pairs(&original));
+    }
+
+    #[tokio::test]
+    async fn untrusted_responses_lose_reserved_headers_and_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-meshwork-decision-id", HeaderValue::from_static("forged"));
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"no"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let response = Response::builder()
+            .status(403)
+            .header("x-meshwork-decision-id", "forged")
+            .header("x-meshwork-client-id", "forged")
+            .header("content-type", "text/plain")
+            .body(StreamBody::new(futures_util::stream::iter(frames)))
+            .unwrap();
+        let response = untrusted_response(response);
+        assert_eq!(
+            pairs(response.headers()),
+            [("content-type".into(), "text/plain".into())]
+        );
+        let collected = response.into_body().collect().await.unwrap();
+        assert!(collected.trailers().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -18,13 +18,19 @@
 //! The labelling is a type parameter of the layer, so each stack's is called directly.
 //! Requests whose caller goes away before the response head are not counted.
 //!
-//! **Denials:** a `403` carrying [`DECISION_ID_HEADER`] (inbound authorization, egress
-//! policy, or a peer's authorization seen outbound) is recorded as denied, for the
-//! admin's `/decisions`.
+//! **Denials:** a `403` is recorded as denied (for `/decisions`, `/stats` and the tap) when
+//! this sidecar refused it — the [`Denied`] extension of [`crate::denial::forbidden`]
+//! (inbound authorization, egress policy) — or, outbound only, when a mesh peer's sidecar
+//! did: its `403` carries [`DECISION_ID_HEADER`], which peers strip from their apps'
+//! responses ([`RequestLabels::PEER_DENIALS`]). Inbound, a header is never evidence (the
+//! app's responses are stripped of `x-meshwork-*` anyway).
 //!
 //! **Tap:** while someone taps ([`TapHub::is_tapped`], one relaxed load), the request
-//! headers a tapper listed are kept and the finished request is published with its decision
-//! id and — tracing on — its trace id ([`TracedAs`]); otherwise nothing is built.
+//! headers a tapper listed are kept — only while some tap lists headers
+//! ([`TapHub::lists_headers`], another relaxed load; the dashboard's denied-only tap lists
+//! none) — and the finished request is published with its denial and — tracing on — its
+//! trace id ([`TracedAs`]); otherwise nothing is built. The metrics recorder and the hub
+//! share one `Arc`, so a request costs one reference count whether tapped or not.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +43,7 @@ use identity::SpiffeId;
 use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
-use crate::denial::DECISION_ID_HEADER;
+use crate::denial::{DECISION_ID_HEADER, Denied};
 use crate::forward_error::ForwardError;
 use crate::label::{Label, MethodLabel, NONE, UNMATCHED};
 use crate::metrics::{Direction, ProxyMetrics, RequestRecord};
@@ -74,6 +80,11 @@ pub trait RequestLabels: Clone + Send + Sync + 'static {
     /// The direction the stack's requests are counted under.
     const DIRECTION: Direction;
 
+    /// Whether a `403` carrying [`DECISION_ID_HEADER`] without a [`Denied`] extension is a
+    /// denial: true only outbound, where such a response comes from a mesh peer's sidecar
+    /// (which strips its app's `x-meshwork-*` fields; egress servers' are stripped here).
+    const PEER_DENIALS: bool;
+
     /// Service, route and — when known up front — peer of `request` (`None`: taken from
     /// the response's [`AnsweredBy`]).
     fn labels(&self, request: &Request<ProxyBody>) -> (Label, Label, Option<Label>);
@@ -83,9 +94,14 @@ pub trait RequestLabels: Clone + Send + Sync + 'static {
 /// requests with `L`.
 #[derive(Clone)]
 pub struct TelemetryLayer<L> {
-    metrics: Arc<dyn ProxyMetrics>,
+    sinks: Arc<Sinks>,
     labels: L,
     publish: bool,
+}
+
+/// Where finished requests go: one `Arc` cloned per request.
+struct Sinks {
+    metrics: Arc<dyn ProxyMetrics>,
     tap: Option<Arc<TapHub>>,
 }
 
@@ -93,16 +109,19 @@ impl<L: RequestLabels> TelemetryLayer<L> {
     /// Records every request into `metrics`, labelled by `labels`.
     pub fn new(labels: L, metrics: Arc<dyn ProxyMetrics>) -> Self {
         TelemetryLayer {
-            metrics,
+            sinks: Arc::new(Sinks { metrics, tap: None }),
             labels,
             publish: false,
-            tap: None,
         }
     }
 
     /// Also publishes finished requests to `tap` while someone taps.
     pub fn tapped(mut self, tap: Arc<TapHub>) -> Self {
-        self.tap = Some(tap);
+        let metrics = Arc::clone(&self.sinks.metrics);
+        self.sinks = Arc::new(Sinks {
+            metrics,
+            tap: Some(tap),
+        });
         self
     }
 
@@ -131,6 +150,7 @@ pub struct InboundLabels {
 
 impl RequestLabels for InboundLabels {
     const DIRECTION: Direction = Direction::Inbound;
+    const PEER_DENIALS: bool = false;
 
     fn labels(&self, request: &Request<ProxyBody>) -> (Label, Label, Option<Label>) {
         inbound_labels(&self.routes.load(), &self.own, request)
@@ -164,14 +184,10 @@ struct Pending {
     /// `None`: taken from the response's [`AnsweredBy`].
     peer: Option<Label>,
     start: Instant,
-    metrics: Arc<dyn ProxyMetrics>,
-    /// Set only while someone taps.
-    tap: Option<PendingTap>,
-}
-
-/// What the tap needs from the request: the hub and the listed headers.
-struct PendingTap {
-    hub: Arc<TapHub>,
+    sinks: Arc<Sinks>,
+    /// Whether a `403` with [`DECISION_ID_HEADER`] alone is a denial.
+    peer_denials: bool,
+    /// The request headers some tap listed (empty unless one does).
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -200,15 +216,12 @@ where
             };
             request.extensions_mut().insert(labelled);
         }
-        let tap = self
-            .layer
-            .tap
-            .as_ref()
-            .filter(|hub| hub.is_tapped())
-            .map(|hub| PendingTap {
-                hub: Arc::clone(hub),
-                headers: hub.wanted_headers(request.headers()),
-            });
+        let headers = match &self.layer.sinks.tap {
+            Some(hub) if hub.is_tapped() && hub.lists_headers() => {
+                hub.wanted_headers(request.headers())
+            }
+            _ => Vec::new(),
+        };
         let pending = Pending {
             direction: L::DIRECTION,
             service,
@@ -216,8 +229,9 @@ where
             method: MethodLabel::of(request.method()),
             peer,
             start,
-            metrics: Arc::clone(&self.layer.metrics),
-            tap,
+            sinks: Arc::clone(&self.layer.sinks),
+            peer_denials: L::PEER_DENIALS,
+            headers,
         };
         Recorded {
             inner: self.inner.call(request),
@@ -249,17 +263,17 @@ where
 
 impl Pending {
     fn record(self, result: &Result<Response<ProxyBody>, ForwardError>) {
-        let (status, answered, decision_id) = match result {
+        let (status, answered, denied) = match result {
             Ok(response) => (
                 response.status(),
                 response.extensions().get::<AnsweredBy>().map(|a| a.0),
-                denial_id(response),
+                denial(response, self.peer_denials),
             ),
             Err(error) => (error.status(), None, None),
         };
         let peer = self.peer.or(answered).unwrap_or(NONE);
         let elapsed = self.start.elapsed();
-        self.metrics.request(&RequestRecord {
+        self.sinks.metrics.request(&RequestRecord {
             direction: self.direction,
             service: self.service,
             route: self.route,
@@ -267,14 +281,14 @@ impl Pending {
             status,
             peer,
             elapsed,
-            denied: decision_id.is_some(),
+            denied: denied.is_some(),
         });
-        let Some(tap) = self.tap else {
+        let Some(hub) = self.sinks.tap.as_ref().filter(|hub| hub.is_tapped()) else {
             return;
         };
         // Only denials while every tapper asked for denials only (the dashboard's standing
         // tap): the allowed majority is not built into events nobody reads.
-        if decision_id.is_none() && !tap.hub.wants_allowed() {
+        if denied.is_none() && !hub.wants_allowed() {
             return;
         }
         let trace_id = result
@@ -282,7 +296,7 @@ impl Pending {
             .ok()
             .and_then(|r| r.extensions().get::<TracedAs>())
             .map(|t| t.0);
-        tap.hub.publish(Tapped {
+        hub.publish(Tapped {
             time: SystemTime::now(),
             direction: self.direction,
             service: self.service,
@@ -290,21 +304,34 @@ impl Pending {
             method: self.method,
             status,
             peer,
-            own: tap.hub.own(),
+            own: hub.own(),
             elapsed,
-            decision_id: decision_id.cloned(),
+            denied,
             trace_id,
-            headers: tap.headers,
+            headers: self.headers,
         });
     }
 }
 
-/// The decision id of a policy denial: a `403` carrying [`DECISION_ID_HEADER`].
-fn denial_id(response: &Response<ProxyBody>) -> Option<&HeaderValue> {
+/// The policy denial `response` is, if any: this sidecar's own ([`Denied`]), else — only
+/// with `peer_denials` (outbound) — a mesh peer's `403` carrying [`DECISION_ID_HEADER`].
+/// A peer's denial has no policy or rule here: the caller's side only saw the 403.
+fn denial(response: &Response<ProxyBody>, peer_denials: bool) -> Option<Denied> {
     if response.status() != StatusCode::FORBIDDEN {
         return None;
     }
-    response.headers().get(DECISION_ID_HEADER)
+    if let Some(own) = response.extensions().get::<Denied>() {
+        return Some(own.clone());
+    }
+    if !peer_denials {
+        return None;
+    }
+    let decision_id = response.headers().get(DECISION_ID_HEADER)?.clone();
+    Some(Denied {
+        decision_id,
+        policy: None,
+        rule: None,
+    })
 }
 
 /// Service, route and peer of an inbound request.

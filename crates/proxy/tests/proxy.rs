@@ -28,6 +28,8 @@ mod mesh;
 mod mesh_tunnel;
 #[path = "proxy/observe.rs"]
 mod observe;
+#[path = "proxy/observe_guards.rs"]
+mod observe_guards;
 #[path = "proxy/reserved_headers.rs"]
 mod reserved_headers;
 #[path = "proxy/resilience.rs"]

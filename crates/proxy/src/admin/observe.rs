@@ -3,9 +3,10 @@
 //!
 //! `/stats` has one row per label set (direction, service, route, method, peer, status)
 //! that saw requests in the window: denials and other `403`s of one label set are one row,
-//! as in `/metrics`. `/decisions` has the inbound requests only, by service, caller (the
-//! verified peer), method, route template and decision (deny: a `403` carrying the
-//! decision-id header; everything else allow) — at most services × callers × methods ×
+//! as in `/metrics`, whose `denied` counts the policy denials among them (the sidecar's
+//! own, or outbound a mesh peer's; never the app's `403`s). `/decisions` has the inbound
+//! requests only, by service, caller (the verified peer), method, route template and
+//! decision (deny: this sidecar's authorization refused it; everything else allow) — at most services × callers × methods ×
 //! routes × 2 rows, all interned labels.
 
 use std::collections::BTreeMap;
@@ -55,28 +56,34 @@ fn row_key(key: &SeriesKey) -> RowKey {
 
 /// `/stats` for `windowed`.
 pub fn stats(workload: &Workload, spiffe_id: String, windowed: &Windowed) -> Stats {
-    let mut rows: BTreeMap<RowKey, ([u64; SLOTS], u64)> = BTreeMap::new();
+    let mut rows: BTreeMap<RowKey, ([u64; SLOTS], u64, u64)> = BTreeMap::new();
     for sample in &windowed.series {
-        let (slots, sum) = rows.entry(row_key(&sample.key)).or_insert(([0; SLOTS], 0));
+        let entry = rows.entry(row_key(&sample.key));
+        let (slots, sum, denied) = entry.or_insert(([0; SLOTS], 0, 0));
         for (into, add) in slots.iter_mut().zip(sample.slots) {
             *into += add;
         }
         *sum += sample.sum_nanos;
+        if sample.key.denied {
+            *denied += sample.requests();
+        }
     }
     let rows = rows
         .into_iter()
         .map(
-            |((direction, service, route, method, peer, status_code), (slots, sum))| StatsRow {
-                direction,
-                service: service.to_owned(),
-                route: route.to_owned(),
-                method: method.to_owned(),
-                peer: peer.to_owned(),
-                status_code,
-                requests: slots.iter().sum(),
-                denied: 0,
-                buckets: slots.to_vec(),
-                latency_sum_secs: Duration::from_nanos(sum).as_secs_f64(),
+            |((direction, service, route, method, peer, status_code), (slots, sum, denied))| {
+                StatsRow {
+                    direction,
+                    service: service.to_owned(),
+                    route: route.to_owned(),
+                    method: method.to_owned(),
+                    peer: peer.to_owned(),
+                    status_code,
+                    requests: slots.iter().sum(),
+                    denied,
+                    buckets: slots.to_vec(),
+                    latency_sum_secs: Duration::from_nanos(sum).as_secs_f64(),
+                }
             },
         )
         .collect();
@@ -187,6 +194,14 @@ mod tests {
         let forbidden: Vec<_> = stats.rows.iter().filter(|r| r.status_code == 403).collect();
         assert_eq!(forbidden.len(), 2, "one per direction: {stats:?}");
         assert_eq!(forbidden[0].requests, 3);
+        assert_eq!(forbidden[0].denied, 2, "the app's own 403 is no denial");
+        assert_eq!(forbidden[1].denied, 7);
+        assert!(
+            stats
+                .rows
+                .iter()
+                .all(|r| r.status_code == 403 || r.denied == 0)
+        );
         assert_eq!(forbidden[0].buckets[1], 3);
         assert!((forbidden[0].latency_sum_secs - 0.0024).abs() < 1e-12);
 

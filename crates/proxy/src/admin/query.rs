@@ -52,6 +52,15 @@ pub enum QueryError {
         /// As sent.
         value: String,
     },
+    /// `header` names a field that carries credentials or the mesh's own fields: a tap
+    /// must not hand another workload's secrets to any local process.
+    #[error(
+        "header={name}: refused, it carries credentials or mesh-reserved fields (authorization, proxy-authorization, cookie, set-cookie and x-meshwork-* are never tapped)"
+    )]
+    SecretHeader {
+        /// The name, lower case.
+        name: String,
+    },
     /// A parameter the endpoint does not take.
     #[error("{name}: unknown parameter (this endpoint takes {takes})")]
     Unknown {
@@ -164,6 +173,10 @@ impl TryFrom<Option<&str>> for TapFilter {
                         .ok_or_else(|| QueryError::Header {
                             value: value.clone(),
                         })?;
+                    if is_secret(&name) {
+                        let name = name.as_str().to_owned();
+                        return Err(QueryError::SecretHeader { name });
+                    }
                     if !filter.headers.contains(&name) {
                         filter.headers.push(name);
                     }
@@ -180,6 +193,15 @@ impl TryFrom<Option<&str>> for TapFilter {
     }
 }
 
+/// Fields a tap never shows: credentials, and the mesh's own (`x-meshwork-*`).
+fn is_secret(name: &HeaderName) -> bool {
+    *name == http::header::AUTHORIZATION
+        || *name == http::header::PROXY_AUTHORIZATION
+        || *name == http::header::COOKIE
+        || *name == http::header::SET_COOKIE
+        || crate::reserved_headers::is_reserved(name)
+}
+
 impl TapFilter {
     /// Whether `tapped` passes the filters.
     pub fn matches(&self, tapped: &Tapped) -> bool {
@@ -191,7 +213,7 @@ impl TapFilter {
             && text(&self.route, tapped.route)
             && self
                 .denied
-                .is_none_or(|denied| denied == tapped.decision_id.is_some())
+                .is_none_or(|denied| denied == tapped.denied.is_some())
     }
 }
 
@@ -241,6 +263,27 @@ mod tests {
             "body=1",
         ] {
             assert!(TapFilter::try_from(Some(bad)).is_err(), "{bad}");
+        }
+        for secret in [
+            "Authorization",
+            "proxy-authorization",
+            "COOKIE",
+            "set-cookie",
+            "x-meshwork-client-id",
+        ] {
+            let error = TapFilter::try_from(Some(format!("header={secret}").as_str()));
+            let lower = secret.to_ascii_lowercase();
+            assert_eq!(
+                error,
+                Err(QueryError::SecretHeader {
+                    name: lower.clone()
+                })
+            );
+            let text = error.unwrap_err().to_string();
+            assert!(
+                text.starts_with(&format!("header={lower}: refused")),
+                "{text}"
+            );
         }
     }
 }

@@ -28,7 +28,7 @@ use super::query::TapFilter;
 use crate::body::{ProxyBody, boxed};
 use crate::label::NONE;
 use crate::metrics::Direction;
-use crate::tap::{TapGuard, TapHub, Tapped};
+use crate::tap::{Queued, TapGuard, TapHub, Tapped};
 
 /// The streaming `200` answering `GET /tap` with `filter`, until `shutdown`.
 pub fn response(
@@ -59,7 +59,7 @@ pub fn response(
 
 /// One open stream: its place in the queue and what it still wants.
 struct TapState {
-    receiver: broadcast::Receiver<Arc<Tapped>>,
+    receiver: broadcast::Receiver<Arc<Queued>>,
     filter: TapFilter,
     /// Events left before `limit` ends the stream.
     remaining: Option<u64>,
@@ -131,6 +131,7 @@ fn tap_event(tapped: &Tapped, filter: &TapFilter) -> TapEvent {
             (name.as_str().to_owned(), value)
         })
         .collect();
+    let denied = tapped.denied.as_ref();
     TapEvent {
         time: rfc3339(tapped.time),
         direction: direction(tapped.direction),
@@ -141,16 +142,14 @@ fn tap_event(tapped: &Tapped, filter: &TapFilter) -> TapEvent {
         route: tapped.route.as_str().to_owned(),
         status_code: tapped.status.as_u16(),
         latency_ms: tapped.elapsed.as_secs_f64() * 1000.0,
-        decision: match tapped.decision_id {
+        decision: match tapped.denied {
             Some(_) => Decision::Deny,
             None => Decision::Allow,
         },
-        decision_id: tapped
-            .decision_id
-            .as_ref()
-            .map(|id| String::from_utf8_lossy(id.as_bytes()).into_owned()),
-        policy: None,
-        rule: None,
+        decision_id: denied.map(|d| String::from_utf8_lossy(d.decision_id.as_bytes()).into_owned()),
+        // This sidecar's own denial names them; a peer's, seen outbound, does not.
+        policy: denied.and_then(|d| d.policy.clone()),
+        rule: denied.and_then(|d| d.rule),
         trace_id: tapped.trace_id.map(|id| id.to_string()),
         headers,
         lost: None,

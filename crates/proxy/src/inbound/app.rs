@@ -20,9 +20,10 @@ use tower::Service;
 use super::app_connector::{App, AppDialer};
 use super::app_readiness::AppReadiness;
 use crate::AppProtocol;
-use crate::body::{ProxyBody, boxed};
+use crate::body::ProxyBody;
 use crate::forward_error::ForwardError;
 use crate::pool::{Pool, SendError, Timeouts};
+use crate::reserved_headers::untrusted_response;
 
 /// Idle connections to the app are not reused after this. Apps close idle keep-alive
 /// connections themselves, commonly after 5 s (Node.js `keepAliveTimeout`, uvicorn,
@@ -105,7 +106,9 @@ impl Service<Request<ProxyBody>> for AppService {
         Box::pin(async move {
             retargeted?;
             match app.pool.send(&App, request, APP_TIMEOUTS).await {
-                Ok(response) => Ok(response.map(boxed)),
+                // The app's x-meshwork-* fields are not the mesh's: a forged denial or
+                // client id goes no further.
+                Ok(response) => Ok(untrusted_response(response)),
                 Err(error) => Err(app.failure(error)),
             }
         })

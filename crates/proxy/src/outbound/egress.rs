@@ -28,9 +28,10 @@ use super::classify::Classified;
 use super::resolve::HostResolver;
 use super::target::Target;
 use super::unknown_service;
-use crate::body::{BoxError, ProxyBody, boxed, json_response};
+use crate::body::{BoxError, ProxyBody, json_response};
 use crate::denial::{decision_id, forbidden};
 use crate::forward_error::ForwardError;
+use crate::reserved_headers::untrusted_response;
 use crate::routes::RouteTable;
 use crate::span_notes;
 
@@ -266,5 +267,6 @@ async fn forward(
         .send_request(request)
         .await
         .map_err(|e| failed(false, e.into()))?;
-    Ok(response.map(boxed))
+    // An egress server's x-meshwork-* fields are not the mesh's (a forged denial).
+    Ok(untrusted_response(response))
 }

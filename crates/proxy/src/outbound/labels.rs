@@ -17,6 +17,7 @@ pub struct ClassifiedLabels;
 
 impl RequestLabels for ClassifiedLabels {
     const DIRECTION: Direction = Direction::Outbound;
+    const PEER_DENIALS: bool = true;
 
     /// Service, route and (when known up front) peer of an outbound request, as classified.
     fn labels(&self, request: &Request<ProxyBody>) -> (Label, Label, Option<Label>) {

@@ -93,3 +93,41 @@ fn hosts_lose_their_port() {
     assert_eq!(without_port("[::1]:8080"), "[::1]");
     assert_eq!(without_port("[::1"), "[::1");
 }
+
+#[test]
+fn only_the_sidecars_own_403s_are_denials_except_a_peers_seen_outbound() {
+    let response = |status: u16, header: bool, own: bool| {
+        let mut response = Response::new(crate::body::empty());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        if header {
+            let forged = HeaderValue::from_static("forged");
+            response.headers_mut().insert(DECISION_ID_HEADER, forged);
+        }
+        if own {
+            response.extensions_mut().insert(Denied {
+                decision_id: HeaderValue::from_static("00ff"),
+                policy: Some("default/p".to_owned()),
+                rule: Some(2),
+            });
+        }
+        response
+    };
+    // Inbound: a header proves nothing.
+    assert_eq!(denial(&response(403, true, false), false), None);
+    let own = denial(&response(403, true, true), false).unwrap();
+    assert_eq!(
+        (
+            own.decision_id.to_str().unwrap(),
+            own.policy.as_deref(),
+            own.rule
+        ),
+        ("00ff", Some("default/p"), Some(2))
+    );
+    // Outbound: a peer sidecar's header is its denial, without policy or rule.
+    let peer = denial(&response(403, true, false), true).unwrap();
+    assert_eq!(
+        (peer.decision_id.to_str().unwrap(), peer.policy, peer.rule),
+        ("forged", None, None)
+    );
+    assert_eq!(denial(&response(200, true, true), true), None, "only a 403");
+}

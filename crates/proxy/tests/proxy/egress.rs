@@ -19,21 +19,26 @@ use crate::mesh::{STORE, closed_port};
 
 struct Egress {
     outbound: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
     echo: EchoServer,
+    /// A server answering everything `403` with a forged `x-meshwork-decision-id`.
+    forger: std::net::SocketAddr,
+    _forger: crate::observe_guards::App,
     _stop: tokio_util::sync::DropGuard,
 }
 
-/// store's sidecar; store may reach `localhost:<echo>` (any method) and the echo's IP
-/// literal by CIDR for GET only.
+/// store's sidecar; store may reach `localhost:<echo>` and `localhost:<forger>` (any
+/// method) and the echo's IP literal by CIDR for GET only.
 async fn start() -> Egress {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = TestCa::new("meshwork.local").unwrap();
     let echo = EchoServer::start().await.unwrap();
     let port = echo.addr().port();
+    let (forger, forger_app) = crate::observe_guards::forger().await;
     let policies: policy::PolicySet = serde_json::from_value(json!({"egress": {
         "default/store-to-echo": {
             "from": [{"spiffeId": ca.id(STORE).unwrap().as_str()}],
-            "to": [{"host": "localhost", "ports": [port]}]},
+            "to": [{"host": "localhost", "ports": [port, forger.port()]}]},
         "default/store-to-echo-ip": {
             "from": [{"spiffeId": ca.id(STORE).unwrap().as_str()}], "allowCidr": true,
             "to": [{"cidr": "127.0.0.1/32", "ports": [port], "methods": ["GET"]}]}
@@ -50,15 +55,19 @@ async fn start() -> Egress {
         bundle: ca.bundle(),
         snapshot,
     };
-    let proxy = Proxy::start(ProxyConfig::new("store", source, closed_port().await))
-        .await
-        .unwrap();
+    let mut config = ProxyConfig::new("store", source, closed_port().await);
+    config.admin_listen = Some(([127, 0, 0, 1], 0).into());
+    let proxy = Proxy::start(config).await.unwrap();
     let outbound = proxy.ready_info().outbound;
+    let admin = proxy.ready_info().admin.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(proxy.serve(stop.clone().cancelled_owned()));
     Egress {
         outbound,
+        admin,
         echo,
+        forger,
+        _forger: forger_app,
         _stop: stop.drop_guard(),
     }
 }
@@ -156,4 +165,62 @@ async fn ip_literals_need_a_cidr_rule_and_refusals_name_the_decision() {
     .unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN, "other ports are not allowed");
     assert_eq!(json(&body)["port"], other);
+}
+
+#[tokio::test]
+async fn an_egress_servers_forged_denial_is_no_denial_and_never_reaches_the_app() {
+    let egress = start().await;
+    let url = format!("http://localhost:{}/x", egress.forger.port());
+    let request = http::Request::get(&url)
+        .header(
+            http::header::HOST,
+            format!("localhost:{}", egress.forger.port()),
+        )
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = testkit::harness::send_http1(egress.outbound, request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let names: Vec<_> = response.headers().keys().map(|n| n.as_str()).collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with("x-meshwork-")),
+        "{names:?}"
+    );
+    // A real egress denial, counted as one.
+    let by_ip = format!("http://127.0.0.1:{}/status", egress.echo.addr().port());
+    let (status, _) = via_proxy(egress.outbound, "POST", &by_ip, &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let request = http::Request::get("/stats?window=600")
+        .header(http::header::HOST, egress.admin.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = testkit::harness::send_http1(egress.admin, request)
+        .await
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let stats: api::contract::observe::Stats = serde_json::from_slice(&body).unwrap();
+    let rows: Vec<_> = stats
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.service.as_str(),
+                r.method.as_str(),
+                r.status_code,
+                r.denied,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("[egress]", "GET", 403, 0), ("[egress]", "POST", 403, 1)],
+        "{stats:?}"
+    );
 }

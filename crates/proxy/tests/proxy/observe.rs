@@ -1,10 +1,12 @@
 //! The admin's observation endpoints (issue 13) on a real `store` → `billing` pair (mTLS,
 //! h2), both with an admin listener; `billing` declares `/charges/{id}` and lets only
-//! store `GET /charges/{id}` in, so a `POST` and an unmatched path are denied.
+//! store `GET /charges/{id}` in, so a `POST` and an unmatched path are denied (and a
+//! `DELETE` by name).
 //!
 //! `/stats` against `/metrics`, `/decisions` by route template, `/tap` read line by line
 //! by a real HTTP client (filters, the denial's decision id, header values only when
-//! listed), and a tapper that never reads while thousands of requests go through.
+//! listed), and a tapper that never reads while thousands of requests go through (pinning
+//! only capped header values). Forged denials and refusals: `observe_guards`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,13 +35,17 @@ use crate::mesh::{BILLING, STORE, closed_port};
 
 const TD: &str = "spiffe://meshwork.local";
 
-/// `billing` at `addr`, with its template and a policy letting only store `GET` it.
+/// `billing` at `addr`, with its template, a policy letting only store `GET` it and one
+/// refusing `DELETE` by name (rule 1).
 fn snapshot(addr: SocketAddr, identity: SpiffeId) -> Snapshot {
     let policies: policy::PolicySet = serde_json::from_value(json!({
         "authorization": {"default/billing-charges": {
             "targetService": "billing", "action": "ALLOW",
             "rules": [{"from": [{"spiffeId": format!("{TD}{STORE}")}],
-                       "to": [{"methods": ["GET"], "paths": [{"template": "/charges/{id}"}]}]}]}}
+                       "to": [{"methods": ["GET"], "paths": [{"template": "/charges/{id}"}]}]}]},
+        "default/billing-no-delete": {
+            "targetService": "billing", "action": "DENY",
+            "rules": [{"to": [{"methods": ["PUT"]}]}, {"to": [{"methods": ["DELETE"]}]}]}}
     }))
     .unwrap();
     let route = ServiceRoute {
@@ -56,26 +62,34 @@ fn snapshot(addr: SocketAddr, identity: SpiffeId) -> Snapshot {
     }
 }
 
-struct Pair {
-    store: ReadyInfo,
-    billing: ReadyInfo,
+pub(crate) struct Pair {
+    pub(crate) store: ReadyInfo,
+    pub(crate) billing: ReadyInfo,
     shutdown: CancellationToken,
     served: Vec<tokio::task::JoinHandle<()>>,
-    _app: EchoServer,
+    _app: crate::observe_guards::App,
 }
 
 impl Pair {
-    async fn start() -> Pair {
+    pub(crate) async fn start() -> Pair {
         Pair::start_traced(false).await
     }
 
     /// With `traced`, both sidecars trace every request (exporting to a closed port: the
     /// export fails and is counted; the trace ids are what matters here).
     async fn start_traced(traced: bool) -> Pair {
+        let echo = EchoServer::start().await.unwrap();
+        Pair::start_with(traced, echo.addr(), crate::observe_guards::App::Echo(echo)).await
+    }
+
+    pub(crate) async fn start_with(
+        traced: bool,
+        app_addr: SocketAddr,
+        app: crate::observe_guards::App,
+    ) -> Pair {
         let collector = format!("http://{}/v1/traces", closed_port().await);
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = Arc::new(TestCa::new("meshwork.local").unwrap());
-        let app = EchoServer::start().await.unwrap();
         let billing_id = ca.id(BILLING).unwrap();
         let start = |sa: &str, workload: &str, app: SocketAddr, snapshot: Snapshot| {
             let control = ControlSource::Static {
@@ -93,7 +107,7 @@ impl Pair {
             Proxy::start(config)
         };
         let billing_snapshot = snapshot(closed_port().await, billing_id.clone());
-        let billing = start(BILLING, "billing", app.addr(), billing_snapshot)
+        let billing = start(BILLING, "billing", app_addr, billing_snapshot)
             .await
             .unwrap();
         let store_snapshot = snapshot(billing.ready_info().inbound, billing_id);
@@ -115,6 +129,20 @@ impl Pair {
         }
     }
 
+    /// `method http://billing{path}` from store's app: the whole response head.
+    pub(crate) async fn call_head(&self, method: &str, path: &str) -> hyper::Response<Incoming> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://billing{path}"))
+            .header(http::header::HOST, "billing")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        tokio::time::timeout(HANG_GUARD, send_http1(self.store.outbound, request))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// `method http://billing{path}` from store's app: the status and the body's JSON.
     async fn call(
         &self,
@@ -129,7 +157,7 @@ impl Pair {
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         for task in self.served {
             tokio::time::timeout(HANG_GUARD, task)
@@ -141,10 +169,20 @@ impl Pair {
 }
 
 /// `GET path` on the admin listener of `info`: the response, head only.
-async fn admin(info: &ReadyInfo, path: &str) -> hyper::Response<Incoming> {
+pub(crate) async fn admin(info: &ReadyInfo, path: &str) -> hyper::Response<Incoming> {
+    let addr = info.admin.expect("admin listener");
+    admin_as(info, path, &addr.to_string()).await
+}
+
+/// `GET path` on the admin listener of `info` with `Host: host`.
+pub(crate) async fn admin_as(
+    info: &ReadyInfo,
+    path: &str,
+    host: &str,
+) -> hyper::Response<Incoming> {
     let addr = info.admin.expect("admin listener");
     let request = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
+        .header(http::header::HOST, host)
         .body(Empty::<Bytes>::new())
         .unwrap();
     tokio::time::timeout(HANG_GUARD, send_http1(addr, request))
@@ -153,7 +191,7 @@ async fn admin(info: &ReadyInfo, path: &str) -> hyper::Response<Incoming> {
         .unwrap()
 }
 
-async fn admin_text(info: &ReadyInfo, path: &str) -> String {
+pub(crate) async fn admin_text(info: &ReadyInfo, path: &str) -> String {
     let response = admin(info, path).await;
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -161,20 +199,20 @@ async fn admin_text(info: &ReadyInfo, path: &str) -> String {
 }
 
 /// The value of the sample line `series` (name and labels exactly).
-fn value(metrics: &str, series: &str) -> Option<u64> {
+pub(crate) fn value(metrics: &str, series: &str) -> Option<u64> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A `/tap` stream read line by line.
-struct Tap {
+pub(crate) struct Tap {
     body: Incoming,
     buffer: BytesMut,
 }
 
 impl Tap {
-    async fn open(info: &ReadyInfo, query: &str) -> Tap {
+    pub(crate) async fn open(info: &ReadyInfo, query: &str) -> Tap {
         let response = admin(info, &format!("/tap?{query}")).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "application/x-ndjson");
@@ -185,7 +223,7 @@ impl Tap {
     }
 
     /// The next line; `None` when the stream ended.
-    async fn next(&mut self) -> Option<TapEvent> {
+    pub(crate) async fn next(&mut self) -> Option<TapEvent> {
         loop {
             if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line = self.buffer.split_to(end + 1);
@@ -362,20 +400,22 @@ async fn with_tracing_on_tap_events_carry_the_trace_id() {
 }
 
 #[tokio::test]
-async fn a_tapper_that_never_reads_neither_fails_requests_nor_grows_the_queue() {
+async fn a_tapper_that_never_reads_fails_no_request_and_pins_only_capped_header_values() {
     const REQUESTS: usize = 5_000;
     const CONNECTIONS: usize = 4;
-    let pad = http::HeaderValue::from_str(&"0123456789abcdef".repeat(256)).unwrap();
+    // 16 values of 512 bytes: an event keeps all 16 (the most it keeps), each cut to 259.
+    const PADS: usize = 16;
+    let pad = http::HeaderValue::from_str(&"0123456789abcdef".repeat(32)).unwrap();
     let pair = Pair::start().await;
     let admin_addr = pair.store.admin.unwrap();
-    // A client that asks for the tap and never reads, listing a 4 KB header every request
-    // carries: 20 MB of lines, far beyond what the socket buffers (at most 4 MB here) and
+    // A client that asks for the tap and never reads, listing a header every request
+    // carries 16 times: 20 MB of lines (4 KB each, as cut), far beyond what the socket buffers (at most 4 MB here) and
     // hyper's write buffer can absorb, so the stream stops being polled and falls behind.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = socket.connect(admin_addr).await.unwrap();
     stalled
-        .write_all(b"GET /tap?header=x-pad HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .write_all(b"GET /tap?header=x-pad HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     // The tap is open once /metrics counts it (a hang guard bounds the wait).
@@ -399,11 +439,13 @@ async fn a_tapper_that_never_reads_neither_fails_requests_nor_grows_the_queue() 
             tokio::spawn(connection);
             let mut ok = 0;
             for i in 0..REQUESTS / CONNECTIONS {
-                let request = http::Request::get(format!("http://billing/charges/{c}-{i}"))
+                let mut request = http::Request::get(format!("http://billing/charges/{c}-{i}"))
                     .header(http::header::HOST, "billing")
-                    .header("x-pad", pad.clone())
                     .body(Empty::<Bytes>::new())
                     .unwrap();
+                for _ in 0..PADS {
+                    request.headers_mut().append("x-pad", pad.clone());
+                }
                 let response = sender.send_request(request).await.unwrap();
                 let status = response.status();
                 response.into_body().collect().await.unwrap();
@@ -428,9 +470,14 @@ async fn a_tapper_that_never_reads_neither_fails_requests_nor_grows_the_queue() 
     let published = value(&metrics, "meshwork_tap_events_total").unwrap();
     let lost = value(&metrics, "meshwork_tap_events_lost_total").unwrap();
     let queued = value(&metrics, "meshwork_tap_queued_events").unwrap();
+    let held = value(&metrics, "meshwork_tap_queued_header_bytes").unwrap();
     assert!(published >= REQUESTS as u64, "{metrics}");
     assert!(lost > 0, "the stalled tapper lost events: {metrics}");
-    assert!(queued <= 1024, "the queue is bounded: {metrics}");
+    // What the stalled tapper pins: every queued event holds the 16 pads, each cut to 256
+    // bytes and a 3-byte `…` (proxy::tap's caps; uncut, they would hold twice as much).
+    let cut: u64 = 256 + 3;
+    assert!(queued > 0 && held > 0, "{metrics}");
+    assert!(held <= queued * PADS as u64 * cut, "{metrics}");
     assert_eq!(
         value(&metrics, "meshwork_taps"),
         Some(1),
