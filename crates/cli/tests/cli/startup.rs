@@ -78,10 +78,16 @@ fn exchange(addr: SocketAddr, request: &str) -> (u16, String, String) {
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
+/// `GET url` on `addr`: an absolute URL through a proxy names its host; a path goes to `addr`
+/// itself (the admin listener answers only loopback hosts).
 fn get(addr: SocketAddr, url: &str) -> (u16, String, String) {
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .map_or_else(|| addr.to_string(), str::to_owned);
     exchange(
         addr,
-        &format!("GET {url} HTTP/1.1\r\nHost: billing\r\nConnection: close\r\n\r\n"),
+        &format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
     )
 }
 
