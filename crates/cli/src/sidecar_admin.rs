@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
@@ -30,7 +31,7 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 const EXCHANGE: Exchange = Exchange::new("localhost");
 
 /// One running sidecar, from its ready file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Sidecar {
     /// The workload it fronts.
     pub workload: String,
@@ -45,26 +46,49 @@ pub struct Sidecar {
     pub label: String,
 }
 
-/// The sidecars of the mesh running in `state_dir` that have an admin listener, sorted by
-/// workload and replica; an error when `up` is gone or no sidecar serves.
-pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
-    let state = StateDir::open(state_dir)?;
-    if let Some(pid) = state.dead_owner() {
-        bail!(
-            "the `meshwork up` that ran in {} (pid {pid}) is gone, and its sidecars with it",
-            state.path().display()
-        );
-    }
-    let dir = state.path().join("workloads");
+/// A ready file that names no sidecar this CLI can ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The file's name in `<state>/workloads/` (`billing.1.json`).
+    pub file: String,
+    /// Why: no admin listener, or it does not parse.
+    pub why: String,
+}
+
+/// What the ready files in `<state>/workloads/` say: the sidecars with an admin listener,
+/// sorted by workload and replica, and the files that name none. Prints nothing and never
+/// fails (a missing directory is no sidecar), for the dashboard's background loop. A file
+/// gone while being read is a sidecar that just exited (it takes its file along): not
+/// skipped, just absent; the proxy's temporary siblings (`*.json.tmp.PID`) are ignored.
+pub fn scan(state_dir: &Path) -> (Vec<Sidecar>, Vec<Skipped>) {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-    {
-        found.extend(read_sidecar(&entry.path()));
+    let mut skipped = Vec::new();
+    let entries = std::fs::read_dir(state_dir.join("workloads"));
+    for entry in entries.into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".json") else {
+            continue;
+        };
+        match read_sidecar(stem, &path) {
+            Ok(Some(sidecar)) => found.push(sidecar),
+            Ok(None) => {}
+            Err(why) => skipped.push(Skipped {
+                file: file.to_owned(),
+                why,
+            }),
+        }
     }
     found.sort();
-    let sidecars: Vec<Sidecar> = found
+    skipped.sort_by(|a, b| a.file.cmp(&b.file));
+    (labelled(found), skipped)
+}
+
+/// Names each sidecar (`billing-1` among replicas, `store` alone).
+fn labelled(found: Vec<(String, u16, String, SocketAddr)>) -> Vec<Sidecar> {
+    found
         .iter()
         .map(|(workload, replica, spiffe_id, admin)| {
             let copies = found.iter().filter(|f| f.0 == *workload).count();
@@ -79,37 +103,88 @@ pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
                 admin: *admin,
             }
         })
-        .collect();
-    if sidecars.is_empty() {
+        .collect()
+}
+
+/// The sidecars of the mesh running in `state_dir` that have an admin listener, sorted by
+/// workload and replica (the ready files that name none are said on stderr); an error when
+/// `up` is gone or no sidecar serves.
+pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
+    let (sidecars, skipped) = running(state_dir)?;
+    for s in &skipped {
+        eprintln!("meshwork: workloads/{}: {}; skipped", s.file, s.why);
+    }
+    Ok(sidecars)
+}
+
+/// Every sidecar of the mesh running in `state_dir`, for what must see all of them
+/// (`policy replay|record`: a partial record would report fewer changes than there are):
+/// an error naming the ready files that name no sidecar it can ask.
+pub fn discover_all(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
+    let (sidecars, skipped) = running(state_dir)?;
+    if !skipped.is_empty() {
+        let named: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("workloads/{}: {}", s.file, s.why))
+            .collect();
+        bail!(
+            "the record would miss sidecars that cannot be asked ({})",
+            named.join("; ")
+        );
+    }
+    Ok(sidecars)
+}
+
+/// [`scan`] of a live `up`'s state directory; an error when `up` is gone or no sidecar
+/// serves.
+fn running(state_dir: &Path) -> anyhow::Result<(Vec<Sidecar>, Vec<Skipped>)> {
+    let state = StateDir::open(state_dir)?;
+    if let Some(pid) = state.dead_owner() {
+        bail!(
+            "the `meshwork up` that ran in {} (pid {pid}) is gone, and its sidecars with it",
+            state.path().display()
+        );
+    }
+    let (sidecars, skipped) = scan(state.path());
+    if sidecars.is_empty() && skipped.is_empty() {
         bail!(
             "no sidecar with an admin listener is running under {} (is `meshwork up` running \
              with this state directory? pass --state-dir DIR or set MESHWORK_STATE_DIR)",
             state.path().display()
         );
     }
-    Ok(sidecars)
+    Ok((sidecars, skipped))
 }
 
-/// Workload, replica, SPIFFE ID and admin address from the ready file at `path`; `None`
-/// for a file that is not one (or gone: a sidecar that has just exited takes it along) and
-/// for a sidecar without an admin listener (said on stderr).
-fn read_sidecar(path: &Path) -> Option<(String, u16, String, SocketAddr)> {
-    let stem = path.file_stem()?.to_str()?;
+/// Workload, replica, SPIFFE ID and admin address from the ready file of `stem` at `path`;
+/// `Ok(None)` when the file is gone (a sidecar that has just exited takes it along), `Err`
+/// saying why for a file that names no sidecar with an admin listener.
+fn read_sidecar(
+    stem: &str,
+    path: &Path,
+) -> Result<Option<(String, u16, String, SocketAddr)>, String> {
     let replica = match stem.split_once('.') {
-        Some((_, n)) => n.parse().ok()?,
+        Some((_, n)) => n
+            .parse()
+            .map_err(|_| format!("{n:?} is no replica number"))?,
         None => 0,
     };
-    let ready = ReadyFile::read(path).ok()?;
-    let Some(admin) = ready.admin else {
-        eprintln!("meshwork: the sidecar of {stem} runs without an admin listener; skipped");
-        return None;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("unreadable: {e}")),
     };
-    Some((
+    let ready: ReadyFile =
+        serde_json::from_str(&text).map_err(|e| format!("not a ready file: {e}"))?;
+    let Some(admin) = ready.admin else {
+        return Err("the sidecar runs without an admin listener".to_owned());
+    };
+    Ok(Some((
         workload_of(stem).to_owned(),
         replica,
         ready.spiffe_id,
         admin,
-    ))
+    )))
 }
 
 /// The sidecars of `workload` (every replica); an error naming the running ones if none.
@@ -306,7 +381,22 @@ mod tests {
         ready("store.json", Some("127.0.0.1:12"));
         ready("reporting.json", None);
         std::fs::write(workloads.join("torn.json"), "{").unwrap_or_else(|e| panic!("{e}"));
+        // A ready file being replaced: its temporary sibling is no sidecar.
+        std::fs::write(workloads.join("store.json.tmp.7"), "{").unwrap_or_else(|e| panic!("{e}"));
         let found = discover(state.path()).unwrap_or_else(|e| panic!("{e:#}"));
+        let (_, skipped) = scan(state.path());
+        let files: Vec<&str> = skipped.iter().map(|s| s.file.as_str()).collect();
+        assert_eq!(files, ["reporting.json", "torn.json"]);
+        // What must see every sidecar refuses, naming them.
+        let err = discover_all(state.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("workloads/reporting.json: the sidecar runs without an admin listener")
+                && err.contains("workloads/torn.json: not a ready file"),
+            "{err}"
+        );
         let summary: Vec<(&str, u16, &str, u16)> = found
             .iter()
             .map(|s| {

@@ -61,10 +61,13 @@ pub fn explain(d: &Denial, state: &Path) -> String {
     if let Some(trace) = &d.trace_id {
         rows.push(("trace id", trace.clone()));
     }
+    if let Some(by) = d.named_by {
+        rows.push(("policy", d.policy.clone().unwrap_or_else(|| "–".into())));
+        rows.push(("rule", d.rule.map_or_else(|| "–".into(), |n| n.to_string())));
+        rows.push(("named by", by.to_owned()));
+    }
     if let Some(r) = &d.reason {
         let kind = serde_json::to_value(r.kind).unwrap_or_default();
-        rows.push(("policy", r.policy.clone().unwrap_or_else(|| "–".into())));
-        rows.push(("rule", r.rule.map_or_else(|| "–".into(), |n| n.to_string())));
         rows.push(("matcher", r.matcher.clone()));
         rows.push(("kind", kind.as_str().unwrap_or_default().to_owned()));
     }
@@ -130,6 +133,9 @@ mod tests {
             route: "/<script>".into(),
             status_code: 403,
             trace_id: None,
+            policy: None,
+            rule: None,
+            named_by: None,
             reason: None,
             note: "n".into(),
         };
