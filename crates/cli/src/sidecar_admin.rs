@@ -18,7 +18,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
@@ -31,7 +30,7 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 const EXCHANGE: Exchange = Exchange::new("localhost");
 
 /// One running sidecar, from its ready file.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sidecar {
     /// The workload it fronts.
     pub workload: String,
@@ -110,7 +109,7 @@ fn labelled(found: Vec<(String, u16, String, SocketAddr)>) -> Vec<Sidecar> {
 /// workload and replica (the ready files that name none are said on stderr); an error when
 /// `up` is gone or no sidecar serves.
 pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
-    let (sidecars, skipped) = running(state_dir)?;
+    let (sidecars, skipped) = discover_quietly(state_dir)?;
     for s in &skipped {
         eprintln!("meshwork: workloads/{}: {}; skipped", s.file, s.why);
     }
@@ -121,7 +120,7 @@ pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
 /// (`policy replay|record`: a partial record would report fewer changes than there are):
 /// an error naming the ready files that name no sidecar it can ask.
 pub fn discover_all(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
-    let (sidecars, skipped) = running(state_dir)?;
+    let (sidecars, skipped) = discover_quietly(state_dir)?;
     if !skipped.is_empty() {
         let named: Vec<String> = skipped
             .iter()
@@ -135,9 +134,9 @@ pub fn discover_all(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
     Ok(sidecars)
 }
 
-/// [`scan`] of a live `up`'s state directory; an error when `up` is gone or no sidecar
-/// serves.
-fn running(state_dir: &Path) -> anyhow::Result<(Vec<Sidecar>, Vec<Skipped>)> {
+/// [`scan`] of a live `up`'s state directory, printing nothing (`top` shows what was
+/// skipped inside its frame); an error when `up` is gone or no sidecar serves.
+pub fn discover_quietly(state_dir: &Path) -> anyhow::Result<(Vec<Sidecar>, Vec<Skipped>)> {
     let state = StateDir::open(state_dir)?;
     if let Some(pid) = state.dead_owner() {
         bail!(
@@ -266,34 +265,68 @@ pub async fn gather<T: DeserializeOwned>(
     futures_util::future::join_all(asks).await
 }
 
-/// `GET target` on one admin listener, parsed as JSON, within [`ASK_TIMEOUT`] (the
-/// contract's one exchange: answers capped, the connection dropped with the future).
+/// `GET target` on one admin listener, parsed as JSON, within [`ASK_TIMEOUT`].
 async fn get_json<T: DeserializeOwned>(admin: SocketAddr, target: &str) -> anyhow::Result<T> {
+    get_json_within(admin, target, ASK_TIMEOUT).await
+}
+
+/// `GET target` on one admin listener, parsed as JSON, within `timeout`.
+pub async fn get_json_within<T: DeserializeOwned>(
+    admin: SocketAddr,
+    target: &str,
+    timeout: Duration,
+) -> anyhow::Result<T> {
+    let body = get_within(admin, target, timeout).await?;
+    serde_json::from_slice(&body).with_context(|| format!("parsing the answer to {target}"))
+}
+
+/// `GET target` on one admin listener: the whole 2xx answer within `timeout` (the
+/// contract's one exchange: answers capped at `MAX_ANSWER_BYTES`, the connection dropped
+/// with the future).
+pub async fn get_within(
+    admin: SocketAddr,
+    target: &str,
+    timeout: Duration,
+) -> anyhow::Result<Bytes> {
     let ask = async {
         let stream = tokio::net::TcpStream::connect(admin).await?;
         let body = EXCHANGE
             .send(stream, hyper::Method::GET, target, None)
             .await
             .with_context(|| format!("GET {target}"))?;
-        serde_json::from_slice(&body).with_context(|| format!("parsing the answer to {target}"))
+        anyhow::Ok(body)
     };
-    tokio::time::timeout(ASK_TIMEOUT, ask)
+    tokio::time::timeout(timeout, ask)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {ASK_TIMEOUT:?}"))?
+        .map_err(|_| anyhow::anyhow!("GET {target}: no answer within {timeout:?}"))?
 }
 
-/// Sends `GET target` for a streamed answer; the response, once its status says success.
+/// How much of a refusal's body is quoted.
+const MAX_REFUSAL: usize = 4096;
+
+/// Sends `GET target` for a streamed answer; the response, once its status says success and
+/// within [`ASK_TIMEOUT`].
 async fn get(admin: SocketAddr, target: &str) -> anyhow::Result<hyper::Response<Incoming>> {
-    let stream = tokio::net::TcpStream::connect(admin).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let request = hyper::Request::get(target)
-        .header(hyper::header::HOST, admin.to_string())
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
+    let head = async {
+        let stream = tokio::net::TcpStream::connect(admin).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let request = hyper::Request::get(target)
+            .header(hyper::header::HOST, admin.to_string())
+            .body(Empty::<Bytes>::new())?;
+        anyhow::Ok(sender.send_request(request).await?)
+    };
+    let response = tokio::time::timeout(ASK_TIMEOUT, head)
+        .await
+        .map_err(|_| anyhow::anyhow!("{target}: no answer within {ASK_TIMEOUT:?}"))??;
     let status = response.status();
     if !status.is_success() {
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_REFUSAL)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         bail!(
             "{target}: sidecar answered {status}: {} (is it a meshwork without the \
              observation endpoints of issue 13?)",
@@ -331,21 +364,59 @@ async fn stream(
     lines: &mpsc::Sender<StreamLine>,
 ) -> anyhow::Result<()> {
     let mut body = get(admin, target).await?.into_body();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut split = Ndjson::default();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue;
         };
-        pending.extend_from_slice(&data);
-        while let Some(at) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=at).collect();
-            let text = String::from_utf8_lossy(&line[..at]).trim_end().to_owned();
-            if !text.is_empty() && lines.send(StreamLine::Line(index, text)).await.is_err() {
+        for text in split.push(&data) {
+            if lines.send(StreamLine::Line(index, text)).await.is_err() {
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// A line of a streamed answer longer than this is dropped (a tap event is a few hundred
+/// bytes): a peer cannot make the reader buffer without bound.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Splits a stream of bytes into its non-empty lines, dropping lines over [`MAX_LINE`].
+#[derive(Default)]
+struct Ndjson {
+    pending: Vec<u8>,
+    /// Inside an over-long line: drop up to its newline.
+    skipping: bool,
+}
+
+impl Ndjson {
+    /// The lines `data` completes, without their newlines.
+    fn push(&mut self, data: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        for chunk in data.split_inclusive(|b| *b == b'\n') {
+            let (part, ends) = match chunk.strip_suffix(b"\n") {
+                Some(part) => (part, true),
+                None => (chunk, false),
+            };
+            if !self.skipping {
+                self.pending.extend_from_slice(part);
+                if self.pending.len() > MAX_LINE {
+                    self.pending.clear();
+                    self.skipping = true;
+                }
+            }
+            if ends {
+                let text = String::from_utf8_lossy(&self.pending).trim_end().to_owned();
+                if !self.skipping && !text.is_empty() {
+                    out.push(text);
+                }
+                self.pending.clear();
+                self.skipping = false;
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +494,16 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("running workloads: billing, store"), "{err}");
+    }
+
+    #[test]
+    fn streamed_lines_are_split_across_frames_and_over_long_ones_dropped() {
+        let mut split = Ndjson::default();
+        assert_eq!(split.push(b"{\"a\":1}\n{\"b"), ["{\"a\":1}"]);
+        assert_eq!(split.push(b"\":2}\r\n\n"), ["{\"b\":2}"]);
+        let long = vec![b'x'; MAX_LINE + 1];
+        assert!(split.push(&long).is_empty());
+        assert!(split.push(b"xx\nok\n").iter().eq(["ok"]));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use api::contract::observe::{Direction, Stats, StatsRow};
 use serde::Serialize;
 
-use super::sidecars::Sidecar;
 use crate::observe::aggregate::quantile;
+use crate::sidecar_admin::Sidecar;
 
 /// Outbound rows of these pseudo-services name no mesh service.
 const NO_SERVICE: &str = "[none]";
@@ -312,6 +312,7 @@ pub mod tests {
                 replica: s.replica,
                 spiffe_id: s.spiffe_id.clone(),
                 admin: "127.0.0.1:1".parse().unwrap(),
+                label: s.workload.clone(),
             })
             .collect();
         let g = graph(&sidecars, &all);

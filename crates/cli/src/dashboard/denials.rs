@@ -14,17 +14,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use api::contract::observe::{Decision, Direction, TapEvent};
-use http_body_util::BodyExt;
 use policy::{DecisionReason, Engine};
 use serde::Serialize;
 
-use super::sidecars::{self, Sidecar};
 use crate::policy_cmd::{RunningPolicies, TemplateRequest, decide_template};
+use crate::sidecar_admin::{self, Sidecar, StreamLine};
 
 /// How many denials the dashboard remembers.
 pub const RING: usize = 50;
-/// A tap line longer than this is dropped (the sidecar writes a few hundred bytes).
-const MAX_LINE: usize = 64 * 1024;
+/// The one tap the dashboard keeps open per sidecar.
+const TAP: &str = "/tap?denied=true";
 /// How long a fetched copy of the mesh's policies is used for explanations.
 const POLICIES_FRESH: Duration = Duration::from_secs(2);
 /// How long the control plane may take to answer (a hung one must not hold up denials).
@@ -255,24 +254,15 @@ pub async fn tap(
     all: Arc<std::sync::RwLock<Vec<Sidecar>>>,
 ) {
     loop {
-        if let Ok(mut body) =
-            sidecars::open(sidecar.admin, "/tap?denied=true", Duration::from_secs(5)).await
-        {
-            let mut buf: Vec<u8> = Vec::new();
-            while let Some(Ok(frame)) = body.frame().await {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                buf.extend_from_slice(&data);
-                while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=end).collect();
-                    take(&line, &sidecar, &ring, &explainer, &all).await;
-                }
-                if buf.len() > MAX_LINE {
-                    buf.clear();
-                }
+        let (lines, mut read) = tokio::sync::mpsc::channel(64);
+        // Both in this task: aborting it stops the stream too.
+        let stream = sidecar_admin::stream_lines(0, sidecar.admin, TAP.to_owned(), lines);
+        let takes = async {
+            while let Some(StreamLine::Line(_, line)) = read.recv().await {
+                take(line.as_bytes(), &sidecar, &ring, &explainer, &all).await;
             }
-        }
+        };
+        tokio::join!(stream, takes);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -344,6 +334,7 @@ mod tests {
             replica: 0,
             spiffe_id: "spiffe://meshwork.local/ns/default/sa/billing".into(),
             admin: "127.0.0.1:1".parse().unwrap(),
+            label: "billing".into(),
         }
     }
 

@@ -39,6 +39,39 @@ const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8
 
 /// The explanation of one denial: what the tap reported and what decided it.
 pub fn explain(d: &Denial, state: &Path) -> String {
+    let mut html = String::from(HEAD);
+    let _ = write!(
+        html,
+        "<h1>Denied: {} {} {}</h1><table>",
+        escape(&d.method),
+        escape(&d.service),
+        escape(&d.route)
+    );
+    for (name, value) in facts(d) {
+        let _ = write!(html, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
+    }
+    let _ = write!(html, "</table><p>{}</p>", escape(&d.note));
+    if d.direction == Direction::Inbound {
+        let from = d.caller_workload.as_deref().unwrap_or(&d.caller);
+        let command = format!(
+            "meshwork policy explain --state-dir {} --from {from} --to {} {} {}",
+            state.display(),
+            d.service,
+            d.method,
+            d.route
+        );
+        let _ = write!(
+            html,
+            "<p>The same question from a terminal:</p><pre>{}</pre>",
+            escape(&command)
+        );
+    }
+    html.push_str("<p><a href=\"/\">back to the dashboard</a></p></body></html>");
+    html
+}
+
+/// The explanation's table: name → value.
+fn facts(d: &Denial) -> Vec<(&'static str, String)> {
     let mut rows: Vec<(&str, String)> = vec![
         ("decision id", d.decision_id.clone().unwrap_or_default()),
         ("time", d.time.clone()),
@@ -71,35 +104,7 @@ pub fn explain(d: &Denial, state: &Path) -> String {
         rows.push(("matcher", r.matcher.clone()));
         rows.push(("kind", kind.as_str().unwrap_or_default().to_owned()));
     }
-    let mut html = String::from(HEAD);
-    let _ = write!(
-        html,
-        "<h1>Denied: {} {} {}</h1><table>",
-        escape(&d.method),
-        escape(&d.service),
-        escape(&d.route)
-    );
-    for (name, value) in rows {
-        let _ = write!(html, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
-    }
-    let _ = write!(html, "</table><p>{}</p>", escape(&d.note));
-    if d.direction == Direction::Inbound {
-        let from = d.caller_workload.as_deref().unwrap_or(&d.caller);
-        let command = format!(
-            "meshwork policy explain --state-dir {} --from {from} --to {} {} {}",
-            state.display(),
-            d.service,
-            d.method,
-            d.route
-        );
-        let _ = write!(
-            html,
-            "<p>The same question from a terminal:</p><pre>{}</pre>",
-            escape(&command)
-        );
-    }
-    html.push_str("<p><a href=\"/\">back to the dashboard</a></p></body></html>");
-    html
+    rows
 }
 
 /// A decision id the dashboard does not remember.

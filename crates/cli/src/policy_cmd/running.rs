@@ -178,3 +178,21 @@ async fn admin_snapshot(admin: SocketAddr) -> anyhow::Result<AdminSnapshot> {
     }
     serde_json::from_slice(&body).context("parsing the sidecar's snapshot")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_control_plane_that_never_answers_is_given_up_on() {
+        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // Accepts connections (the kernel's backlog) and never answers.
+        let _hung = std::os::unix::net::UnixListener::bind(state.path().join("control.sock"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = RunningPolicies::fetch_within(state.path(), Duration::from_millis(50))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("no answer within 50ms"), "{err}");
+    }
+}
