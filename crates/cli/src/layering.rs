@@ -4,9 +4,9 @@
 //! Bottom to top: `state`, `logging`, `parent`, `columns` (no crate imports) → `sidecar_admin`
 //! (the sidecars' admin endpoints, over `state`) → `broker_cmd`, the other `*_cmd` subcommands,
 //! `demo`, `exec`, `policy_cmd`, `observe` → `claims` (the OSB platform side:
-//! ids, delivery, `claims delete`) → `dashboard` (reads the state directory, the sidecars and
-//! the control plane's policies) → `up` (which drives all of them). A subcommand never
-//! imports `up`: what `up` shares with `exec`, `claims` or `policy` lives in `state`.
+//! ids, delivery, `claims delete`) → `dashboard` (reads the state directory, the sidecars
+//! through `sidecar_admin`, the control plane's policies, `observe`'s quantiles) → `up`
+//! (which drives all of them). A subcommand never imports `up`: what `up` shares with `exec`, `claims` or `policy` lives in `state`.
 
 /// Each top-level module and the modules it may use.
 pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
@@ -31,7 +31,15 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("claims", &["state", "broker_cmd"]),
     (
         "dashboard",
-        &["state", "logging", "parent", "claims", "policy_cmd"],
+        &[
+            "state",
+            "logging",
+            "parent",
+            "claims",
+            "policy_cmd",
+            "sidecar_admin",
+            "observe",
+        ],
     ),
     (
         "up",

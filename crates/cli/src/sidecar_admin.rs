@@ -45,26 +45,49 @@ pub struct Sidecar {
     pub label: String,
 }
 
-/// The sidecars of the mesh running in `state_dir` that have an admin listener, sorted by
-/// workload and replica; an error when `up` is gone or no sidecar serves.
-pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
-    let state = StateDir::open(state_dir)?;
-    if let Some(pid) = state.dead_owner() {
-        bail!(
-            "the `meshwork up` that ran in {} (pid {pid}) is gone, and its sidecars with it",
-            state.path().display()
-        );
-    }
-    let dir = state.path().join("workloads");
+/// A ready file that names no sidecar this CLI can ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The file's name in `<state>/workloads/` (`billing.1.json`).
+    pub file: String,
+    /// Why: no admin listener, or it does not parse.
+    pub why: String,
+}
+
+/// What the ready files in `<state>/workloads/` say: the sidecars with an admin listener,
+/// sorted by workload and replica, and the files that name none. Prints nothing and never
+/// fails (a missing directory is no sidecar), for the dashboard's background loop. A file
+/// gone while being read is a sidecar that just exited (it takes its file along): not
+/// skipped, just absent; the proxy's temporary siblings (`*.json.tmp.PID`) are ignored.
+pub fn scan(state_dir: &Path) -> (Vec<Sidecar>, Vec<Skipped>) {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-    {
-        found.extend(read_sidecar(&entry.path()));
+    let mut skipped = Vec::new();
+    let entries = std::fs::read_dir(state_dir.join("workloads"));
+    for entry in entries.into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".json") else {
+            continue;
+        };
+        match read_sidecar(stem, &path) {
+            Ok(Some(sidecar)) => found.push(sidecar),
+            Ok(None) => {}
+            Err(why) => skipped.push(Skipped {
+                file: file.to_owned(),
+                why,
+            }),
+        }
     }
     found.sort();
-    let sidecars: Vec<Sidecar> = found
+    skipped.sort_by(|a, b| a.file.cmp(&b.file));
+    (labelled(found), skipped)
+}
+
+/// Names each sidecar (`billing-1` among replicas, `store` alone).
+fn labelled(found: Vec<(String, u16, String, SocketAddr)>) -> Vec<Sidecar> {
+    found
         .iter()
         .map(|(workload, replica, spiffe_id, admin)| {
             let copies = found.iter().filter(|f| f.0 == *workload).count();
@@ -79,37 +102,88 @@ pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
                 admin: *admin,
             }
         })
-        .collect();
-    if sidecars.is_empty() {
+        .collect()
+}
+
+/// The sidecars of the mesh running in `state_dir` that have an admin listener, sorted by
+/// workload and replica (the ready files that name none are said on stderr); an error when
+/// `up` is gone or no sidecar serves.
+pub fn discover(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
+    let (sidecars, skipped) = discover_quietly(state_dir)?;
+    for s in &skipped {
+        eprintln!("meshwork: workloads/{}: {}; skipped", s.file, s.why);
+    }
+    Ok(sidecars)
+}
+
+/// Every sidecar of the mesh running in `state_dir`, for what must see all of them
+/// (`policy replay|record`: a partial record would report fewer changes than there are):
+/// an error naming the ready files that name no sidecar it can ask.
+pub fn discover_all(state_dir: &Path) -> anyhow::Result<Vec<Sidecar>> {
+    let (sidecars, skipped) = discover_quietly(state_dir)?;
+    if !skipped.is_empty() {
+        let named: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("workloads/{}: {}", s.file, s.why))
+            .collect();
+        bail!(
+            "the record would miss sidecars that cannot be asked ({})",
+            named.join("; ")
+        );
+    }
+    Ok(sidecars)
+}
+
+/// [`scan`] of a live `up`'s state directory, printing nothing (`top` shows what was
+/// skipped inside its frame); an error when `up` is gone or no sidecar serves.
+pub fn discover_quietly(state_dir: &Path) -> anyhow::Result<(Vec<Sidecar>, Vec<Skipped>)> {
+    let state = StateDir::open(state_dir)?;
+    if let Some(pid) = state.dead_owner() {
+        bail!(
+            "the `meshwork up` that ran in {} (pid {pid}) is gone, and its sidecars with it",
+            state.path().display()
+        );
+    }
+    let (sidecars, skipped) = scan(state.path());
+    if sidecars.is_empty() && skipped.is_empty() {
         bail!(
             "no sidecar with an admin listener is running under {} (is `meshwork up` running \
              with this state directory? pass --state-dir DIR or set MESHWORK_STATE_DIR)",
             state.path().display()
         );
     }
-    Ok(sidecars)
+    Ok((sidecars, skipped))
 }
 
-/// Workload, replica, SPIFFE ID and admin address from the ready file at `path`; `None`
-/// for a file that is not one (or gone: a sidecar that has just exited takes it along) and
-/// for a sidecar without an admin listener (said on stderr).
-fn read_sidecar(path: &Path) -> Option<(String, u16, String, SocketAddr)> {
-    let stem = path.file_stem()?.to_str()?;
+/// Workload, replica, SPIFFE ID and admin address from the ready file of `stem` at `path`;
+/// `Ok(None)` when the file is gone (a sidecar that has just exited takes it along), `Err`
+/// saying why for a file that names no sidecar with an admin listener.
+fn read_sidecar(
+    stem: &str,
+    path: &Path,
+) -> Result<Option<(String, u16, String, SocketAddr)>, String> {
     let replica = match stem.split_once('.') {
-        Some((_, n)) => n.parse().ok()?,
+        Some((_, n)) => n
+            .parse()
+            .map_err(|_| format!("{n:?} is no replica number"))?,
         None => 0,
     };
-    let ready = ReadyFile::read(path).ok()?;
-    let Some(admin) = ready.admin else {
-        eprintln!("meshwork: the sidecar of {stem} runs without an admin listener; skipped");
-        return None;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("unreadable: {e}")),
     };
-    Some((
+    let ready: ReadyFile =
+        serde_json::from_str(&text).map_err(|e| format!("not a ready file: {e}"))?;
+    let Some(admin) = ready.admin else {
+        return Err("the sidecar runs without an admin listener".to_owned());
+    };
+    Ok(Some((
         workload_of(stem).to_owned(),
         replica,
         ready.spiffe_id,
         admin,
-    ))
+    )))
 }
 
 /// The sidecars of `workload` (every replica); an error naming the running ones if none.
@@ -191,34 +265,68 @@ pub async fn gather<T: DeserializeOwned>(
     futures_util::future::join_all(asks).await
 }
 
-/// `GET target` on one admin listener, parsed as JSON, within [`ASK_TIMEOUT`] (the
-/// contract's one exchange: answers capped, the connection dropped with the future).
+/// `GET target` on one admin listener, parsed as JSON, within [`ASK_TIMEOUT`].
 async fn get_json<T: DeserializeOwned>(admin: SocketAddr, target: &str) -> anyhow::Result<T> {
+    get_json_within(admin, target, ASK_TIMEOUT).await
+}
+
+/// `GET target` on one admin listener, parsed as JSON, within `timeout`.
+pub async fn get_json_within<T: DeserializeOwned>(
+    admin: SocketAddr,
+    target: &str,
+    timeout: Duration,
+) -> anyhow::Result<T> {
+    let body = get_within(admin, target, timeout).await?;
+    serde_json::from_slice(&body).with_context(|| format!("parsing the answer to {target}"))
+}
+
+/// `GET target` on one admin listener: the whole 2xx answer within `timeout` (the
+/// contract's one exchange: answers capped at `MAX_ANSWER_BYTES`, the connection dropped
+/// with the future).
+pub async fn get_within(
+    admin: SocketAddr,
+    target: &str,
+    timeout: Duration,
+) -> anyhow::Result<Bytes> {
     let ask = async {
         let stream = tokio::net::TcpStream::connect(admin).await?;
         let body = EXCHANGE
             .send(stream, hyper::Method::GET, target, None)
             .await
             .with_context(|| format!("GET {target}"))?;
-        serde_json::from_slice(&body).with_context(|| format!("parsing the answer to {target}"))
+        anyhow::Ok(body)
     };
-    tokio::time::timeout(ASK_TIMEOUT, ask)
+    tokio::time::timeout(timeout, ask)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {ASK_TIMEOUT:?}"))?
+        .map_err(|_| anyhow::anyhow!("GET {target}: no answer within {timeout:?}"))?
 }
 
-/// Sends `GET target` for a streamed answer; the response, once its status says success.
+/// How much of a refusal's body is quoted.
+const MAX_REFUSAL: usize = 4096;
+
+/// Sends `GET target` for a streamed answer; the response, once its status says success and
+/// within [`ASK_TIMEOUT`].
 async fn get(admin: SocketAddr, target: &str) -> anyhow::Result<hyper::Response<Incoming>> {
-    let stream = tokio::net::TcpStream::connect(admin).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let request = hyper::Request::get(target)
-        .header(hyper::header::HOST, admin.to_string())
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
+    let head = async {
+        let stream = tokio::net::TcpStream::connect(admin).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let request = hyper::Request::get(target)
+            .header(hyper::header::HOST, admin.to_string())
+            .body(Empty::<Bytes>::new())?;
+        anyhow::Ok(sender.send_request(request).await?)
+    };
+    let response = tokio::time::timeout(ASK_TIMEOUT, head)
+        .await
+        .map_err(|_| anyhow::anyhow!("{target}: no answer within {ASK_TIMEOUT:?}"))??;
     let status = response.status();
     if !status.is_success() {
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_REFUSAL)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         bail!(
             "{target}: sidecar answered {status}: {} (is it a meshwork without the \
              observation endpoints of issue 13?)",
@@ -256,16 +364,13 @@ async fn stream(
     lines: &mpsc::Sender<StreamLine>,
 ) -> anyhow::Result<()> {
     let mut body = get(admin, target).await?.into_body();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut split = Ndjson::default();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue;
         };
-        pending.extend_from_slice(&data);
-        while let Some(at) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=at).collect();
-            let text = String::from_utf8_lossy(&line[..at]).trim_end().to_owned();
-            if !text.is_empty() && lines.send(StreamLine::Line(index, text)).await.is_err() {
+        for text in split.push(&data) {
+            if lines.send(StreamLine::Line(index, text)).await.is_err() {
                 return Ok(());
             }
         }
@@ -273,74 +378,46 @@ async fn stream(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A line of a streamed answer longer than this is dropped (a tap event is a few hundred
+/// bytes): a peer cannot make the reader buffer without bound.
+const MAX_LINE: usize = 64 * 1024;
 
-    #[test]
-    fn windows_are_whole_seconds_up_to_ten_minutes() {
-        let secs = |s: &str| s.parse::<Window>().map(Window::secs).ok();
-        assert_eq!(secs("1m"), Some(60));
-        assert_eq!(secs("10s"), Some(10));
-        assert_eq!(secs("10m"), Some(600));
-        assert_eq!(secs("11m"), None);
-        assert_eq!(secs("1500ms"), None);
-        assert_eq!(secs("0s"), None);
-    }
+/// Splits a stream of bytes into its non-empty lines, dropping lines over [`MAX_LINE`].
+#[derive(Default)]
+struct Ndjson {
+    pending: Vec<u8>,
+    /// Inside an over-long line: drop up to its newline.
+    skipping: bool,
+}
 
-    #[test]
-    fn sidecars_are_found_through_their_ready_files() {
-        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let workloads = state.path().join("workloads");
-        std::fs::create_dir(&workloads).unwrap_or_else(|e| panic!("{e}"));
-        let ready = |file: &str, admin: Option<&str>| {
-            let json = serde_json::json!({
-                "inbound": "127.0.0.1:1", "outbound": "127.0.0.1:2",
-                "spiffe_id": "spiffe://td/ns/default/sa/x", "admin": admin,
-            });
-            std::fs::write(workloads.join(file), json.to_string())
-                .unwrap_or_else(|e| panic!("{e}"));
-        };
-        ready("billing.json", Some("127.0.0.1:10"));
-        ready("billing.1.json", Some("127.0.0.1:11"));
-        ready("store.json", Some("127.0.0.1:12"));
-        ready("reporting.json", None);
-        std::fs::write(workloads.join("torn.json"), "{").unwrap_or_else(|e| panic!("{e}"));
-        let found = discover(state.path()).unwrap_or_else(|e| panic!("{e:#}"));
-        let summary: Vec<(&str, u16, &str, u16)> = found
-            .iter()
-            .map(|s| {
-                (
-                    s.workload.as_str(),
-                    s.replica,
-                    s.label.as_str(),
-                    s.admin.port(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                ("billing", 0, "billing-0", 10),
-                ("billing", 1, "billing-1", 11),
-                ("store", 0, "store", 12)
-            ]
-        );
-        let billing = of_workload(found.clone(), "billing").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(billing.len(), 2);
-        let err = of_workload(found, "nope")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("running workloads: billing, store"), "{err}");
-    }
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(query(&[]), "");
-        assert_eq!(
-            query(&[("route", "/charges/{id}"), ("denied", "true")]),
-            "?route=%2Fcharges%2F%7Bid%7D&denied=true"
-        );
+impl Ndjson {
+    /// The lines `data` completes, without their newlines.
+    fn push(&mut self, data: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        for chunk in data.split_inclusive(|b| *b == b'\n') {
+            let (part, ends) = match chunk.strip_suffix(b"\n") {
+                Some(part) => (part, true),
+                None => (chunk, false),
+            };
+            if !self.skipping {
+                self.pending.extend_from_slice(part);
+                if self.pending.len() > MAX_LINE {
+                    self.pending.clear();
+                    self.skipping = true;
+                }
+            }
+            if ends {
+                let text = String::from_utf8_lossy(&self.pending).trim_end().to_owned();
+                if !self.skipping && !text.is_empty() {
+                    out.push(text);
+                }
+                self.pending.clear();
+                self.skipping = false;
+            }
+        }
+        out
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use api::contract::observe::{Direction, Stats, StatsRow};
 use serde::Serialize;
 
-use super::sidecars::Sidecar;
+use crate::observe::aggregate::quantile;
+use crate::sidecar_admin::Sidecar;
 
 /// Outbound rows of these pseudo-services name no mesh service.
 const NO_SERVICE: &str = "[none]";
@@ -39,9 +40,8 @@ impl Tally {
         if row.status_code >= 500 {
             self.server_errors += row.requests;
         }
-        if row.status_code == 403 {
-            self.denied += row.requests;
-        }
+        // A policy's refusals, as the sidecar counted them: never the app's own 403s.
+        self.denied += row.denied;
         if stats.window_secs > 0.0 {
             self.rps += row.requests as f64 / stats.window_secs;
         }
@@ -59,7 +59,7 @@ impl Tally {
     }
 
     fn golden(&self) -> Golden {
-        let quantile = |q| (!self.mixed_bounds).then(|| quantile(&self.bounds, &self.buckets, q));
+        let quantile = |q| (!self.mixed_bounds).then(|| quantile(q, &self.bounds, &self.buckets));
         let ms = |q| quantile(q).flatten().map(|secs| secs * 1000.0);
         Golden {
             requests: self.requests,
@@ -74,29 +74,6 @@ impl Tally {
     }
 }
 
-/// The `q` quantile (0–1) of a histogram with upper `bounds` (seconds) and per-bucket
-/// `counts` (one more than `bounds`: `+Inf` last); `None` without observations.
-pub fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut below = 0u64;
-    for (i, &count) in counts.iter().enumerate() {
-        if count > 0 && (below + count) as f64 >= rank {
-            let Some(&upper) = bounds.get(i) else {
-                return bounds.last().copied();
-            };
-            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
-            let into = (rank - below as f64) / count as f64;
-            return Some(lower + (upper - lower) * into.clamp(0.0, 1.0));
-        }
-        below += count;
-    }
-    bounds.last().copied()
-}
-
 /// Success rate, traffic and latency of a set of requests.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Golden {
@@ -106,7 +83,7 @@ pub struct Golden {
     pub rps: f64,
     /// Share of answers that were not 5xx (`None` without requests).
     pub success_rate: Option<f64>,
-    /// Requests a policy refused (403).
+    /// Requests a policy refused (`StatsRow::denied`: the app's own 403s are not counted).
     pub denied: u64,
     /// Latency quantiles, in milliseconds.
     pub p50_ms: Option<f64>,
@@ -293,18 +270,6 @@ pub mod tests {
     }
 
     #[test]
-    fn quantiles_interpolate_within_buckets() {
-        // 10 in (0, 5ms], 10 in (5ms, 50ms].
-        let counts = [10, 10, 0, 0];
-        assert_eq!(quantile(&BOUNDS, &counts, 0.5), Some(0.005));
-        let p75 = quantile(&BOUNDS, &counts, 0.75).unwrap();
-        assert!((p75 - 0.0275).abs() < 1e-9, "{p75}");
-        // Everything above the last bound reports that bound.
-        assert_eq!(quantile(&BOUNDS, &[0, 0, 0, 4], 0.99), Some(0.5));
-        assert_eq!(quantile(&BOUNDS, &[0, 0, 0, 0], 0.5), None);
-    }
-
-    #[test]
     fn edges_come_from_callers_outbound_rows() {
         use Direction::{Inbound, Outbound};
         let all = [
@@ -320,7 +285,14 @@ pub mod tests {
             stats(
                 "reporting",
                 0,
-                vec![row(Outbound, "billing", "/charges", 403, [5, 0, 0, 0])],
+                vec![
+                    StatsRow {
+                        denied: 5,
+                        ..row(Outbound, "billing", "/charges", 403, [5, 0, 0, 0])
+                    },
+                    // billing's own 403s (a charge of someone else's): no denial.
+                    row(Outbound, "billing", "/charges/{id}", 403, [2, 0, 0, 0]),
+                ],
             ),
             stats(
                 "billing",
@@ -340,6 +312,7 @@ pub mod tests {
                 replica: s.replica,
                 spiffe_id: s.spiffe_id.clone(),
                 admin: "127.0.0.1:1".parse().unwrap(),
+                label: s.workload.clone(),
             })
             .collect();
         let g = graph(&sidecars, &all);
@@ -370,7 +343,10 @@ pub mod tests {
         assert_eq!(store.success_rate, Some(0.8));
         assert!((store.rps - 1.0).abs() < 1e-9);
         let reporting = edge("reporting", "billing");
-        assert_eq!((reporting.success_rate, reporting.denied), (Some(1.0), 5));
+        assert_eq!(
+            (reporting.success_rate, reporting.requests, reporting.denied),
+            (Some(1.0), 7, 5)
+        );
         assert_eq!(edge("billing", "egress").requests, 1);
         assert_eq!(g.edges.len(), 3, "no edge to [none]: {:?}", g.edges);
     }

@@ -1,11 +1,12 @@
 //! Recent denials: the dashboard keeps one `GET /tap?denied=true` stream open per sidecar
 //! (the only tapper it adds, whatever the number of browsers) and the last [`RING`] denials
-//! in memory, each explained as it arrives: re-decided with the policies the running mesh
-//! serves (its control plane's snapshot), which names the policy, rule and matcher.
-//!
-//! The tap carries route templates, never raw paths: a denial is re-decided on its route
-//! template (`/charges/{id}` as the path `/charges/{id}`), which is what the sidecar's own
-//! decision was about only for routes without parameters; the explanation says so.
+//! in memory. A denial names the policy and rule the deciding sidecar reported
+//! (`TapEvent::policy`/`rule`). When it reported none (a default deny, or a sidecar older
+//! than those fields), the denial is re-decided with the policies the running mesh serves
+//! now (its control plane's snapshot) through `policy_cmd::decide_template`, as
+//! `policy replay` decides: on the route template with `_param_` for parameters and no
+//! headers. That can name another rule than the 403 did (header rules, exact ids, policies
+//! changed since); the note says it is a re-decision.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -13,20 +14,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use api::contract::observe::{Decision, Direction, TapEvent};
-use http_body_util::BodyExt;
-use identity::SpiffeId;
-use policy::{DecisionReason, Engine, NormalizedPath, Request};
+use policy::{DecisionReason, Engine};
 use serde::Serialize;
 
-use super::sidecars::{self, Sidecar};
-use crate::policy_cmd::RunningPolicies;
+use crate::policy_cmd::{RunningPolicies, TemplateRequest, decide_template};
+use crate::sidecar_admin::{self, Sidecar, StreamLine};
 
 /// How many denials the dashboard remembers.
 pub const RING: usize = 50;
-/// A tap line longer than this is dropped (the sidecar writes a few hundred bytes).
-const MAX_LINE: usize = 64 * 1024;
+/// The one tap the dashboard keeps open per sidecar.
+const TAP: &str = "/tap?denied=true";
 /// How long a fetched copy of the mesh's policies is used for explanations.
 const POLICIES_FRESH: Duration = Duration::from_secs(2);
+/// How long the control plane may take to answer (a hung one must not hold up denials).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a failure to fetch the policies is answered from memory before asking again.
+const FAILURE_KEPT: Duration = Duration::from_secs(5);
 
 /// A request some policy refused, as a sidecar's tap reported it.
 #[derive(Debug, Clone, Serialize)]
@@ -55,9 +58,17 @@ pub struct Denial {
     pub status_code: u16,
     /// The trace id, when tracing is on.
     pub trace_id: Option<String>,
-    /// What decided, re-decided with the mesh's policies; `None` with `note` saying why not.
+    /// The policy that refused (`namespace/name`): the one the sidecar reported, else the
+    /// re-decision's.
+    pub policy: Option<String>,
+    /// Its rule, from 0.
+    pub rule: Option<u32>,
+    /// Where `policy` and `rule` come from: `sidecar` or `re-decision`.
+    pub named_by: Option<&'static str>,
+    /// The re-decision with the mesh's current policies (only when the sidecar named no
+    /// policy); `None` with `note` saying why not.
     pub reason: Option<DecisionReason>,
-    /// How `reason` was found, or why there is none.
+    /// How `policy` and `reason` were found, or why there are none.
     pub note: String,
 }
 
@@ -105,11 +116,15 @@ impl Ring {
     }
 }
 
+/// A fetch of the mesh's policies, successful or not, and when it was made.
+type Fetched = (Instant, Result<Arc<Engine>, String>);
+
 /// The running mesh's policies, fetched from its control plane when older than
-/// [`POLICIES_FRESH`].
+/// [`POLICIES_FRESH`] (a failure is kept for [`FAILURE_KEPT`]); only asked for denials their
+/// sidecar did not name.
 pub struct Explainer {
     state: PathBuf,
-    cached: tokio::sync::Mutex<Option<(Instant, Arc<Engine>)>>,
+    cached: tokio::sync::Mutex<Option<Fetched>>,
 }
 
 impl Explainer {
@@ -123,27 +138,49 @@ impl Explainer {
 
     async fn engine(&self) -> Result<Arc<Engine>, String> {
         let mut cached = self.cached.lock().await;
-        if let Some((at, engine)) = cached.as_ref()
-            && at.elapsed() < POLICIES_FRESH
-        {
-            return Ok(engine.clone());
+        if let Some((at, fetched)) = cached.as_ref() {
+            let kept = match fetched {
+                Ok(_) => POLICIES_FRESH,
+                Err(_) => FAILURE_KEPT,
+            };
+            if at.elapsed() < kept {
+                return fetched.clone();
+            }
         }
         let state = self.state.clone();
-        // `fetch` runs its own small runtime: off this one's worker threads.
-        let fetched = tokio::task::spawn_blocking(move || RunningPolicies::fetch(&state))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{e:#}"))?;
-        let engine = Arc::new(fetched.engine);
-        *cached = Some((Instant::now(), engine.clone()));
-        Ok(engine)
+        // `fetch_within` runs its own small runtime, and gives up after FETCH_TIMEOUT: the
+        // lock is held no longer than that.
+        let fetched = tokio::task::spawn_blocking(move || {
+            RunningPolicies::fetch_within(&state, FETCH_TIMEOUT)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|fetched| fetched.map_err(|e| format!("{e:#}")))
+        .map(|running| Arc::new(running.engine));
+        *cached = Some((Instant::now(), fetched.clone()));
+        fetched
     }
 
     /// The denial `event` reported by `sidecar`, explained.
     pub async fn explain(&self, event: TapEvent, sidecar: &Sidecar, all: &[Sidecar]) -> Denial {
-        let (reason, note) = match self.reason(&event).await {
-            Ok(found) => found,
-            Err(why) => (None, why),
+        let (named_by, policy, rule, reason, note) = match (&event.policy, event.rule) {
+            (Some(policy), rule) => (
+                Some("sidecar"),
+                Some(policy.clone()),
+                rule,
+                None,
+                "named by the sidecar that refused".to_owned(),
+            ),
+            (None, _) => match self.redecide(&event).await {
+                Ok((reason, note)) => (
+                    Some("re-decision"),
+                    reason.policy.clone(),
+                    reason.rule.and_then(|r| u32::try_from(r).ok()),
+                    Some(reason),
+                    note,
+                ),
+                Err(why) => (None, None, None, None, why),
+            },
         };
         Denial {
             caller_workload: all
@@ -161,47 +198,50 @@ impl Explainer {
             route: event.route,
             status_code: event.status_code,
             trace_id: event.trace_id,
+            policy,
+            rule,
+            named_by,
             reason,
             note,
         }
     }
 
-    async fn reason(&self, event: &TapEvent) -> Result<(Option<DecisionReason>, String), String> {
+    /// Decides `event` again with the mesh's current policies, as `policy replay` does.
+    async fn redecide(&self, event: &TapEvent) -> Result<(DecisionReason, String), String> {
         if event.direction == Direction::Outbound {
             return Err(
-                "an egress denial: the tap does not carry the destination host; \
+                "an egress denial the sidecar named no policy for (a default deny): \
+                        the tap does not carry the destination host; \
                         `meshwork policy explain --egress` decides one"
                     .to_owned(),
             );
         }
-        if event.route == "[unmatched]" {
-            return Err(
-                "the path matched none of the service's routes, and only route \
-                        templates are recorded: the rule cannot be re-decided"
-                    .to_owned(),
-            );
-        }
-        let path = NormalizedPath::parse(&event.route)
-            .map_err(|e| format!("route {:?}: {e}", event.route))?;
-        let caller: Option<SpiffeId> = event.caller.parse().ok();
         let engine = self.engine().await?;
-        let decision = engine.authorize(&Request {
-            target_service: &event.service,
-            caller: caller.as_ref(),
-            method: &event.method,
-            path: &path,
-            headers: &policy::NoHeaders,
-        });
-        let note = match (decision.allowed, event.route.contains('{')) {
-            (true, _) => "the mesh's current policies allow this request now: they changed \
-                          since, or the rule depends on the raw path or on headers"
-                .to_owned(),
-            (false, true) => "re-decided with the mesh's current policies on the route \
-                              template (the raw path is never recorded)"
-                .to_owned(),
-            (false, false) => "re-decided with the mesh's current policies".to_owned(),
+        let decision = decide_template(
+            &engine,
+            TemplateRequest {
+                service: &event.service,
+                caller: &event.caller,
+                method: &event.method,
+                route: &event.route,
+            },
+        )
+        .map_err(|why| {
+            format!("the sidecar named no policy, and it cannot be re-decided: {why}")
+        })?;
+        let note = match decision.allowed {
+            true => {
+                "the sidecar named no policy, and the mesh's current policies allow this \
+                     request on its route template: they changed since, or the rule depends \
+                     on the raw path or on headers"
+            }
+            false => {
+                "the sidecar named no policy: re-decided with the mesh's current policies \
+                      on the route template (parameters as `_param_`, no headers), which may \
+                      name another rule than the 403 did"
+            }
         };
-        Ok((Some(decision.reason), note))
+        Ok((decision.reason, note.to_owned()))
     }
 }
 
@@ -214,24 +254,15 @@ pub async fn tap(
     all: Arc<std::sync::RwLock<Vec<Sidecar>>>,
 ) {
     loop {
-        if let Ok(mut body) =
-            sidecars::open(sidecar.admin, "/tap?denied=true", Duration::from_secs(5)).await
-        {
-            let mut buf: Vec<u8> = Vec::new();
-            while let Some(Ok(frame)) = body.frame().await {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                buf.extend_from_slice(&data);
-                while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=end).collect();
-                    take(&line, &sidecar, &ring, &explainer, &all).await;
-                }
-                if buf.len() > MAX_LINE {
-                    buf.clear();
-                }
+        let (lines, mut read) = tokio::sync::mpsc::channel(64);
+        // Both in this task: aborting it stops the stream too.
+        let stream = sidecar_admin::stream_lines(0, sidecar.admin, TAP.to_owned(), lines);
+        let takes = async {
+            while let Some(StreamLine::Line(_, line)) = read.recv().await {
+                take(line.as_bytes(), &sidecar, &ring, &explainer, &all).await;
             }
-        }
+        };
+        tokio::join!(stream, takes);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -297,6 +328,70 @@ mod tests {
         assert!(!decided_here(&event(Inbound, "billing", Decision::Allow)));
     }
 
+    fn sidecar() -> Sidecar {
+        Sidecar {
+            workload: "billing".into(),
+            replica: 0,
+            spiffe_id: "spiffe://meshwork.local/ns/default/sa/billing".into(),
+            admin: "127.0.0.1:1".parse().unwrap(),
+            label: "billing".into(),
+        }
+    }
+
+    fn refused(policy: Option<&str>, rule: Option<u32>) -> TapEvent {
+        TapEvent {
+            time: String::new(),
+            direction: Direction::Inbound,
+            caller: "spiffe://meshwork.local/ns/default/sa/reporting".into(),
+            callee: None,
+            service: "billing".into(),
+            method: "POST".into(),
+            route: "/charges".into(),
+            status_code: 403,
+            latency_ms: 1.0,
+            decision: Decision::Deny,
+            decision_id: Some("00ff00ff00ff00ff".into()),
+            policy: policy.map(str::to_owned),
+            rule,
+            trace_id: None,
+            headers: Vec::new(),
+            lost: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sidecars_policy_and_rule_are_shown_without_re_deciding() {
+        // No mesh here: a re-decision could not fetch any policies.
+        let gone = tempfile::tempdir().unwrap();
+        let explainer = Explainer::new(&gone.path().join("nope"));
+        let event = refused(Some("default/billing-reporting-read-only"), Some(0));
+        let d = explainer.explain(event, &sidecar(), &[]).await;
+        assert_eq!(
+            (d.policy.as_deref(), d.rule, d.named_by),
+            (
+                Some("default/billing-reporting-read-only"),
+                Some(0),
+                Some("sidecar")
+            ),
+            "{d:?}"
+        );
+        assert!(d.reason.is_none(), "{d:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_of_the_policies_is_remembered() {
+        let gone = tempfile::tempdir().unwrap();
+        let explainer = Explainer::new(&gone.path().join("nope"));
+        let d = explainer
+            .explain(refused(None, None), &sidecar(), &[])
+            .await;
+        assert_eq!((d.policy, d.named_by), (None, None));
+        assert!(d.note.contains("does not exist"), "{}", d.note);
+        // The failure is kept: the next denials do not wait for the control plane again.
+        let cached = explainer.cached.lock().await;
+        assert!(matches!(cached.as_ref(), Some((_, Err(_)))));
+    }
+
     fn denial(id: &str) -> Denial {
         Denial {
             decision_id: Some(id.to_owned()),
@@ -311,6 +406,9 @@ mod tests {
             route: "/charges".into(),
             status_code: 403,
             trace_id: None,
+            policy: None,
+            rule: None,
+            named_by: None,
             reason: None,
             note: String::new(),
         }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::sidecars::Sidecar;
+use crate::sidecar_admin::Sidecar;
 
 /// notAfter of the sidecar's X.509-SVID (Unix seconds).
 pub const SVID_EXPIRY: &str = "meshwork_svid_expiry_timestamp_seconds";
@@ -83,6 +83,7 @@ mod tests {
             replica: 0,
             spiffe_id: "spiffe://meshwork.local/ns/default/sa/store".into(),
             admin: "127.0.0.1:1".parse().unwrap(),
+            label: "store".into(),
         };
         let down = Identity::from_metrics(&sidecar, Err("refused".into()));
         assert_eq!(

@@ -21,7 +21,6 @@ mod identities;
 mod page;
 mod poll;
 mod server;
-mod sidecars;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

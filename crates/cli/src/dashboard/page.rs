@@ -39,6 +39,39 @@ const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8
 
 /// The explanation of one denial: what the tap reported and what decided it.
 pub fn explain(d: &Denial, state: &Path) -> String {
+    let mut html = String::from(HEAD);
+    let _ = write!(
+        html,
+        "<h1>Denied: {} {} {}</h1><table>",
+        escape(&d.method),
+        escape(&d.service),
+        escape(&d.route)
+    );
+    for (name, value) in facts(d) {
+        let _ = write!(html, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
+    }
+    let _ = write!(html, "</table><p>{}</p>", escape(&d.note));
+    if d.direction == Direction::Inbound {
+        let from = d.caller_workload.as_deref().unwrap_or(&d.caller);
+        let command = format!(
+            "meshwork policy explain --state-dir {} --from {from} --to {} {} {}",
+            state.display(),
+            d.service,
+            d.method,
+            d.route
+        );
+        let _ = write!(
+            html,
+            "<p>The same question from a terminal:</p><pre>{}</pre>",
+            escape(&command)
+        );
+    }
+    html.push_str("<p><a href=\"/\">back to the dashboard</a></p></body></html>");
+    html
+}
+
+/// The explanation's table: name → value.
+fn facts(d: &Denial) -> Vec<(&'static str, String)> {
     let mut rows: Vec<(&str, String)> = vec![
         ("decision id", d.decision_id.clone().unwrap_or_default()),
         ("time", d.time.clone()),
@@ -61,42 +94,17 @@ pub fn explain(d: &Denial, state: &Path) -> String {
     if let Some(trace) = &d.trace_id {
         rows.push(("trace id", trace.clone()));
     }
+    if let Some(by) = d.named_by {
+        rows.push(("policy", d.policy.clone().unwrap_or_else(|| "–".into())));
+        rows.push(("rule", d.rule.map_or_else(|| "–".into(), |n| n.to_string())));
+        rows.push(("named by", by.to_owned()));
+    }
     if let Some(r) = &d.reason {
         let kind = serde_json::to_value(r.kind).unwrap_or_default();
-        rows.push(("policy", r.policy.clone().unwrap_or_else(|| "–".into())));
-        rows.push(("rule", r.rule.map_or_else(|| "–".into(), |n| n.to_string())));
         rows.push(("matcher", r.matcher.clone()));
         rows.push(("kind", kind.as_str().unwrap_or_default().to_owned()));
     }
-    let mut html = String::from(HEAD);
-    let _ = write!(
-        html,
-        "<h1>Denied: {} {} {}</h1><table>",
-        escape(&d.method),
-        escape(&d.service),
-        escape(&d.route)
-    );
-    for (name, value) in rows {
-        let _ = write!(html, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
-    }
-    let _ = write!(html, "</table><p>{}</p>", escape(&d.note));
-    if d.direction == Direction::Inbound {
-        let from = d.caller_workload.as_deref().unwrap_or(&d.caller);
-        let command = format!(
-            "meshwork policy explain --state-dir {} --from {from} --to {} {} {}",
-            state.display(),
-            d.service,
-            d.method,
-            d.route
-        );
-        let _ = write!(
-            html,
-            "<p>The same question from a terminal:</p><pre>{}</pre>",
-            escape(&command)
-        );
-    }
-    html.push_str("<p><a href=\"/\">back to the dashboard</a></p></body></html>");
-    html
+    rows
 }
 
 /// A decision id the dashboard does not remember.
@@ -130,6 +138,9 @@ mod tests {
             route: "/<script>".into(),
             status_code: 403,
             trace_id: None,
+            policy: None,
+            rule: None,
+            named_by: None,
             reason: None,
             note: "n".into(),
         };

@@ -16,7 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::aggregate::{self, Graph, ServiceMetrics};
 use super::denials::{self, Explainer, Ring};
 use super::identities::Identity;
-use super::sidecars::{self, Sidecar};
+use crate::sidecar_admin::{self, Sidecar};
 
 /// The window of the graph and golden metrics, in seconds.
 pub const WINDOW_SECS: u32 = 60;
@@ -38,7 +38,8 @@ pub struct View {
     pub services: Vec<ServiceMetrics>,
     /// SVID and CA expiry per sidecar.
     pub identities: Vec<Identity>,
-    /// Sidecars that did not answer `/stats`, and why (`workload/replica` → error).
+    /// Sidecars that did not answer `/stats`, and why (`workload/replica` → error), and
+    /// ready files that name no sidecar to ask (`workloads/FILE` → why).
     pub unreachable: BTreeMap<String, String>,
 }
 
@@ -84,10 +85,13 @@ async fn run(d: Arc<Dashboard>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for round in 0u64.. {
         tick.tick().await;
-        let found = sidecars::discover(&d.state);
+        let (found, skipped) = sidecar_admin::scan(&d.state);
         *d.sidecars.write().unwrap_or_else(PoisonError::into_inner) = found.clone();
         keep_taps(&mut taps, &found, &d, &explainer);
-        let (stats, unreachable) = read_stats(&found).await;
+        let (stats, mut unreachable) = read_stats(&found).await;
+        for s in skipped {
+            unreachable.insert(format!("workloads/{}", s.file), s.why);
+        }
         if round % IDENTITY_EVERY == 0 || identities.len() != found.len() {
             identities = read_identities(&found).await;
         }
@@ -136,7 +140,7 @@ async fn read_stats(found: &[Sidecar]) -> (Vec<Stats>, BTreeMap<String, String>)
     for s in found {
         let (s, path) = (s.clone(), path.clone());
         asks.spawn(async move {
-            let got = sidecars::get_json::<Stats>(s.admin, &path, ASK_TIMEOUT).await;
+            let got = sidecar_admin::get_json_within::<Stats>(s.admin, &path, ASK_TIMEOUT).await;
             (s, got)
         });
     }
@@ -159,7 +163,7 @@ async fn read_identities(found: &[Sidecar]) -> Vec<Identity> {
     for s in found {
         let s = s.clone();
         asks.spawn(async move {
-            let got = sidecars::get(s.admin, "/metrics", ASK_TIMEOUT).await;
+            let got = sidecar_admin::get_within(s.admin, "/metrics", ASK_TIMEOUT).await;
             let text = got
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| format!("{e:#}"));

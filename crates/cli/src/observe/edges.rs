@@ -3,12 +3,16 @@
 //! the sidecar verified by mTLS and the callee (itself). Both views of one edge are merged:
 //! counts come from the caller's side when its sidecar reports the edge (what the caller
 //! experienced, retries and local refusals included), else from the callee's.
+//!
+//! Requests to a mesh service that no replica answered (the caller's sidecar answered 503
+//! itself: its outbound rows name no peer) are an edge to `SERVICE [no answer]`, so the
+//! caller's failures are not dropped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use api::contract::observe::{Direction, Stats};
+use api::contract::observe::{Direction, Stats, StatsRow};
 use serde::Serialize;
 
 use super::{Output, Unreachable, columns, fetch_stats, percent};
@@ -16,6 +20,8 @@ use crate::sidecar_admin::Window;
 
 /// What the stats rows call an egress destination (outside the mesh).
 const EGRESS: &str = "[egress]";
+/// What the stats rows call no service, or no peer.
+const NONE: &str = "[none]";
 
 /// Arguments of `meshwork edges`.
 #[derive(clap::Args)]
@@ -71,24 +77,11 @@ pub fn edges(stats: &[Stats]) -> Vec<Edge> {
     let mut views: BTreeMap<(String, String), Views> = BTreeMap::new();
     for sidecar in stats {
         for row in &sidecar.rows {
-            let (pair, counts) = match row.direction {
-                Direction::Outbound if row.service == EGRESS => {
-                    let key = (sidecar.spiffe_id.clone(), EGRESS.to_owned());
-                    (key, Direction::Outbound)
-                }
-                Direction::Outbound if is_spiffe(&row.peer) => (
-                    (sidecar.spiffe_id.clone(), row.peer.clone()),
-                    Direction::Outbound,
-                ),
-                Direction::Inbound => (
-                    (row.peer.clone(), sidecar.spiffe_id.clone()),
-                    Direction::Inbound,
-                ),
-                // No callee (`[none]`: an unknown service, refused before any peer).
-                Direction::Outbound => continue,
+            let Some((pair, direction)) = edge_of(sidecar, row) else {
+                continue;
             };
             let view = views.entry(pair).or_default();
-            let counts = match counts {
+            let counts = match direction {
                 Direction::Outbound => &mut view.outbound,
                 Direction::Inbound => &mut view.inbound,
             };
@@ -117,6 +110,24 @@ pub fn edges(stats: &[Stats]) -> Vec<Edge> {
         })
         .filter(|e| e.requests > 0)
         .collect()
+}
+
+/// The (caller, callee) `row` of `sidecar` counts for, and whose view it is; `None` for an
+/// outbound row to no service (`[none]`: an unknown service, refused before any peer).
+fn edge_of(sidecar: &Stats, row: &StatsRow) -> Option<((String, String), Direction)> {
+    let own = sidecar.spiffe_id.clone();
+    match row.direction {
+        Direction::Inbound => Some(((row.peer.clone(), own), Direction::Inbound)),
+        Direction::Outbound if row.service == EGRESS => {
+            Some(((own, EGRESS.to_owned()), Direction::Outbound))
+        }
+        Direction::Outbound if row.service == NONE => None,
+        Direction::Outbound if row.peer == NONE => Some((
+            (own, format!("{} [no answer]", row.service)),
+            Direction::Outbound,
+        )),
+        Direction::Outbound => Some(((own, row.peer.clone()), Direction::Outbound)),
+    }
 }
 
 fn is_spiffe(id: &str) -> bool {
@@ -168,8 +179,6 @@ struct EdgesJson {
 
 #[cfg(test)]
 mod tests {
-    use api::contract::observe::StatsRow;
-
     use super::*;
 
     const TD: &str = "spiffe://meshwork.local/ns/default/sa";
@@ -213,7 +222,9 @@ mod tests {
                 vec![
                     row(Direction::Outbound, "billing", &billing, 201, 4),
                     row(Direction::Outbound, "billing", &billing, 503, 1),
-                    row(Direction::Outbound, "nope", "[none]", 404, 2),
+                    row(Direction::Outbound, "[none]", "[none]", 404, 2),
+                    // No replica of billing answered: the local sidecar's 503s.
+                    row(Direction::Outbound, "billing", "[none]", 503, 3),
                 ],
             ),
             sidecar(
@@ -245,9 +256,17 @@ mod tests {
                     2,
                     SeenBy::Callee
                 ),
+                (
+                    store.as_str(),
+                    "billing [no answer]",
+                    false,
+                    3,
+                    0,
+                    SeenBy::Caller
+                ),
                 (store.as_str(), billing.as_str(), true, 5, 4, SeenBy::Caller),
             ]
         );
-        assert!((edges[2].success_rate - 0.8).abs() < 1e-12);
+        assert!((edges[3].success_rate - 0.8).abs() < 1e-12);
     }
 }

@@ -16,7 +16,7 @@ use anyhow::bail;
 use api::contract::observe::Stats;
 use serde::Serialize;
 
-use crate::sidecar_admin::{self, Sidecar, Window};
+use crate::sidecar_admin::{self, Sidecar, Skipped, Window};
 
 /// How a command prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -40,21 +40,38 @@ pub struct Unreachable {
 }
 
 /// What every sidecar of the mesh in `state_dir` says about `window`: the answers, and
-/// the sidecars that did not answer (also warned about on stderr). An error when none
-/// answered.
+/// the sidecars that did not answer (also warned about on stderr, as are the ready files
+/// that name no sidecar to ask). An error when none answered.
 pub fn fetch_stats(
     state_dir: &Path,
     window: Window,
 ) -> anyhow::Result<(Vec<Stats>, Vec<Unreachable>)> {
-    let sidecars = sidecar_admin::discover(state_dir)?;
+    let (stats, unreachable, skipped) = fetch_stats_quietly(state_dir, window)?;
+    for s in &skipped {
+        eprintln!("meshwork: workloads/{}: {}; skipped", s.file, s.why);
+    }
+    for u in &unreachable {
+        eprintln!("meshwork: warning: {}", u.error);
+    }
+    Ok((stats, unreachable))
+}
+
+/// [`fetch_stats`] printing nothing: the answers, the sidecars that did not answer, and
+/// the ready files that name no sidecar to ask.
+pub fn fetch_stats_quietly(
+    state_dir: &Path,
+    window: Window,
+) -> anyhow::Result<(Vec<Stats>, Vec<Unreachable>, Vec<Skipped>)> {
+    let (sidecars, skipped) = sidecar_admin::discover_quietly(state_dir)?;
     let target = format!("/stats?window={}", window.secs());
     let answers =
         sidecar_admin::runtime()?.block_on(sidecar_admin::gather::<Stats>(&sidecars, &target));
-    split(answers)
+    let (stats, unreachable) = split(answers)?;
+    Ok((stats, unreachable, skipped))
 }
 
 /// Separates the answers from the failures; an error when nothing answered.
-pub fn split<T>(
+fn split<T>(
     answers: Vec<(Sidecar, anyhow::Result<T>)>,
 ) -> anyhow::Result<(Vec<T>, Vec<Unreachable>)> {
     let mut ok = Vec::new();
@@ -63,7 +80,6 @@ pub fn split<T>(
         match answer {
             Ok(value) => ok.push(value),
             Err(e) => {
-                eprintln!("meshwork: warning: {e:#}");
                 failed.push(Unreachable {
                     workload: sidecar.workload,
                     replica: sidecar.replica,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::aggregate::{GroupBy, aggregate};
-use super::fetch_stats;
+use super::fetch_stats_quietly;
 use super::stat::{rows, table};
 use crate::sidecar_admin::Window;
 
@@ -48,9 +48,10 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One frame: a title line and the table, busiest rows first.
+/// One frame: a title line, what did not answer, and the table, busiest rows first (warnings
+/// are part of the frame: printed apart, the next screen clear would wipe them).
 fn frame(args: &TopArgs) -> anyhow::Result<String> {
-    let (stats, unreachable) = fetch_stats(&args.state_dir, args.window)?;
+    let (stats, unreachable, skipped) = fetch_stats_quietly(&args.state_dir, args.window)?;
     let agg = aggregate(&stats, args.by, args.target.as_deref())?;
     let mut rows = rows(&agg);
     rows.sort_by(|a, b| b.1.rps.total_cmp(&a.1.rps).then_with(|| a.0.cmp(b.0)));
@@ -64,7 +65,13 @@ fn frame(args: &TopArgs) -> anyhow::Result<String> {
         now.second()
     );
     for u in &unreachable {
-        text += &format!("({}-{} did not answer)\n", u.workload, u.replica);
+        text += &format!(
+            "({}-{} did not answer: {})\n",
+            u.workload, u.replica, u.error
+        );
+    }
+    for s in &skipped {
+        text += &format!("(workloads/{} skipped: {})\n", s.file, s.why);
     }
     text.push('\n');
     text += &table(&agg, args.by, &mut rows);

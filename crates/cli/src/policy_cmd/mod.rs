@@ -9,6 +9,7 @@ mod explain;
 mod replay;
 mod route;
 mod running;
+mod template;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use identity::SpiffeId;
 use policy::Engine;
 
 pub use running::{RunningPolicies, SidecarPolicies};
+pub use template::{TemplateRequest, decide_template};
 
 /// Arguments of `meshwork policy`.
 #[derive(clap::Args)]

@@ -1,8 +1,12 @@
 //! `meshwork policy replay --candidate DIR`: the traffic that actually flowed, as the
-//! sidecars recorded it (`GET /decisions`: caller × method × route template × decision ×
-//! count, no raw paths), decided again by the candidate policies; prints what would newly be
-//! denied and newly be allowed, with counts and the candidate rule responsible. Exit 1 when
-//! anything would newly be denied (for CI), 0 otherwise, 2 on bad input.
+//! sidecars recorded it (`GET /decisions`: caller × method × route template × count, no raw
+//! paths), decided by the baseline — the policies the sidecars enforce now (the running
+//! control plane's snapshot), or `--baseline DIR` — and by the candidate; prints the rows the
+//! two decide differently (newly denied, newly allowed), with counts and the rules
+//! responsible. Exit 1 when anything would newly be denied (for CI), 0 otherwise, 2 on bad
+//! input (including a sidecar that cannot be asked: the record would be partial).
+//!
+//! Inbound authorization only: egress policies are not recorded, so not replayed.
 //!
 //! `meshwork policy record` exports the same record (a JSON array of
 //! `api::contract::observe::DecisionRecord`) for `replay --record FILE`.
@@ -13,13 +17,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use api::contract::observe::{Decision as Recorded, DecisionRecord};
-use policy::DecisionReason;
+use api::contract::observe::DecisionRecord;
+use policy::{DecisionReason, Engine};
 use serde_json::json;
 
-use super::PolicyFiles;
+use super::template::PLACEHOLDER;
+use super::{PolicyFiles, RunningPolicies};
 use crate::sidecar_admin::{self, Window};
 use diff::{Change, Replay, replay};
+
+/// What the output says about egress.
+const INBOUND_ONLY: &str =
+    "inbound authorization only: egress policies are not recorded, so not replayed";
 
 /// Arguments of `meshwork policy replay`.
 #[derive(clap::Args)]
@@ -27,6 +36,10 @@ pub struct ReplayArgs {
     /// Directory of resources holding the candidate policies.
     #[arg(long)]
     candidate: PathBuf,
+    /// Directory of resources holding the policies to compare with, instead of the ones the
+    /// running mesh enforces now.
+    #[arg(long, value_name = "DIR")]
+    baseline: Option<PathBuf>,
     /// Replay a record exported by `meshwork policy record` instead of asking the mesh.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
@@ -48,15 +61,15 @@ pub struct RecordArgs {
     state_dir: PathBuf,
 }
 
-/// The decisions of every sidecar of the running mesh over the window.
+/// The decisions of every sidecar of the running mesh over the window; an error when any
+/// sidecar cannot be asked (a partial record would report fewer changes than there are).
 fn fetch(args: &RecordArgs) -> anyhow::Result<Vec<DecisionRecord>> {
-    let sidecars = sidecar_admin::discover(&args.state_dir)?;
+    let sidecars = sidecar_admin::discover_all(&args.state_dir)?;
     let target = format!("/decisions?window={}", args.window.secs());
     let answers = sidecar_admin::runtime()?
         .block_on(sidecar_admin::gather::<DecisionRecord>(&sidecars, &target));
     let mut records = Vec::new();
     for (sidecar, answer) in answers {
-        // A partial record would report fewer changes than there are: refuse it.
         let record = answer
             .with_context(|| format!("the record would miss {}'s decisions", sidecar.label))?;
         records.push(record);
@@ -83,9 +96,38 @@ fn read_record(file: &Path) -> anyhow::Result<Vec<DecisionRecord>> {
     })
 }
 
+/// The policies compared with, and how to name them.
+struct Baseline {
+    engine: Engine,
+    name: String,
+}
+
+impl Baseline {
+    fn load(args: &ReplayArgs) -> anyhow::Result<Baseline> {
+        if let Some(dir) = &args.baseline {
+            let files = PolicyFiles::load(dir)?;
+            let name = format!("{} (policies {})", dir.display(), files.engine.hash());
+            return Ok(Baseline {
+                engine: files.engine,
+                name,
+            });
+        }
+        let running = RunningPolicies::fetch(&args.mesh.state_dir)
+            .context("the baseline is the running mesh's policies (or pass --baseline DIR)")?;
+        Ok(Baseline {
+            name: format!(
+                "the running mesh's policies (snapshot {}, policies {})",
+                running.version, running.hash
+            ),
+            engine: running.engine,
+        })
+    }
+}
+
 /// Replays; see the module docs for the exit codes.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let candidate = PolicyFiles::load(&args.candidate)?;
+    let baseline = Baseline::load(&args)?;
     let (records, source) = match &args.record {
         Some(file) => (read_record(file)?, format!("record {}", file.display())),
         None => (
@@ -97,19 +139,24 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             ),
         ),
     };
-    let replay = replay(&candidate.engine, &records);
+    let replay = replay(&baseline.engine, &candidate.engine, &records);
     if args.output == "json" {
         let doc = json!({
             "candidate": candidate.dir,
             "policy_hash": candidate.engine.hash().to_string(),
+            "baseline": baseline.name,
             "source": source,
             "records": records.len(),
-            "placeholder": diff::PLACEHOLDER,
+            "placeholder": PLACEHOLDER,
+            "scope": INBOUND_ONLY,
             "replay": replay,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print!("{}", render(&replay, &candidate, &source, records.len()));
+        print!(
+            "{}",
+            render(&replay, &candidate, &baseline, &source, records.len())
+        );
     }
     Ok(match replay.newly_denied.is_empty() {
         true => ExitCode::SUCCESS,
@@ -117,11 +164,19 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn render(replay: &Replay, candidate: &PolicyFiles, source: &str, records: usize) -> String {
+fn render(
+    replay: &Replay,
+    candidate: &PolicyFiles,
+    baseline: &Baseline,
+    source: &str,
+    records: usize,
+) -> String {
     let mut out = format!(
-        "replayed {records} sidecar records ({source}) against {} (policies {})\n",
+        "replayed {records} sidecar records ({source}) against {} (policies {}), \
+         compared with {}\n{INBOUND_ONLY}\n",
         candidate.dir.display(),
-        candidate.engine.hash()
+        candidate.engine.hash(),
+        baseline.name
     );
     out += &changes("newly denied", &replay.newly_denied);
     out += &changes("newly allowed", &replay.newly_allowed);
@@ -132,14 +187,8 @@ fn render(replay: &Replay, candidate: &PolicyFiles, source: &str, records: usize
     );
     for u in &replay.unknown {
         out += &format!(
-            "  {} {} {} {} ×{} ({}): {}\n",
-            u.row.service,
-            u.row.caller,
-            u.row.method,
-            u.row.route,
-            u.count,
-            recorded(u.was),
-            u.why
+            "  {} {} {} {} ×{}: {}\n",
+            u.row.service, u.row.caller, u.row.method, u.row.route, u.count, u.why
         );
     }
     out += &format!(
@@ -204,11 +253,4 @@ fn rows(rows: usize, requests: u64) -> String {
         plural(rows as u64, "row"),
         plural(requests, "request")
     )
-}
-
-fn recorded(decision: Recorded) -> &'static str {
-    match decision {
-        Recorded::Allow => "was allowed",
-        Recorded::Deny => "was denied",
-    }
 }

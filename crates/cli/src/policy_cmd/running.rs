@@ -35,15 +35,30 @@ pub struct RunningPolicies {
     pub traffic: BTreeMap<String, ServiceTraffic>,
 }
 
+/// How long the control plane may take to answer a command (it answers at once when well).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl RunningPolicies {
     /// Asks the control plane of the mesh in `state_dir` for its current snapshot.
     pub fn fetch(state_dir: &Path) -> anyhow::Result<RunningPolicies> {
+        RunningPolicies::fetch_within(state_dir, FETCH_TIMEOUT)
+    }
+
+    /// [`RunningPolicies::fetch`], failing when the control plane has not answered within
+    /// `timeout` (a hung one must not hang the caller).
+    pub fn fetch_within(state_dir: &Path, timeout: Duration) -> anyhow::Result<RunningPolicies> {
         let state = StateDir::open(state_dir)?;
         let socket = state.control_socket();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let snapshot = rt.block_on(snapshot(&socket)).with_context(|| {
+        // The timeout is made inside the runtime: its timer needs one.
+        let ask = async {
+            tokio::time::timeout(timeout, snapshot(&socket))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
+        };
+        let snapshot = rt.block_on(ask).with_context(|| {
             format!(
                 "asking the control plane at {} for its snapshot",
                 socket.display()
@@ -162,4 +177,22 @@ async fn admin_snapshot(admin: SocketAddr) -> anyhow::Result<AdminSnapshot> {
         );
     }
     serde_json::from_slice(&body).context("parsing the sidecar's snapshot")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_control_plane_that_never_answers_is_given_up_on() {
+        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // Accepts connections (the kernel's backlog) and never answers.
+        let _hung = std::os::unix::net::UnixListener::bind(state.path().join("control.sock"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = RunningPolicies::fetch_within(state.path(), Duration::from_millis(50))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("no answer within 50ms"), "{err}");
+    }
 }

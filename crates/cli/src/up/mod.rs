@@ -343,26 +343,7 @@ async fn start_sidecars(
             .state
             .replica_ready_file(&instance.workload, instance.replica);
         let _ = std::fs::remove_file(&ready);
-        let mut proxy = Child::meshwork(&l.exe, "proxy")
-            .args(["--workload", &instance.workload])
-            .args(["--replica", &instance.replica.to_string()])
-            .args(["--app", &format!("127.0.0.1:{}", instance.port)])
-            .args([
-                "--control-socket".as_ref(),
-                l.state.control_socket().as_os_str(),
-            ])
-            .args(["--ready-file".as_ref(), ready.as_os_str()])
-            .args(["--admin", "127.0.0.1:0"])
-            .args(["--workload-api".as_ref(), agent_socket.as_os_str()]);
-        if w.spec.protocol == api::mesh::AppProtocol::Http2 {
-            proxy = proxy.args(["--app-http2"]);
-        }
-        if let Some(dns) = dns {
-            proxy = proxy.args(["--dns", &dns.to_string()]);
-        }
-        // The sidecar also inherits `up`'s environment, OTEL_* included: what the Mesh
-        // leaves out of spec.tracing comes from there.
-        proxy = proxy.args(&trace_args);
+        let proxy = proxy_command(l, w, instance, &ready, agent_socket, dns, &trace_args);
         let proc_name = format!("{}/proxy", instance.name);
         sup.spawn(&proc_name, proxy)?;
         let id = l
@@ -377,6 +358,38 @@ async fn start_sidecars(
         });
     }
     Ok(pending)
+}
+
+/// The `meshwork proxy` command of `instance`'s sidecar.
+fn proxy_command(
+    l: &Launch<'_>,
+    w: &api::mesh::Workload,
+    instance: &Instance,
+    ready: &Path,
+    agent_socket: &Path,
+    dns: Option<std::net::SocketAddr>,
+    trace_args: &[String],
+) -> Child {
+    let mut proxy = Child::meshwork(&l.exe, "proxy")
+        .args(["--workload", &instance.workload])
+        .args(["--replica", &instance.replica.to_string()])
+        .args(["--app", &format!("127.0.0.1:{}", instance.port)])
+        .args([
+            "--control-socket".as_ref(),
+            l.state.control_socket().as_os_str(),
+        ])
+        .args(["--ready-file".as_ref(), ready.as_os_str()])
+        .args(["--admin", "127.0.0.1:0"])
+        .args(["--workload-api".as_ref(), agent_socket.as_os_str()]);
+    if w.spec.protocol == api::mesh::AppProtocol::Http2 {
+        proxy = proxy.args(["--app-http2"]);
+    }
+    if let Some(dns) = dns {
+        proxy = proxy.args(["--dns", &dns.to_string()]);
+    }
+    // The sidecar also inherits `up`'s environment, OTEL_* included: what the Mesh
+    // leaves out of spec.tracing comes from there.
+    proxy.args(trace_args)
 }
 
 /// Each app once its sidecar serves, with its bindings, `PORT`, `MESHWORK_REPLICA` and

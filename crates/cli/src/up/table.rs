@@ -31,6 +31,18 @@ pub fn print_table(
         println!("[up] service broker  http://{}", addr.trim());
     }
     println!("[up] dashboard       http://{dashboard}/");
+    print_tracing(l);
+    print_workloads(rows);
+    if l.set.workload("store").is_some() && l.set.workload("billing").is_some() {
+        println!("[up] try: meshwork exec store -- curl -s -X POST http://billing/charges");
+    } else if let Some((from, to)) = example_call(l.set) {
+        println!("[up] try: meshwork exec {from} -- curl -s http://{to}/");
+    }
+    println!("[up] ready");
+}
+
+/// Where spans go, or that tracing is off.
+fn print_tracing(l: &Launch<'_>) {
     let mesh_tracing = l.set.mesh().and_then(|m| m.spec.tracing.as_ref());
     match super::trace_flags::for_up(mesh_tracing) {
         Ok(Some(tracing)) => println!(
@@ -45,6 +57,10 @@ pub fn print_table(
         // The sidecars refused the same settings and said why.
         Err(_) => {}
     }
+}
+
+/// One line per sidecar: its workload, identity and listeners.
+fn print_workloads(rows: &[(String, u16, ReadyFile)]) {
     let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
     let id = rows
         .iter()
@@ -66,12 +82,6 @@ pub fn print_table(
             info.outbound.to_string()
         );
     }
-    if l.set.workload("store").is_some() && l.set.workload("billing").is_some() {
-        println!("[up] try: meshwork exec store -- curl -s -X POST http://billing/charges");
-    } else if let Some((from, to)) = example_call(l.set) {
-        println!("[up] try: meshwork exec {from} -- curl -s http://{to}/");
-    }
-    println!("[up] ready");
 }
 
 /// A workload and a service it does not back, for the "try:" hint.

@@ -202,7 +202,7 @@ fn assert_denial_listed(addr: &str, body: &serde_json::Value) {
         "{d}"
     );
     assert_eq!(
-        (&d["reason"]["policy"], &d["reason"]["rule"]),
+        (&d["policy"], &d["rule"]),
         (&body["policy"], &body["rule"]),
         "{d} vs {body}"
     );
@@ -220,14 +220,26 @@ fn in_the_browser(up: &Up, addr: &str, browser: &Browser) {
         .env("MESHWORK_NODE_MODULES", &browser.node_modules)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run node");
+    // node's stderr, read aside (a full pipe would block it) and shown on failure.
+    let mut err_pipe = node.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut err_pipe, &mut text);
+        text
+    });
     let mut steps = BufReader::new(node.stdout.take().unwrap()).lines();
     let first = steps.next().and_then(Result::ok).unwrap_or_default();
-    assert!(
-        first.contains("waiting-for-denial"),
-        "the page did not load: {first:?} (see its stderr above)"
-    );
+    if !first.contains("waiting-for-denial") {
+        let _ = node.kill();
+        let _ = node.wait();
+        panic!(
+            "the page did not load: {first:?}; node's stderr:\n{}",
+            stderr.join().unwrap_or_default()
+        );
+    }
 
     // reporting's forbidden call, while the page stays open.
     let (code, body) = post(up, "reporting", "http://billing/charges");
@@ -237,12 +249,15 @@ fn in_the_browser(up: &Up, addr: &str, browser: &Browser) {
         "decision_id": body["decision_id"], "policy": body["policy"], "rule": body["rule"],
     });
     let mut stdin = node.stdin.take().unwrap();
-    writeln!(stdin, "{denial}").unwrap();
+    // node may have died already (a broken pipe): its stderr says why, below.
+    let written = writeln!(stdin, "{denial}");
     let rest: Vec<String> = steps.map_while(Result::ok).collect();
     let status = node.wait().expect("wait for node");
+    let stderr = stderr.join().unwrap_or_default();
     assert!(
-        status.success(),
-        "the browser test failed ({status}): {rest:?} (its stderr is above)"
+        status.success() && written.is_ok(),
+        "the browser test failed ({status}, writing the denial: {written:?}): {rest:?}; \
+         node's stderr:\n{stderr}"
     );
     assert!(rest.iter().any(|l| l.contains("\"done\"")), "{rest:?}");
     assert!(

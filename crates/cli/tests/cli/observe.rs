@@ -368,7 +368,7 @@ fn policy_replay_reports_what_a_candidate_would_newly_deny() {
         (change["method"].as_str(), change["route"].as_str()),
         (Some("POST"), Some("/charges"))
     );
-    assert_eq!(change["was"], "allow");
+    assert_eq!(change["baseline"]["kind"], "explicit_allow", "{change}");
     assert_eq!(change["candidate"]["kind"], "default_deny", "{change}");
     assert_eq!(
         replay["replay"]["newly_allowed"],
@@ -402,7 +402,8 @@ fn policy_replay_reports_what_a_candidate_would_newly_deny() {
     assert_an_exported_record_replays_the_same(&up, without_post);
 }
 
-/// `policy record > FILE`, then `policy replay --record FILE` without the mesh.
+/// `policy record > FILE`, then `policy replay --record FILE --baseline DIR` without the
+/// mesh.
 fn assert_an_exported_record_replays_the_same(up: &Up, candidate: &str) {
     let (code, record) = run(up, &["policy", "record"]);
     assert_eq!(code, 0);
@@ -416,6 +417,8 @@ fn assert_an_exported_record_replays_the_same(up: &Up, candidate: &str) {
     let out = meshwork()
         .args(["policy", "replay", "--candidate", candidate, "--record"])
         .arg(file.path())
+        .arg("--baseline")
+        .arg(example("store-billing"))
         .args(["-o", "json"])
         .output()
         .expect("run replay --record");

@@ -1,25 +1,20 @@
-//! The replay itself: every recorded (service, caller, method, route template) decided again
-//! by the candidate engine, exactly as the sidecar's inbound authorization builds
-//! `policy::Request`, and compared with what was decided then.
+//! The replay itself: every recorded (service, caller, method, route template) decided by
+//! the baseline (the policies the sidecars enforce now, or `--baseline DIR`) and by the
+//! candidate, both through [`decide_template`]; only rows the two decide differently are
+//! changes. The decision recorded at the time is not compared with: it may have depended on
+//! what the record does not keep (headers, exact ids, raw paths), which would report changes
+//! for an unchanged candidate.
 //!
-//! Limits, stated in docs/observe.md: the record keeps route templates, never raw paths, so
-//! a `{param}` segment is decided as the placeholder segment [`PLACEHOLDER`] (a policy
-//! naming a specific id is judged on the placeholder); the record keeps no headers, so
-//! header matchers see none; `[unmatched]` routes and `OTHER` methods cannot be decided
-//! again and are reported as unknown.
+//! Limits, stated in docs/observe.md: see [`crate::policy_cmd::template`]; inbound
+//! authorization only (egress policies are not recorded, so not replayed).
 
 use std::collections::BTreeMap;
 
-use api::contract::observe::{Decision as Recorded, DecisionRecord};
-use identity::SpiffeId;
-use policy::{DecisionReason, Engine, NoHeaders, NormalizedPath, RouteTemplate, TemplateSegment};
+use api::contract::observe::DecisionRecord;
+use policy::{DecisionReason, Engine};
 use serde::Serialize;
 
-/// The segment a `{param}` (or `{rest...}`) of a route template is decided as.
-pub const PLACEHOLDER: &str = "_param_";
-
-/// The route label of requests no template matched.
-const UNMATCHED: &str = "[unmatched]";
+use crate::policy_cmd::template::{TemplateRequest, decide_template};
 
 /// What the record's rows have in common once merged over sidecars and replicas.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -34,7 +29,7 @@ pub struct Row {
     pub route: String,
 }
 
-/// A row the candidate decides otherwise.
+/// A row the candidate decides otherwise than the baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
     /// The requests.
@@ -42,8 +37,8 @@ pub struct Change {
     pub row: Row,
     /// How many.
     pub count: u64,
-    /// What was decided then.
-    pub was: Recorded,
+    /// What the baseline decides, and by which policy, rule and matcher.
+    pub baseline: DecisionReason,
     /// What the candidate decides, and by which policy, rule and matcher.
     pub candidate: DecisionReason,
 }
@@ -56,8 +51,6 @@ pub struct Unknown {
     pub row: Row,
     /// How many.
     pub count: u64,
-    /// What was decided then.
-    pub was: Recorded,
     /// Why it cannot be replayed.
     pub why: &'static str,
 }
@@ -65,21 +58,21 @@ pub struct Unknown {
 /// The outcome of a replay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Replay {
-    /// Allowed then, denied by the candidate.
+    /// Allowed by the baseline, denied by the candidate.
     pub newly_denied: Vec<Change>,
-    /// Denied then, allowed by the candidate.
+    /// Denied by the baseline, allowed by the candidate.
     pub newly_allowed: Vec<Change>,
     /// Not decided again.
     pub unknown: Vec<Unknown>,
-    /// Rows (after merging) decided as before.
+    /// Rows (after merging) both decide alike.
     pub unchanged_rows: usize,
     /// Their requests.
     pub unchanged_requests: u64,
 }
 
-/// Replays `records` against `engine`.
-pub fn replay(engine: &Engine, records: &[DecisionRecord]) -> Replay {
-    let mut merged: BTreeMap<(Row, Recorded), u64> = BTreeMap::new();
+/// The record's rows merged over sidecars, replicas and recorded decisions, with counts.
+fn merge(records: &[DecisionRecord]) -> BTreeMap<Row, u64> {
+    let mut merged: BTreeMap<Row, u64> = BTreeMap::new();
     for row in records.iter().flat_map(|r| &r.rows) {
         let key = Row {
             service: row.service.clone(),
@@ -87,44 +80,39 @@ pub fn replay(engine: &Engine, records: &[DecisionRecord]) -> Replay {
             method: row.method.clone(),
             route: row.route.clone(),
         };
-        *merged.entry((key, row.decision)).or_default() += row.count;
+        *merged.entry(key).or_default() += row.count;
     }
+    merged
+}
+
+/// Replays `records` against `baseline` and `candidate`.
+pub fn replay(baseline: &Engine, candidate: &Engine, records: &[DecisionRecord]) -> Replay {
     let mut out = Replay::default();
-    for ((row, was), count) in merged {
-        let path = match (row.route.as_str(), row.method.as_str()) {
-            (UNMATCHED, _) => Err("no route template matched: the raw path was not recorded"),
-            (_, "OTHER") => Err("an extension method, recorded as OTHER"),
-            (route, _) => placeholder_path(route).ok_or("not a route template"),
+    for (row, count) in merge(records) {
+        let request = TemplateRequest {
+            service: &row.service,
+            caller: &row.caller,
+            method: &row.method,
+            route: &row.route,
         };
-        let path = match path {
-            Ok(path) => path,
+        let decided = decide_template(baseline, request)
+            .and_then(|before| Ok((before, decide_template(candidate, request)?)));
+        let (before, after) = match decided {
+            Ok(both) => both,
             Err(why) => {
-                out.unknown.push(Unknown {
-                    row,
-                    count,
-                    was,
-                    why,
-                });
+                out.unknown.push(Unknown { row, count, why });
                 continue;
             }
         };
-        let caller: Option<SpiffeId> = row.caller.parse().ok();
-        let decision = engine.authorize(&policy::Request {
-            target_service: &row.service,
-            caller: caller.as_ref(),
-            method: &row.method,
-            path: &path,
-            headers: &NoHeaders,
-        });
-        let change = |candidate| Change {
-            row: row.clone(),
+        let change = Change {
+            row,
             count,
-            was,
-            candidate,
+            baseline: before.reason,
+            candidate: after.reason,
         };
-        match (was, decision.allowed) {
-            (Recorded::Allow, false) => out.newly_denied.push(change(decision.reason)),
-            (Recorded::Deny, true) => out.newly_allowed.push(change(decision.reason)),
+        match (before.allowed, after.allowed) {
+            (true, false) => out.newly_denied.push(change),
+            (false, true) => out.newly_allowed.push(change),
             _ => {
                 out.unchanged_rows += 1;
                 out.unchanged_requests += count;
@@ -132,24 +120,6 @@ pub fn replay(engine: &Engine, records: &[DecisionRecord]) -> Replay {
         }
     }
     out
-}
-
-/// `route` with every parameter replaced by [`PLACEHOLDER`], as a normalised path; `None`
-/// when `route` is no route template.
-pub fn placeholder_path(route: &str) -> Option<NormalizedPath> {
-    let template: RouteTemplate = route.parse().ok()?;
-    let mut path = String::new();
-    for segment in template.segments() {
-        path.push('/');
-        path += match segment {
-            TemplateSegment::Literal(literal) => literal,
-            TemplateSegment::Param(_) | TemplateSegment::Rest(_) => PLACEHOLDER,
-        };
-    }
-    if path.is_empty() {
-        path.push('/');
-    }
-    NormalizedPath::parse(&path).ok()
 }
 
 #[cfg(test)]

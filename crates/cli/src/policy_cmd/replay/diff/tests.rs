@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use api::contract::observe::DecisionRow;
+use api::contract::observe::{Decision as Recorded, DecisionRow};
 use policy::DecisionKind;
 
 use super::*;
@@ -10,6 +10,9 @@ const TD: &str = "spiffe://meshwork.local/ns/default/sa";
 /// Rule 0's first `to` of billing-charges in examples/store-billing/policies.yaml.
 const STORE_POST: &str =
     "        - methods: [POST]\n          paths:\n            - exact: /charges\n";
+
+/// Rule 1 of billing-charges: any workload may GET /healthz.
+const HEALTHZ_RULE: &str = "    - from:\n        - spiffeIdPrefix: spiffe://meshwork.local/ns/default/\n      to:\n        - methods: [GET]\n          paths:\n            - exact: /healthz\n";
 
 fn example() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/store-billing")
@@ -59,9 +62,14 @@ fn records() -> Vec<DecisionRecord> {
     ]
 }
 
+/// The example's policies, unchanged: the baseline.
+fn baseline() -> Engine {
+    engine(|text| text)
+}
+
 #[test]
 fn the_unchanged_policies_change_nothing() {
-    let replay = replay(&engine(|text| text), &records());
+    let replay = replay(&baseline(), &engine(|text| text), &records());
     assert!(replay.newly_denied.is_empty(), "{replay:#?}");
     assert!(replay.newly_allowed.is_empty(), "{replay:#?}");
     // The replicas' rows are merged: store's POSTs are one row of 5.
@@ -85,7 +93,7 @@ fn removing_stores_post_rule_newly_denies_its_charges() {
         );
         text.replace(STORE_POST, "")
     });
-    let replay = replay(&candidate, &records());
+    let replay = replay(&baseline(), &candidate, &records());
     assert_eq!(replay.newly_denied.len(), 1, "{replay:#?}");
     let change = &replay.newly_denied[0];
     assert_eq!(
@@ -96,7 +104,8 @@ fn removing_stores_post_rule_newly_denies_its_charges() {
         ),
         (format!("{TD}/store").as_str(), "POST", "/charges")
     );
-    assert_eq!((change.count, change.was), (5, Recorded::Allow));
+    assert_eq!(change.count, 5);
+    assert_eq!(change.baseline.kind, DecisionKind::ExplicitAllow);
     assert_eq!(change.candidate.kind, DecisionKind::DefaultDeny);
     // Reading one charge back still matches rule 0's template, decided on the placeholder.
     assert!(replay.newly_allowed.is_empty(), "{replay:#?}");
@@ -104,13 +113,21 @@ fn removing_stores_post_rule_newly_denies_its_charges() {
 }
 
 #[test]
-fn a_denial_the_candidate_allows_names_the_allowing_rule() {
+fn a_row_the_candidate_allows_names_the_allowing_rule() {
+    // The baseline without billing-charges' rule 1 (reporting's GET /healthz).
+    let without_rule_1 = engine(|text| {
+        assert!(
+            text.contains(HEALTHZ_RULE),
+            "the example changed: update HEALTHZ_RULE"
+        );
+        text.replace(HEALTHZ_RULE, "")
+    });
     let records = vec![DecisionRecord {
         workload: "billing".to_owned(),
         window_secs: 60.0,
         rows: vec![row("reporting", "GET", "/healthz", Recorded::Deny, 7)],
     }];
-    let replay = replay(&engine(|text| text), &records);
+    let replay = replay(&without_rule_1, &baseline(), &records);
     assert_eq!(replay.newly_allowed.len(), 1, "{replay:#?}");
     let reason = &replay.newly_allowed[0].candidate;
     assert_eq!(
@@ -125,10 +142,19 @@ fn a_denial_the_candidate_allows_names_the_allowing_rule() {
 }
 
 #[test]
-fn parameters_become_placeholder_segments() {
-    let path = |route| placeholder_path(route).map(|p| p.as_str().to_owned());
-    assert_eq!(path("/charges/{id}").as_deref(), Some("/charges/_param_"));
-    assert_eq!(path("/files/{rest...}").as_deref(), Some("/files/_param_"));
-    assert_eq!(path("/").as_deref(), Some("/"));
-    assert_eq!(path("[unmatched]"), None);
+fn what_was_decided_then_is_not_compared_with() {
+    // Recorded as denied (a header or an exact id decided then), recorded as allowed (a
+    // policy changed since): the unchanged candidate changes neither.
+    let records = vec![DecisionRecord {
+        workload: "billing".to_owned(),
+        window_secs: 60.0,
+        rows: vec![
+            row("store", "POST", "/charges", Recorded::Deny, 2),
+            row("reporting", "POST", "/charges", Recorded::Allow, 3),
+        ],
+    }];
+    let replay = replay(&baseline(), &baseline(), &records);
+    assert!(replay.newly_denied.is_empty(), "{replay:#?}");
+    assert!(replay.newly_allowed.is_empty(), "{replay:#?}");
+    assert_eq!((replay.unchanged_rows, replay.unchanged_requests), (2, 5));
 }
