@@ -26,7 +26,7 @@ use crate::state::{ReadyFile, StateDir, workload_of};
 /// How long one admin request may take before the sidecar counts as unreachable.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Requests of the JSON endpoints (the admin listener ignores `Host`).
+/// Requests of the JSON endpoints, as `Host: localhost` (the admin listener answers loopback hosts only).
 const EXCHANGE: Exchange = Exchange::new("localhost");
 
 /// One running sidecar, from its ready file.
