@@ -80,14 +80,19 @@ def _spans(state: Path, n: int, traced: bool) -> dict:
         time.sleep(2.0)
 
 
-def _one_run(n: int, hop: str, state: Path, flags: list[str] | None = None, scrape: bool = False) -> dict:
-    tag = f"{hop}{'-traced' if flags else ''}-n{n}"
+def _one_run(n: int, hop: str, state: Path, flags: list[str] | None = None, scrape: bool = False,
+             setup=None, label: str = "") -> dict:
+    """`setup(state)`, when given, runs once both sidecars are ready and before the requests (e.g.
+    attaching tappers, `tapcost.py`); what it returns is closed after them."""
+    tag = f"{hop}{'-traced' if flags else ''}{label}-n{n}"
     for old in CALLGRIND.glob(f"{tag}-*.out"):
         old.unlink()
     procs: list[Proc] = meshwork.start_sidecars(hop, state, wrapper=_valgrind(tag), timeout=300, flags=flags)
-    failed, spans = 0, None
+    failed, spans, attached = 0, None, []
     try:
         time.sleep(SETTLE_S)
+        if setup:
+            attached = setup(state)
         if n:
             client = Client(meshwork.OUTBOUND_PORT[hop])
             failed = client.first_ok()
@@ -98,6 +103,8 @@ def _one_run(n: int, hop: str, state: Path, flags: list[str] | None = None, scra
         if scrape:
             spans = _spans(state, n, bool(flags))
     finally:
+        for thing in attached:
+            thing.close()
         stop(procs, grace=120)  # SIGTERM: a clean exit makes callgrind write its file
     files = {side: CALLGRIND / f"{tag}-{p.pid}.out" for side, p in zip("AB", procs)}
     out = {"requests": n, "failed_before_route": failed, "files": {k: str(v) for k, v in files.items()},

@@ -279,6 +279,26 @@ def cmd_cpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tapcost(args: argparse.Namespace) -> int:
+    """bench/tapcost: callgrind instructions per request with no tap, a reading tap and a stalled tap."""
+    import tapcost
+    prepare(True, load_tools=False)
+    callgrind.CALLGRIND = paths.CALLGRIND / "tapcost"
+    with running_app():
+        runs = tapcost.run(args.n, args.hop)
+    name = stamp(False, f"{args.tag}-tapcost" if args.tag else "tapcost")
+    none = next(r["per_request"] for r in runs if r["mode"] == "none")
+    lines = [f"# meshwork tap cost — {name}", "", tapcost.__doc__.strip(), "",
+             f"`bench/tapcost -n {args.n} --hop {args.hop}` (release binary `MESHWORK_BIN`), one keep-alive client, sequential requests.", "",
+             "| tap on each sidecar | instructions per request (pair) | ÷ no tap |", "|---|---:|---:|"]
+    for r in runs:
+        lines.append(f"| {r['mode']} | {r['per_request']:,.0f} | {r['per_request'] / none:.3f} |")
+    (paths.RESULTS / f"{name}.json").write_text(json.dumps(runs, indent=2) + "\n")
+    (paths.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    log(f"wrote {paths.RESULTS / name}.md")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Re-makes the markdown report from a raw JSON file (e.g. after changing the report code)."""
     raw_path = Path(args.raw).resolve()
@@ -325,10 +345,17 @@ def main() -> int:
     cpu.add_argument("--max-wait", type=float, default=120, help="seconds to wait per round for other builds")
     cpu.add_argument("--no-install", action="store_true")
     cpu.add_argument("--tag", help="suffix for the report name")
+    tap = sub.add_parser("tapcost", help="instructions per request with no tap, a reading tap, a stalled tap (bench/tapcost)")
+    tap.add_argument("-n", type=int, default=2000)
+    tap.add_argument("--hop", default="h2", choices=["h2", "h1"])
+    tap.add_argument("--tag", help="suffix for the report name")
+    tap.add_argument("--no-install", action="store_true", help="accepted for symmetry: nothing is installed")
     render = sub.add_parser("render", help="re-make a report's markdown from its raw JSON")
     render.add_argument("raw", help="bench/results/<name>.json")
     args = p.parse_args()
-    return {"run": cmd_run, "callgrind": cmd_callgrind, "cpu": cmd_cpu, "render": cmd_render}[args.cmd](args)
+    commands = {"run": cmd_run, "callgrind": cmd_callgrind, "cpu": cmd_cpu, "tapcost": cmd_tapcost,
+                "render": cmd_render}
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":
