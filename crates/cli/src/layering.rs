@@ -5,8 +5,9 @@
 //! (the sidecars' admin endpoints, over `state`) → `broker_cmd`, the other `*_cmd` subcommands,
 //! `demo`, `exec`, `policy_cmd`, `observe` → `claims` (the OSB platform side:
 //! ids, delivery, `claims delete`) → `dashboard` (reads the state directory, the sidecars
-//! through `sidecar_admin`, the control plane's policies, `observe`'s quantiles) → `up`
-//! (which drives all of them). A subcommand never imports `up`: what `up` shares with `exec`, `claims` or `policy` lives in `state`.
+//! through `sidecar_admin`, the control plane's policies, `observe`'s quantiles) →
+//! `kubernetes` (controller mode: the
+//! cluster as the source of resources, claims as Secrets) → `up` (which drives all of them). A subcommand never imports `up`: what `up` shares with `exec`, `claims` or `policy` lives in `state`.
 
 /// Each top-level module and the modules it may use.
 pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
@@ -42,8 +43,19 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
         ],
     ),
     (
-        "up",
+        "kubernetes",
         &["state", "claims", "broker_cmd", "logging", "parent"],
+    ),
+    (
+        "up",
+        &[
+            "state",
+            "claims",
+            "broker_cmd",
+            "logging",
+            "parent",
+            "kubernetes",
+        ],
     ),
 ];
 

@@ -15,6 +15,7 @@ mod dashboard;
 mod demo;
 mod entry_cmd;
 mod exec;
+mod kubernetes;
 #[cfg(test)]
 mod layering;
 mod logging;
