@@ -1,0 +1,131 @@
+//! Object metadata as the fake API server keeps it: timestamps, the fields Go's `omitempty`
+//! drops, and the comparisons that decide whether a write changed anything.
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// Now, as the real server writes timestamps (`2025-12-10T01:58:31Z`).
+pub(crate) fn now() -> String {
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// `object.metadata`, created if missing (a non-object `metadata` is replaced).
+pub(crate) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.is_object() {
+        *object = json!({});
+    }
+    let Value::Object(fields) = object else {
+        unreachable!("invariant: made an object just above");
+    };
+    let metadata = fields.entry("metadata").or_insert_with(|| json!({}));
+    if !metadata.is_object() {
+        *metadata = json!({});
+    }
+    match metadata {
+        Value::Object(metadata) => metadata,
+        _ => unreachable!("invariant: made an object just above"),
+    }
+}
+
+/// A metadata string field.
+pub(crate) fn field<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
+    object["metadata"][name].as_str()
+}
+
+/// `metadata.finalizers` (empty if absent).
+pub(crate) fn finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The uids in `metadata.ownerReferences`.
+pub(crate) fn owner_uids(object: &Value) -> Vec<String> {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Drops the metadata fields the real server's `omitempty` would not write when empty or
+/// null (so `finalizers: []` after the last finalizer goes reads back as absent, as it does
+/// on the real server).
+pub(crate) fn normalize(object: &mut Value) {
+    let metadata = metadata_mut(object);
+    for name in [
+        "finalizers",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "generateName",
+    ] {
+        let empty = match metadata.get(name) {
+            Some(Value::Null) => true,
+            Some(Value::Array(list)) => list.is_empty(),
+            Some(Value::Object(map)) => map.is_empty(),
+            Some(Value::String(s)) => s.is_empty(),
+            _ => false,
+        };
+        if empty {
+            metadata.remove(name);
+        }
+    }
+}
+
+/// Whether anything but `metadata` and `status` differs: what bumps `metadata.generation`.
+pub(crate) fn spec_changed(before: &Value, after: &Value) -> bool {
+    let strip = |object: &Value| {
+        let mut object = object.clone();
+        if let Value::Object(fields) = &mut object {
+            fields.remove("metadata");
+            fields.remove("status");
+        }
+        object
+    };
+    strip(before) != strip(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_drops_empty_omitempty_fields_only() {
+        let mut object =
+            json!({"metadata":{"name":"a","finalizers":[],"labels":{},"annotations":{"k":"v"}}});
+        normalize(&mut object);
+        assert_eq!(
+            object,
+            json!({"metadata":{"name":"a","annotations":{"k":"v"}}})
+        );
+    }
+
+    #[test]
+    fn generation_counts_spec_changes_only() {
+        let a = json!({"metadata":{"labels":{"x":"1"}},"spec":{"a":1},"status":{"s":1}});
+        let b = json!({"metadata":{"labels":{"x":"2"}},"spec":{"a":1},"status":{"s":2}});
+        let c = json!({"metadata":{},"spec":{"a":2}});
+        assert!(!spec_changed(&a, &b));
+        assert!(spec_changed(&a, &c));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_seconds() {
+        let now = now();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z'));
+    }
+}
