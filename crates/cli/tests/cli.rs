@@ -14,6 +14,8 @@ mod deploy;
 mod harness;
 #[path = "cli/identity.rs"]
 mod identity;
+#[path = "cli/kubernetes_source.rs"]
+mod kubernetes_source;
 #[path = "cli/lifecycle.rs"]
 mod lifecycle;
 #[path = "cli/observe.rs"]

@@ -108,8 +108,13 @@ impl ClusterSource {
         self.wait_until_listed().await;
         loop {
             self.changes.borrow_and_update();
-            if let Some(Ok(set)) = self.rebuild() {
-                return set;
+            match self.rebuild() {
+                Some(Ok(set)) => return set,
+                Some(Err(error)) => tracing::error!(
+                    source = SOURCE,
+                    "the cluster's resources do not load; waiting for a change to start:\n{error}"
+                ),
+                None => {}
             }
             self.next_change().await;
         }
@@ -164,19 +169,13 @@ impl ClusterSource {
     }
 
     /// The stores' objects as a set, when their desired state differs from the last rebuild;
-    /// `None` when it does not. Invalid objects are logged here (and by the control plane).
+    /// `None` when it does not. (The control plane logs an invalid version it is fed.)
     fn rebuild(&mut self) -> Option<Result<ResourceSet, LoadError>> {
         let desired = self.desired();
         if self.last.as_ref() == Some(&desired) {
             return None;
         }
         let loaded = api::object::load_objects(desired.values());
-        if let Err(error) = &loaded {
-            tracing::error!(
-                source = SOURCE,
-                "the cluster's resources do not load:\n{error}"
-            );
-        }
         self.last = Some(desired);
         Some(loaded)
     }
