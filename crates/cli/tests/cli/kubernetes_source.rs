@@ -336,4 +336,32 @@ fn cluster_edits_reach_running_sidecars() {
         Duration::from_secs(10),
         || route_timeout(&snapshot(&state)) == Some(3000),
     );
+
+    // The control plane only read (the test's client made the creates and patches), and
+    // exactly what deploy/install/rbac.yaml grants it: every kind listed and watched.
+    let mut read = BTreeSet::new();
+    for request in cluster.fake.requests() {
+        if [FakeVerb::Create, FakeVerb::Patch].contains(&request.verb) {
+            continue;
+        }
+        assert!(
+            request.subresource.is_none() && request.namespace.is_none(),
+            "not a cluster-wide read of a kind: {request:?}"
+        );
+        read.insert((request.group, request.resource, request.verb.as_str()));
+    }
+    let granted: BTreeSet<(String, String, &str)> = CONTROL_PLANE_RBAC
+        .iter()
+        .filter(|(role, ..)| *role == "meshwork-control")
+        .flat_map(|(_, group, resource, verbs)| {
+            verbs
+                .iter()
+                .filter(|verb| **verb != "get")
+                .map(|verb| ((*group).to_owned(), (*resource).to_owned(), *verb))
+        })
+        .collect();
+    assert_eq!(
+        read, granted,
+        "what the control plane read is what its ClusterRole grants (but get)"
+    );
 }
