@@ -3,7 +3,8 @@
 //! reads the store-billing example from the cluster's objects, real sidecars (`meshwork
 //! proxy`, SVIDs by CSR from the control socket) and billing's demo app serve, and edits made
 //! through the Kubernetes API reach the running sidecars: a policy as a CRD edit, an invalid
-//! edit that changes nothing, a watch that expires (410) and recovers, an `HTTPRoute` created.
+//! edit that changes nothing, a watch that expires (410) and recovers, an `HTTPRoute` created;
+//! and an API server that is unreachable at start and again later (connections refused).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -13,6 +14,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
@@ -217,6 +220,101 @@ fn sidecar(state: &Path, workload: &str, app_port: u16) -> (Spawned, Value) {
     (proxy, info)
 }
 
+/// Forwards `127.0.0.1:port` to `to` until aborted; aborting closes every connection, as an
+/// API server going away does.
+fn forward(rt: &tokio::runtime::Runtime, port: u16, to: std::net::SocketAddr) -> JoinHandle<()> {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .expect("bind the forwarder");
+    rt.spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// The policy hash of the control plane's snapshot (`None` while it does not answer).
+fn policy_hash(state: &Path) -> Option<String> {
+    snapshot(state)["policy_hash"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn an_unreachable_api_server_is_waited_for_and_recovered_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let cluster = Cluster::start(&dir.path().join("direct"));
+    let mut objects = Vec::new();
+    for file in [
+        "mesh.yaml",
+        "services.yaml",
+        "workloads.yaml",
+        "policies.yaml",
+    ] {
+        objects.extend(objects_of(file));
+    }
+    for object in &objects {
+        cluster.create(object);
+    }
+    // The control plane reaches the API server through a port nothing listens on yet.
+    let port = free_port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let text = cluster
+        .fake
+        .kubeconfig()
+        .replace(&cluster.fake.url(), &format!("https://127.0.0.1:{port}"));
+    assert!(text.contains(&format!(":{port}")), "{text}");
+    std::fs::write(&kubeconfig, text).expect("kubeconfig");
+    let control = Spawned::start(
+        "control",
+        meshwork()
+            .args(["control", "--kubernetes", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .arg("--state-dir")
+            .arg(&state),
+    );
+    let before = control.lines_until("watching the cluster failed", Duration::from_secs(30));
+    assert!(
+        !before
+            .iter()
+            .any(|l| l.contains("starting the control plane")),
+        "started without the cluster: {before:?}"
+    );
+    assert!(!state.join("control.sock").exists());
+
+    // The API server appears: the watchers' backoff brings them back, and it starts.
+    let forwarder = forward(&cluster.rt, port, cluster.fake.addr());
+    control.lines_until("starting the control plane", Duration::from_secs(60));
+    eventually("the first snapshot", Duration::from_secs(10), || {
+        policy_hash(&state).is_some()
+    });
+    let first = policy_hash(&state);
+
+    // It goes away (every connection closed) and a policy changes meanwhile.
+    forwarder.abort();
+    control.lines_until("watching the cluster failed", Duration::from_secs(30));
+    let policy = objects
+        .iter()
+        .find(|o| o["metadata"]["name"] == "billing-charges")
+        .expect("billing-charges");
+    let healthz_only = json!({"rules": [policy["spec"]["rules"][1].clone()]});
+    cluster.patch_spec(policy, healthz_only);
+    assert_eq!(policy_hash(&state), first, "the control plane kept serving");
+
+    // Back: the change arrives.
+    let _forwarder = forward(&cluster.rt, port, cluster.fake.addr());
+    eventually(
+        "the edit made during the outage",
+        Duration::from_secs(60),
+        || policy_hash(&state) != first,
+    );
+    control.lines_until("policies reloaded and published", Duration::from_secs(10));
+}
+
 #[test]
 fn cluster_edits_reach_running_sidecars() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -364,4 +462,29 @@ fn cluster_edits_reach_running_sidecars() {
         read, granted,
         "what the control plane read is what its ClusterRole grants (but get)"
     );
+}
+
+#[test]
+fn control_takes_exactly_one_source() {
+    let run = |args: &[&str]| {
+        let out = meshwork().arg("control").args(args).output().expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--resources", "x", "--kubernetes"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--resources <RESOURCES>|--kubernetes"),
+        "{err}"
+    );
+    for flag in ["--kubeconfig", "--namespace"] {
+        let (code, err) = run(&["--resources", "x", flag, "k"]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(&format!("'{flag} ")), "{err}");
+    }
 }
