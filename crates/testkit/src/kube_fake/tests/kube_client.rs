@@ -21,7 +21,7 @@ use serde_json::json;
 use super::server;
 use crate::kube_fake::{FakeApiServer, FakeVerb};
 
-async fn client(server: &FakeApiServer) -> Client {
+pub(super) async fn client(server: &FakeApiServer) -> Client {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path).unwrap();

@@ -427,3 +427,25 @@ async fn the_request_log_names_verb_resource_and_namespace() {
         ]
     );
 }
+
+#[tokio::test]
+async fn secrets_fold_string_data_and_dry_runs_are_refused() {
+    let server = server().await;
+    let secret = json!({"metadata":{"name":"s"},"stringData":{"url":"postgres://db"}});
+    let (status, created) = call(&server, "POST", SECRETS, Some(&secret)).await;
+    assert_eq!(status, 201);
+    assert_eq!(created["data"], json!({"url":"cG9zdGdyZXM6Ly9kYg=="}));
+    assert_eq!(created["type"], "Opaque");
+    assert!(created.get("stringData").is_none());
+    let (status, _) = call(
+        &server,
+        "POST",
+        &format!("{SECRETS}?dryRun=All"),
+        Some(&secret),
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "a dry run the fake would really apply is refused"
+    );
+}
