@@ -7,7 +7,6 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use super::resource::FakeResource;
-use super::store::Key;
 
 /// Now, as the real server writes timestamps (`2025-12-10T01:58:31Z`).
 pub(crate) fn now() -> String {
@@ -92,11 +91,16 @@ pub(crate) fn normalize(object: &mut Value) {
 /// The metadata a create sets: name, namespace (for namespaced kinds), a new uid, the
 /// `resourceVersion`, `creationTimestamp` and (for non-core kinds) `generation: 1`; what
 /// only the server may set is dropped.
-pub(crate) fn stamp_new(object: &mut Value, info: &FakeResource, key: &Key, revision: u64) {
+pub(crate) fn stamp_new(
+    object: &mut Value,
+    info: &FakeResource,
+    (namespace, name): (&str, &str),
+    revision: u64,
+) {
     let metadata = metadata_mut(object);
-    metadata.insert("name".into(), json!(key.2));
+    metadata.insert("name".into(), json!(name));
     if info.namespaced {
-        metadata.insert("namespace".into(), json!(key.1));
+        metadata.insert("namespace".into(), json!(namespace));
     }
     metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     metadata.insert("resourceVersion".into(), json!(revision.to_string()));

@@ -257,6 +257,24 @@ impl FakeApiServer {
             .cloned()
     }
 
+    /// Every stored object of one resource type (all namespaces), in name order per namespace.
+    pub fn objects(&self, group: &str, plural: &str) -> Vec<Value> {
+        let store = self.shared.store();
+        let Some(resource) = store
+            .resources
+            .iter()
+            .position(|r| r.group == group && r.plural == plural)
+        else {
+            return Vec::new();
+        };
+        store
+            .objects
+            .iter()
+            .filter(|((r, _, _), _)| *r == resource)
+            .map(|(_, object)| object.clone())
+            .collect()
+    }
+
     /// The current global `resourceVersion`.
     pub fn resource_version(&self) -> u64 {
         self.shared.store().revision

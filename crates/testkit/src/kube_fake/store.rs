@@ -146,7 +146,7 @@ impl Store {
             meta::secret_defaults(&mut object);
         }
         let revision = self.next_revision();
-        meta::stamp_new(&mut object, &info, &key, revision);
+        meta::stamp_new(&mut object, &info, (&key.1, &key.2), revision);
         normalize(&mut object);
         self.objects.insert(key.clone(), object.clone());
         self.commit(Change::Added, &key, None, &object);
@@ -192,6 +192,15 @@ impl Store {
             ));
         }
         self.check_namespace(&body, &key.1)?;
+        if let Some(theirs) = field(&body, "uid")
+            && field(&old, "uid") != Some(theirs)
+        {
+            let why = format!(
+                "Precondition failed: UID in precondition: {theirs}, UID in object meta: {}",
+                field(&old, "uid").unwrap_or("")
+            );
+            return Err(FakeStatus::Conflict(self.subject(key), why));
+        }
         match field(&body, "resourceVersion") {
             Some(theirs) => self.precondition(key, &old, theirs)?,
             None if !self.resources[key.0].group.is_empty() => {

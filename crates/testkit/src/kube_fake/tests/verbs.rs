@@ -325,6 +325,14 @@ async fn delete_preconditions_conflict() {
     let options = json!({"kind":"DeleteOptions","apiVersion":"v1","preconditions":{"uid":"nope"}});
     let (status, body) = call(&server, "DELETE", &format!("{SECRETS}/s"), Some(&options)).await;
     assert_eq!((status, body["reason"].as_str()), (409, Some("Conflict")));
+    let other = json!({"metadata":{"name":"s","uid":"another"}});
+    let (status, body) = call(&server, "PUT", &format!("{SECRETS}/s"), Some(&other)).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (409, Some("Conflict")),
+        "{body}"
+    );
+    assert_eq!(server.objects("", "secrets").len(), 1);
 }
 
 #[tokio::test]
