@@ -1,9 +1,12 @@
 //! Object metadata as the fake API server keeps it: timestamps, the fields Go's `omitempty`
 //! drops, and the comparisons that decide whether a write changed anything.
 
+use base64::Engine;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
+
+use super::resource::FakeResource;
 
 /// Now, as the real server writes timestamps (`2025-12-10T01:58:31Z`).
 pub(crate) fn now() -> String {
@@ -85,6 +88,79 @@ pub(crate) fn normalize(object: &mut Value) {
     }
 }
 
+/// The metadata a create sets: name, namespace (for namespaced kinds), a new uid, the
+/// `resourceVersion`, `creationTimestamp` and (for non-core kinds) `generation: 1`; what
+/// only the server may set is dropped.
+pub(crate) fn stamp_new(
+    object: &mut Value,
+    info: &FakeResource,
+    (namespace, name): (&str, &str),
+    revision: u64,
+) {
+    let metadata = metadata_mut(object);
+    metadata.insert("name".into(), json!(name));
+    if info.namespaced {
+        metadata.insert("namespace".into(), json!(namespace));
+    }
+    metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    metadata.insert("resourceVersion".into(), json!(revision.to_string()));
+    metadata.insert("creationTimestamp".into(), json!(now()));
+    for server_owned in [
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        metadata.remove(server_owned);
+    }
+    if !info.group.is_empty() {
+        metadata.insert("generation".into(), json!(1));
+    }
+}
+
+/// Puts back on `next` what a write may not change: `apiVersion`, `kind` and the metadata
+/// the server owns (name, namespace, uid, creation and deletion, generation, version).
+pub(crate) fn keep_server_fields(next: &mut Value, old: &Value) {
+    next["apiVersion"] = old["apiVersion"].clone();
+    next["kind"] = old["kind"].clone();
+    let kept = &old["metadata"];
+    let metadata = metadata_mut(next);
+    for name in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "resourceVersion",
+    ] {
+        match kept.get(name) {
+            Some(value) => metadata.insert(name.into(), value.clone()),
+            None => metadata.remove(name),
+        };
+    }
+    normalize(next);
+}
+
+/// What the real server does to every Secret it stores: `stringData` is folded into `data`
+/// (base64, overriding the same keys) and a missing `type` becomes `Opaque`.
+pub(crate) fn secret_defaults(object: &mut Value) {
+    let Value::Object(fields) = object else {
+        return;
+    };
+    if let Some(Value::Object(strings)) = fields.remove("stringData") {
+        let data = fields.entry("data").or_insert_with(|| json!({}));
+        if !data.is_object() {
+            *data = json!({});
+        }
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default();
+            data[key.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+        }
+    }
+    fields.entry("type").or_insert_with(|| json!("Opaque"));
+}
+
 /// Whether anything but `metadata` and `status` differs: what bumps `metadata.generation`.
 pub(crate) fn spec_changed(before: &Value, after: &Value) -> bool {
     let strip = |object: &Value| {
@@ -120,6 +196,16 @@ mod tests {
         let c = json!({"metadata":{},"spec":{"a":2}});
         assert!(!spec_changed(&a, &b));
         assert!(spec_changed(&a, &c));
+    }
+
+    #[test]
+    fn secrets_get_string_data_folded_and_a_type() {
+        let mut secret = json!({"data":{"a":"eA==","b":"eA=="},"stringData":{"b":"yz"}});
+        secret_defaults(&mut secret);
+        assert_eq!(
+            secret,
+            json!({"data":{"a":"eA==","b":"eXo="},"type":"Opaque"})
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! A **fake** Kubernetes API server for testing meshwork's controller mode with the real
 //! kube-rs client and runtime, where no real API server can run.
 //!
-//! It is a fake: it implements exactly what meshwork uses, as the real server behaves, and
-//! nothing else. Its responses are checked against recordings of a real API server
-//! (`recorded.rs`, which names where each came from).
+//! It is a fake: it implements what meshwork uses, as the real server behaves, and nothing
+//! else. Its answers are checked against recordings of real API servers: `recorded/*.json`
+//! (each names its source: k8s-openapi's replays of a Kubernetes v1.33 kind cluster, and
+//! error bodies captured by kubernetes-client/python's end-to-end tests, Helm and
+//! teseraio/ensemble), replayed by `tests/recorded.rs`. The real kube-rs client, `watcher`,
+//! `finalizer` helper and `Controller` run against it in `tests/`.
 //!
-//! Served, over HTTPS with its own CA and a bearer token (see
+//! Served over HTTPS, as a real cluster is (its own CA; a serving certificate with the IP SAN
+//! `127.0.0.1`, which kube-rs 5 with rustls/ring accepts; a bearer token; see
 //! [`FakeApiServer::write_kubeconfig`]):
 //! - paths `/api/v1/namespaces/{ns}/{plural}[/{name}]`,
 //!   `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]` and the
@@ -251,6 +255,24 @@ impl FakeApiServer {
             .objects
             .get(&(resource, namespace.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// Every stored object of one resource type (all namespaces), in name order per namespace.
+    pub fn objects(&self, group: &str, plural: &str) -> Vec<Value> {
+        let store = self.shared.store();
+        let Some(resource) = store
+            .resources
+            .iter()
+            .position(|r| r.group == group && r.plural == plural)
+        else {
+            return Vec::new();
+        };
+        store
+            .objects
+            .iter()
+            .filter(|((r, _, _), _)| *r == resource)
+            .map(|(_, object)| object.clone())
+            .collect()
     }
 
     /// The current global `resourceVersion`.

@@ -47,6 +47,11 @@ impl FakeResource {
         }
     }
 
+    /// Whether this is core v1 `secrets` (whose `stringData` the server folds into `data`).
+    pub(crate) fn is_core_secrets(&self) -> bool {
+        self.group.is_empty() && self.plural == "secrets"
+    }
+
     /// Core v1 `secrets`.
     pub fn secrets() -> FakeResource {
         FakeResource::namespaced("", "v1", "secrets", "Secret")

@@ -134,6 +134,10 @@ pub(crate) async fn serve(
         return Ok(failure(&FakeStatus::NoRoute));
     };
     let params = query(&request);
+    if params.contains_key("dryRun") {
+        let why = "dryRun is not supported by the fake API server".to_owned();
+        return Ok(failure(&FakeStatus::BadRequest(why)));
+    }
     let method = request.method().clone();
     let content_type = request
         .headers()

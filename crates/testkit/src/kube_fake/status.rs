@@ -79,7 +79,25 @@ impl FakeStatus {
 
     /// The `kind: Status` body.
     pub(crate) fn body(&self) -> Value {
-        let (reason, message, details) = match self {
+        let (reason, message, details) = self.parts();
+        let mut body = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": self.code(),
+        });
+        if let Some(details) = details {
+            body["details"] = details;
+        }
+        body
+    }
+
+    /// `reason`, `message` and `details`, worded as the real server words them.
+    fn parts(&self) -> (&'static str, String, Option<Value>) {
+        match self {
             FakeStatus::NotFound(s) => (
                 "NotFound",
                 format!("{} \"{}\" not found", s.qualified(), s.name),
@@ -127,20 +145,7 @@ impl FakeStatus {
             FakeStatus::Expired(why) => ("Expired", why.clone(), None),
             FakeStatus::UnsupportedMediaType(why) => ("UnsupportedMediaType", why.clone(), None),
             FakeStatus::Unauthorized => ("Unauthorized", "Unauthorized".to_owned(), None),
-        };
-        let mut body = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": self.code(),
-        });
-        if let Some(details) = details {
-            body["details"] = details;
         }
-        body
     }
 }
 

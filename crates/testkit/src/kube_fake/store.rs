@@ -142,25 +142,11 @@ impl Store {
         {
             fields.remove("status");
         }
+        if info.is_core_secrets() {
+            meta::secret_defaults(&mut object);
+        }
         let revision = self.next_revision();
-        let metadata = metadata_mut(&mut object);
-        metadata.insert("name".into(), json!(name));
-        if info.namespaced {
-            metadata.insert("namespace".into(), json!(namespace));
-        }
-        metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        metadata.insert("resourceVersion".into(), json!(revision.to_string()));
-        metadata.insert("creationTimestamp".into(), json!(meta::now()));
-        for server_owned in [
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-        ] {
-            metadata.remove(server_owned);
-        }
-        if !info.group.is_empty() {
-            metadata.insert("generation".into(), json!(1));
-        }
+        meta::stamp_new(&mut object, &info, (&key.1, &key.2), revision);
         normalize(&mut object);
         self.objects.insert(key.clone(), object.clone());
         self.commit(Change::Added, &key, None, &object);
@@ -206,6 +192,15 @@ impl Store {
             ));
         }
         self.check_namespace(&body, &key.1)?;
+        if let Some(theirs) = field(&body, "uid")
+            && field(&old, "uid") != Some(theirs)
+        {
+            let why = format!(
+                "Precondition failed: UID in precondition: {theirs}, UID in object meta: {}",
+                field(&old, "uid").unwrap_or("")
+            );
+            return Err(FakeStatus::Conflict(self.subject(key), why));
+        }
         match field(&body, "resourceVersion") {
             Some(theirs) => self.precondition(key, &old, theirs)?,
             None if !self.resources[key.0].group.is_empty() => {
@@ -273,44 +268,11 @@ impl Store {
             Part::Main if info.has_status_subresource => with_status_of(new, &old),
             Part::Main => new,
         };
-        next["apiVersion"] = old["apiVersion"].clone();
-        next["kind"] = old["kind"].clone();
-        let kept = old["metadata"].clone();
-        let metadata = metadata_mut(&mut next);
-        for name in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-            "resourceVersion",
-        ] {
-            match kept.get(name) {
-                Some(value) => metadata.insert(name.into(), value.clone()),
-                None => metadata.remove(name),
-            };
+        if info.is_core_secrets() {
+            meta::secret_defaults(&mut next);
         }
-        normalize(&mut next);
-        if field(&old, "deletionTimestamp").is_some() {
-            let before = finalizers(&old);
-            let added: Vec<String> = finalizers(&next)
-                .into_iter()
-                .filter(|f| !before.contains(f))
-                .collect();
-            if !added.is_empty() {
-                let why = format!(
-                    "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
-                );
-                let causes = json!([{"reason": "FieldValueForbidden", "message": why, "field": "metadata.finalizers"}]);
-                return Err(FakeStatus::Invalid(
-                    self.subject(key),
-                    why,
-                    Box::new(causes),
-                ));
-            }
-        }
+        meta::keep_server_fields(&mut next, &old);
+        self.refuse_new_finalizers(key, &old, &next)?;
         if next == old {
             return Ok(old);
         }
@@ -329,6 +291,35 @@ impl Store {
         self.objects.insert(key.clone(), next.clone());
         self.commit(Change::Modified, key, Some(old), &next);
         Ok(next)
+    }
+
+    /// The real server's rule: an object being deleted takes no new finalizers.
+    fn refuse_new_finalizers(
+        &self,
+        key: &Key,
+        old: &Value,
+        next: &Value,
+    ) -> Result<(), FakeStatus> {
+        if field(old, "deletionTimestamp").is_none() {
+            return Ok(());
+        }
+        let before = finalizers(old);
+        let added: Vec<String> = finalizers(next)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let why = format!(
+            "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+        );
+        let causes = json!([{"reason": "FieldValueForbidden", "message": why, "field": "metadata.finalizers"}]);
+        Err(FakeStatus::Invalid(
+            self.subject(key),
+            why,
+            Box::new(causes),
+        ))
     }
 
     /// `DELETE`: with finalizers, marks the object (`deletionTimestamp`, grace 0, generation

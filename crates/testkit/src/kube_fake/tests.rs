@@ -2,6 +2,7 @@
 //! finalizers, garbage collection, the status subresource, watches, bookmarks and 410s.
 
 mod client;
+mod controller;
 mod kube_client;
 mod recorded;
 mod verbs;

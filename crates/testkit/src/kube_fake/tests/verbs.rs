@@ -325,6 +325,14 @@ async fn delete_preconditions_conflict() {
     let options = json!({"kind":"DeleteOptions","apiVersion":"v1","preconditions":{"uid":"nope"}});
     let (status, body) = call(&server, "DELETE", &format!("{SECRETS}/s"), Some(&options)).await;
     assert_eq!((status, body["reason"].as_str()), (409, Some("Conflict")));
+    let other = json!({"metadata":{"name":"s","uid":"another"}});
+    let (status, body) = call(&server, "PUT", &format!("{SECRETS}/s"), Some(&other)).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (409, Some("Conflict")),
+        "{body}"
+    );
+    assert_eq!(server.objects("", "secrets").len(), 1);
 }
 
 #[tokio::test]
@@ -425,5 +433,27 @@ async fn the_request_log_names_verb_resource_and_namespace() {
             request(FakeVerb::Patch, Some("status"), Some("default"), Some("a")),
             request(FakeVerb::List, None, None, None),
         ]
+    );
+}
+
+#[tokio::test]
+async fn secrets_fold_string_data_and_dry_runs_are_refused() {
+    let server = server().await;
+    let secret = json!({"metadata":{"name":"s"},"stringData":{"url":"postgres://db"}});
+    let (status, created) = call(&server, "POST", SECRETS, Some(&secret)).await;
+    assert_eq!(status, 201);
+    assert_eq!(created["data"], json!({"url":"cG9zdGdyZXM6Ly9kYg=="}));
+    assert_eq!(created["type"], "Opaque");
+    assert!(created.get("stringData").is_none());
+    let (status, _) = call(
+        &server,
+        "POST",
+        &format!("{SECRETS}?dryRun=All"),
+        Some(&secret),
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "a dry run the fake would really apply is refused"
     );
 }
