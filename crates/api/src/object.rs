@@ -75,11 +75,20 @@ pub fn desired_state(object: &Value) -> Value {
 /// file's document gets (without the cross-resource ones: [`ResourceSet::validate`]).
 pub fn load_object(object: &Value, set: &mut ResourceSet) -> Result<(), LoadError> {
     let described = describe(object);
-    if !object.is_object() {
+    let head = ["apiVersion", "kind", "metadata", "spec"];
+    let problem = match object.as_object() {
+        None => Some("is not a JSON object"),
+        // A file's document without any of these is skipped; an object is always a resource.
+        Some(fields) if !head.iter().any(|f| fields.contains_key(*f)) => {
+            Some("is not a resource: it has no apiVersion, kind, metadata or spec")
+        }
+        Some(_) => None,
+    };
+    if let Some(message) = problem {
         return Err(LoadError::InvalidObject {
             object: described,
             field: None,
-            message: "is not a JSON object".to_owned(),
+            message: message.to_owned(),
         });
     }
     // The loader reads YAML, and JSON is YAML: the same parser, schema and checks as a file,

@@ -222,6 +222,11 @@ fn wrong_api_version_and_missing_kind_are_refused() {
     );
     let error = load_one(json!([1])).expect_err("not an object");
     assert_eq!(error, "? ?: is not a JSON object");
+    let error = load_one(json!({"status": {}})).expect_err("not a resource");
+    assert_eq!(
+        error,
+        "? ?: is not a resource: it has no apiVersion, kind, metadata or spec"
+    );
 }
 
 #[test]
