@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -193,18 +193,90 @@ pub fn snapshot(state: &Path) -> Value {
 
 /// A sidecar for `workload` (app on `app_port`), with its ready file in `<state>/workloads`.
 pub fn sidecar(state: &Path, workload: &str, app_port: u16) -> (Spawned, Value) {
-    let ready = state.join("workloads").join(format!("{workload}.json"));
-    let proxy = Spawned::start(
-        &format!("{workload}/proxy"),
-        meshwork()
-            .args(["proxy", "--workload", workload])
-            .args(["--app", &format!("127.0.0.1:{app_port}")])
-            .arg("--control-socket")
-            .arg(state.join("control.sock"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .args(["--admin", "127.0.0.1:0"]),
+    sidecar_with(state, workload, app_port, None)
+}
+
+/// A node agent joined to the control plane of `state` with a fresh join token (its Workload
+/// API at `<state>/agent.sock`, what it returns).
+pub fn agent(state: &Path) -> (Spawned, PathBuf) {
+    let out = meshwork()
+        .args(["token", "create", "--state-dir"])
+        .arg(state)
+        .output()
+        .expect("token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    let socket = state.join("agent.sock");
+    let agent = Spawned::start(
+        "agent",
+        meshwork()
+            .args(["agent", "--state-dir"])
+            .arg(state)
+            .arg("--socket")
+            .arg(&socket)
+            .env("MESHWORK_JOIN_TOKEN", token),
+    );
+    eventually("the agent's Workload API", Duration::from_secs(30), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    (agent, socket)
+}
+
+/// A sidecar whose SVID comes from the agent's Workload API at `workload_api`, registered as
+/// exactly that process (`unix:process:<pid>:<start time>`, as `meshwork up` does).
+pub fn sidecar_via_agent(
+    state: &Path,
+    workload_api: &Path,
+    workload: &str,
+    app_port: u16,
+) -> (Spawned, Value) {
+    sidecar_with(state, workload, app_port, Some(workload_api))
+}
+
+fn sidecar_with(
+    state: &Path,
+    workload: &str,
+    app_port: u16,
+    workload_api: Option<&Path>,
+) -> (Spawned, Value) {
+    let ready = state.join("workloads").join(format!("{workload}.json"));
+    let mut cmd = meshwork();
+    cmd.args(["proxy", "--workload", workload])
+        .args(["--app", &format!("127.0.0.1:{app_port}")])
+        .arg("--control-socket")
+        .arg(state.join("control.sock"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(["--admin", "127.0.0.1:0"]);
+    if let Some(socket) = workload_api {
+        cmd.arg("--workload-api").arg(socket);
+    }
+    let proxy = Spawned::start(&format!("{workload}/proxy"), &mut cmd);
+    if workload_api.is_some() {
+        let pid = proxy.child.id();
+        let start = control::agent::process_start_time(pid).expect("start time");
+        let out = meshwork()
+            .args(["entry", "create", workload, "--spiffe-id"])
+            .arg(format!("spiffe://meshwork.local/ns/default/sa/{workload}"))
+            .arg("--selector")
+            .arg(format!("unix:process:{pid}:{start}"))
+            .arg("--state-dir")
+            .arg(state)
+            .output()
+            .expect("entry");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     eventually(
         &format!("{workload}'s sidecar to serve"),
         Duration::from_secs(30),

@@ -1,7 +1,8 @@
 //! Controller mode's source of resources, end to end against the **fake** API server
 //! (`testkit::kube_fake`; no real one runs here): a real `meshwork control --kubernetes`
 //! reads the store-billing example from the cluster's objects, real sidecars (`meshwork
-//! proxy`, SVIDs by CSR from the control socket) and billing's demo app serve, and edits made
+//! proxy`: billing's SVID from a node agent joined to it, store's by CSR on the control
+//! socket) and billing's demo app serve, and edits made
 //! through the Kubernetes API reach the running sidecars: a policy as a CRD edit, an invalid
 //! edit that changes nothing, a watch that expires (410) and recovers, an `HTTPRoute` created;
 //! and an API server that is unreachable at start and again later (connections refused).
@@ -17,7 +18,8 @@ use testkit::kube_fake::FakeVerb;
 use crate::deploy::CONTROL_PLANE_RBAC;
 use crate::harness::{eventually, meshwork};
 use crate::kube_cluster::{
-    Cluster, Spawned, charge, forward, free_port, objects_of, policy_hash, sidecar, snapshot,
+    Cluster, Spawned, agent, charge, forward, free_port, objects_of, policy_hash, sidecar,
+    sidecar_via_agent, snapshot,
 };
 
 #[test]
@@ -134,8 +136,12 @@ fn cluster_edits_reach_running_sidecars() {
         std::os::unix::net::UnixStream::connect(state.join("control.sock")).is_ok()
     });
 
+    // billing's sidecar gets its SVID as `up`'s do, from a node agent joined to this control
+    // plane (node API, join token, registration entry); store's by CSR on the control socket.
+    let (_agent, workload_api) = agent(&state);
     let billing_port = free_port();
-    let (_billing_proxy, billing) = sidecar(&state, "billing", billing_port);
+    let (_billing_proxy, billing) =
+        sidecar_via_agent(&state, &workload_api, "billing", billing_port);
     let _billing_app = Spawned::start(
         "billing/app",
         meshwork()
