@@ -14,7 +14,7 @@ use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use serde_json::{Value, json};
-use testkit::kube_fake::{FakeApiServer, meshwork_resources};
+use testkit::kube_fake::{FakeApiServer, FakeResource, meshwork_resources};
 use tokio::task::JoinHandle;
 
 use crate::harness::{eventually, example, meshwork};
@@ -113,11 +113,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A fake API server serving every kind meshwork uses; its kubeconfig in `kubeconfig`.
     pub fn start(kubeconfig: &Path) -> Cluster {
+        Cluster::serving(kubeconfig, &meshwork_resources())
+    }
+
+    /// A fake API server serving only `resources` (as if only their CRDs were installed).
+    pub fn serving(kubeconfig: &Path, resources: &[FakeResource]) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let fake = rt
-            .block_on(FakeApiServer::start(&meshwork_resources()))
+            .block_on(FakeApiServer::start(resources))
             .expect("fake API server");
         fake.write_kubeconfig(kubeconfig).expect("kubeconfig");
         let client = rt.block_on(async {

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::kube_fake::FakeVerb;
+use testkit::kube_fake::{FakeVerb, meshwork_resources};
 
 use crate::deploy::CONTROL_PLANE_RBAC;
 use crate::harness::{eventually, meshwork};
@@ -320,6 +320,48 @@ fn a_namespaced_control_plane_reads_its_namespace_and_starts_once_it_loads() {
         .map(|r| r.namespace)
         .collect();
     assert_eq!(namespaces, BTreeSet::from([Some("shop".to_owned())]));
+}
+
+#[test]
+fn a_cluster_without_the_gateway_api_crds_runs_without_routes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let without_routes: Vec<_> = meshwork_resources()
+        .into_iter()
+        .filter(|r| r.group != "gateway.networking.k8s.io")
+        .collect();
+    let cluster = Cluster::serving(&kubeconfig, &without_routes);
+    for file in [
+        "mesh.yaml",
+        "services.yaml",
+        "workloads.yaml",
+        "policies.yaml",
+    ] {
+        for object in objects_of(file) {
+            cluster.create(&object);
+        }
+    }
+    let control = Spawned::start(
+        "control",
+        meshwork()
+            .args(["control", "--kubernetes", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .arg("--state-dir")
+            .arg(&state),
+    );
+    let lines = control.lines_until("starting the control plane", Duration::from_secs(30));
+    for kind in ["HTTPRoute", "GRPCRoute"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("the cluster does not serve this kind") && l.contains(kind)),
+            "{kind}: {lines:?}"
+        );
+    }
+    eventually("the first snapshot", Duration::from_secs(10), || {
+        policy_hash(&state).is_some()
+    });
 }
 
 #[test]
