@@ -14,6 +14,10 @@ mod deploy;
 mod harness;
 #[path = "cli/identity.rs"]
 mod identity;
+#[path = "cli/kube_cluster.rs"]
+mod kube_cluster;
+#[path = "cli/kubernetes_source.rs"]
+mod kubernetes_source;
 #[path = "cli/lifecycle.rs"]
 mod lifecycle;
 #[path = "cli/observe.rs"]

@@ -78,7 +78,6 @@ pub(crate) const CONTROL_PLANE_RBAC: &[(&str, &str, &str, &[&str])] = &[
 /// written in parallel (issue 14, part 3). The test fails once one of them exists, so that
 /// whoever merges it checks the manifest against the real flag and empties this list.
 const PLANNED_FLAGS: &[(&str, &str)] = &[
-    ("control", "--kubernetes"),
     ("control", "--broker-url"),
     ("control", "--broker-password-file"),
     ("control", "--environment"),
