@@ -22,11 +22,17 @@ pub struct ControlArgs {
     /// Serve the agent API (mTLS) here; the bound address goes to `<state-dir>/node-api.addr`.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub node_api: std::net::SocketAddr,
+    /// The broker `ServiceClaim`s are provisioned through (Kubernetes mode).
+    #[command(flatten)]
+    pub claims: crate::kubernetes::claims::BrokerArgs,
 }
 
 /// Runs the control plane until SIGINT/SIGTERM.
 pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     logging::init();
+    if args.claims.broker_url.is_some() {
+        anyhow::bail!("--broker-url: claims become Secrets only in Kubernetes mode");
+    }
     let resources = api::load_dir(&args.resources)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
