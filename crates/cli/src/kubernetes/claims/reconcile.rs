@@ -333,3 +333,30 @@ async fn deprovision(claim: &ServiceClaim, ctx: &Context) -> Result<(), Failure>
         .map_err(&failure)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    #[test]
+    fn corrections_remove_keys_no_longer_wanted() {
+        let secret = |pairs: &[(&str, &str)]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        let current = secret(&[("password", "old"), ("extra", "x")]);
+        let wanted = secret(&[("password", "new"), ("type", "postgresql")]);
+        let patch = correction(&current, &wanted);
+        assert_eq!(
+            patch["data"],
+            json!({"password": "bmV3", "type": "cG9zdGdyZXNxbA==", "extra": null})
+        );
+    }
+}
