@@ -12,6 +12,8 @@ mod dashboard;
 mod harness;
 #[path = "cli/identity.rs"]
 mod identity;
+#[path = "cli/kubernetes_claims.rs"]
+mod kubernetes_claims;
 #[path = "cli/lifecycle.rs"]
 mod lifecycle;
 #[path = "cli/observe.rs"]
