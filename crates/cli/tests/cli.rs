@@ -8,6 +8,8 @@ mod broker_crash;
 mod crds;
 #[path = "cli/dashboard.rs"]
 mod dashboard;
+#[path = "cli/deploy.rs"]
+mod deploy;
 #[path = "cli/harness.rs"]
 mod harness;
 #[path = "cli/identity.rs"]
