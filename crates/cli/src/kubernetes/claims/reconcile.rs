@@ -291,13 +291,12 @@ async fn cleanup(
     let namespace = claim.namespace().ok_or(Error::NoNamespace)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = claim.name_any();
-    if let Some(s) = secrets.get_opt(&name).await.map_err(Error::Kube)? {
-        if secret::controlled_by(&s, claim) {
-            match secrets.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                Err(e) => return Err(Error::Kube(e)),
-            }
+    let existing = secrets.get_opt(&name).await.map_err(Error::Kube)?;
+    if existing.is_some_and(|s| secret::controlled_by(&s, claim)) {
+        match secrets.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(e) => return Err(Error::Kube(e)),
         }
     }
     tracing::info!(claim = %name, %namespace, "deprovisioned");
