@@ -4,6 +4,8 @@
 mod broker;
 #[path = "cli/broker_crash.rs"]
 mod broker_crash;
+#[path = "cli/claims_cluster.rs"]
+mod claims_cluster;
 #[path = "cli/crds.rs"]
 mod crds;
 #[path = "cli/dashboard.rs"]
