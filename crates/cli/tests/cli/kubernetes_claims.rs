@@ -105,6 +105,12 @@ fn assert_ready(setup: &Setup) -> Secret {
 /// Deletes the claim and waits until it is gone; then nothing is left of it.
 fn assert_delete_leaves_nothing(setup: &Setup) {
     setup.delete_claim();
+    assert_gone_with_everything(setup);
+}
+
+/// Waits until the deleted claim is gone; then neither its database, its users nor its Secret
+/// are left.
+fn assert_gone_with_everything(setup: &Setup) {
     let deadline = Instant::now() + DEADLINE;
     while setup.claim().is_some() {
         assert!(Instant::now() < deadline, "the claim was never finalized");
@@ -186,6 +192,29 @@ fn controller_killed_mid_provisioning_loses_and_leaks_nothing() {
     let _controller = setup.controller(None);
     assert_ready(&setup);
     assert_delete_leaves_nothing(&setup);
+}
+
+/// The controller dies once the instance exists, before anything is bound, and the claim is
+/// deleted while no controller runs: the finalizer holds the claim, and a restarted controller
+/// deprovisions it.
+#[test]
+fn claim_deleted_while_the_controller_is_down_is_deprovisioned_on_restart() {
+    let setup = Setup::new("ka6");
+    let _broker = setup.broker();
+    let held = setup.controller(Some("provisioned"));
+    setup.create_claim();
+    held.wait_for_line("test seam: holding claim charges-db at step Provisioned");
+    held.kill();
+    assert_eq!(setup.pg_state(), (1, 1, 0), "provisioned, nothing bound");
+    setup.delete_claim();
+    let claim = setup.claim().expect("the finalizer holds the claim");
+    assert!(
+        claim["metadata"]["deletionTimestamp"].is_string(),
+        "{claim:#}"
+    );
+
+    let _controller = setup.controller(None);
+    assert_gone_with_everything(&setup);
 }
 
 /// Level-based: a Secret someone edited is corrected from the broker's binding (same
