@@ -177,3 +177,64 @@ async fn kube_watcher_relists_after_the_fake_expires_its_watches() {
         "first watch, the resumed one that got 410, the new one: {verbs:?}"
     );
 }
+
+/// Run by [`config_infer_reads_the_kubeconfig_from_kubeconfig_env`] in a child process with
+/// `KUBECONFIG` set (the environment cannot be changed in-process without `unsafe`).
+#[tokio::test]
+#[ignore = "run in a child process by config_infer_reads_the_kubeconfig_from_kubeconfig_env"]
+async fn config_infer_child() {
+    let config = Config::infer().await.unwrap();
+    let expected = std::env::var("FAKE_API_SERVER_URL").unwrap();
+    assert_eq!(
+        config.cluster_url.to_string().trim_end_matches('/'),
+        expected
+    );
+    let secrets: Api<Secret> = Api::default_namespaced(Client::try_from(config).unwrap());
+    let names: Vec<String> = secrets
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(names, ["from-parent"]);
+}
+
+#[tokio::test]
+async fn config_infer_reads_the_kubeconfig_from_kubeconfig_env() {
+    let server = server().await;
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("from-parent".into());
+    let secrets: Api<Secret> = Api::default_namespaced(client(&server).await);
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&path).unwrap();
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kube_fake::tests::kube_client::config_infer_child",
+            "--ignored",
+        ])
+        .env("KUBECONFIG", &path)
+        .env("FAKE_API_SERVER_URL", server.url())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the test: {stdout}"
+    );
+}

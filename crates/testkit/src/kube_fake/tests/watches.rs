@@ -224,3 +224,14 @@ async fn a_history_window_too_small_expires_old_versions() {
     let mut recent = Watch::open(&server, &format!("{SECRETS}?watch=true&resourceVersion=3")).await;
     assert_eq!(recent.next_brief().await, brief("ADDED", "c"));
 }
+
+#[tokio::test]
+async fn shutdown_ends_watches_and_stops_listening() {
+    let server = server().await;
+    let addr = server.addr();
+    let mut watch = Watch::open(&server, &format!("{SECRETS}?watch=true")).await;
+    assert_eq!(server.open_watches(), 1);
+    server.shutdown().await;
+    assert_eq!(watch.next().await, None);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
