@@ -17,6 +17,7 @@ pub mod labels;
 pub mod load;
 mod locate;
 pub mod mesh;
+pub mod object;
 pub mod policy;
 pub mod resource;
 pub mod route;

@@ -22,9 +22,49 @@ pub struct Origin {
     /// The document's text, so that problems found after parsing (a cross-reference, say)
     /// can point at their field's own line.
     doc: Arc<str>,
+    /// For a cluster object ([`crate::object`]): `Kind namespace/name`, which errors name
+    /// instead of `file:line` (`file` is empty and `line` 0).
+    object: Option<Arc<str>>,
 }
 
 impl Origin {
+    /// The origin of a cluster object: `object` (`Kind namespace/name`) and the JSON text
+    /// it was read from.
+    pub(crate) fn object(object: &str, doc: &str) -> Origin {
+        Origin {
+            file: PathBuf::new(),
+            line: 0,
+            doc: Arc::from(doc),
+            object: Some(Arc::from(object)),
+        }
+    }
+
+    /// `Kind namespace/name` when the resource was read from a cluster object.
+    pub fn cluster_object(&self) -> Option<&str> {
+        self.object.as_deref()
+    }
+
+    /// An error about `field` of the resource read from here: at the field's line of a file,
+    /// or naming the cluster object.
+    pub(crate) fn error(&self, resource: Option<&str>, field: &str, message: String) -> LoadError {
+        if let Some(object) = &self.object {
+            return LoadError::InvalidObject {
+                object: object.to_string(),
+                field: Some(field.to_owned()),
+                message,
+            };
+        }
+        let (line, column) = self.field(field);
+        LoadError::Invalid {
+            file: self.file.clone(),
+            line,
+            column,
+            resource: resource.map(str::to_owned),
+            field: Some(field.to_owned()),
+            message,
+        }
+    }
+
     /// Where field `path` (e.g. `spec.bindTo`) of this document is: `(line, column)`, both
     /// 1-based, in the file; the document's first line (column 0) when the field is absent.
     pub fn field(&self, path: &str) -> (usize, usize) {
@@ -42,7 +82,10 @@ impl fmt::Debug for Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        match &self.object {
+            Some(object) => write!(f, "{object}"),
+            None => write!(f, "{}:{}", self.file.display(), self.line),
+        }
     }
 }
 
@@ -94,6 +137,18 @@ pub enum LoadError {
         column: usize,
         /// `Kind/name` when known.
         resource: Option<String>,
+        /// Dotted field path, e.g. `spec.rules[0].from`.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A cluster object ([`crate::object::load_object`]) is malformed or does not fit its
+    /// kind's schema or rules.
+    #[error("{object}{field}: {message}",
+        field = .field.as_deref().map(|f| format!(" field `{f}`")).unwrap_or_default())]
+    InvalidObject {
+        /// `Kind namespace/name`.
+        object: String,
         /// Dotted field path, e.g. `spec.rules[0].from`.
         field: Option<String>,
         /// What is wrong.
@@ -275,19 +330,30 @@ pub fn load_str(file: &Path, text: &str, set: &mut ResourceSet) -> Result<(), Lo
             file: file.to_owned(),
             line,
             doc: Arc::from(doc),
+            object: None,
         };
-        // Duplicate keys are left to the full parse below, which can name the resource.
-        let lenient = serde_saphyr::options! {
-            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
-        };
-        let head = parse_with::<Option<Head>>(doc, &origin, None, lenient)?;
-        let Some(head) = head.filter(Head::is_resource) else {
-            continue; // only comments, or not a resource (e.g. a `policy test` table)
-        };
-        let (kind, resource) = head.identify(&origin)?;
-        set.insert(&kind, doc, origin, &resource)?;
+        load_document(doc, origin, set)?;
     }
     Ok(())
+}
+
+/// Adds the resource in one document to `set`; skips a document that is not a resource
+/// (only comments, or e.g. a `policy test` table).
+pub(crate) fn load_document(
+    doc: &str,
+    origin: Origin,
+    set: &mut ResourceSet,
+) -> Result<(), LoadError> {
+    // Duplicate keys are left to the full parse below, which can name the resource.
+    let lenient = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+    };
+    let head = parse_with::<Option<Head>>(doc, &origin, None, lenient)?;
+    let Some(head) = head.filter(Head::is_resource) else {
+        return Ok(());
+    };
+    let (kind, resource) = head.identify(&origin)?;
+    set.insert(&kind, doc, origin, &resource)
 }
 
 /// Parses one document as a `Resource<S>`, mapping failures to [`LoadError::Invalid`].
@@ -360,6 +426,13 @@ fn syntax_error(
         (serde_saphyr::Error::DuplicateMappingKey { .. }, None) => "duplicate key".to_owned(),
         _ => first_line(&e.to_string()),
     };
+    if let Some(object) = &origin.object {
+        return LoadError::InvalidObject {
+            object: object.to_string(),
+            field,
+            message,
+        };
+    }
     let (line, column) = at.map_or((origin.line, 0), |(l, c)| (origin.line + l - 1, c));
     LoadError::Invalid {
         file: origin.file.clone(),
@@ -390,15 +463,7 @@ pub(crate) fn invalid(
     field: &str,
     message: &str,
 ) -> LoadError {
-    let (line, column) = origin.field(field);
-    LoadError::Invalid {
-        file: origin.file.clone(),
-        line,
-        column,
-        resource: resource.map(str::to_owned),
-        field: Some(field.to_owned()),
-        message: message.to_owned(),
-    }
+    origin.error(resource, field, message.to_owned())
 }
 
 /// Splits a YAML stream at `---` lines, yielding each document with its 1-based first line.

@@ -111,15 +111,7 @@ pub(crate) fn validate_policies(set: &ResourceSet) -> Result<(), LoadError> {
 }
 
 fn located(origin: &Origin, resource: &str, field: String, message: String) -> LoadError {
-    let (line, column) = origin.field(&field);
-    LoadError::Invalid {
-        file: origin.file.clone(),
-        line,
-        column,
-        resource: Some(resource.to_owned()),
-        field: Some(field),
-        message,
-    }
+    origin.error(Some(resource), &field, message)
 }
 
 impl ResourceSet {

@@ -7,9 +7,9 @@ pub const MESHWORK_LOG_ENV: &str = "MESHWORK_LOG";
 
 /// `up`'s default filter for its children: warnings and errors, plus the INFO events a
 /// person caused and wants confirmed while the mesh runs — a policy edit applied
-/// (`control::reload`) and what a policy in audit mode would have decided
+/// (`control::feed`) and what a policy in audit mode would have decided
 /// (`proxy::inbound::authorize`). The policy e2e tests wait for both lines under `up`.
-pub const UP_QUIET: &str = "warn,control::reload=info,proxy::inbound::authorize=info";
+pub const UP_QUIET: &str = "warn,control::feed=info,proxy::inbound::authorize=info";
 
 /// Logs to stderr, filtered by `RUST_LOG`, else `MESHWORK_LOG`, else `info`; colours only
 /// on a terminal (under `up`, stderr is a pipe into the prefixed log).

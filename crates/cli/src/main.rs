@@ -91,10 +91,6 @@ enum Command {
     /// Run an application for `up`, stopping its process group when `up` is gone.
     #[command(hide = true)]
     Guard(up::guard::GuardArgs),
-    /// Reconcile a cluster's ServiceClaims into servicebinding.io Secrets (the claims part of
-    /// `control --kubernetes`, alone).
-    #[command(hide = true)]
-    ClaimsController(kubernetes::claims::StandaloneArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -105,7 +101,6 @@ fn main() -> std::process::ExitCode {
         Command::Validate { dir } => validate_cmd::run(&dir),
         Command::Crds(args) => crds_cmd::run(args),
         Command::Control(args) => up::control::run(args),
-        Command::ClaimsController(args) => kubernetes::claims::run(args),
         Command::Proxy(args) => up::proxy::run(args),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Agent(args) => agent_cmd::run(args),

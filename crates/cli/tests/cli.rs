@@ -18,6 +18,8 @@ mod harness;
 mod identity;
 #[path = "cli/kubernetes_claims.rs"]
 mod kubernetes_claims;
+#[path = "cli/kubernetes_source.rs"]
+mod kubernetes_source;
 #[path = "cli/lifecycle.rs"]
 mod lifecycle;
 #[path = "cli/observe.rs"]

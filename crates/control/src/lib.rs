@@ -22,6 +22,7 @@ pub mod authority;
 pub mod check;
 mod connection;
 mod error;
+mod feed;
 mod issuer;
 mod jwt;
 pub mod node_api;
@@ -48,6 +49,7 @@ pub use admin::{ControlStatus, TokenRequest};
 pub use admin_client::{AdminClient, AdminError};
 pub use authority::{AuthorityError, AuthorityState};
 pub use error::ControlError;
+pub use feed::{ResourceFeed, ResourceUpdate};
 pub use issuer::{AuthorityStatus, Entry, Issuer, NodeView};
 pub use jwt::{DEFAULT_JWT_TTL, JwtBundle, JwtError};
 pub use node_api::{
@@ -88,24 +90,59 @@ pub async fn serve(
 }
 
 /// [`serve`], and with `resources_dir` (the directory `config.resources` came from) also
-/// applies policy edits live: the directory is polled every second, and changed policies are
-/// published in a new snapshot; an invalid edit is logged and the previous policies keep
-/// serving. `Mesh`/`Workload`/`Service` changes need a restart.
+/// applies policy edits live: the directory is polled every second (the source in
+/// `reload.rs`), and changed policies are published in a new snapshot ([`serve_fed`]); an
+/// invalid edit is logged and the previous policies keep serving. `Mesh`/`Workload`/`Service`
+/// changes need a restart.
 pub async fn serve_watching(
     config: ControlConfig,
     resources_dir: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
+    let Some(dir) = resources_dir else {
+        return serve_with(config, None, shutdown).await;
+    };
+    let (sender, feed) = tokio::sync::watch::channel(Arc::new(ResourceUpdate {
+        source: dir.display().to_string(),
+        resources: Ok(config.resources.clone()),
+    }));
+    let stop = CancellationToken::new();
+    let poller = tokio::spawn(reload::watch_dir(dir, sender, stop.clone()));
+    let served = serve_fed(config, feed, shutdown).await;
+    stop.cancel();
+    // The poller holds nothing of the control plane's; it ends at its next tick at the latest.
+    let _ = poller.await;
+    served
+}
+
+/// [`serve`], starting with `config.resources` and then applying each new version of the
+/// resources a source sends on `feed` (see [`ResourceFeed`]): policies and routes are
+/// published in a new snapshot; an update that does not load is logged with the loader's
+/// error and the previous policies keep serving; `Mesh`/`Workload`/`Service` changes are
+/// reported as needing a restart.
+pub async fn serve_fed(
+    config: ControlConfig,
+    feed: ResourceFeed,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    serve_with(config, Some(feed), shutdown).await
+}
+
+async fn serve_with(
+    config: ControlConfig,
+    feed: Option<ResourceFeed>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
     let mut config = config;
     let resources = std::mem::take(&mut config.resources);
-    let started_with = resources_dir.as_ref().map(|_| resources.clone());
+    let started_with = feed.as_ref().map(|_| resources.clone());
     let registry = Arc::new(Registry::open(&config.state_dir, resources)?);
     // Every task started below holds the registry or the issuer, so the state file: each
     // runs on `tasks` and ends when `stop` is cancelled (see `connection`).
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let watching = resources_dir.zip(started_with);
-    let served = run(&config, watching, &registry, &stop, &tasks, shutdown).await;
+    let fed = feed.zip(started_with);
+    let served = run(&config, fed, &registry, &stop, &tasks, shutdown).await;
     stop.cancel();
     tasks.close();
     tasks.wait().await;
@@ -113,18 +150,19 @@ pub async fn serve_watching(
     served
 }
 
-/// Starts the watcher and the node API, then serves the control socket until `shutdown`.
+/// Starts applying the feed and the node API, then serves the control socket until
+/// `shutdown`.
 async fn run(
     config: &ControlConfig,
-    watching: Option<(PathBuf, ResourceSet)>,
+    fed: Option<(ResourceFeed, ResourceSet)>,
     registry: &Arc<Registry>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
-    if let Some((dir, set)) = watching {
+    if let Some((feed, set)) = fed {
         let stop = stop.clone();
-        tasks.spawn(reload::watch(Arc::clone(registry), dir, set, stop));
+        tasks.spawn(feed::apply_feed(Arc::clone(registry), set, feed, stop));
     }
     if let Some(addr) = config.node_api {
         start_node_api(addr, &config.state_dir, registry, stop, tasks).await?;

@@ -1,23 +1,21 @@
-//! Live policy updates: the control plane polls its resource directory once a second and,
-//! when a resource file changed, loads the directory again. Changed policies go out in a new
-//! snapshot, which proxies pick up through their long poll — nothing restarts.
+//! The resource directory as a source of live resources ([`crate::feed`]): polled once a
+//! second; when a resource file changed, the directory is loaded again and offered to the
+//! control plane, which applies it as it applies any source's resources.
 //!
 //! Polling names, sizes and mtimes is deliberately simple: it needs no platform watcher,
 //! catches editors that replace files by renaming, and costs one `readdir` plus a `stat` per
-//! file each second. An invalid edit is logged with the loader's error (file, line, field)
-//! and the previous policies keep serving. Policies and traffic (`HTTPRoute`, `GRPCRoute`,
-//! `Service` `spec.traffic`) apply live; other `Mesh`, `Workload` and `Service` changes are
-//! reported as needing a restart (they mean new processes, identities or CA material, which
-//! `meshwork up` owns).
+//! file each second. An invalid edit is offered too, once, so that it is logged with the
+//! loader's error (file, line, field) while the previous policies keep serving.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use api::{LoadError, ResourceSet};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::Registry;
+use crate::feed::ResourceUpdate;
 
 /// How often the directory is polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,97 +45,40 @@ impl Fingerprint {
     }
 }
 
-/// What one poll did.
-#[derive(Debug)]
-pub enum Reload {
-    /// No resource file changed.
-    Unchanged,
-    /// Files changed and loaded, but the policies and routes are the same (e.g. a comment
-    /// was edited).
-    SamePolicies,
-    /// New policies were published (and maybe new routes); the new snapshot's policy hash.
-    Published(String),
-    /// Only routes or a `Service`'s traffic knobs changed; they were published.
-    TrafficPublished,
-    /// The directory no longer loads; the previous policies keep serving.
-    Invalid(LoadError),
-}
-
-/// Reloads one directory into one registry.
-pub struct Reloader {
+/// Notices when a directory's resource files change and loads it again.
+pub(crate) struct DirPoller {
     dir: PathBuf,
-    /// The resources the control plane started with, to spot changes that need a restart.
-    started_with: ResourceSet,
     last: Option<Fingerprint>,
 }
 
-impl Reloader {
-    /// Watches `dir`, whose resources the registry was opened with (`started_with`).
-    pub fn new(dir: PathBuf, started_with: ResourceSet) -> Reloader {
+impl DirPoller {
+    /// Watches `dir` from its current contents on.
+    pub(crate) fn new(dir: PathBuf) -> DirPoller {
         let last = Fingerprint::take(&dir).ok();
-        Reloader {
-            dir,
-            started_with,
-            last,
-        }
+        DirPoller { dir, last }
     }
 
-    /// Checks the directory once; reloads and publishes when a file changed.
-    pub fn poll(&mut self, registry: &Registry) -> Reload {
+    /// The directory's resources when a file changed since the last poll, else `None`.
+    pub(crate) fn poll(&mut self) -> Option<Result<ResourceSet, LoadError>> {
         let now = Fingerprint::take(&self.dir).ok();
         if now == self.last {
-            return Reload::Unchanged;
+            return None;
         }
-        // Remember the failing state too: an invalid edit is reported once, not every second.
+        // Remember the failing state too: an invalid edit is offered once, not every second.
         self.last = now;
-        let set = match api::load_dir(&self.dir) {
-            Ok(set) => set,
-            Err(error) => return Reload::Invalid(error),
-        };
-        if needs_restart(&self.started_with, &set) {
-            tracing::warn!(dir = %self.dir.display(),
-                "Mesh, Workload or Service resources changed: they apply after a restart; applying policy changes only");
-        }
-        // Both run: each publishes what changed (two snapshots when both did; proxies take
-        // the newest).
-        let policies = registry.replace_policies(set.policy_set());
-        let traffic = registry.replace_traffic(set.traffic());
-        match (policies, traffic) {
-            (true, _) => Reload::Published(registry.subscribe().borrow().policy_hash.clone()),
-            (false, true) => Reload::TrafficPublished,
-            (false, false) => Reload::SamePolicies,
-        }
+        Some(api::load_dir(&self.dir))
     }
 }
 
-fn needs_restart(before: &ResourceSet, after: &ResourceSet) -> bool {
-    fn specs<S: Clone + PartialEq>(items: &[api::Loaded<S>]) -> Vec<api::Resource<S>> {
-        items.iter().map(|l| l.resource.clone()).collect()
-    }
-    // A Service's traffic knobs apply live, the rest of it after a restart.
-    fn without_traffic(
-        items: &[api::Loaded<api::mesh::ServiceSpec>],
-    ) -> Vec<api::Resource<api::mesh::ServiceSpec>> {
-        let mut services = specs(items);
-        for s in &mut services {
-            s.spec.traffic = None;
-        }
-        services
-    }
-    specs(&before.meshes) != specs(&after.meshes)
-        || specs(&before.workloads) != specs(&after.workloads)
-        || without_traffic(&before.services) != without_traffic(&after.services)
-}
-
-/// Polls `dir` every [`POLL_INTERVAL`], logging what each reload did, until `stop` is
-/// cancelled.
-pub(crate) async fn watch(
-    registry: Arc<Registry>,
+/// Polls `dir` every [`POLL_INTERVAL`] and sends each changed version to `feed`, until
+/// `stop` is cancelled or nobody listens.
+pub(crate) async fn watch_dir(
     dir: PathBuf,
-    started_with: ResourceSet,
+    feed: watch::Sender<Arc<ResourceUpdate>>,
     stop: CancellationToken,
 ) {
-    let mut reloader = Reloader::new(dir, started_with);
+    let source = dir.display().to_string();
+    let mut poller = DirPoller::new(dir);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -146,22 +87,13 @@ pub(crate) async fn watch(
             () = stop.cancelled() => return,
         }
         // Loading is blocking file I/O on a small directory; fine on this task's worker.
-        let dir = reloader.dir.display().to_string();
-        match reloader.poll(&registry) {
-            Reload::Unchanged => {}
-            Reload::SamePolicies => {
-                tracing::info!(%dir, "resources reloaded; policies and routes unchanged")
-            }
-            Reload::Published(hash) => {
-                let version = registry.subscribe().borrow().version;
-                tracing::info!(%dir, policy_hash = %hash, version, "policies reloaded and published");
-            }
-            Reload::TrafficPublished => {
-                let version = registry.subscribe().borrow().version;
-                tracing::info!(%dir, version, "routes and traffic settings reloaded and published");
-            }
-            Reload::Invalid(error) => {
-                tracing::error!(%dir, "resources not reloaded, the previous policies keep serving:\n{error}");
+        if let Some(resources) = poller.poll() {
+            let update = ResourceUpdate {
+                source: source.clone(),
+                resources,
+            };
+            if feed.send(Arc::new(update)).is_err() {
+                return;
             }
         }
     }
@@ -171,6 +103,23 @@ pub(crate) async fn watch(
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::Registry;
+    use crate::feed::{Applier, Reload, needs_restart};
+
+    /// What `meshwork control --resources DIR` does each second: poll, then apply.
+    struct Reloader {
+        poller: DirPoller,
+        applier: Applier,
+        started_with: ResourceSet,
+    }
+
+    impl Reloader {
+        /// What one poll did: `None` when no file changed.
+        fn poll(&mut self, registry: &Registry) -> Option<Reload> {
+            let resources = self.poller.poll()?;
+            Some(self.applier.apply(registry, "test", &resources))
+        }
+    }
 
     fn example() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/store-billing")
@@ -190,7 +139,11 @@ mod tests {
         let set = api::load_dir(dir.path()).expect("example loads");
         let state = tempfile::tempdir().expect("tempdir");
         let registry = Registry::open(state.path(), set.clone()).expect("registry");
-        let reloader = Reloader::new(dir.path().to_owned(), set);
+        let reloader = Reloader {
+            poller: DirPoller::new(dir.path().to_owned()),
+            applier: Applier::new(set.clone()),
+            started_with: set,
+        };
         (dir, state, registry, reloader)
     }
 
@@ -200,7 +153,7 @@ mod tests {
         let first = Arc::clone(&registry.subscribe().borrow());
         assert_eq!(first.policies.authorization.len(), 3);
         assert_eq!(first.policy_hash, first.policies.hash().to_string());
-        assert!(matches!(reloader.poll(&registry), Reload::Unchanged));
+        assert!(reloader.poll(&registry).is_none());
 
         let policies = dir.path().join("policies.yaml");
         let text = std::fs::read_to_string(&policies).expect("read");
@@ -209,7 +162,7 @@ mod tests {
             text.replace("ports: [443]", "ports: [443, 8443]"),
         )
         .expect("write");
-        let Reload::Published(hash) = reloader.poll(&registry) else {
+        let Some(Reload::Published(hash)) = reloader.poll(&registry) else {
             panic!("not published")
         };
         let second = Arc::clone(&registry.subscribe().borrow());
@@ -219,7 +172,7 @@ mod tests {
 
         std::fs::write(&policies, "apiVersion: meshwork.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: x}\nspec: {to: []}\n")
             .expect("write");
-        let Reload::Invalid(error) = reloader.poll(&registry) else {
+        let Some(Reload::Invalid(error)) = reloader.poll(&registry) else {
             panic!("invalid edit accepted")
         };
         assert!(
@@ -228,7 +181,7 @@ mod tests {
         );
         assert_eq!(registry.subscribe().borrow().version, second.version);
         assert!(
-            matches!(reloader.poll(&registry), Reload::Unchanged),
+            reloader.poll(&registry).is_none(),
             "an invalid edit is reported once"
         );
     }
@@ -240,7 +193,10 @@ mod tests {
         let services = dir.path().join("services.yaml");
         let text = std::fs::read_to_string(&services).expect("read");
         std::fs::write(&services, format!("# a comment\n{text}")).expect("write");
-        assert!(matches!(reloader.poll(&registry), Reload::SamePolicies));
+        assert!(matches!(
+            reloader.poll(&registry),
+            Some(Reload::SamePolicies)
+        ));
         assert_eq!(registry.subscribe().borrow().version, version);
     }
 
@@ -255,7 +211,10 @@ mod tests {
 
         let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: billing}\nspec:\n  parentRefs: [{group: '', kind: Service, name: billing}]\n  rules:\n    - matches: [{path: {value: /charges}}]\n      timeouts: {request: 2s}\n";
         std::fs::write(dir.path().join("routes.yaml"), route).expect("write");
-        assert!(matches!(reloader.poll(&registry), Reload::TrafficPublished));
+        assert!(matches!(
+            reloader.poll(&registry),
+            Some(Reload::TrafficPublished)
+        ));
         let second = Arc::clone(&registry.subscribe().borrow());
         assert!(second.version > first.version);
         let traffic = &second.services["billing"].traffic;
@@ -271,13 +230,16 @@ mod tests {
         std::fs::write(&services, &knobs).expect("write");
         let after = api::load_dir(dir.path()).expect("loads");
         assert!(!needs_restart(&reloader.started_with, &after));
-        assert!(matches!(reloader.poll(&registry), Reload::TrafficPublished));
+        assert!(matches!(
+            reloader.poll(&registry),
+            Some(Reload::TrafficPublished)
+        ));
         let third = Arc::clone(&registry.subscribe().borrow());
         let policy = &third.services["billing"].traffic.policy;
         assert_eq!(policy.outlier_detection.consecutive_failures, 2);
 
         std::fs::write(dir.path().join("routes.yaml"), route.replace("2s", "2d")).expect("write");
-        let Reload::Invalid(error) = reloader.poll(&registry) else {
+        let Some(Reload::Invalid(error)) = reloader.poll(&registry) else {
             panic!("invalid route accepted")
         };
         let error = error.to_string();

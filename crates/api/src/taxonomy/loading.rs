@@ -71,15 +71,11 @@ pub(crate) fn parse<S: TaxonomyKind>(
 
 /// A problem as a located load error, at its field's line in the resource's document.
 fn located(origin: &Origin, problem: &Problem) -> LoadError {
-    let (line, column) = origin.field(&problem.path);
-    LoadError::Invalid {
-        file: origin.file.clone(),
-        line,
-        column,
-        resource: Some(problem.resource.clone()),
-        field: Some(problem.path.clone()),
-        message: problem.message.clone(),
-    }
+    origin.error(
+        Some(&problem.resource),
+        &problem.path,
+        problem.message.clone(),
+    )
 }
 
 fn unique_names<S>(items: &[Loaded<S>], kind: &str, errors: &mut Vec<LoadError>) {

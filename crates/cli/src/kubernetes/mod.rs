@@ -4,3 +4,6 @@
 //! into a provisioned instance and a servicebinding.io `Secret`. docs/kubernetes.md.
 
 pub mod claims;
+pub mod client;
+pub mod objects;
+pub mod source;

@@ -5,14 +5,23 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::{logging, parent};
+use crate::kubernetes::client::ClusterArgs;
+use crate::{kubernetes, logging, parent};
 
 /// Arguments of `meshwork control`.
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["resources", "kubernetes"]))]
 pub struct ControlArgs {
-    /// Directory of *.yaml resources.
+    /// Directory of *.yaml resources (edits to policies and routes apply live).
     #[arg(long)]
-    pub resources: PathBuf,
+    pub resources: Option<PathBuf>,
+    /// Read the resources from a Kubernetes cluster (meshwork's custom resources and the
+    /// Gateway API's HTTPRoute/GRPCRoute) instead of a directory: controller mode,
+    /// docs/kubernetes.md.
+    #[arg(long)]
+    pub kubernetes: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// State directory (`control.redb` holds the CA, entries and join tokens).
     #[arg(long, default_value = ".meshwork")]
     pub state_dir: PathBuf,
@@ -30,10 +39,14 @@ pub struct ControlArgs {
 /// Runs the control plane until SIGINT/SIGTERM.
 pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     logging::init();
-    if args.claims.broker_url.is_some() {
-        anyhow::bail!("--broker-url: claims become Secrets only in Kubernetes mode");
+    if args.claims.broker_url.is_some() && !args.kubernetes {
+        anyhow::bail!("--broker-url: claims become Secrets only with --kubernetes");
     }
-    let resources = api::load_dir(&args.resources)?;
+    let resources = match &args.resources {
+        Some(dir) => api::load_dir(dir)?,
+        // Filled in from the cluster once every kind is listed.
+        None => api::ResourceSet::default(),
+    };
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
     let socket = args
@@ -46,12 +59,34 @@ pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         node_api: Some(args.node_api),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    // Policy edits in the resource directory apply live (polled every second).
-    let watch = Some(args.resources);
-    rt.block_on(control::serve_watching(
-        config,
-        watch,
-        parent::shutdown_signal(),
-    ))?;
+    match args.resources {
+        // Policy edits in the resource directory apply live (polled every second).
+        Some(dir) => rt.block_on(control::serve_watching(
+            config,
+            Some(dir),
+            parent::shutdown_signal(),
+        ))?,
+        None => rt.block_on(async {
+            let client = kubernetes::client::connect(args.cluster.kubeconfig.as_deref()).await?;
+            let namespace = args.cluster.namespace;
+            let claims = args.claims.context(client.clone(), &config.state_dir)?;
+            // ServiceClaims become Secrets beside the resource source, until it stops.
+            let controller = claims.map(|ctx| {
+                let namespace = namespace.clone();
+                tokio::spawn(async move {
+                    let shutdown = parent::shutdown_signal();
+                    kubernetes::claims::run_controller(ctx, namespace.as_deref(), shutdown).await;
+                })
+            });
+            let shutdown = parent::shutdown_signal();
+            let served =
+                kubernetes::source::serve_control(client, namespace.as_deref(), config, shutdown)
+                    .await;
+            if let Some(controller) = controller {
+                controller.abort();
+            }
+            served
+        })?,
+    }
     Ok(ExitCode::SUCCESS)
 }

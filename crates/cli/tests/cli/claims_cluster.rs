@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::Value;
 
 use crate::harness::{example, meshwork};
@@ -161,7 +161,7 @@ impl Setup {
 
     pub(crate) fn controller(&self, hold: Option<&str>) -> Process {
         let mut cmd = meshwork();
-        cmd.args(["claims-controller", "--namespace", self.namespace])
+        cmd.args(["control", "--kubernetes", "--namespace", self.namespace])
             .arg("--kubeconfig")
             .arg(self.path("kubeconfig"))
             .arg("--state-dir")
@@ -191,6 +191,39 @@ impl Setup {
 
     pub(crate) fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), self.namespace)
+    }
+
+    /// Creates the rest of examples/store-billing (mesh, services, workloads, policies,
+    /// taxonomy, routes) in the test namespace, so the control plane beside the claims
+    /// controller has a mesh to serve.
+    pub(crate) fn create_example(&self) {
+        let files = [
+            "mesh.yaml",
+            "services.yaml",
+            "workloads.yaml",
+            "policies.yaml",
+            "taxonomy.yaml",
+            "routes.yaml",
+        ];
+        for file in files {
+            let text = std::fs::read_to_string(example("store-billing").join(file)).unwrap();
+            let documents = text
+                .split("\n---\n")
+                .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap())
+                .filter(|doc| doc.get("kind").is_some());
+            for mut object in documents {
+                object["metadata"]["namespace"] = self.namespace.into();
+                let api = Api::namespaced_with(
+                    self.client.clone(),
+                    self.namespace,
+                    &api_resource(&object),
+                );
+                let object: DynamicObject = serde_json::from_value(object).unwrap();
+                self.rt
+                    .block_on(api.create(&PostParams::default(), &object))
+                    .unwrap();
+            }
+        }
     }
 
     /// Creates examples/store-billing's `charges-db` in the test namespace.
@@ -302,6 +335,27 @@ impl Drop for Setup {
             }
         });
     }
+}
+
+/// The API resource of an example object's kind.
+fn api_resource(object: &Value) -> ApiResource {
+    let kind = object["kind"].as_str().unwrap();
+    let (group, version) = object["apiVersion"]
+        .as_str()
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let plural = match kind {
+        "HTTPRoute" => "httproutes",
+        _ => {
+            api::crd::KINDS
+                .iter()
+                .find(|k| k.kind == kind)
+                .unwrap()
+                .plural
+        }
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
 pub(crate) fn condition<'a>(claim: &'a Value, type_: &str) -> Option<&'a Value> {

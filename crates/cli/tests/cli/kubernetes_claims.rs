@@ -1,8 +1,7 @@
 //! `ServiceClaim`s as Secrets against the fake API server (`testkit::kube_fake`, no real
 //! cluster on these machines): a real `meshwork broker` on the machine's PostgreSQL and a real
-//! claims controller process (`meshwork claims-controller`, the claims half of
-//! `control --kubernetes`); see `claims_cluster.rs`. Each test waits on conditions with
-//! deadlines.
+//! `meshwork control --kubernetes --broker-url …` process; see `claims_cluster.rs`. Each test
+//! waits on conditions with deadlines.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -128,7 +127,10 @@ fn assert_gone_with_everything(setup: &Setup) {
 fn claim_becomes_a_database_and_a_secret_and_deleting_it_drops_both() {
     let setup = Setup::new("ka1");
     let _broker = setup.broker();
-    let _controller = setup.controller(None);
+    setup.create_example();
+    let controller = setup.controller(None);
+    // One process: the control plane serves the example's mesh while claims become Secrets.
+    controller.wait_for_line("starting the control plane");
     setup.create_claim();
     let secret = assert_ready(&setup);
     let claim = setup.claim().unwrap();

@@ -61,23 +61,6 @@ pub struct BrokerArgs {
     pub test_hold_at_step: Option<Step>,
 }
 
-/// Arguments of the hidden `meshwork claims-controller`: the claims controller alone, until
-/// `meshwork control --kubernetes` runs it beside the resource source.
-#[derive(clap::Args, Debug)]
-pub struct StandaloneArgs {
-    /// The kubeconfig to reach the cluster with.
-    #[arg(long)]
-    pub kubeconfig: PathBuf,
-    /// Watch claims in this namespace only (default: all namespaces).
-    #[arg(long)]
-    pub namespace: Option<String>,
-    /// State directory (holds `platform-id`).
-    #[arg(long, default_value = ".meshwork")]
-    pub state_dir: PathBuf,
-    #[command(flatten)]
-    pub broker: BrokerArgs,
-}
-
 /// What every reconcile shares.
 pub struct Context {
     /// The cluster.
@@ -207,36 +190,6 @@ pub async fn run_controller(
             }
         })
         .await;
-}
-
-/// Runs `meshwork claims-controller` until SIGINT/SIGTERM.
-pub fn run(args: StandaloneArgs) -> anyhow::Result<std::process::ExitCode> {
-    crate::logging::init();
-    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    rt.block_on(async {
-        let client = client(&args.kubeconfig).await?;
-        let Some(ctx) = args.broker.context(client, &args.state_dir)? else {
-            bail!("claims-controller needs --broker-url");
-        };
-        run_controller(
-            ctx,
-            args.namespace.as_deref(),
-            crate::parent::shutdown_signal(),
-        )
-        .await;
-        Ok(std::process::ExitCode::SUCCESS)
-    })
-}
-
-/// A client from a kubeconfig file (its current context).
-async fn client(path: &std::path::Path) -> anyhow::Result<Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let options = kube::config::KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .with_context(|| format!("using {}", path.display()))?;
-    Client::try_from(config).context("building the Kubernetes client")
 }
 
 #[cfg(test)]

@@ -1,0 +1,208 @@
+//! The source's rebuild rules, with reflector stores fed by hand (the watchers against a
+//! server are in the cli's end-to-end test `kubernetes_source`): what counts as a change, what
+//! counts as gone, and that a burst of events becomes one update.
+
+use kube::api::ApiResource;
+use kube::runtime::reflector::store::Writer;
+use serde_json::json;
+
+use super::*;
+
+/// A source over hand-fed stores, one per watched kind, and the writers that feed them.
+fn source() -> (
+    ClusterSource,
+    Vec<Writer<DynamicObject>>,
+    watch::Sender<u64>,
+) {
+    let (bump, changes) = watch::channel(0u64);
+    let mut watched = Vec::new();
+    let mut writers = Vec::new();
+    for kind in watched_kinds() {
+        let mut writer = Writer::new(kind.resource.clone());
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        watched.push(Watched {
+            store: writer.as_reader(),
+            kind,
+        });
+        writers.push(writer);
+    }
+    let source = ClusterSource {
+        watched,
+        changes,
+        watchers: Vec::new(),
+        last: None,
+    };
+    (source, writers, bump)
+}
+
+fn kind_index(source: &ClusterSource, kind: &str) -> usize {
+    source
+        .watched
+        .iter()
+        .position(|w| w.kind.resource.kind == kind)
+        .expect("watched")
+}
+
+fn resource(source: &ClusterSource, kind: &str) -> ApiResource {
+    source.watched[kind_index(source, kind)]
+        .kind
+        .resource
+        .clone()
+}
+
+/// The store-billing example's resources as served objects (list items: no apiVersion/kind).
+fn example() -> Vec<(String, DynamicObject)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/store-billing");
+    let mut objects = Vec::new();
+    for file in ["mesh", "services", "workloads", "policies", "routes"] {
+        let text = std::fs::read_to_string(dir.join(format!("{file}.yaml"))).expect("read");
+        for doc in text.split("\n---\n") {
+            let mut value: Value = serde_saphyr::from_str(doc).expect("yaml");
+            let kind = value["kind"].as_str().expect("kind").to_owned();
+            let fields = value.as_object_mut().expect("object");
+            fields.remove("apiVersion");
+            fields.remove("kind");
+            value["metadata"]["namespace"] = json!("default");
+            value["metadata"]["resourceVersion"] = json!("1");
+            value["metadata"]["uid"] = json!(format!("uid-{kind}"));
+            objects.push((kind, serde_json::from_value(value).expect("object")));
+        }
+    }
+    objects
+}
+
+fn apply(
+    source: &ClusterSource,
+    writers: &mut [Writer<DynamicObject>],
+    kind: &str,
+    object: DynamicObject,
+) {
+    writers[kind_index(source, kind)].apply_watcher_event(&watcher::Event::Apply(object));
+}
+
+fn loaded(source: &mut ClusterSource) -> ResourceSet {
+    match source.rebuild() {
+        Some(Ok(set)) => set,
+        Some(Err(error)) => panic!("does not load: {error}"),
+        None => panic!("no rebuild"),
+    }
+}
+
+#[test]
+fn only_changes_to_what_meshwork_reads_rebuild_the_set() {
+    let (mut source, mut writers, _bump) = source();
+    for (kind, object) in example() {
+        apply(&source, &mut writers, &kind, object);
+    }
+    let first = loaded(&mut source);
+    assert_eq!(first.authorization_policies.len(), 3);
+    assert_eq!(first.http_routes.len(), 1);
+    assert!(source.rebuild().is_none(), "nothing changed");
+
+    // A new resource version and a status: nothing meshwork reads.
+    let (kind, mut policy) = example().remove(
+        example()
+            .iter()
+            .position(|(k, _)| k == "AuthorizationPolicy")
+            .expect("policy"),
+    );
+    policy.metadata.resource_version = Some("2".into());
+    policy.data["status"] = json!({"observedGeneration": 2});
+    apply(&source, &mut writers, &kind, policy.clone());
+    assert!(source.rebuild().is_none(), "a status is not a change");
+
+    // Being deleted (a finalizer holds it): gone.
+    policy.metadata.deletion_timestamp =
+        Some(serde_json::from_value(json!("2026-12-05T21:30:00Z")).expect("time"));
+    let name = policy.metadata.name.clone().expect("name");
+    apply(&source, &mut writers, &kind, policy.clone());
+    let set = loaded(&mut source);
+    let names: Vec<&str> = set
+        .authorization_policies
+        .iter()
+        .map(|p| p.resource.metadata.name.as_str())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(!names.contains(&name.as_str()), "{names:?}");
+
+    // Deleted for good: still gone, no rebuild.
+    writers[kind_index(&source, &kind)].apply_watcher_event(&watcher::Event::Delete(policy));
+    assert!(source.rebuild().is_none());
+}
+
+#[test]
+fn an_invalid_object_is_an_error_naming_it_and_a_fix_loads_again() {
+    let (mut source, mut writers, _bump) = source();
+    for (kind, object) in example() {
+        apply(&source, &mut writers, &kind, object);
+    }
+    loaded(&mut source);
+    let route = resource(&source, "HTTPRoute");
+    let mut bad: DynamicObject = serde_json::from_value(json!({
+        "metadata": {"name": "slow", "namespace": "default"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "billing"}],
+                 "rules": [{"timeouts": {"request": "2d"}}]},
+    }))
+    .expect("object");
+    apply(&source, &mut writers, &route.kind, bad.clone());
+    let Some(Err(error)) = source.rebuild() else {
+        panic!("an invalid route loaded")
+    };
+    assert!(
+        error
+            .to_string()
+            .starts_with("HTTPRoute default/slow field `spec.rules[0].timeouts.request`"),
+        "{error}"
+    );
+    assert!(
+        source.rebuild().is_none(),
+        "an invalid version is reported once"
+    );
+    bad.data["spec"]["rules"][0]["timeouts"]["request"] = json!("2s");
+    apply(&source, &mut writers, &route.kind, bad);
+    assert_eq!(loaded(&mut source).http_routes.len(), 2);
+}
+
+#[tokio::test]
+async fn a_burst_of_events_is_one_update() {
+    let (mut source, mut writers, bump) = source();
+    for (kind, object) in example() {
+        apply(&source, &mut writers, &kind, object);
+    }
+    let first = source.first_resources().await;
+    let (sender, mut feed) = watch::channel(Arc::new(ResourceUpdate {
+        source: SOURCE.to_owned(),
+        resources: Ok(first),
+    }));
+    let kind = "AuthorizationPolicy".to_owned();
+    let policies: Vec<DynamicObject> = example()
+        .into_iter()
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, o)| o)
+        .collect();
+    let index = kind_index(&source, &kind);
+    // Three deletions in a burst, each announced as the watcher would.
+    for policy in &policies {
+        writers[index].apply_watcher_event(&watcher::Event::Delete(policy.clone()));
+        bump.send_modify(|n| *n += 1);
+    }
+    let feeding = tokio::spawn(source.feed(sender));
+    feed.changed().await.expect("an update");
+    let update = Arc::clone(&feed.borrow_and_update());
+    let set = update.resources.as_ref().expect("loads");
+    assert!(set.authorization_policies.is_empty());
+
+    // The next update is the next change: the burst left nothing else behind.
+    writers[index].apply_watcher_event(&watcher::Event::Apply(policies[0].clone()));
+    bump.send_modify(|n| *n += 1);
+    feed.changed().await.expect("an update");
+    let update = Arc::clone(&feed.borrow_and_update());
+    let set = update.resources.as_ref().expect("loads");
+    assert_eq!(set.authorization_policies.len(), 1);
+
+    drop(feed);
+    feeding
+        .await
+        .expect("the feed ends when the control plane stops listening");
+}
