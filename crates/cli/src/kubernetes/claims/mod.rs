@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::{Controller, watcher};
@@ -35,7 +35,7 @@ pub struct BrokerArgs {
     /// name resolves in the cluster). With it, each claim becomes an instance and a
     /// servicebinding.io Secret.
     #[arg(long, value_name = "URL")]
-    pub broker_url: Option<String>,
+    pub broker_url: Option<BrokerUrl>,
     /// File holding the broker password of user `meshwork` (a mounted Secret, never argv).
     #[arg(long, value_name = "FILE", requires = "broker_url")]
     pub broker_password_file: Option<PathBuf>,
@@ -101,20 +101,28 @@ impl Context {
     }
 }
 
-/// `http://host:port` → `host:port` (https is not spoken: the broker runs beside the control
-/// plane, inside the cluster network).
-fn authority(url: &str) -> anyhow::Result<String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("--broker-url {url:?}: expected http://host:port");
-    };
-    let authority = rest.trim_end_matches('/');
-    let port_ok = authority
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !port_ok || authority.contains('/') {
-        bail!("--broker-url {url:?}: expected http://host:port");
+/// A broker's `http://host:port` (https is not spoken: the broker runs beside the control
+/// plane, inside the cluster network); holds `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl(String);
+
+impl std::str::FromStr for BrokerUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<BrokerUrl, String> {
+        let wrong = || format!("{url:?}: expected http://host:port");
+        let authority = url
+            .strip_prefix("http://")
+            .ok_or_else(wrong)?
+            .trim_end_matches('/');
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok || authority.contains('/') {
+            return Err(wrong());
+        }
+        Ok(BrokerUrl(authority.to_owned()))
     }
-    Ok(authority.to_owned())
 }
 
 impl BrokerArgs {
@@ -127,7 +135,6 @@ impl BrokerArgs {
         let Some(url) = &self.broker_url else {
             return Ok(None);
         };
-        let authority = authority(url)?;
         let password = crate::broker_cmd::password(self.broker_password_file.as_deref())?;
         let platform_id = match &self.platform_id {
             Some(id) => id.clone(),
@@ -140,7 +147,7 @@ impl BrokerArgs {
         let who = format!("meshwork-controller@{}", self.environment);
         Ok(Some(Context {
             client,
-            osb: OsbClient::at(&authority, claims::PLATFORM_USER, password.expose(), &who),
+            osb: OsbClient::at(&url.0, claims::PLATFORM_USER, password.expose(), &who),
             environment: self.environment.clone(),
             platform_id,
             patience: Patience(Duration::from_secs(300)),
@@ -199,6 +206,7 @@ mod tests {
 
     #[test]
     fn broker_urls_are_http_host_port() {
+        let authority = |url: &str| url.parse::<BrokerUrl>().map(|u| u.0);
         assert_eq!(
             authority("http://broker.meshwork:8099/").unwrap(),
             "broker.meshwork:8099"
