@@ -118,12 +118,21 @@ pub(crate) struct Setup {
 
 impl Setup {
     pub(crate) fn new(namespace: &'static str) -> Setup {
+        Setup::with_taxonomy(namespace, |t| t)
+    }
+
+    /// A setup whose broker serves store-billing's taxonomy edited by `edit`.
+    pub(crate) fn with_taxonomy(
+        namespace: &'static str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         // store-billing's taxonomy, with dev on the machine's PostgreSQL server instead of a
         // private cluster (no initdb in a test).
         let taxonomy = std::fs::read_to_string(example("store-billing").join("taxonomy.yaml"))
             .unwrap()
             .replace("provider: postgres-private", "provider: postgres-shared");
+        let taxonomy = edit(taxonomy);
         std::fs::create_dir(dir.path().join("taxonomy")).unwrap();
         std::fs::write(dir.path().join("taxonomy/taxonomy.yaml"), taxonomy).unwrap();
         std::fs::write(dir.path().join("broker.password"), PASSWORD).unwrap();
@@ -145,6 +154,12 @@ impl Setup {
     }
 
     pub(crate) fn broker(&self) -> Process {
+        self.broker_held(None)
+    }
+
+    /// The broker, its operations held forever at progress step `hold` if given (the broker's
+    /// crash-test seam).
+    pub(crate) fn broker_held(&self, hold: Option<&str>) -> Process {
         let mut cmd = meshwork();
         cmd.args(["broker", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--state")
@@ -154,6 +169,9 @@ impl Setup {
             .arg("--password-file")
             .arg(self.path("broker.password"))
             .env("MESHWORK_BROKER_USERNAME", "meshwork");
+        if let Some(step) = hold {
+            cmd.args(["--test-hold-at-step", step]);
+        }
         let broker = Process::spawn("broker", cmd);
         broker.wait_for_line("listening on");
         broker

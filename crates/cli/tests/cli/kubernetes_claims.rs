@@ -219,6 +219,46 @@ fn claim_deleted_while_the_controller_is_down_is_deprovisioned_on_restart() {
     assert_gone_with_everything(&setup);
 }
 
+/// With an asynchronous policy the controller polls the broker's operation; it is killed while
+/// polling (the broker holds the operation after creating the database), then the broker is
+/// killed too and both restart: the broker resumes its operation, the controller its polling,
+/// and the claim ends Ready with one database and one binding.
+#[test]
+fn controller_killed_while_polling_an_asynchronous_provision() {
+    let setup = Setup::with_taxonomy("ka7", |taxonomy| {
+        let sync = "      cascadeDelete: true\n";
+        assert!(taxonomy.contains(sync), "the dev rule");
+        taxonomy.replacen(
+            sync,
+            "      cascadeDelete: true\n      asynchronous: true\n",
+            1,
+        )
+    });
+    let held_broker = setup.broker_held(Some(broker::provider::STEP_INSTANCE_CREATED));
+    let controller = setup.controller(None);
+    setup.create_claim();
+    let claim = setup.wait_condition("Ready", "False", Some("Provisioning"));
+    assert_eq!(
+        condition(&claim, "Provisioned").unwrap()["status"],
+        "Unknown"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    while setup.pg_state() != (1, 1, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never created the database"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    controller.kill();
+    held_broker.kill();
+
+    let _broker = setup.broker();
+    let _controller = setup.controller(None);
+    assert_ready(&setup);
+    assert_delete_leaves_nothing(&setup);
+}
+
 /// Level-based: a Secret someone edited is corrected from the broker's binding (same
 /// credentials, no rotation); a deleted Secret comes back with a fresh password (a new
 /// binding).

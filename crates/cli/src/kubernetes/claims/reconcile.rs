@@ -95,8 +95,15 @@ async fn apply(
     claim: &ServiceClaim,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let progress = converge(claim, ctx).await;
-    status::write(api, claim, &progress)
+    let mut claim = claim.clone();
+    // A new claim says so before the broker is asked (an asynchronous provision can take
+    // minutes); only once, so a failing claim's status does not flap.
+    if !status::has_provisioned(claim.status.as_ref()) {
+        let written = status::write(api, &claim, &Progress::Provisioning).await;
+        claim.status = Some(written.map_err(Error::Kube)?);
+    }
+    let progress = converge(&claim, ctx).await;
+    status::write(api, &claim, &progress)
         .await
         .map_err(Error::Kube)?;
     match progress.failure() {

@@ -51,6 +51,8 @@ pub enum Progress {
     Ready(String, Bound),
     /// Being deleted, and deprovisioning failed: `Provisioned` and `Bound` stay as they were.
     Deleting(Failure),
+    /// A new claim: the broker is asked (and may take a while).
+    Provisioning,
 }
 
 impl Progress {
@@ -60,7 +62,7 @@ impl Progress {
             Progress::NotProvisioned(f) | Progress::NotBound(_, f) | Progress::Deleting(f) => {
                 Some(f)
             }
-            Progress::Ready(..) => None,
+            Progress::Ready(..) | Progress::Provisioning => None,
         }
     }
 }
@@ -108,6 +110,14 @@ fn all_three(progress: &Progress) -> [Triple; 3] {
         Progress::Deleting(f) => {
             let unknown = || (Unknown, f.reason, f.message.clone());
             [unknown(), unknown(), (False, f.reason, f.message.clone())]
+        }
+        Progress::Provisioning => {
+            let asked = || "the broker is provisioning the instance".to_owned();
+            [
+                (Unknown, "Provisioning", asked()),
+                (Unknown, "Provisioning", "not bound yet".to_owned()),
+                (False, "Provisioning", asked()),
+            ]
         }
     }
 }
@@ -169,22 +179,27 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
-/// Writes `progress` into the claim's status when it changes anything.
+/// Whether `status` has a `Provisioned` condition at all (a claim without one is new).
+pub fn has_provisioned(status: Option<&ServiceClaimStatus>) -> bool {
+    status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Provisioned"))
+}
+
+/// Writes `progress` into the claim's status when it changes anything; the status it has now.
 pub async fn write(
     api: &Api<ServiceClaim>,
     claim: &ServiceClaim,
     progress: &Progress,
-) -> Result<(), kube::Error> {
+) -> Result<ServiceClaimStatus, kube::Error> {
     let previous = claim.status.as_ref();
     let status = next(previous, progress, claim.metadata.generation, &now());
     if previous == Some(&status) {
-        return Ok(());
+        return Ok(status);
     }
     let name = claim.metadata.name.as_deref().unwrap_or_default();
     let patch = json!({ "status": status });
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
+        .await?;
+    Ok(status)
 }
 
 #[cfg(test)]
