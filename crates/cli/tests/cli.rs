@@ -16,6 +16,8 @@ mod deploy;
 mod harness;
 #[path = "cli/identity.rs"]
 mod identity;
+#[path = "cli/kube_cluster.rs"]
+mod kube_cluster;
 #[path = "cli/kubernetes_claims.rs"]
 mod kubernetes_claims;
 #[path = "cli/kubernetes_source.rs"]

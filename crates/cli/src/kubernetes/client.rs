@@ -12,10 +12,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 pub struct ClusterArgs {
     /// With --kubernetes: the kubeconfig file to reach the cluster with (its current
     /// context); default: KUBECONFIG, ~/.kube/config, or the in-cluster service account.
-    #[arg(long, value_name = "FILE", requires = "kubernetes")]
+    #[arg(long, value_name = "FILE", conflicts_with = "resources")]
     pub kubeconfig: Option<PathBuf>,
     /// With --kubernetes: watch resources in this namespace only (default: every namespace).
-    #[arg(long, value_name = "NS", requires = "kubernetes")]
+    #[arg(long, value_name = "NS", conflicts_with = "resources")]
     pub namespace: Option<String>,
 }
 

@@ -3,218 +3,93 @@
 //! reads the store-billing example from the cluster's objects, real sidecars (`meshwork
 //! proxy`, SVIDs by CSR from the control socket) and billing's demo app serve, and edits made
 //! through the Kubernetes API reach the running sidecars: a policy as a CRD edit, an invalid
-//! edit that changes nothing, a watch that expires (410) and recovers, an `HTTPRoute` created.
+//! edit that changes nothing, a watch that expires (410) and recovers, an `HTTPRoute` created;
+//! and an API server that is unreachable at start and again later (connections refused).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
 use serde_json::{Value, json};
-use testkit::kube_fake::{FakeApiServer, FakeVerb, meshwork_resources};
+use testkit::kube_fake::FakeVerb;
 
 use crate::deploy::CONTROL_PLANE_RBAC;
+use crate::harness::{eventually, meshwork};
+use crate::kube_cluster::{
+    Cluster, Spawned, charge, forward, free_port, objects_of, policy_hash, sidecar, snapshot,
+};
 
-use crate::harness::{eventually, example, meshwork};
-
-/// A `meshwork` child whose output lines are kept for the test to wait on; killed on drop.
-struct Spawned {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Spawned {
-    fn start(name: &str, cmd: &mut Command) -> Spawned {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshwork");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let (tx, name) = (tx.clone(), name.to_owned());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    eprintln!("[{name}] {line}");
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Spawned { child, lines }
+#[test]
+fn an_unreachable_api_server_is_waited_for_and_recovered_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let cluster = Cluster::start(&dir.path().join("direct"));
+    let mut objects = Vec::new();
+    for file in [
+        "mesh.yaml",
+        "services.yaml",
+        "workloads.yaml",
+        "policies.yaml",
+    ] {
+        objects.extend(objects_of(file));
     }
-
-    /// The lines up to and including the first containing `needle`.
-    fn lines_until(&self, needle: &str, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    seen.push(line);
-                    if found {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
-            }
-        }
+    for object in &objects {
+        cluster.create(object);
     }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// The kind's API resource, as the controller watches it.
-fn api_resource(object: &Value) -> ApiResource {
-    let kind = object["kind"].as_str().expect("kind");
-    let api_version = object["apiVersion"].as_str().expect("apiVersion");
-    let (group, version) = api_version.split_once('/').expect("group/version");
-    let plural = match kind {
-        "HTTPRoute" => "httproutes",
-        "GRPCRoute" => "grpcroutes",
-        _ => {
-            let info = api::crd::KINDS.iter().find(|k| k.kind == kind);
-            info.expect("a meshwork kind").plural
-        }
-    };
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-
-fn objects_of(file: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(example("store-billing").join(file)).expect("read");
-    text.split("\n---\n")
-        .map(|doc| serde_saphyr::from_str::<Value>(doc).expect("yaml"))
-        .filter(|v| v.get("kind").is_some())
-        .collect()
-}
-
-/// The cluster, as a client of it sees it: the fake API server and a kube client.
-struct Cluster {
-    rt: tokio::runtime::Runtime,
-    fake: FakeApiServer,
-    client: kube::Client,
-}
-
-impl Cluster {
-    fn start(kubeconfig: &Path) -> Cluster {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let fake = rt
-            .block_on(FakeApiServer::start(&meshwork_resources()))
-            .expect("fake API server");
-        fake.write_kubeconfig(kubeconfig).expect("kubeconfig");
-        let client = rt.block_on(async {
-            let file = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
-            let options = kube::config::KubeConfigOptions::default();
-            let config = kube::Config::from_custom_kubeconfig(file, &options)
-                .await
-                .expect("config");
-            kube::Client::try_from(config).expect("client")
-        });
-        Cluster { rt, fake, client }
-    }
-
-    fn api(&self, object: &Value) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), "default", &api_resource(object))
-    }
-
-    fn create(&self, object: &Value) {
-        let typed: DynamicObject = serde_json::from_value(object.clone()).expect("object");
-        self.rt
-            .block_on(self.api(object).create(&PostParams::default(), &typed))
-            .expect("create");
-    }
-
-    /// A merge patch of `object`'s `spec`.
-    fn patch_spec(&self, object: &Value, spec: Value) {
-        let name = object["metadata"]["name"].as_str().expect("name");
-        let patch = Patch::Merge(json!({ "spec": spec }));
-        self.rt
-            .block_on(
-                self.api(object)
-                    .patch(name, &PatchParams::default(), &patch),
-            )
-            .expect("patch");
-    }
-}
-
-/// `POST http://billing/charges` through store's sidecar; the status code (0: no answer).
-fn charge(outbound: &str) -> u16 {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
-        .args(["-x", &format!("http://{outbound}"), "-X", "POST"])
-        .arg("http://billing/charges")
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-/// The control plane's snapshot, from its socket.
-fn snapshot(state: &Path) -> Value {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5", "--unix-socket"])
-        .arg(state.join("control.sock"))
-        .arg("http://localhost/v1/snapshot")
-        .output()
-        .expect("curl");
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
-
-/// A sidecar for `workload` (app on `app_port`), with its ready file in `<state>/workloads`.
-fn sidecar(state: &Path, workload: &str, app_port: u16) -> (Spawned, Value) {
-    let ready = state.join("workloads").join(format!("{workload}.json"));
-    let proxy = Spawned::start(
-        &format!("{workload}/proxy"),
+    // The control plane reaches the API server through a port nothing listens on yet.
+    let port = free_port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let text = cluster
+        .fake
+        .kubeconfig()
+        .replace(&cluster.fake.url(), &format!("https://127.0.0.1:{port}"));
+    assert!(text.contains(&format!(":{port}")), "{text}");
+    std::fs::write(&kubeconfig, text).expect("kubeconfig");
+    let control = Spawned::start(
+        "control",
         meshwork()
-            .args(["proxy", "--workload", workload])
-            .args(["--app", &format!("127.0.0.1:{app_port}")])
-            .arg("--control-socket")
-            .arg(state.join("control.sock"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .args(["--admin", "127.0.0.1:0"]),
+            .args(["control", "--kubernetes", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .arg("--state-dir")
+            .arg(&state),
     );
+    let before = control.lines_until("watching the cluster failed", Duration::from_secs(30));
+    assert!(
+        !before
+            .iter()
+            .any(|l| l.contains("starting the control plane")),
+        "started without the cluster: {before:?}"
+    );
+    assert!(!state.join("control.sock").exists());
+
+    // The API server appears: the watchers' backoff brings them back, and it starts.
+    let forwarder = forward(&cluster.rt, port, cluster.fake.addr());
+    control.lines_until("starting the control plane", Duration::from_secs(60));
+    eventually("the first snapshot", Duration::from_secs(10), || {
+        policy_hash(&state).is_some()
+    });
+    let first = policy_hash(&state);
+
+    // It goes away (every connection closed) and a policy changes meanwhile.
+    forwarder.abort();
+    control.lines_until("watching the cluster failed", Duration::from_secs(30));
+    let policy = objects
+        .iter()
+        .find(|o| o["metadata"]["name"] == "billing-charges")
+        .expect("billing-charges");
+    let healthz_only = json!({"rules": [policy["spec"]["rules"][1].clone()]});
+    cluster.patch_spec(policy, healthz_only);
+    assert_eq!(policy_hash(&state), first, "the control plane kept serving");
+
+    // Back: the change arrives.
+    let _forwarder = forward(&cluster.rt, port, cluster.fake.addr());
     eventually(
-        &format!("{workload}'s sidecar to serve"),
-        Duration::from_secs(30),
-        || ready.exists(),
+        "the edit made during the outage",
+        Duration::from_secs(60),
+        || policy_hash(&state) != first,
     );
-    let info =
-        serde_json::from_str(&std::fs::read_to_string(&ready).expect("ready")).expect("json");
-    (proxy, info)
+    control.lines_until("policies reloaded and published", Duration::from_secs(10));
 }
 
 #[test]
@@ -336,4 +211,132 @@ fn cluster_edits_reach_running_sidecars() {
         Duration::from_secs(10),
         || route_timeout(&snapshot(&state)) == Some(3000),
     );
+
+    // The control plane only read (the test's client made the creates and patches), and
+    // exactly what deploy/install/rbac.yaml grants it: every kind listed and watched.
+    let mut read = BTreeSet::new();
+    for request in cluster.fake.requests() {
+        if [FakeVerb::Create, FakeVerb::Patch].contains(&request.verb) {
+            continue;
+        }
+        assert!(
+            request.subresource.is_none() && request.namespace.is_none(),
+            "not a cluster-wide read of a kind: {request:?}"
+        );
+        read.insert((request.group, request.resource, request.verb.as_str()));
+    }
+    let granted: BTreeSet<(String, String, &str)> = CONTROL_PLANE_RBAC
+        .iter()
+        .filter(|(role, ..)| *role == "meshwork-control")
+        .flat_map(|(_, group, resource, verbs)| {
+            verbs
+                .iter()
+                .filter(|verb| **verb != "get")
+                .map(|verb| ((*group).to_owned(), (*resource).to_owned(), *verb))
+        })
+        .collect();
+    assert_eq!(
+        read, granted,
+        "what the control plane read is what its ClusterRole grants (but get)"
+    );
+}
+
+#[test]
+fn a_namespaced_control_plane_reads_its_namespace_and_starts_once_it_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let cluster = Cluster::start(&kubeconfig);
+    let mut objects = Vec::new();
+    for file in [
+        "mesh.yaml",
+        "services.yaml",
+        "workloads.yaml",
+        "policies.yaml",
+    ] {
+        objects.extend(objects_of(file));
+    }
+    for object in &mut objects {
+        object["metadata"]["namespace"] = json!("shop");
+    }
+    // The egress policy is invalid (no destination) in shop…
+    let egress = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "EgressPolicy")
+        .expect("egress policy");
+    let valid_spec = egress["spec"].clone();
+    egress["spec"]["to"] = json!([]);
+    let egress = egress.clone();
+    for object in &objects {
+        cluster.create(object);
+    }
+    // …and another namespace has a second Mesh, which would make shop's invalid if read.
+    let mut other = objects_of("mesh.yaml").remove(0);
+    other["metadata"]["namespace"] = json!("elsewhere");
+    cluster.create(&other);
+
+    let control = Spawned::start(
+        "control",
+        meshwork()
+            .args([
+                "control",
+                "--kubernetes",
+                "--namespace",
+                "shop",
+                "--kubeconfig",
+            ])
+            .arg(&kubeconfig)
+            .arg("--state-dir")
+            .arg(&state),
+    );
+    let waiting = control
+        .lines_until("waiting for a change to start", Duration::from_secs(30))
+        .join("\n");
+    let logged = control.lines_until(
+        "EgressPolicy shop/billing-to-stripe field `spec.to`",
+        Duration::from_secs(5),
+    );
+    assert!(!waiting.contains("starting the control plane"), "{waiting}");
+    assert!(
+        !logged.iter().any(|l| l.contains("only one Mesh")),
+        "{logged:?}"
+    );
+    cluster.patch_spec(&egress, valid_spec);
+    control.lines_until("starting the control plane", Duration::from_secs(30));
+    eventually("the first snapshot", Duration::from_secs(10), || {
+        snapshot(&state)["policies"]["egress"]["shop/billing-to-stripe"].is_object()
+    });
+    let namespaces: BTreeSet<Option<String>> = cluster
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| [FakeVerb::List, FakeVerb::Watch].contains(&r.verb))
+        .map(|r| r.namespace)
+        .collect();
+    assert_eq!(namespaces, BTreeSet::from([Some("shop".to_owned())]));
+}
+
+#[test]
+fn control_takes_exactly_one_source() {
+    let run = |args: &[&str]| {
+        let out = meshwork().arg("control").args(args).output().expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--resources", "x", "--kubernetes"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--resources <RESOURCES>|--kubernetes"),
+        "{err}"
+    );
+    for flag in ["--kubeconfig", "--namespace"] {
+        let (code, err) = run(&["--resources", "x", flag, "k"]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(&format!("'{flag} ")), "{err}");
+    }
 }
