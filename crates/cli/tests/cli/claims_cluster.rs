@@ -4,32 +4,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde_json::Value;
 
 use crate::harness::{example, meshwork};
-
-/// The fake API server, serving everything meshwork's controller mode uses.
-pub(crate) struct Fake(#[allow(dead_code)] testkit::kube_fake::FakeApiServer);
-
-impl Fake {
-    /// Starts it (on the caller's runtime) and writes its kubeconfig to `kubeconfig`.
-    async fn start(kubeconfig: &Path) -> Fake {
-        let resources = testkit::kube_fake::meshwork_resources();
-        let fake = testkit::kube_fake::FakeApiServer::start(&resources)
-            .await
-            .unwrap();
-        fake.write_kubeconfig(kubeconfig).unwrap();
-        Fake(fake)
-    }
-}
+use crate::kube_cluster::{Cluster, Spawned, free_port, objects_of};
 
 pub(crate) const CLAIM: &str = "charges-db";
 pub(crate) const PASSWORD: &str = "kube-claims-test-password";
@@ -40,70 +23,6 @@ pub(crate) fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// A free loopback port (the broker is restarted on the same one).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed (SIGKILL) and reaped when dropped; its output lines go to a channel.
-pub(crate) struct Process {
-    name: &'static str,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Process {
-    pub(crate) fn spawn(name: &'static str, mut cmd: std::process::Command) -> Process {
-        cmd.env_remove("MESHWORK_PARENT_PID")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn meshwork");
-        let (tx, lines) = mpsc::channel();
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    eprintln!("[{name}] {line}");
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Process { name, child, lines }
-    }
-
-    pub(crate) fn wait_for_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("{} never printed {needle:?}", self.name),
-            }
-        }
-    }
-
-    /// SIGKILL and reap: a crash, nothing cleaned up.
-    pub(crate) fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The broker, the controller's state and the cluster of one test.
 pub(crate) struct Setup {
     /// The claim's namespace, different in each test: the first letters of the instance ids
@@ -111,9 +30,7 @@ pub(crate) struct Setup {
     pub(crate) namespace: &'static str,
     dir: tempfile::TempDir,
     port: u16,
-    pub(crate) rt: tokio::runtime::Runtime,
-    _fake: Fake,
-    client: kube::Client,
+    pub(crate) cluster: Cluster,
 }
 
 impl Setup {
@@ -136,16 +53,12 @@ impl Setup {
         std::fs::create_dir(dir.path().join("taxonomy")).unwrap();
         std::fs::write(dir.path().join("taxonomy/taxonomy.yaml"), taxonomy).unwrap();
         std::fs::write(dir.path().join("broker.password"), PASSWORD).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let fake = rt.block_on(Fake::start(&dir.path().join("kubeconfig")));
-        let client = rt.block_on(client(&dir.path().join("kubeconfig")));
+        let cluster = Cluster::start(&dir.path().join("kubeconfig"));
         Setup {
             namespace,
             dir,
             port: free_port(),
-            rt,
-            _fake: fake,
-            client,
+            cluster,
         }
     }
 
@@ -153,13 +66,13 @@ impl Setup {
         self.dir.path().join(name)
     }
 
-    pub(crate) fn broker(&self) -> Process {
+    pub(crate) fn broker(&self) -> Spawned {
         self.broker_held(None)
     }
 
     /// The broker, its operations held forever at progress step `hold` if given (the broker's
     /// crash-test seam).
-    pub(crate) fn broker_held(&self, hold: Option<&str>) -> Process {
+    pub(crate) fn broker_held(&self, hold: Option<&str>) -> Spawned {
         let mut cmd = meshwork();
         cmd.args(["broker", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--state")
@@ -172,12 +85,12 @@ impl Setup {
         if let Some(step) = hold {
             cmd.args(["--test-hold-at-step", step]);
         }
-        let broker = Process::spawn("broker", cmd);
-        broker.wait_for_line("listening on");
+        let broker = Spawned::start("broker", &mut cmd);
+        broker.lines_until("listening on", DEADLINE);
         broker
     }
 
-    pub(crate) fn controller(&self, hold: Option<&str>) -> Process {
+    pub(crate) fn controller(&self, hold: Option<&str>) -> Spawned {
         let mut cmd = meshwork();
         cmd.args(["control", "--kubernetes", "--namespace", self.namespace])
             .arg("--kubeconfig")
@@ -188,12 +101,11 @@ impl Setup {
             .arg("--broker-password-file")
             .arg(self.path("broker.password"))
             .args(["--environment", "dev", "--claims-recheck", "1s"])
-            .args(["--claims-backoff-max", "2s"])
-            .env("RUST_LOG", "info");
+            .args(["--claims-backoff-max", "2s"]);
         if let Some(step) = hold {
             cmd.args(["--test-hold-at-step", step]);
         }
-        Process::spawn("controller", cmd)
+        Spawned::start("controller", &mut cmd)
     }
 
     pub(crate) fn claims(&self) -> Api<DynamicObject> {
@@ -204,11 +116,11 @@ impl Setup {
             kind: "ServiceClaim".into(),
             plural: "serviceclaims".into(),
         };
-        Api::namespaced_with(self.client.clone(), self.namespace, &resource)
+        Api::namespaced_with(self.cluster.client.clone(), self.namespace, &resource)
     }
 
     pub(crate) fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), self.namespace)
+        Api::namespaced(self.cluster.client.clone(), self.namespace)
     }
 
     /// Creates the rest of examples/store-billing (mesh, services, workloads, policies,
@@ -223,24 +135,9 @@ impl Setup {
             "taxonomy.yaml",
             "routes.yaml",
         ];
-        for file in files {
-            let text = std::fs::read_to_string(example("store-billing").join(file)).unwrap();
-            let documents = text
-                .split("\n---\n")
-                .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap())
-                .filter(|doc| doc.get("kind").is_some());
-            for mut object in documents {
-                object["metadata"]["namespace"] = self.namespace.into();
-                let api = Api::namespaced_with(
-                    self.client.clone(),
-                    self.namespace,
-                    &api_resource(&object),
-                );
-                let object: DynamicObject = serde_json::from_value(object).unwrap();
-                self.rt
-                    .block_on(api.create(&PostParams::default(), &object))
-                    .unwrap();
-            }
+        for mut object in files.into_iter().flat_map(objects_of) {
+            object["metadata"]["namespace"] = self.namespace.into();
+            self.cluster.create(&object);
         }
     }
 
@@ -251,24 +148,33 @@ impl Setup {
         claim["metadata"]["namespace"] = self.namespace.into();
         assert_eq!(claim["metadata"]["name"], CLAIM);
         let claim: DynamicObject = serde_json::from_value(claim).unwrap();
-        self.rt
+        self.cluster
+            .rt
             .block_on(self.claims().create(&PostParams::default(), &claim))
             .unwrap();
     }
 
     pub(crate) fn delete_claim(&self) {
-        self.rt
+        self.cluster
+            .rt
             .block_on(self.claims().delete(CLAIM, &DeleteParams::default()))
             .unwrap();
     }
 
     pub(crate) fn claim(&self) -> Option<Value> {
-        let claim = self.rt.block_on(self.claims().get_opt(CLAIM)).unwrap()?;
+        let claim = self
+            .cluster
+            .rt
+            .block_on(self.claims().get_opt(CLAIM))
+            .unwrap()?;
         Some(serde_json::to_value(claim).unwrap())
     }
 
     pub(crate) fn secret(&self) -> Option<Secret> {
-        self.rt.block_on(self.secrets().get_opt(CLAIM)).unwrap()
+        self.cluster
+            .rt
+            .block_on(self.secrets().get_opt(CLAIM))
+            .unwrap()
     }
 
     /// Waits until the claim's condition `type_` has `status` (and `reason`, when given).
@@ -319,7 +225,7 @@ impl Drop for Setup {
     /// failed test unwinds).
     fn drop(&mut self) {
         let prefix = self.pg_prefix();
-        self.rt.block_on(async {
+        self.cluster.rt.block_on(async {
             let Ok((db, conn)) =
                 tokio_postgres::connect(&pg_admin_url(), tokio_postgres::NoTls).await
             else {
@@ -355,41 +261,11 @@ impl Drop for Setup {
     }
 }
 
-/// The API resource of an example object's kind.
-fn api_resource(object: &Value) -> ApiResource {
-    let kind = object["kind"].as_str().unwrap();
-    let (group, version) = object["apiVersion"]
-        .as_str()
-        .unwrap()
-        .split_once('/')
-        .unwrap();
-    let plural = match kind {
-        "HTTPRoute" => "httproutes",
-        _ => {
-            api::crd::KINDS
-                .iter()
-                .find(|k| k.kind == kind)
-                .unwrap()
-                .plural
-        }
-    };
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-
 pub(crate) fn condition<'a>(claim: &'a Value, type_: &str) -> Option<&'a Value> {
     claim["status"]["conditions"]
         .as_array()?
         .iter()
         .find(|c| c["type"] == type_)
-}
-
-pub(crate) async fn client(kubeconfig: &Path) -> kube::Client {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let options = kube::config::KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(config, &options)
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
 }
 
 /// What the machine's PostgreSQL holds for the instances whose names start with `prefix`:

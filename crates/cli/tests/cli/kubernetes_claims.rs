@@ -130,7 +130,7 @@ fn claim_becomes_a_database_and_a_secret_and_deleting_it_drops_both() {
     setup.create_example();
     let controller = setup.controller(None);
     // One process: the control plane serves the example's mesh while claims become Secrets.
-    controller.wait_for_line("starting the control plane");
+    controller.lines_until("starting the control plane", DEADLINE);
     setup.create_claim();
     let secret = assert_ready(&setup);
     let claim = setup.claim().unwrap();
@@ -161,7 +161,7 @@ fn broker_outage_shows_in_ready_and_heals_on_its_own() {
     setup.create_claim();
     let secret = assert_ready(&setup);
 
-    broker.kill();
+    drop(broker); // SIGKILL and reap: a crash, nothing cleaned up
     let claim = setup.wait_condition("Ready", "False", Some("BrokerUnreachable"));
     let ready = condition(&claim, "Ready").unwrap();
     assert!(
@@ -186,8 +186,11 @@ fn controller_killed_mid_provisioning_loses_and_leaks_nothing() {
     let _broker = setup.broker();
     let held = setup.controller(Some("bound"));
     setup.create_claim();
-    held.wait_for_line("test seam: holding claim charges-db at step Bound");
-    held.kill();
+    held.lines_until(
+        "test seam: holding claim charges-db at step Bound",
+        DEADLINE,
+    );
+    drop(held); // SIGKILL and reap: a crash, nothing cleaned up
     assert!(setup.secret().is_none(), "the Secret was not written yet");
     assert_eq!(setup.pg_state(), (1, 1, 1), "bound before the crash");
 
@@ -205,8 +208,11 @@ fn claim_deleted_while_the_controller_is_down_is_deprovisioned_on_restart() {
     let _broker = setup.broker();
     let held = setup.controller(Some("provisioned"));
     setup.create_claim();
-    held.wait_for_line("test seam: holding claim charges-db at step Provisioned");
-    held.kill();
+    held.lines_until(
+        "test seam: holding claim charges-db at step Provisioned",
+        DEADLINE,
+    );
+    drop(held); // SIGKILL and reap: a crash, nothing cleaned up
     assert_eq!(setup.pg_state(), (1, 1, 0), "provisioned, nothing bound");
     setup.delete_claim();
     let claim = setup.claim().expect("the finalizer holds the claim");
@@ -250,8 +256,8 @@ fn controller_killed_while_polling_an_asynchronous_provision() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    controller.kill();
-    held_broker.kill();
+    drop(controller); // SIGKILL and reap: a crash, nothing cleaned up
+    drop(held_broker); // SIGKILL and reap: a crash, nothing cleaned up
 
     let _broker = setup.broker();
     let _controller = setup.controller(None);
@@ -272,6 +278,7 @@ fn secret_is_corrected_in_place_and_rotated_by_deleting_it() {
 
     let tampered = json!({"data": {"password": "dGFtcGVyZWQ=", "extra": "eA=="}});
     setup
+        .cluster
         .rt
         .block_on(setup.secrets().patch(
             CLAIM,
@@ -284,6 +291,7 @@ fn secret_is_corrected_in_place_and_rotated_by_deleting_it() {
     });
 
     setup
+        .cluster
         .rt
         .block_on(setup.secrets().delete(CLAIM, &DeleteParams::default()))
         .unwrap();
@@ -311,6 +319,7 @@ fn unreadable_claim_says_why_and_deletes_cleanly() {
     }))
     .unwrap();
     setup
+        .cluster
         .rt
         .block_on(setup.claims().create(&PostParams::default(), &claim))
         .unwrap();
