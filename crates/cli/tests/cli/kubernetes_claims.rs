@@ -5,13 +5,16 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, DynamicObject, PostParams};
 use serde_json::json;
+use testkit::kube_fake::FakeVerb;
 
 use crate::claims_cluster::{CLAIM, DEADLINE, Setup, condition};
+use crate::deploy::CONTROL_PLANE_RBAC;
 /// Connects with the Secret's `uri` and runs a query: the credentials work.
 fn connect_with(secret: &Secret) -> Result<(), tokio_postgres::Error> {
     let data = secret.data.as_ref().unwrap();
@@ -151,6 +154,45 @@ fn claim_becomes_a_database_and_a_secret_and_deleting_it_drops_both() {
     );
 
     assert_delete_leaves_nothing(&setup);
+    assert_within_rbac(&setup);
+}
+
+/// Every request the control plane made (the test's own left out: creating the example and
+/// the claim, deleting the claim) is one deploy/install/rbac.yaml grants it, and the claims
+/// controller used its part: finalizer and status patches, the Secret's writes.
+fn assert_within_rbac(setup: &Setup) {
+    let granted: BTreeSet<(&str, &str, &str)> = CONTROL_PLANE_RBAC
+        .iter()
+        .flat_map(|(_, group, resource, verbs)| verbs.iter().map(|v| (*group, *resource, *v)))
+        .collect();
+    let mut used = BTreeSet::new();
+    for r in setup.cluster.fake.requests() {
+        let by_test = (r.verb == FakeVerb::Create && r.resource != "secrets")
+            || (r.verb == FakeVerb::Delete && r.resource == "serviceclaims");
+        if by_test {
+            continue;
+        }
+        let resource = match &r.subresource {
+            Some(sub) => format!("{}/{sub}", r.resource),
+            None => r.resource.clone(),
+        };
+        let key = (r.group.clone(), resource, r.verb.as_str());
+        assert!(
+            granted.contains(&(key.0.as_str(), key.1.as_str(), key.2)),
+            "not granted by rbac.yaml: {r:?}"
+        );
+        used.insert(key);
+    }
+    for (group, resource, verb) in [
+        ("meshwork.dev", "serviceclaims", "patch"),
+        ("meshwork.dev", "serviceclaims/status", "patch"),
+        ("", "secrets", "create"),
+        ("", "secrets", "delete"),
+        ("", "secrets", "watch"),
+    ] {
+        let key = (group.to_owned(), resource.to_owned(), verb);
+        assert!(used.contains(&key), "the controller never used {key:?}");
+    }
 }
 
 #[test]
