@@ -151,3 +151,25 @@ impl OsbClient {
         Ok((sid, pid))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_broker_that_does_not_answer_is_unreachable_a_refusal_is_not() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let osb = OsbClient::at(&addr.to_string(), "u", "p", "test");
+        let error = osb.catalog_ids("postgresql", "default").await.unwrap_err();
+        assert!(is_unreachable(&error), "{error:#}");
+        assert!(
+            format!("{error:#}").contains(&addr.to_string()),
+            "{error:#}"
+        );
+        let refused = anyhow::anyhow!("the broker's catalog: 401 Unauthorized");
+        assert!(!is_unreachable(&refused));
+    }
+}
