@@ -4,6 +4,8 @@
 mod broker;
 #[path = "cli/broker_crash.rs"]
 mod broker_crash;
+#[path = "cli/claims_cluster.rs"]
+mod claims_cluster;
 #[path = "cli/crds.rs"]
 mod crds;
 #[path = "cli/dashboard.rs"]
@@ -16,6 +18,8 @@ mod harness;
 mod identity;
 #[path = "cli/kube_cluster.rs"]
 mod kube_cluster;
+#[path = "cli/kubernetes_claims.rs"]
+mod kubernetes_claims;
 #[path = "cli/kubernetes_source.rs"]
 mod kubernetes_source;
 #[path = "cli/lifecycle.rs"]

@@ -27,7 +27,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// servicebinding.io entry names are lowercase with `-`: `keyPrefix` becomes `key-prefix`.
-fn entry_name(key: &str) -> String {
+pub fn entry_name(key: &str) -> String {
     let mut out = String::with_capacity(key.len() + 2);
     for c in key.chars() {
         if c.is_ascii_uppercase() {
@@ -38,6 +38,28 @@ fn entry_name(key: &str) -> String {
         }
     }
     out
+}
+
+/// A binding's servicebinding.io entries: OSB `credentials` (an object) as (entry name, text)
+/// pairs. Strings, numbers and booleans become entries; nested values have no entry. The same
+/// entries are files under `$SERVICE_BINDING_ROOT/<claim>/` (`up`) and keys of a Secret
+/// (controller mode).
+pub fn entries(credentials: &Value) -> anyhow::Result<Vec<(String, String)>> {
+    let entries = credentials
+        .as_object()
+        .context("credentials are not an object")?;
+    Ok(entries
+        .iter()
+        .filter_map(|(key, value)| {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((entry_name(key), text))
+        })
+        .collect())
 }
 
 fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
@@ -62,17 +84,8 @@ pub fn write_binding(root: &Path, claim: &str, credentials: &Value) -> anyhow::R
     let staging = root.join(format!(".{claim}.new"));
     let _ = std::fs::remove_dir_all(&staging);
     private_dir(&staging)?;
-    let entries = credentials
-        .as_object()
-        .context("credentials are not an object")?;
-    for (key, value) in entries {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => continue,
-        };
-        write_private(&staging.join(entry_name(key)), &text)?;
+    for (name, text) in entries(credentials)? {
+        write_private(&staging.join(name), &text)?;
     }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("replacing {}", dir.display()))?;

@@ -104,25 +104,48 @@ pub async fn claim_ids(
     claim: &Loaded<ServiceClaimSpec>,
 ) -> anyhow::Result<ClaimIds> {
     let meta = &claim.resource.metadata;
-    let spec = &claim.resource.spec;
-    let plan = spec.size.map(|s| s.as_str()).unwrap_or("default");
-    let (service_id, plan_id) = osb
-        .catalog_ids(spec.class.as_str(), plan)
+    let named = NamedClaim {
+        name: meta.name.as_str(),
+        namespace: meta.namespace.as_str(),
+        spec: &claim.resource.spec,
+    };
+    ids_of(osb, scope, &named)
         .await
-        .with_context(|| format!("claim {} ({})", meta.name, claim.origin))?;
+        .with_context(|| format!("claim {} ({})", meta.name, claim.origin))
+}
+
+/// A claim wherever it was read: a resource file (`up`) or a cluster (controller mode).
+pub struct NamedClaim<'a> {
+    /// `metadata.name`.
+    pub name: &'a str,
+    /// `metadata.namespace`.
+    pub namespace: &'a str,
+    /// The claim's spec.
+    pub spec: &'a ServiceClaimSpec,
+}
+
+/// [`claim_ids`] of a claim from anywhere.
+pub async fn ids_of(
+    osb: &OsbClient,
+    scope: &ClaimScope<'_>,
+    claim: &NamedClaim<'_>,
+) -> anyhow::Result<ClaimIds> {
+    let (name, namespace, spec) = (claim.name, claim.namespace, claim.spec);
+    let plan = spec.size.map(|s| s.as_str()).unwrap_or("default");
+    let (service_id, plan_id) = osb.catalog_ids(spec.class.as_str(), plan).await?;
     Ok(ClaimIds {
-        claim: meta.name.to_string(),
-        instance_id: format!("{}.{}.{}", meta.name, meta.namespace, scope.platform_id),
-        binding_id: format!("{}.{}", spec.bind_to, meta.name),
+        claim: name.to_owned(),
+        instance_id: format!("{name}.{namespace}.{}", scope.platform_id),
+        binding_id: format!("{}.{name}", spec.bind_to),
         service_id,
         plan_id,
         organization: scope.mesh.to_owned(),
-        space: meta.namespace.to_string(),
+        space: namespace.to_owned(),
         context: json!({
             "platform": "meshwork",
             "clusterid": scope.environment,
-            "namespace": meta.namespace.as_str(),
-            "instance_name": meta.name.as_str(),
+            "namespace": namespace,
+            "instance_name": name,
         }),
         app: spec.bind_to.to_string(),
     })

@@ -179,6 +179,17 @@ pub async fn rebind(osb: &OsbClient, ids: &ClaimIds, patience: Patience) -> anyh
     }
 }
 
+/// `GET` the binding (the broker's catalog says `bindings_retrievable`): its `credentials`, or
+/// `None` when the broker has no finished binding with these ids.
+pub async fn binding_credentials(osb: &OsbClient, ids: &ClaimIds) -> anyhow::Result<Option<Value>> {
+    let answer = osb.call("GET", &ids.binding_path(), None).await?;
+    match (answer.status, answer.body.get("credentials")) {
+        (200, Some(c)) if c.is_object() => Ok(Some(c.clone())),
+        (404 | 410, _) => Ok(None),
+        _ => Err(refused(ids, "show the binding", &answer)),
+    }
+}
+
 /// Unbinds, then `DELETE`s the instance with the plan it has now. `Ok(false)` when the
 /// instance did not exist. A policy with `deletionProtection` refuses (422), and says so.
 pub async fn deprovision(

@@ -3,6 +3,7 @@
 //! directory, serves the same snapshots to agents and sidecars, and turns each `ServiceClaim`
 //! into a provisioned instance and a servicebinding.io `Secret`. docs/kubernetes.md.
 
+pub mod claims;
 pub mod client;
 pub mod objects;
 pub mod source;

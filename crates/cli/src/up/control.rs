@@ -31,11 +31,17 @@ pub struct ControlArgs {
     /// Serve the agent API (mTLS) here; the bound address goes to `<state-dir>/node-api.addr`.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub node_api: std::net::SocketAddr,
+    /// The broker `ServiceClaim`s are provisioned through (Kubernetes mode).
+    #[command(flatten)]
+    pub claims: crate::kubernetes::claims::BrokerArgs,
 }
 
 /// Runs the control plane until SIGINT/SIGTERM.
 pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     logging::init();
+    if args.claims.broker_url.is_some() && !args.kubernetes {
+        anyhow::bail!("--broker-url: claims become Secrets only with --kubernetes");
+    }
     let resources = match &args.resources {
         Some(dir) => api::load_dir(dir)?,
         // Filled in from the cluster once every kind is listed.
@@ -62,9 +68,24 @@ pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         ))?,
         None => rt.block_on(async {
             let client = kubernetes::client::connect(args.cluster.kubeconfig.as_deref()).await?;
-            let namespace = args.cluster.namespace.as_deref();
+            let namespace = args.cluster.namespace;
+            let claims = args.claims.context(client.clone(), &config.state_dir)?;
+            // ServiceClaims become Secrets beside the resource source, until it stops.
+            let controller = claims.map(|ctx| {
+                let namespace = namespace.clone();
+                tokio::spawn(async move {
+                    let shutdown = parent::shutdown_signal();
+                    kubernetes::claims::run_controller(ctx, namespace.as_deref(), shutdown).await;
+                })
+            });
             let shutdown = parent::shutdown_signal();
-            kubernetes::source::serve_control(client, namespace, config, shutdown).await
+            let served =
+                kubernetes::source::serve_control(client, namespace.as_deref(), config, shutdown)
+                    .await;
+            if let Some(controller) = controller {
+                controller.abort();
+            }
+            served
         })?,
     }
     Ok(ExitCode::SUCCESS)
