@@ -12,8 +12,13 @@ use crate::{logging, parent};
 #[derive(clap::Args)]
 pub struct AgentArgs {
     /// One-time join token from `meshwork token create` (not needed to resume with a
-    /// node SVID saved in --data-dir).
-    #[arg(long, env = "MESHWORK_JOIN_TOKEN", hide_env_values = true)]
+    /// node SVID saved in --data-dir). Tokens are base64url, so one may start with `-`.
+    #[arg(
+        long,
+        env = "MESHWORK_JOIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub join_token: Option<String>,
     /// Where the node SVID and key are kept (0600); `<state-dir>/agent` by default.
     #[arg(long)]

@@ -22,8 +22,8 @@ pub struct ServiceClaimSpec {
 }
 
 /// The `status` of a `ServiceClaim` on a Kubernetes cluster, written only by the controller
-/// (issue 14, part 3: not built yet; `meshwork up` keeps claim state in the broker's store and
-/// never reads or writes this). Its shape follows the Service Binding specification
+/// (`meshwork control --kubernetes --broker-url …`; `meshwork up` keeps claim state in the
+/// broker's store and never reads or writes this). Its shape follows the Service Binding specification
 /// (`status.binding.name`) and Kubernetes' standard conditions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
