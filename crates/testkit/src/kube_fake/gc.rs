@@ -38,6 +38,8 @@ impl Store {
                 self.delete(&key, &Value::Null).map(|_| ())
             } else if !absent.is_empty() {
                 let mut next = object.clone();
+                // invariant: stored objects are objects with an object `metadata`
+                // (admission.rs), so indexing cannot panic.
                 if let Some(refs) = next["metadata"]["ownerReferences"].as_array_mut() {
                     refs.retain(|r| {
                         r["uid"]

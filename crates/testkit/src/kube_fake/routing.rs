@@ -429,7 +429,12 @@ fn stream(
     receiver: Option<mpsc::UnboundedReceiver<Bytes>>,
     timeout: Duration,
 ) -> Response<FakeBody> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    // A peer's `timeoutSeconds` may be any u64: past what an Instant can hold, the watch
+    // simply has no deadline worth the name (a year).
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
     let state = (initial.into_iter(), receiver);
     let events =
         futures_util::stream::unfold(state, move |(mut initial, mut receiver)| async move {

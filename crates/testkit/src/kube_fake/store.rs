@@ -325,7 +325,8 @@ impl Store {
             return Ok(old);
         }
         if !info.group.is_empty() && spec_changed(&old, &next) {
-            let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(0);
+            let generation = generation.saturating_add(1);
             metadata_mut(&mut next).insert("generation".into(), json!(generation));
         }
         let revision = self.next_revision();
@@ -395,7 +396,7 @@ impl Store {
             metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             metadata.insert("resourceVersion".into(), json!(revision.to_string()));
             if let Some(generation) = metadata.get("generation").and_then(Value::as_i64) {
-                metadata.insert("generation".into(), json!(generation + 1));
+                metadata.insert("generation".into(), json!(generation.saturating_add(1)));
             }
             self.objects.insert(key.clone(), next.clone());
             self.commit(Change::Modified, key, Some(old), &next);

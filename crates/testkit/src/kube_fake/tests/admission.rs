@@ -204,3 +204,20 @@ async fn secrets_keep_their_type_honour_immutable_and_check_keys_and_values() {
         assert_status(&answer, 400, "BadRequest");
     }
 }
+
+#[tokio::test]
+async fn a_watch_timeout_past_what_an_instant_holds_is_served() {
+    let server = server().await;
+    let path = format!("{MESHES}?watch=true&timeoutSeconds={}", u64::MAX);
+    let mut watch = super::client::Watch::open(&server, &path).await;
+    assert_eq!(watch.status, 200);
+    call(
+        &server,
+        "POST",
+        MESHES,
+        Some(&json!({"metadata":{"name":"m"}})),
+    )
+    .await;
+    let event = watch.next().await.unwrap();
+    assert_eq!(event["type"], "ADDED");
+}
