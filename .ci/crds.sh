@@ -10,8 +10,14 @@ cd "$(dirname "$0")/.."
 # pip installs as --user where site-packages is not writable: its scripts land here.
 PATH="$(python3 -m site --user-base)/bin:$PATH"
 export PATH
+# Pinned to the versions on the CI machine when pinned (2026-12). The splitter below imports
+# yaml, which kubernetes-validate brings.
+# Installed as .ci/run installs rotel: --user past an externally managed Python, else plainly.
 command -v kubernetes-validate >/dev/null && command -v check-jsonschema >/dev/null \
-  || python3 -m pip install --quiet kubernetes-validate check-jsonschema
+  && python3 -c 'import yaml' 2>/dev/null \
+  || python3 -m pip install --quiet --user --break-system-packages \
+       kubernetes-validate==1.37.0 check-jsonschema==0.39.0 \
+  || python3 -m pip install --quiet kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 
 shopt -s nullglob
 crds=(deploy/crds/*.yaml)

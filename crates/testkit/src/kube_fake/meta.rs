@@ -1,7 +1,6 @@
 //! Object metadata as the fake API server keeps it: timestamps, the fields Go's `omitempty`
 //! drops, and the comparisons that decide whether a write changed anything.
 
-use base64::Engine;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -117,11 +116,10 @@ pub(crate) fn stamp_new(
     }
 }
 
-/// Puts back on `next` what a write may not change: `apiVersion`, `kind` and the metadata
+/// Puts back on `next` (an object: callers check, see `admission::decodable`; anything else
+/// is replaced by one) what a write may not change: `apiVersion`, `kind` and the metadata
 /// the server owns (name, namespace, uid, creation and deletion, generation, version).
 pub(crate) fn keep_server_fields(next: &mut Value, old: &Value) {
-    next["apiVersion"] = old["apiVersion"].clone();
-    next["kind"] = old["kind"].clone();
     let kept = &old["metadata"];
     let metadata = metadata_mut(next);
     for name in [
@@ -139,26 +137,12 @@ pub(crate) fn keep_server_fields(next: &mut Value, old: &Value) {
             None => metadata.remove(name),
         };
     }
-    normalize(next);
-}
-
-/// What the real server does to every Secret it stores: `stringData` is folded into `data`
-/// (base64, overriding the same keys) and a missing `type` becomes `Opaque`.
-pub(crate) fn secret_defaults(object: &mut Value) {
-    let Value::Object(fields) = object else {
-        return;
-    };
-    if let Some(Value::Object(strings)) = fields.remove("stringData") {
-        let data = fields.entry("data").or_insert_with(|| json!({}));
-        if !data.is_object() {
-            *data = json!({});
-        }
-        for (key, value) in strings {
-            let text = value.as_str().unwrap_or_default();
-            data[key.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    if let Value::Object(fields) = next {
+        for name in ["apiVersion", "kind"] {
+            fields.insert(name.into(), old[name].clone());
         }
     }
-    fields.entry("type").or_insert_with(|| json!("Opaque"));
+    normalize(next);
 }
 
 /// Whether anything but `metadata` and `status` differs: what bumps `metadata.generation`.
@@ -196,16 +180,6 @@ mod tests {
         let c = json!({"metadata":{},"spec":{"a":2}});
         assert!(!spec_changed(&a, &b));
         assert!(spec_changed(&a, &c));
-    }
-
-    #[test]
-    fn secrets_get_string_data_folded_and_a_type() {
-        let mut secret = json!({"data":{"a":"eA==","b":"eA=="},"stringData":{"b":"yz"}});
-        secret_defaults(&mut secret);
-        assert_eq!(
-            secret,
-            json!({"data":{"a":"eA==","b":"eXo="},"type":"Opaque"})
-        );
     }
 
     #[test]

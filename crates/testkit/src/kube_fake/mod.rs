@@ -4,8 +4,9 @@
 //! It is a fake: it implements what meshwork uses, as the real server behaves, and nothing
 //! else. Its answers are checked against recordings of real API servers: `recorded/*.json`
 //! (each names its source: k8s-openapi's replays of a Kubernetes v1.33 kind cluster, and
-//! error bodies captured by kubernetes-client/python's end-to-end tests, Helm and
-//! teseraio/ensemble), replayed by `tests/recorded.rs`. The real kube-rs client, `watcher`,
+//! error bodies captured by kubernetes-client/python's end-to-end tests and
+//! teseraio/ensemble; one, the Conflict, is a hand-written fixture of Helm's, not a
+//! recording), replayed by `tests/recorded.rs`. The real kube-rs client, `watcher`,
 //! `finalizer` helper and `Controller` run against it in `tests/`.
 //!
 //! Served over HTTPS, as a real cluster is (its own CA; a serving certificate with the IP SAN
@@ -18,11 +19,20 @@
 //! - list (one page: `limit` and `continue` are ignored), watch (`watch=true|1`,
 //!   `resourceVersion`, `allowWatchBookmarks`, `timeoutSeconds`, `sendInitialEvents`), get,
 //!   create, replace (`PUT`, 409 on a stale `resourceVersion`), patch (merge, JSON Patch, and
-//!   server-side apply approximated as a merge: no field ownership, see `patch.rs`), delete
-//!   (preconditions honoured; `propagationPolicy` is not: always background);
+//!   server-side apply approximated as a merge: `fieldManager` required and `force` refused on
+//!   other patches as the real server does, but no field ownership, see `patch.rs`), delete
+//!   (preconditions honoured; `propagationPolicy` `Background` only, others refused with 400);
+//! - what the real server decodes and checks before storing (`admission.rs`): bodies and
+//!   patch results that are not objects, or whose `metadata` has the wrong types, are 400;
+//!   names must be DNS-1123 subdomains and creates carry no `resourceVersion`; Secrets'
+//!   rules (`secret.rs`);
+//! - a custom resource's CRD schema, if its [`FakeResource`] has one (`schema.rs`; every
+//!   meshwork kind in [`meshwork_resources`]): writes are pruned, defaulted and validated
+//!   (422 `Invalid` with the real causes' shape). CEL `x-kubernetes-validations` rules are
+//!   **not** evaluated, nor `format`s;
 //! - the status subresource; finalizers and `deletionTimestamp`; the garbage collector for
-//!   `ownerReferences`, run synchronously at deletion (the real one runs later, in the
-//!   background);
+//!   `ownerReferences` (`gc.rs`), run synchronously at writes and deletions (the real one runs
+//!   later, in the background), absent owners included;
 //! - equality-based `labelSelector` and `fieldSelector` on `metadata.name`/`namespace` (others
 //!   are refused with 400, never ignored);
 //! - one global `resourceVersion` counter; a history window of changes watches resume from
@@ -30,13 +40,18 @@
 //!   `BOOKMARK` events every `bookmark_interval` and on demand.
 //!
 //! Not served: discovery (`/api`, `/apis`), other subresources, `deletecollection`, strategic
-//! merge patch, protobuf, `dryRun`, admission, schema validation, paging, lists at an exact
+//! merge patch, protobuf, `dryRun`, admission webhooks and policies, validation of built-in
+//! kinds beyond the above, CEL rules, paging, lists at an exact
 //! past `resourceVersion` (served at the current one).
 
+mod admission;
+mod gc;
 mod meta;
 mod patch;
 mod resource;
 mod routing;
+mod schema;
+mod secret;
 mod selector;
 mod status;
 mod store;
@@ -76,6 +91,14 @@ pub enum FakeApiError {
     /// Building the TLS configuration failed.
     #[error("the fake API server could not configure TLS")]
     Tls(#[source] rustls::Error),
+    /// A [`FakeResource::schema`] is not a schema the validator compiles.
+    #[error("the schema of {kind} does not compile: {why}")]
+    Schema {
+        /// The resource's `kind`.
+        kind: String,
+        /// The validator's message.
+        why: String,
+    },
     /// Writing the kubeconfig failed.
     #[error("could not write the fake API server's kubeconfig to {path}")]
     Kubeconfig {
@@ -179,6 +202,8 @@ impl FakeApiServer {
         resources: &[FakeResource],
         options: FakeOptions,
     ) -> Result<FakeApiServer, FakeApiError> {
+        let store = Store::new(resources.to_vec(), options.history)
+            .map_err(|(kind, why)| FakeApiError::Schema { kind, why })?;
         let cert = ServingCert::generate()?;
         let config = cert.server_config()?;
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -186,7 +211,7 @@ impl FakeApiServer {
             .map_err(FakeApiError::Bind)?;
         let addr = listener.local_addr().map_err(FakeApiError::Bind)?;
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(resources.to_vec(), options.history)),
+            store: Mutex::new(store),
             token: format!("fake-{}", uuid::Uuid::new_v4().simple()),
         });
         let (stop, stopped) = signal::channel(false);
@@ -239,7 +264,9 @@ impl FakeApiServer {
         tls::write(path, &self.kubeconfig())
     }
 
-    /// Every request served so far, in order.
+    /// Every request served so far (authenticated, routed to a resource, with a known verb;
+    /// including those then refused, e.g. with 409 or 422), in the order they were routed:
+    /// for concurrent requests that is not necessarily the order their writes committed.
     pub fn requests(&self) -> Vec<FakeRequest> {
         self.shared.store().requests.clone()
     }

@@ -7,7 +7,9 @@
 //! - `application/apply-patch+yaml` (server-side apply): approximated as a merge of the applied
 //!   object (JSON, which is YAML) into the live one. The fake tracks no field ownership: no
 //!   `managedFields`, no conflicts between field managers, and fields an applier stops sending
-//!   are not removed. A fake, not the real thing.
+//!   are not removed. A fake, not the real thing. What the real server checks of the patch
+//!   options is checked (`routing.rs`): `fieldManager` is required, `force` is refused on the
+//!   other patch types; the manager's name is then ignored.
 //! - `application/strategic-merge-patch+json` is refused (415): custom resources do not
 //!   support it on the real server either.
 

@@ -1,7 +1,11 @@
 //! The resource types a fake API server serves, and the list for meshwork.
 
+use serde_json::Value;
+
 /// One resource type the fake API server serves: what a CRD (or the built-in type) would
 /// tell the real server.
+///
+/// Build it with the constructors ([`FakeResource::namespaced`], …): fields may be added.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeResource {
     /// API group; `""` for the core group (`/api/v1`).
@@ -17,6 +21,9 @@ pub struct FakeResource {
     /// Whether `.status` is a subresource: the main endpoint then ignores `.status` and
     /// `/status` changes only `.status`.
     pub has_status_subresource: bool,
+    /// The CRD's `openAPIV3Schema`, if the fake should prune, default and validate writes
+    /// with it as the real server does (see `schema.rs`); `None`: anything goes.
+    pub schema: Option<Value>,
 }
 
 impl FakeResource {
@@ -29,7 +36,15 @@ impl FakeResource {
             kind: kind.to_owned(),
             namespaced: true,
             has_status_subresource: false,
+            schema: None,
         }
+    }
+
+    /// The same, with the CRD's `openAPIV3Schema` (writes are pruned, defaulted and
+    /// validated against it).
+    pub fn with_schema(mut self, schema: Value) -> FakeResource {
+        self.schema = Some(schema);
+        self
     }
 
     /// The same, with a status subresource.
@@ -71,18 +86,25 @@ impl FakeResource {
 }
 
 /// Everything meshwork's controller mode uses: every kind of `api::crd::KINDS` (group
-/// `meshwork.dev`, namespaced, a status subresource where the CRD has one), core v1
-/// `secrets`, and the Gateway API's `httproutes` and `grpcroutes`.
+/// `meshwork.dev`, namespaced, a status subresource where the CRD has one, and the CRD's
+/// `openAPIV3Schema` from `api::crd::definition`, the generator of `deploy/crds`), core v1
+/// `secrets`, and the Gateway API's `httproutes` and `grpcroutes` (without schemas: theirs
+/// are upstream's).
 pub fn meshwork_resources() -> Vec<FakeResource> {
     let mut resources: Vec<FakeResource> = api::crd::KINDS
         .iter()
-        .map(|info| FakeResource {
-            group: api::crd::GROUP.to_owned(),
-            version: api::crd::VERSION.to_owned(),
-            plural: info.plural.to_owned(),
-            kind: info.kind.to_owned(),
-            namespaced: true,
-            has_status_subresource: info.has_status,
+        .map(|info| {
+            let definition = api::crd::definition(info);
+            let version = &definition["spec"]["versions"][0];
+            FakeResource {
+                group: api::crd::GROUP.to_owned(),
+                version: api::crd::VERSION.to_owned(),
+                plural: info.plural.to_owned(),
+                kind: info.kind.to_owned(),
+                namespaced: true,
+                has_status_subresource: version["subresources"].get("status").is_some(),
+                schema: Some(version["schema"]["openAPIV3Schema"].clone()),
+            }
         })
         .collect();
     resources.push(FakeResource::secrets());

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::patch::FakePatch;
 use super::selector::Filter;
-use super::status::FakeStatus;
+use super::status::{Cause, FakeStatus, Subject};
 use super::store::{Part, Store};
 use super::{FakeRequest, FakeVerb};
 
@@ -153,11 +153,14 @@ pub(crate) async fn serve(
         Ok(verb) => verb,
         Err(status) => return Ok(failure(&status)),
     };
+    // Logged when routed, before the store's lock is taken for the operation: concurrent
+    // requests are logged in arrival order, which may differ from the order their writes
+    // commit (and so from the order watches see them).
     log(&shared, verb, &route);
     let result = match verb {
         FakeVerb::Watch => return Ok(watch(&shared, &route, &params)),
         FakeVerb::List => list(&shared, &route, &params),
-        _ => write(&shared, verb, &route, &content_type, &body),
+        _ => write(&shared, verb, &route, (&content_type, &body), &params),
     };
     Ok(match result {
         Ok((status, value)) => json(status, &value),
@@ -208,8 +211,8 @@ fn write(
     shared: &Shared,
     verb: FakeVerb,
     route: &Route,
-    content_type: &str,
-    body: &Bytes,
+    (content_type, body): (&str, &Bytes),
+    params: &HashMap<String, String>,
 ) -> Answer {
     let mut store = shared.store();
     let info = store.resources[route.resource].clone();
@@ -246,6 +249,8 @@ fn write(
                 }
                 _ => FakeStatus::BadRequest(e.to_string()),
             })?;
+            // fieldManager and force are checked; field ownership is not modelled (patch.rs).
+            patch_options(&patch, params)?;
             let created = patch.is_apply() && !store.objects.contains_key(&key);
             let object = store.patch(&key, &patch, part)?;
             Ok((if created { 201 } else { 200 }, object))
@@ -256,9 +261,55 @@ fn write(
             } else {
                 parse(body)?
             };
+            propagation(&options, params)?;
             Ok((200, store.delete(&key, &options)?))
         }
         _ => Err(FakeStatus::MethodNotAllowed),
+    }
+}
+
+/// The real server's checks of `PatchOptions`: server-side apply needs a `fieldManager`, and
+/// `force` is for apply patches only (both 422 `Invalid` about `PatchOptions.meta.k8s.io`).
+/// Which manager owns which field is not modelled (`patch.rs`): the name is required and
+/// then ignored, and `force` changes nothing since there are no conflicts to override.
+fn patch_options(patch: &FakePatch, params: &HashMap<String, String>) -> Result<(), FakeStatus> {
+    let options = Subject {
+        group: "meta.k8s.io".into(),
+        kind: "PatchOptions".into(),
+        ..Subject::default()
+    };
+    let manager = params.get("fieldManager").filter(|m| !m.is_empty());
+    if patch.is_apply() && manager.is_none() {
+        let cause = Cause::new(
+            "FieldValueRequired",
+            "fieldManager",
+            "Required value: is required for apply patch",
+        );
+        return Err(FakeStatus::invalid(options, &[cause]));
+    }
+    let forced = params.get("force").is_some_and(|f| f != "false");
+    if !patch.is_apply() && forced {
+        let cause = Cause::new(
+            "FieldValueForbidden",
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        );
+        return Err(FakeStatus::invalid(options, &[cause]));
+    }
+    Ok(())
+}
+
+/// Only background propagation is modelled (`gc.rs`); `Foreground` and `Orphan` would
+/// silently behave as `Background`, so they are refused.
+fn propagation(options: &Value, params: &HashMap<String, String>) -> Result<(), FakeStatus> {
+    let asked = options["propagationPolicy"]
+        .as_str()
+        .or(params.get("propagationPolicy").map(String::as_str));
+    match asked {
+        None | Some("Background") => Ok(()),
+        Some(other) => Err(FakeStatus::BadRequest(format!(
+            "propagationPolicy {other:?} is not supported by the fake API server (only Background)"
+        ))),
     }
 }
 
@@ -378,7 +429,12 @@ fn stream(
     receiver: Option<mpsc::UnboundedReceiver<Bytes>>,
     timeout: Duration,
 ) -> Response<FakeBody> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    // A peer's `timeoutSeconds` may be any u64: past what an Instant can hold, the watch
+    // simply has no deadline worth the name (a year).
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
     let state = (initial.into_iter(), receiver);
     let events =
         futures_util::stream::unfold(state, move |(mut initial, mut receiver)| async move {

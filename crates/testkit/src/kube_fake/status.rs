@@ -4,16 +4,35 @@
 
 use serde_json::{Value, json};
 
-/// Which object a failure is about, for `details` (`kind` is the plural, as the real server
-/// writes it for these reasons).
+/// Which object a failure is about, for `details`: most reasons name the plural (the
+/// "qualified resource"), `Invalid` names the `kind` (the "qualified kind"), as the real
+/// server's `NewInvalid` does.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Subject {
     pub group: String,
     pub plural: String,
+    pub kind: String,
     pub name: String,
 }
 
 impl Subject {
+    /// `Secret` for the core group, `FooBar.example.com` otherwise.
+    fn qualified_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    fn kind_details(&self) -> Value {
+        let mut details = json!({ "name": self.name, "kind": self.kind });
+        if !self.group.is_empty() {
+            details["group"] = json!(self.group);
+        }
+        details
+    }
+
     /// `secrets` for the core group, `servicesclaims.meshwork.dev` otherwise: the
     /// "qualified resource" the real server's messages name.
     fn qualified(&self) -> String {
@@ -33,6 +52,40 @@ impl Subject {
     }
 }
 
+/// One field a write gets wrong, as a cause of the real server's 422.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cause {
+    /// `FieldValueRequired`, `FieldValueInvalid`, …
+    pub reason: &'static str,
+    /// `Required value`, `Invalid value: 70000: …`, …
+    pub message: String,
+    /// `spec.ports[0].port`.
+    pub field: String,
+}
+
+impl Cause {
+    /// A cause.
+    pub(crate) fn new(reason: &'static str, field: &str, message: impl Into<String>) -> Cause {
+        Cause {
+            reason,
+            message: message.into(),
+            field: field.to_owned(),
+        }
+    }
+}
+
+/// The real server's message for a list of causes: `f: m` for one, `[f: m, g: n]` for more.
+pub(crate) fn summary(causes: &[Cause]) -> String {
+    let each: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
+    match each.as_slice() {
+        [one] => one.clone(),
+        _ => format!("[{}]", each.join(", ")),
+    }
+}
+
 /// One failure of the fake API server, with the real server's reason and code.
 #[derive(Debug, Clone)]
 pub(crate) enum FakeStatus {
@@ -47,8 +100,9 @@ pub(crate) enum FakeStatus {
     /// 422: a JSON Patch that does not apply (e.g. a failed `test`), as the real server
     /// words it (a generic "rejected" message, the patch error as a cause).
     Rejected(String),
-    /// 422: the object is not acceptable (e.g. a new finalizer on an object being deleted).
-    Invalid(Subject, String, Box<Value>),
+    /// 422: the object is not acceptable (e.g. a new finalizer on an object being deleted):
+    /// the subject, the summary of the causes, the causes.
+    Invalid(Box<Subject>, String, Box<Value>),
     /// 400: a malformed request.
     BadRequest(String),
     /// 405: a verb the path does not serve.
@@ -123,11 +177,11 @@ impl FakeStatus {
                 Some(s.details()),
             ),
             FakeStatus::Invalid(s, why, causes) => {
-                let mut details = s.details();
+                let mut details = s.kind_details();
                 details["causes"] = (**causes).clone();
                 (
                     "Invalid",
-                    format!("{} \"{}\" is invalid: {why}", s.qualified(), s.name),
+                    format!("{} \"{}\" is invalid: {why}", s.qualified_kind(), s.name),
                     Some(details),
                 )
             }
@@ -146,6 +200,21 @@ impl FakeStatus {
             FakeStatus::UnsupportedMediaType(why) => ("UnsupportedMediaType", why.clone(), None),
             FakeStatus::Unauthorized => ("Unauthorized", "Unauthorized".to_owned(), None),
         }
+    }
+}
+
+impl FakeStatus {
+    /// 422 `Invalid` about `subject` for `causes` (at least one).
+    pub(crate) fn invalid(subject: Subject, causes: &[Cause]) -> FakeStatus {
+        let json = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        FakeStatus::Invalid(
+            Box::new(subject),
+            summary(causes),
+            Box::new(Value::Array(json)),
+        )
     }
 }
 

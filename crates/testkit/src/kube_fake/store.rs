@@ -8,10 +8,13 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::FakeRequest;
+use super::admission;
 use super::meta::{self, field, finalizers, metadata_mut, normalize, spec_changed};
 use super::patch::{FakePatch, PatchError};
 use super::resource::FakeResource;
-use super::status::{FakeStatus, Subject, deleted};
+use super::schema::Schema;
+use super::secret;
+use super::status::{Cause, FakeStatus, Subject, deleted};
 use super::watch::{Change, History, Recorded, Watcher};
 
 /// (resource index, namespace — `""` when cluster-scoped —, name).
@@ -30,6 +33,8 @@ pub(crate) enum Part {
 #[derive(Debug)]
 pub(crate) struct Store {
     pub resources: Vec<FakeResource>,
+    /// The compiled `FakeResource::schema` of each resource, by index.
+    schemas: Vec<Option<Schema>>,
     pub objects: BTreeMap<Key, Value>,
     pub revision: u64,
     pub history: History,
@@ -38,24 +43,62 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// An empty store serving `resources`, keeping `history` changes for watches to resume.
-    pub(crate) fn new(resources: Vec<FakeResource>, history: usize) -> Store {
-        Store {
+    /// An empty store serving `resources`, keeping `history` changes for watches to resume;
+    /// the error names the kind whose schema does not compile, and why.
+    pub(crate) fn new(
+        resources: Vec<FakeResource>,
+        history: usize,
+    ) -> Result<Store, (String, String)> {
+        let schemas = resources
+            .iter()
+            .map(|r| match &r.schema {
+                Some(source) => Schema::compile(source)
+                    .map(Some)
+                    .map_err(|why| (r.kind.clone(), why)),
+                None => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Store {
             resources,
+            schemas,
             objects: BTreeMap::new(),
             revision: 1,
             history: History::new(history),
             watchers: Vec::new(),
             requests: Vec::new(),
-        }
+        })
     }
 
     pub(crate) fn subject(&self, key: &Key) -> Subject {
         Subject {
             group: self.resources[key.0].group.clone(),
             plural: self.resources[key.0].plural.clone(),
+            kind: self.resources[key.0].kind.clone(),
             name: key.2.clone(),
         }
+    }
+
+    /// The kind's own rules for storing `object` (replacing `old` on update): Secrets', then
+    /// the CRD schema's (which prunes and defaults `object` first).
+    fn admit(&self, key: &Key, object: &mut Value, old: Option<&Value>) -> Result<(), FakeStatus> {
+        let info = &self.resources[key.0];
+        if info.is_core_secrets() {
+            secret::decodable(object)?;
+            secret::defaults(object);
+        }
+        let mut causes = Vec::new();
+        if let Some(schema) = &self.schemas[key.0]
+            && let Err(refused) = schema.admit(object)
+        {
+            causes.extend(refused);
+        }
+        if info.is_core_secrets() {
+            causes.extend(secret::causes(object, old));
+        }
+        if causes.is_empty() {
+            return Ok(());
+        }
+        Err(FakeStatus::invalid(self.subject(key), &causes))
     }
 
     fn next_revision(&mut self) -> u64 {
@@ -117,11 +160,7 @@ impl Store {
     ) -> Result<Value, FakeStatus> {
         let (resource, namespace) = key_of;
         let mut object = body;
-        if !object.is_object() {
-            return Err(FakeStatus::BadRequest(
-                "the object must be a JSON object".into(),
-            ));
-        }
+        admission::decodable(&object, &self.resources[resource].kind)?;
         let name = match field(&object, "name") {
             Some(name) if !name.is_empty() => name.to_owned(),
             _ => match field(&object, "generateName") {
@@ -131,8 +170,8 @@ impl Store {
         };
         self.check_namespace(&object, &namespace)?;
         let key = (resource, namespace.clone(), name.clone());
-        if self.objects.contains_key(&key) {
-            return Err(FakeStatus::AlreadyExists(self.subject(&key)));
+        if let Err(causes) = admission::creatable(&name) {
+            return Err(FakeStatus::invalid(self.subject(&key), &causes));
         }
         let info = self.resources[resource].clone();
         object["apiVersion"] = json!(info.api_version());
@@ -142,14 +181,22 @@ impl Store {
         {
             fields.remove("status");
         }
-        if info.is_core_secrets() {
-            meta::secret_defaults(&mut object);
+        // The real server's order: validation, then the storage layer's checks.
+        self.admit(&key, &mut object, None)?;
+        if admission::has_resource_version(&object) {
+            return Err(FakeStatus::BadRequest(
+                "resourceVersion should not be set on objects to be created".into(),
+            ));
+        }
+        if self.objects.contains_key(&key) {
+            return Err(FakeStatus::AlreadyExists(self.subject(&key)));
         }
         let revision = self.next_revision();
         meta::stamp_new(&mut object, &info, (&key.1, &key.2), revision);
         normalize(&mut object);
         self.objects.insert(key.clone(), object.clone());
         self.commit(Change::Added, &key, None, &object);
+        self.sweep(vec![key]);
         Ok(object)
     }
 
@@ -157,14 +204,15 @@ impl Store {
         let subject = Subject {
             group: self.resources[resource].group.clone(),
             plural: self.resources[resource].plural.clone(),
+            kind: self.resources[resource].kind.clone(),
             name: String::new(),
         };
-        let causes = json!([{"reason": "FieldValueRequired", "message": "Required value: name or generateName is required", "field": "metadata.name"}]);
-        FakeStatus::Invalid(
-            subject,
-            "metadata.name: Required value: name or generateName is required".into(),
-            Box::new(causes),
-        )
+        let cause = Cause::new(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        );
+        FakeStatus::invalid(subject, &[cause])
     }
 
     fn check_namespace(&self, object: &Value, namespace: &str) -> Result<(), FakeStatus> {
@@ -186,6 +234,7 @@ impl Store {
         part: Part,
     ) -> Result<Value, FakeStatus> {
         let old = self.get(key)?;
+        admission::decodable(&body, &self.resources[key.0].kind)?;
         if field(&body, "name").is_some_and(|n| n != key.2) {
             return Err(FakeStatus::BadRequest(
                 "the name of the object does not match the name on the URL".into(),
@@ -204,13 +253,12 @@ impl Store {
         match field(&body, "resourceVersion") {
             Some(theirs) => self.precondition(key, &old, theirs)?,
             None if !self.resources[key.0].group.is_empty() => {
-                let causes = json!([{"reason": "FieldValueInvalid", "message": "Invalid value: 0: must be specified for an update", "field": "metadata.resourceVersion"}]);
-                return Err(FakeStatus::Invalid(
-                    self.subject(key),
-                    "metadata.resourceVersion: Invalid value: 0: must be specified for an update"
-                        .into(),
-                    Box::new(causes),
-                ));
+                let cause = Cause::new(
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion",
+                    "Invalid value: 0: must be specified for an update",
+                );
+                return Err(FakeStatus::invalid(self.subject(key), &[cause]));
             }
             None => {}
         }
@@ -235,6 +283,7 @@ impl Store {
             None => return Err(FakeStatus::NotFound(self.subject(key))),
         };
         let patched = patch.apply_to(&old).map_err(rejected)?;
+        admission::decodable(&patched, &self.resources[key.0].kind)?;
         if let Some(theirs) = field(&patched, "resourceVersion") {
             self.precondition(key, &old, theirs)?;
         }
@@ -255,7 +304,7 @@ impl Store {
     /// new finalizers on an object being deleted, skips no-op writes (no new
     /// `resourceVersion`, no event, as the real server does), bumps `generation` on spec
     /// changes, and finishes a deletion whose last finalizer went.
-    fn update(
+    pub(super) fn update(
         &mut self,
         key: &Key,
         old: Value,
@@ -263,21 +312,21 @@ impl Store {
         part: Part,
     ) -> Result<Value, FakeStatus> {
         let info = self.resources[key.0].clone();
+        admission::decodable(&new, &info.kind)?;
         let mut next = match part {
             Part::Status => with_status_of(old.clone(), &new),
             Part::Main if info.has_status_subresource => with_status_of(new, &old),
             Part::Main => new,
         };
-        if info.is_core_secrets() {
-            meta::secret_defaults(&mut next);
-        }
         meta::keep_server_fields(&mut next, &old);
+        self.admit(key, &mut next, Some(&old))?;
         self.refuse_new_finalizers(key, &old, &next)?;
         if next == old {
             return Ok(old);
         }
         if !info.group.is_empty() && spec_changed(&old, &next) {
-            let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(0);
+            let generation = generation.saturating_add(1);
             metadata_mut(&mut next).insert("generation".into(), json!(generation));
         }
         let revision = self.next_revision();
@@ -285,11 +334,12 @@ impl Store {
         if field(&next, "deletionTimestamp").is_some() && finalizers(&next).is_empty() {
             self.objects.remove(key);
             self.commit(Change::Deleted, key, Some(old), &next);
-            self.collect_garbage(&next);
+            self.owner_gone(key, &next);
             return Ok(next);
         }
         self.objects.insert(key.clone(), next.clone());
         self.commit(Change::Modified, key, Some(old), &next);
+        self.sweep(vec![key.clone()]);
         Ok(next)
     }
 
@@ -312,19 +362,15 @@ impl Store {
             return Ok(());
         }
         let why = format!(
-            "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
         );
-        let causes = json!([{"reason": "FieldValueForbidden", "message": why, "field": "metadata.finalizers"}]);
-        Err(FakeStatus::Invalid(
-            self.subject(key),
-            why,
-            Box::new(causes),
-        ))
+        let cause = Cause::new("FieldValueForbidden", "metadata.finalizers", why);
+        Err(FakeStatus::invalid(self.subject(key), &[cause]))
     }
 
     /// `DELETE`: with finalizers, marks the object (`deletionTimestamp`, grace 0, generation
     /// bumped, `MODIFIED`) and answers with it; without, removes it (`DELETED`), answers with a
-    /// `Success` status and deletes its dependents (see [`Store::collect_garbage`]).
+    /// `Success` status and deletes its dependents (see `gc.rs`).
     pub(crate) fn delete(&mut self, key: &Key, options: &Value) -> Result<Value, FakeStatus> {
         let old = self.get(key)?;
         let preconditions = &options["preconditions"];
@@ -350,7 +396,7 @@ impl Store {
             metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             metadata.insert("resourceVersion".into(), json!(revision.to_string()));
             if let Some(generation) = metadata.get("generation").and_then(Value::as_i64) {
-                metadata.insert("generation".into(), json!(generation + 1));
+                metadata.insert("generation".into(), json!(generation.saturating_add(1)));
             }
             self.objects.insert(key.clone(), next.clone());
             self.commit(Change::Modified, key, Some(old), &next);
@@ -361,50 +407,11 @@ impl Store {
         metadata_mut(&mut gone).insert("resourceVersion".into(), json!(revision.to_string()));
         self.objects.remove(key);
         self.commit(Change::Deleted, key, Some(old), &gone);
-        self.collect_garbage(&gone);
+        self.owner_gone(key, &gone);
         Ok(deleted(
             &self.subject(key),
             field(&gone, "uid").unwrap_or(""),
         ))
-    }
-
-    /// The garbage collector, synchronously (the real one works in the background, later):
-    /// every object whose `ownerReferences` name `owner`'s uid is deleted (background
-    /// propagation, finalizers honoured) unless another owner it names still exists, in which
-    /// case only the reference to `owner` is removed.
-    fn collect_garbage(&mut self, owner: &Value) {
-        let Some(uid) = field(owner, "uid").map(str::to_owned) else {
-            return;
-        };
-        let dependents: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, object)| meta::owner_uids(object).contains(&uid))
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in dependents {
-            let Some(object) = self.objects.get(&key).cloned() else {
-                continue;
-            };
-            let others_alive = meta::owner_uids(&object)
-                .iter()
-                .filter(|o| **o != uid)
-                .any(|o| {
-                    self.objects
-                        .values()
-                        .any(|x| field(x, "uid") == Some(o.as_str()))
-                });
-            // A failure here would be the fake's own bug; the real collector retries forever.
-            let _ = if others_alive {
-                let mut next = object.clone();
-                if let Some(refs) = next["metadata"]["ownerReferences"].as_array_mut() {
-                    refs.retain(|r| r["uid"].as_str() != Some(uid.as_str()));
-                }
-                self.update(&key, object, next, Part::Main).map(|_| ())
-            } else {
-                self.delete(&key, &Value::Null).map(|_| ())
-            };
-        }
     }
 
     /// The objects of `resource` in `namespace` (all namespaces if `None`) that `filter` keeps.

@@ -1,10 +1,13 @@
 //! The fake API server over real HTTPS with a bare HTTP client: every verb, conflicts,
 //! finalizers, garbage collection, the status subresource, watches, bookmarks and 410s.
 
+mod admission;
 mod client;
 mod controller;
+mod gc;
 mod kube_client;
 mod recorded;
+mod schema;
 mod verbs;
 mod watches;
 

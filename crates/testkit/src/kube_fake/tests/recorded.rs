@@ -5,8 +5,7 @@
 //! timestamps or resourceVersions.
 //!
 //! What the recordings have and the fake deliberately does not: `managedFields` (removed from
-//! the recordings), schema validation (the recorded 422 is compared by shape with the fake's
-//! own 422), and the `kubernetes.io/initial-events-list-blueprint` annotation and typed zero
+//! the recordings) and the `kubernetes.io/initial-events-list-blueprint` annotation and typed zero
 //! `spec`/`status` on a core kind's bookmark.
 
 use serde_json::{Map, Value, json};
@@ -45,7 +44,13 @@ fn recorded<'a>(all: &'a [Value], method: &str, url_end: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no recorded {method} …{url_end}"))
 }
 
+/// The CRD the recordings were made with (k8s-openapi-tests' `custom_resource_definition`
+/// test: `prop1` and `prop2` required; the recorded creates also carry `prop4` and `prop5`,
+/// which the real server kept, so the schema had them: as int-or-string, since the recorded
+/// values are a number and strings).
 fn foobars() -> FakeResource {
+    let int_or_string = json!({"x-kubernetes-int-or-string": true,
+        "anyOf": [{"type": "integer"}, {"type": "string"}]});
     FakeResource::namespaced(
         "k8s-openapi-tests-custom-resource-definition.com",
         "v1",
@@ -53,6 +58,20 @@ fn foobars() -> FakeResource {
         "FooBar",
     )
     .with_status()
+    .with_schema(json!({
+        "type": "object",
+        "properties": {"spec": {
+            "type": "object",
+            "required": ["prop1", "prop2"],
+            "properties": {
+                "prop1": {"type": "string"},
+                "prop2": {"type": "array", "items": {"type": "boolean"}},
+                "prop3": {"type": "integer", "format": "int32"},
+                "prop4": int_or_string,
+                "prop5": int_or_string,
+            },
+        }},
+    }))
 }
 
 #[tokio::test]
@@ -124,13 +143,24 @@ async fn custom_resources_are_created_listed_got_watched_and_deleted_as_recorded
 }
 
 #[tokio::test]
+async fn a_schema_422_is_answered_exactly_as_recorded() {
+    let all = exchanges(K8S_OPENAPI);
+    let want = all.iter().find(|e| e["status"] == 422).unwrap();
+    let server = FakeApiServer::start(&[foobars()]).await.unwrap();
+    let url = want["url"].as_str().unwrap();
+    let (status, body) = call(&server, "POST", url, Some(&want["request_body"])).await;
+    assert_eq!((status, &body), (422, &want["response"]));
+}
+
+#[tokio::test]
 async fn a_422_has_the_recorded_shape() {
     let all = exchanges(K8S_OPENAPI);
     let want = all.iter().find(|e| e["status"] == 422).unwrap();
     let server = FakeApiServer::start(&[foobars()]).await.unwrap();
     let path =
         "/apis/k8s-openapi-tests-custom-resource-definition.com/v1/namespaces/default/foobars";
-    let held = json!({"metadata":{"name":"fb3","finalizers":["a"]},"spec":{}});
+    let held = json!({"metadata":{"name":"fb3","finalizers":["a"]},
+                      "spec":{"prop1":"a","prop2":[]}});
     call(&server, "POST", path, Some(&held)).await;
     call(&server, "DELETE", &format!("{path}/fb3"), None).await;
     let more = json!({"metadata":{"finalizers":["a","b"]}});
@@ -147,11 +177,12 @@ async fn a_422_has_the_recorded_shape() {
     for stable in ["kind", "apiVersion", "metadata", "status", "reason", "code"] {
         assert_eq!(body[stable], want["response"][stable], "{stable}");
     }
-    assert_eq!(body["details"]["name"], want["response"]["details"]["name"]);
-    assert_eq!(
-        body["details"]["group"],
-        want["response"]["details"]["group"]
-    );
+    for stable in ["name", "group", "kind"] {
+        assert_eq!(
+            body["details"][stable], want["response"]["details"][stable],
+            "details.{stable}: Invalid names the kind, not the plural"
+        );
+    }
 }
 
 #[tokio::test]
