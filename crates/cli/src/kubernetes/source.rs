@@ -81,6 +81,8 @@ pub struct ClusterSource {
     last: Option<Desired>,
     /// Where every set that loads is saved, for a restart whose objects do not load.
     saved: Option<SavedSet>,
+    /// How long an optional kind's first list may hold up the start ([`OPTIONAL_LIST_WAIT`]).
+    optional_wait: Duration,
 }
 
 impl Drop for ClusterSource {
@@ -136,6 +138,7 @@ impl ClusterSource {
             watchers,
             last: None,
             saved: None,
+            optional_wait: OPTIONAL_LIST_WAIT,
         }
     }
 
@@ -245,11 +248,18 @@ impl ClusterSource {
         for watched in &self.watched {
             let kind = &watched.kind.resource;
             loop {
+                let optional = watched.kind.optional;
+                let budget = match optional {
+                    true => {
+                        (self.optional_wait.saturating_sub(started.elapsed())).min(WAITING_REPORT)
+                    }
+                    false => WAITING_REPORT,
+                };
                 let ready = watched.store.wait_until_ready();
-                if tokio::time::timeout(WAITING_REPORT, ready).await.is_ok() {
+                if tokio::time::timeout(budget, ready).await.is_ok() {
                     break;
                 }
-                if watched.kind.optional && started.elapsed() >= OPTIONAL_LIST_WAIT {
+                if optional && started.elapsed() >= self.optional_wait {
                     tracing::warn!(kind = %kind.kind, api_version = %kind.api_version,
                         "this optional kind is not listed yet; starting without it (its objects \
                          apply when it is)");

@@ -33,6 +33,7 @@ fn source() -> (
         watchers: Vec::new(),
         last: None,
         saved: None,
+        optional_wait: OPTIONAL_LIST_WAIT,
     };
     (source, writers, bump)
 }
@@ -314,4 +315,35 @@ async fn without_a_saved_set_the_start_waits_for_objects_that_load() {
     );
     let first = first.expect("starts once the policy is fixed");
     assert_eq!(first.authorization_policies.len(), 3);
+}
+
+#[tokio::test]
+async fn an_optional_kind_never_listed_holds_the_start_up_for_a_bounded_time_only() {
+    let unlisted = |source: &mut ClusterSource, kind: &str| {
+        let index = kind_index(source, kind);
+        let writer = Writer::new(source.watched[index].kind.resource.clone());
+        source.watched[index].store = writer.as_reader();
+        writer
+    };
+    let (mut without_routes, mut writers, _bump) = source();
+    for (kind, object) in example() {
+        apply(&without_routes, &mut writers, &kind, object);
+    }
+    without_routes.optional_wait = Duration::from_millis(200);
+    let _routes = unlisted(&mut without_routes, "GRPCRoute");
+    let first = tokio::time::timeout(Duration::from_secs(5), without_routes.first_resources())
+        .await
+        .expect("started without GRPCRoutes");
+    assert_eq!(first.authorization_policies.len(), 3);
+
+    // A required kind is waited for.
+    let (mut without_meshes, mut writers, _bump) = source();
+    for (kind, object) in example() {
+        apply(&without_meshes, &mut writers, &kind, object);
+    }
+    without_meshes.optional_wait = Duration::from_millis(200);
+    let _meshes = unlisted(&mut without_meshes, "Mesh");
+    let waited =
+        tokio::time::timeout(Duration::from_secs(1), without_meshes.first_resources()).await;
+    assert!(waited.is_err(), "started without the Mesh kind listed");
 }
