@@ -155,7 +155,8 @@ impl ResourceSet {
             .filter(|w| w.matches(&service.selector))
     }
 
-    /// Cross-resource rules: one Mesh, unique names, non-empty commands and selectors,
+    /// Cross-resource rules: one Mesh, unique names (a Service's and a Workload's across
+    /// namespaces too), non-empty commands and selectors,
     /// valid policies whose `targetService` names a Service.
     pub fn validate(&self) -> Result<(), LoadError> {
         self.validate_mesh()?;
