@@ -103,21 +103,79 @@ pub fn load_object(object: &Value, set: &mut ResourceSet) -> Result<(), LoadErro
     load_document(&doc, Origin::object(&described, &doc), set)
 }
 
-/// Every object but those being deleted into a validated set. Every invalid object is
-/// reported (one line each), before the cross-resource checks.
+/// The kinds whose objects are quarantined one by one ([`load_objects`]): the taxonomy
+/// (the broker's catalog and the claims). The control plane serves none of them — no snapshot,
+/// policy, route or identity depends on them — so one that does not load, or names what does
+/// not exist (yet), must not hold up the kinds that shape what sidecars enforce.
+pub const QUARANTINED_KINDS: &[&str] = &[
+    "ServiceClass",
+    "Environment",
+    "ServicePolicy",
+    "ServiceClaim",
+];
+
+/// An object [`load_objects`] left out of the set, and why.
+#[derive(Debug)]
+pub struct Quarantined {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// Why it was left out: the loader's error.
+    pub reason: LoadError,
+}
+
+/// A cluster's objects as a validated set, and the objects left out of it.
+#[derive(Debug)]
+pub struct ObjectSet {
+    /// Every object that loads, validated.
+    pub set: ResourceSet,
+    /// Objects of [`QUARANTINED_KINDS`] that do not load or whose references do not resolve.
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// Every object but those being deleted into a validated set. An object of
+/// [`QUARANTINED_KINDS`] that does not load, or a claim whose `bindTo`, `class` or `size`
+/// names nothing, is left out and listed in [`ObjectSet::quarantined`]; the rest must
+/// load and validate together (fail-closed: any other invalid object is an error, every
+/// one reported, one line each, before the cross-resource checks).
 pub fn load_objects<'a>(
     objects: impl IntoIterator<Item = &'a Value>,
-) -> Result<ResourceSet, LoadError> {
+) -> Result<ObjectSet, LoadError> {
     let mut set = ResourceSet::default();
-    let errors: Vec<LoadError> = objects
-        .into_iter()
-        .filter(|object| !is_being_deleted(object))
-        .filter_map(|object| load_object(object, &mut set).err())
-        .collect();
+    let mut quarantined = Vec::new();
+    let mut errors = Vec::new();
+    for object in objects.into_iter().filter(|o| !is_being_deleted(o)) {
+        let Err(reason) = load_object(object, &mut set) else {
+            continue;
+        };
+        match QUARANTINED_KINDS.contains(&object["kind"].as_str().unwrap_or_default()) {
+            true => quarantined.push(Quarantined {
+                object: describe(object),
+                reason,
+            }),
+            false => errors.push(reason),
+        }
+    }
     if !errors.is_empty() {
         return Err(LoadError::from_many(errors));
     }
-    set.validate().map(|()| set)
+    quarantine_claims(&mut set, &mut quarantined);
+    set.validate()?;
+    Ok(ObjectSet { set, quarantined })
+}
+
+/// Moves the claims whose references do not resolve out of `set`. (Classes, environments
+/// and service policies have no references the set checks: the broker checks those.)
+fn quarantine_claims(set: &mut ResourceSet, quarantined: &mut Vec<Quarantined>) {
+    for claim in std::mem::take(&mut set.service_claims) {
+        let problems = set.claim_problems(&claim);
+        match problems.is_empty() {
+            true => set.service_claims.push(claim),
+            false => quarantined.push(Quarantined {
+                object: claim.origin.to_string(),
+                reason: LoadError::from_many(problems),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -155,12 +155,13 @@ impl ResourceSet {
             .filter(|w| w.matches(&service.selector))
     }
 
-    /// Cross-resource rules: one Mesh, unique names, non-empty commands and selectors,
+    /// Cross-resource rules: one Mesh, unique names (a Service's and a Workload's across
+    /// namespaces too), non-empty commands and selectors,
     /// valid policies whose `targetService` names a Service.
     pub fn validate(&self) -> Result<(), LoadError> {
         self.validate_mesh()?;
-        unique_names(&self.workloads, "Workload")?;
-        unique_names(&self.services, "Service")?;
+        mesh_global_names(&self.workloads, "Workload")?;
+        mesh_global_names(&self.services, "Service")?;
         self.validate_dns()?;
         unique_names(&self.authorization_policies, "AuthorizationPolicy")?;
         unique_names(&self.egress_policies, "EgressPolicy")?;
@@ -246,6 +247,40 @@ impl ResourceSet {
             )),
         }
     }
+}
+
+/// Names of a kind that the snapshot keys by bare name — a `Service`'s traffic, policy
+/// targets and route parents; a `Workload`'s `bindTo`, `dns.workload` and processes — must be
+/// unique across namespaces: two `billing` Services in two namespaces would silently become
+/// one. The error names both resources (`file:line` or `Kind namespace/name`).
+fn mesh_global_names<S>(items: &[Loaded<S>], kind: &str) -> Result<(), LoadError> {
+    let mut seen: std::collections::BTreeMap<&str, &Loaded<S>> = Default::default();
+    for item in items {
+        let meta = &item.resource.metadata;
+        let Some(first) = seen.insert(meta.name.as_str(), item) else {
+            continue;
+        };
+        let res = format!("{kind}/{}", meta.name);
+        // A cluster object is named by `Kind namespace/name` already; a file's by its line.
+        let at = match first.origin.cluster_object() {
+            Some(_) => String::new(),
+            None => {
+                let (line, _) = first.origin.field("metadata.name");
+                format!(" ({}:{line})", first.origin.file.display())
+            }
+        };
+        let message = match first.resource.metadata.namespace == meta.namespace {
+            true => format!("is already used by another resource of this kind{at}"),
+            false => format!(
+                "is already used by {kind} {}/{}{at}: {kind} names are mesh-wide (the \
+                 snapshot keys them by name alone), so one would silently replace the other; \
+                 rename one",
+                first.resource.metadata.namespace, meta.name
+            ),
+        };
+        return Err(invalid(&item.origin, Some(&res), "metadata.name", &message));
+    }
+    Ok(())
 }
 
 fn unique_names<S>(items: &[Loaded<S>], kind: &str) -> Result<(), LoadError> {

@@ -329,3 +329,30 @@ fn bytes_that_are_not_utf8_are_located() {
     );
     assert!(load_bytes_err(b"\xfe").starts_with("r.yaml:1:1: not UTF-8"));
 }
+
+#[test]
+fn a_service_name_repeated_in_two_namespaces_is_refused_naming_both_files() {
+    let mesh = format!("{HEAD}kind: Mesh\nmetadata: {{name: m}}\nspec: {{trustDomain: a.b}}\n");
+    let service = |ns: &str| {
+        format!(
+            "{HEAD}kind: Service\nmetadata: {{name: billing, namespace: {ns}}}\nspec:\n  selector: {{app: billing}}\n"
+        )
+    };
+    let mut set = ResourceSet::default();
+    load_str(
+        Path::new("a.yaml"),
+        &format!("{mesh}---\n{}", service("shop")),
+        &mut set,
+    )
+    .expect("a.yaml");
+    load_str(Path::new("b.yaml"), &service("finance"), &mut set).expect("b.yaml");
+    let error = set.validate().expect_err("collision").to_string();
+    assert!(
+        error.starts_with("b.yaml:3:"),
+        "the second file's metadata.name line: {error}"
+    );
+    assert!(
+        error.contains("already used by Service shop/billing (a.yaml:8)"),
+        "{error}"
+    );
+}

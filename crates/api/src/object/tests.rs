@@ -76,7 +76,9 @@ fn the_example_as_served_objects_loads_like_its_files() {
         + files.service_claims.len()
         + files.http_routes.len();
     assert_eq!(objects.len(), resources, "every resource of the example");
-    let cluster = load_objects(&objects).expect("objects load");
+    let loaded = load_objects(&objects).expect("objects load");
+    assert!(loaded.quarantined.is_empty(), "{:?}", loaded.quarantined);
+    let cluster = loaded.set;
     assert_eq!(cluster.policy_set(), files.policy_set());
     assert_eq!(cluster.traffic(), files.traffic());
     assert_eq!(cluster.workloads.len(), files.workloads.len());
@@ -238,7 +240,7 @@ fn objects_being_deleted_count_as_gone() {
         .expect("policy");
     policy["metadata"]["deletionTimestamp"] = json!("2026-12-05T21:30:00Z");
     assert!(is_being_deleted(policy));
-    let set = load_objects(&objects).expect("loads");
+    let set = load_objects(&objects).expect("loads").set;
     let names: Vec<&str> = set
         .authorization_policies
         .iter()
@@ -258,4 +260,85 @@ fn desired_state_ignores_what_the_server_changes() {
     let meta = desired_state(&object)["metadata"].clone();
     let keys: Vec<&String> = meta.as_object().expect("metadata").keys().collect();
     assert_eq!(keys, ["name", "namespace"]);
+}
+
+#[test]
+fn taxonomy_objects_that_do_not_load_or_resolve_are_quarantined_one_by_one() {
+    let mut objects = example_objects();
+    let claim = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceClaim")
+        .expect("the example's claim")
+        .clone();
+    // A claim bound to a workload that does not exist (yet), in another namespace.
+    let mut dangling = claim.clone();
+    dangling["metadata"]["name"] = json!("orders-db");
+    dangling["metadata"]["namespace"] = json!("orders");
+    dangling["spec"]["bindTo"] = json!("orders");
+    // A class that does not load.
+    let mut bad_class = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceClass")
+        .expect("the example's class")
+        .clone();
+    bad_class["metadata"]["name"] = json!("broken");
+    bad_class["spec"]["sizes"] = json!("none");
+    objects.extend([dangling, bad_class]);
+    let loaded = load_objects(&objects).expect("the rest loads");
+    let left_out: Vec<(&str, String)> = loaded
+        .quarantined
+        .iter()
+        .map(|q| (q.object.as_str(), q.reason.to_string()))
+        .collect();
+    assert_eq!(left_out.len(), 2, "{left_out:?}");
+    // Objects that do not load come first, then claims whose references do not resolve.
+    assert_eq!(left_out[0].0, "ServiceClass default/broken", "{left_out:?}");
+    assert!(left_out[0].1.contains("`spec.sizes`"), "{left_out:?}");
+    assert_eq!(
+        left_out[1].0, "ServiceClaim orders/orders-db",
+        "{left_out:?}"
+    );
+    assert!(
+        left_out[1]
+            .1
+            .contains("`spec.bindTo`: \"orders\" names no Workload"),
+        "{left_out:?}"
+    );
+    assert_eq!(loaded.set.service_claims.len(), 1);
+    assert_eq!(
+        loaded.set.policy_set(),
+        crate::load_dir(&example()).expect("example").policy_set()
+    );
+
+    // A policy-shaping kind is not quarantined: the whole set is refused.
+    let policy = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "AuthorizationPolicy")
+        .expect("policy");
+    policy["spec"]["targetService"] = json!("nothing");
+    let error = load_objects(&objects).expect_err("fail-closed").to_string();
+    assert!(error.contains("names no Service"), "{error}");
+}
+
+#[test]
+fn a_service_or_workload_name_repeated_in_another_namespace_is_refused_naming_both() {
+    for kind in ["Service", "Workload"] {
+        let mut objects = example_objects();
+        let mut copy = objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == "billing")
+            .expect("billing")
+            .clone();
+        copy["metadata"]["namespace"] = json!("finance");
+        objects.push(copy);
+        let error = load_objects(&objects).expect_err("collision").to_string();
+        assert!(
+            error.starts_with(&format!("{kind} finance/billing field `metadata.name`: ")),
+            "{error}"
+        );
+        assert!(
+            error.contains(&format!("{kind} default/billing")),
+            "{error}"
+        );
+    }
 }

@@ -116,6 +116,18 @@ impl ResourceSet {
         }
     }
 
+    /// The problems of one claim's references (`bindTo`, `class`, `size`), located: empty
+    /// when they resolve in this set. What a cluster's objects are quarantined by
+    /// ([`crate::object::load_objects`]).
+    pub(crate) fn claim_problems(&self, claim: &Loaded<ServiceClaimSpec>) -> Vec<LoadError> {
+        let mut p = Problems::new("ServiceClaim", claim.resource.metadata.name.as_str());
+        self.check_claim(&claim.resource.spec, &mut p);
+        p.into_problems()
+            .iter()
+            .map(|p| located(&claim.origin, p))
+            .collect()
+    }
+
     fn check_claim(&self, spec: &ServiceClaimSpec, p: &mut Problems) {
         if self.workload(spec.bind_to.as_str()).is_none() {
             let known = match self.workload_names() {

@@ -6,10 +6,18 @@
 //! to the control plane, which applies it as it applies a directory's edits.
 //!
 //! Objects being deleted (`deletionTimestamp` set) count as gone. Changes the loader ignores
-//! (a `status`, a resource version) rebuild nothing. Objects that do not load are logged
-//! naming kind, namespace, name and field, and the previous policies keep serving. Watch
-//! errors (410 Gone, connection refused, a missing CRD) are logged and retried with
-//! kube-runtime's default backoff (0.8 s doubling to 30 s); the stores keep what they had.
+//! (a `status`, a resource version) rebuild nothing. Watch errors (410 Gone, connection
+//! refused, a missing CRD) are logged and retried with kube-runtime's default backoff (0.8 s
+//! doubling to 30 s); the stores keep what they had.
+//!
+//! Objects that do not load are logged naming kind, namespace, name and field. Those of the
+//! taxonomy kinds (`api::object::QUARANTINED_KINDS`, which the control plane does not serve)
+//! are quarantined: left out, each logged at warn, and the rest applies. Any other invalid
+//! object makes the whole version invalid, and the previous policies keep serving
+//! (fail-closed). Every set that loads is saved in the state directory ([`saved`]); a restart
+//! whose cluster objects do not load starts from it, so one bad edit cannot keep the node API
+//! down. Without a saved set the start waits for a fix, repeating why every
+//! [`INVALID_REMINDER`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +25,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
@@ -25,14 +33,30 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::objects::{WatchedKind, to_json, watched_kinds};
+use api::object::ObjectSet;
 use api::{LoadError, ResourceSet};
 use control::ResourceUpdate;
+use probe::Probe;
+use saved::SavedSet;
+
+pub mod probe;
+pub mod saved;
 
 /// How long a burst of changes (`kubectl apply -f dir/`) may settle before the set is rebuilt.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// How often the wait for the first complete list names the kinds still missing.
 const WAITING_REPORT: Duration = Duration::from_secs(10);
+
+/// How often a start held up by objects that do not load (and no saved set) says why.
+pub const INVALID_REMINDER: Duration = Duration::from_secs(30);
+
+/// How long the first list of an optional kind (the Gateway API's routes) may hold up the
+/// start. Routes shape traffic, not who may call whom (policies are required kinds), and a mesh
+/// without them serves as it does without their CRDs; agents' SVIDs must not wait on them. 30 s
+/// lets kube-runtime's backoff (0.8 s doubling) retry about five times through an API hiccup;
+/// a list that arrives later applies live, like any change.
+pub const OPTIONAL_LIST_WAIT: Duration = Duration::from_secs(30);
 
 /// The source's name in the control plane's logs.
 pub const SOURCE: &str = "kubernetes";
@@ -55,6 +79,10 @@ pub struct ClusterSource {
     watchers: Vec<JoinHandle<()>>,
     /// What was last loaded (valid or not).
     last: Option<Desired>,
+    /// Where every set that loads is saved, for a restart whose objects do not load.
+    saved: Option<SavedSet>,
+    /// How long an optional kind's first list may hold up the start ([`OPTIONAL_LIST_WAIT`]).
+    optional_wait: Duration,
 }
 
 impl Drop for ClusterSource {
@@ -66,8 +94,9 @@ impl Drop for ClusterSource {
 }
 
 impl ClusterSource {
-    /// Starts a watcher for every kind, in `namespace` or in all. A Gateway API kind whose
-    /// CRD the cluster does not serve (404) is skipped with a warning.
+    /// Starts a watcher for every kind, in `namespace` or in all. A Gateway API kind the
+    /// cluster does not serve (404) or meshwork may not list (403) is skipped with a warning
+    /// ([`probe`]).
     pub async fn watch(client: Client, namespace: Option<&str>) -> ClusterSource {
         let (bump, changes) = watch::channel(0u64);
         let bump = Arc::new(bump);
@@ -78,11 +107,21 @@ impl ClusterSource {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.resource),
                 None => Api::all_with(client.clone(), &kind.resource),
             };
-            if kind.optional && !served(&api).await {
-                tracing::warn!(kind = %kind.resource.kind, api_version = %kind.resource.api_version,
-                    "the cluster does not serve this kind (are the Gateway API CRDs installed?); \
-                     not watching it: install them and restart to use routes");
-                continue;
+            if kind.optional {
+                match probe::probe(&api).await {
+                    Probe::Served => {}
+                    Probe::Skip(why) => {
+                        tracing::warn!(kind = %kind.resource.kind, api_version = %kind.resource.api_version,
+                            "{why}; not watching it: fix that and restart to use routes");
+                        continue;
+                    }
+                    Probe::Unknown(error) => {
+                        tracing::warn!(kind = %kind.resource.kind, %error,
+                            "cannot tell whether the cluster serves this optional kind; watching it \
+                             anyway, and starting without it if it is not listed within {}s",
+                            OPTIONAL_LIST_WAIT.as_secs())
+                    }
+                }
             }
             let writer = reflector::store::Writer::new(kind.resource.clone());
             let store = writer.as_reader();
@@ -98,25 +137,76 @@ impl ClusterSource {
             changes,
             watchers,
             last: None,
+            saved: None,
+            optional_wait: OPTIONAL_LIST_WAIT,
         }
     }
 
-    /// Waits until every kind has been listed once and the objects load; the first set the
-    /// control plane starts with. While they do not load, each version is logged and the
-    /// next change awaited.
+    /// Saves every set that loads as `<state>/cluster-resources.json` ([`saved`]), and starts
+    /// from it when the cluster's objects do not load ([`Self::first_resources`]).
+    pub fn save_in(&mut self, state: &std::path::Path) {
+        self.saved = Some(SavedSet::in_state_dir(state));
+    }
+
+    /// Waits until every kind has been listed once; the first set the control plane starts
+    /// with. When the objects do not load, the last set that did ([`saved`]) — else the next
+    /// change that loads, repeating why every [`INVALID_REMINDER`] meanwhile.
     pub async fn first_resources(&mut self) -> ResourceSet {
         self.wait_until_listed().await;
+        let mut fell_back = false;
+        let mut why = String::new();
         loop {
             self.changes.borrow_and_update();
             match self.rebuild() {
                 Some(Ok(set)) => return set,
-                Some(Err(error)) => tracing::error!(
-                    source = SOURCE,
-                    "the cluster's resources do not load; waiting for a change to start:\n{error}"
-                ),
+                Some(Err(error)) => {
+                    if !std::mem::replace(&mut fell_back, true)
+                        && let Some(set) = self.saved_set(&error)
+                    {
+                        return set;
+                    }
+                    why = error.to_string();
+                    tracing::warn!(
+                        source = SOURCE,
+                        "the cluster's resources do not load and no saved set applies; \
+                         waiting for a change to start:\n{why}"
+                    );
+                }
                 None => {}
             }
-            self.next_change().await;
+            let change = self.next_change();
+            let mut change = std::pin::pin!(change);
+            loop {
+                tokio::select! {
+                    () = &mut change => break,
+                    () = tokio::time::sleep(INVALID_REMINDER) => tracing::warn!(source = SOURCE,
+                        "still waiting to start: the cluster's resources do not load:\n{why}"),
+                }
+            }
+        }
+    }
+
+    /// The last set that applied, when one is saved and loads, announced loudly with why the
+    /// cluster's objects (`error`) do not load.
+    fn saved_set(&self, error: &LoadError) -> Option<ResourceSet> {
+        let saved = self.saved.as_ref()?;
+        match saved.load() {
+            Ok(Some(loaded)) => {
+                tracing::warn!(source = SOURCE, saved = %saved.path().display(),
+                    "THE CLUSTER'S RESOURCES DO NOT LOAD; starting from the last set that applied, \
+                     saved by an earlier run. Fix the object named below: the saved policies \
+                     serve until the cluster's load.\n{error}");
+                log_quarantined(&loaded);
+                Some(loaded.set)
+            }
+            Ok(None) => None,
+            Err(problem) => {
+                tracing::warn!(
+                    source = SOURCE,
+                    "the saved set does not load either: {problem:#}"
+                );
+                None
+            }
         }
     }
 
@@ -151,18 +241,33 @@ impl ClusterSource {
         self.changes.borrow_and_update();
     }
 
-    /// Every kind's first complete list, naming the kinds still missing now and then.
+    /// Every kind's first complete list, naming the kinds still missing now and then; an
+    /// optional kind's for [`OPTIONAL_LIST_WAIT`] at most.
     async fn wait_until_listed(&self) {
+        let started = tokio::time::Instant::now();
         for watched in &self.watched {
             let kind = &watched.kind.resource;
             loop {
+                let optional = watched.kind.optional;
+                let budget = match optional {
+                    true => {
+                        (self.optional_wait.saturating_sub(started.elapsed())).min(WAITING_REPORT)
+                    }
+                    false => WAITING_REPORT,
+                };
                 let ready = watched.store.wait_until_ready();
-                match tokio::time::timeout(WAITING_REPORT, ready).await {
-                    Ok(_) => break,
-                    Err(_) => tracing::warn!(kind = %kind.kind, api_version = %kind.api_version,
-                        "still waiting for the first list of this kind (is its CRD installed, \
-                         may meshwork list it?)"),
+                if tokio::time::timeout(budget, ready).await.is_ok() {
+                    break;
                 }
+                if optional && started.elapsed() >= self.optional_wait {
+                    tracing::warn!(kind = %kind.kind, api_version = %kind.api_version,
+                        "this optional kind is not listed yet; starting without it (its objects \
+                         apply when it is)");
+                    break;
+                }
+                tracing::warn!(kind = %kind.kind, api_version = %kind.api_version,
+                    "still waiting for the first list of this kind (is its CRD installed, \
+                     may meshwork list it?)");
             }
         }
         tracing::info!(kinds = self.watched.len(), "every kind listed");
@@ -170,14 +275,23 @@ impl ClusterSource {
 
     /// The stores' objects as a set, when their desired state differs from the last rebuild;
     /// `None` when it does not. (The control plane logs an invalid version it is fed.)
+    /// Quarantined objects are logged; a set that loads is saved.
     fn rebuild(&mut self) -> Option<Result<ResourceSet, LoadError>> {
         let desired = self.desired();
         if self.last.as_ref() == Some(&desired) {
             return None;
         }
         let loaded = api::object::load_objects(desired.values());
+        if let Ok(loaded) = &loaded {
+            log_quarantined(loaded);
+            if let Some(saved) = &self.saved
+                && let Err(error) = saved.save(desired.values())
+            {
+                tracing::warn!(source = SOURCE, "{error:#}");
+            }
+        }
         self.last = Some(desired);
-        Some(loaded)
+        Some(loaded.map(|loaded| loaded.set))
     }
 
     /// The desired state of every object not being deleted.
@@ -202,12 +316,11 @@ impl ClusterSource {
     }
 }
 
-/// Whether the cluster serves `api`'s kind: anything but a 404 counts as served (a
-/// connection error is the watcher's to retry).
-async fn served(api: &Api<DynamicObject>) -> bool {
-    match api.list(&ListParams::default().limit(1)).await {
-        Err(kube::Error::Api(status)) => status.code != 404,
-        _ => true,
+/// Logs each object left out of a set, at warn, with why.
+fn log_quarantined(loaded: &ObjectSet) {
+    for left_out in &loaded.quarantined {
+        tracing::warn!(source = SOURCE, object = %left_out.object,
+            "left out of the mesh's resources (quarantined; the rest applies): {}", left_out.reason);
     }
 }
 
@@ -256,6 +369,7 @@ pub async fn serve_control(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut source = ClusterSource::watch(client, namespace).await;
+    source.save_in(&config.state_dir);
     let mut shutdown = Box::pin(shutdown);
     let first = tokio::select! {
         set = source.first_resources() => set,

@@ -171,14 +171,15 @@ fn cluster_edits_reach_running_sidecars() {
     );
     control.lines_until("policies reloaded and published", Duration::from_secs(10));
 
-    // An invalid edit (store's rule back, with a path that is not one) changes nothing.
+    // An invalid edit (store's rule back, on a Service that does not exist: the schema
+    // cannot tell, the API server takes it) changes nothing.
     let version = snapshot(&state)["version"].as_u64().expect("version");
     let mut invalid = policy["spec"].clone();
-    invalid["rules"][0]["to"][0]["paths"][0]["exact"] = json!("charges");
+    invalid["targetService"] = json!("biling");
     cluster.patch_spec(&policy, invalid);
     let logged = control
         .lines_until(
-            "AuthorizationPolicy default/billing-charges field `spec.rules[0]",
+            "AuthorizationPolicy default/billing-charges field `spec.targetService`",
             Duration::from_secs(10),
         )
         .join("\n");
@@ -265,14 +266,15 @@ fn a_namespaced_control_plane_reads_its_namespace_and_starts_once_it_loads() {
     for object in &mut objects {
         object["metadata"]["namespace"] = json!("shop");
     }
-    // The egress policy is invalid (no destination) in shop…
-    let egress = objects
+    // A policy is invalid in shop (it names no Service: the schema cannot tell, the fake
+    // takes it)…
+    let policy = objects
         .iter_mut()
-        .find(|o| o["kind"] == "EgressPolicy")
-        .expect("egress policy");
-    let valid_spec = egress["spec"].clone();
-    egress["spec"]["to"] = json!([]);
-    let egress = egress.clone();
+        .find(|o| o["metadata"]["name"] == "billing-charges")
+        .expect("billing-charges");
+    let valid_spec = policy["spec"].clone();
+    policy["spec"]["targetService"] = json!("nothing");
+    let policy = policy.clone();
     for object in &objects {
         cluster.create(object);
     }
@@ -299,7 +301,7 @@ fn a_namespaced_control_plane_reads_its_namespace_and_starts_once_it_loads() {
         .lines_until("waiting for a change to start", Duration::from_secs(30))
         .join("\n");
     let logged = control.lines_until(
-        "EgressPolicy shop/billing-to-stripe field `spec.to`",
+        "AuthorizationPolicy shop/billing-charges field `spec.targetService`",
         Duration::from_secs(5),
     );
     assert!(!waiting.contains("starting the control plane"), "{waiting}");
@@ -307,7 +309,7 @@ fn a_namespaced_control_plane_reads_its_namespace_and_starts_once_it_loads() {
         !logged.iter().any(|l| l.contains("only one Mesh")),
         "{logged:?}"
     );
-    cluster.patch_spec(&egress, valid_spec);
+    cluster.patch_spec(&policy, valid_spec);
     control.lines_until("starting the control plane", Duration::from_secs(30));
     eventually("the first snapshot", Duration::from_secs(10), || {
         snapshot(&state)["policies"]["egress"]["shop/billing-to-stripe"].is_object()
@@ -362,6 +364,122 @@ fn a_cluster_without_the_gateway_api_crds_runs_without_routes() {
     eventually("the first snapshot", Duration::from_secs(10), || {
         policy_hash(&state).is_some()
     });
+}
+
+/// The store-billing example's mesh, services, workloads and policies, created in `cluster`.
+fn create_example(cluster: &Cluster) -> Vec<Value> {
+    let mut objects = Vec::new();
+    for file in [
+        "mesh.yaml",
+        "services.yaml",
+        "workloads.yaml",
+        "policies.yaml",
+    ] {
+        objects.extend(objects_of(file));
+    }
+    for object in &objects {
+        cluster.create(object);
+    }
+    objects
+}
+
+fn control_on(kubeconfig: &std::path::Path, state: &std::path::Path) -> Spawned {
+    Spawned::start(
+        "control",
+        meshwork()
+            .args(["control", "--kubernetes", "--kubeconfig"])
+            .arg(kubeconfig)
+            .arg("--state-dir")
+            .arg(state),
+    )
+}
+
+#[test]
+fn a_claim_bound_to_no_workload_does_not_block_a_policy_edit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let cluster = Cluster::start(&kubeconfig);
+    let objects = create_example(&cluster);
+    let control = control_on(&kubeconfig, &state);
+    control.lines_until("starting the control plane", Duration::from_secs(30));
+    eventually("the first snapshot", Duration::from_secs(10), || {
+        policy_hash(&state).is_some()
+    });
+    let first = policy_hash(&state);
+
+    // A claim in another namespace, bound to a workload that does not exist (yet).
+    let mut claim = objects_of("claims.yaml").remove(0);
+    claim["metadata"]["namespace"] = json!("orders");
+    claim["spec"]["bindTo"] = json!("orders");
+    cluster.create(&claim);
+    let left_out = control
+        .lines_until("left out of the mesh's resources", Duration::from_secs(10))
+        .join("\n");
+    assert!(
+        left_out.contains("ServiceClaim orders/charges-db")
+            && left_out.contains("\"orders\" names no Workload"),
+        "{left_out}"
+    );
+
+    // A policy edit still applies.
+    let policy = objects
+        .iter()
+        .find(|o| o["metadata"]["name"] == "billing-charges")
+        .expect("billing-charges");
+    let healthz_only = json!({"rules": [policy["spec"]["rules"][1].clone()]});
+    cluster.patch_spec(policy, healthz_only);
+    control.lines_until("policies reloaded and published", Duration::from_secs(10));
+    assert_ne!(policy_hash(&state), first);
+}
+
+#[test]
+fn a_restart_with_an_invalid_policy_in_the_cluster_serves_the_saved_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("workloads")).expect("state");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let cluster = Cluster::start(&kubeconfig);
+    let objects = create_example(&cluster);
+    let saved = state.join("cluster-resources.json");
+    let first = {
+        let control = control_on(&kubeconfig, &state);
+        control.lines_until("starting the control plane", Duration::from_secs(30));
+        eventually("the saved set", Duration::from_secs(10), || saved.exists());
+        eventually("the first snapshot", Duration::from_secs(10), || {
+            policy_hash(&state).is_some()
+        });
+        policy_hash(&state)
+    };
+
+    // While the control plane is down, a policy comes to name no Service.
+    let policy = objects
+        .iter()
+        .find(|o| o["metadata"]["name"] == "billing-charges")
+        .expect("billing-charges");
+    let mut invalid = policy["spec"].clone();
+    invalid["targetService"] = json!("nothing");
+    cluster.patch_spec(policy, invalid);
+
+    let control = control_on(&kubeconfig, &state);
+    let started = control
+        .lines_until("starting the control plane", Duration::from_secs(30))
+        .join("\n");
+    assert!(
+        started.contains("starting from the last set that applied")
+            && started
+                .contains("AuthorizationPolicy default/billing-charges field `spec.targetService`"),
+        "{started}"
+    );
+    eventually("the saved policies served", Duration::from_secs(10), || {
+        policy_hash(&state).is_some()
+    });
+    assert_eq!(policy_hash(&state), first, "the saved set's policies");
+    // The node API serves: an agent joins and a sidecar gets its SVID through it.
+    let (_agent, workload_api) = agent(&state);
+    let (_billing_proxy, billing) =
+        sidecar_via_agent(&state, &workload_api, "billing", free_port());
+    assert!(billing["outbound"].is_string(), "{billing}");
 }
 
 #[test]

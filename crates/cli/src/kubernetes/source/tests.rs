@@ -32,6 +32,8 @@ fn source() -> (
         changes,
         watchers: Vec::new(),
         last: None,
+        saved: None,
+        optional_wait: OPTIONAL_LIST_WAIT,
     };
     (source, writers, bump)
 }
@@ -205,4 +207,143 @@ async fn a_burst_of_events_is_one_update() {
     feeding
         .await
         .expect("the feed ends when the control plane stops listening");
+}
+
+/// A claim bound to `workload`, in namespace `orders`.
+fn claim(workload: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "metadata": {"name": "orders-db", "namespace": "orders"},
+        "spec": {"class": "postgresql", "size": "small", "bindTo": workload},
+    }))
+    .expect("claim")
+}
+
+/// The example's `billing-charges` policy, targeting `service`.
+fn policy_targeting(service: &str) -> DynamicObject {
+    let (_, mut policy) = example()
+        .into_iter()
+        .find(|(k, o)| {
+            k == "AuthorizationPolicy" && o.metadata.name.as_deref() == Some("billing-charges")
+        })
+        .expect("billing-charges");
+    policy.data["spec"]["targetService"] = json!(service);
+    policy
+}
+
+#[test]
+fn a_claim_bound_to_no_workload_is_left_out_and_the_rest_loads() {
+    let (mut source, mut writers, _bump) = source();
+    for (kind, object) in example() {
+        apply(&source, &mut writers, &kind, object);
+    }
+    apply(&source, &mut writers, "ServiceClaim", claim("orders"));
+    let set = loaded(&mut source);
+    assert!(
+        set.service_claims.is_empty(),
+        "the dangling claim is left out"
+    );
+    assert_eq!(set.authorization_policies.len(), 3);
+    // Once its workload exists, the claim is in.
+    apply(&source, &mut writers, "ServiceClaim", claim("billing"));
+    assert_eq!(loaded(&mut source).service_claims.len(), 1);
+}
+
+#[tokio::test]
+async fn a_start_with_objects_that_do_not_load_starts_from_the_saved_set() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().expect("state");
+    let (mut before, mut writers, _bump) = source();
+    before.save_in(state.path());
+    for (kind, object) in example() {
+        apply(&before, &mut writers, &kind, object);
+    }
+    loaded(&mut before);
+    let file = state.path().join(saved::FILE);
+    let mode = std::fs::metadata(&file)
+        .expect("saved")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A restart, with a policy that names no Service in the cluster.
+    let (mut restarted, mut writers, _bump) = source();
+    restarted.save_in(state.path());
+    for (kind, object) in example() {
+        apply(&restarted, &mut writers, &kind, object);
+    }
+    apply(
+        &restarted,
+        &mut writers,
+        "AuthorizationPolicy",
+        policy_targeting("nothing"),
+    );
+    let first = tokio::time::timeout(Duration::from_secs(5), restarted.first_resources())
+        .await
+        .expect("starts from the saved set");
+    let target = first
+        .authorization_policies
+        .iter()
+        .find(|p| p.resource.metadata.name.as_str() == "billing-charges")
+        .map(|p| p.resource.spec.target_service.clone());
+    assert_eq!(target.as_deref(), Some("billing"), "the saved version");
+}
+
+#[tokio::test]
+async fn without_a_saved_set_the_start_waits_for_objects_that_load() {
+    let (mut source, mut writers, bump) = source();
+    for (kind, object) in example() {
+        apply(&source, &mut writers, &kind, object);
+    }
+    apply(
+        &source,
+        &mut writers,
+        "AuthorizationPolicy",
+        policy_targeting("nothing"),
+    );
+    let index = kind_index(&source, "AuthorizationPolicy");
+    let mut writer = writers.remove(index);
+    let fix = async move {
+        // The start is waiting (nothing else wakes it), then the policy is fixed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        writer.apply_watcher_event(&watcher::Event::Apply(policy_targeting("billing")));
+        bump.send_modify(|n| *n += 1);
+        bump
+    };
+    let (first, _bump) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(10), source.first_resources()),
+        fix
+    );
+    let first = first.expect("starts once the policy is fixed");
+    assert_eq!(first.authorization_policies.len(), 3);
+}
+
+#[tokio::test]
+async fn an_optional_kind_never_listed_holds_the_start_up_for_a_bounded_time_only() {
+    let unlisted = |source: &mut ClusterSource, kind: &str| {
+        let index = kind_index(source, kind);
+        let writer = Writer::new(source.watched[index].kind.resource.clone());
+        source.watched[index].store = writer.as_reader();
+        writer
+    };
+    let (mut without_routes, mut writers, _bump) = source();
+    for (kind, object) in example() {
+        apply(&without_routes, &mut writers, &kind, object);
+    }
+    without_routes.optional_wait = Duration::from_millis(200);
+    let _routes = unlisted(&mut without_routes, "GRPCRoute");
+    let first = tokio::time::timeout(Duration::from_secs(5), without_routes.first_resources())
+        .await
+        .expect("started without GRPCRoutes");
+    assert_eq!(first.authorization_policies.len(), 3);
+
+    // A required kind is waited for.
+    let (mut without_meshes, mut writers, _bump) = source();
+    for (kind, object) in example() {
+        apply(&without_meshes, &mut writers, &kind, object);
+    }
+    without_meshes.optional_wait = Duration::from_millis(200);
+    let _meshes = unlisted(&mut without_meshes, "Mesh");
+    let waited =
+        tokio::time::timeout(Duration::from_secs(1), without_meshes.first_resources()).await;
+    assert!(waited.is_err(), "started without the Mesh kind listed");
 }
