@@ -6,6 +6,7 @@
 //! ([`reconcile`]). docs/kubernetes.md, "ServiceClaims as Secrets".
 
 pub mod backoff;
+pub mod identity;
 pub mod object;
 pub mod reconcile;
 pub mod secret;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 
 use crate::claims::osb::OsbClient;
@@ -193,7 +194,12 @@ pub async fn run_controller(
         .for_each(|result| async move {
             match result {
                 Ok((claim, _)) => tracing::debug!(claim = %claim, "reconciled"),
-                Err(e) => tracing::debug!("controller: {e}"),
+                // `error_policy` has logged it, with the claim and the retry delay.
+                Err(e @ controller::Error::ReconcilerFailed(..)) => {
+                    tracing::debug!("controller: {e}")
+                }
+                // The watches, the queue: claims are not being reconciled while these last.
+                Err(e) => tracing::warn!("claims controller: {e}"),
             }
         })
         .await;
