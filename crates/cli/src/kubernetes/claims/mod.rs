@@ -45,8 +45,8 @@ pub struct BrokerArgs {
     #[arg(long, default_value = "dev")]
     pub environment: String,
     /// This platform's id, part of every OSB instance id (so two clusters sharing a broker never
-    /// share a database). Default: `<state-dir>/platform-id` (created on first use); pin it on
-    /// a cluster where the state directory does not survive a restart.
+    /// share a database). Default: `<state-dir>/platform-id` (created on first use). Only new
+    /// claims use it: a claim keeps the instance id recorded on it (`meshwork.dev/instance-id`).
     #[arg(long)]
     pub platform_id: Option<String>,
     /// How often a settled claim is checked again (a broker outage or a deleted binding shows
