@@ -186,6 +186,9 @@ pub async fn run_controller(
         "reconciling ServiceClaims into servicebinding.io Secrets"
     );
     Controller::new(claims, watcher::Config::default())
+        // kube-runtime 5's `owns` is a `metadata_watcher` (PartialObjectMetadata, no reflector):
+        // the controller holds no Secret's data, only the owner references that map a change
+        // back to its claim.
         .owns(secrets, owned)
         .graceful_shutdown_on(async move {
             let _ = stopped.await;
