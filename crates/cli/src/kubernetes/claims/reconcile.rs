@@ -358,17 +358,7 @@ async fn deprovision(
     let failure = broker_failure("DeprovisionFailed");
     let (name, namespace) = (claim.name_any(), claim.namespace().unwrap_or_default());
     let spec = claim.parsed_spec().ok();
-    let mut bindings: Vec<String> = existing
-        .and_then(secret::binding_id)
-        .map(str::to_owned)
-        .into_iter()
-        .collect();
-    if let Some(spec) = &spec {
-        let from_spec = format!("{}.{name}", spec.bind_to);
-        if !bindings.contains(&from_spec) {
-            bindings.push(from_spec);
-        }
-    }
+    let bindings = known_bindings(&name, spec.as_ref(), existing);
     let mut ids = ClaimIds {
         claim: name.clone(),
         instance_id: instance_id.to_owned(),
@@ -401,6 +391,26 @@ async fn deprovision(
         .await
         .map_err(&failure)?;
     Ok(())
+}
+
+/// The binding ids a claim is known to have: its Secret's, and the one its spec names.
+fn known_bindings(
+    name: &str,
+    spec: Option<&api::taxonomy::ServiceClaimSpec>,
+    existing: Option<&Secret>,
+) -> Vec<String> {
+    let mut bindings: Vec<String> = existing
+        .and_then(secret::binding_id)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(spec) = spec {
+        let from_spec = format!("{}.{name}", spec.bind_to);
+        if !bindings.contains(&from_spec) {
+            bindings.push(from_spec);
+        }
+    }
+    bindings
 }
 
 #[cfg(test)]
