@@ -101,3 +101,38 @@ fn orphan_deletion_policy_lets_the_claim_go_and_leaves_the_instance() {
         "the instance is left as it was"
     );
 }
+
+/// An instance id annotation copied from another claim's manifest is refused, before the broker
+/// is asked and on deletion (two claims would share one database, and deleting either would
+/// drop it): `InstanceIdMismatch`, the finalizer stays; `Orphan` lets the claim go.
+#[test]
+fn an_instance_id_copied_from_another_claim_is_refused() {
+    let setup = Setup::new("kb2");
+    let _broker = setup.broker();
+    setup.create_claim();
+    setup.patch_claim(&json!({"metadata": {"annotations": {
+        "meshwork.dev/instance-id": format!("other-db.{}.0123abcd", setup.namespace)
+    }}}));
+    let _controller = setup.controller(None);
+    let claim = setup.wait_condition("Ready", "False", Some("InstanceIdMismatch"));
+    let ready = condition(&claim, "Ready").unwrap();
+    assert!(
+        ready["message"].as_str().unwrap().contains("other-db"),
+        "{ready:#}"
+    );
+    assert_eq!(setup.pg_state(), (0, 0, 0), "the broker was not asked");
+
+    setup.delete_claim();
+    let claim = setup.wait_condition("Ready", "False", Some("InstanceIdMismatch"));
+    assert!(claim["metadata"]["deletionTimestamp"].is_string());
+    setup.wait_rechecks(2); // retried, and still held
+    assert!(setup.claim().is_some(), "the finalizer holds the claim");
+    setup.patch_claim(&json!({"metadata": {"annotations": {
+        "meshwork.dev/deletion-policy": "Orphan"
+    }}}));
+    let deadline = Instant::now() + DEADLINE;
+    while setup.claim().is_some() {
+        assert!(Instant::now() < deadline, "the claim stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

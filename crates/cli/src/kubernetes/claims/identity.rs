@@ -50,6 +50,26 @@ pub fn recorded(claim: &ServiceClaim) -> Option<&str> {
     claim.annotations().get(INSTANCE_ID).map(String::as_str)
 }
 
+/// Refuses a recorded instance id that is not this claim's: `<name>.<namespace>.<platform
+/// id>`. An annotation copied from another claim's manifest would otherwise make two claims
+/// share one database, and deleting either would drop it.
+pub fn check(claim: &ServiceClaim) -> Result<(), Failure> {
+    let Some(id) = recorded(claim) else {
+        return Ok(());
+    };
+    let own = fresh(claim, "");
+    match id.strip_prefix(&own) {
+        Some(platform) if !platform.is_empty() => Ok(()),
+        _ => Err(Failure::new(
+            "InstanceIdMismatch",
+            format!(
+                "annotation {INSTANCE_ID}: {id:?} is not an instance id of this claim \
+                 ({own}<platform id>); remove the annotation if it was copied from another claim"
+            ),
+        )),
+    }
+}
+
 /// The instance id a claim without a record gets: `<name>.<namespace>.<platform id>`.
 pub fn fresh(claim: &ServiceClaim, platform_id: &str) -> String {
     let namespace = claim.namespace().unwrap_or_default();
@@ -122,7 +142,17 @@ mod tests {
             of_deleted(&fresh_claim, Some(&secret), "p1"),
             "charges-db.shop.p0"
         );
+        assert_eq!(check(&fresh_claim), Ok(()));
         let kept = claim(json!({INSTANCE_ID: "charges-db.shop.old"}));
+        assert_eq!(check(&kept), Ok(()));
+        for copied in [
+            "other-db.shop.old",
+            "charges-db.other.old",
+            "charges-db.shop.",
+        ] {
+            let copied = claim(json!({INSTANCE_ID: copied}));
+            assert_eq!(check(&copied).unwrap_err().reason, "InstanceIdMismatch");
+        }
         assert_eq!(recorded(&kept), Some("charges-db.shop.old"));
         assert_eq!(
             of_deleted(&kept, Some(&secret), "p1"),

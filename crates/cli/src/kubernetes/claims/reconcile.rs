@@ -97,6 +97,13 @@ async fn apply(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let mut claim = claim.clone();
+    if let Err(f) = identity::check(&claim) {
+        let progress = Progress::NotProvisioned(f.clone());
+        status::write(api, &claim, &progress)
+            .await
+            .map_err(Error::Kube)?;
+        return Err(Error::Claim(f));
+    }
     let instance_id = identity::record(api, &claim, &ctx.platform_id)
         .await
         .map_err(Error::Kube)?;
@@ -312,9 +319,10 @@ async fn cleanup(
         .filter(|s| secret::controlled_by(s, claim));
     let instance_id = identity::of_deleted(claim, existing.as_ref(), &ctx.platform_id);
     let deprovisioned = match identity::deletion_policy(claim) {
-        Ok(DeletionPolicy::Delete) => {
-            deprovision(claim, existing.as_ref(), &instance_id, ctx).await
-        }
+        Ok(DeletionPolicy::Delete) => match identity::check(claim) {
+            Ok(()) => deprovision(claim, existing.as_ref(), &instance_id, ctx).await,
+            Err(f) => Err(f),
+        },
         Ok(DeletionPolicy::Orphan) => {
             tracing::warn!(
                 claim = %name,
