@@ -136,3 +136,38 @@ fn an_instance_id_copied_from_another_claim_is_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A claim from before instance ids were recorded (no annotation) whose controller lost its
+/// state directory: the id is taken from the claim's Secret, not made up from the new platform
+/// id, so no second database is provisioned.
+#[test]
+fn a_claim_without_a_record_takes_the_instance_id_its_secret_names() {
+    let setup = Setup::new("kb3");
+    let _broker = setup.broker();
+    let first = setup.controller(None);
+    setup.create_claim();
+    let secret = assert_ready(&setup);
+    drop(first); // SIGKILL and reap
+    setup.patch_claim(&json!({"metadata": {"annotations": {
+        "meshwork.dev/instance-id": null
+    }}}));
+    let claim = setup.claim().unwrap();
+    assert!(claim["metadata"]["annotations"]["meshwork.dev/instance-id"].is_null());
+
+    let _second = setup.controller_in("state-b", None);
+    let deadline = Instant::now() + DEADLINE;
+    let recorded = loop {
+        let claim = setup.claim().unwrap();
+        let id = &claim["metadata"]["annotations"]["meshwork.dev/instance-id"];
+        if let Some(id) = id.as_str() {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "never recorded: {claim:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(recorded, setup.instance_id(), "the Secret's instance id");
+    assert_no_writes(&setup.wait_rechecks(3));
+    assert_eq!(setup.pg_state(), (1, 1, 1), "no second database");
+    assert_eq!(setup.secret().unwrap().data, secret.data, "no rotation");
+    assert_delete_leaves_nothing(&setup);
+}

@@ -76,9 +76,10 @@ pub fn fresh(claim: &ServiceClaim, platform_id: &str) -> String {
     format!("{}.{namespace}.{platform_id}", claim.name_any())
 }
 
-/// The instance id of a claim being deleted: the recorded one, else the one its Secret
-/// records, else [`fresh`] (a claim from before ids were recorded).
-pub fn of_deleted(claim: &ServiceClaim, secret: Option<&Secret>, platform_id: &str) -> String {
+/// The claim's instance id: the recorded one, else the one its Secret (controlled by the
+/// claim) records, else [`fresh`]. A claim from before ids were recorded keeps the instance
+/// its Secret names even when the controller's platform id has changed since.
+pub fn known(claim: &ServiceClaim, secret: Option<&Secret>, platform_id: &str) -> String {
     let on_secret = secret.and_then(|s| s.annotations().get(INSTANCE_ID));
     recorded(claim)
         .map(str::to_owned)
@@ -86,10 +87,12 @@ pub fn of_deleted(claim: &ServiceClaim, secret: Option<&Secret>, platform_id: &s
         .unwrap_or_else(|| fresh(claim, platform_id))
 }
 
-/// The claim's instance id, recording a fresh one on the claim first when it has none (a
-/// metadata merge patch; the broker is asked only once the record is stored).
+/// The claim's instance id, recording the [`known`] one on the claim first when it has none
+/// (a metadata merge patch; the broker is asked only once the record is stored). `secrets`:
+/// the claim's namespace, read only for a claim without a record.
 pub async fn record(
     api: &Api<ServiceClaim>,
+    secrets: &Api<Secret>,
     claim: &ServiceClaim,
     platform_id: &str,
 ) -> Result<String, kube::Error> {
@@ -103,7 +106,11 @@ pub async fn record(
         }
         return Ok(id.to_owned());
     }
-    let id = fresh(claim, platform_id);
+    let existing = secrets
+        .get_opt(&claim.name_any())
+        .await?
+        .filter(|s| secret::controlled_by(s, claim));
+    let id = known(claim, existing.as_ref(), platform_id);
     let patch = json!({ "metadata": { "annotations": { INSTANCE_ID: id } } });
     api.patch(
         &claim.name_any(),
@@ -133,13 +140,13 @@ mod tests {
         let fresh_claim = claim(json!({}));
         assert_eq!(recorded(&fresh_claim), None);
         assert_eq!(fresh(&fresh_claim, "p1"), "charges-db.shop.p1");
-        assert_eq!(of_deleted(&fresh_claim, None, "p1"), "charges-db.shop.p1");
+        assert_eq!(known(&fresh_claim, None, "p1"), "charges-db.shop.p1");
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"annotations": {INSTANCE_ID: "charges-db.shop.p0"}}
         }))
         .unwrap();
         assert_eq!(
-            of_deleted(&fresh_claim, Some(&secret), "p1"),
+            known(&fresh_claim, Some(&secret), "p1"),
             "charges-db.shop.p0"
         );
         assert_eq!(check(&fresh_claim), Ok(()));
@@ -154,10 +161,7 @@ mod tests {
             assert_eq!(check(&copied).unwrap_err().reason, "InstanceIdMismatch");
         }
         assert_eq!(recorded(&kept), Some("charges-db.shop.old"));
-        assert_eq!(
-            of_deleted(&kept, Some(&secret), "p1"),
-            "charges-db.shop.old"
-        );
+        assert_eq!(known(&kept, Some(&secret), "p1"), "charges-db.shop.old");
     }
 
     #[test]

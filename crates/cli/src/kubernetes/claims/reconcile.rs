@@ -104,7 +104,9 @@ async fn apply(
             .map_err(Error::Kube)?;
         return Err(Error::Claim(f));
     }
-    let instance_id = identity::record(api, &claim, &ctx.platform_id)
+    let namespace = claim.namespace().ok_or(Error::NoNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let instance_id = identity::record(api, &secrets, &claim, &ctx.platform_id)
         .await
         .map_err(Error::Kube)?;
     // A new claim says so before the broker is asked (an asynchronous provision can take
@@ -317,7 +319,7 @@ async fn cleanup(
         .await
         .map_err(Error::Kube)?
         .filter(|s| secret::controlled_by(s, claim));
-    let instance_id = identity::of_deleted(claim, existing.as_ref(), &ctx.platform_id);
+    let instance_id = identity::known(claim, existing.as_ref(), &ctx.platform_id);
     let deprovisioned = match identity::deletion_policy(claim) {
         Ok(DeletionPolicy::Delete) => match identity::check(claim) {
             Ok(()) => deprovision(claim, existing.as_ref(), &instance_id, ctx).await,
