@@ -6,6 +6,8 @@ mod broker;
 mod broker_crash;
 #[path = "cli/claims_cluster.rs"]
 mod claims_cluster;
+#[path = "cli/claims_deletion.rs"]
+mod claims_deletion;
 #[path = "cli/crds.rs"]
 mod crds;
 #[path = "cli/dashboard.rs"]

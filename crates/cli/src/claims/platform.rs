@@ -190,25 +190,56 @@ pub async fn binding_credentials(osb: &OsbClient, ids: &ClaimIds) -> anyhow::Res
     }
 }
 
-/// Unbinds, then `DELETE`s the instance with the plan it has now. `Ok(false)` when the
-/// instance did not exist. A policy with `deletionProtection` refuses (422), and says so.
+/// `GET` the instance: its `(service_id, plan_id)` as the broker recorded them, or `None` when
+/// the broker has no usable instance with this id (the catalog is not needed: a claim whose
+/// class or size left the taxonomy can still be deprovisioned).
+pub async fn instance_plan(
+    osb: &OsbClient,
+    ids: &ClaimIds,
+) -> anyhow::Result<Option<(String, String)>> {
+    let answer = osb.call("GET", &ids.instance_path(), None).await?;
+    match answer.status {
+        404 | 410 => return Ok(None),
+        200 => {}
+        _ => return Err(refused(ids, "show the instance", &answer)),
+    }
+    let id = |key: &str| answer.body[key].as_str().map(str::to_owned);
+    match (id("service_id"), id("plan_id")) {
+        (Some(service), Some(plan)) => Ok(Some((service, plan))),
+        _ => Err(refused(ids, "say the instance's service and plan", &answer)),
+    }
+}
+
+/// Unbinds, then `DELETE`s the instance with the service and plan it has now (read back from
+/// the broker, whatever `ids` says). `Ok(false)` when the instance did not exist. A policy
+/// with `deletionProtection` refuses (422), and says so.
 pub async fn deprovision(
     osb: &OsbClient,
     ids: &ClaimIds,
     patience: Patience,
 ) -> anyhow::Result<bool> {
-    let current = osb.call("GET", &ids.instance_path(), None).await?;
-    if current.status == 404 || current.status == 410 {
+    let Some((service_id, plan_id)) = instance_plan(osb, ids).await? else {
         return Ok(false);
-    }
-    let mut ids = ids.clone();
-    if let Some(plan) = current.body["plan_id"].as_str() {
-        ids.plan_id = plan.to_owned();
-    }
+    };
+    let ids = ClaimIds {
+        service_id,
+        plan_id,
+        ..ids.clone()
+    };
     unbind(osb, &ids, patience).await?;
+    delete_instance(osb, &ids, patience).await
+}
+
+/// `DELETE`s the instance (the broker drops the bindings it still has with it); `ids` carries
+/// the instance's own service and plan ([`instance_plan`]). `Ok(false)` when it was gone.
+pub async fn delete_instance(
+    osb: &OsbClient,
+    ids: &ClaimIds,
+    patience: Patience,
+) -> anyhow::Result<bool> {
     let what = format!("deprovisioning claim {}", ids.claim);
     let resource = ids.instance_path();
-    delete_and_wait(osb, &ids, &resource, patience, (&what, "deprovision it")).await
+    delete_and_wait(osb, ids, &resource, patience, (&what, "deprovision it")).await
 }
 
 #[cfg(test)]

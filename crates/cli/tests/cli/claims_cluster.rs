@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::harness::{example, meshwork};
 use crate::kube_cluster::{Cluster, Spawned, free_port, objects_of};
+use testkit::kube_fake::{FakeRequest, FakeResource, FakeVerb, meshwork_resources};
 
 pub(crate) const CLAIM: &str = "charges-db";
 pub(crate) const PASSWORD: &str = "kube-claims-test-password";
@@ -43,6 +44,19 @@ impl Setup {
         namespace: &'static str,
         edit: impl FnOnce(String) -> String,
     ) -> Setup {
+        Setup::build(namespace, edit, &meshwork_resources())
+    }
+
+    /// A setup whose fake API server serves `resources` (e.g. a looser ServiceClaim schema).
+    pub(crate) fn serving(namespace: &'static str, resources: &[FakeResource]) -> Setup {
+        Setup::build(namespace, |t| t, resources)
+    }
+
+    fn build(
+        namespace: &'static str,
+        edit: impl FnOnce(String) -> String,
+        resources: &[FakeResource],
+    ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         // store-billing's taxonomy, with dev on the machine's PostgreSQL server instead of a
         // private cluster (no initdb in a test).
@@ -53,7 +67,7 @@ impl Setup {
         std::fs::create_dir(dir.path().join("taxonomy")).unwrap();
         std::fs::write(dir.path().join("taxonomy/taxonomy.yaml"), taxonomy).unwrap();
         std::fs::write(dir.path().join("broker.password"), PASSWORD).unwrap();
-        let cluster = Cluster::start(&dir.path().join("kubeconfig"));
+        let cluster = Cluster::serving(&dir.path().join("kubeconfig"), resources);
         Setup {
             namespace,
             dir,
@@ -91,12 +105,18 @@ impl Setup {
     }
 
     pub(crate) fn controller(&self, hold: Option<&str>) -> Spawned {
+        self.controller_in("state", hold)
+    }
+
+    /// A controller whose state directory is `state` under the test's directory (another one
+    /// than `state` has another platform id: a lost volume, or a second replica).
+    pub(crate) fn controller_in(&self, state: &str, hold: Option<&str>) -> Spawned {
         let mut cmd = meshwork();
         cmd.args(["control", "--kubernetes", "--namespace", self.namespace])
             .arg("--kubeconfig")
             .arg(self.path("kubeconfig"))
             .arg("--state-dir")
-            .arg(self.path("state"))
+            .arg(self.path(state))
             .args(["--broker-url", &format!("http://127.0.0.1:{}", self.port)])
             .arg("--broker-password-file")
             .arg(self.path("broker.password"))
@@ -175,6 +195,41 @@ impl Setup {
             .rt
             .block_on(self.secrets().get_opt(CLAIM))
             .unwrap()
+    }
+
+    /// Merge-patches the claim (`metadata`, `spec`).
+    pub(crate) fn patch_claim(&self, patch: &Value) {
+        self.cluster
+            .rt
+            .block_on(self.claims().patch(
+                CLAIM,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            ))
+            .unwrap();
+    }
+
+    /// Waits until the controller has read the claim's Secret `rechecks` more times (each
+    /// reconcile reads it), and returns what the controllers asked the API server meanwhile.
+    pub(crate) fn wait_rechecks(&self, rechecks: usize) -> Vec<FakeRequest> {
+        let start = self.cluster.fake.requests().len();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let window = self.cluster.fake.requests().split_off(start);
+            let reads = window
+                .iter()
+                .filter(|r| {
+                    r.verb == FakeVerb::Get
+                        && r.resource == "secrets"
+                        && r.name.as_deref() == Some(CLAIM)
+                })
+                .count();
+            if reads >= rechecks {
+                return window;
+            }
+            assert!(Instant::now() < deadline, "only {reads} rechecks");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until the claim's condition `type_` has `status` (and `reason`, when given).

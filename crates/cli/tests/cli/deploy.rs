@@ -68,6 +68,12 @@ pub(crate) const CONTROL_PLANE_RBAC: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "meshwork-claims",
+        "meshwork.dev",
+        "serviceclaims/finalizers",
+        &["update"],
+    ),
+    (
+        "meshwork-claims",
         "",
         "secrets",
         &["create", "delete", "get", "list", "patch", "watch"],

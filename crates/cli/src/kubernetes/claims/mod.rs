@@ -6,6 +6,7 @@
 //! ([`reconcile`]). docs/kubernetes.md, "ServiceClaims as Secrets".
 
 pub mod backoff;
+pub mod identity;
 pub mod object;
 pub mod reconcile;
 pub mod secret;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 
 use crate::claims::osb::OsbClient;
@@ -44,8 +45,8 @@ pub struct BrokerArgs {
     #[arg(long, default_value = "dev")]
     pub environment: String,
     /// This platform's id, part of every OSB instance id (so two clusters sharing a broker never
-    /// share a database). Default: `<state-dir>/platform-id` (created on first use); pin it on
-    /// a cluster where the state directory does not survive a restart.
+    /// share a database). Default: `<state-dir>/platform-id` (created on first use). Only new
+    /// claims use it: a claim keeps the instance id recorded on it (`meshwork.dev/instance-id`).
     #[arg(long)]
     pub platform_id: Option<String>,
     /// How often a settled claim is checked again (a broker outage or a deleted binding shows
@@ -185,6 +186,9 @@ pub async fn run_controller(
         "reconciling ServiceClaims into servicebinding.io Secrets"
     );
     Controller::new(claims, watcher::Config::default())
+        // kube-runtime 5's `owns` is a `metadata_watcher` (PartialObjectMetadata, no reflector):
+        // the controller holds no Secret's data, only the owner references that map a change
+        // back to its claim.
         .owns(secrets, owned)
         .graceful_shutdown_on(async move {
             let _ = stopped.await;
@@ -193,7 +197,12 @@ pub async fn run_controller(
         .for_each(|result| async move {
             match result {
                 Ok((claim, _)) => tracing::debug!(claim = %claim, "reconciled"),
-                Err(e) => tracing::debug!("controller: {e}"),
+                // `error_policy` has logged it, with the claim and the retry delay.
+                Err(e @ controller::Error::ReconcilerFailed(..)) => {
+                    tracing::debug!("controller: {e}")
+                }
+                // The watches, the queue: claims are not being reconciled while these last.
+                Err(e) => tracing::warn!("claims controller: {e}"),
             }
         })
         .await;

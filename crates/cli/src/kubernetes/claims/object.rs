@@ -3,8 +3,9 @@
 //! and a spec type in this crate; the spec lives in `api`, which does not depend on kube).
 //!
 //! `spec` stays JSON here and is parsed into [`ServiceClaimSpec`] per reconcile: one claim a
-//! cluster accepted but meshwork cannot read (no schema is enforced by every API server) then
-//! shows `Ready=False` with reason `InvalidSpec` instead of failing the whole watch.
+//! cluster stores but meshwork cannot read (the CRD's schema refuses such specs, but an API
+//! server validates on write only: a claim stored under an older, looser schema stays as it
+//! was) then shows `Ready=False` with reason `InvalidSpec` instead of failing the whole watch.
 
 use std::borrow::Cow;
 

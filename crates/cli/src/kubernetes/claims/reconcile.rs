@@ -18,6 +18,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use super::Context;
+use super::identity::{self, DeletionPolicy};
 use super::object::ServiceClaim;
 use super::secret::{self, Desired};
 use super::status::{self, Bound, Failure, Progress};
@@ -96,13 +97,25 @@ async fn apply(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let mut claim = claim.clone();
+    if let Err(f) = identity::check(&claim) {
+        let progress = Progress::NotProvisioned(f.clone());
+        status::write(api, &claim, &progress)
+            .await
+            .map_err(Error::Kube)?;
+        return Err(Error::Claim(f));
+    }
+    let namespace = claim.namespace().ok_or(Error::NoNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let instance_id = identity::record(api, &secrets, &claim, &ctx.platform_id)
+        .await
+        .map_err(Error::Kube)?;
     // A new claim says so before the broker is asked (an asynchronous provision can take
     // minutes); only once, so a failing claim's status does not flap.
     if !status::has_provisioned(claim.status.as_ref()) {
         let written = status::write(api, &claim, &Progress::Provisioning).await;
         claim.status = Some(written.map_err(Error::Kube)?);
     }
-    let progress = converge(&claim, ctx).await;
+    let progress = converge(&claim, ctx, &instance_id).await;
     status::write(api, &claim, &progress)
         .await
         .map_err(Error::Kube)?;
@@ -112,8 +125,8 @@ async fn apply(
     }
 }
 
-async fn converge(claim: &ServiceClaim, ctx: &Context) -> Progress {
-    let (ids, chain) = match provision(claim, ctx).await {
+async fn converge(claim: &ServiceClaim, ctx: &Context, instance_id: &str) -> Progress {
+    let (ids, chain) = match provision(claim, ctx, instance_id).await {
         Ok(done) => done,
         Err(f) => return Progress::NotProvisioned(f),
     };
@@ -136,7 +149,8 @@ fn kube_failure(what: &str) -> impl Fn(kube::Error) -> Failure + '_ {
     move |e| Failure::new("SecretFailed", format!("{what}: {e}"))
 }
 
-async fn ids(claim: &ServiceClaim, ctx: &Context) -> Result<ClaimIds, Failure> {
+/// The claim's ids, its instance's being `instance_id` (recorded on the claim).
+async fn ids(claim: &ServiceClaim, ctx: &Context, instance_id: &str) -> Result<ClaimIds, Failure> {
     let spec = claim
         .parsed_spec()
         .map_err(|m| Failure::new("InvalidSpec", m))?;
@@ -146,14 +160,22 @@ async fn ids(claim: &ServiceClaim, ctx: &Context) -> Result<ClaimIds, Failure> {
         namespace: &namespace,
         spec: &spec,
     };
-    crate::claims::ids_of(&ctx.osb, &ctx.scope(), &named)
+    let ids = crate::claims::ids_of(&ctx.osb, &ctx.scope(), &named)
         .await
-        .map_err(broker_failure("ProvisionFailed"))
+        .map_err(broker_failure("ProvisionFailed"))?;
+    Ok(ClaimIds {
+        instance_id: instance_id.to_owned(),
+        ..ids
+    })
 }
 
 /// The claim's ids and the broker's decision chain, once the instance exists.
-async fn provision(claim: &ServiceClaim, ctx: &Context) -> Result<(ClaimIds, String), Failure> {
-    let ids = ids(claim, ctx).await?;
+async fn provision(
+    claim: &ServiceClaim,
+    ctx: &Context,
+    instance_id: &str,
+) -> Result<(ClaimIds, String), Failure> {
+    let ids = ids(claim, ctx, instance_id).await?;
     let metadata = platform::provision(&ctx.osb, &ids, ctx.patience)
         .await
         .map_err(broker_failure("ProvisionFailed"))?;
@@ -282,24 +304,47 @@ fn correction(current: &Secret, wanted: &Secret) -> Value {
     })
 }
 
-/// Deletion: unbind (also a binding an older Secret records), deprovision, delete the Secret.
+/// Deletion: unbind (also a binding an older Secret records), deprovision, delete the Secret;
+/// with deletion policy `Orphan`, only the Secret goes.
 async fn cleanup(
     api: &Api<ServiceClaim>,
     claim: &ServiceClaim,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    if let Err(f) = deprovision(claim, ctx).await {
-        let deleting = Progress::Deleting(f.clone());
-        if let Err(e) = status::write(api, claim, &deleting).await {
-            tracing::warn!(claim = %claim.name_any(), "writing the status: {e}");
-        }
-        return Err(Error::Claim(f));
-    }
     let namespace = claim.namespace().ok_or(Error::NoNamespace)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = claim.name_any();
-    let existing = secrets.get_opt(&name).await.map_err(Error::Kube)?;
-    if existing.is_some_and(|s| secret::controlled_by(&s, claim)) {
+    let existing = secrets
+        .get_opt(&name)
+        .await
+        .map_err(Error::Kube)?
+        .filter(|s| secret::controlled_by(s, claim));
+    let instance_id = identity::known(claim, existing.as_ref(), &ctx.platform_id);
+    let deprovisioned = match identity::deletion_policy(claim) {
+        Ok(DeletionPolicy::Delete) => match identity::check(claim) {
+            Ok(()) => deprovision(claim, existing.as_ref(), &instance_id, ctx).await,
+            Err(f) => Err(f),
+        },
+        Ok(DeletionPolicy::Orphan) => {
+            tracing::warn!(
+                claim = %name,
+                %namespace,
+                instance = %instance_id,
+                "deletion policy Orphan: the broker's instance and its binding are left as they \
+                 are (not deprovisioned; the database and its credentials stay)"
+            );
+            Ok(())
+        }
+        Err(f) => Err(f),
+    };
+    if let Err(f) = deprovisioned {
+        let deleting = Progress::Deleting(f.clone());
+        if let Err(e) = status::write(api, claim, &deleting).await {
+            tracing::warn!(claim = %name, "writing the status: {e}");
+        }
+        return Err(Error::Claim(f));
+    }
+    if existing.is_some() {
         match secrets.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.is_not_found() => {}
@@ -310,34 +355,72 @@ async fn cleanup(
     Ok(Action::await_change())
 }
 
-async fn deprovision(claim: &ServiceClaim, ctx: &Context) -> Result<(), Failure> {
-    if claim.parsed_spec().is_err() {
-        // Nothing was ever provisioned for a spec meshwork cannot read.
-        return Ok(());
-    }
-    let ids = ids(claim, ctx).await?;
+/// Unbinds every binding the claim is known to have (its Secret's, its spec's) and deletes the
+/// instance `instance_id`. Needs neither the catalog nor a readable spec: the instance's
+/// service and plan are read back from the broker, and an instance the broker does not have
+/// is the only reason to conclude that nothing is left to deprovision.
+async fn deprovision(
+    claim: &ServiceClaim,
+    existing: Option<&Secret>,
+    instance_id: &str,
+    ctx: &Context,
+) -> Result<(), Failure> {
     let failure = broker_failure("DeprovisionFailed");
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ids.space);
-    let recorded = secrets
-        .get_opt(&ids.claim)
+    let (name, namespace) = (claim.name_any(), claim.namespace().unwrap_or_default());
+    let spec = claim.parsed_spec().ok();
+    let bindings = known_bindings(&name, spec.as_ref(), existing);
+    let mut ids = ClaimIds {
+        claim: name.clone(),
+        instance_id: instance_id.to_owned(),
+        binding_id: String::new(),
+        service_id: String::new(),
+        plan_id: String::new(),
+        organization: ctx.scope().mesh.to_owned(),
+        space: namespace,
+        context: json!({}),
+        app: spec.map(|s| s.bind_to.to_string()).unwrap_or_default(),
+    };
+    let Some((service_id, plan_id)) = platform::instance_plan(&ctx.osb, &ids)
         .await
-        .ok()
-        .flatten()
-        .filter(|s| secret::controlled_by(s, claim))
-        .and_then(|s| secret::binding_id(&s).map(str::to_owned));
-    if let Some(old) = recorded.filter(|b| *b != ids.binding_id) {
-        let old = ClaimIds {
-            binding_id: old,
+        .map_err(&failure)?
+    else {
+        tracing::info!(claim = %name, instance = %instance_id, "the broker has no such instance");
+        return Ok(());
+    };
+    (ids.service_id, ids.plan_id) = (service_id, plan_id);
+    for binding_id in bindings {
+        let binding = ClaimIds {
+            binding_id,
             ..ids.clone()
         };
-        platform::unbind(&ctx.osb, &old, ctx.patience)
+        platform::unbind(&ctx.osb, &binding, ctx.patience)
             .await
             .map_err(&failure)?;
     }
-    platform::deprovision(&ctx.osb, &ids, ctx.patience)
+    platform::delete_instance(&ctx.osb, &ids, ctx.patience)
         .await
         .map_err(&failure)?;
     Ok(())
+}
+
+/// The binding ids a claim is known to have: its Secret's, and the one its spec names.
+fn known_bindings(
+    name: &str,
+    spec: Option<&api::taxonomy::ServiceClaimSpec>,
+    existing: Option<&Secret>,
+) -> Vec<String> {
+    let mut bindings: Vec<String> = existing
+        .and_then(secret::binding_id)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(spec) = spec {
+        let from_spec = format!("{}.{name}", spec.bind_to);
+        if !bindings.contains(&from_spec) {
+            bindings.push(from_spec);
+        }
+    }
+    bindings
 }
 
 #[cfg(test)]
