@@ -191,15 +191,21 @@ pub async fn binding_credentials(osb: &OsbClient, ids: &ClaimIds) -> anyhow::Res
 }
 
 /// `GET` the instance: its `(service_id, plan_id)` as the broker recorded them, or `None` when
-/// the broker has no usable instance with this id (the catalog is not needed: a claim whose
-/// class or size left the taxonomy can still be deprovisioned).
+/// the broker has no instance with this id at all (the catalog is not needed: a claim whose
+/// class or size left the taxonomy can still be deprovisioned). A broker answers 404 for an
+/// instance it is still provisioning (OSB) or failed to provision (meshwork's broker keeps
+/// those): its `last_operation` tells them apart from an absent one. Still provisioning is an
+/// error (ask again later: deleting now would leak what the provision then creates); a failed
+/// provision is `DELETE`d with `fallback`'s service and plan (the claim's catalog ids), or is an
+/// error when there are none.
 pub async fn instance_plan(
     osb: &OsbClient,
     ids: &ClaimIds,
 ) -> anyhow::Result<Option<(String, String)>> {
     let answer = osb.call("GET", &ids.instance_path(), None).await?;
     match answer.status {
-        404 | 410 => return Ok(None),
+        410 => return Ok(None),
+        404 => return unusable_instance(osb, ids).await,
         200 => {}
         _ => return Err(refused(ids, "show the instance", &answer)),
     }
@@ -207,6 +213,39 @@ pub async fn instance_plan(
     match (id("service_id"), id("plan_id")) {
         (Some(service), Some(plan)) => Ok(Some((service, plan))),
         _ => Err(refused(ids, "say the instance's service and plan", &answer)),
+    }
+}
+
+/// An instance the broker answered 404 for: absent (`None`), still being provisioned (an
+/// error), or failed (deleted with `ids`' own service and plan when it has them).
+async fn unusable_instance(
+    osb: &OsbClient,
+    ids: &ClaimIds,
+) -> anyhow::Result<Option<(String, String)>> {
+    let last = format!("{}/last_operation", ids.instance_path());
+    let answer = osb.call("GET", &last, None).await?;
+    match (answer.status, answer.body["state"].as_str()) {
+        (404 | 410, _) => Ok(None),
+        (200, Some("in progress")) => bail!(
+            "claim {}: instance {} is still being provisioned; it is deprovisioned once that \
+             has finished",
+            ids.claim,
+            ids.instance_id
+        ),
+        (200, Some("failed")) if !ids.service_id.is_empty() && !ids.plan_id.is_empty() => {
+            Ok(Some((ids.service_id.clone(), ids.plan_id.clone())))
+        }
+        (200, Some("failed")) => bail!(
+            "claim {}: instance {} failed to provision and the broker still records it; \
+             deleting it needs the claim's class and size, which do not resolve in the catalog",
+            ids.claim,
+            ids.instance_id
+        ),
+        _ => Err(refused(
+            ids,
+            "report the instance's last operation",
+            &answer,
+        )),
     }
 }
 

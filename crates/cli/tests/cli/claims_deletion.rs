@@ -171,3 +171,49 @@ fn a_claim_without_a_record_takes_the_instance_id_its_secret_names() {
     assert_eq!(setup.secret().unwrap().data, secret.data, "no rotation");
     assert_delete_leaves_nothing(&setup);
 }
+
+/// A claim deleted while its asynchronous provision is still running keeps its finalizer
+/// (the broker answers 404 for the unfinished instance; its `last_operation` says it is in
+/// progress), and is deprovisioned once the provision has finished: nothing the provision
+/// creates afterwards is leaked. (A controller that is itself polling the provision notices a
+/// deletion only when its poll ends; here it is restarted, so the deletion is reconciled
+/// against the running provision at once.)
+#[test]
+fn a_claim_deleted_during_an_asynchronous_provision_is_deprovisioned_once_it_finishes() {
+    let setup = Setup::with_taxonomy("kc1", |taxonomy| {
+        let sync = "      cascadeDelete: true\n";
+        assert!(taxonomy.contains(sync), "the dev rule");
+        taxonomy.replacen(
+            sync,
+            "      cascadeDelete: true\n      asynchronous: true\n",
+            1,
+        )
+    });
+    let held_broker = setup.broker_held(Some(broker::provider::STEP_INSTANCE_CREATED));
+    let controller = setup.controller(None);
+    setup.create_claim();
+    setup.wait_condition("Ready", "False", Some("Provisioning"));
+    let deadline = Instant::now() + DEADLINE;
+    while setup.pg_state() != (1, 1, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never created the database"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(controller); // SIGKILL: its poll of the provision ends with it
+    setup.delete_claim();
+    let _controller = setup.controller(None);
+    let held = setup.wait_condition("Ready", "False", Some("DeprovisionFailed"));
+    let message = condition(&held, "Ready").unwrap()["message"].to_string();
+    assert!(message.contains("still being provisioned"), "{message}");
+    assert_eq!(
+        setup.pg_state(),
+        (1, 1, 0),
+        "the database is kept meanwhile"
+    );
+
+    drop(held_broker);
+    let _broker = setup.broker(); // resumes the provision, which finishes; then it is deleted
+    crate::kubernetes_claims::assert_gone_with_everything(&setup);
+}

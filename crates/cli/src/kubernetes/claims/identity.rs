@@ -54,20 +54,27 @@ pub fn recorded(claim: &ServiceClaim) -> Option<&str> {
 /// id>`. An annotation copied from another claim's manifest would otherwise make two claims
 /// share one database, and deleting either would drop it.
 pub fn check(claim: &ServiceClaim) -> Result<(), Failure> {
-    let Some(id) = recorded(claim) else {
-        return Ok(());
-    };
-    let own = fresh(claim, "");
-    match id.strip_prefix(&own) {
-        Some(platform) if !platform.is_empty() => Ok(()),
-        _ => Err(Failure::new(
+    match recorded(claim) {
+        Some(id) if !is_own(claim, id) => Err(Failure::new(
             "InstanceIdMismatch",
             format!(
                 "annotation {INSTANCE_ID}: {id:?} is not an instance id of this claim \
-                 ({own}<platform id>); remove the annotation if it was copied from another claim"
+                 ({}<platform id>); remove the annotation if it was copied from another claim",
+                fresh(claim, "")
             ),
         )),
+        _ => Ok(()),
     }
+}
+
+/// Whether `id` is one of this claim's instance ids: `<name>.<namespace>.` and a platform id
+/// without dots. Names may hold dots, namespaces may not, so without the last rule claim `a`
+/// of namespace `b` could name `a.b.x.<p>`, the instance of claim `a.b` of namespace `x`. Every
+/// id read from something a tenant can write (the claim's annotation, its Secret's) passes
+/// here before the broker hears of it.
+pub fn is_own(claim: &ServiceClaim, id: &str) -> bool {
+    id.strip_prefix(&fresh(claim, ""))
+        .is_some_and(|platform| !platform.is_empty() && !platform.contains('.'))
 }
 
 /// The instance id a claim without a record gets: `<name>.<namespace>.<platform id>`.
@@ -78,10 +85,22 @@ pub fn fresh(claim: &ServiceClaim, platform_id: &str) -> String {
 
 /// The claim's instance id: the recorded one, else the one its Secret (controlled by the
 /// claim) records, else [`fresh`]. A claim from before ids were recorded keeps the instance
-/// its Secret names even when the controller's platform id has changed since.
+/// its Secret names even when the controller's platform id has changed since. Only ids that
+/// are [this claim's own](is_own) count: a Secret can be edited by whoever may write Secrets
+/// in the namespace, and must not steer the controller to another claim's instance.
 pub fn known(claim: &ServiceClaim, secret: Option<&Secret>, platform_id: &str) -> String {
-    let on_secret = secret.and_then(|s| s.annotations().get(INSTANCE_ID));
+    let on_secret = secret
+        .and_then(|s| s.annotations().get(INSTANCE_ID))
+        .filter(|id| {
+            let own = is_own(claim, id);
+            if !own {
+                tracing::warn!(claim = %claim.name_any(), instance = %id,
+                    "the claim's Secret names an instance id that is not the claim's; ignored");
+            }
+            own
+        });
     recorded(claim)
+        .filter(|id| is_own(claim, id))
         .map(str::to_owned)
         .or_else(|| on_secret.cloned())
         .unwrap_or_else(|| fresh(claim, platform_id))
@@ -111,7 +130,12 @@ pub async fn record(
         .await?
         .filter(|s| secret::controlled_by(s, claim));
     let id = known(claim, existing.as_ref(), platform_id);
-    let patch = json!({ "metadata": { "annotations": { INSTANCE_ID: id } } });
+    // The resourceVersion makes the patch conditional: a claim edited since the cache saw it
+    // (say, an annotation added by hand) gets a 409 and is reconciled again, not overwritten.
+    let patch = json!({ "metadata": {
+        "annotations": { INSTANCE_ID: id },
+        "resourceVersion": claim.resource_version(),
+    } });
     api.patch(
         &claim.name_any(),
         &PatchParams::default(),
@@ -156,12 +180,35 @@ mod tests {
             "other-db.shop.old",
             "charges-db.other.old",
             "charges-db.shop.",
+            // Another namespace's claim `charges-db.shop` (namespace `x`), reached through a
+            // dotted platform id.
+            "charges-db.shop.x.old",
         ] {
             let copied = claim(json!({INSTANCE_ID: copied}));
             assert_eq!(check(&copied).unwrap_err().reason, "InstanceIdMismatch");
         }
         assert_eq!(recorded(&kept), Some("charges-db.shop.old"));
         assert_eq!(known(&kept, Some(&secret), "p1"), "charges-db.shop.old");
+    }
+
+    #[test]
+    fn a_secret_naming_another_claims_instance_is_ignored() {
+        let fresh_claim = claim(json!({}));
+        for forged in [
+            "victim-db.shop.p0",
+            "charges-db.bank.p0",
+            "charges-db.shop.x.p0",
+        ] {
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"annotations": {INSTANCE_ID: forged}}
+            }))
+            .unwrap();
+            assert_eq!(
+                known(&fresh_claim, Some(&secret), "p1"),
+                "charges-db.shop.p1",
+                "{forged}"
+            );
+        }
     }
 
     #[test]

@@ -358,7 +358,8 @@ async fn cleanup(
 /// Unbinds every binding the claim is known to have (its Secret's, its spec's) and deletes the
 /// instance `instance_id`. Needs neither the catalog nor a readable spec: the instance's
 /// service and plan are read back from the broker, and an instance the broker does not have
-/// is the only reason to conclude that nothing is left to deprovision.
+/// is the only reason to conclude that nothing is left to deprovision (one still being
+/// provisioned holds the deletion until it has finished; see `platform::instance_plan`).
 async fn deprovision(
     claim: &ServiceClaim,
     existing: Option<&Secret>,
@@ -369,16 +370,21 @@ async fn deprovision(
     let (name, namespace) = (claim.name_any(), claim.namespace().unwrap_or_default());
     let spec = claim.parsed_spec().ok();
     let bindings = known_bindings(&name, spec.as_ref(), existing);
-    let mut ids = ClaimIds {
-        claim: name.clone(),
-        instance_id: instance_id.to_owned(),
-        binding_id: String::new(),
-        service_id: String::new(),
-        plan_id: String::new(),
-        organization: ctx.scope().mesh.to_owned(),
-        space: namespace,
-        context: json!({}),
-        app: spec.map(|s| s.bind_to.to_string()).unwrap_or_default(),
+    let mut ids = match ids(claim, ctx, instance_id).await {
+        // The catalog's ids, used only to delete an instance whose provision failed (the
+        // broker shows no plan for it).
+        Ok(ids) => ids,
+        Err(_) => ClaimIds {
+            claim: name.clone(),
+            instance_id: instance_id.to_owned(),
+            binding_id: String::new(),
+            service_id: String::new(),
+            plan_id: String::new(),
+            organization: ctx.scope().mesh.to_owned(),
+            space: namespace,
+            context: json!({}),
+            app: spec.map(|s| s.bind_to.to_string()).unwrap_or_default(),
+        },
     };
     let Some((service_id, plan_id)) = platform::instance_plan(&ctx.osb, &ids)
         .await
