@@ -144,8 +144,9 @@ impl ClusterSource {
 
     /// Saves every set that loads as `<state>/cluster-resources.json` ([`saved`]), and starts
     /// from it when the cluster's objects do not load ([`Self::first_resources`]).
-    pub fn save_in(&mut self, state: &std::path::Path) {
-        self.saved = Some(SavedSet::in_state_dir(state));
+    /// `namespace`: the scope the source reads (a set saved from another is not started from).
+    pub fn save_in(&mut self, state: &std::path::Path, namespace: Option<&str>) {
+        self.saved = Some(SavedSet::in_state_dir(state, namespace));
     }
 
     /// Waits until every kind has been listed once; the first set the control plane starts
@@ -369,7 +370,7 @@ pub async fn serve_control(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut source = ClusterSource::watch(client, namespace).await;
-    source.save_in(&config.state_dir);
+    source.save_in(&config.state_dir, namespace);
     let mut shutdown = Box::pin(shutdown);
     let first = tokio::select! {
         set = source.first_resources() => set,

@@ -2,8 +2,10 @@
 //! (`<state>/cluster-resources.json`): what a restart starts from when the cluster's objects
 //! do not load, so that one bad edit cannot keep the node API (and agents' SVID renewals) down.
 //!
-//! The file holds the objects' desired state (`api::object::desired_state`: no status, no
-//! server metadata) as a JSON array. It is written after every set that loads, atomically
+//! The file holds the scope it was read from (`--namespace`, or every namespace) and the
+//! objects' desired state (`api::object::desired_state`: no status, no server metadata). A
+//! saved set of another scope (the state directory reused with another `--namespace`) is not
+//! started from: it would serve another tenant's policies. It is written after every set that loads, atomically
 //! (a temporary file renamed over it) and readable by the owner only (0600): it names every
 //! workload and policy of the mesh.
 
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use api::object::ObjectSet;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The file's name in the state directory.
 pub const FILE: &str = "cluster-resources.json";
@@ -22,13 +24,20 @@ pub const FILE: &str = "cluster-resources.json";
 #[derive(Debug, Clone)]
 pub struct SavedSet {
     path: PathBuf,
+    /// `namespace <ns>` or `all namespaces`.
+    scope: String,
 }
 
 impl SavedSet {
-    /// The saved set of the control plane whose state directory is `state`.
-    pub fn in_state_dir(state: &Path) -> SavedSet {
+    /// The saved set of the control plane whose state directory is `state`, reading the
+    /// cluster in `namespace` (or in all).
+    pub fn in_state_dir(state: &Path, namespace: Option<&str>) -> SavedSet {
         SavedSet {
             path: state.join(FILE),
+            scope: match namespace {
+                Some(ns) => format!("namespace {ns}"),
+                None => "all namespaces".to_owned(),
+            },
         }
     }
 
@@ -40,7 +49,7 @@ impl SavedSet {
     /// Replaces the saved set with `objects` (each one's desired state).
     pub fn save<'a>(&self, objects: impl IntoIterator<Item = &'a Value>) -> anyhow::Result<()> {
         let objects: Vec<&Value> = objects.into_iter().collect();
-        let text = serde_json::to_vec_pretty(&objects)?;
+        let text = serde_json::to_vec_pretty(&json!({ "scope": self.scope, "objects": objects }))?;
         let tmp = self.path.with_extension("json.tmp");
         let written = (|| -> std::io::Result<()> {
             let mut file = std::fs::OpenOptions::new()
@@ -68,10 +77,38 @@ impl SavedSet {
                 return Err(error).with_context(|| format!("reading {}", self.path.display()));
             }
         };
-        let objects: Vec<Value> = serde_json::from_slice(&text)
+        let saved: Value = serde_json::from_slice(&text)
             .with_context(|| format!("reading {}", self.path.display()))?;
+        if saved["scope"].as_str() != Some(self.scope.as_str()) {
+            tracing::warn!(saved = %self.path.display(), scope = %saved["scope"],
+                wanted = %self.scope, "the saved set was read from another scope; not used");
+            return Ok(None);
+        }
+        let objects: Vec<Value> = serde_json::from_value(saved["objects"].clone())
+            .with_context(|| format!("reading {}: objects", self.path.display()))?;
         let loaded = api::object::load_objects(&objects)
             .with_context(|| format!("loading {}", self.path.display()))?;
         Ok(Some(loaded))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_saved_from_another_scope_is_not_started_from() {
+        let state = tempfile::tempdir().unwrap();
+        SavedSet::in_state_dir(state.path(), None)
+            .save(std::iter::empty())
+            .unwrap();
+        let other = SavedSet::in_state_dir(state.path(), Some("shop"));
+        assert!(matches!(other.load(), Ok(None)), "another scope's set");
+        let same = SavedSet::in_state_dir(state.path(), None);
+        assert!(
+            !matches!(same.load(), Ok(None)),
+            "its own scope's set is read"
+        );
     }
 }

@@ -253,7 +253,7 @@ async fn a_start_with_objects_that_do_not_load_starts_from_the_saved_set() {
     use std::os::unix::fs::PermissionsExt;
     let state = tempfile::tempdir().expect("state");
     let (mut before, mut writers, _bump) = source();
-    before.save_in(state.path());
+    before.save_in(state.path(), None);
     for (kind, object) in example() {
         apply(&before, &mut writers, &kind, object);
     }
@@ -267,7 +267,7 @@ async fn a_start_with_objects_that_do_not_load_starts_from_the_saved_set() {
 
     // A restart, with a policy that names no Service in the cluster.
     let (mut restarted, mut writers, _bump) = source();
-    restarted.save_in(state.path());
+    restarted.save_in(state.path(), None);
     for (kind, object) in example() {
         apply(&restarted, &mut writers, &kind, object);
     }
