@@ -26,9 +26,11 @@ pub struct AgentArgs {
     /// State directory of the control plane (for the defaults below).
     #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
     pub state_dir: PathBuf,
-    /// The control plane's node API; read from `<state-dir>/node-api.addr` by default.
-    #[arg(long)]
-    pub control: Option<SocketAddr>,
+    /// The control plane's node API, `IP:PORT` or `HOST:PORT` (a name is resolved once, at
+    /// start: a Kubernetes Service's cluster IP does not move); read from
+    /// `<state-dir>/node-api.addr` by default.
+    #[arg(long, value_name = "ADDR")]
+    pub control: Option<String>,
     /// Roots to trust the control plane with before joining; `<state-dir>/bundle.pem` by default.
     #[arg(long)]
     pub trust_bundle: Option<PathBuf>,
@@ -40,12 +42,24 @@ pub struct AgentArgs {
     pub admin: Option<SocketAddr>,
 }
 
+/// `--control`: an `IP:PORT`, or a `HOST:PORT` resolved once (its first address).
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(parsed) = addr.parse() {
+        return Ok(parsed);
+    }
+    addr.to_socket_addrs()
+        .with_context(|| format!("--control {addr}: not IP:PORT, and HOST:PORT does not resolve"))?
+        .next()
+        .with_context(|| format!("--control {addr}: the name has no address"))
+}
+
 /// Runs the agent until SIGINT/SIGTERM.
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     logging::init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let control = match args.control {
-        Some(addr) => addr,
+        Some(addr) => resolve(&addr)?,
         None => {
             let path = args.state_dir.join("node-api.addr");
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -94,4 +108,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(control::agent::run(config, parent::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn control_takes_an_address_or_a_name() {
+        let ip = resolve("127.0.0.1:8443").map(|a| a.to_string());
+        assert_eq!(ip.ok().as_deref(), Some("127.0.0.1:8443"));
+        let named = resolve("localhost:8443").map(|a| a.port());
+        assert_eq!(named.ok(), Some(8443));
+        let error = resolve("no-port").map_err(|e| format!("{e:#}"));
+        assert!(error.is_err_and(|e| e.contains("--control no-port")));
+    }
 }
