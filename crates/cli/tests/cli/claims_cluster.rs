@@ -47,6 +47,33 @@ impl Setup {
         Setup::build(namespace, edit, &meshwork_resources())
     }
 
+    /// A setup whose broker provisions asynchronously (store-billing's `dev` rule made
+    /// `asynchronous`): the controller polls `last_operation`.
+    pub(crate) fn asynchronous(namespace: &'static str) -> Setup {
+        Setup::with_taxonomy(namespace, |taxonomy| {
+            let sync = "      cascadeDelete: true\n";
+            assert!(taxonomy.contains(sync), "the dev rule");
+            taxonomy.replacen(
+                sync,
+                "      cascadeDelete: true\n      asynchronous: true\n",
+                1,
+            )
+        })
+    }
+
+    /// Waits until the broker has created the claim's database and its owner role (and no
+    /// binding user yet): an operation held after that step.
+    pub(crate) fn wait_database_created(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.pg_state() != (1, 1, 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the broker never created the database"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A setup whose fake API server serves `resources` (e.g. a looser ServiceClaim schema).
     pub(crate) fn serving(namespace: &'static str, resources: &[FakeResource]) -> Setup {
         Setup::build(namespace, |t| t, resources)

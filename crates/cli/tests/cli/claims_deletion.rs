@@ -180,27 +180,12 @@ fn a_claim_without_a_record_takes_the_instance_id_its_secret_names() {
 /// against the running provision at once.)
 #[test]
 fn a_claim_deleted_during_an_asynchronous_provision_is_deprovisioned_once_it_finishes() {
-    let setup = Setup::with_taxonomy("kc1", |taxonomy| {
-        let sync = "      cascadeDelete: true\n";
-        assert!(taxonomy.contains(sync), "the dev rule");
-        taxonomy.replacen(
-            sync,
-            "      cascadeDelete: true\n      asynchronous: true\n",
-            1,
-        )
-    });
+    let setup = Setup::asynchronous("kc1");
     let held_broker = setup.broker_held(Some(broker::provider::STEP_INSTANCE_CREATED));
     let controller = setup.controller(None);
     setup.create_claim();
     setup.wait_condition("Ready", "False", Some("Provisioning"));
-    let deadline = Instant::now() + DEADLINE;
-    while setup.pg_state() != (1, 1, 0) {
-        assert!(
-            Instant::now() < deadline,
-            "the broker never created the database"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    setup.wait_database_created();
     drop(controller); // SIGKILL: its poll of the provision ends with it
     setup.delete_claim();
     let _controller = setup.controller(None);

@@ -287,15 +287,7 @@ fn claim_deleted_while_the_controller_is_down_is_deprovisioned_on_restart() {
 /// and the claim ends Ready with one database and one binding.
 #[test]
 fn controller_killed_while_polling_an_asynchronous_provision() {
-    let setup = Setup::with_taxonomy("ka7", |taxonomy| {
-        let sync = "      cascadeDelete: true\n";
-        assert!(taxonomy.contains(sync), "the dev rule");
-        taxonomy.replacen(
-            sync,
-            "      cascadeDelete: true\n      asynchronous: true\n",
-            1,
-        )
-    });
+    let setup = Setup::asynchronous("ka7");
     let held_broker = setup.broker_held(Some(broker::provider::STEP_INSTANCE_CREATED));
     let controller = setup.controller(None);
     setup.create_claim();
@@ -304,14 +296,7 @@ fn controller_killed_while_polling_an_asynchronous_provision() {
         condition(&claim, "Provisioned").unwrap()["status"],
         "Unknown"
     );
-    let deadline = Instant::now() + DEADLINE;
-    while setup.pg_state() != (1, 1, 0) {
-        assert!(
-            Instant::now() < deadline,
-            "the broker never created the database"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    setup.wait_database_created();
     drop(controller); // SIGKILL and reap: a crash, nothing cleaned up
     drop(held_broker); // SIGKILL and reap: a crash, nothing cleaned up
 
