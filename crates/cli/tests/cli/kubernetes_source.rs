@@ -103,20 +103,17 @@ fn cluster_edits_reach_running_sidecars() {
     let cluster = Cluster::start(&kubeconfig);
 
     // Every resource of the example but its route, which comes later.
-    let mut objects = Vec::new();
-    for file in [
-        "mesh.yaml",
-        "services.yaml",
-        "workloads.yaml",
-        "policies.yaml",
-        "taxonomy.yaml",
-        "claims.yaml",
-    ] {
-        objects.extend(objects_of(file));
-    }
-    for object in &objects {
-        cluster.create(object);
-    }
+    let objects = create_files(
+        &cluster,
+        &[
+            "mesh.yaml",
+            "services.yaml",
+            "workloads.yaml",
+            "policies.yaml",
+            "taxonomy.yaml",
+            "claims.yaml",
+        ],
+    );
     let policy = objects
         .iter()
         .find(|o| o["metadata"]["name"] == "billing-charges")
@@ -368,15 +365,20 @@ fn a_cluster_without_the_gateway_api_crds_runs_without_routes() {
 
 /// The store-billing example's mesh, services, workloads and policies, created in `cluster`.
 fn create_example(cluster: &Cluster) -> Vec<Value> {
-    let mut objects = Vec::new();
-    for file in [
-        "mesh.yaml",
-        "services.yaml",
-        "workloads.yaml",
-        "policies.yaml",
-    ] {
-        objects.extend(objects_of(file));
-    }
+    create_files(
+        cluster,
+        &[
+            "mesh.yaml",
+            "services.yaml",
+            "workloads.yaml",
+            "policies.yaml",
+        ],
+    )
+}
+
+/// The resources of these files of the store-billing example, created in `cluster`.
+fn create_files(cluster: &Cluster, files: &[&str]) -> Vec<Value> {
+    let objects: Vec<Value> = files.iter().flat_map(|f| objects_of(f)).collect();
     for object in &objects {
         cluster.create(object);
     }
