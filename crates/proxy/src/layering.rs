@@ -36,6 +36,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("exposition", &[]),
     ("hop_by_hop", &[]),
     ("ready", &[]),
+    ("pod", &[]),
     ("trace_context", &[]),
     ("layering", &[]),
     ("span_notes", &["trace_context"]),

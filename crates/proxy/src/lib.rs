@@ -46,6 +46,7 @@ mod label;
 mod layering;
 mod metrics;
 mod outbound;
+pub mod pod;
 mod pool;
 mod prometheus;
 mod proxy;
