@@ -106,3 +106,53 @@ mod tests {
         assert!(err.to_string().contains("huge"), "{err}");
     }
 }
+
+/// The DNS suffix of claimed services' names inside pods: `<claim>.<namespace>.claims.meshwork`.
+///
+/// In pod mode an app cannot reach the instance's address itself (the machine's `127.0.0.1`
+/// is not the pod's), so the binding it is handed names its instance by this name instead;
+/// the pod's resolver answers it and the workload's sidecar — which reads the real address
+/// from the binding — connects, for the bound workload only.
+pub const CLAIM_DOMAIN: &str = "claims.meshwork";
+
+/// The name an app in a pod reaches claim `name` of `namespace` by.
+pub fn claim_host(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}.{CLAIM_DOMAIN}")
+}
+
+/// The claim and namespace a [`claim_host`] name stands for (lowercase, without a trailing
+/// dot); `None` for any other name.
+pub fn parse_claim_host(host: &str) -> Option<(&str, &str)> {
+    let rest = host.strip_suffix(CLAIM_DOMAIN)?.strip_suffix('.')?;
+    let (name, namespace) = rest.split_once('.')?;
+    let label = |s: &str| super::is_resource_name(s) && !s.contains('.');
+    (label(name) && label(namespace)).then_some((name, namespace))
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn claim_hosts_round_trip_and_nothing_else_parses() {
+        assert_eq!(
+            claim_host("charges-db", "default"),
+            "charges-db.default.claims.meshwork"
+        );
+        assert_eq!(
+            parse_claim_host("charges-db.default.claims.meshwork"),
+            Some(("charges-db", "default"))
+        );
+        for other in [
+            "claims.meshwork",
+            "x.claims.meshwork",
+            "a.b.c.claims.meshwork",
+            "charges-db.default.claims.meshwork.evil",
+            "charges-db.defaultclaims.meshwork",
+            "Charges-DB.default.claims.meshwork",
+            "api.stripe.com",
+        ] {
+            assert_eq!(parse_claim_host(other), None, "{other}");
+        }
+    }
+}

@@ -16,7 +16,7 @@ pub mod policy;
 
 use std::fmt;
 
-pub use claim::ServiceClaimSpec;
+pub use claim::{CLAIM_DOMAIN, ServiceClaimSpec, claim_host, parse_claim_host};
 pub use class::{MaintenanceInfoSpec, ServiceClassSpec, ServiceKind, Size, SizeLimits};
 pub use environment::{ContextKey, ContextMatch, EnvironmentSpec, Glob, RequestContext};
 pub use loading::load_taxonomy_dir;

@@ -14,6 +14,7 @@
 pub mod delivery;
 pub mod osb;
 pub mod platform;
+pub mod pod_view;
 pub mod record;
 
 use std::io::Write as _;

@@ -2,7 +2,9 @@
 //! tunnel through the proxy in `HTTPS_PROXY` (its sidecar, which applies egress policy to the
 //! tunnel), then TLS to the real host inside it. Both the `CONNECT` and the request inside the
 //! tunnel carry the trace context of the request billing serves, so the sidecar's tunnel span
-//! joins the trace.
+//! joins the trace. Without `HTTPS_PROXY` (in a pod, `meshwork up --isolation=pods`) it
+//! resolves and connects by itself, as an app that knows nothing of proxies does; the pod's
+//! sidecar captures the connection and applies the same egress policy to it.
 //!
 //! - `STRIPE_URL` (examples/store-billing/workloads.yaml sets
 //!   `https://api.stripe.com/v1/charges`): where charges go; unset, billing charges nothing.
@@ -54,17 +56,16 @@ pub async fn charge(
     }
 }
 
-/// How the app leaves: its proxy (`HTTPS_PROXY`) and the CA file it trusts.
+/// How the app leaves: its proxy (`HTTPS_PROXY`, if any) and the CA file it trusts.
 struct Egress {
-    proxy: String,
+    proxy: Option<String>,
     ca_file: PathBuf,
 }
 
 impl Egress {
     /// `HTTPS_PROXY`, and `STRIPE_CA` or else the stand-in's CA under `MESHWORK_STATE_DIR`.
     fn from_env() -> anyhow::Result<Egress> {
-        let proxy =
-            std::env::var("HTTPS_PROXY").context("HTTPS_PROXY is not set; run under meshwork")?;
+        let proxy = std::env::var("HTTPS_PROXY").ok().filter(|p| !p.is_empty());
         let ca_file = match std::env::var_os("STRIPE_CA") {
             Some(ca) => PathBuf::from(ca),
             None => {
@@ -115,12 +116,23 @@ async fn attempt(
     let name = ServerName::try_from(target.host.clone())
         .with_context(|| format!("{} is no TLS server name", target.host))?;
     let config = client_config(&egress.ca_file)?;
-    let tunnel = open_tunnel(&egress.proxy, &target, trace).await?;
-    let tls = TlsConnector::from(config)
-        .connect(name, tunnel)
-        .await
-        .with_context(|| format!("TLS with {}", target.authority))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    let connector = TlsConnector::from(config);
+    let tls = match &egress.proxy {
+        Some(proxy) => {
+            let tunnel = open_tunnel(proxy, &target, trace).await?;
+            let tls = connector.connect(name, tunnel).await;
+            tls.map(|s| TokioIo::new(Box::new(s) as Box<dyn Stream>))
+        }
+        None => {
+            let tcp = TcpStream::connect(target.authority.as_str())
+                .await
+                .with_context(|| format!("connecting to {}", target.authority))?;
+            let tls = connector.connect(name, tcp).await;
+            tls.map(|s| TokioIo::new(Box::new(s) as Box<dyn Stream>))
+        }
+    }
+    .with_context(|| format!("TLS with {}", target.authority))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(tls).await?;
     tokio::spawn(conn);
     let form = format!("amount={amount}&currency=usd&source=tok_visa");
     let mut request = hyper::Request::post(target.path.as_str())
@@ -145,6 +157,10 @@ async fn attempt(
         ),
     }
 }
+
+/// The TLS stream to Stripe, whichever way it was reached.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for S {}
 
 /// A `CONNECT` tunnel to `target` through `proxy`, the `CONNECT` carrying `trace`.
 async fn open_tunnel(

@@ -119,7 +119,7 @@ async fn the_connect_and_the_request_in_the_tunnel_carry_the_trace_context() {
     let (stripe_addr, ca, mut requests) = stripe(200, r#"{"id":"ch_test_1"}"#).await;
     let (proxy, mut heads) = proxy(stripe_addr, None).await;
     let egress = Egress {
-        proxy,
+        proxy: Some(proxy),
         ca_file: ca.path().join("ca.pem"),
     };
     let id = attempt(&egress, URL, 1234, Some("key-1"), &trace()).await;
@@ -150,7 +150,7 @@ async fn a_refused_connect_is_an_error_quoting_the_refusal() {
     let (pem, _) = demo_tls().unwrap();
     std::fs::write(ca.path().join("ca.pem"), pem).unwrap();
     let egress = Egress {
-        proxy,
+        proxy: Some(proxy),
         ca_file: ca.path().join("ca.pem"),
     };
     let err = attempt(&egress, URL, 1, None, &trace()).await.unwrap_err();
@@ -170,7 +170,7 @@ async fn a_server_the_ca_file_does_not_vouch_for_is_refused() {
     let (pem, _) = demo_tls().unwrap();
     std::fs::write(other.path().join("ca.pem"), pem).unwrap();
     let egress = Egress {
-        proxy,
+        proxy: Some(proxy),
         ca_file: other.path().join("ca.pem"),
     };
     let err = attempt(&egress, URL, 1, None, &trace()).await.unwrap_err();
@@ -184,7 +184,7 @@ async fn a_stripe_error_answer_is_an_error_quoting_it() {
     let (stripe_addr, ca, _requests) = stripe(402, body).await;
     let (proxy, _heads) = proxy(stripe_addr, None).await;
     let egress = Egress {
-        proxy,
+        proxy: Some(proxy),
         ca_file: ca.path().join("ca.pem"),
     };
     let err = attempt(&egress, URL, 1, None, &trace()).await.unwrap_err();
@@ -192,5 +192,25 @@ async fn a_stripe_error_answer_is_an_error_quoting_it() {
     assert!(
         err.contains("answered 402") && err.contains("declined"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_proxy_the_app_connects_by_itself_and_verifies_the_name() {
+    // In a pod there is no HTTPS_PROXY: the app resolves and connects itself (its sidecar
+    // captures the connection). Reaching the stand-in as `localhost` shows both that the app
+    // connected directly (the handshake happened) and that it still verifies the name.
+    let (stripe_addr, ca, mut requests) = stripe(200, r#"{"id":"ch_direct"}"#).await;
+    let egress = Egress {
+        proxy: None,
+        ca_file: ca.path().join("ca.pem"),
+    };
+    let url = format!("https://localhost:{}/v1/charges", stripe_addr.port());
+    let err = attempt(&egress, &url, 1, None, &trace()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("TLS with localhost"), "{err:#}");
+
+    assert!(
+        requests.try_recv().is_err(),
+        "no request goes to an unverified server"
     );
 }
