@@ -22,6 +22,7 @@ mod dashboard;
 mod group;
 pub mod guard;
 mod instances;
+mod isolation;
 mod node_agent;
 mod ports;
 pub mod proxy;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api::ResourceSet;
 
+use crate::pods::{Isolation, IsolationArg, PodPlan};
 use crate::state::{ReadyFile, StateDir};
 use instances::Instance;
 use signals::StopSignals;
@@ -95,20 +97,50 @@ pub struct UpArgs {
     /// errors only; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Pod mode: `pods` runs each workload replica in a network namespace of its own, its
+    /// traffic captured by its sidecar (needs root, `ip` and `nft`); `off` is proxy mode
+    /// (apps reach their sidecar through HTTP_PROXY); `auto` is pods where possible.
+    #[arg(long, value_enum, default_value_t = IsolationArg::Auto)]
+    pub isolation: IsolationArg,
 }
 
 /// Runs `up` until a signal or a child's exit.
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let set = api::load_dir(&args.dir)?;
     let state = StateDir::claim(&args.state_dir)?;
+    let pods = match prepare_isolation(&state, args.isolation) {
+        Ok(pods) => pods,
+        Err(e) => {
+            state.release();
+            return Err(e);
+        }
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    let code = rt.block_on(supervise(&set, &args, &state));
+    let code = rt.block_on(supervise(&set, &args, &state, pods));
     state.release();
     Ok(code)
 }
 
+/// Removes the pods a killed `up` left in this state directory, then decides whether this
+/// one runs pods (saying in one line when it does not).
+fn prepare_isolation(state: &StateDir, arg: IsolationArg) -> anyhow::Result<bool> {
+    if let Some(line) = crate::pods::clean_stale(state.path())? {
+        println!("[up] {line}");
+    }
+    Ok(match isolation::resolve(arg)? {
+        Isolation::Pods => {
+            println!("[up] isolation: pods (a network namespace per workload replica)");
+            true
+        }
+        Isolation::Off(reason) => {
+            println!("[up] {}", crate::pods::off_line(&reason));
+            false
+        }
+    })
+}
+
 /// Starts everything, runs until a stop, and stops everything — on every path.
-async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir) -> ExitCode {
+async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir, pods: bool) -> ExitCode {
     let mut signals = match StopSignals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -122,12 +154,14 @@ async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir) -> ExitCo
         _ => "debug",
     };
     let (mut sup, mut ends) = Supervisor::new(Some(level.to_owned()));
-    let code = match startup(&mut sup, &mut ends, &mut signals, set, args, state).await {
+    let code = match startup(&mut sup, &mut ends, &mut signals, set, args, state, pods).await {
         Ok(()) => run_until_stop(&mut sup, &mut ends, &mut signals).await,
         Err(code) => code,
     };
     sup.stop_all(GRACE, &mut signals).await;
     stop_private_postgres(state).await;
+    // Once nothing runs in them.
+    isolation::remove_pods(state.path());
     code
 }
 
@@ -168,9 +202,10 @@ async fn startup(
     set: &ResourceSet,
     args: &UpArgs,
     state: &StateDir,
+    pods: bool,
 ) -> Result<(), ExitCode> {
     let cut = {
-        let start = start_all(sup, set, args, state);
+        let start = start_all(sup, set, args, state, pods);
         tokio::select! {
             biased;
             caught = signals.recv() => Cut::Signal(caught),
@@ -252,6 +287,8 @@ struct Launch<'a> {
 struct Pending {
     instance: Instance,
     ready: PathBuf,
+    /// Its pod, in pod mode (not for `hostNetwork` workloads).
+    pod: Option<PodPlan>,
 }
 
 async fn start_all(
@@ -259,6 +296,7 @@ async fn start_all(
     set: &ResourceSet,
     args: &UpArgs,
     state: &StateDir,
+    pods: bool,
 ) -> anyhow::Result<()> {
     let launch = Launch {
         exe: std::env::current_exe().context("finding the meshwork binary")?,
@@ -279,7 +317,12 @@ async fn start_all(
     );
     let (node_api, agent_socket) = start_control_plane(sup, &launch).await?;
     let instances = instances::plan(set)?;
-    let pending = start_sidecars(sup, &launch, &instances, &agent_socket).await?;
+    // Before any process that would run in them; recorded, so every way out removes them.
+    let pods = match pods {
+        true => isolation::create_pods(set, state.path(), &instances)?,
+        false => Default::default(),
+    };
+    let pending = start_sidecars(sup, &launch, &instances, &pods, &agent_socket).await?;
     let claims_ctx = claims::ClaimsContext {
         exe: &launch.exe,
         dir: &launch.dir,
@@ -327,6 +370,7 @@ async fn start_sidecars(
     sup: &mut Supervisor,
     l: &Launch<'_>,
     instances: &[Instance],
+    pods: &std::collections::BTreeMap<String, PodPlan>,
     agent_socket: &Path,
 ) -> anyhow::Result<Vec<Pending>> {
     let dns = instances::egress_dns(l.set, instances);
@@ -343,7 +387,11 @@ async fn start_sidecars(
             .state
             .replica_ready_file(&instance.workload, instance.replica);
         let _ = std::fs::remove_file(&ready);
-        let proxy = proxy_command(l, w, instance, &ready, agent_socket, dns, &trace_args);
+        let pod = pods.get(&instance.name).cloned();
+        let mut proxy = proxy_command(l, w, instance, &ready, agent_socket, dns, &trace_args);
+        if let Some(pod) = &pod {
+            proxy = proxy.args(isolation::sidecar_pod_args(pod, l.set));
+        }
         let proc_name = format!("{}/proxy", instance.name);
         sup.spawn(&proc_name, proxy)?;
         let id = l
@@ -355,6 +403,7 @@ async fn start_sidecars(
         pending.push(Pending {
             instance: instance.clone(),
             ready,
+            pod,
         });
     }
     Ok(pending)
@@ -393,57 +442,81 @@ fn proxy_command(
 }
 
 /// Each app once its sidecar serves, with its bindings, `PORT`, `MESHWORK_REPLICA` and
-/// `HTTP_PROXY`; waits for its port. A replica's app (of a workload with `replicas` above
+/// `HTTP_PROXY` (in a pod: run there, unprivileged, with `MESHWORK_POD_IP` and no proxy
+/// variables); waits for its port. A replica's app (of a workload with `replicas` above
 /// 1) is restarted when it dies once `up` is ready; a single app's end stops `up`.
 async fn start_apps(
     sup: &mut Supervisor,
     l: &Launch<'_>,
     pending: Vec<Pending>,
     bindings: &claims::Bindings,
-) -> anyhow::Result<Vec<(String, u16, ReadyFile)>> {
+) -> anyhow::Result<Vec<table::Row>> {
     let mut table = Vec::new();
     let mut started = Vec::new();
-    for Pending { instance, ready } in pending {
+    for Pending {
+        instance,
+        ready,
+        pod,
+    } in pending
+    {
         let info = sup
             .wait_for_ready(&format!("{}/proxy", instance.name), &ready, l.timeout)
             .await?;
         let Some(w) = l.set.workload(&instance.workload) else {
             continue;
         };
-        let app = Child::app(&l.exe, &w.spec.command, &l.dir)
+        let app = match &pod {
+            Some(pod) => isolation::pod_app(&l.exe, &w.spec.command, &l.dir, pod)?,
+            None => {
+                Child::app(&l.exe, &w.spec.command, &l.dir).proxy_env(&info.outbound.to_string())
+            }
+        };
+        let app = app
             .envs(&w.spec.env)
             .envs(&bindings.env_for(&instance.workload))
             .env("PORT", &instance.port.to_string())
             .env("MESHWORK_WORKLOAD", &instance.workload)
             .env("MESHWORK_REPLICA", &instance.replica.to_string())
-            .env("MESHWORK_STATE_DIR", &l.state.path().to_string_lossy())
-            .proxy_env(&info.outbound.to_string());
+            .env("MESHWORK_STATE_DIR", &l.state.path().to_string_lossy());
         let app_name = format!("{}/app", instance.name);
         if instance.replicated {
             sup.spawn_restartable(&app_name, app)?;
         } else {
             sup.spawn(&app_name, app)?;
         }
-        table.push((instance.name.clone(), instance.port, info));
-        started.push((instance, ready));
+        let app_addr = match &pod {
+            Some(pod) => format!("{}:{}", pod.ip, instance.port),
+            None => format!("127.0.0.1:{}", instance.port),
+        };
+        table.push(table::Row {
+            name: instance.name.clone(),
+            app: app_addr,
+            info,
+        });
+        started.push((instance, ready, pod.is_some()));
     }
-    for (instance, ready) in &started {
-        wait_for_app(sup, l, &instance.name, instance.port, ready).await?;
+    for (instance, ready, in_pod) in &started {
+        wait_for_app(sup, l, &instance.name, instance.port, ready, *in_pod).await?;
     }
     Ok(table)
 }
 
 /// Waits until `name`'s app listens on `port` (at most `--app-timeout`) and its sidecar
 /// has seen it (the ready file's `app_listening`): until then the sidecar answers callers
-/// `503 app_starting`, and `up` must not print `ready`.
+/// `503 app_starting`, and `up` must not print `ready`. An app in a pod listens where only
+/// its sidecar sees it: then the ready file alone tells, within `--app-timeout`.
 async fn wait_for_app(
     sup: &mut Supervisor,
     l: &Launch<'_>,
     name: &str,
     port: u16,
     ready: &Path,
+    in_pod: bool,
 ) -> anyhow::Result<()> {
     let since = tokio::time::Instant::now();
+    if in_pod {
+        return wait_for_sidecar_to_see_app(name, port, ready, l.app_timeout).await;
+    }
     if let Err(error) = sup
         .wait_for_port(&format!("{name}/app"), port, l.app_timeout)
         .await
@@ -457,12 +530,24 @@ async fn wait_for_app(
             l.app_timeout.as_secs()
         );
     }
+    wait_for_sidecar_to_see_app(name, port, ready, l.timeout).await
+}
+
+/// Waits (at most `timeout`) until the ready file says the sidecar saw the app listening.
+async fn wait_for_sidecar_to_see_app(
+    name: &str,
+    port: u16,
+    ready: &Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     // The sidecar probes the port with a backoff capped well under a second.
-    let deadline = tokio::time::Instant::now() + l.timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     while !ReadyFile::read(ready).is_ok_and(|info| info.app_listening) {
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!(
-                "workload {name}: its sidecar did not see the app listening on 127.0.0.1:{port}"
+                "workload {name}: its sidecar did not see the app listening on 127.0.0.1:{port} \
+                 within {}s",
+                timeout.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
