@@ -13,14 +13,39 @@ use api::ResourceSet;
 use super::instances::Instance;
 use super::supervisor::Child;
 use crate::pods::{self, Isolation, IsolationArg, PodPlan};
+use crate::state::StateDir;
 
 /// Whether `up` runs pods when it can. Turn on once `meshwork proxy` accepts the arguments
 /// of [`sidecar_pod_args`].
 pub const POD_SIDECARS: bool = false;
 
+/// Removes the pods a killed `up` left in this state directory, then decides whether this
+/// one runs pods (saying in one line when it does not).
+pub fn prepare(state: &StateDir, arg: IsolationArg) -> anyhow::Result<bool> {
+    if let Some(line) = crate::pods::clean_stale(state.path())? {
+        println!("[up] {line}");
+    }
+    Ok(match resolve(arg)? {
+        Isolation::Pods => {
+            println!("[up] isolation: pods (a network namespace per workload replica)");
+            true
+        }
+        Isolation::Off(reason) => {
+            println!("[up] {}", crate::pods::off_line(&reason));
+            false
+        }
+    })
+}
+
+/// `MESHWORK_POD_SIDECARS=1` turns [`POD_SIDECARS`] on for one `up`: for the test of the
+/// wiring (pods created, sidecars given them, everything removed when a sidecar fails)
+/// before the sidecar side exists.
+const SWITCH_ENV: &str = "MESHWORK_POD_SIDECARS";
+
 /// What `--isolation` means in this build ([`POD_SIDECARS`]).
 pub fn resolve(arg: IsolationArg) -> anyhow::Result<Isolation> {
-    resolve_with(arg, POD_SIDECARS)
+    let on = POD_SIDECARS || std::env::var_os(SWITCH_ENV).is_some_and(|v| v == "1");
+    resolve_with(arg, on)
 }
 
 fn resolve_with(arg: IsolationArg, sidecars: bool) -> anyhow::Result<Isolation> {
@@ -53,6 +78,19 @@ pub fn create_pods(
     let spec = set.mesh().map(|m| m.spec.pods()).unwrap_or_default();
     let record = pods::create(state_dir, &spec.network, &members(set, instances))
         .context("creating the pods")?;
+    if let Some(slot) = record.slot {
+        let list: Vec<String> = record
+            .pods
+            .iter()
+            .map(|p| format!("{}={}", p.netns, p.ip))
+            .collect();
+        println!(
+            "[up] pods on {} ({}/24): {}",
+            slot.bridge(),
+            slot.base,
+            list.join(" ")
+        );
+    }
     let mut by_name = BTreeMap::new();
     for i in instances {
         if let Some(pod) = record.pod(&i.workload, i.replica) {

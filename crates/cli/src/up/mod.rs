@@ -16,6 +16,7 @@
 //! The top of the `cli` layering (`layering.rs`): uses `state`, `claims`, `broker_cmd`,
 //! `logging`, `parent`; nothing but `main` imports `up`.
 
+mod apps;
 mod claims;
 pub mod control;
 mod dashboard;
@@ -38,8 +39,8 @@ use std::time::Duration;
 use anyhow::Context;
 use api::ResourceSet;
 
-use crate::pods::{Isolation, IsolationArg, PodPlan};
-use crate::state::{ReadyFile, StateDir};
+use crate::pods::{IsolationArg, PodPlan};
+use crate::state::StateDir;
 use instances::Instance;
 use signals::StopSignals;
 use supervisor::{Child, Ends, Supervisor};
@@ -61,6 +62,15 @@ Replicas: a Workload with `replicas: N` runs N copies of its application, each w
 PORT (and MESHWORK_REPLICA=0..N-1), sidecar and ready file, all with the workload's one SPIFFE
 ID; they are named <workload>-0 … <workload>-N-1 in logs and the table. `meshwork exec
 <workload>` acts through replica 0's sidecar (`--replica N` picks another).
+
+Isolation (--isolation): `pods` runs each workload replica in a network namespace of its own
+(`mw<slot>-<workload>-<replica>`, an address from Mesh spec.pods.network on the bridge
+mwbr<slot>), its app unprivileged (uid 65534) and captured by its sidecar; `off` is proxy mode
+(apps share the host network and reach their sidecar through HTTP_PROXY); `auto` (the default)
+is pods where `up` can create them (root, `ip`, `nft`), else off, said in one line. Workloads
+with `hostNetwork: true` run as in proxy mode. Everything pods use is recorded in
+<state>/pods.json and removed when `up` stops; after a `kill -9`, the next `up` on the same
+state directory removes it first.
 
 Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP stops every process `up` started, at any
 stage: SIGTERM to each process group, 5 s grace, then SIGKILL (a second Ctrl-C kills at
@@ -108,7 +118,7 @@ pub struct UpArgs {
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let set = api::load_dir(&args.dir)?;
     let state = StateDir::claim(&args.state_dir)?;
-    let pods = match prepare_isolation(&state, args.isolation) {
+    let pods = match isolation::prepare(&state, args.isolation) {
         Ok(pods) => pods,
         Err(e) => {
             state.release();
@@ -119,24 +129,6 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let code = rt.block_on(supervise(&set, &args, &state, pods));
     state.release();
     Ok(code)
-}
-
-/// Removes the pods a killed `up` left in this state directory, then decides whether this
-/// one runs pods (saying in one line when it does not).
-fn prepare_isolation(state: &StateDir, arg: IsolationArg) -> anyhow::Result<bool> {
-    if let Some(line) = crate::pods::clean_stale(state.path())? {
-        println!("[up] {line}");
-    }
-    Ok(match isolation::resolve(arg)? {
-        Isolation::Pods => {
-            println!("[up] isolation: pods (a network namespace per workload replica)");
-            true
-        }
-        Isolation::Off(reason) => {
-            println!("[up] {}", crate::pods::off_line(&reason));
-            false
-        }
-    })
 }
 
 /// Starts everything, runs until a stop, and stops everything — on every path.
@@ -330,7 +322,7 @@ async fn start_all(
         timeout: launch.timeout,
     };
     let bindings = claims::deliver(sup, set, state, &claims_ctx).await?;
-    let table = start_apps(sup, &launch, pending, &bindings).await?;
+    let table = apps::start_apps(sup, &launch, pending, &bindings).await?;
     let dashboard = dashboard::start(sup, &launch).await?;
     table::print_table(&table, &launch, &node_api, &agent_socket, dashboard);
     Ok(())
@@ -439,120 +431,6 @@ fn proxy_command(
     // The sidecar also inherits `up`'s environment, OTEL_* included: what the Mesh
     // leaves out of spec.tracing comes from there.
     proxy.args(trace_args)
-}
-
-/// Each app once its sidecar serves, with its bindings, `PORT`, `MESHWORK_REPLICA` and
-/// `HTTP_PROXY` (in a pod: run there, unprivileged, with `MESHWORK_POD_IP` and no proxy
-/// variables); waits for its port. A replica's app (of a workload with `replicas` above
-/// 1) is restarted when it dies once `up` is ready; a single app's end stops `up`.
-async fn start_apps(
-    sup: &mut Supervisor,
-    l: &Launch<'_>,
-    pending: Vec<Pending>,
-    bindings: &claims::Bindings,
-) -> anyhow::Result<Vec<table::Row>> {
-    let mut table = Vec::new();
-    let mut started = Vec::new();
-    for Pending {
-        instance,
-        ready,
-        pod,
-    } in pending
-    {
-        let info = sup
-            .wait_for_ready(&format!("{}/proxy", instance.name), &ready, l.timeout)
-            .await?;
-        let Some(w) = l.set.workload(&instance.workload) else {
-            continue;
-        };
-        let app = match &pod {
-            Some(pod) => isolation::pod_app(&l.exe, &w.spec.command, &l.dir, pod)?,
-            None => {
-                Child::app(&l.exe, &w.spec.command, &l.dir).proxy_env(&info.outbound.to_string())
-            }
-        };
-        let app = app
-            .envs(&w.spec.env)
-            .envs(&bindings.env_for(&instance.workload))
-            .env("PORT", &instance.port.to_string())
-            .env("MESHWORK_WORKLOAD", &instance.workload)
-            .env("MESHWORK_REPLICA", &instance.replica.to_string())
-            .env("MESHWORK_STATE_DIR", &l.state.path().to_string_lossy());
-        let app_name = format!("{}/app", instance.name);
-        if instance.replicated {
-            sup.spawn_restartable(&app_name, app)?;
-        } else {
-            sup.spawn(&app_name, app)?;
-        }
-        let app_addr = match &pod {
-            Some(pod) => format!("{}:{}", pod.ip, instance.port),
-            None => format!("127.0.0.1:{}", instance.port),
-        };
-        table.push(table::Row {
-            name: instance.name.clone(),
-            app: app_addr,
-            info,
-        });
-        started.push((instance, ready, pod.is_some()));
-    }
-    for (instance, ready, in_pod) in &started {
-        wait_for_app(sup, l, &instance.name, instance.port, ready, *in_pod).await?;
-    }
-    Ok(table)
-}
-
-/// Waits until `name`'s app listens on `port` (at most `--app-timeout`) and its sidecar
-/// has seen it (the ready file's `app_listening`): until then the sidecar answers callers
-/// `503 app_starting`, and `up` must not print `ready`. An app in a pod listens where only
-/// its sidecar sees it: then the ready file alone tells, within `--app-timeout`.
-async fn wait_for_app(
-    sup: &mut Supervisor,
-    l: &Launch<'_>,
-    name: &str,
-    port: u16,
-    ready: &Path,
-    in_pod: bool,
-) -> anyhow::Result<()> {
-    let since = tokio::time::Instant::now();
-    if in_pod {
-        return wait_for_sidecar_to_see_app(name, port, ready, l.app_timeout).await;
-    }
-    if let Err(error) = sup
-        .wait_for_port(&format!("{name}/app"), port, l.app_timeout)
-        .await
-    {
-        // The wait fails early only when the app exited; that error names it already.
-        if since.elapsed() < l.app_timeout {
-            return Err(error);
-        }
-        anyhow::bail!(
-            "workload {name}: app never listened on 127.0.0.1:{port} (waited {}s; see --app-timeout)",
-            l.app_timeout.as_secs()
-        );
-    }
-    wait_for_sidecar_to_see_app(name, port, ready, l.timeout).await
-}
-
-/// Waits (at most `timeout`) until the ready file says the sidecar saw the app listening.
-async fn wait_for_sidecar_to_see_app(
-    name: &str,
-    port: u16,
-    ready: &Path,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    // The sidecar probes the port with a backoff capped well under a second.
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !ReadyFile::read(ready).is_ok_and(|info| info.app_listening) {
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "workload {name}: its sidecar did not see the app listening on 127.0.0.1:{port} \
-                 within {}s",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Ok(())
 }
 
 /// Removes a unix socket file left by an earlier run, if any.

@@ -375,3 +375,69 @@ impl Drop for StaleGuard {
             .output();
     }
 }
+
+/// The wiring of `up` in pod mode, before the sidecar side exists (switched on for this one
+/// `up`): the pods are created after the agent, the sidecar is given its pod, fails on it
+/// (`meshwork proxy` has no `--pod` yet), and `up` removes every pod on its way out.
+/// Once the sidecar side is merged this `up` succeeds instead; then stop it with SIGTERM.
+#[test]
+fn up_removes_its_pods_when_a_sidecar_fails() {
+    skip_unless_able!("up_removes_its_pods_when_a_sidecar_fails");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  \
+         trustDomain: meshwork.local\n---\napiVersion: meshwork.dev/v1alpha1\nkind: Workload\n\
+         metadata: {name: pupa}\nspec:\n  command: [sleep, \"30\"]\n---\n\
+         apiVersion: meshwork.dev/v1alpha1\nkind: Workload\nmetadata: {name: pupb}\nspec:\n  \
+         command: [sleep, \"30\"]\n  hostNetwork: true\n",
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let _guard = StaleGuard(state.path().to_owned());
+    let mut up = meshwork()
+        .arg("up")
+        .arg(dir.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--isolation=pods", "--ready-timeout=10"])
+        .env("MESHWORK_POD_SIDECARS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = up.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || std::io::read_to_string(err).unwrap());
+    let said = std::io::read_to_string(up.stdout.take().unwrap()).unwrap();
+    let status = up.wait().unwrap();
+    let errors = errors.join().unwrap();
+    let all = format!("{said}\n{errors}");
+    let created = said
+        .lines()
+        .find(|l| l.starts_with("[up] pods on mwbr"))
+        .unwrap_or_else(|| panic!("no pods line:\n{all}"));
+    let netns = created
+        .split_whitespace()
+        .find_map(|w| w.split_once('=').map(|(ns, _)| ns.to_owned()))
+        .unwrap();
+    assert!(netns.ends_with("-pupa-0"), "{created}");
+    assert!(
+        !created.contains("pupb"),
+        "hostNetwork has no pod: {created}"
+    );
+    assert!(!status.success(), "{all}");
+    assert!(
+        all.contains("--pod"),
+        "the sidecar was given its pod:\n{all}"
+    );
+    assert!(said.contains("[up] removed 1 pod(s) on mwbr"), "{all}");
+    assert!(!state.path().join("pods.json").exists(), "{all}");
+    assert!(
+        !Path::new("/run/netns").join(&netns).exists(),
+        "{netns} is left"
+    );
+    assert!(
+        !Path::new("/etc/netns").join(&netns).exists(),
+        "/etc/netns/{netns} is left"
+    );
+}
