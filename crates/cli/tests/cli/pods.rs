@@ -125,31 +125,59 @@ fn stdout(argv: &[&str]) -> String {
     String::from_utf8_lossy(&sh(argv).stdout).into_owned()
 }
 
-/// The names of everything slot `slot` with these pods has, and whether each exists now.
-fn objects(slot: u64, pods: &[Pod]) -> Vec<(String, bool)> {
-    let netns = stdout(&["ip", "netns", "list"]);
-    let tables = stdout(&["nft", "list", "tables"]);
-    let link = |name: &str| Path::new("/sys/class/net").join(name).exists();
+/// Everything slot `slot` with these pods has: each name with the identity of what has that
+/// name now (a link's ifindex, a table's handle, an inode), None when nothing has it.
+/// Another test may take the slot as soon as it is free and create the same names: "gone"
+/// is "not the same object", which a fresh one never is.
+fn objects(slot: u64, pods: &[Pod]) -> Vec<(String, Option<String>)> {
+    let link = |name: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+            .ok()
+            .map(|i| format!("ifindex {}", i.trim()))
+    };
+    let inode = |path: PathBuf| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| format!("inode {}", std::os::unix::fs::MetadataExt::ino(&m)))
+    };
+    let table = format!("meshwork_{slot}");
+    let listed = stdout(&["nft", "-a", "list", "table", "inet", &table]);
+    let handle = listed
+        .lines()
+        .next()
+        .and_then(|l| l.split_once("# handle "))
+        .map(|(_, h)| format!("handle {}", h.trim()));
     let mut all = vec![
         (format!("mwbr{slot}"), link(&format!("mwbr{slot}"))),
-        (
-            format!("table inet meshwork_{slot}"),
-            tables
-                .lines()
-                .any(|l| l == format!("table inet meshwork_{slot}")),
-        ),
+        (format!("table inet {table}"), handle),
     ];
     for (i, pod) in pods.iter().enumerate() {
         let veth = format!("mw{slot}p{i}");
         all.push((veth.clone(), link(&veth)));
-        let listed = netns
-            .lines()
-            .any(|l| l.split(' ').next() == Some(&pod.netns));
-        all.push((format!("netns {}", pod.netns), listed));
+        let ns = PathBuf::from("/run/netns").join(&pod.netns);
+        all.push((ns.display().to_string(), inode(ns.clone())));
         let etc = PathBuf::from("/etc/netns").join(&pod.netns);
-        all.push((etc.display().to_string(), etc.exists()));
+        all.push((etc.display().to_string(), inode(etc)));
     }
     all
+}
+
+/// Asserts that every object of `before` exists.
+fn assert_all_exist(before: &[(String, Option<String>)]) {
+    for (name, id) in before {
+        assert!(id.is_some(), "{name} should exist");
+    }
+}
+
+/// Asserts that none of the objects of `before` exists any more.
+fn assert_all_gone(
+    before: &[(String, Option<String>)],
+    now: &[(String, Option<String>)],
+    when: &str,
+) {
+    for ((name, was), (_, is)) in before.iter().zip(now) {
+        assert!(was != is, "{name} ({was:?}) is left {when}");
+    }
 }
 
 /// Runs `f` on a thread inside `netns` (`setns`); sockets it creates stay in that namespace.
@@ -171,9 +199,8 @@ fn pods_exist_capture_their_tcp_and_are_removed_without_a_trace() {
     assert_eq!(pods.pods.len(), 2, "{:?}", pods.pods);
     let slot = pods.slot;
     assert_ne!(slot, u64::MAX, "pods.json names the slot");
-    for (name, exists) in objects(slot, &pods.pods) {
-        assert!(exists, "{name} should exist");
-    }
+    let before = objects(slot, &pods.pods);
+    assert_all_exist(&before);
     let (a, b) = (&pods.pods[0], &pods.pods[1]);
     assert_eq!(a.netns, format!("mw{slot}-pa-0"));
     assert_eq!(a.ip, Ipv4Addr::new(198, 18, slot as u8, 2));
@@ -199,9 +226,7 @@ fn pods_exist_capture_their_tcp_and_are_removed_without_a_trace() {
 
     let out = pods.delete();
     assert!(out.status.success(), "{}", text(&out));
-    for (name, exists) in objects(slot, &pods.pods) {
-        assert!(!exists, "{name} is left after delete");
-    }
+    assert_all_gone(&before, &objects(slot, &pods.pods), "after delete");
     assert!(!pods.state.path().join("pods.json").exists());
 }
 
@@ -315,9 +340,8 @@ fn the_next_up_removes_what_a_killed_one_left() {
     let stale_state = StaleGuard(state.path().to_owned());
     holder.kill().unwrap(); // SIGKILL: no chance to clean up
     holder.wait().unwrap();
-    for (name, exists) in objects(slot, &pods) {
-        assert!(exists, "{name} should outlive the killed process");
-    }
+    let before = objects(slot, &pods);
+    assert_all_exist(&before);
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -357,9 +381,7 @@ fn the_next_up_removes_what_a_killed_one_left() {
         .find(|l| l.starts_with("[up] removed what pid"))
         .unwrap_or_else(|| panic!("no cleanup line in:\n{said}"));
     assert!(removed.contains(&format!("on mwbr{slot}")), "{removed}");
-    for (name, exists) in objects(slot, &pods) {
-        assert!(!exists, "{name} is left after the next up");
-    }
+    assert_all_gone(&before, &objects(slot, &pods), "after the next up");
     assert!(!state.path().join("pods.json").exists());
     drop(stale_state);
 }
