@@ -106,7 +106,10 @@ fn members(workloads: &[String]) -> anyhow::Result<Vec<(String, u16)>> {
             Some((name, n)) => (name, n.parse().with_context(|| format!("{w}: bad count"))?),
             None => (w.as_str(), 1u16),
         };
-        out.extend((0..n).map(|r| (name.to_owned(), r)));
+        let name: api::resource::Name = name
+            .parse()
+            .with_context(|| format!("{w}: not a workload name"))?;
+        out.extend((0..n).map(|r| (name.to_string(), r)));
     }
     Ok(out)
 }
