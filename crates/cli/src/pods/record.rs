@@ -74,9 +74,26 @@ impl PodsRecord {
         }
     }
 
-    /// Whether the process that wrote it is gone.
+    /// Whether the process that wrote it is gone: no such pid, or (the pid reused since)
+    /// a process that is not this program.
     pub fn owner_gone(&self) -> bool {
-        !Path::new("/proc").join(self.owner_pid.to_string()).exists()
+        let proc = Path::new("/proc").join(self.owner_pid.to_string());
+        if !proc.exists() {
+            return true;
+        }
+        let (Ok(theirs), Ok(ours)) = (
+            std::fs::read_link(proc.join("exe")),
+            std::fs::read_link("/proc/self/exe"),
+        ) else {
+            return false;
+        };
+        // A rebuilt binary shows as `<path> (deleted)`.
+        let trim = |p: &Path| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_owned()
+        };
+        trim(&theirs) != trim(&ours)
     }
 
     /// The pod of `workload`'s `replica`, if it has one.
@@ -113,6 +130,18 @@ mod tests {
         let back = PodsRecord::load(dir.path()).unwrap().unwrap();
         assert_eq!(back, record);
         assert!(!back.owner_gone(), "this process owns it");
+        let mut other = back.clone();
+        let mut sleep = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        other.owner_pid = sleep.id(); // alive, but not this program: a reused pid
+        let gone = other.owner_gone();
+        sleep.kill().unwrap();
+        sleep.wait().unwrap();
+        assert!(gone);
+        other.owner_pid = u32::MAX;
+        assert!(other.owner_gone());
         assert_eq!(back.pod("store", 0).unwrap().ip.to_string(), "198.18.3.2");
         assert!(back.pod("store", 1).is_none());
         PodsRecord::remove(dir.path()).unwrap();
