@@ -463,3 +463,51 @@ fn up_removes_its_pods_when_a_sidecar_fails() {
         "/etc/netns/{netns} is left"
     );
 }
+
+/// `--isolation=pods` without the privileges pods need is an error naming what is missing.
+#[test]
+fn pods_without_privileges_name_what_is_missing() {
+    skip_unless_able!("pods_without_privileges_name_what_is_missing");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  \
+         trustDomain: meshwork.local\n",
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    for d in [dir.path(), state.path()] {
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        std::fs::set_permissions(d, mode).unwrap();
+    }
+    let up = |isolation: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_meshwork"))
+            .arg("up")
+            .arg(dir.path())
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg(format!("--isolation={isolation}"))
+            .env("MESHWORK_POD_SIDECARS", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = up("pods");
+    if String::from_utf8_lossy(&out.stderr).contains("Permission denied") {
+        eprintln!(
+            "SKIPPED: the test binary is not readable by uid 65534: {}",
+            text(&out)
+        );
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "--isolation=pods: not root: euid 65534 without CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        ),
+        "{err}"
+    );
+}
