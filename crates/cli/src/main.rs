@@ -21,6 +21,7 @@ mod layering;
 mod logging;
 mod observe;
 mod parent;
+mod pods;
 mod policy_cmd;
 mod sidecar_admin;
 mod state;
@@ -91,6 +92,9 @@ enum Command {
     /// Run an application for `up`, stopping its process group when `up` is gone.
     #[command(hide = true)]
     Guard(up::guard::GuardArgs),
+    /// Create and remove pods (network namespaces) without the rest of `up` (tests).
+    #[command(hide = true)]
+    Pods(pods::cmd::PodsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -117,6 +121,7 @@ fn main() -> std::process::ExitCode {
         Command::Claims(args) => claims::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Guard(args) => up::guard::run(args),
+        Command::Pods(args) => pods::cmd::run(args),
     };
     match result {
         Ok(code) => code,
