@@ -3,7 +3,7 @@
 //! Written to a temporary sibling and renamed into place, so a reader never sees a
 //! half-written file (rename is atomic within a directory).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use identity::SpiffeId;
@@ -26,6 +26,19 @@ pub struct ReadyInfo {
     /// then is the sidecar ready (`meshwork up` waits for it; admin `/ready` agrees).
     #[serde(default)]
     pub app_listening: bool,
+    /// Pod mode: the pod this sidecar fronts (then `inbound` is on the pod's address and
+    /// `outbound` is the capture listener, both inside the pod). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodInfo>,
+}
+
+/// The pod of a pod-mode sidecar, as the ready file reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInfo {
+    /// The pod's network namespace (`/run/netns/<name>`).
+    pub netns: PathBuf,
+    /// The pod's address.
+    pub ip: Ipv4Addr,
 }
 
 /// Why the ready file could not be written.
