@@ -28,6 +28,19 @@ pub struct ReadyFile {
     /// has); only then does it serve the app's answers rather than `503 app_starting`.
     #[serde(default)]
     pub app_listening: bool,
+    /// Pod mode: the sidecar's pod (`inbound` is then on the pod's address and `outbound`
+    /// is the capture listener inside the pod). Absent in proxy mode and in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<ReadyPod>,
+}
+
+/// The `pod` of a pod-mode sidecar's ready file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyPod {
+    /// The pod's network namespace (`/run/netns/<name>`).
+    pub netns: PathBuf,
+    /// The pod's address.
+    pub ip: std::net::Ipv4Addr,
 }
 
 impl ReadyFile {
