@@ -137,7 +137,7 @@ impl Proxy {
         };
         let outbound = outbound_listener.map(|listener| outbound_side(listener, parts.clone()));
         let pod = match (pod_sockets, &config.pod) {
-            (Some(sockets), Some(pod)) => Some(pod_side(sockets, pod, parts, opaque)),
+            (Some(sockets), Some(pod)) => Some(pod_side(*sockets, pod, parts, opaque)),
             _ => None,
         };
         let mut proxy = Proxy {
@@ -288,7 +288,7 @@ fn in_pod(netns: &PodNetns) -> AppConnect {
 
 /// The capture listener and the pod's resolver, serving with the outbound stack's parts.
 fn pod_side(
-    sockets: Box<PodSockets>,
+    sockets: PodSockets,
     pod: &crate::config::PodConfig,
     parts: outbound::StackParts,
     opaque: OpaqueContext,
@@ -299,7 +299,7 @@ fn pod_side(
         dns_udp,
         dns_tcp,
         ..
-    } = *sockets;
+    } = sockets;
     PodSide {
         capture: Capture {
             listener: capture,

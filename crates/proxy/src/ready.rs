@@ -63,3 +63,27 @@ pub async fn write_ready_file(path: &Path, info: &ReadyInfo) -> Result<(), Ready
     tokio::fs::write(&tmp, json).await.map_err(fail)?;
     tokio::fs::rename(&tmp, path).await.map_err(fail)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_is_written_in_pod_mode_only_and_old_files_still_read() {
+        let old = r#"{"inbound":"127.0.0.1:1","outbound":"127.0.0.1:2",
+                      "spiffe_id":"spiffe://meshwork.local/ns/default/sa/store"}"#;
+        let mut info: ReadyInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(info.pod, None);
+        assert!(!serde_json::to_string(&info).unwrap().contains("pod"));
+        info.pod = Some(PodInfo {
+            netns: PathBuf::from("/run/netns/mw0-store-0"),
+            ip: Ipv4Addr::new(198, 18, 0, 2),
+        });
+        let json: serde_json::Value = serde_json::to_value(&info).unwrap();
+        assert_eq!(
+            json["pod"],
+            serde_json::json!({"netns": "/run/netns/mw0-store-0", "ip": "198.18.0.2"})
+        );
+    }
+}

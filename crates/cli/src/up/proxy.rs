@@ -154,3 +154,79 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(proxy::run(config, parent::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: ProxyArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ProxyArgs, clap::Error> {
+        let base = [
+            "proxy",
+            "--workload",
+            "store",
+            "--control-socket",
+            "/c",
+            "--app",
+            "127.0.0.1:8080",
+        ];
+        Command::try_parse_from(base.iter().chain(extra)).map(|c| c.args)
+    }
+
+    #[test]
+    fn pod_flags_map_into_the_pod_config() {
+        let args = parse(&[
+            "--pod",
+            "/run/netns/p",
+            "--pod-ip",
+            "198.18.0.2",
+            "--opaque-ports",
+            "5432",
+        ])
+        .unwrap();
+        let pod = pod_config(
+            args.pod,
+            args.pod_ip,
+            args.pod_virtual_addresses,
+            args.opaque_ports,
+        )
+        .unwrap();
+        assert_eq!(pod.netns, PathBuf::from("/run/netns/p"));
+        assert_eq!(pod.ip, std::net::Ipv4Addr::new(198, 18, 0, 2));
+        assert_eq!(pod.virtual_addresses, proxy::VirtualCidr::default());
+        assert!(pod.opaque_ports.contains(5432) && !pod.opaque_ports.contains(3306));
+        let args = parse(&[]).unwrap();
+        assert!(
+            pod_config(
+                args.pod,
+                args.pod_ip,
+                args.pod_virtual_addresses,
+                args.opaque_ports
+            )
+            .is_none()
+        );
+        assert!(
+            parse(&["--pod", "/run/netns/p"]).is_err(),
+            "--pod needs --pod-ip"
+        );
+        assert!(
+            parse(&[
+                "--pod-virtual-addresses",
+                "fd00::/64",
+                "--pod",
+                "/p",
+                "--pod-ip",
+                "198.18.0.2"
+            ])
+            .is_err()
+        );
+    }
+}

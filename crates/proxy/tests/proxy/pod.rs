@@ -126,7 +126,6 @@ async fn start() -> Option<PodMesh> {
             .into(),
             policy_hash: policies.hash().to_string(),
             policies,
-            ..Snapshot::default()
         },
     };
     let store_app = EchoServer::serve(
