@@ -19,7 +19,8 @@
 //! - `telemetry` (the layer; each stack hands it its own `RequestLabels`) and `discovery`
 //!   (keeps `routes` current) → `trace` (the span layer, below telemetry in both stacks and
 //!   reading its labels; each stack hands it its own `SpanAttributes`; and the OTLP export);
-//! - the listeners, `inbound` and `outbound`, which never import each other → `admin` →
+//! - the listeners, `inbound` and `outbound`, which never import each other → `pod` (pod
+//!   mode's capture listener and resolver, serving into the outbound stack) and `admin` →
 //!   `proxy` (wiring).
 //!
 //! So nothing below a listener knows the listeners' types: what both read (the route table,
@@ -36,7 +37,6 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("exposition", &[]),
     ("hop_by_hop", &[]),
     ("ready", &[]),
-    ("pod", &[]),
     ("trace_context", &[]),
     ("layering", &[]),
     ("span_notes", &["trace_context"]),
@@ -162,6 +162,19 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "trace",
         ],
     ),
+    // Pod mode's capture path serves into the outbound stack; `proxy` wires it.
+    (
+        "pod",
+        &[
+            "config",
+            "forward_error",
+            "label",
+            "metrics",
+            "outbound",
+            "routes",
+            "server",
+        ],
+    ),
     (
         "admin",
         &[
@@ -186,6 +199,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "inbound",
             "metrics",
             "outbound",
+            "pod",
             "prometheus",
             "ready",
             "routes",

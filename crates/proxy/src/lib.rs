@@ -71,12 +71,13 @@ use std::future::Future;
 pub use admin::AdminSnapshot;
 pub use body::{BoxError, ProxyBody};
 pub use config::{
-    AppProtocol, ControlSource, EgressDns, OtlpExport, OtlpProtocol, PeerProtocol, Propagation,
-    ProxyConfig, TracingConfig, UnknownOtlpProtocol,
+    AppProtocol, ControlSource, EgressDns, OpaquePorts, OtlpExport, OtlpProtocol, PeerProtocol,
+    PodConfig, Propagation, ProxyConfig, TracingConfig, UnknownOtlpProtocol, VirtualCidr,
+    VirtualCidrError,
 };
 pub use control_client::{ControlClient, ControlError};
 pub use forward_error::{ForwardError, OverloadLimit, Side, TimeoutKind};
-pub use inbound::app_readiness::AppReadiness;
+pub use inbound::app_readiness::{AppConnect, AppReadiness};
 pub use inbound::client_id::CLIENT_ID_HEADER;
 pub use label::{Label, MethodLabel};
 pub use metrics::{
@@ -85,7 +86,7 @@ pub use metrics::{
 };
 pub use prometheus::PrometheusMetrics;
 pub use proxy::Proxy;
-pub use ready::{ReadyFileError, ReadyInfo};
+pub use ready::{PodInfo, ReadyFileError, ReadyInfo};
 pub use server::{DRAIN_TIMEOUT, PeerIdentity};
 pub use start_error::ProxyError;
 

@@ -30,6 +30,8 @@ mod mesh_tunnel;
 mod observe;
 #[path = "proxy/observe_guards.rs"]
 mod observe_guards;
+#[path = "proxy/pod.rs"]
+mod pod;
 #[path = "proxy/reserved_headers.rs"]
 mod reserved_headers;
 #[path = "proxy/resilience.rs"]

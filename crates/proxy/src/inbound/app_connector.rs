@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use super::app_readiness::AppReadiness;
 use crate::AppProtocol;
@@ -38,8 +37,7 @@ impl Dial for AppDialer {
     type Key = App;
 
     async fn dial(&self, _app: &App, timeout: Duration) -> Result<Sender, BoxError> {
-        let addr = self.readiness.addr();
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(timeout, self.readiness.connect())
             .await
             .map_err(|_| format!("connecting to the app took longer than {timeout:?}"))??;
         tcp.set_nodelay(true)?;

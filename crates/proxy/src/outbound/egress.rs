@@ -86,10 +86,13 @@ impl Egress {
             return Ok(unknown_service::not_found(&name, &table.service_names()));
         }
         let id = decision_id();
+        let trace_id = span_notes::trace_id(&request);
+        let method = request.method().as_str();
         self.log(
             &id,
             &destination,
-            &request,
+            method,
+            &trace_id,
             &decision,
             &table.policies().hash,
         );
@@ -114,16 +117,52 @@ impl Egress {
         }
     }
 
+    /// Decides a TCP connection to `host:port` (a pod's captured TLS or opaque TCP, which
+    /// has no HTTP request) as a `CONNECT host:port` is decided, logged the same way, and
+    /// when allowed dials what this proxy resolves for `host`.
+    pub async fn connect(
+        &self,
+        table: &RouteTable,
+        host: &Host,
+        port: u16,
+    ) -> Result<TcpStream, TcpEgressError> {
+        let Ok(engine) = &table.policies().engine else {
+            return Err(TcpEgressError::PolicyUnavailable);
+        };
+        let decision = engine.egress(&EgressRequest {
+            caller: &self.caller,
+            host,
+            port,
+            method: None,
+            path: None,
+        });
+        let id = decision_id();
+        let destination = Destination {
+            host: host.clone(),
+            port,
+            http: None,
+        };
+        // No request, so no trace: `-`, as the log of an untraced request says.
+        let hash = &table.policies().hash;
+        self.log(&id, &destination, "CONNECT", &"-", &decision, hash);
+        if !decision.allowed {
+            return Err(TcpEgressError::Denied { decision_id: id });
+        }
+        self.dial(&destination)
+            .await
+            .map_err(|e| TcpEgressError::Unreachable(Box::new(e)))
+    }
+
     fn log(
         &self,
         id: &str,
         to: &Destination,
-        request: &Request<ProxyBody>,
+        method: &str,
+        trace_id: &dyn std::fmt::Display,
         decision: &Decision,
         hash: &str,
     ) {
         let (caller, host, port) = (self.caller.as_str(), to.host.to_string(), to.port);
-        let (method, trace_id) = (request.method().as_str(), span_notes::trace_id(request));
         let path = to.http.as_ref().map_or("-", |(p, _)| p.as_str());
         let reason = &decision.reason;
         if decision.allowed {
@@ -161,6 +200,23 @@ impl Egress {
         }
         Err(unreachable(last))
     }
+}
+
+/// Why [`Egress::connect`] gave no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpEgressError {
+    /// The policy refused (logged with this decision id).
+    #[error("egress denied by policy (decision {decision_id})")]
+    Denied {
+        /// The decision id of the log line.
+        decision_id: String,
+    },
+    /// This proxy's policies do not compile.
+    #[error("this proxy's policies do not compile")]
+    PolicyUnavailable,
+    /// Allowed, but the destination could not be resolved or reached.
+    #[error("egress destination unreachable")]
+    Unreachable(#[source] Box<ForwardError>),
 }
 
 impl Destination {
