@@ -34,13 +34,24 @@ pub enum Alpn {
     /// `http/1.1` only: a peer that must not be spoken to in HTTP/2, and the
     /// agent's HTTP/1.1 node API client.
     Http1,
+    /// [`OPAQUE_ALPN`] only: a sidecar opening an opaque TCP connection to a peer sidecar.
+    Opaque,
+    /// `h2`, `http/1.1` and [`OPAQUE_ALPN`]: the sidecar's inbound listener, which serves
+    /// HTTP and opaque TCP on one port. A client offering no ALPN gets HTTP, as before.
+    MeshInbound,
 }
+
+/// The ALPN protocol of opaque TCP between sidecars: after the handshake the client sends
+/// an 8-byte preamble naming the destination port, then the bytes are spliced.
+pub const OPAQUE_ALPN: &[u8] = b"meshwork.opaque";
 
 impl Alpn {
     fn protocols(self) -> Vec<Vec<u8>> {
         match self {
             Alpn::H2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Alpn::Http1 => vec![b"http/1.1".to_vec()],
+            Alpn::Opaque => vec![OPAQUE_ALPN.to_vec()],
+            Alpn::MeshInbound => vec![b"h2".to_vec(), b"http/1.1".to_vec(), OPAQUE_ALPN.to_vec()],
         }
     }
 }
@@ -81,6 +92,19 @@ impl Protocols {
     /// The default versions with ALPN `http/1.1` only.
     pub const HTTP1: Protocols = Protocols {
         alpn: Alpn::Http1,
+        versions: TlsVersions::Tls13And12,
+    };
+
+    /// The default versions with ALPN [`OPAQUE_ALPN`] only (opaque TCP client).
+    pub const OPAQUE: Protocols = Protocols {
+        alpn: Alpn::Opaque,
+        versions: TlsVersions::Tls13And12,
+    };
+
+    /// The default versions with ALPN `h2`, `http/1.1` and [`OPAQUE_ALPN`] (the sidecar's
+    /// inbound server).
+    pub const MESH_INBOUND: Protocols = Protocols {
+        alpn: Alpn::MeshInbound,
         versions: TlsVersions::Tls13And12,
     };
 }
