@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// The application protocols offered (client) or accepted (server) over ALPN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Alpn {
     /// `h2` preferred, `http/1.1` accepted: sidecars and the node API server.
     #[default]
@@ -57,7 +57,7 @@ impl Alpn {
 }
 
 /// The TLS versions a config will negotiate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TlsVersions {
     /// TLS 1.3 preferred, TLS 1.2 accepted (rustls' safe defaults).
     #[default]
@@ -80,7 +80,7 @@ impl TlsVersions {
 }
 
 /// The protocol choices of one config; `Protocols::default()` is what the mesh uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Protocols {
     /// ALPN protocols.
     pub alpn: Alpn,

@@ -12,7 +12,7 @@ use crate::admin::{Admin, AdminParts, Workload};
 use crate::config::{ProxyConfig, TracingConfig};
 use crate::discovery::{self, ControlLoops};
 use crate::inbound::app_readiness::{self, AppReadiness};
-use crate::inbound::{self, Inbound, app::AppService};
+use crate::inbound::{self, Inbound, app::AppService, opaque::OpaqueInbound};
 use crate::metrics::ProxyMetrics;
 use crate::outbound::connect::{PeerConnector, PeerPool};
 use crate::outbound::resolve::HostResolver;
@@ -120,6 +120,12 @@ impl Proxy {
                 store,
                 metrics: Arc::clone(&metrics),
                 peer_addr: tracer.is_some(),
+                opaque: OpaqueInbound::new(
+                    routes.clone(),
+                    info.spiffe_id.clone(),
+                    config.app,
+                    Arc::clone(&metrics),
+                ),
             },
             outbound: outbound_side(
                 outbound_listener,

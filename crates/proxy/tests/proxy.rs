@@ -30,6 +30,8 @@ mod mesh_tunnel;
 mod observe;
 #[path = "proxy/observe_guards.rs"]
 mod observe_guards;
+#[path = "proxy/opaque.rs"]
+mod opaque;
 #[path = "proxy/reserved_headers.rs"]
 mod reserved_headers;
 #[path = "proxy/resilience.rs"]
@@ -46,6 +48,8 @@ mod spans;
 mod split;
 #[path = "proxy/telemetry.rs"]
 mod telemetry;
+#[path = "proxy/websocket.rs"]
+mod websocket;
 
 use std::time::Duration;
 

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -85,8 +84,9 @@ impl AppReadiness {
 pub async fn probe(readiness: Arc<AppReadiness>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(PROBE_BASE, PROBE_CAP);
     while !readiness.is_listening() {
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(readiness.addr));
-        if let Ok(Ok(_stream)) = attempt.await {
+        if let Ok(_stream) =
+            super::app_connector::connect_app(readiness.addr, CONNECT_TIMEOUT).await
+        {
             readiness.mark_listening();
             return;
         }
