@@ -18,6 +18,8 @@ mod egress;
 mod fake_control;
 #[path = "proxy/faults.rs"]
 mod faults;
+#[path = "proxy/grpc.rs"]
+mod grpc;
 #[path = "proxy/h1_peer.rs"]
 mod h1_peer;
 #[path = "proxy/keepalive_race.rs"]
