@@ -23,8 +23,8 @@ use crate::route::RouteTemplate;
 
 /// One `to` entry of an authorization rule. Every field is optional; an empty list matches
 /// anything. All present fields must match (methods AND paths AND headers); within a list,
-/// any element may match. `ports` makes the entry a TCP entry (see the [module docs](self)):
-/// it cannot be combined with the HTTP fields.
+/// any element may match. `ports` makes the entry a TCP entry, for opaque TCP connections
+/// (docs/policy.md, "Opaque TCP"): it cannot be combined with the HTTP fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMatcherSpec {
