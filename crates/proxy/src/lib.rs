@@ -24,6 +24,9 @@
 //!                                        │ endpoint ─ pool
 //!                                        ├ tunnel ⟲ (the same stack)
 //!                                        └ egress)
+//!
+//! app ──CONNECT svc:port──▶ outbound ──mTLS `meshwork.opaque`──▶ peer inbound ──TCP──▶ peer app:port
+//!                           (opaque: any port but 80)  (preamble, TCP policy: caller × port)
 //! ```
 //!
 //! Every request is counted by the telemetry layer (service, route template, method,
@@ -45,6 +48,7 @@ mod label;
 #[cfg(test)]
 mod layering;
 mod metrics;
+mod opaque_preamble;
 mod outbound;
 pub mod pod;
 mod pool;
@@ -64,6 +68,7 @@ mod tap;
 mod telemetry;
 mod trace;
 pub mod trace_context;
+mod upgrade;
 mod workload_api;
 
 use std::future::Future;
@@ -81,8 +86,8 @@ pub use inbound::app_readiness::{AppConnect, AppReadiness};
 pub use inbound::client_id::CLIENT_ID_HEADER;
 pub use label::{Label, MethodLabel};
 pub use metrics::{
-    BUCKETS, Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord, RetryReason, SLOTS,
-    SeriesKey, SeriesSample, SpanDrop,
+    BUCKETS, Direction, NoMetrics, OpaqueOutcome, Protocol, ProxyMetrics, RequestRecord,
+    RetryReason, SLOTS, SeriesKey, SeriesSample, SpanDrop,
 };
 pub use prometheus::PrometheusMetrics;
 pub use proxy::Proxy;

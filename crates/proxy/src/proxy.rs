@@ -12,7 +12,7 @@ use crate::admin::{Admin, AdminParts, Workload};
 use crate::config::{ProxyConfig, TracingConfig};
 use crate::discovery::{self, ControlLoops};
 use crate::inbound::app_readiness::{self, AppConnect, AppReadiness};
-use crate::inbound::{self, Inbound, app::AppService};
+use crate::inbound::{self, Inbound, app::AppService, opaque::OpaqueInbound};
 use crate::metrics::ProxyMetrics;
 use crate::outbound::connect::{PeerConnector, PeerPool};
 use crate::outbound::resolve::HostResolver;
@@ -118,11 +118,7 @@ impl Proxy {
             Admin::new(l, parts)
         });
         let egress = Egress::new(info.spiffe_id.clone(), resolver);
-        let opaque = OpaqueContext {
-            routes: routes.clone(),
-            store: Arc::clone(&store),
-            metrics: Arc::clone(&metrics),
-        };
+
         let traces = config.tracing.as_ref();
         let (tracer, exporting) = start_tracing(traces, &info.spiffe_id, config.replica, &metrics)?;
         tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, pod = ?config.pod, "proxy ready");
@@ -134,6 +130,9 @@ impl Proxy {
             tunnels: outbound::Tunnels::default(),
             tracer: tracer.clone(),
             tap: Arc::clone(&tap),
+        };
+        let opaque = OpaqueContext {
+            parts: parts.clone(),
         };
         let outbound = outbound_listener.map(|listener| outbound_side(listener, parts.clone()));
         let pod = match (pod_sockets, &config.pod) {
@@ -154,6 +153,12 @@ impl Proxy {
                 store,
                 metrics: Arc::clone(&metrics),
                 peer_addr: tracer.is_some(),
+                opaque: OpaqueInbound::new(
+                    routes.clone(),
+                    info.spiffe_id.clone(),
+                    Arc::clone(&readiness),
+                    Arc::clone(&metrics),
+                ),
             },
             outbound: None,
             pod: None,

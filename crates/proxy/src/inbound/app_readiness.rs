@@ -78,10 +78,10 @@ impl AppReadiness {
     }
 
     /// A new TCP connection to the app (not marked as proof of listening: callers do).
-    pub async fn connect(&self) -> std::io::Result<TcpStream> {
+    pub async fn connect_to(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
         match &self.connect {
-            Some(connect) => connect(self.addr).await,
-            None => TcpStream::connect(self.addr).await,
+            Some(connect) => connect(addr).await,
+            None => TcpStream::connect(addr).await,
         }
     }
 
@@ -121,8 +121,9 @@ impl AppReadiness {
 pub async fn probe(readiness: Arc<AppReadiness>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(PROBE_BASE, PROBE_CAP);
     while !readiness.is_listening() {
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, readiness.connect());
-        if let Ok(Ok(_stream)) = attempt.await {
+        if let Ok(_stream) =
+            super::app_connector::connect_app(&readiness, readiness.addr, CONNECT_TIMEOUT).await
+        {
             readiness.mark_listening();
             return;
         }

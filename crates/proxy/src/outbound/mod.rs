@@ -25,6 +25,8 @@ pub mod egress;
 pub mod endpoint;
 pub mod labels;
 mod mesh_tunnel;
+mod mesh_upgrade;
+pub mod opaque;
 pub mod resolve;
 pub mod route_policy;
 pub mod span_attributes;

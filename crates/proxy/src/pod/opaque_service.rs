@@ -1,57 +1,56 @@
 //! Opaque TCP from a pod's app to a mesh service: the one place that decides it.
 //!
-//! Not yet: the TCP-over-mTLS connector between sidecars (ALPN `meshwork.opaque`) is built
-//! apart; until it is wired in here, such connections are refused, logged and counted.
+//! The app's connection (not HTTP, or to one of the opaque ports) goes to an endpoint of the
+//! service over mTLS with ALPN `meshwork.opaque` ([`crate::outbound::opaque`]): the peer
+//! sidecar authorizes this workload's identity for the port and splices to its app. The
+//! bytes detection already read are sent first.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::StatusCode;
-use identity::SvidStore;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::dispatch::count_connection;
 use crate::label::Label;
-use crate::metrics::ProxyMetrics;
-use crate::routes::Routes;
+use crate::outbound::StackParts;
+use crate::outbound::opaque::connect_opaque;
 
-/// What opaque TCP to a mesh service may need: the route table (its endpoints and their
-/// identities), this workload's SVID (to connect as it), and where to count.
+/// What opaque TCP to a mesh service needs: the outbound stack's parts (the route table with
+/// the service's endpoints and the identities they must present, the pool's connector with
+/// this workload's SVID, where to count).
 #[derive(Clone)]
-// `routes` and `store` are for the mTLS opaque connector, not wired in yet.
-#[allow(dead_code)]
 pub struct OpaqueContext {
-    /// The current route table.
-    pub routes: Routes,
-    /// This workload's SVID and trust bundle.
-    pub store: Arc<SvidStore>,
-    /// Where connection outcomes are counted.
-    pub metrics: Arc<dyn ProxyMetrics>,
+    /// The outbound stack's parts.
+    pub parts: StackParts,
 }
 
 /// Carries the app's connection `client` (whose first bytes, already read, are `first`) to
-/// port `port` of mesh service `service`. For now: refused (closed), logged, counted.
+/// port `port` of mesh service `service` over mTLS, until either side closes.
 pub async fn opaque_to_service(
     context: &OpaqueContext,
     service: &str,
     port: u16,
-    client: TcpStream,
+    mut client: TcpStream,
     first: Vec<u8>,
 ) {
     let start = Instant::now();
-    drop((client, first));
-    tracing::warn!(
-        service,
-        port,
-        "opaque TCP to mesh services: not yet; closed (send HTTP, or wait for the mTLS \
-         opaque transport)"
-    );
     let label = Label::intern(service);
-    count_connection(
-        &*context.metrics,
-        label,
-        StatusCode::NOT_IMPLEMENTED,
-        false,
-        start,
-    );
+    let metrics = &*context.parts.metrics;
+    let mut tls = match connect_opaque(&context.parts, service, port).await {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::warn!(service, port, error = %error, "opaque TCP to a mesh service: no connection (closed)");
+            count_connection(metrics, label, StatusCode::BAD_GATEWAY, false, start);
+            return;
+        }
+    };
+    count_connection(metrics, label, StatusCode::OK, false, start);
+    if let Err(error) = tls.write_all(&first).await {
+        tracing::debug!(service, port, %error, "opaque TCP: the peer closed at once");
+        return;
+    }
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut tls).await {
+        tracing::debug!(service, port, %error, "opaque TCP ended with an error");
+    }
 }
