@@ -29,6 +29,9 @@ enum PodsCommand {
         /// Then wait until standard input closes, and remove them.
         #[arg(long)]
         hold: bool,
+        /// The first slot to try (0: the lowest free one, as `up`).
+        #[arg(long, default_value = "0")]
+        first_slot: u32,
         /// `WORKLOAD` or `WORKLOAD:REPLICAS`.
         #[arg(required = true)]
         workloads: Vec<String>,
@@ -50,8 +53,9 @@ pub fn run(args: PodsArgs) -> anyhow::Result<ExitCode> {
             state_dir,
             network,
             hold,
+            first_slot,
             workloads,
-        } => create(&state_dir, &network, hold, &workloads),
+        } => create(&state_dir, &network, hold, first_slot, &workloads),
         PodsCommand::Delete { state_dir } => {
             let removed = super::teardown(&state_dir)?;
             println!("removed: {removed:?}");
@@ -71,6 +75,7 @@ fn create(
     state_dir: &std::path::Path,
     network: &PodNetwork,
     hold: bool,
+    first_slot: u32,
     workloads: &[String],
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(state_dir)
@@ -79,7 +84,7 @@ fn create(
         println!("[pods] {line}");
     }
     let members = members(workloads)?;
-    let record = match super::create(state_dir, network, &members) {
+    let record = match super::create(state_dir, network, first_slot, &members) {
         Ok(record) => record,
         Err(e) => {
             let _ = super::teardown(state_dir);

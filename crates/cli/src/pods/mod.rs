@@ -59,12 +59,14 @@ pub fn off_line(reason: &str) -> String {
     )
 }
 
-/// Creates one pod per `(workload, replica)` in a free slot of `network`, recording each
+/// Creates one pod per `(workload, replica)` in a free slot of `network` (the first from
+/// `first_slot`, which is 0 but for tests), recording each
 /// object in `<state_dir>/pods.json` before it is created. On an error, what was created
 /// stays recorded: the caller removes it with [`teardown`].
 pub fn create(
     state_dir: &Path,
     network: &PodNetwork,
+    first_slot: u32,
     members: &[(String, u16)],
 ) -> anyhow::Result<PodsRecord> {
     if members.len() > plan::MAX_PODS {
@@ -82,7 +84,7 @@ pub fn create(
     }
     let mut record = PodsRecord::new();
     record.save(state_dir)?;
-    let slot = claim_slot(state_dir, &mut record, network)?;
+    let slot = claim_slot(state_dir, &mut record, network, first_slot)?;
     for step in plan::slot_steps(&slot) {
         apply(state_dir, &mut record, step)?;
     }
@@ -108,34 +110,36 @@ fn apply(state_dir: &Path, record: &mut PodsRecord, step: Step) -> anyhow::Resul
     kernel::perform(&step.action)
 }
 
-/// Takes the first slot whose bridge this process can create (EEXIST: another `up` has it).
+/// The bridge's alias (`ip link set … alias`): `meshwork:<state dir>`, so that a slot whose
+/// `up` was killed can be found and reclaimed from another state directory.
+const ALIAS_PREFIX: &str = "meshwork:";
+
+/// Takes the first slot from `first` whose bridge this process can create (EEXIST: another
+/// `up` has it, or had it and was killed: then its objects are removed and the slot taken).
 fn claim_slot(
     state_dir: &Path,
     record: &mut PodsRecord,
     network: &PodNetwork,
+    first: u32,
 ) -> anyhow::Result<Slot> {
-    for index in 0..plan::slot_count(network) {
+    for index in first..plan::slot_count(network) {
         let Some(slot) = Slot::of(network, index) else {
             break;
         };
-        let bridge = slot.bridge();
-        record.objects.push(Object::Bridge(bridge.clone()));
-        record.save(state_dir)?;
-        let argv = ["ip", "link", "add", &bridge, "type", "bridge"].map(str::to_owned);
-        match kernel::run(&argv, None)? {
-            Ok(()) => {
-                record.slot = Some(slot);
-                record.save(state_dir)?;
-                return Ok(slot);
+        let mut taken = try_bridge(state_dir, record, &slot)?;
+        if !taken && let Some(line) = reclaim(&slot)? {
+            println!("[up] {line}");
+            taken = try_bridge(state_dir, record, &slot)?;
+        }
+        if taken {
+            record.slot = Some(slot);
+            record.save(state_dir)?;
+            let alias = format!("{ALIAS_PREFIX}{}", state_dir.canonicalize()?.display());
+            if alias.len() < 256 {
+                let argv = ["ip", "link", "set", &slot.bridge(), "alias", &alias];
+                kernel::run(&argv.map(str::to_owned), None)??;
             }
-            Err(failed) => {
-                // Not ours: it must not be removed with our objects.
-                record.objects.pop();
-                record.save(state_dir)?;
-                if !failed.exists() {
-                    return Err(failed.into());
-                }
-            }
+            return Ok(slot);
         }
     }
     bail!(
@@ -143,6 +147,52 @@ fn claim_slot(
          another `meshwork up` or widen Mesh spec.pods.network",
         plan::slot_count(network) - 1
     )
+}
+
+/// Creates `slot`'s bridge, recorded first; false when it exists (not ours: unrecorded).
+fn try_bridge(state_dir: &Path, record: &mut PodsRecord, slot: &Slot) -> anyhow::Result<bool> {
+    let bridge = slot.bridge();
+    record.objects.push(Object::Bridge(bridge.clone()));
+    record.save(state_dir)?;
+    let argv = ["ip", "link", "add", &bridge, "type", "bridge"].map(str::to_owned);
+    match kernel::run(&argv, None)? {
+        Ok(()) => Ok(true),
+        Err(failed) => {
+            record.objects.pop();
+            record.save(state_dir)?;
+            match failed.exists() {
+                true => Ok(false),
+                false => Err(failed.into()),
+            }
+        }
+    }
+}
+
+/// If `slot`'s bridge belongs to a state directory whose `pods.json` records this slot for a
+/// process that is gone, removes what that record lists; the line saying so.
+fn reclaim(slot: &Slot) -> anyhow::Result<Option<String>> {
+    let alias = std::fs::read_to_string(format!("/sys/class/net/{}/ifalias", slot.bridge()))
+        .unwrap_or_default();
+    let Some(dir) = alias.trim().strip_prefix(ALIAS_PREFIX) else {
+        return Ok(None);
+    };
+    let dir = Path::new(dir);
+    let Ok(Some(record)) = PodsRecord::load(dir) else {
+        return Ok(None);
+    };
+    if record.slot.map(|s| s.index) != Some(slot.index) || !record.owner_gone() {
+        return Ok(None);
+    }
+    let Some(removed) = teardown(dir)? else {
+        return Ok(None);
+    };
+    Ok(Some(format!(
+        "reclaimed {} from pid {} (gone; state directory {}): removed its {} pod(s)",
+        slot.bridge(),
+        removed.owner_pid,
+        dir.display(),
+        removed.pods
+    )))
 }
 
 /// What [`teardown`] removed.

@@ -76,7 +76,7 @@ pub fn create_pods(
     instances: &[Instance],
 ) -> anyhow::Result<BTreeMap<String, PodPlan>> {
     let spec = set.mesh().map(|m| m.spec.pods()).unwrap_or_default();
-    let record = pods::create(state_dir, &spec.network, &members(set, instances))
+    let record = pods::create(state_dir, &spec.network, 0, &members(set, instances))
         .context("creating the pods")?;
     if let Some(slot) = record.slot {
         let list: Vec<String> = record

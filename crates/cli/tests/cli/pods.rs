@@ -58,10 +58,16 @@ struct Pods {
 
 impl Pods {
     fn create(workloads: &[&str]) -> Pods {
+        Pods::create_with(&[], workloads).0
+    }
+
+    /// `pods create ARGS… WORKLOADS…`, and what it printed.
+    fn create_with(args: &[&str], workloads: &[&str]) -> (Pods, String) {
         let state = tempfile::tempdir().unwrap();
         let out = meshwork()
             .args(["pods", "create", "--state-dir"])
             .arg(state.path())
+            .args(args)
             .args(workloads)
             .output()
             .unwrap();
@@ -71,7 +77,7 @@ impl Pods {
             state,
         };
         assert!(out.status.success(), "pods create: {}", text(&out));
-        pods
+        (pods, text(&out))
     }
 
     fn delete(&self) -> Output {
@@ -311,21 +317,19 @@ fn exec_runs_unprivileged_in_the_pod(pods: &Pods, pod: &Pod) {
     );
 }
 
-#[test]
-fn the_next_up_removes_what_a_killed_one_left() {
-    skip_unless_able!("the_next_up_removes_what_a_killed_one_left");
-    let state = tempfile::tempdir().unwrap();
+/// `pods create --hold WORKLOAD` in `state`, killed with SIGKILL once its pods exist: its
+/// pods and slot, left behind.
+fn killed_holder(state: &Path, workload: &str) -> (Vec<Pod>, u64) {
     let mut holder = meshwork()
         .args(["pods", "create", "--hold", "--state-dir"])
-        .arg(state.path())
-        .arg("pk")
+        .arg(state)
+        .arg(workload)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
     let mut printed = String::new();
-    for line in lines.by_ref() {
+    for line in BufReader::new(holder.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         printed.push_str(&line);
         printed.push('\n');
@@ -333,13 +337,20 @@ fn the_next_up_removes_what_a_killed_one_left() {
             break;
         }
     }
-    let pods = parse_pods(&printed);
-    let slot = slot_of(state.path());
-    assert_eq!(pods.len(), 1, "{printed}");
-    // Whatever happens next, nothing stays behind.
-    let stale_state = StaleGuard(state.path().to_owned());
     holder.kill().unwrap(); // SIGKILL: no chance to clean up
     holder.wait().unwrap();
+    let pods = parse_pods(&printed);
+    assert_eq!(pods.len(), 1, "{printed}");
+    (pods, slot_of(state))
+}
+
+#[test]
+fn the_next_up_removes_what_a_killed_one_left() {
+    skip_unless_able!("the_next_up_removes_what_a_killed_one_left");
+    let state = tempfile::tempdir().unwrap();
+    // Whatever happens next, nothing stays behind.
+    let stale_state = StaleGuard(state.path().to_owned());
+    let (pods, slot) = killed_holder(state.path(), "pk");
     let before = objects(slot, &pods);
     assert_all_exist(&before);
 
@@ -510,4 +521,29 @@ fn pods_without_privileges_name_what_is_missing() {
         ),
         "{err}"
     );
+}
+
+/// A slot whose owner was killed is reclaimed by an `up` of another state directory that
+/// finds its bridge taken: the dead owner's objects are removed first.
+#[test]
+fn a_dead_owners_slot_is_reclaimed_from_another_state_directory() {
+    skip_unless_able!("a_dead_owners_slot_is_reclaimed_from_another_state_directory");
+    let stale = tempfile::tempdir().unwrap();
+    let _guard = StaleGuard(stale.path().to_owned());
+    let (pods, slot) = killed_holder(stale.path(), "pr");
+    let before = objects(slot, &pods);
+    assert_all_exist(&before);
+    let first = slot.to_string();
+    let (taker, said) = Pods::create_with(&["--first-slot", &first], &["ps"]);
+    assert!(
+        said.contains(&format!("reclaimed mwbr{slot} from pid")),
+        "{said}"
+    );
+    assert_all_gone(
+        &before,
+        &objects(slot, &pods),
+        "after the slot was reclaimed",
+    );
+    assert!(!stale.path().join("pods.json").exists());
+    assert_eq!(taker.pods.len(), 1, "{said}");
 }
