@@ -1,23 +1,16 @@
 //! Pod mode in `up` (issue 10): whether it runs, the pods of a resource set, the sidecar
 //! arguments of a pod and the command line of an app in one.
-//!
-//! The switch is [`POD_SIDECARS`]: until `meshwork proxy` takes `--pod` (the sidecar side,
-//! in the `proxy` crate), a sidecar given a pod would fail, so `up` keeps proxy mode.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use api::ResourceSet;
 
 use super::instances::Instance;
 use super::supervisor::Child;
 use crate::pods::{self, Isolation, IsolationArg, PodPlan};
 use crate::state::StateDir;
-
-/// Whether `up` runs pods when it can. Turn on once `meshwork proxy` accepts the arguments
-/// of [`sidecar_pod_args`].
-pub const POD_SIDECARS: bool = false;
 
 /// Removes the pods a killed `up` left in this state directory, then decides whether this
 /// one runs pods (saying in one line when it does not).
@@ -37,24 +30,9 @@ pub fn prepare(state: &StateDir, arg: IsolationArg) -> anyhow::Result<bool> {
     })
 }
 
-/// `MESHWORK_POD_SIDECARS=1` turns [`POD_SIDECARS`] on for one `up`: for the test of the
-/// wiring (pods created, sidecars given them, everything removed when a sidecar fails)
-/// before the sidecar side exists.
-const SWITCH_ENV: &str = "MESHWORK_POD_SIDECARS";
-
-/// What `--isolation` means in this build ([`POD_SIDECARS`]).
+/// What `--isolation` means on this machine.
 pub fn resolve(arg: IsolationArg) -> anyhow::Result<Isolation> {
-    let on = POD_SIDECARS || std::env::var_os(SWITCH_ENV).is_some_and(|v| v == "1");
-    resolve_with(arg, on)
-}
-
-fn resolve_with(arg: IsolationArg, sidecars: bool) -> anyhow::Result<Isolation> {
-    const NOT_YET: &str = "this build's sidecars have no pod mode yet";
-    match (arg, sidecars) {
-        (IsolationArg::Off, _) | (_, true) => pods::decide(arg),
-        (IsolationArg::Pods, false) => bail!("--isolation=pods: {NOT_YET}"),
-        (IsolationArg::Auto, false) => Ok(Isolation::Off(NOT_YET.to_owned())),
-    }
+    pods::decide(arg)
 }
 
 /// The replicas that get a pod: all but those of `hostNetwork: true` workloads.
@@ -180,20 +158,6 @@ mod tests {
         let argv = pod_app_argv(exe, &["python3".into(), "app.py".into()], "mw1-a-1").unwrap();
         assert_eq!(argv[3], "mw1-a-1");
         assert_eq!(argv[argv.len() - 2..], ["python3", "app.py"]);
-    }
-
-    #[test]
-    fn pods_wait_for_the_sidecar_side_unless_forced_off() {
-        assert_eq!(
-            resolve_with(IsolationArg::Off, false).unwrap(),
-            Isolation::Off("--isolation=off".into())
-        );
-        assert!(matches!(
-            resolve_with(IsolationArg::Auto, false).unwrap(),
-            Isolation::Off(reason) if reason.contains("no pod mode yet")
-        ));
-        let error = resolve_with(IsolationArg::Pods, false).unwrap_err();
-        assert!(error.to_string().contains("--isolation=pods"), "{error}");
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub struct UpArgs {
     /// Pod mode: `pods` runs each workload replica in a network namespace of its own, its
     /// traffic captured by its sidecar (needs root, `ip` and `nft`); `off` is proxy mode
     /// (apps reach their sidecar through HTTP_PROXY); `auto` is pods where possible.
-    #[arg(long, value_enum, default_value_t = IsolationArg::Auto)]
+    #[arg(long, value_enum, default_value_t = IsolationArg::Auto, env = "MESHWORK_ISOLATION")]
     pub isolation: IsolationArg,
 }
 
