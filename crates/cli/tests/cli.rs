@@ -28,6 +28,8 @@ mod kubernetes_source;
 mod lifecycle;
 #[path = "cli/observe.rs"]
 mod observe;
+#[path = "cli/pod_mesh.rs"]
+mod pod_mesh;
 #[path = "cli/pods.rs"]
 mod pods;
 #[path = "cli/policy.rs"]

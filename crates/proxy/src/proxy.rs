@@ -14,6 +14,7 @@ use crate::discovery::{self, ControlLoops};
 use crate::inbound::app_readiness::{self, AppConnect, AppReadiness};
 use crate::inbound::{self, Inbound, app::AppService, opaque::OpaqueInbound};
 use crate::metrics::ProxyMetrics;
+use crate::outbound::claim_binding::ClaimBindings;
 use crate::outbound::connect::{PeerConnector, PeerPool};
 use crate::outbound::resolve::HostResolver;
 use crate::outbound::{self, Outbound, egress::Egress};
@@ -117,7 +118,9 @@ impl Proxy {
             };
             Admin::new(l, parts)
         });
-        let egress = Egress::new(info.spiffe_id.clone(), resolver);
+        let bindings = config.pod.as_ref().and_then(|p| p.claim_bindings.clone());
+        let egress = Egress::new(info.spiffe_id.clone(), resolver)
+            .with_bindings(bindings.map(ClaimBindings::new));
 
         let traces = config.tracing.as_ref();
         let (tracer, exporting) = start_tracing(traces, &info.spiffe_id, config.replica, &metrics)?;

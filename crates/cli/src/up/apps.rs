@@ -31,15 +31,19 @@ pub(super) async fn start_apps(
         let Some(w) = l.set.workload(&instance.workload) else {
             continue;
         };
-        let app = match &pod {
-            Some(pod) => isolation::pod_app(&l.exe, &w.spec.command, &l.dir, pod)?,
-            None => {
-                Child::app(&l.exe, &w.spec.command, &l.dir).proxy_env(&info.outbound.to_string())
-            }
+        let (app, bound) = match &pod {
+            Some(pod) => (
+                isolation::pod_app(&l.exe, &w.spec.command, &l.dir, pod)?,
+                bindings.pod_env_for(&instance.workload),
+            ),
+            None => (
+                Child::app(&l.exe, &w.spec.command, &l.dir).proxy_env(&info.outbound.to_string()),
+                bindings.env_for(&instance.workload),
+            ),
         };
         let app = app
             .envs(&w.spec.env)
-            .envs(&bindings.env_for(&instance.workload))
+            .envs(&bound)
             .env("PORT", &instance.port.to_string())
             .env("MESHWORK_WORKLOAD", &instance.workload)
             .env("MESHWORK_REPLICA", &instance.replica.to_string())

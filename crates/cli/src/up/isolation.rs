@@ -21,6 +21,7 @@ pub fn prepare(state: &StateDir, arg: IsolationArg) -> anyhow::Result<bool> {
     Ok(match resolve(arg)? {
         Isolation::Pods => {
             println!("[up] isolation: pods (a network namespace per workload replica)");
+            let_apps_traverse(state.path())?;
             true
         }
         Isolation::Off(reason) => {
@@ -28,6 +29,20 @@ pub fn prepare(state: &StateDir, arg: IsolationArg) -> anyhow::Result<bool> {
             false
         }
     })
+}
+
+/// Apps in pods run as an unprivileged user: they may pass through the state directory
+/// (`MESHWORK_STATE_DIR`, e.g. to the demo's `demo/stripe-ca.pem`) but not list it; what is
+/// private in it stays private by its own mode (keys, bindings and the control socket are
+/// root's alone).
+fn let_apps_traverse(state: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state)
+        .with_context(|| format!("reading {}", state.display()))?
+        .permissions()
+        .mode();
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(mode | 0o001))
+        .with_context(|| format!("letting apps in pods through {}", state.display()))
 }
 
 /// What `--isolation` means on this machine.
@@ -79,9 +94,12 @@ pub fn create_pods(
 }
 
 /// The arguments that put a sidecar in front of `pod` (`meshwork proxy --pod …`).
-pub fn sidecar_pod_args(pod: &PodPlan, set: &ResourceSet) -> Vec<String> {
+pub fn sidecar_pod_args(pod: &PodPlan, set: &ResourceSet, state: &Path) -> Vec<String> {
     let spec = set.mesh().map(|m| m.spec.pods()).unwrap_or_default();
+    let bindings = crate::claims::delivery::binding_root(state, &pod.workload);
     vec![
+        "--claim-bindings".to_owned(),
+        bindings.display().to_string(),
         "--pod".to_owned(),
         pod.netns_path().display().to_string(),
         "--pod-ip".to_owned(),
@@ -173,8 +191,9 @@ mod tests {
         let slot = pods::plan::Slot::of(&"198.18.0.0/16".parse().unwrap(), 1).unwrap();
         let pod = PodPlan::new(&slot, 2, "billing", 0);
         assert_eq!(
-            sidecar_pod_args(&pod, &set).join(" "),
-            "--pod /run/netns/mw1-billing-0 --pod-ip 198.18.1.4 --pod-virtual-addresses 100.64.0.0/16"
+            sidecar_pod_args(&pod, &set, Path::new("/s")).join(" "),
+            "--claim-bindings /s/bindings/billing --pod /run/netns/mw1-billing-0 \
+             --pod-ip 198.18.1.4 --pod-virtual-addresses 100.64.0.0/16"
         );
     }
 }

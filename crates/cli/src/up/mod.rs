@@ -382,7 +382,7 @@ async fn start_sidecars(
         let pod = pods.get(&instance.name).cloned();
         let mut proxy = proxy_command(l, w, instance, &ready, agent_socket, dns, &trace_args);
         if let Some(pod) = &pod {
-            proxy = proxy.args(isolation::sidecar_pod_args(pod, l.set));
+            proxy = proxy.args(isolation::sidecar_pod_args(pod, l.set, l.state.path()));
         }
         let proc_name = format!("{}/proxy", instance.name);
         sup.spawn(&proc_name, proxy)?;

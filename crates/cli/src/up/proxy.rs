@@ -81,6 +81,11 @@ pub struct ProxyArgs {
         requires = "pod"
     )]
     pub opaque_ports: proxy::OpaquePorts,
+    /// Pod mode: this workload's binding root (`<state>/bindings/<workload>`); the app's
+    /// connections to a claimed service's name (`<claim>.<namespace>.claims.meshwork`) are
+    /// admitted by a binding there and go to the instance it names; without one, refused.
+    #[arg(long, value_name = "DIR", requires = "pod")]
+    pub claim_bindings: Option<PathBuf>,
     // Distributed tracing: off unless asked for (up/trace_flags.rs).
     #[command(flatten)]
     pub trace: trace_flags::TraceArgs,
@@ -92,11 +97,13 @@ fn pod_config(
     ip: Option<std::net::Ipv4Addr>,
     virtual_addresses: proxy::VirtualCidr,
     opaque_ports: proxy::OpaquePorts,
+    claim_bindings: Option<PathBuf>,
 ) -> Option<proxy::PodConfig> {
     let (netns, ip) = (netns?, ip?);
     Some(proxy::PodConfig {
         virtual_addresses,
         opaque_ports,
+        claim_bindings,
         ..proxy::PodConfig::new(netns, ip)
     })
 }
@@ -141,6 +148,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             args.pod_ip,
             args.pod_virtual_addresses,
             args.opaque_ports,
+            args.claim_bindings,
         ),
     };
     let rt = if args.single_thread {
@@ -190,6 +198,8 @@ mod tests {
             "198.18.0.2",
             "--opaque-ports",
             "5432",
+            "--claim-bindings",
+            "/s/bindings/billing",
         ])
         .unwrap();
         let pod = pod_config(
@@ -197,8 +207,13 @@ mod tests {
             args.pod_ip,
             args.pod_virtual_addresses,
             args.opaque_ports,
+            args.claim_bindings,
         )
         .unwrap();
+        assert_eq!(
+            pod.claim_bindings,
+            Some(PathBuf::from("/s/bindings/billing"))
+        );
         assert_eq!(pod.netns, PathBuf::from("/run/netns/p"));
         assert_eq!(pod.ip, std::net::Ipv4Addr::new(198, 18, 0, 2));
         assert_eq!(pod.virtual_addresses, proxy::VirtualCidr::default());

@@ -21,6 +21,10 @@ pub struct PodConfig {
     /// Destination ports whose connections are opaque TCP without detection: protocols
     /// where the server speaks first (SMTP, MySQL) would stall detection.
     pub opaque_ports: OpaquePorts,
+    /// This workload's binding root (`<state>/bindings/<workload>`): connections to a
+    /// claimed service's name are admitted by a binding there (`outbound::claim_binding`);
+    /// `None`: every such connection is refused.
+    pub claim_bindings: Option<PathBuf>,
 }
 
 impl PodConfig {
@@ -31,6 +35,7 @@ impl PodConfig {
             ip,
             virtual_addresses: VirtualCidr::default(),
             opaque_ports: OpaquePorts::default(),
+            claim_bindings: None,
         }
     }
 }

@@ -24,6 +24,7 @@ use policy::{Decision, EgressRequest, Host, NormalizedPath};
 use serde_json::json;
 use tokio::net::TcpStream;
 
+use super::claim_binding::{Admission, ClaimBindings};
 use super::classify::Classified;
 use super::resolve::HostResolver;
 use super::target::Target;
@@ -43,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Egress {
     caller: SpiffeId,
     resolver: HostResolver,
+    /// This workload's bindings, for claimed services' names (pod mode).
+    bindings: Option<ClaimBindings>,
 }
 
 /// An egress request, parsed from its target.
@@ -56,7 +59,18 @@ struct Destination {
 impl Egress {
     /// Egress as `caller` (this workload's SVID), resolving names with `resolver`.
     pub fn new(caller: SpiffeId, resolver: HostResolver) -> Egress {
-        Egress { caller, resolver }
+        Egress {
+            caller,
+            resolver,
+            bindings: None,
+        }
+    }
+
+    /// Admits connections to claimed services' names by this workload's bindings under
+    /// `bindings` ([`super::claim_binding`]).
+    pub fn with_bindings(mut self, bindings: Option<ClaimBindings>) -> Egress {
+        self.bindings = bindings;
+        self
     }
 
     /// Decides `request` to the non-mesh destination `classified` names and, when
@@ -126,6 +140,11 @@ impl Egress {
         host: &Host,
         port: u16,
     ) -> Result<TcpStream, TcpEgressError> {
+        if let Host::Dns(name) = host
+            && let Some((claim, namespace)) = api::taxonomy::parse_claim_host(name.as_str())
+        {
+            return self.connect_claim(claim, namespace, port).await;
+        }
         let Ok(engine) = &table.policies().engine else {
             return Err(TcpEgressError::PolicyUnavailable);
         };
@@ -148,6 +167,47 @@ impl Egress {
         if !decision.allowed {
             return Err(TcpEgressError::Denied { decision_id: id });
         }
+        self.dial(&destination)
+            .await
+            .map_err(|e| TcpEgressError::Unreachable(Box::new(e)))
+    }
+
+    /// A TCP connection to claim `claim`'s name: admitted by this workload's binding of it
+    /// (and dialled at the binding's address), else refused; logged with a decision id
+    /// either way.
+    async fn connect_claim(
+        &self,
+        claim: &str,
+        namespace: &str,
+        port: u16,
+    ) -> Result<TcpStream, TcpEgressError> {
+        let id = decision_id();
+        let caller = self.caller.as_str();
+        let admission = match &self.bindings {
+            Some(bindings) => bindings.admit(claim, port).await,
+            None => Admission::Refused("this sidecar reads no bindings".to_owned()),
+        };
+        let (host, port) = match admission {
+            Admission::Bound { host, port } => (host, port),
+            Admission::Refused(reason) => {
+                tracing::warn!(decision_id = %id, caller, claim, namespace, port, %reason,
+                    "connection to a claimed service denied: not bound to this workload");
+                return Err(TcpEgressError::Denied { decision_id: id });
+            }
+        };
+        tracing::info!(decision_id = %id, caller, claim, namespace, port, instance = %host,
+            "connection to a claimed service allowed by its binding");
+        let destination = Destination {
+            host: host.parse().map_err(|e: policy::DnsError| {
+                TcpEgressError::Unreachable(Box::new(ForwardError::EgressUnreachable {
+                    host: host.clone(),
+                    port,
+                    source: Box::new(e),
+                }))
+            })?,
+            port,
+            http: None,
+        };
         self.dial(&destination)
             .await
             .map_err(|e| TcpEgressError::Unreachable(Box::new(e)))

@@ -19,6 +19,7 @@
 //! what keeps other hosts out (the address comes from [`crate::ProxyConfig`]).
 
 pub mod balance;
+pub mod claim_binding;
 pub mod classify;
 pub mod connect;
 pub mod egress;
