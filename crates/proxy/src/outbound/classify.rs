@@ -212,6 +212,14 @@ fn pin_to_capture(to: &CapturedTarget, request: &mut Request<ProxyBody>) -> Resu
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !*by_name {
+        // By IP: the request keeps its own Host (egress forwards it), the IP decides.
+        return Ok(Target::Http {
+            host: host.clone(),
+            port: Some(*port),
+            path_and_query,
+        });
+    }
     let authority = if *port == 80 {
         host.clone()
     } else {
@@ -414,6 +422,6 @@ mod tests {
             .insert(captured("10.1.2.3", 8080, false));
         let classified = Classified::of(Arc::clone(&table), &mut by_ip);
         assert_eq!(classified.target.unwrap().host(), "10.1.2.3");
-        assert_eq!(by_ip.uri(), "http://10.1.2.3:8080/x");
+        assert_eq!(by_ip.uri(), "/x", "by IP, the request keeps its Host");
     }
 }
