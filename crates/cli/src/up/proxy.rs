@@ -224,7 +224,8 @@ mod tests {
                 args.pod,
                 args.pod_ip,
                 args.pod_virtual_addresses,
-                args.opaque_ports
+                args.opaque_ports,
+                args.claim_bindings
             )
             .is_none()
         );

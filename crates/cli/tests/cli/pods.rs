@@ -457,7 +457,7 @@ fn up_removes_its_pods_when_startup_fails() {
         "hostNetwork has no pod: {created}"
     );
     assert!(!status.success(), "{all}");
-    assert!(all.contains("app never listened"), "{all}");
+    assert!(all.contains("[up] error: workload pupa"), "{all}");
     assert!(said.contains("[up] removed 1 pod(s) on mwbr"), "{all}");
     assert!(!state.path().join("pods.json").exists(), "{all}");
     assert!(
