@@ -28,7 +28,7 @@ use super::target::Target;
 use super::{MeshStack, StackParts};
 use crate::body::ProxyBody;
 use crate::forward_error::ForwardError;
-use crate::hop_by_hop::requested_upgrade;
+use crate::hop_by_hop::{requested_upgrade, strip_hop_by_hop};
 
 type Answer = Result<Response<ProxyBody>, ForwardError>;
 
@@ -97,6 +97,12 @@ impl Service<Request<ProxyBody>> for Steer {
                 })
             }
             (Ok(_), None) => {
+                if requested_upgrade(&request).is_some() {
+                    // Upgrades are carried to mesh services only: egress goes over pooled
+                    // connections, which cannot be upgraded, so the request leaves as a plain
+                    // one (as before upgrades were kept at all).
+                    strip_hop_by_hop(request.headers_mut());
+                }
                 let egress = self.egress.clone();
                 // invariant: just read above; the layers below egress do not need it.
                 let classified = request.extensions_mut().remove::<Classified>();
