@@ -75,7 +75,8 @@ fn pod_of(state: &StateDir, workload: &str, replica: u16) -> anyhow::Result<Opti
 /// Replaces this process with `command` run inside `pod` (`ip netns exec`, `setpriv`).
 fn exec_in_pod(pod: &PodPlan, command: &[String], replica: u16) -> anyhow::Result<ExitCode> {
     let command: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
-    let argv = crate::pods::app::in_pod(&pod.netns, &command);
+    let uid = crate::pods::app::pod_uid(pod.ip);
+    let argv = crate::pods::app::in_pod(&pod.netns, uid, &command);
     let (program, rest) = argv.split_first().context("no command given")?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(rest)

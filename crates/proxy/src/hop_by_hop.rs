@@ -26,13 +26,22 @@ const ALWAYS: [HeaderName; 4] = [
     HeaderName::from_static("keep-alive"),
 ];
 
-/// The `Upgrade` value of an HTTP/1.1 upgrade request (its `Connection` lists `upgrade`);
-/// `None` for any other request (HTTP/2 has no `Upgrade`).
+/// The `Upgrade` value of an HTTP/1.1 WebSocket upgrade request (its `Connection` lists
+/// `upgrade`, its `Upgrade` is `websocket`); `None` for any other request (HTTP/2 has no
+/// `Upgrade`). Only WebSocket: after a `101` the connection is a byte splice that no policy
+/// sees, so an upgrade to a protocol that carries further requests (`h2c`) would let a caller
+/// send requests that were never authorized; those are stripped like any hop-by-hop header.
 pub fn requested_upgrade<B>(request: &Request<B>) -> Option<HeaderValue> {
     if request.version() != http::Version::HTTP_11 {
         return None;
     }
     let upgrade = request.headers().get(header::UPGRADE)?;
+    let websocket = upgrade
+        .to_str()
+        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        return None;
+    }
     let listed = request
         .headers()
         .get_all(header::CONNECTION)
@@ -209,6 +218,24 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut map);
         assert_eq!(names(&map), ["content-type"]);
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_kept() {
+        for (upgrade, kept) in [
+            ("websocket", true),
+            ("WebSocket", true),
+            ("h2c", false),
+            ("websocket, h2c", false),
+            ("TLS/1.2", false),
+        ] {
+            let mut request = Request::get("/").body(()).unwrap();
+            *request.headers_mut() = headers(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", upgrade),
+            ]);
+            assert_eq!(requested_upgrade(&request).is_some(), kept, "{upgrade}");
+        }
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub(crate) use dispatch::Dispatch;
 pub use netns::{NetnsError, PodNetns};
 pub(crate) use opaque_service::OpaqueContext;
 pub use rules::{CAPTURE_PORT, DNS_PORT, INBOUND_PORT, PodRules};
+
+/// The ports of a pod's sidecar inside the pod: never an opaque TCP destination.
+pub const SIDECAR_PORTS: [u16; 3] = [CAPTURE_PORT, INBOUND_PORT, DNS_PORT];
 pub use virtual_addresses::VirtualAddresses;
 
 use crate::config::PodConfig;

@@ -161,7 +161,11 @@ impl Proxy {
                     info.spiffe_id.clone(),
                     Arc::clone(&readiness),
                     Arc::clone(&metrics),
-                ),
+                )
+                .refusing(match config.pod {
+                    Some(_) => &pod::SIDECAR_PORTS,
+                    None => &[],
+                }),
             },
             outbound: None,
             pod: None,

@@ -3,8 +3,16 @@
 
 use std::ffi::OsString;
 
-/// The user and group pod processes run as (`nobody`/`nogroup` on Debian).
-pub const POD_UID: u32 = 65534;
+/// The first of the users pod processes run as: each pod has its own ([`pod_uid`]), so that
+/// one pod's app cannot ptrace another's, read its `/proc/<pid>/environ` (its binding's
+/// credentials) or signal it. A range no distribution allocates from.
+pub const POD_UID_BASE: u32 = 2_000_000_000;
+
+/// The user (and group) of the pod at `ip`: one per pod address, so distinct across pods of
+/// one `up` and across the slots of concurrent `up`s.
+pub fn pod_uid(ip: std::net::Ipv4Addr) -> u32 {
+    POD_UID_BASE + (u32::from(ip) & 0x00ff_ffff)
+}
 
 /// The environment variables that would send a process to a sidecar's outbound proxy; in a
 /// pod, capture does that, and an inherited proxy address would be the host's.
@@ -20,11 +28,11 @@ pub const PROXY_VARS: &[&str] = &[
 ];
 
 /// `ip netns exec <netns> setpriv … -- <command>`: `command` run inside the named
-/// namespace as uid/gid 65534, no supplementary groups, no inheritable or bounding
-/// capabilities.
-pub fn in_pod(netns: &str, command: &[OsString]) -> Vec<OsString> {
-    let uid = format!("--reuid={POD_UID}");
-    let gid = format!("--regid={POD_UID}");
+/// namespace as the pod's own uid/gid, no supplementary groups, no inheritable or bounding
+/// capabilities, no new privileges (set-uid programs stay unprivileged).
+pub fn in_pod(netns: &str, uid: u32, command: &[OsString]) -> Vec<OsString> {
+    let gid = format!("--regid={uid}");
+    let uid = format!("--reuid={uid}");
     let mut argv: Vec<OsString> = [
         "ip",
         "netns",
@@ -36,6 +44,7 @@ pub fn in_pod(netns: &str, command: &[OsString]) -> Vec<OsString> {
         "--clear-groups",
         "--inh-caps=-all",
         "--bounding-set=-all",
+        "--no-new-privs",
         "--",
     ]
     .into_iter()
@@ -51,7 +60,10 @@ mod tests {
 
     #[test]
     fn the_app_runs_unprivileged_in_its_namespace() {
-        let argv = in_pod("mw3-store-0", &["/bin/app".into(), "--flag".into()]);
+        let uid = pod_uid("198.18.3.4".parse().unwrap());
+        assert_eq!(uid, 2_000_000_000 + (18 << 16) + (3 << 8) + 4);
+        assert_ne!(uid, pod_uid("198.18.3.5".parse().unwrap()));
+        let argv = in_pod("mw3-store-0", uid, &["/bin/app".into(), "--flag".into()]);
         let line: Vec<&str> = argv.iter().filter_map(|a| a.to_str()).collect();
         assert_eq!(
             line,
@@ -61,11 +73,12 @@ mod tests {
                 "exec",
                 "mw3-store-0",
                 "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
+                "--reuid=2001180420",
+                "--regid=2001180420",
                 "--clear-groups",
                 "--inh-caps=-all",
                 "--bounding-set=-all",
+                "--no-new-privs",
                 "--",
                 "/bin/app",
                 "--flag",

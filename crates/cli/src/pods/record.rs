@@ -75,7 +75,7 @@ impl PodsRecord {
     }
 
     /// Whether the process that wrote it is gone: no such pid, or (the pid reused since)
-    /// a process that is not this program.
+    /// a process that is not a `meshwork`.
     pub fn owner_gone(&self) -> bool {
         let proc = Path::new("/proc").join(self.owner_pid.to_string());
         if !proc.exists() {
@@ -87,13 +87,16 @@ impl PodsRecord {
         ) else {
             return false;
         };
-        // A rebuilt binary shows as `<path> (deleted)`.
-        let trim = |p: &Path| {
-            p.to_string_lossy()
-                .trim_end_matches(" (deleted)")
-                .to_owned()
+        // By file name: another build (another target directory, an installed copy) of
+        // meshwork is still an owner; a rebuilt binary shows as `<name> (deleted)`.
+        let name = |p: &Path| {
+            p.file_name().map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_owned()
+            })
         };
-        trim(&theirs) != trim(&ours)
+        name(&theirs) != name(&ours)
     }
 
     /// The pod of `workload`'s `replica`, if it has one.

@@ -111,7 +111,12 @@ pub fn sidecar_pod_args(pod: &PodPlan, set: &ResourceSet, state: &Path) -> Vec<S
 
 /// The argv `meshwork guard` runs for an app in `netns`: `ip netns exec … setpriv … --`,
 /// then the app's command (`meshwork` as argv\[0\] means `exe`).
-pub fn pod_app_argv(exe: &Path, argv: &[String], netns: &str) -> anyhow::Result<Vec<String>> {
+pub fn pod_app_argv(
+    exe: &Path,
+    argv: &[String],
+    netns: &str,
+    uid: u32,
+) -> anyhow::Result<Vec<String>> {
     let program = match argv.first().map(String::as_str) {
         Some("meshwork") | None => exe
             .to_str()
@@ -122,7 +127,7 @@ pub fn pod_app_argv(exe: &Path, argv: &[String], netns: &str) -> anyhow::Result<
         .chain(argv.iter().skip(1).map(String::as_str))
         .map(Into::into)
         .collect();
-    pods::app::in_pod(netns, &command)
+    pods::app::in_pod(netns, uid, &command)
         .into_iter()
         .map(|a| {
             a.into_string()
@@ -133,7 +138,7 @@ pub fn pod_app_argv(exe: &Path, argv: &[String], netns: &str) -> anyhow::Result<
 
 /// An app in its pod under `meshwork guard`, with `MESHWORK_POD_IP` and no proxy variables.
 pub fn pod_app(exe: &Path, argv: &[String], cwd: &Path, pod: &PodPlan) -> anyhow::Result<Child> {
-    let wrapped = pod_app_argv(exe, argv, &pod.netns)?;
+    let wrapped = pod_app_argv(exe, argv, &pod.netns, pods::app::pod_uid(pod.ip))?;
     let mut child = Child::app(exe, &wrapped, cwd).env("MESHWORK_POD_IP", &pod.ip.to_string());
     for var in pods::app::PROXY_VARS {
         child = child.env_remove(var);
@@ -166,14 +171,15 @@ mod tests {
             exe,
             &["meshwork".into(), "demo".into(), "store".into()],
             "mw1-store-0",
+            7,
         )
         .unwrap();
         assert_eq!(
             argv.join(" "),
-            "ip netns exec mw1-store-0 setpriv --reuid=65534 --regid=65534 --clear-groups \
-             --inh-caps=-all --bounding-set=-all -- /usr/bin/meshwork demo store"
+            "ip netns exec mw1-store-0 setpriv --reuid=7 --regid=7 --clear-groups \
+             --inh-caps=-all --bounding-set=-all --no-new-privs -- /usr/bin/meshwork demo store"
         );
-        let argv = pod_app_argv(exe, &["python3".into(), "app.py".into()], "mw1-a-1").unwrap();
+        let argv = pod_app_argv(exe, &["python3".into(), "app.py".into()], "mw1-a-1", 7).unwrap();
         assert_eq!(argv[3], "mw1-a-1");
         assert_eq!(argv[argv.len() - 2..], ["python3", "app.py"]);
     }

@@ -65,7 +65,7 @@ ID; they are named <workload>-0 … <workload>-N-1 in logs and the table. `meshw
 
 Isolation (--isolation): `pods` runs each workload replica in a network namespace of its own
 (`mw<slot>-<workload>-<replica>`, an address from Mesh spec.pods.network on the bridge
-mwbr<slot>), its app unprivileged (uid 65534) and captured by its sidecar; `off` is proxy mode
+mwbr<slot>), its app unprivileged (a uid of its own, no capabilities) and captured by its sidecar; `off` is proxy mode
 (apps share the host network and reach their sidecar through HTTP_PROXY); `auto` (the default)
 is pods where `up` can create them (root, `ip`, `nft`), else off, said in one line. Workloads
 with `hostNetwork: true` run as in proxy mode. Everything pods use is recorded in

@@ -277,7 +277,7 @@ fn the_host_cannot_reach_the_capture_listener(pod: &Pod) {
     );
 }
 
-/// `meshwork exec` in pod mode: the command runs in the pod as 65534 without proxy variables,
+/// `meshwork exec` in pod mode: the command runs in the pod as the pod's own uid without proxy variables,
 /// and cannot change the pod's rules.
 fn exec_runs_unprivileged_in_the_pod(pods: &Pods, pod: &Pod) {
     let state = pods.state.path();
@@ -301,7 +301,8 @@ fn exec_runs_unprivileged_in_the_pod(pods: &Pods, pod: &Pod) {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(said, format!("65534\nproxy=\nip={}\n", pod.ip));
+    let uid = 2_000_000_000 + (u32::from(pod.ip) & 0x00ff_ffff);
+    assert_eq!(said, format!("{uid}\nproxy=\nip={}\n", pod.ip));
     let flush = exec(&["nft", "flush", "ruleset"]);
     assert!(
         !flush.status.success(),

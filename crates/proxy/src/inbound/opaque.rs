@@ -49,6 +49,9 @@ pub struct OpaqueInbound {
     /// knows how to reach the app (from inside its pod in pod mode).
     app: Arc<AppReadiness>,
     metrics: Arc<dyn ProxyMetrics>,
+    /// Ports on the app's address that are the sidecar's own (in pod mode: the capture
+    /// listener, the mTLS listener, the resolver): never spliced to.
+    sidecar_ports: Vec<u16>,
 }
 
 impl OpaqueInbound {
@@ -65,7 +68,14 @@ impl OpaqueInbound {
             own: Arc::new(own),
             app,
             metrics,
+            sidecar_ports: Vec::new(),
         }
+    }
+
+    /// Never splices to `ports` (the sidecar's own, beside the app in its pod).
+    pub fn refusing(mut self, ports: &[u16]) -> Self {
+        self.sidecar_ports = ports.to_vec();
+        self
     }
 
     /// Reads the preamble, decides, and splices `tls` to the app until either side closes.
@@ -114,6 +124,11 @@ impl OpaqueInbound {
                 OpaqueOutcome::Refused
             })?;
         let port = preamble.port;
+        if self.sidecar_ports.contains(&port) {
+            tracing::warn!(%caller, port, "opaque connection refused: a sidecar port of the \
+                pod (capture, mTLS, resolver) is never spliced to");
+            return Err(OpaqueOutcome::Refused);
+        }
         if port == self.app.addr().port() {
             tracing::warn!(%caller, port, "opaque connection refused: the app's HTTP port is \
                 served as HTTP only (identity stamping and L7 policy)");
@@ -129,7 +144,14 @@ impl OpaqueInbound {
             port,
             &table.policies().hash,
         );
-        if !decision.allowed {
+        // Opaque TCP reaches whatever listens on the app's address at that port (in proxy
+        // mode: the host's loopback), so it needs an ALLOW rule that names it: a service with
+        // no policy is open to HTTP callers, not to raw TCP on every port.
+        if !decision.allowed || decision.reason.kind != DecisionKind::ExplicitAllow {
+            if decision.allowed {
+                tracing::warn!(%caller, port, decision_id = %id, "opaque connection refused: \
+                    no AuthorizationPolicy ALLOW rule names this port");
+            }
             return Err(OpaqueOutcome::Denied);
         }
         let addr = SocketAddr::new(self.app.addr().ip(), port);

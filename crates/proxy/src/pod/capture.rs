@@ -31,12 +31,23 @@ pub enum Destination {
 
 impl Destination {
     /// The destination of a connection to `original`; `None` for a virtual address the
-    /// resolver never handed out (nothing could have learnt it from the resolver).
+    /// resolver never handed out (nothing could have learnt it from the resolver), and for
+    /// loopback or unspecified addresses: the rules never redirect those, so such an original
+    /// destination is a connection made to the capture listener itself (or relayed to it), not
+    /// one the app made outward.
     pub fn of(original: SocketAddrV4, table: &VirtualAddresses) -> Option<Destination> {
+        if original.ip().is_loopback() || original.ip().is_unspecified() {
+            return None;
+        }
         if !table.range().contains(*original.ip()) {
             return Some(Destination::Ip(original));
         }
         let name = table.name_of(*original.ip())?;
+        // A name that is an address ("127.0.0.1" asked of the resolver) is no name: taken as
+        // one, it would carry CIDR rules to any address, loopback included.
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            return None;
+        }
         Some(Destination::Name {
             name,
             port: original.port(),
@@ -97,8 +108,8 @@ impl Capture {
                 match destination {
                     Ok((_, Some(to))) => dispatch.handle(stream, to, watcher).await,
                     Ok((original, None)) => tracing::warn!(%original,
-                        "captured connection to a virtual address the pod's resolver never \
-                         handed out: closed"),
+                        "captured connection to a loopback address, or to a virtual address \
+                         the pod's resolver never handed out: closed"),
                     Err(error) => tracing::warn!(%error, peer = ?stream.peer_addr().ok(),
                         "connection to the capture listener that no rule redirected (no \
                          original destination): closed"),
@@ -132,5 +143,20 @@ mod tests {
         );
         let unknown = SocketAddrV4::new(Ipv4Addr::new(198, 19, 200, 1), 80);
         assert_eq!(Destination::of(unknown, &table), None);
+        let literal = table.assign("127.0.0.1").unwrap();
+        assert_eq!(
+            Destination::of(SocketAddrV4::new(literal, 5432), &table),
+            None
+        );
+        for itself in [
+            Ipv4Addr::LOCALHOST,
+            Ipv4Addr::new(127, 0, 0, 53),
+            Ipv4Addr::UNSPECIFIED,
+        ] {
+            assert_eq!(
+                Destination::of(SocketAddrV4::new(itself, 4140), &table),
+                None
+            );
+        }
     }
 }

@@ -84,12 +84,30 @@ fn request_line(first: &[u8]) -> Option<Detected> {
     match method_len {
         // Not even one method character, or too long a token: not HTTP.
         Some(0) => Some(Detected::Opaque),
-        Some(len) if first[len] == b' ' => Some(Detected::Http),
+        Some(len) if first[len] == b' ' => http_version(first),
         Some(_) => Some(Detected::Opaque),
         None if first.len() > MAX_METHOD => Some(Detected::Opaque),
         // All method characters so far: wait for more.
         None => None,
     }
+}
+
+/// After `METHOD `: HTTP only if the line ends in ` HTTP/1.0`/` HTTP/1.1` (or is the h2
+/// preface); an uppercase text protocol (`SET k v` of Redis, STOMP) is opaque. `None` until
+/// the line ends, within [`MAX_FIRST_BYTES`].
+fn http_version(first: &[u8]) -> Option<Detected> {
+    let Some(end) = first.iter().position(|b| *b == b'\n') else {
+        return (first.len() >= MAX_FIRST_BYTES).then_some(Detected::Opaque);
+    };
+    let line = first[..end].strip_suffix(b"\r").unwrap_or(&first[..end]);
+    let http = [&b" HTTP/1.1"[..], b" HTTP/1.0", b" HTTP/2.0"]
+        .iter()
+        .any(|version| line.ends_with(version));
+    Some(if http {
+        Detected::Http
+    } else {
+        Detected::Opaque
+    })
 }
 
 /// `Some` once rustls has a whole ClientHello from `first` (or has refused it).
@@ -153,8 +171,23 @@ mod tests {
             Detected::Http
         );
         assert_eq!(
-            detect_bytes(&[b"M-SEARCH * HTTP/1.1"]).await.0,
+            detect_bytes(&[b"M-SEARCH * HTTP/1.1\r\n"]).await.0,
             Detected::Http
+        );
+        assert_eq!(
+            detect_bytes(&[b"GET /a", b"b HTTP/1.0\n"]).await.0,
+            Detected::Http
+        );
+    }
+
+    #[tokio::test]
+    async fn uppercase_text_protocols_are_not_http() {
+        assert_eq!(detect_bytes(&[b"SET k v\r\n"]).await.0, Detected::Opaque);
+        assert_eq!(
+            detect_bytes(&[b"CONNECT\naccept-version:1.2\n\n\0"])
+                .await
+                .0,
+            Detected::Opaque
         );
     }
 

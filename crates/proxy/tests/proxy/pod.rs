@@ -75,7 +75,7 @@ struct PodMesh {
 /// `None` (with the reason printed) where pods cannot be made.
 async fn start() -> Option<PodMesh> {
     if let Some(reason) = testkit::netns::unavailable() {
-        eprintln!("skipped: pod mode needs root, `ip` and `nft`: {reason}");
+        eprintln!("SKIPPED: pod mode needs root, `ip` and `nft`: {reason}");
         return None;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
