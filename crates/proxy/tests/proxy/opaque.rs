@@ -364,3 +364,49 @@ async fn on_the_wire_the_client_offers_only_meshwork_opaque_and_sends_the_preamb
     );
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_service_without_policy_takes_no_opaque_tcp() {
+    // HTTP to a service no ALLOW policy targets is open; raw TCP to any port of its app's
+    // address is not: only an ALLOW rule naming the port admits it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new("meshwork.local").unwrap();
+    let shutdown = CancellationToken::new();
+    let (db, http_app) = (tcp_echo().await, EchoServer::start().await.unwrap());
+    let none = policy::PolicySet::default();
+    let billing = Arc::new(Events::default());
+    let own = vec![route(
+        "billing",
+        closed_port().await,
+        ca.id(BILLING).unwrap(),
+    )];
+    let info = sidecar(
+        &ca,
+        BILLING,
+        own,
+        (http_app.addr(), &none),
+        &billing,
+        &shutdown,
+    )
+    .await;
+    let callers = vec![route("billing", info.inbound, ca.id(BILLING).unwrap())];
+    let ignored = Arc::new(Events::default());
+    let app = (closed_port().await, &none);
+    let store = sidecar(&ca, STORE, callers, app, &ignored, &shutdown).await;
+    let (mut stream, _) = connect(store.outbound, &format!("billing:{}", db.port())).await;
+    let _ = stream.write_all(b"SELECT 1;").await;
+    assert!(until_closed(&mut stream).await.is_empty());
+    let counted = tokio::time::timeout(HANG_GUARD, async {
+        while billing.opaque().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        billing.opaque()
+    })
+    .await
+    .expect("billing never counted the connection");
+    assert_eq!(
+        counted,
+        [(Direction::Inbound, "billing", OpaqueOutcome::Denied)]
+    );
+    shutdown.cancel();
+}
