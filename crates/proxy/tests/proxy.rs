@@ -36,6 +36,8 @@ mod observe_guards;
 mod opaque;
 #[path = "proxy/pod.rs"]
 mod pod;
+#[path = "proxy/pod_protocols.rs"]
+mod pod_protocols;
 #[path = "proxy/reserved_headers.rs"]
 mod reserved_headers;
 #[path = "proxy/resilience.rs"]

@@ -107,12 +107,18 @@ impl SpiffeWorkloadApi for WhoAmI {
 async fn grpc_app(shutdown: CancellationToken) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    serve_grpc_app(listener, shutdown);
+    addr
+}
+
+/// Serves the tonic app (h2c) on `listener` (wherever it was made, e.g. in a pod) until
+/// `shutdown`.
+pub fn serve_grpc_app(listener: TcpListener, shutdown: CancellationToken) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let server = tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(WhoAmI))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
     tokio::spawn(server);
-    addr
 }
 
 #[tokio::test]

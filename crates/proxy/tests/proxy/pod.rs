@@ -238,7 +238,7 @@ async fn ask(netns: &PodNetns, server: SocketAddr, name: &str, kind: RecordType)
 }
 
 /// The A answer of the pod's resolver for `name`.
-async fn resolve(netns: &PodNetns, name: &str) -> Ipv4Addr {
+pub async fn resolve(netns: &PodNetns, name: &str) -> Ipv4Addr {
     let reply = ask(netns, "127.0.0.1:53".parse().unwrap(), name, RecordType::A).await;
     match reply.answers.as_slice() {
         [record] => match &record.data {

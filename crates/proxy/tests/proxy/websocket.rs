@@ -24,14 +24,21 @@ use super::mesh::{BILLING, STORE, closed_port, route};
 use super::opaque::sidecar;
 
 /// What the echo server saw of each handshake: the `x-meshwork-client-id` values.
-type Seen = Arc<Mutex<Vec<Vec<String>>>>;
+pub type Seen = Arc<Mutex<Vec<Vec<String>>>>;
 
-/// A WebSocket echo app recording the caller identity of each handshake.
-// tungstenite's handshake callback returns its own (large) error response type.
-#[allow(clippy::result_large_err)]
+/// A WebSocket echo app on the host's loopback recording the caller identity of each
+/// handshake.
 async fn echo_app(seen: Seen) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    serve_echo_app(listener, seen);
+    addr
+}
+
+/// Serves the WebSocket echo app on `listener` (wherever it was made, e.g. in a pod).
+// tungstenite's handshake callback returns its own (large) error response type.
+#[allow(clippy::result_large_err)]
+pub fn serve_echo_app(listener: TcpListener, seen: Seen) {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let seen = Arc::clone(&seen);
@@ -57,7 +64,6 @@ async fn echo_app(seen: Seen) -> SocketAddr {
             });
         }
     });
-    addr
 }
 
 /// Billing (ALLOW store, GET /echo only) in front of the echo app, and store routing it.
