@@ -325,3 +325,37 @@ fn the_pod_network_carries_only_tls_records() {
         );
     }
 }
+
+/// Every namespace, link and table `up` made, by name, from its `pods.json`.
+fn pod_objects(up: &Up) -> Vec<String> {
+    let text = std::fs::read_to_string(up.state.path().join("pods.json")).expect("pods.json");
+    let record: serde_json::Value = serde_json::from_str(&text).expect("pods.json is JSON");
+    let mut names = Vec::new();
+    for pod in record["pods"].as_array().expect("pods") {
+        names.push(pod["netns"].as_str().expect("netns").to_owned());
+    }
+    assert!(!names.is_empty(), "{record}");
+    names
+}
+
+fn netns_exists(name: &str) -> bool {
+    std::path::Path::new("/run/netns").join(name).exists()
+        || std::path::Path::new("/etc/netns").join(name).exists()
+}
+
+#[test]
+fn stopping_up_by_sigint_or_sigterm_leaves_no_pod() {
+    require_pods!();
+    for signal in ["INT", "TERM"] {
+        let mut up = start_pods();
+        let names = pod_objects(&up);
+        let bridge = bridge_of(&pod_ip(&up, "store"));
+        assert!(names.iter().all(|n| netns_exists(n)), "{names:?}");
+        up.signal_and_wait(signal, Duration::from_secs(30));
+        let left: Vec<&String> = names.iter().filter(|n| netns_exists(n)).collect();
+        assert!(left.is_empty(), "SIG{signal} left {left:?}");
+        let link = Command::new("ip").args(["link", "show", &bridge]).output().unwrap();
+        assert!(!link.status.success(), "SIG{signal} left the bridge {bridge}");
+        assert!(!up.state.path().join("pods.json").exists());
+    }
+}
