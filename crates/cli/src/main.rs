@@ -21,6 +21,7 @@ mod layering;
 mod logging;
 mod observe;
 mod parent;
+mod pod_ruleset_cmd;
 mod policy_cmd;
 mod sidecar_admin;
 mod state;
@@ -91,6 +92,8 @@ enum Command {
     /// Run an application for `up`, stopping its process group when `up` is gone.
     #[command(hide = true)]
     Guard(up::guard::GuardArgs),
+    #[command(hide = true)]
+    PodRuleset,
 }
 
 fn main() -> std::process::ExitCode {
@@ -117,6 +120,7 @@ fn main() -> std::process::ExitCode {
         Command::Claims(args) => claims::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Guard(args) => up::guard::run(args),
+        Command::PodRuleset => pod_ruleset_cmd::run(),
     };
     match result {
         Ok(code) => code,

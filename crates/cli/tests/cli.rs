@@ -28,6 +28,8 @@ mod kubernetes_source;
 mod lifecycle;
 #[path = "cli/observe.rs"]
 mod observe;
+#[path = "cli/pod_ruleset.rs"]
+mod pod_ruleset;
 #[path = "cli/policy.rs"]
 mod policy;
 #[path = "cli/replicas.rs"]
