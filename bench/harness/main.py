@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tools, build = prepare(args.no_install)
     agent = collector.ensure(args.no_install) if args.tracing else None
     h1 = meshwork.h1_flag()
-    pod_meta = pod_mode(args)
+    pod_meta = pod_mode(not args.no_pods and (not args.only or any(n.startswith("meshwork-pod-") for n in args.only)))
     contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing,
                                             pod=bool(pod_meta and not pod_meta["skipped"]))
                   if not args.only or c.name.removesuffix("-traced") in args.only or c.name == "direct"]
@@ -211,10 +211,11 @@ def running_collector(agent: Path | None) -> Iterator[Proc | None]:
             stop([proc])
 
 
-def pod_mode(args: argparse.Namespace) -> dict | None:
-    """Whether the pod contenders run: None when none was asked for (`--only` without any, or
-    `--no-pods`), else what the report says about them (why they were skipped, the addresses)."""
-    if args.no_pods or (args.only and not any(n.startswith("meshwork-pod-") for n in args.only)):
+def pod_mode(wanted: bool) -> dict | None:
+    """Whether the pod contenders run: None when none was asked for (`bench/run --only` without
+    any, `--no-pods`; `bench/cpu` without `--pods`), else what the report says about them (why
+    they were skipped, the addresses)."""
+    if not wanted:
         return None
     skipped = pods.unavailable()
     if skipped:
@@ -286,7 +287,9 @@ def cmd_cpu(args: argparse.Namespace) -> int:
     build = prepare(args.no_install, load_tools=False)[1]
     agent = collector.ensure(args.no_install) if args.tracing else None
     h1 = meshwork.h1_flag()
-    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing)
+    pod_meta = pod_mode(args.pods)
+    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing,
+                                            pod=bool(pod_meta and not pod_meta["skipped"]))
                   if c.family == "meshwork" and c.hop in args.hops]
     plan = Plan(warmup_s=args.warmup, saturation_s=args.seconds, saturation_conns=args.conns)
     started = datetime.now(timezone.utc)
@@ -297,8 +300,10 @@ def cmd_cpu(args: argparse.Namespace) -> int:
             "meshwork": meshwork.version(), "meshwork_build": build}
     if agent:
         meta["tracing"] = {"flags": collector.sidecar_flags(), "collector": collector.version(agent)}
-    records = []
-    with running_app() as app, running_collector(agent):
+    if pod_meta:
+        meta["pods"] = pod_meta
+    records, pod_failures = [], []
+    with running_app() as app, running_collector(agent), running_pods(contenders, pod_failures, pod_meta):
         for r in range(args.rounds):
             waited = wait_for_quiet(args.max_wait)
             log(f"round {r + 1}/{args.rounds} (waited {waited:.0f}s for other builds; load {machine.loadavg()})")
@@ -313,6 +318,8 @@ def cmd_cpu(args: argparse.Namespace) -> int:
                 log(f"  {c.name:20} cpu {sat['cpu_s'] * 1e6 / max(sat['requests'], 1):6.1f} µs/req | "
                     f"{sat['requests']} requests | {sat['rps']:8.0f} rps | errors {sat['errors']} | spans {rec.get('spans')}")
     meta.update(load_after=machine.loadavg(), minutes=(datetime.now(timezone.utc) - started).total_seconds() / 60)
+    if pod_failures:
+        meta["failures"] = pod_failures
     raw = {"meta": meta, "records": records}
     name = stamp(False, f"{args.tag}-cpu" if args.tag else "cpu")
     (paths.RESULTS / f"{name}.json").write_text(paths.relative(json.dumps(raw, indent=1)))
@@ -381,6 +388,8 @@ def main() -> int:
     cpu = sub.add_parser("cpu", help="meshwork pair CPU µs/request at saturation, wrk only (bench/cpu)")
     cpu.add_argument("--tracing", action="store_true",
                      help="also meshwork-<hop>-traced (100 %% sampling, OTLP/gRPC to a rotel collector), same rounds")
+    cpu.add_argument("--pods", action="store_true",
+                     help="also meshwork-pod-<hop> (pod mode, issue 10), same rounds: pod ÷ proxy pair CPU µs/req")
     cpu.add_argument("--hops", nargs="+", default=["h2"], choices=["h2", "h1"])
     cpu.add_argument("--rounds", type=int, default=3)
     cpu.add_argument("--seconds", type=int, default=5, help="saturation run per contender and round")

@@ -255,6 +255,7 @@ def cpu_document(raw: dict) -> list[str]:
                   "| | tracing off | tracing on | added per request | on ÷ off |", "|---|---:|---:|---:|---:|"]
         for label, k in (("pair CPU µs/req", "cpu_s"), ("  user", "user_s"), ("  kernel", "sys_s")):
             lines.append(f"| {label} | {off[k]:.2f} | {on[k]:.2f} | {on[k] - off[k]:+.2f} µs | {on[k] / off[k]:.2f}× |")
+    lines += _cpu_pod_lines(meta, by, med, us)
     lines += ["", "## Per round", "", "| round | contender | CPU µs/req | requests | rps | spans exported A / B | dropped A / B | builds seen |",
               "|---:|---|---:|---:|---:|---:|---|---|"]
     for r in recs:
@@ -270,4 +271,26 @@ def cpu_document(raw: dict) -> list[str]:
               f"Machine: {m['nproc']} vCPU `{m['cpu']}`, load before / after {meta['load_before']} / {meta['load_after']} "
               "(shared with other agents' builds: trust the ratio from the same rounds more than the absolute µs). "
               f"meshwork: {meta['meshwork']}; {meta['meshwork_build']}."]
+    return lines
+
+
+def _cpu_pod_lines(meta: dict, by: dict, med: dict, us) -> list[str]:
+    """`bench/cpu --pods`: pod mode ÷ proxy mode per hop, same rounds (issue 10: ≤ 1.1×)."""
+    p, lines = meta.get("pods"), []
+    if p and p.get("skipped"):
+        return ["", f"**Pod mode not measured**: {p['skipped']}"]
+    for hop in ("h2", "h1"):
+        proxy, pod = med.get(f"meshwork-{hop}"), med.get(f"meshwork-pod-{hop}")
+        if not proxy or not pod:
+            continue
+        rounds = sorted({r["round"] for r in by[f"meshwork-pod-{hop}"]} & {r["round"] for r in by[f"meshwork-{hop}"]})
+        per = [us(next(r for r in by[f"meshwork-pod-{hop}"] if r["round"] == k), "cpu_s") /
+               us(next(r for r in by[f"meshwork-{hop}"] if r["round"] == k), "cpu_s") for k in rounds]
+        r = pod["cpu_s"] / proxy["cpu_s"]
+        verdict = "PASS" if r <= POD_LIMIT else "MISS"
+        lines += ["", f"**{hop}: pod mode vs proxy mode** (issue 10: pod ÷ proxy ≤ {POD_LIMIT}×; per round: "
+                  f"{', '.join(f'{x:.3f}' for x in per)}) — **{r:.3f}×, {verdict}**", "",
+                  "| | proxy mode | pod mode | added per request | pod ÷ proxy |", "|---|---:|---:|---:|---:|"]
+        for label, k in (("pair CPU µs/req", "cpu_s"), ("  user", "user_s"), ("  kernel", "sys_s")):
+            lines.append(f"| {label} | {proxy[k]:.2f} | {pod[k]:.2f} | {pod[k] - proxy[k]:+.2f} µs | {pod[k] / proxy[k]:.3f}× |")
     return lines
