@@ -103,6 +103,7 @@ def all_contenders(with_meshwork_h1: bool, traced: bool = False, pod: bool = Fal
             cs.append(Contender(f"meshwork-{hop}-traced", "meshwork", hop, port, lambda hop=hop: meshwork.start_chain(
                 hop, collector.sidecar_flags()), traced=True))
     for hop in (("h2", "h1") if with_meshwork_h1 else ("h2",)) if pod else ():
+        # port 80: the client in pod A connects to `http://server/`, captured by sidecar A
         cs.append(Contender(f"meshwork-pod-{hop}", "meshwork", hop, 80, lambda hop=hop: meshwork.start_pod_chain(
             hop, (pods.CLIENT.path, pods.CLIENT.ip), (pods.SERVER.path, pods.SERVER.ip)), pod=True))
     return cs
