@@ -1,5 +1,6 @@
 //! Mesh-level kinds: `Mesh`, `Workload` and `Service`.
 
+pub mod pods;
 pub mod tracing;
 pub mod traffic;
 
@@ -46,6 +47,17 @@ pub struct MeshSpec {
     /// OpenTelemetry environment names an exporter endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<tracing::TracingSpec>,
+    /// The addresses of pod mode (`meshwork up --isolation`): the pod network and the
+    /// resolvers' virtual addresses; the defaults when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<pods::PodsSpec>,
+}
+
+impl MeshSpec {
+    /// `spec.pods`, or its defaults.
+    pub fn pods(&self) -> pods::PodsSpec {
+        self.pods.clone().unwrap_or_default()
+    }
 }
 
 /// `spec.dns` of a `Mesh`: `{server: 127.0.0.1:5353}`, or `{workload: NAME}` for a DNS
@@ -84,6 +96,11 @@ pub struct WorkloadSpec {
     /// callers balance across them. `port` must be omitted when this is above 1.
     #[serde(default)]
     pub replicas: Option<Replicas>,
+    /// Run in the host's network namespace even in pod mode (as in proxy mode: the app
+    /// reaches its sidecar through `HTTP_PROXY`); for stand-ins of the outside world, such
+    /// as the example's `stripe`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
 }
 
 /// The HTTP version the local application speaks.

@@ -163,6 +163,7 @@ impl ResourceSet {
         mesh_global_names(&self.workloads, "Workload")?;
         mesh_global_names(&self.services, "Service")?;
         self.validate_dns()?;
+        self.validate_pods()?;
         unique_names(&self.authorization_policies, "AuthorizationPolicy")?;
         unique_names(&self.egress_policies, "EgressPolicy")?;
         validate_policies(self)?;
@@ -230,6 +231,27 @@ impl ResourceSet {
                 let res = format!("Mesh/{}", mesh.resource.metadata.name);
                 let msg = format!("{:?} names no Workload", name.as_str());
                 Err(invalid(&mesh.origin, Some(&res), "spec.dns.workload", &msg))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `spec.pods.virtualAddresses` must not overlap `spec.pods.network`: a resolver's
+    /// answer would name a pod.
+    fn validate_pods(&self) -> Result<(), LoadError> {
+        let Some(mesh) = self.meshes.first() else {
+            return Ok(());
+        };
+        match &mesh.resource.spec.pods {
+            Some(pods) if pods.overlap() => {
+                let res = format!("Mesh/{}", mesh.resource.metadata.name);
+                let msg = format!(
+                    "{} overlaps spec.pods.network {}: a resolver's answer would be a pod's \
+                     address; pick ranges that share no address",
+                    pods.virtual_addresses, pods.network
+                );
+                let field = "spec.pods.virtualAddresses";
+                Err(invalid(&mesh.origin, Some(&res), field, &msg))
             }
             _ => Ok(()),
         }

@@ -1,6 +1,10 @@
 //! `meshwork exec WORKLOAD -- CMD...`: run a command as a workload.
 //!
-//! Reads the state directory (`state`); must not import `up` or `claims`.
+//! In proxy mode, with HTTP(S)_PROXY pointing at the workload's sidecar; in pod mode (the
+//! state directory's `pods.json` has the workload's pod), inside its pod the way `up` runs
+//! its app: unprivileged, captured like it, without proxy variables.
+//!
+//! Reads the state directory (`state`, `pods`); must not import `up` or `claims`.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -8,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use crate::pods::{PodPlan, PodsRecord};
 use crate::state::{ReadyFile, StateDir, proxy_vars};
 
 /// Arguments of `meshwork exec`.
@@ -48,6 +53,9 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
         bail!("{}", not_running(&args.workload, &state));
     }
+    if let Some(pod) = pod_of(&state, &args.workload, replica)? {
+        return exec_in_pod(&pod, &args.command, replica);
+    }
     let ready = ReadyFile::read(&ready_path)?;
     let (program, rest) = args.command.split_first().context("no command given")?;
     let err = std::process::Command::new(program)
@@ -57,6 +65,35 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .env("MESHWORK_REPLICA", replica.to_string())
         .exec();
     bail!("running {program:?}: {err}")
+}
+
+/// `workload`'s replica's pod, when `up` runs in pod mode and gave it one.
+fn pod_of(state: &StateDir, workload: &str, replica: u16) -> anyhow::Result<Option<PodPlan>> {
+    Ok(PodsRecord::load(state.path())?.and_then(|r| r.pod(workload, replica).cloned()))
+}
+
+/// Replaces this process with `command` run inside `pod` (`ip netns exec`, `setpriv`).
+fn exec_in_pod(pod: &PodPlan, command: &[String], replica: u16) -> anyhow::Result<ExitCode> {
+    let command: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
+    let argv = crate::pods::app::in_pod(&pod.netns, &command);
+    let (program, rest) = argv.split_first().context("no command given")?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest)
+        .env("MESHWORK_WORKLOAD", &pod.workload)
+        .env("MESHWORK_REPLICA", replica.to_string())
+        .env("MESHWORK_POD_IP", pod.ip.to_string());
+    for var in crate::pods::app::PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    let err = cmd.exec();
+    bail!(
+        "running {:?} in the pod {} (pod mode needs root, like `meshwork up`): {err}",
+        command
+            .first()
+            .map(|c| c.to_string_lossy())
+            .unwrap_or_default(),
+        pod.netns
+    )
 }
 
 /// Why `workload` cannot be acted as, and what can.

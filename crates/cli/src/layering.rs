@@ -3,6 +3,7 @@
 //!
 //! Bottom to top: `state`, `logging`, `parent`, `columns` (no crate imports) → `sidecar_admin`
 //! (the sidecars' admin endpoints, over `state`) → `broker_cmd`, the other `*_cmd` subcommands,
+//! `pods` (pod mode's namespaces and rules, over `state`) →
 //! `demo`, `exec`, `policy_cmd`, `observe` → `claims` (the OSB platform side:
 //! ids, delivery, `claims delete`) → `dashboard` (reads the state directory, the sidecars
 //! through `sidecar_admin`, the control plane's policies, `observe`'s quantiles) →
@@ -17,6 +18,7 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("layering", &[]),
     ("columns", &[]),
     ("sidecar_admin", &["state"]),
+    ("pods", &["state"]),
     ("agent_cmd", &["logging", "parent"]),
     ("broker_cmd", &["logging", "parent"]),
     ("ca_cmd", &[]),
@@ -27,7 +29,7 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("validate_cmd", &[]),
     ("pod_ruleset_cmd", &[]),
     ("demo", &["parent"]),
-    ("exec", &["state"]),
+    ("exec", &["state", "pods"]),
     ("policy_cmd", &["state", "sidecar_admin", "columns"]),
     ("observe", &["sidecar_admin", "columns"]),
     ("claims", &["state", "broker_cmd"]),
@@ -56,6 +58,7 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "logging",
             "parent",
             "kubernetes",
+            "pods",
         ],
     ),
 ];

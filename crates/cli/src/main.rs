@@ -22,6 +22,7 @@ mod logging;
 mod observe;
 mod parent;
 mod pod_ruleset_cmd;
+mod pods;
 mod policy_cmd;
 mod sidecar_admin;
 mod state;
@@ -94,6 +95,9 @@ enum Command {
     Guard(up::guard::GuardArgs),
     #[command(hide = true)]
     PodRuleset,
+    /// Create and remove pods (network namespaces) without the rest of `up` (tests).
+    #[command(hide = true)]
+    Pods(pods::cmd::PodsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -121,6 +125,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Guard(args) => up::guard::run(args),
         Command::PodRuleset => pod_ruleset_cmd::run(),
+        Command::Pods(args) => pods::cmd::run(args),
     };
     match result {
         Ok(code) => code,

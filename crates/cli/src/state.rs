@@ -28,6 +28,19 @@ pub struct ReadyFile {
     /// has); only then does it serve the app's answers rather than `503 app_starting`.
     #[serde(default)]
     pub app_listening: bool,
+    /// In pod mode: the pod the sidecar fronts (its listeners `inbound` and `outbound` are
+    /// inside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodInfo>,
+}
+
+/// `"pod"` of a ready file: the namespace and address of the sidecar's pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInfo {
+    /// `/run/netns/<name>`.
+    pub netns: PathBuf,
+    /// The pod's address.
+    pub ip: std::net::Ipv4Addr,
 }
 
 impl ReadyFile {

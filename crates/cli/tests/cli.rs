@@ -28,8 +28,12 @@ mod kubernetes_source;
 mod lifecycle;
 #[path = "cli/observe.rs"]
 mod observe;
+#[path = "cli/pod_mesh.rs"]
+mod pod_mesh;
 #[path = "cli/pod_ruleset.rs"]
 mod pod_ruleset;
+#[path = "cli/pods.rs"]
+mod pods;
 #[path = "cli/policy.rs"]
 mod policy;
 #[path = "cli/replicas.rs"]

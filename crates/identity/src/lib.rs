@@ -36,6 +36,7 @@ pub use spiffe_id::{
 pub use store::{SvidResolver, SvidStore};
 pub use svid::{Svid, SvidCertificate, SvidError, SvidKey};
 pub use tls::{
-    Alpn, Protocols, TlsVersions, anonymous_client_config, client_config, server_config,
+    Alpn, OPAQUE_ALPN, Protocols, TlsVersions, anonymous_client_config, client_config,
+    server_config,
 };
 pub use verifier::{PeerRole, VerifyError, peer_spiffe_id, verify_svid};

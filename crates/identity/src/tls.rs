@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// The application protocols offered (client) or accepted (server) over ALPN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Alpn {
     /// `h2` preferred, `http/1.1` accepted: sidecars and the node API server.
     #[default]
@@ -34,19 +34,30 @@ pub enum Alpn {
     /// `http/1.1` only: a peer that must not be spoken to in HTTP/2, and the
     /// agent's HTTP/1.1 node API client.
     Http1,
+    /// [`OPAQUE_ALPN`] only: a sidecar opening an opaque TCP connection to a peer sidecar.
+    Opaque,
+    /// `h2`, `http/1.1` and [`OPAQUE_ALPN`]: the sidecar's inbound listener, which serves
+    /// HTTP and opaque TCP on one port. A client offering no ALPN gets HTTP, as before.
+    MeshInbound,
 }
+
+/// The ALPN protocol of opaque TCP between sidecars: after the handshake the client sends
+/// an 8-byte preamble naming the destination port, then the bytes are spliced.
+pub const OPAQUE_ALPN: &[u8] = b"meshwork.opaque";
 
 impl Alpn {
     fn protocols(self) -> Vec<Vec<u8>> {
         match self {
             Alpn::H2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Alpn::Http1 => vec![b"http/1.1".to_vec()],
+            Alpn::Opaque => vec![OPAQUE_ALPN.to_vec()],
+            Alpn::MeshInbound => vec![b"h2".to_vec(), b"http/1.1".to_vec(), OPAQUE_ALPN.to_vec()],
         }
     }
 }
 
 /// The TLS versions a config will negotiate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TlsVersions {
     /// TLS 1.3 preferred, TLS 1.2 accepted (rustls' safe defaults).
     #[default]
@@ -69,7 +80,7 @@ impl TlsVersions {
 }
 
 /// The protocol choices of one config; `Protocols::default()` is what the mesh uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Protocols {
     /// ALPN protocols.
     pub alpn: Alpn,
@@ -81,6 +92,19 @@ impl Protocols {
     /// The default versions with ALPN `http/1.1` only.
     pub const HTTP1: Protocols = Protocols {
         alpn: Alpn::Http1,
+        versions: TlsVersions::Tls13And12,
+    };
+
+    /// The default versions with ALPN [`OPAQUE_ALPN`] only (opaque TCP client).
+    pub const OPAQUE: Protocols = Protocols {
+        alpn: Alpn::Opaque,
+        versions: TlsVersions::Tls13And12,
+    };
+
+    /// The default versions with ALPN `h2`, `http/1.1` and [`OPAQUE_ALPN`] (the sidecar's
+    /// inbound server).
+    pub const MESH_INBOUND: Protocols = Protocols {
+        alpn: Alpn::MeshInbound,
         versions: TlsVersions::Tls13And12,
     };
 }

@@ -60,6 +60,7 @@ fn rule(i: usize) -> AuthorizationRuleSpec {
         methods: vec!["POST".into()],
         paths: vec![path],
         headers: vec![],
+        ports: vec![],
     };
     AuthorizationRuleSpec {
         from: vec![from],

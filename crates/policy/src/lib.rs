@@ -31,6 +31,14 @@
 //!    outcome differs, [`Decision::audit`] carries an [`AuditNote`] (`WouldDeny` or
 //!    `WouldAllow`) with the policy/rule (or default deny) that would have decided.
 //!
+//! **Opaque TCP (`AuthorizationPolicy`, [`Engine::authorize_tcp`]):** steps 1 and 3–7 as for
+//! HTTP, over a [`TcpRequest`] (caller and destination port). Which `to` entries match a
+//! connection: an entry listing its port in `ports`, or an entry naming nothing; an entry
+//! with HTTP fields (`methods`, `paths`, `headers`) never matches in an ALLOW rule and, in a
+//! DENY rule, matches every connection (its HTTP fields are ignored: fail closed, as Istio
+//! does). Conversely an entry with `ports` never matches an HTTP request. An entry cannot set
+//! both kinds.
+//!
 //! **Egress (`EgressPolicy`, [`Engine::egress`]):** the proxy asks only about destinations
 //! outside the mesh (deciding what is in the mesh is the caller's job). Egress is
 //! **default-deny**: allowed only if some destination entry (`to[i]`, reported as `rule = i`)
@@ -94,6 +102,6 @@ pub use model::{
     Problem, RequestMatcherSpec, ValidationErrors,
 };
 pub use path::{NormalizedPath, PathError};
-pub use request::{EgressRequest, HeaderSource, NoHeaders, Request};
+pub use request::{EgressRequest, HeaderSource, NoHeaders, Request, TcpRequest};
 pub use route::{Captures, RouteTemplate, RouteTemplateError, TemplateSegment};
 pub use test_table::{CaseOutcome, Expect, TestCase, TestReport, TestTable, TestTableError};

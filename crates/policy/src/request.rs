@@ -85,6 +85,18 @@ pub struct Request<'a, H: HeaderSource + ?Sized> {
     pub headers: &'a H,
 }
 
+/// An opaque TCP connection to a mesh service (ALPN `meshwork.opaque` between sidecars),
+/// as seen by the callee's proxy: no method, path or headers, only the destination port.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpRequest<'a> {
+    /// The mesh service being called (e.g. `billing`), as named by `targetService`.
+    pub target_service: &'a str,
+    /// The caller's SPIFFE ID from its verified client certificate.
+    pub caller: Option<&'a SpiffeId>,
+    /// The port the caller asked for (the app's port it is spliced to).
+    pub port: u16,
+}
+
 /// A request from a mesh workload to a destination outside the mesh.
 #[derive(Debug, Clone, Copy)]
 pub struct EgressRequest<'a> {

@@ -15,6 +15,11 @@
 //!     path: /charges
 //!     headers: { x-debug: "1" }
 //!     expect: deny
+//!   - name: store may query billing's port 5432 (opaque TCP)
+//!     from: store
+//!     to: billing
+//!     port: 5432                   # an inbound case with `port`: a TCP connection
+//!     expect: allow
 //!   - name: billing may reach stripe
 //!     egress: true
 //!     from: billing
@@ -23,7 +28,7 @@
 //!     expect: allow
 //! ```
 //!
-//! Inbound cases need `to`, `method` and `path`; egress cases need `from`, `host` and `port`
+//! Inbound cases need `to`, `method` and `path`; inbound TCP cases `to` and `port`; egress cases need `from`, `host` and `port`
 //! and may add `method`/`path` for plain-HTTP egress. Reading the file and resolving workload
 //! names are the caller's job: [`TestTable::run`] takes a resolver closure.
 
@@ -38,7 +43,7 @@ use crate::decision::Decision;
 use crate::dns::{DnsError, Host};
 use crate::engine::Engine;
 use crate::path::{NormalizedPath, PathError};
-use crate::request::{EgressRequest, Request};
+use crate::request::{EgressRequest, Request, TcpRequest};
 
 /// A table of cases, as written in a policy test file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +81,8 @@ pub struct TestCase {
     /// Egress: destination host name or IP literal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// Egress: destination port.
+    /// Egress: destination port. Inbound: the port of an opaque TCP connection (the case
+    /// then has no method, path or headers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The expected outcome.
@@ -228,10 +234,20 @@ impl TestCase {
                 method: self.method.as_deref(),
                 path: path.as_ref(),
             }))
+        } else if let Some(port) = self.port {
+            let kind = "inbound TCP";
+            not_used(kind, "host", self.host.is_some())?;
+            not_used(kind, "method", self.method.is_some())?;
+            not_used(kind, "path", self.path.is_some())?;
+            not_used(kind, "headers", !self.headers.is_empty())?;
+            Ok(engine.authorize_tcp(&TcpRequest {
+                target_service: required(kind, "to", &self.to)?,
+                caller: caller.as_ref(),
+                port,
+            }))
         } else {
             let kind = "inbound";
             not_used(kind, "host", self.host.is_some())?;
-            not_used(kind, "port", self.port.is_some())?;
             let path = NormalizedPath::parse(required(kind, "path", &self.path)?)
                 .map_err(TestTableError::Path)?;
             Ok(engine.authorize(&Request {
@@ -323,7 +339,7 @@ authorization:
     action: ALLOW
     rules:
       - from: [{spiffeId: "spiffe://td/store"}]
-        to: [{methods: [POST], paths: [{exact: /charges}]}]
+        to: [{methods: [POST], paths: [{exact: /charges}]}, {ports: [5432]}]
 egress:
   billing-to-stripe:
     from: [{spiffeId: "spiffe://td/billing"}]
@@ -383,6 +399,26 @@ cases:
         assert!(text.contains("egress cases need 'port'"), "{text}");
         assert!(text.contains("path: encoded '/'"), "{text}");
         assert!(text.ends_with("4 cases: 0 passed, 4 failed"));
+    }
+
+    #[test]
+    fn inbound_cases_with_a_port_are_tcp_connections() {
+        let report = table(
+            r#"
+cases:
+  - {name: store queries, from: store, to: billing, port: 5432, expect: allow}
+  - {name: other port, from: store, to: billing, port: 5433, expect: deny}
+  - {name: reporting queries, from: reporting, to: billing, port: 5432, expect: deny}
+  - {name: tcp with a path, from: store, to: billing, port: 5432, path: /x, expect: deny}
+"#,
+        )
+        .run(&engine(), resolve);
+        let text = report.to_string();
+        assert_eq!(report.failures(), 1, "{text}");
+        assert!(
+            text.contains("inbound TCP cases do not use 'path'"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,11 +4,13 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+mod pod;
 mod traces;
 
 use api::contract::Snapshot;
 use identity::{Svid, TrustBundle};
 
+pub use pod::{OpaquePorts, PodConfig, VirtualCidr, VirtualCidrError};
 pub use traces::{OtlpExport, OtlpProtocol, Propagation, TracingConfig, UnknownOtlpProtocol};
 
 /// The HTTP version the local application speaks (plain HTTP, on `app`).
@@ -123,6 +125,10 @@ pub struct ProxyConfig {
     /// Distributed tracing; `None`: off (no trace layer on either stack, trace headers pass
     /// through untouched).
     pub tracing: Option<TracingConfig>,
+    /// Pod mode: the app runs in this network namespace; the inbound listener, the capture
+    /// listener (instead of `outbound_listen`), the pod's resolver and the connections to
+    /// the app are made inside it (`inbound_listen` and `outbound_listen` are then unused).
+    pub pod: Option<PodConfig>,
 }
 
 impl ProxyConfig {
@@ -143,6 +149,7 @@ impl ProxyConfig {
             ready_file: None,
             dns: EgressDns::System,
             tracing: None,
+            pod: None,
         }
     }
 }

@@ -5,6 +5,11 @@
 //! `Connection` and every header it names, `Keep-Alive`, `Proxy-*`, `TE` (except the
 //! `trailers` token, which gRPC needs end to end), `Transfer-Encoding` (hyper frames
 //! bodies itself) and `Upgrade`.
+//!
+//! Except for a protocol upgrade (RFC 9110 §7.8, e.g. WebSocket): an HTTP/1.1 request whose
+//! `Connection` lists `upgrade` keeps `Upgrade` and gets `Connection: upgrade` back after
+//! stripping, and so does a `101 Switching Protocols` response; every other hop-by-hop
+//! header still goes. Each hop then upgrades its own connection ([`crate::upgrade`]).
 
 use std::task::{Context, Poll};
 
@@ -20,6 +25,33 @@ const ALWAYS: [HeaderName; 4] = [
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
 ];
+
+/// The `Upgrade` value of an HTTP/1.1 upgrade request (its `Connection` lists `upgrade`);
+/// `None` for any other request (HTTP/2 has no `Upgrade`).
+pub fn requested_upgrade<B>(request: &Request<B>) -> Option<HeaderValue> {
+    if request.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = request.headers().get(header::UPGRADE)?;
+    let listed = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    listed.then(|| upgrade.clone())
+}
+
+/// Strips `headers`, keeping the upgrade `upgrade` (when there is one) as `Upgrade` and
+/// `Connection: upgrade`.
+fn strip_keeping_upgrade(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    strip_hop_by_hop(headers);
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
 
 /// Removes every hop-by-hop header from `headers`.
 ///
@@ -114,7 +146,10 @@ pub struct HopByHop<S> {
 /// Strips the response's hop-by-hop headers (a `fn` item, so the layer's future is a
 /// named type rather than a boxed one).
 fn strip_response<B>(mut response: Response<B>) -> Response<B> {
-    strip_hop_by_hop(response.headers_mut());
+    let upgrade = (response.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| response.headers().get(header::UPGRADE).cloned())
+        .flatten();
+    strip_keeping_upgrade(response.headers_mut(), upgrade);
     response
 }
 
@@ -131,7 +166,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        strip_hop_by_hop(request.headers_mut());
+        let upgrade = requested_upgrade(&request);
+        strip_keeping_upgrade(request.headers_mut(), upgrade);
         self.inner
             .call(request)
             .map_ok(strip_response::<ResB> as fn(Response<ResB>) -> Response<ResB>)
@@ -173,6 +209,37 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut map);
         assert_eq!(names(&map), ["content-type"]);
+    }
+
+    #[test]
+    fn an_upgrade_request_and_its_101_keep_upgrade_and_nothing_else() {
+        let mut request = Request::get("/ws").body(()).unwrap();
+        *request.headers_mut() = headers(&[
+            ("connection", "keep-alive, Upgrade, x-hop"),
+            ("upgrade", "websocket"),
+            ("x-hop", "1"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        let upgrade = requested_upgrade(&request);
+        assert_eq!(upgrade.as_ref().unwrap(), "websocket");
+        strip_keeping_upgrade(request.headers_mut(), upgrade);
+        assert_eq!(
+            names(request.headers()),
+            ["connection", "sec-websocket-key", "upgrade"]
+        );
+        assert_eq!(request.headers()[header::CONNECTION], "upgrade");
+        let mut h2 = Request::get("/ws").body(()).unwrap();
+        *h2.version_mut() = http::Version::HTTP_2;
+        *h2.headers_mut() = headers(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(requested_upgrade(&h2), None);
+        let mut switching = Response::new(());
+        *switching.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        *switching.headers_mut() = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let switching = strip_response(switching);
+        assert_eq!(names(switching.headers()), ["connection", "upgrade"]);
+        let mut ok = Response::new(());
+        *ok.headers_mut() = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(strip_response(ok).headers().is_empty());
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //!
 //! Bottom to top:
 //! - the leaves, importing nothing of the crate: `body`, `label`, `backoff`,
-//!   `control_client`, `exposition`, `hop_by_hop`, `ready`, `trace_context` (W3C and B3
+//!   `control_client`, `exposition`, `hop_by_hop`, `ready`, `opaque_preamble` (the 8 bytes
+//!   that open an opaque TCP connection between sidecars), `trace_context` (W3C and B3
 //!   context, sampling), and `config` (only the sampler type of `trace_context`);
 //! - `span_notes` (what the trace layer leaves on a request for the layers below: the trace
 //!   id for their logs, notes for the span), below everything that writes notes;
 //! - errors, metrics and plumbing: `forward_error`, `denial`, `retry` → `metrics`, `pool`,
-//!   `reserved_headers`, `start_error` → `server` (what both listeners share, including the
+//!   `reserved_headers`, `start_error`, `upgrade` (an HTTP/1.1 upgrade's last hop and splice)
+//!   → `server` (what both listeners share, including the
 //!   connection's verified `PeerIdentity`), `prometheus`, `workload_api`, `tap` (the bounded
 //!   queue of finished requests for the admin's `/tap`), `sample_ring` (the once-a-second
 //!   samples of the request counters for `/stats` and `/decisions`);
@@ -19,7 +21,8 @@
 //! - `telemetry` (the layer; each stack hands it its own `RequestLabels`) and `discovery`
 //!   (keeps `routes` current) → `trace` (the span layer, below telemetry in both stacks and
 //!   reading its labels; each stack hands it its own `SpanAttributes`; and the OTLP export);
-//! - the listeners, `inbound` and `outbound`, which never import each other → `admin` →
+//! - the listeners, `inbound` and `outbound`, which never import each other → `pod` (pod
+//!   mode's capture listener and resolver, serving into the outbound stack) and `admin` →
 //!   `proxy` (wiring).
 //!
 //! So nothing below a listener knows the listeners' types: what both read (the route table,
@@ -36,7 +39,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("exposition", &[]),
     ("hop_by_hop", &[]),
     ("ready", &[]),
-    ("pod", &[]),
+    ("opaque_preamble", &[]),
     ("trace_context", &[]),
     ("layering", &[]),
     ("span_notes", &["trace_context"]),
@@ -45,6 +48,8 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("retry", &["body"]),
     ("metrics", &["forward_error", "label"]),
     ("pool", &["body", "retry"]),
+    // An upgraded request's last hop (both listeners): the HTTP/1.1 form of `pool`.
+    ("upgrade", &["body", "pool"]),
     ("reserved_headers", &["body", "denial"]),
     ("start_error", &["body", "control_client", "ready"]),
     (
@@ -128,7 +133,9 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "denial",
             "forward_error",
             "hop_by_hop",
+            "label",
             "metrics",
+            "opaque_preamble",
             "pool",
             "reserved_headers",
             "routes",
@@ -138,6 +145,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "telemetry",
             "trace",
             "trace_context",
+            "upgrade",
         ],
     ),
     (
@@ -151,6 +159,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "hop_by_hop",
             "label",
             "metrics",
+            "opaque_preamble",
             "pool",
             "reserved_headers",
             "resilience",
@@ -160,6 +169,20 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "tap",
             "telemetry",
             "trace",
+            "upgrade",
+        ],
+    ),
+    // Pod mode's capture path serves into the outbound stack; `proxy` wires it.
+    (
+        "pod",
+        &[
+            "config",
+            "forward_error",
+            "label",
+            "metrics",
+            "outbound",
+            "routes",
+            "server",
         ],
     ),
     (
@@ -186,6 +209,7 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
             "inbound",
             "metrics",
             "outbound",
+            "pod",
             "prometheus",
             "ready",
             "routes",

@@ -24,6 +24,9 @@
 //!                                        │ endpoint ─ pool
 //!                                        ├ tunnel ⟲ (the same stack)
 //!                                        └ egress)
+//!
+//! app ──CONNECT svc:port──▶ outbound ──mTLS `meshwork.opaque`──▶ peer inbound ──TCP──▶ peer app:port
+//!                           (opaque: any port but 80)  (preamble, TCP policy: caller × port)
 //! ```
 //!
 //! Every request is counted by the telemetry layer (service, route template, method,
@@ -45,6 +48,7 @@ mod label;
 #[cfg(test)]
 mod layering;
 mod metrics;
+mod opaque_preamble;
 mod outbound;
 pub mod pod;
 mod pool;
@@ -64,6 +68,7 @@ mod tap;
 mod telemetry;
 mod trace;
 pub mod trace_context;
+mod upgrade;
 mod workload_api;
 
 use std::future::Future;
@@ -71,21 +76,22 @@ use std::future::Future;
 pub use admin::AdminSnapshot;
 pub use body::{BoxError, ProxyBody};
 pub use config::{
-    AppProtocol, ControlSource, EgressDns, OtlpExport, OtlpProtocol, PeerProtocol, Propagation,
-    ProxyConfig, TracingConfig, UnknownOtlpProtocol,
+    AppProtocol, ControlSource, EgressDns, OpaquePorts, OtlpExport, OtlpProtocol, PeerProtocol,
+    PodConfig, Propagation, ProxyConfig, TracingConfig, UnknownOtlpProtocol, VirtualCidr,
+    VirtualCidrError,
 };
 pub use control_client::{ControlClient, ControlError};
 pub use forward_error::{ForwardError, OverloadLimit, Side, TimeoutKind};
-pub use inbound::app_readiness::AppReadiness;
+pub use inbound::app_readiness::{AppConnect, AppReadiness};
 pub use inbound::client_id::CLIENT_ID_HEADER;
 pub use label::{Label, MethodLabel};
 pub use metrics::{
-    BUCKETS, Direction, NoMetrics, Protocol, ProxyMetrics, RequestRecord, RetryReason, SLOTS,
-    SeriesKey, SeriesSample, SpanDrop,
+    BUCKETS, Direction, NoMetrics, OpaqueOutcome, Protocol, ProxyMetrics, RequestRecord,
+    RetryReason, SLOTS, SeriesKey, SeriesSample, SpanDrop,
 };
 pub use prometheus::PrometheusMetrics;
 pub use proxy::Proxy;
-pub use ready::{ReadyFileError, ReadyInfo};
+pub use ready::{PodInfo, ReadyFileError, ReadyInfo};
 pub use server::{DRAIN_TIMEOUT, PeerIdentity};
 pub use start_error::ProxyError;
 

@@ -113,6 +113,32 @@ impl RetryReason {
     }
 }
 
+/// How an opaque TCP connection (ALPN `meshwork.opaque`) ended its setup (the `outcome` of
+/// `meshwork_opaque_connections_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpaqueOutcome {
+    /// Authorized (inbound) or opened (outbound): bytes are spliced.
+    Spliced,
+    /// Refused by `AuthorizationPolicy` (inbound), with a decision id in the log.
+    Denied,
+    /// Refused before any decision: a bad or late preamble, or the app's HTTP port.
+    Refused,
+    /// The app (inbound) or every endpoint (outbound) could not be reached.
+    Unreachable,
+}
+
+impl OpaqueOutcome {
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpaqueOutcome::Spliced => "spliced",
+            OpaqueOutcome::Denied => "denied",
+            OpaqueOutcome::Refused => "refused",
+            OpaqueOutcome::Unreachable => "unreachable",
+        }
+    }
+}
+
 /// Why finished spans did not reach the collector (the `reason` of
 /// `meshwork_trace_spans_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -269,6 +295,10 @@ pub trait ProxyMetrics: Send + Sync + 'static {
     /// The endpoint at `endpoint` of `service` was at its circuit-breaker `limit`, so a
     /// request was refused with a `503` instead of being sent to it.
     fn circuit_open(&self, _service: Label, _endpoint: SocketAddr, _limit: OverloadLimit) {}
+
+    /// An opaque TCP connection to (outbound) or of (inbound) mesh service `service` was set
+    /// up or refused.
+    fn opaque_connection(&self, _direction: Direction, _service: Label, _outcome: OpaqueOutcome) {}
 
     /// `count` spans reached the collector.
     fn spans_exported(&self, _count: u64) {}

@@ -20,7 +20,7 @@
 //! Idle HTTP/2 connections are closed by a reaper after an idle period without requests.
 
 mod body;
-mod forms;
+pub(crate) mod forms;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -170,6 +170,11 @@ impl<D: Dial> Pool<D> {
         Pool {
             inner: Arc::new(inner),
         }
+    }
+
+    /// How this pool opens connections (for connections it does not pool, such as opaque TCP).
+    pub(crate) fn dialer(&self) -> &D {
+        &self.inner.dialer
     }
 
     /// Sends `request` on a connection for `key`, reusing a pooled one if there is one.

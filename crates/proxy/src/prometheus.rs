@@ -42,8 +42,8 @@ use crate::exposition::{self, Kind};
 use crate::forward_error::{ForwardError, OverloadLimit, Side, TimeoutKind};
 use crate::label::Label;
 use crate::metrics::{
-    BUCKETS, Direction, Protocol, ProxyMetrics, RequestRecord, RetryReason, SLOTS, SeriesKey,
-    SeriesSample, SpanDrop,
+    BUCKETS, Direction, OpaqueOutcome, Protocol, ProxyMetrics, RequestRecord, RetryReason, SLOTS,
+    SeriesKey, SeriesSample, SpanDrop,
 };
 use policy::hasher::FxBuildHasher as FxBuild;
 
@@ -195,6 +195,10 @@ impl ProxyMetrics for PrometheusMetrics {
 
     fn circuit_open(&self, service: Label, endpoint: SocketAddr, limit: OverloadLimit) {
         self.resilience.circuit_open.add((service, endpoint, limit));
+    }
+
+    fn opaque_connection(&self, direction: Direction, service: Label, outcome: OpaqueOutcome) {
+        self.resilience.opaque.add((direction, service, outcome));
     }
 }
 

@@ -11,14 +11,16 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{Admin, AdminParts, Workload};
 use crate::config::{ProxyConfig, TracingConfig};
 use crate::discovery::{self, ControlLoops};
-use crate::inbound::app_readiness::{self, AppReadiness};
-use crate::inbound::{self, Inbound, app::AppService};
+use crate::inbound::app_readiness::{self, AppConnect, AppReadiness};
+use crate::inbound::{self, Inbound, app::AppService, opaque::OpaqueInbound};
 use crate::metrics::ProxyMetrics;
+use crate::outbound::claim_binding::ClaimBindings;
 use crate::outbound::connect::{PeerConnector, PeerPool};
 use crate::outbound::resolve::HostResolver;
 use crate::outbound::{self, Outbound, egress::Egress};
+use crate::pod::{self, Capture, Dispatch, OpaqueContext, PodNetns, PodSide, PodSockets};
 use crate::prometheus::PrometheusMetrics;
-use crate::ready::ReadyInfo;
+use crate::ready::{PodInfo, ReadyInfo};
 use crate::start_error::ProxyError;
 use crate::tap::TapHub;
 use crate::trace::{Exporting, Tracer};
@@ -26,7 +28,10 @@ use crate::trace::{Exporting, Tracer};
 /// A started sidecar: listeners bound, SVID in hand, routes loaded; not yet serving.
 pub struct Proxy {
     inbound: Inbound,
-    outbound: Outbound,
+    /// The HTTP-proxy listener (not in pod mode).
+    outbound: Option<Outbound>,
+    /// Pod mode: the capture listener and the pod's resolver.
+    pod: Option<PodSide>,
     admin: Option<Admin>,
     loops: Option<ControlLoops>,
     info: ReadyInfo,
@@ -59,7 +64,14 @@ impl Proxy {
             outbound_addr,
             admin_addr,
         } = Bound::listeners(&config).await?;
-        let readiness = AppReadiness::new(config.app);
+        let (outbound_listener, pod_sockets) = match outbound_listener {
+            Outward::Proxy(listener) => (Some(listener), None),
+            Outward::Pod(sockets) => (None, Some(sockets)),
+        };
+        let readiness = match &pod_sockets {
+            Some(sockets) => AppReadiness::connecting_with(config.app, in_pod(&sockets.netns)),
+            None => AppReadiness::new(config.app),
+        };
         let app =
             AppService::new(Arc::clone(&readiness), config.app_protocol).map_err(|source| {
                 ProxyError::App {
@@ -86,6 +98,10 @@ impl Proxy {
             spiffe_id: store.svid().id().clone(),
             admin: admin_addr,
             app_listening: false,
+            pod: config.pod.as_ref().map(|pod| PodInfo {
+                netns: pod.netns.clone(),
+                ip: pod.ip,
+            }),
         };
         let tap = TapHub::new(info.spiffe_id.as_str());
         let admin = admin_listener.map(|l| {
@@ -102,11 +118,31 @@ impl Proxy {
             };
             Admin::new(l, parts)
         });
-        let egress = Egress::new(info.spiffe_id.clone(), resolver);
+        let bindings = config.pod.as_ref().and_then(|p| p.claim_bindings.clone());
+        let egress = Egress::new(info.spiffe_id.clone(), resolver)
+            .with_bindings(bindings.map(ClaimBindings::new));
+
         let traces = config.tracing.as_ref();
         let (tracer, exporting) = start_tracing(traces, &info.spiffe_id, config.replica, &metrics)?;
-        tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, "proxy ready");
-        Ok(Proxy {
+        tracing::info!(workload = %config.workload, id = %info.spiffe_id, inbound = %inbound_addr, outbound = %outbound_addr, admin = ?admin_addr, pod = ?config.pod, "proxy ready");
+        let parts = outbound::StackParts {
+            routes: routes.clone(),
+            pool,
+            egress,
+            metrics: Arc::clone(&metrics),
+            tunnels: outbound::Tunnels::default(),
+            tracer: tracer.clone(),
+            tap: Arc::clone(&tap),
+        };
+        let opaque = OpaqueContext {
+            parts: parts.clone(),
+        };
+        let outbound = outbound_listener.map(|listener| outbound_side(listener, parts.clone()));
+        let pod = match (pod_sockets, &config.pod) {
+            (Some(sockets), Some(pod)) => Some(pod_side(*sockets, pod, parts, opaque)),
+            _ => None,
+        };
+        let mut proxy = Proxy {
             inbound: Inbound {
                 listener: inbound_listener,
                 stack: inbound::stack(
@@ -120,25 +156,24 @@ impl Proxy {
                 store,
                 metrics: Arc::clone(&metrics),
                 peer_addr: tracer.is_some(),
+                opaque: OpaqueInbound::new(
+                    routes.clone(),
+                    info.spiffe_id.clone(),
+                    Arc::clone(&readiness),
+                    Arc::clone(&metrics),
+                ),
             },
-            outbound: outbound_side(
-                outbound_listener,
-                outbound::StackParts {
-                    routes,
-                    pool,
-                    egress,
-                    metrics: Arc::clone(&metrics),
-                    tunnels: outbound::Tunnels::default(),
-                    tracer,
-                    tap,
-                },
-            ),
+            outbound: None,
+            pod: None,
             admin,
             loops,
             info,
             readiness,
             exporting,
-        })
+        };
+        proxy.outbound = outbound;
+        proxy.pod = pod;
+        Ok(proxy)
     }
 
     /// Where the listeners are bound and who this proxy is (the ready file's contents).
@@ -156,7 +191,12 @@ impl Proxy {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let token = CancellationToken::new();
         let inbound = tokio::spawn(self.inbound.serve(token.child_token()));
-        let outbound = tokio::spawn(self.outbound.serve(token.child_token()));
+        let outbound = match (self.outbound, self.pod) {
+            (Some(outbound), _) => tokio::spawn(outbound.serve(token.child_token())),
+            (None, Some(pod)) => tokio::spawn(pod.serve(token.child_token())),
+            // invariant: `start` sets one of the two.
+            (None, None) => tokio::spawn(async {}),
+        };
         let admin = self
             .admin
             .map(|admin| tokio::spawn(admin.serve(token.child_token())));
@@ -198,7 +238,7 @@ impl Proxy {
 /// the ready file before anything is served.
 struct Bound {
     inbound: TcpListener,
-    outbound: TcpListener,
+    outbound: Outward,
     admin: Option<TcpListener>,
     inbound_addr: SocketAddr,
     outbound_addr: SocketAddr,
@@ -207,20 +247,74 @@ struct Bound {
 
 impl Bound {
     async fn listeners(config: &ProxyConfig) -> Result<Bound, ProxyError> {
-        let inbound = bind("inbound", config.inbound_listen).await?;
-        let outbound = bind("outbound", config.outbound_listen).await?;
+        let (inbound, outbound) = match &config.pod {
+            Some(pod) => {
+                let (inbound, sockets) = PodSockets::bind(pod)
+                    .await
+                    .map_err(|e| ProxyError::Pod(e.into()))?;
+                (inbound, Outward::Pod(Box::new(sockets)))
+            }
+            None => (
+                bind("inbound", config.inbound_listen).await?,
+                Outward::Proxy(bind("outbound", config.outbound_listen).await?),
+            ),
+        };
         let admin = match config.admin_listen {
             Some(addr) => Some(bind("admin", addr).await?),
             None => None,
         };
+        let outbound_listener = match &outbound {
+            Outward::Proxy(listener) => listener,
+            Outward::Pod(sockets) => &sockets.capture,
+        };
         Ok(Bound {
             inbound_addr: local_addr("inbound", &inbound)?,
-            outbound_addr: local_addr("outbound", &outbound)?,
+            outbound_addr: local_addr("outbound", outbound_listener)?,
             admin_addr: admin.as_ref().map(|l| local_addr("admin", l)).transpose()?,
             inbound,
             outbound,
             admin,
         })
+    }
+}
+
+/// What the app's outgoing connections meet: the HTTP-proxy listener, or (pod mode) the
+/// pod's sockets with the capture listener.
+enum Outward {
+    Proxy(TcpListener),
+    Pod(Box<PodSockets>),
+}
+
+/// Connections to the app from inside its pod.
+fn in_pod(netns: &PodNetns) -> AppConnect {
+    let netns = netns.clone();
+    Arc::new(move |addr| {
+        let netns = netns.clone();
+        Box::pin(async move { netns.connect(addr).await.map_err(std::io::Error::other) })
+    })
+}
+
+/// The capture listener and the pod's resolver, serving with the outbound stack's parts.
+fn pod_side(
+    sockets: PodSockets,
+    pod: &crate::config::PodConfig,
+    parts: outbound::StackParts,
+    opaque: OpaqueContext,
+) -> PodSide {
+    let table = pod::VirtualAddresses::new(pod.virtual_addresses);
+    let PodSockets {
+        capture,
+        dns_udp,
+        dns_tcp,
+        ..
+    } = sockets;
+    PodSide {
+        capture: Capture {
+            listener: capture,
+            dispatch: Dispatch::new(parts, pod.opaque_ports.clone(), opaque),
+            table,
+        },
+        dns: (dns_udp, dns_tcp),
     }
 }
 

@@ -58,6 +58,9 @@ pub enum ProxyError {
     /// The ready file could not be written.
     #[error(transparent)]
     ReadyFile(#[from] ReadyFileError),
+    /// Pod mode: the pod's sockets could not be made in its network namespace.
+    #[error("pod mode: cannot set up the sidecar's sockets in the pod")]
+    Pod(#[source] crate::body::BoxError),
     /// The egress resolver could not be set up.
     #[error("cannot set up the egress DNS resolver")]
     Resolver(#[source] crate::body::BoxError),

@@ -18,6 +18,8 @@ mod egress;
 mod fake_control;
 #[path = "proxy/faults.rs"]
 mod faults;
+#[path = "proxy/grpc.rs"]
+mod grpc;
 #[path = "proxy/h1_peer.rs"]
 mod h1_peer;
 #[path = "proxy/keepalive_race.rs"]
@@ -30,6 +32,10 @@ mod mesh_tunnel;
 mod observe;
 #[path = "proxy/observe_guards.rs"]
 mod observe_guards;
+#[path = "proxy/opaque.rs"]
+mod opaque;
+#[path = "proxy/pod.rs"]
+mod pod;
 #[path = "proxy/reserved_headers.rs"]
 mod reserved_headers;
 #[path = "proxy/resilience.rs"]
@@ -46,6 +52,8 @@ mod spans;
 mod split;
 #[path = "proxy/telemetry.rs"]
 mod telemetry;
+#[path = "proxy/websocket.rs"]
+mod websocket;
 
 use std::time::Duration;
 

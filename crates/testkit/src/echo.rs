@@ -47,6 +47,13 @@ impl EchoServer {
         Ok(EchoServer { addr, task })
     }
 
+    /// Serves on `listener`, bound by the caller (e.g. inside a pod's network namespace).
+    pub fn serve(listener: TcpListener) -> std::io::Result<EchoServer> {
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(accept(listener));
+        Ok(EchoServer { addr, task })
+    }
+
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr

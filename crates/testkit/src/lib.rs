@@ -12,6 +12,7 @@ pub mod echo;
 pub mod harness;
 pub mod kube_fake;
 pub mod layering;
+pub mod netns;
 pub mod otlp;
 pub mod upstream;
 

@@ -356,3 +356,67 @@ fn a_service_name_repeated_in_two_namespaces_is_refused_naming_both_files() {
         "{error}"
     );
 }
+
+#[test]
+fn a_bad_pod_network_names_file_line_and_field() {
+    let mesh = |pods: &str| {
+        format!(
+            "{HEAD}kind: Mesh\nmetadata: {{name: m}}\nspec:\n  trustDomain: meshwork.local\n  pods:\n{pods}"
+        )
+    };
+    for (pods, line, field, says) in [
+        (
+            "    network: 10.0.0.0/25\n",
+            7,
+            "spec.pods.network",
+            "between /8 and /24",
+        ),
+        (
+            "    network: 10.0.0.1/16\n",
+            7,
+            "spec.pods.network",
+            "host bits",
+        ),
+        (
+            "    network: nonsense\n",
+            7,
+            "spec.pods.network",
+            "prefix length",
+        ),
+        (
+            "    network: 10.0.0.0/16\n    virtualAddresses: fd00::/64\n",
+            8,
+            "spec.pods.virtualAddresses",
+            "IPv6",
+        ),
+    ] {
+        let error = load(&mesh(pods)).unwrap_err();
+        assert!(
+            error.starts_with(&format!("r.yaml:{line}:")),
+            "{pods:?}: {error}"
+        );
+        assert!(error.contains(&format!("`{field}`")), "{pods:?}: {error}");
+        assert!(error.contains(says), "{pods:?}: {error}");
+    }
+    let set = load(&mesh("    network: 10.9.0.0/16\n")).unwrap();
+    let spec = set.mesh().unwrap().spec.pods();
+    assert_eq!(spec.network.to_string(), "10.9.0.0/16");
+    assert_eq!(spec.virtual_addresses.to_string(), "198.19.0.0/16");
+    // Overlap is a cross-field rule: checked by validate, still at the field's line.
+    let set = load(&mesh(
+        "    network: 198.18.0.0/15\n    virtualAddresses: 198.19.0.0/16\n",
+    ))
+    .unwrap();
+    let error = set.validate().unwrap_err().to_string();
+    assert!(error.starts_with("r.yaml:8:"), "{error}");
+    assert!(error.contains("`spec.pods.virtualAddresses`"), "{error}");
+}
+
+#[test]
+fn host_network_defaults_to_false() {
+    let text = format!("{HEAD}kind: Workload\nmetadata: {{name: w}}\nspec:\n  command: [x]\n");
+    let set = load(&text).unwrap();
+    assert!(!set.workloads[0].resource.spec.host_network);
+    let set = load(&format!("{text}  hostNetwork: true\n")).unwrap();
+    assert!(set.workloads[0].resource.spec.host_network);
+}

@@ -19,6 +19,7 @@ use super::supervisor::{Child, Supervisor};
 use crate::claims::delivery::{self, Delivered};
 use crate::claims::osb::OsbClient;
 use crate::claims::platform::{self, ClaimIds, Patience};
+use crate::claims::pod_view;
 use crate::claims::record::ClaimRecord;
 use crate::claims::{self as claims, ClaimScope};
 use crate::state::StateDir;
@@ -39,12 +40,20 @@ pub struct ClaimsContext<'a> {
 #[derive(Default)]
 pub struct Bindings {
     env: BTreeMap<String, BTreeMap<String, String>>,
+    /// The same for an app in a pod: URIs name the claim (`claims::pod_view`), and no
+    /// `SERVICE_BINDING_ROOT` (its files are root's; the app runs unprivileged).
+    pod_env: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Bindings {
     /// The variables for `workload`'s app (none when nothing is bound to it).
     pub fn env_for(&self, workload: &str) -> BTreeMap<String, String> {
         self.env.get(workload).cloned().unwrap_or_default()
+    }
+
+    /// The variables for `workload`'s app in a pod.
+    pub fn pod_env_for(&self, workload: &str) -> BTreeMap<String, String> {
+        self.pod_env.get(workload).cloned().unwrap_or_default()
     }
 }
 
@@ -67,21 +76,33 @@ pub async fn deliver(
         platform_id: &id,
     };
     let patience = Patience(ctx.timeout.max(Duration::from_secs(60)));
-    let mut by_workload: BTreeMap<String, Vec<Delivered>> = BTreeMap::new();
+    let mut by_workload: BTreeMap<String, Vec<(Delivered, Delivered)>> = BTreeMap::new();
     for claim in &set.service_claims {
         let ids = claims::claim_ids(&osb, &scope, claim).await?;
         let delivered = deliver_one(&osb, &ids, state.path(), patience).await?;
-        by_workload.entry(ids.app).or_default().push(delivered);
+        let name =
+            api::taxonomy::claim_host(&ids.claim, claim.resource.metadata.namespace.as_str());
+        let in_pod = Delivered {
+            uri: pod_view::with_host(&delivered.uri, &name),
+            ..delivered.clone()
+        };
+        by_workload
+            .entry(ids.app)
+            .or_default()
+            .push((delivered, in_pod));
     }
-    let env = by_workload
-        .into_iter()
-        .map(|(w, bindings)| {
-            let root = delivery::binding_root(state.path(), &w);
-            let vars = delivery::environment(&root, &bindings);
-            (w, vars)
-        })
-        .collect();
-    Ok(Bindings { env })
+    let mut bindings = Bindings::default();
+    for (w, delivered) in by_workload {
+        let root = delivery::binding_root(state.path(), &w);
+        let (host, pod): (Vec<_>, Vec<_>) = delivered.into_iter().unzip();
+        bindings
+            .env
+            .insert(w.clone(), delivery::environment(&root, &host));
+        let mut pod_env = delivery::environment(&root, &pod);
+        pod_env.remove("SERVICE_BINDING_ROOT");
+        bindings.pod_env.insert(w, pod_env);
+    }
+    Ok(bindings)
 }
 
 /// Provisions (idempotently) and rebinds one claim, and writes its binding files.

@@ -16,12 +16,14 @@
 //! The top of the `cli` layering (`layering.rs`): uses `state`, `claims`, `broker_cmd`,
 //! `logging`, `parent`; nothing but `main` imports `up`.
 
+mod apps;
 mod claims;
 pub mod control;
 mod dashboard;
 mod group;
 pub mod guard;
 mod instances;
+mod isolation;
 mod node_agent;
 mod ports;
 pub mod proxy;
@@ -37,7 +39,8 @@ use std::time::Duration;
 use anyhow::Context;
 use api::ResourceSet;
 
-use crate::state::{ReadyFile, StateDir};
+use crate::pods::{IsolationArg, PodPlan};
+use crate::state::StateDir;
 use instances::Instance;
 use signals::StopSignals;
 use supervisor::{Child, Ends, Supervisor};
@@ -59,6 +62,15 @@ Replicas: a Workload with `replicas: N` runs N copies of its application, each w
 PORT (and MESHWORK_REPLICA=0..N-1), sidecar and ready file, all with the workload's one SPIFFE
 ID; they are named <workload>-0 … <workload>-N-1 in logs and the table. `meshwork exec
 <workload>` acts through replica 0's sidecar (`--replica N` picks another).
+
+Isolation (--isolation): `pods` runs each workload replica in a network namespace of its own
+(`mw<slot>-<workload>-<replica>`, an address from Mesh spec.pods.network on the bridge
+mwbr<slot>), its app unprivileged (uid 65534) and captured by its sidecar; `off` is proxy mode
+(apps share the host network and reach their sidecar through HTTP_PROXY); `auto` (the default)
+is pods where `up` can create them (root, `ip`, `nft`), else off, said in one line. Workloads
+with `hostNetwork: true` run as in proxy mode. Everything pods use is recorded in
+<state>/pods.json and removed when `up` stops; after a `kill -9`, the next `up` on the same
+state directory removes it first.
 
 Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP stops every process `up` started, at any
 stage: SIGTERM to each process group, 5 s grace, then SIGKILL (a second Ctrl-C kills at
@@ -95,20 +107,32 @@ pub struct UpArgs {
     /// errors only; RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Pod mode: `pods` runs each workload replica in a network namespace of its own, its
+    /// traffic captured by its sidecar (needs root, `ip` and `nft`); `off` is proxy mode
+    /// (apps reach their sidecar through HTTP_PROXY); `auto` is pods where possible.
+    #[arg(long, value_enum, default_value_t = IsolationArg::Auto, env = "MESHWORK_ISOLATION")]
+    pub isolation: IsolationArg,
 }
 
 /// Runs `up` until a signal or a child's exit.
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let set = api::load_dir(&args.dir)?;
     let state = StateDir::claim(&args.state_dir)?;
+    let pods = match isolation::prepare(&state, args.isolation) {
+        Ok(pods) => pods,
+        Err(e) => {
+            state.release();
+            return Err(e);
+        }
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    let code = rt.block_on(supervise(&set, &args, &state));
+    let code = rt.block_on(supervise(&set, &args, &state, pods));
     state.release();
     Ok(code)
 }
 
 /// Starts everything, runs until a stop, and stops everything — on every path.
-async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir) -> ExitCode {
+async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir, pods: bool) -> ExitCode {
     let mut signals = match StopSignals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -122,12 +146,14 @@ async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir) -> ExitCo
         _ => "debug",
     };
     let (mut sup, mut ends) = Supervisor::new(Some(level.to_owned()));
-    let code = match startup(&mut sup, &mut ends, &mut signals, set, args, state).await {
+    let code = match startup(&mut sup, &mut ends, &mut signals, set, args, state, pods).await {
         Ok(()) => run_until_stop(&mut sup, &mut ends, &mut signals).await,
         Err(code) => code,
     };
     sup.stop_all(GRACE, &mut signals).await;
     stop_private_postgres(state).await;
+    // Once nothing runs in them.
+    isolation::remove_pods(state.path());
     code
 }
 
@@ -168,9 +194,10 @@ async fn startup(
     set: &ResourceSet,
     args: &UpArgs,
     state: &StateDir,
+    pods: bool,
 ) -> Result<(), ExitCode> {
     let cut = {
-        let start = start_all(sup, set, args, state);
+        let start = start_all(sup, set, args, state, pods);
         tokio::select! {
             biased;
             caught = signals.recv() => Cut::Signal(caught),
@@ -252,6 +279,8 @@ struct Launch<'a> {
 struct Pending {
     instance: Instance,
     ready: PathBuf,
+    /// Its pod, in pod mode (not for `hostNetwork` workloads).
+    pod: Option<PodPlan>,
 }
 
 async fn start_all(
@@ -259,6 +288,7 @@ async fn start_all(
     set: &ResourceSet,
     args: &UpArgs,
     state: &StateDir,
+    pods: bool,
 ) -> anyhow::Result<()> {
     let launch = Launch {
         exe: std::env::current_exe().context("finding the meshwork binary")?,
@@ -279,7 +309,12 @@ async fn start_all(
     );
     let (node_api, agent_socket) = start_control_plane(sup, &launch).await?;
     let instances = instances::plan(set)?;
-    let pending = start_sidecars(sup, &launch, &instances, &agent_socket).await?;
+    // Before any process that would run in them; recorded, so every way out removes them.
+    let pods = match pods {
+        true => isolation::create_pods(set, state.path(), &instances)?,
+        false => Default::default(),
+    };
+    let pending = start_sidecars(sup, &launch, &instances, &pods, &agent_socket).await?;
     let claims_ctx = claims::ClaimsContext {
         exe: &launch.exe,
         dir: &launch.dir,
@@ -287,7 +322,7 @@ async fn start_all(
         timeout: launch.timeout,
     };
     let bindings = claims::deliver(sup, set, state, &claims_ctx).await?;
-    let table = start_apps(sup, &launch, pending, &bindings).await?;
+    let table = apps::start_apps(sup, &launch, pending, &bindings).await?;
     let dashboard = dashboard::start(sup, &launch).await?;
     table::print_table(&table, &launch, &node_api, &agent_socket, dashboard);
     Ok(())
@@ -327,6 +362,7 @@ async fn start_sidecars(
     sup: &mut Supervisor,
     l: &Launch<'_>,
     instances: &[Instance],
+    pods: &std::collections::BTreeMap<String, PodPlan>,
     agent_socket: &Path,
 ) -> anyhow::Result<Vec<Pending>> {
     let dns = instances::egress_dns(l.set, instances);
@@ -343,7 +379,11 @@ async fn start_sidecars(
             .state
             .replica_ready_file(&instance.workload, instance.replica);
         let _ = std::fs::remove_file(&ready);
-        let proxy = proxy_command(l, w, instance, &ready, agent_socket, dns, &trace_args);
+        let pod = pods.get(&instance.name).cloned();
+        let mut proxy = proxy_command(l, w, instance, &ready, agent_socket, dns, &trace_args);
+        if let Some(pod) = &pod {
+            proxy = proxy.args(isolation::sidecar_pod_args(pod, l.set, l.state.path()));
+        }
         let proc_name = format!("{}/proxy", instance.name);
         sup.spawn(&proc_name, proxy)?;
         let id = l
@@ -355,6 +395,7 @@ async fn start_sidecars(
         pending.push(Pending {
             instance: instance.clone(),
             ready,
+            pod,
         });
     }
     Ok(pending)
@@ -390,84 +431,6 @@ fn proxy_command(
     // The sidecar also inherits `up`'s environment, OTEL_* included: what the Mesh
     // leaves out of spec.tracing comes from there.
     proxy.args(trace_args)
-}
-
-/// Each app once its sidecar serves, with its bindings, `PORT`, `MESHWORK_REPLICA` and
-/// `HTTP_PROXY`; waits for its port. A replica's app (of a workload with `replicas` above
-/// 1) is restarted when it dies once `up` is ready; a single app's end stops `up`.
-async fn start_apps(
-    sup: &mut Supervisor,
-    l: &Launch<'_>,
-    pending: Vec<Pending>,
-    bindings: &claims::Bindings,
-) -> anyhow::Result<Vec<(String, u16, ReadyFile)>> {
-    let mut table = Vec::new();
-    let mut started = Vec::new();
-    for Pending { instance, ready } in pending {
-        let info = sup
-            .wait_for_ready(&format!("{}/proxy", instance.name), &ready, l.timeout)
-            .await?;
-        let Some(w) = l.set.workload(&instance.workload) else {
-            continue;
-        };
-        let app = Child::app(&l.exe, &w.spec.command, &l.dir)
-            .envs(&w.spec.env)
-            .envs(&bindings.env_for(&instance.workload))
-            .env("PORT", &instance.port.to_string())
-            .env("MESHWORK_WORKLOAD", &instance.workload)
-            .env("MESHWORK_REPLICA", &instance.replica.to_string())
-            .env("MESHWORK_STATE_DIR", &l.state.path().to_string_lossy())
-            .proxy_env(&info.outbound.to_string());
-        let app_name = format!("{}/app", instance.name);
-        if instance.replicated {
-            sup.spawn_restartable(&app_name, app)?;
-        } else {
-            sup.spawn(&app_name, app)?;
-        }
-        table.push((instance.name.clone(), instance.port, info));
-        started.push((instance, ready));
-    }
-    for (instance, ready) in &started {
-        wait_for_app(sup, l, &instance.name, instance.port, ready).await?;
-    }
-    Ok(table)
-}
-
-/// Waits until `name`'s app listens on `port` (at most `--app-timeout`) and its sidecar
-/// has seen it (the ready file's `app_listening`): until then the sidecar answers callers
-/// `503 app_starting`, and `up` must not print `ready`.
-async fn wait_for_app(
-    sup: &mut Supervisor,
-    l: &Launch<'_>,
-    name: &str,
-    port: u16,
-    ready: &Path,
-) -> anyhow::Result<()> {
-    let since = tokio::time::Instant::now();
-    if let Err(error) = sup
-        .wait_for_port(&format!("{name}/app"), port, l.app_timeout)
-        .await
-    {
-        // The wait fails early only when the app exited; that error names it already.
-        if since.elapsed() < l.app_timeout {
-            return Err(error);
-        }
-        anyhow::bail!(
-            "workload {name}: app never listened on 127.0.0.1:{port} (waited {}s; see --app-timeout)",
-            l.app_timeout.as_secs()
-        );
-    }
-    // The sidecar probes the port with a backoff capped well under a second.
-    let deadline = tokio::time::Instant::now() + l.timeout;
-    while !ReadyFile::read(ready).is_ok_and(|info| info.app_listening) {
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "workload {name}: its sidecar did not see the app listening on 127.0.0.1:{port}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Ok(())
 }
 
 /// Removes a unix socket file left by an earlier run, if any.

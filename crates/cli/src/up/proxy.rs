@@ -56,9 +56,56 @@ pub struct ProxyArgs {
     /// system resolver.
     #[arg(long, value_name = "ADDR")]
     pub dns: Option<SocketAddr>,
+    /// Pod mode: the app runs in this network namespace (`/run/netns/NAME`); the inbound
+    /// listener, the capture listener (instead of --outbound), the pod's DNS resolver and the
+    /// connections to --app (then `127.0.0.1:PORT` inside the pod) are made there.
+    #[arg(long, value_name = "PATH", requires = "pod_ip")]
+    pub pod: Option<PathBuf>,
+    /// Pod mode: the pod's address (the mTLS listener binds `<IP>:4143` in the pod).
+    #[arg(long, value_name = "IP", requires = "pod")]
+    pub pod_ip: Option<std::net::Ipv4Addr>,
+    /// Pod mode: the range the pod's resolver hands out one address per name from.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        default_value = "198.19.0.0/16",
+        requires = "pod"
+    )]
+    pub pod_virtual_addresses: proxy::VirtualCidr,
+    /// Pod mode: destination ports carried as opaque TCP without protocol detection
+    /// (server-speaks-first protocols), comma-separated.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "25,587,3306,4444,5432,6379,9300,11211",
+        requires = "pod"
+    )]
+    pub opaque_ports: proxy::OpaquePorts,
+    /// Pod mode: this workload's binding root (`<state>/bindings/<workload>`); the app's
+    /// connections to a claimed service's name (`<claim>.<namespace>.claims.meshwork`) are
+    /// admitted by a binding there and go to the instance it names; without one, refused.
+    #[arg(long, value_name = "DIR", requires = "pod")]
+    pub claim_bindings: Option<PathBuf>,
     // Distributed tracing: off unless asked for (up/trace_flags.rs).
     #[command(flatten)]
     pub trace: trace_flags::TraceArgs,
+}
+
+/// The pod of `--pod PATH --pod-ip IP` (clap requires both or neither).
+fn pod_config(
+    netns: Option<PathBuf>,
+    ip: Option<std::net::Ipv4Addr>,
+    virtual_addresses: proxy::VirtualCidr,
+    opaque_ports: proxy::OpaquePorts,
+    claim_bindings: Option<PathBuf>,
+) -> Option<proxy::PodConfig> {
+    let (netns, ip) = (netns?, ip?);
+    Some(proxy::PodConfig {
+        virtual_addresses,
+        opaque_ports,
+        claim_bindings,
+        ..proxy::PodConfig::new(netns, ip)
+    })
 }
 
 /// Runs the sidecar until SIGINT/SIGTERM.
@@ -96,6 +143,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             .dns
             .map_or(proxy::EgressDns::System, proxy::EgressDns::Server),
         tracing: trace,
+        pod: pod_config(
+            args.pod,
+            args.pod_ip,
+            args.pod_virtual_addresses,
+            args.opaque_ports,
+            args.claim_bindings,
+        ),
     };
     let rt = if args.single_thread {
         tokio::runtime::Builder::new_current_thread()
@@ -107,4 +161,88 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     .context("starting the tokio runtime")?;
     rt.block_on(proxy::run(config, parent::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: ProxyArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ProxyArgs, clap::Error> {
+        let base = [
+            "proxy",
+            "--workload",
+            "store",
+            "--control-socket",
+            "/c",
+            "--app",
+            "127.0.0.1:8080",
+        ];
+        Command::try_parse_from(base.iter().chain(extra)).map(|c| c.args)
+    }
+
+    #[test]
+    fn pod_flags_map_into_the_pod_config() {
+        let args = parse(&[
+            "--pod",
+            "/run/netns/p",
+            "--pod-ip",
+            "198.18.0.2",
+            "--opaque-ports",
+            "5432",
+            "--claim-bindings",
+            "/s/bindings/billing",
+        ])
+        .unwrap();
+        let pod = pod_config(
+            args.pod,
+            args.pod_ip,
+            args.pod_virtual_addresses,
+            args.opaque_ports,
+            args.claim_bindings,
+        )
+        .unwrap();
+        assert_eq!(
+            pod.claim_bindings,
+            Some(PathBuf::from("/s/bindings/billing"))
+        );
+        assert_eq!(pod.netns, PathBuf::from("/run/netns/p"));
+        assert_eq!(pod.ip, std::net::Ipv4Addr::new(198, 18, 0, 2));
+        assert_eq!(pod.virtual_addresses, proxy::VirtualCidr::default());
+        assert!(pod.opaque_ports.contains(5432) && !pod.opaque_ports.contains(3306));
+        let args = parse(&[]).unwrap();
+        assert!(
+            pod_config(
+                args.pod,
+                args.pod_ip,
+                args.pod_virtual_addresses,
+                args.opaque_ports,
+                args.claim_bindings
+            )
+            .is_none()
+        );
+        assert!(
+            parse(&["--pod", "/run/netns/p"]).is_err(),
+            "--pod needs --pod-ip"
+        );
+        assert!(
+            parse(&[
+                "--pod-virtual-addresses",
+                "fd00::/64",
+                "--pod",
+                "/p",
+                "--pod-ip",
+                "198.18.0.2"
+            ])
+            .is_err()
+        );
+    }
 }

@@ -77,6 +77,12 @@ impl Child {
         self
     }
 
+    /// Removes one variable from what the child inherits.
+    pub fn env_remove(mut self, k: &str) -> Child {
+        self.cmd.env_remove(k);
+        self
+    }
+
     /// Sets environment variables.
     pub fn envs(mut self, vars: &BTreeMap<String, String>) -> Child {
         self.cmd.envs(vars);

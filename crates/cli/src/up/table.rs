@@ -8,10 +8,21 @@ use api::ResourceSet;
 use super::Launch;
 use crate::state::ReadyFile;
 
+/// One line of the table: a workload copy as `up` calls it, its app's address (the pod's
+/// address in pod mode) and its sidecar's ready file.
+pub struct Row {
+    /// `billing`, or `billing-0`, `billing-1`… for replicas.
+    pub name: String,
+    /// `127.0.0.1:PORT`, or `<pod ip>:PORT`.
+    pub app: String,
+    /// The sidecar's ready file.
+    pub info: ReadyFile,
+}
+
 /// Prints the table of every workload copy (`name` as `up` calls it: `billing`, or
 /// `billing-0`, `billing-1`… for replicas), then `[up] ready`.
 pub fn print_table(
-    rows: &[(String, u16, ReadyFile)],
+    rows: &[Row],
     l: &Launch<'_>,
     node_api: &str,
     agent: &Path,
@@ -60,23 +71,23 @@ fn print_tracing(l: &Launch<'_>) {
 }
 
 /// One line per sidecar: its workload, identity and listeners.
-fn print_workloads(rows: &[(String, u16, ReadyFile)]) {
-    let w = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(8).max(8);
+fn print_workloads(rows: &[Row]) {
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(8).max(8);
     let id = rows
         .iter()
-        .map(|(.., i)| i.spiffe_id.len())
+        .map(|r| r.info.spiffe_id.len())
         .max()
         .unwrap_or(9)
         .max(9);
+    let a = rows.iter().map(|r| r.app.len()).max().unwrap_or(15).max(15);
     println!(
-        "[up] {:<w$}  {:<id$}  {:<15}  {:<15}  {:<15}  ADMIN (/metrics)",
+        "[up] {:<w$}  {:<id$}  {:<a$}  {:<15}  {:<15}  ADMIN (/metrics)",
         "WORKLOAD", "SPIFFE ID", "APP", "INBOUND (mTLS)", "OUTBOUND (proxy)"
     );
-    for (name, port, info) in rows {
-        let app = format!("127.0.0.1:{port}");
+    for Row { name, app, info } in rows {
         let admin = info.admin.map_or_else(|| "-".to_owned(), |a| a.to_string());
         println!(
-            "[up] {name:<w$}  {:<id$}  {app:<15}  {:<15}  {:<15}  {admin}",
+            "[up] {name:<w$}  {:<id$}  {app:<a$}  {:<15}  {:<15}  {admin}",
             info.spiffe_id,
             info.inbound.to_string(),
             info.outbound.to_string()

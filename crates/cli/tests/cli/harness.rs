@@ -7,8 +7,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The `meshwork` binary, in proxy mode unless told `--isolation=pods`: the tests of proxy
+/// mode stay tests of proxy mode on a machine where `up` could make pods (`pod_mesh.rs` and
+/// `pods.rs` test pod mode).
 pub fn meshwork() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_meshwork"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meshwork"));
+    command.env("MESHWORK_ISOLATION", "off");
+    command
 }
 
 pub fn example(name: &str) -> PathBuf {
@@ -182,7 +187,19 @@ impl Up {
 }
 
 impl Drop for Up {
+    /// SIGTERM first, so that `up` removes what it made outside its state directory (pods),
+    /// then SIGKILL if it has not ended within 15 s.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -114,6 +114,21 @@ fn http1_alpn_offers_and_selects_only_http1() {
     assert_eq!(c.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
 
+#[test]
+fn the_mesh_inbound_serves_opaque_and_http_by_what_the_client_offers() {
+    let ca = new_ca();
+    let (s, c) = (store(&ca, SERVER), store(&ca, CLIENT));
+    let server = server_config(&s, any(), Protocols::MESH_INBOUND);
+    let expected = PeerPolicy::Exactly(id(&ca, SERVER));
+    let opaque = client_config(&c, expected.clone(), Protocols::OPAQUE);
+    assert_eq!(opaque.alpn_protocols, [crate::OPAQUE_ALPN.to_vec()]);
+    let (conn, _) = handshake(opaque, Arc::clone(&server)).unwrap();
+    assert_eq!(conn.alpn_protocol(), Some(crate::OPAQUE_ALPN));
+    let http = client_config(&c, expected, Protocols::default());
+    let (conn, _) = handshake(http, server).unwrap();
+    assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]));
+}
+
 /// A client that speaks only TLS 1.2 (no meshwork config does; peers may).
 fn tls12_client(c: &Arc<SvidStore>, expected: SpiffeId) -> Arc<ClientConfig> {
     let verifier = SpiffeServerCertVerifier::new(Arc::clone(c), PeerPolicy::Exactly(expected));

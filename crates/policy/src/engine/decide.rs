@@ -8,7 +8,7 @@ use super::next_id;
 use super::{AuthzEntry, EgressEntry, Engine, RuleId, ServiceRules};
 use crate::decision::{AuditNote, AuditOutcome, Decision, DecisionKind, DecisionReason};
 use crate::model::{Action, IdentityMatcher, Mode};
-use crate::request::{EgressRequest, HeaderSource, Request};
+use crate::request::{EgressRequest, HeaderSource, Request, TcpRequest};
 
 /// Which `from`, `to` and path matcher of a rule matched (for the explanation).
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +101,52 @@ impl AuthzEntry {
     }
 }
 
+impl AuthzEntry {
+    /// As [`AuthzEntry::matches`] for an opaque TCP connection.
+    fn matches_tcp(&self, req: &TcpRequest<'_>) -> Option<Hit> {
+        let from = caller_matches(&self.from, req.caller)?;
+        let deny = self.action == Action::Deny;
+        let to = match self.to.is_empty() {
+            true => None,
+            false => Some(
+                self.to
+                    .iter()
+                    .position(|to| to.matches_tcp(req.port, deny))?,
+            ),
+        };
+        Some(Hit {
+            from,
+            to,
+            path: None,
+        })
+    }
+}
+
 impl Engine {
+    /// Decides an opaque TCP connection (see the crate docs for the semantics).
+    pub fn authorize_tcp(&self, req: &TcpRequest<'_>) -> Decision {
+        let Some(service) = self.services.get(req.target_service) else {
+            return self.decision(Verdict::NoPolicy, req.target_service, Vec::new());
+        };
+        // Connections are rare next to requests: the caller index alone narrows enough.
+        let mut candidates = Candidates::new();
+        service.by_caller.candidates(req.caller, &mut candidates);
+        let mut matches = Matches::default();
+        for id in candidates.iter() {
+            let Some(rule) = self.authz_rules.get(id as usize) else {
+                continue;
+            };
+            let slot = matches.slot(rule.action, rule.mode);
+            if slot.is_some_and(|(found, _)| found <= id) {
+                continue;
+            }
+            if let Some(hit) = rule.matches_tcp(req) {
+                *slot = Some((id, hit));
+            }
+        }
+        self.authz_decision(service, matches, req.target_service)
+    }
+
     /// Decides an inbound request (see the crate docs for the semantics).
     pub fn authorize<H: HeaderSource + ?Sized>(&self, req: &Request<'_, H>) -> Decision {
         match self.services.get(req.target_service) {

@@ -284,4 +284,6 @@ fn hash_set(set: &PolicySet) -> EngineHash {
 }
 
 #[cfg(test)]
+mod tcp_tests;
+#[cfg(test)]
 mod tests;

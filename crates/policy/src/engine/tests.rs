@@ -409,6 +409,7 @@ fn request_matcher() -> impl Strategy<Value = RequestMatcherSpec> {
             methods,
             paths,
             headers,
+            ports: vec![],
         })
 }
 

@@ -85,6 +85,11 @@ pub enum Problem {
     /// Port 0.
     #[error("port 0 is not a destination port")]
     PortZero,
+    /// A `to` entry with both `ports` and `methods`/`paths`/`headers`.
+    #[error(
+        "an entry is either HTTP (methods, paths, headers) or TCP (ports): split it into two entries"
+    )]
+    HttpAndTcp,
 }
 
 /// One invalid field: its path inside the spec and what is wrong.

@@ -1,4 +1,15 @@
-//! Request matchers: methods, paths and headers of a rule's `to` entry.
+//! Request matchers: methods, paths and headers (HTTP) or ports (opaque TCP) of a rule's
+//! `to` entry.
+//!
+//! An entry is either an HTTP entry (any of `methods`, `paths`, `headers`; or nothing at all)
+//! or a TCP entry (`ports`); setting both kinds in one entry is refused. How each kind meets
+//! each protocol (the Istio semantics for TCP):
+//! - an HTTP request is matched only by entries without `ports` (the mesh addresses HTTP to
+//!   the service, not to a port);
+//! - an opaque TCP connection to port P is matched by an entry listing P, or by an entry that
+//!   names nothing at all; an entry with HTTP fields never matches it in an ALLOW rule (its
+//!   condition cannot be checked on bytes), and in a DENY rule its HTTP fields are ignored, so
+//!   the DENY covers every TCP connection of its callers (failing closed, as Istio does).
 
 use std::fmt;
 
@@ -12,7 +23,8 @@ use crate::route::RouteTemplate;
 
 /// One `to` entry of an authorization rule. Every field is optional; an empty list matches
 /// anything. All present fields must match (methods AND paths AND headers); within a list,
-/// any element may match.
+/// any element may match. `ports` makes the entry a TCP entry, for opaque TCP connections
+/// (docs/policy.md, "Opaque TCP"): it cannot be combined with the HTTP fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMatcherSpec {
@@ -26,6 +38,11 @@ pub struct RequestMatcherSpec {
     /// Header matchers; all must match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatcherSpec>,
+    /// Destination ports of opaque TCP connections (`5432`); not with `methods`, `paths` or
+    /// `headers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 1)))]
+    pub ports: Vec<u16>,
 }
 
 /// One path matcher; set exactly one field. Values are normalised with the rules of
@@ -103,6 +120,8 @@ pub(crate) struct RequestMatcher {
     pub(crate) methods: Vec<String>,
     pub(crate) paths: Vec<PathMatcher>,
     pub(crate) headers: Vec<HeaderMatcher>,
+    /// Non-empty: a TCP entry (the HTTP lists are then empty).
+    pub(crate) ports: Vec<u16>,
 }
 
 impl RequestMatcher {
@@ -124,11 +143,42 @@ impl RequestMatcher {
             errors,
             HeaderMatcher::parse,
         );
+        let ports = parse_list(
+            &spec.ports,
+            &format!("{field}.ports"),
+            errors,
+            |&port, field, errors| {
+                if port == 0 {
+                    errors.push(field, Problem::PortZero);
+                }
+                (port != 0).then_some(port)
+            },
+        );
+        let http = !(spec.methods.is_empty() && spec.paths.is_empty() && spec.headers.is_empty());
+        if http && !spec.ports.is_empty() {
+            errors.push(field, Problem::HttpAndTcp);
+            return None;
+        }
         Some(RequestMatcher {
             methods,
             paths,
             headers,
+            ports,
         })
+    }
+
+    /// Whether the entry names an HTTP condition (a method, path or header).
+    pub(crate) fn is_http(&self) -> bool {
+        !(self.methods.is_empty() && self.paths.is_empty() && self.headers.is_empty())
+    }
+
+    /// Whether the entry matches an opaque TCP connection to `port` in a rule of kind
+    /// `deny` (see the [module docs](self)).
+    pub(crate) fn matches_tcp(&self, port: u16, deny: bool) -> bool {
+        if self.is_http() {
+            return deny;
+        }
+        self.ports.is_empty() || self.ports.contains(&port)
     }
 
     /// Index of the first matching path matcher (`Some(None)` if there are none: any path),
@@ -139,7 +189,8 @@ impl RequestMatcher {
         path: &NormalizedPath,
         headers: &H,
     ) -> Option<Option<usize>> {
-        if !method_matches(&self.methods, Some(method))
+        if !self.ports.is_empty()
+            || !method_matches(&self.methods, Some(method))
             || !self.headers.iter().all(|h| h.matches(headers))
         {
             return None;
@@ -149,6 +200,10 @@ impl RequestMatcher {
 
     /// Describes the matching parts, naming only the path matcher that matched.
     pub(crate) fn describe(&self, path_index: Option<usize>) -> String {
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+            return format!("tcp ports {}", ports.join("|"));
+        }
         describe(&self.methods, &self.paths, path_index, &self.headers)
     }
 }
@@ -353,6 +408,7 @@ mod tests {
                 prefix: Some("acme".into()),
                 ..Default::default()
             }],
+            ports: vec![],
         })
         .unwrap_or_else(|e| panic!("{e:?}"));
         let hdrs: &[(&str, &str)] = &[("x-tenant", "acme-1")];
@@ -410,6 +466,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            ports: vec![],
         })
         .err()
         .unwrap_or_default();

@@ -17,11 +17,15 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderValue, Request, Response, header};
 use tower::Service;
 
-use super::app_connector::{App, AppDialer};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::app_connector::{App, AppDialer, connect_app};
 use super::app_readiness::AppReadiness;
 use crate::AppProtocol;
 use crate::body::ProxyBody;
 use crate::forward_error::ForwardError;
+use crate::hop_by_hop::requested_upgrade;
 use crate::pool::{Pool, SendError, Timeouts};
 use crate::reserved_headers::untrusted_response;
 
@@ -103,8 +107,16 @@ impl Service<Request<ProxyBody>> for AppService {
     fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
         let retargeted = self.retarget(&mut request);
         let app = self.clone();
+        // An upgrade (WebSocket) gets a connection of its own ([`crate::upgrade`]).
+        let upgrade = requested_upgrade(&request)
+            .is_some()
+            .then(|| request.extensions_mut().remove::<OnUpgrade>())
+            .flatten();
         Box::pin(async move {
             retargeted?;
+            if let Some(client) = upgrade {
+                return app.upgrade(request, client).await;
+            }
             match app.pool.send(&App, request, APP_TIMEOUTS).await {
                 // The app's x-meshwork-* fields are not the mesh's: a forged denial or
                 // client id goes no further.
@@ -116,6 +128,35 @@ impl Service<Request<ProxyBody>> for AppService {
 }
 
 impl AppService {
+    /// Sends an upgrade request to the app on a fresh HTTP/1.1 connection (whatever
+    /// `protocol` says: HTTP/2 has no `Upgrade`) and splices on `101`.
+    async fn upgrade(
+        &self,
+        request: Request<ProxyBody>,
+        client: OnUpgrade,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        let addr = self.addr;
+        let tcp = connect_app(&self.readiness, addr, APP_CONNECT_TIMEOUT)
+            .await
+            .map_err(|error| match self.readiness.is_listening() {
+                false => ForwardError::AppStarting { addr },
+                true => ForwardError::AppUnavailable {
+                    addr,
+                    retryable: true,
+                    source: Box::new(error),
+                },
+            })?;
+        self.readiness.mark_listening();
+        match crate::upgrade::exchange(TokioIo::new(tcp), request, client).await {
+            Ok(response) => Ok(untrusted_response(response)),
+            Err(error) => Err(ForwardError::AppUnavailable {
+                addr,
+                retryable: false,
+                source: Box::new(error),
+            }),
+        }
+    }
+
     /// The error for a failed send: refused before the app ever listened is a 503.
     fn failure(&self, error: SendError) -> ForwardError {
         let addr = self.addr;

@@ -2,7 +2,13 @@
 //! ([`crate::pool`]): plain TCP (no Nagle), then HTTP/1.1 or HTTP/2 with prior knowledge
 //! (`protocol: http2`). A dial that succeeds also proves the app listens
 //! ([`AppReadiness`]), sooner than the probe might.
+//!
+//! [`connect_app`] is the one function that makes a socket to the app: the HTTP pool, opaque
+//! TCP splices ([`super::opaque`]) and the readiness probe all go through it, so that pod mode
+//! can create that socket inside the pod's network namespace in one place.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,11 +44,7 @@ impl Dial for AppDialer {
     type Key = App;
 
     async fn dial(&self, _app: &App, timeout: Duration) -> Result<Sender, BoxError> {
-        let addr = self.readiness.addr();
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| format!("connecting to the app took longer than {timeout:?}"))??;
-        tcp.set_nodelay(true)?;
+        let tcp = connect_app(&self.readiness, self.readiness.addr(), timeout).await?;
         self.readiness.mark_listening();
         let io = TokioIo::new(tcp);
         match self.protocol {
@@ -61,6 +63,26 @@ impl Dial for AppDialer {
             }
         }
     }
+}
+
+/// Opens a TCP connection (no Nagle) to the app at `addr` within `timeout`, from inside the
+/// app's pod in pod mode (`readiness` knows how). Every socket to the app is made here (see
+/// the [module docs](self)).
+pub(crate) async fn connect_app(
+    readiness: &AppReadiness,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let tcp = tokio::time::timeout(timeout, readiness.connect_to(addr))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to the app at {addr} took longer than {timeout:?}"),
+            )
+        })??;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }
 
 /// Runs an app connection to completion.

@@ -13,6 +13,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -31,12 +33,27 @@ const PROBE_CAP: Duration = Duration::from_millis(250);
 /// is full: then the app is listening anyway and the next attempt will tell).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How the sidecar opens a TCP connection to its app: from inside the app's pod in pod mode
+/// (the app listens on the pod's loopback), else directly.
+pub type AppConnect =
+    Arc<dyn Fn(SocketAddr) -> BoxFuture<'static, std::io::Result<TcpStream>> + Send + Sync>;
+
 /// Shared between the probe, the inbound app client and the admin `/ready`.
-#[derive(Debug)]
 pub struct AppReadiness {
     addr: SocketAddr,
+    connect: Option<AppConnect>,
     listening: AtomicBool,
     changed: Notify,
+}
+
+impl std::fmt::Debug for AppReadiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppReadiness")
+            .field("addr", &self.addr)
+            .field("in_pod", &self.connect.is_some())
+            .field("listening", &self.is_listening())
+            .finish()
+    }
 }
 
 impl AppReadiness {
@@ -44,9 +61,28 @@ impl AppReadiness {
     pub fn new(addr: SocketAddr) -> Arc<Self> {
         Arc::new(AppReadiness {
             addr,
+            connect: None,
             listening: AtomicBool::new(false),
             changed: Notify::new(),
         })
+    }
+
+    /// As [`AppReadiness::new`], connecting to the app with `connect` (pod mode).
+    pub fn connecting_with(addr: SocketAddr, connect: AppConnect) -> Arc<Self> {
+        Arc::new(AppReadiness {
+            addr,
+            connect: Some(connect),
+            listening: AtomicBool::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    /// A new TCP connection to the app (not marked as proof of listening: callers do).
+    pub async fn connect_to(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        match &self.connect {
+            Some(connect) => connect(addr).await,
+            None => TcpStream::connect(addr).await,
+        }
     }
 
     /// The app's address.
@@ -85,8 +121,9 @@ impl AppReadiness {
 pub async fn probe(readiness: Arc<AppReadiness>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(PROBE_BASE, PROBE_CAP);
     while !readiness.is_listening() {
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(readiness.addr));
-        if let Ok(Ok(_stream)) = attempt.await {
+        if let Ok(_stream) =
+            super::app_connector::connect_app(&readiness, readiness.addr, CONNECT_TIMEOUT).await
+        {
             readiness.mark_listening();
             return;
         }

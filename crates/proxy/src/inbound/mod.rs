@@ -1,5 +1,6 @@
 //! The inbound listener: mTLS only, then HTTP (h1 or h2 by ALPN) forwarded to the
-//! local application with the verified caller identity stamped on every request.
+//! local application with the verified caller identity stamped on every request, or, for
+//! ALPN `meshwork.opaque`, an authorized byte splice to one of the app's ports ([`opaque`]).
 //!
 //! A connection that does not complete an mTLS handshake with a valid SVID from our
 //! trust bundle gets nothing but a closed connection (plus whatever TLS alert rustls
@@ -10,6 +11,7 @@ mod app_connector;
 pub mod app_readiness;
 pub mod authorize;
 pub mod client_id;
+pub mod opaque;
 pub mod span_attributes;
 
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
-use identity::{ClientAuth, PeerPolicy, Protocols, SpiffeId, SvidStore};
+use identity::{ClientAuth, OPAQUE_ALPN, PeerPolicy, Protocols, SpiffeId, SvidStore};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,7 @@ use crate::trace::{TraceLayer, Tracer};
 use app::AppService;
 use authorize::AuthorizeLayer;
 use client_id::ClientIdLayer;
+use opaque::OpaqueInbound;
 use span_attributes::InboundSpan;
 
 /// A handshake that has not finished by then is dropped: it would otherwise hold a
@@ -91,6 +94,8 @@ pub struct Inbound {
     /// `network.peer.address`): only when tracing is on, since it is a second request
     /// extension, an allocation per request (~200 instructions, bench/results).
     pub peer_addr: bool,
+    /// Serves connections that negotiated ALPN `meshwork.opaque`.
+    pub opaque: OpaqueInbound,
 }
 
 impl Inbound {
@@ -99,18 +104,19 @@ impl Inbound {
         let acceptor = TlsAcceptor::from(identity::server_config(
             &self.store,
             ClientAuth::Required(PeerPolicy::AnyInTrustDomain),
-            Protocols::default(),
+            Protocols::MESH_INBOUND,
         ));
         let Inbound {
             listener,
             stack,
             metrics,
             peer_addr,
+            opaque,
             ..
         } = self;
         server::accept_loop(listener, shutdown, move |stream, watcher| {
             let connection = (acceptor.clone(), stack.clone(), Arc::clone(&metrics));
-            handle(stream, watcher, connection, peer_addr)
+            handle(stream, watcher, connection, (peer_addr, opaque.clone()))
         })
         .await;
     }
@@ -120,7 +126,7 @@ async fn handle(
     stream: TcpStream,
     watcher: Watcher,
     (acceptor, stack, metrics): (TlsAcceptor, Stack, Arc<dyn ProxyMetrics>),
-    peer_addr: bool,
+    (peer_addr, opaque): (bool, OpaqueInbound),
 ) {
     let remote = stream.peer_addr().ok();
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -144,6 +150,12 @@ async fn handle(
             return;
         }
     };
+    if session.alpn_protocol() == Some(OPAQUE_ALPN) {
+        // Not an HTTP connection: the graceful drain does not wait for it.
+        drop(watcher);
+        tracing::debug!(?remote, %peer, "inbound opaque connection");
+        return opaque.serve(tls, peer).await;
+    }
     metrics.inbound_connection(&peer, Protocol::from_alpn(session.alpn_protocol()));
     tracing::debug!(?remote, %peer, "inbound connection");
     let service = server::hyper_service_with(

@@ -56,13 +56,40 @@ impl crate::server::ConnectionExtensions for TunnelTo {
     }
 }
 
+/// Connection extension on HTTP captured from a pod's app ([`crate::ProxyConfig::pod`]):
+/// where the app connected, decided once when the connection was captured. Every request on
+/// it goes there, whatever its own target says; a `Host` naming another name is refused.
+#[derive(Debug, Clone)]
+pub struct CapturedTo(pub Arc<CapturedTarget>);
+
+/// The destination of a captured connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedTarget {
+    /// The name the app resolved (canonical: lower case, no trailing dot), or the IP it
+    /// connected to when it resolved no name through the pod's resolver.
+    pub host: String,
+    /// The port it connected to.
+    pub port: u16,
+    /// Whether `host` is a name (else an IP literal: egress by CIDR rules only).
+    pub by_name: bool,
+}
+
+impl crate::server::ConnectionExtensions for CapturedTo {
+    fn insert_into(&self, extensions: &mut http::Extensions) {
+        extensions.insert(self.clone());
+    }
+}
+
 impl Classified {
-    /// Classifies `request` against `table`; inside a tunnel, first points it at the
-    /// tunnel's service.
+    /// Classifies `request` against `table`; inside a tunnel or on a captured connection,
+    /// first points it at the tunnel's service or the captured destination.
     pub fn of(table: Arc<RouteTable>, request: &mut Request<ProxyBody>) -> Classified {
-        let target = match request.extensions().get::<TunnelTo>().cloned() {
-            Some(tunnel) => pin_to_tunnel(&tunnel, request),
-            None => Target::of(request).map_err(|e| e.to_string()),
+        let tunnel = request.extensions().get::<TunnelTo>().cloned();
+        let captured = request.extensions().get::<CapturedTo>().cloned();
+        let target = match (tunnel, captured) {
+            (Some(tunnel), _) => pin_to_tunnel(&tunnel, request),
+            (None, Some(captured)) => pin_to_capture(&captured.0, request),
+            (None, None) => Target::of(request).map_err(|e| e.to_string()),
         };
         let service = target
             .as_ref()
@@ -145,6 +172,68 @@ fn pin_to_tunnel(tunnel: &TunnelTo, request: &mut Request<ProxyBody>) -> Result<
     *request.uri_mut() = uri;
     Ok(Target::Http {
         host: service.clone(),
+        port: Some(*port),
+        path_and_query,
+    })
+}
+
+/// Points a captured request at where its connection went. The request's own host (its
+/// `Host` header, or its `:authority`/absolute-form authority) may only repeat the name the
+/// connection was made to: naming another host is refused, never followed (the app could
+/// otherwise resolve an allowed name and ask for a forbidden one).
+fn pin_to_capture(to: &CapturedTarget, request: &mut Request<ProxyBody>) -> Result<Target, String> {
+    let CapturedTarget {
+        host,
+        port,
+        by_name,
+    } = to;
+    if request.method() == Method::CONNECT {
+        return Err(format!("CONNECT on a connection captured to {host}:{port}"));
+    }
+    let asked = request.uri().host().map(str::to_owned).or_else(|| {
+        let header = request.headers().get(http::header::HOST)?.to_str().ok()?;
+        let authority: http::uri::Authority = header.parse().ok()?;
+        Some(authority.host().to_owned())
+    });
+    if let Some(asked) = asked {
+        let asked = asked
+            .strip_suffix('.')
+            .unwrap_or(&asked)
+            .to_ascii_lowercase();
+        if *by_name && asked != *host {
+            return Err(format!(
+                "the request names host {asked:?} on a connection the app opened to {host:?} \
+                 (resolved from that name): refused, never followed"
+            ));
+        }
+    }
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !*by_name {
+        // By IP: the request keeps its own Host (egress forwards it), the IP decides.
+        return Ok(Target::Http {
+            host: host.clone(),
+            port: Some(*port),
+            path_and_query,
+        });
+    }
+    let authority = if *port == 80 {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query.clone())
+        .build()
+        .map_err(|error| format!("request captured to {host}:{port}: {error}"))?;
+    *request.uri_mut() = uri;
+    Ok(Target::Http {
+        host: host.clone(),
         port: Some(*port),
         path_and_query,
     })
@@ -292,5 +381,47 @@ mod tests {
         let mut connect = Request::connect("billing:80").body(empty()).unwrap();
         connect.extensions_mut().insert(tunnel);
         assert!(Classified::of(table, &mut connect).target.is_err());
+    }
+
+    fn captured(host: &str, port: u16, by_name: bool) -> CapturedTo {
+        CapturedTo(Arc::new(CapturedTarget {
+            host: host.to_owned(),
+            port,
+            by_name,
+        }))
+    }
+
+    #[test]
+    fn captured_requests_go_where_the_connection_went() {
+        let table = table(&[], ServiceTraffic::default());
+        let mut request = Request::get("/charges")
+            .header("host", "Billing.")
+            .body(empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(captured("billing", 80, true));
+        let classified = Classified::of(Arc::clone(&table), &mut request);
+        assert_eq!(classified.service, Some(0));
+        assert_eq!(request.uri(), "http://billing/charges");
+        let mut other = Request::get("/")
+            .header("host", "api.stripe.com")
+            .body(empty())
+            .unwrap();
+        other.extensions_mut().insert(captured("billing", 80, true));
+        let refused = Classified::of(Arc::clone(&table), &mut other)
+            .target
+            .unwrap_err();
+        assert!(refused.contains("never followed"), "{refused}");
+        let mut by_ip = Request::get("/x")
+            .header("host", "anything")
+            .body(empty())
+            .unwrap();
+        by_ip
+            .extensions_mut()
+            .insert(captured("10.1.2.3", 8080, false));
+        let classified = Classified::of(Arc::clone(&table), &mut by_ip);
+        assert_eq!(classified.target.unwrap().host(), "10.1.2.3");
+        assert_eq!(by_ip.uri(), "/x", "by IP, the request keeps its Host");
     }
 }

@@ -14,6 +14,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::body::BoxError;
 use crate::config::PeerProtocol;
@@ -43,6 +44,9 @@ pub(crate) type PeerKey = crate::resilience::EndpointKey;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Client configs by expected identity and offered protocols.
+type ConfigsByProtocols = HashMap<(SpiffeId, Protocols), Arc<ClientConfig>>;
+
 /// Connects to peer sidecars as this workload.
 #[derive(Clone)]
 pub struct PeerConnector {
@@ -50,6 +54,9 @@ pub struct PeerConnector {
     /// One client config per expected identity, built once (configs read the store at
     /// handshake time, so rotation needs no rebuild).
     configs: Arc<Mutex<HashMap<SpiffeId, Arc<ClientConfig>>>>,
+    /// The same for the unpooled connections, per identity and protocols (opaque TCP:
+    /// ALPN `meshwork.opaque` only; upgrades: `http/1.1` only).
+    unpooled_configs: Arc<Mutex<ConfigsByProtocols>>,
     peer_protocol: PeerProtocol,
     metrics: Arc<dyn ProxyMetrics>,
 }
@@ -64,6 +71,7 @@ impl PeerConnector {
         PeerConnector {
             store,
             configs: Arc::default(),
+            unpooled_configs: Arc::default(),
             peer_protocol,
             metrics,
         }
@@ -78,6 +86,25 @@ impl PeerConnector {
         Arc::clone(config)
     }
 
+    fn unpooled_client_config(
+        &self,
+        identity: &SpiffeId,
+        protocols: Protocols,
+    ) -> Arc<ClientConfig> {
+        // As `client_config`.
+        let mut configs = self
+            .unpooled_configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let config = configs
+            .entry((identity.clone(), protocols))
+            .or_insert_with(|| {
+                let server = PeerPolicy::Exactly(identity.clone());
+                identity::client_config(&self.store, server, protocols)
+            });
+        Arc::clone(config)
+    }
+
     fn new_client_config(&self, identity: &SpiffeId) -> Arc<ClientConfig> {
         let protocols = match self.peer_protocol {
             PeerProtocol::Http2 => Protocols::default(),
@@ -85,6 +112,24 @@ impl PeerConnector {
         };
         let server = PeerPolicy::Exactly(identity.clone());
         identity::client_config(&self.store, server, protocols)
+    }
+
+    /// An unpooled mTLS connection to `addr` offering `protocols`, requiring the server to
+    /// be `identity`, within `timeout`: the caller speaks whatever ALPN selected.
+    pub async fn connect_unpooled(
+        &self,
+        addr: SocketAddr,
+        identity: &SpiffeId,
+        timeout: Duration,
+        protocols: Protocols,
+    ) -> Result<TlsStream<TcpStream>, BoxError> {
+        let connector = TlsConnector::from(self.unpooled_client_config(identity, protocols));
+        let tls = tokio::time::timeout(timeout, handshake(&connector, addr))
+            .await
+            .map_err(|_| {
+                format!("TCP connect and mTLS handshake took longer than {timeout:?}")
+            })??;
+        Ok(tls)
     }
 
     /// Connects to `addr`, requiring the server to be `identity`. TCP connect and TLS
@@ -97,15 +142,7 @@ impl PeerConnector {
         timeout: Duration,
     ) -> Result<Sender, BoxError> {
         let connector = TlsConnector::from(self.client_config(identity));
-        let handshake = async {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            // The SPIFFE verifier checks the URI SAN, not the name: an IP needs no DNS SAN.
-            connector
-                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await
-        };
-        let tls = tokio::time::timeout(timeout, handshake)
+        let tls = tokio::time::timeout(timeout, handshake(&connector, addr))
             .await
             .map_err(|_| {
                 format!("TCP connect and mTLS handshake took longer than {timeout:?}")
@@ -134,6 +171,19 @@ impl PeerConnector {
             }
         }
     }
+}
+
+/// TCP (no Nagle), then the TLS handshake.
+async fn handshake(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    // The SPIFFE verifier checks the URI SAN, not the name: an IP needs no DNS SAN.
+    connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
 }
 
 impl Dial for PeerConnector {

@@ -24,6 +24,7 @@ use policy::{Decision, EgressRequest, Host, NormalizedPath};
 use serde_json::json;
 use tokio::net::TcpStream;
 
+use super::claim_binding::{Admission, ClaimBindings};
 use super::classify::Classified;
 use super::resolve::HostResolver;
 use super::target::Target;
@@ -43,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Egress {
     caller: SpiffeId,
     resolver: HostResolver,
+    /// This workload's bindings, for claimed services' names (pod mode).
+    bindings: Option<ClaimBindings>,
 }
 
 /// An egress request, parsed from its target.
@@ -56,7 +59,18 @@ struct Destination {
 impl Egress {
     /// Egress as `caller` (this workload's SVID), resolving names with `resolver`.
     pub fn new(caller: SpiffeId, resolver: HostResolver) -> Egress {
-        Egress { caller, resolver }
+        Egress {
+            caller,
+            resolver,
+            bindings: None,
+        }
+    }
+
+    /// Admits connections to claimed services' names by this workload's bindings under
+    /// `bindings` ([`super::claim_binding`]).
+    pub fn with_bindings(mut self, bindings: Option<ClaimBindings>) -> Egress {
+        self.bindings = bindings;
+        self
     }
 
     /// Decides `request` to the non-mesh destination `classified` names and, when
@@ -86,10 +100,13 @@ impl Egress {
             return Ok(unknown_service::not_found(&name, &table.service_names()));
         }
         let id = decision_id();
+        let trace_id = span_notes::trace_id(&request);
+        let method = request.method().as_str();
         self.log(
             &id,
             &destination,
-            &request,
+            method,
+            &trace_id,
             &decision,
             &table.policies().hash,
         );
@@ -114,16 +131,98 @@ impl Egress {
         }
     }
 
+    /// Decides a TCP connection to `host:port` (a pod's captured TLS or opaque TCP, which
+    /// has no HTTP request) as a `CONNECT host:port` is decided, logged the same way, and
+    /// when allowed dials what this proxy resolves for `host`.
+    pub async fn connect(
+        &self,
+        table: &RouteTable,
+        host: &Host,
+        port: u16,
+    ) -> Result<TcpStream, TcpEgressError> {
+        if let Host::Dns(name) = host
+            && let Some((claim, namespace)) = api::taxonomy::parse_claim_host(name.as_str())
+        {
+            return self.connect_claim(claim, namespace, port).await;
+        }
+        let Ok(engine) = &table.policies().engine else {
+            return Err(TcpEgressError::PolicyUnavailable);
+        };
+        let decision = engine.egress(&EgressRequest {
+            caller: &self.caller,
+            host,
+            port,
+            method: None,
+            path: None,
+        });
+        let id = decision_id();
+        let destination = Destination {
+            host: host.clone(),
+            port,
+            http: None,
+        };
+        // No request, so no trace: `-`, as the log of an untraced request says.
+        let hash = &table.policies().hash;
+        self.log(&id, &destination, "CONNECT", &"-", &decision, hash);
+        if !decision.allowed {
+            return Err(TcpEgressError::Denied { decision_id: id });
+        }
+        self.dial(&destination)
+            .await
+            .map_err(|e| TcpEgressError::Unreachable(Box::new(e)))
+    }
+
+    /// A TCP connection to claim `claim`'s name: admitted by this workload's binding of it
+    /// (and dialled at the binding's address), else refused; logged with a decision id
+    /// either way.
+    async fn connect_claim(
+        &self,
+        claim: &str,
+        namespace: &str,
+        port: u16,
+    ) -> Result<TcpStream, TcpEgressError> {
+        let id = decision_id();
+        let caller = self.caller.as_str();
+        let admission = match &self.bindings {
+            Some(bindings) => bindings.admit(claim, port).await,
+            None => Admission::Refused("this sidecar reads no bindings".to_owned()),
+        };
+        let (host, port) = match admission {
+            Admission::Bound { host, port } => (host, port),
+            Admission::Refused(reason) => {
+                tracing::warn!(decision_id = %id, caller, claim, namespace, port, %reason,
+                    "connection to a claimed service denied: not bound to this workload");
+                return Err(TcpEgressError::Denied { decision_id: id });
+            }
+        };
+        tracing::info!(decision_id = %id, caller, claim, namespace, port, instance = %host,
+            "connection to a claimed service allowed by its binding");
+        let destination = Destination {
+            host: host.parse().map_err(|e: policy::DnsError| {
+                TcpEgressError::Unreachable(Box::new(ForwardError::EgressUnreachable {
+                    host: host.clone(),
+                    port,
+                    source: Box::new(e),
+                }))
+            })?,
+            port,
+            http: None,
+        };
+        self.dial(&destination)
+            .await
+            .map_err(|e| TcpEgressError::Unreachable(Box::new(e)))
+    }
+
     fn log(
         &self,
         id: &str,
         to: &Destination,
-        request: &Request<ProxyBody>,
+        method: &str,
+        trace_id: &dyn std::fmt::Display,
         decision: &Decision,
         hash: &str,
     ) {
         let (caller, host, port) = (self.caller.as_str(), to.host.to_string(), to.port);
-        let (method, trace_id) = (request.method().as_str(), span_notes::trace_id(request));
         let path = to.http.as_ref().map_or("-", |(p, _)| p.as_str());
         let reason = &decision.reason;
         if decision.allowed {
@@ -161,6 +260,23 @@ impl Egress {
         }
         Err(unreachable(last))
     }
+}
+
+/// Why [`Egress::connect`] gave no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpEgressError {
+    /// The policy refused (logged with this decision id).
+    #[error("egress denied by policy (decision {decision_id})")]
+    Denied {
+        /// The decision id of the log line.
+        decision_id: String,
+    },
+    /// This proxy's policies do not compile.
+    #[error("this proxy's policies do not compile")]
+    PolicyUnavailable,
+    /// Allowed, but the destination could not be resolved or reached.
+    #[error("egress destination unreachable")]
+    Unreachable(#[source] Box<ForwardError>),
 }
 
 impl Destination {

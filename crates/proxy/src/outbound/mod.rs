@@ -19,12 +19,15 @@
 //! what keeps other hosts out (the address comes from [`crate::ProxyConfig`]).
 
 pub mod balance;
+pub mod claim_binding;
 pub mod classify;
 pub mod connect;
 pub mod egress;
 pub mod endpoint;
 pub mod labels;
 mod mesh_tunnel;
+mod mesh_upgrade;
+pub mod opaque;
 pub mod resolve;
 pub mod route_policy;
 pub mod span_attributes;

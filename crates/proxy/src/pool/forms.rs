@@ -23,7 +23,7 @@ pub(super) fn http2(mut request: Request<ProxyBody>) -> Request<ProxyBody> {
 }
 
 /// HTTP/1.1 uses origin-form; the host travels in `Host`.
-pub(super) fn http1(mut request: Request<ProxyBody>) -> Request<ProxyBody> {
+pub(crate) fn http1(mut request: Request<ProxyBody>) -> Request<ProxyBody> {
     *request.version_mut() = http::Version::HTTP_11;
     if let Some(authority) = request.uri().authority().cloned()
         && !request.headers().contains_key(http::header::HOST)

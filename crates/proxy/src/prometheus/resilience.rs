@@ -5,6 +5,7 @@
 //! - `meshwork_timeouts_total{service,kind}`
 //! - `meshwork_ejections_total{service,endpoint}`
 //! - `meshwork_circuit_open_total{service,endpoint,limit}`
+//! - `meshwork_opaque_connections_total{direction,service,outcome}` (opaque TCP)
 //!
 //! Counted as the request metrics are: a read-locked lookup of a `Copy` key and a relaxed
 //! add, the write lock only for a label set's first event. Endpoints are labelled by address:
@@ -21,7 +22,7 @@ use policy::hasher::FxBuildHasher as FxBuild;
 use crate::exposition::{self, Kind};
 use crate::forward_error::{OverloadLimit, TimeoutKind};
 use crate::label::Label;
-use crate::metrics::RetryReason;
+use crate::metrics::{Direction, OpaqueOutcome, RetryReason};
 
 /// See the [module docs](self).
 #[derive(Debug, Default)]
@@ -31,6 +32,9 @@ pub(super) struct ResilienceCounters {
     pub(super) timeouts: Counters<(Label, TimeoutKind)>,
     pub(super) ejections: Counters<(Label, SocketAddr)>,
     pub(super) circuit_open: Counters<(Label, SocketAddr, OverloadLimit)>,
+    /// Opaque TCP connections by direction, service and outcome (not resiliency, but the
+    /// same kind of keyed counter).
+    pub(super) opaque: Counters<(Direction, Label, OpaqueOutcome)>,
 }
 
 /// One counter family's series, by label set.
@@ -82,7 +86,7 @@ impl<K: Copy + Eq + Hash> Counters<K> {
 }
 
 impl ResilienceCounters {
-    /// Writes the five families.
+    /// Writes the six families.
     pub(super) fn encode(&self, out: &mut String) {
         let samples = self
             .retries
@@ -136,6 +140,21 @@ impl ResilienceCounters {
             "meshwork_circuit_open",
             "Requests refused with a 503 because an endpoint was at a circuit-breaker cap",
             ["service", "endpoint", "limit"],
+            &samples,
+        );
+        let samples = self.opaque.samples(|(direction, service, outcome)| {
+            [
+                direction.as_str().into(),
+                service.as_str().into(),
+                outcome.as_str().into(),
+            ]
+        });
+        write_family(
+            out,
+            "meshwork_opaque_connections",
+            "Opaque TCP connections between sidecars, by direction, service and outcome \
+             (spliced, denied by policy, refused, unreachable)",
+            ["direction", "service", "outcome"],
             &samples,
         );
     }

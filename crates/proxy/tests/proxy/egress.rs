@@ -224,3 +224,17 @@ async fn an_egress_servers_forged_denial_is_no_denial_and_never_reaches_the_app(
         "{stats:?}"
     );
 }
+
+#[tokio::test]
+async fn an_upgrade_request_to_egress_leaves_as_a_plain_request() {
+    let egress = start().await;
+    let url = format!("http://localhost:{}/ws", egress.echo.addr().port());
+    let upgrade = [("connection", "Upgrade"), ("upgrade", "websocket")];
+    let (status, body) = via_proxy(egress.outbound, "GET", &url, &upgrade, "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let headers = &json(&body)["headers"];
+    assert!(headers.get("upgrade").is_none(), "{headers}");
+    assert!(headers.get("connection").is_none(), "{headers}");
+}

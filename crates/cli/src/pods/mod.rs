@@ -1,0 +1,270 @@
+//! Pods (issue 10): a network namespace per workload replica, created and removed by `up`.
+//!
+//! One `up` takes one /24 slot of `Mesh` `spec.pods.network` (`plan.rs`: names, addresses,
+//! the steps in order), runs the steps as `ip`/`nft` commands (`kernel.rs`), and records
+//! every object in `<state>/pods.json` before creating it (`record.rs`), so that [`teardown`]
+//! removes all of them on every way out of `up` and [`clean_stale`] those of an `up` that was
+//! killed. Inside each pod goes the ruleset of `proxy::pod::PodRules`; processes run there
+//! unprivileged (`app.rs`). Whether pod mode can run at all is [`probe`]'s question.
+//!
+//! Layering (`layering.rs`): uses `state` only; `up` and `exec` use it.
+
+pub mod app;
+pub mod cmd;
+pub mod kernel;
+pub mod plan;
+pub mod probe;
+pub mod record;
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use api::mesh::pods::PodNetwork;
+
+pub use plan::PodPlan;
+pub use probe::{Isolation, probe};
+pub use record::PodsRecord;
+
+use plan::{Object, Slot, Step};
+
+/// `up --isolation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    /// Pods when this process may create them, else proxy mode (saying so in one line).
+    #[default]
+    Auto,
+    /// Proxy mode: apps share the host's network and reach their sidecar via HTTP_PROXY.
+    Off,
+    /// Pods, or an error naming what is missing.
+    Pods,
+}
+
+/// What `--isolation` resolves to here: `pods` without what it needs is an error naming it.
+pub fn decide(arg: IsolationArg) -> anyhow::Result<Isolation> {
+    match arg {
+        IsolationArg::Off => Ok(Isolation::Off("--isolation=off".to_owned())),
+        IsolationArg::Auto => Ok(probe()),
+        IsolationArg::Pods => match probe() {
+            Isolation::Pods => Ok(Isolation::Pods),
+            Isolation::Off(reason) => bail!("--isolation=pods: {reason}"),
+        },
+    }
+}
+
+/// The one line `up` prints when isolation is off, and what that means.
+pub fn off_line(reason: &str) -> String {
+    format!(
+        "isolation: off ({reason}); apps share the host network and reach their sidecar \
+         through HTTP_PROXY; any local process can use a workload's outbound listener"
+    )
+}
+
+/// Creates one pod per `(workload, replica)` in a free slot of `network` (the first from
+/// `first_slot`, which is 0 but for tests), recording each
+/// object in `<state_dir>/pods.json` before it is created. On an error, what was created
+/// stays recorded: the caller removes it with [`teardown`].
+pub fn create(
+    state_dir: &Path,
+    network: &PodNetwork,
+    first_slot: u32,
+    members: &[(String, u16)],
+) -> anyhow::Result<PodsRecord> {
+    if members.len() > plan::MAX_PODS {
+        bail!(
+            "{} pods asked for; one slot of the pod network holds {}",
+            members.len(),
+            plan::MAX_PODS
+        );
+    }
+    if PodsRecord::load(state_dir)?.is_some() {
+        bail!(
+            "{} exists: remove its pods first",
+            PodsRecord::path(state_dir).display()
+        );
+    }
+    let mut record = PodsRecord::new();
+    record.save(state_dir)?;
+    let slot = claim_slot(state_dir, &mut record, network, first_slot)?;
+    for step in plan::slot_steps(&slot) {
+        apply(state_dir, &mut record, step)?;
+    }
+    let ruleset = proxy::pod::PodRules::default().ruleset();
+    for (i, (workload, replica)) in members.iter().enumerate() {
+        let pod = PodPlan::new(&slot, i, workload, *replica);
+        record.pods.push(pod.clone());
+        record.save(state_dir)?;
+        for step in plan::pod_steps(&slot, &pod, &ruleset) {
+            apply(state_dir, &mut record, step)
+                .with_context(|| format!("creating the pod of {workload} replica {replica}"))?;
+        }
+    }
+    Ok(record)
+}
+
+/// Records what `step` creates, then runs it.
+fn apply(state_dir: &Path, record: &mut PodsRecord, step: Step) -> anyhow::Result<()> {
+    if let Some(object) = step.creates {
+        record.objects.push(object);
+        record.save(state_dir)?;
+    }
+    kernel::perform(&step.action)
+}
+
+/// The bridge's alias (`ip link set … alias`): `meshwork:<state dir>`, so that a slot whose
+/// `up` was killed can be found and reclaimed from another state directory.
+const ALIAS_PREFIX: &str = "meshwork:";
+
+/// Takes the first slot from `first` whose bridge this process can create (EEXIST: another
+/// `up` has it, or had it and was killed: then its objects are removed and the slot taken).
+fn claim_slot(
+    state_dir: &Path,
+    record: &mut PodsRecord,
+    network: &PodNetwork,
+    first: u32,
+) -> anyhow::Result<Slot> {
+    for index in first..plan::slot_count(network) {
+        let Some(slot) = Slot::of(network, index) else {
+            break;
+        };
+        let mut taken = try_bridge(state_dir, record, &slot)?;
+        if !taken && let Some(line) = reclaim(&slot)? {
+            println!("[up] {line}");
+            taken = try_bridge(state_dir, record, &slot)?;
+        }
+        if taken {
+            record.slot = Some(slot);
+            record.save(state_dir)?;
+            let alias = format!("{ALIAS_PREFIX}{}", state_dir.canonicalize()?.display());
+            if alias.len() < 256 {
+                let argv = ["ip", "link", "set", &slot.bridge(), "alias", &alias];
+                kernel::run(&argv.map(str::to_owned), None)??;
+            }
+            return Ok(slot);
+        }
+    }
+    bail!(
+        "every /24 slot of the pod network {network} is taken (bridges mwbr0…mwbr{}); stop \
+         another `meshwork up` or widen Mesh spec.pods.network",
+        plan::slot_count(network) - 1
+    )
+}
+
+/// Creates `slot`'s bridge, recorded first; false when it exists (not ours: unrecorded).
+fn try_bridge(state_dir: &Path, record: &mut PodsRecord, slot: &Slot) -> anyhow::Result<bool> {
+    let bridge = slot.bridge();
+    record.objects.push(Object::Bridge(bridge.clone()));
+    record.save(state_dir)?;
+    let argv = ["ip", "link", "add", &bridge, "type", "bridge"].map(str::to_owned);
+    match kernel::run(&argv, None)? {
+        Ok(()) => Ok(true),
+        Err(failed) => {
+            record.objects.pop();
+            record.save(state_dir)?;
+            match failed.exists() {
+                true => Ok(false),
+                false => Err(failed.into()),
+            }
+        }
+    }
+}
+
+/// If `slot`'s bridge belongs to a state directory whose `pods.json` records this slot for a
+/// process that is gone, removes what that record lists; the line saying so.
+fn reclaim(slot: &Slot) -> anyhow::Result<Option<String>> {
+    let alias = std::fs::read_to_string(format!("/sys/class/net/{}/ifalias", slot.bridge()))
+        .unwrap_or_default();
+    let Some(dir) = alias.trim().strip_prefix(ALIAS_PREFIX) else {
+        return Ok(None);
+    };
+    let dir = Path::new(dir);
+    let Ok(Some(record)) = PodsRecord::load(dir) else {
+        return Ok(None);
+    };
+    if record.slot.map(|s| s.index) != Some(slot.index) || !record.owner_gone() {
+        return Ok(None);
+    }
+    let Some(removed) = teardown(dir)? else {
+        return Ok(None);
+    };
+    Ok(Some(format!(
+        "reclaimed {} from pid {} (gone; state directory {}): removed its {} pod(s)",
+        slot.bridge(),
+        removed.owner_pid,
+        dir.display(),
+        removed.pods
+    )))
+}
+
+/// What [`teardown`] removed.
+#[derive(Debug)]
+pub struct Removed {
+    /// The process that had created them.
+    pub owner_pid: u32,
+    /// The slot's bridge, if it had one.
+    pub bridge: Option<String>,
+    /// How many pods.
+    pub pods: usize,
+    /// How many objects.
+    pub objects: usize,
+}
+
+/// Removes every object `<state_dir>/pods.json` records (last created first), then the
+/// record. None without a record. An object that cannot be removed stays recorded, and
+/// the error names each.
+pub fn teardown(state_dir: &Path) -> anyhow::Result<Option<Removed>> {
+    let Some(mut record) = PodsRecord::load(state_dir)? else {
+        return Ok(None);
+    };
+    let removed = Removed {
+        owner_pid: record.owner_pid,
+        bridge: record.slot.map(|s| s.bridge()),
+        pods: record.pods.len(),
+        objects: record.objects.len(),
+    };
+    let mut left = Vec::new();
+    let mut errors = Vec::new();
+    for object in record.objects.iter().rev() {
+        if let Err(e) = kernel::remove(object) {
+            errors.push(format!("{e:#}"));
+            left.push(object.clone());
+        }
+    }
+    if errors.is_empty() {
+        PodsRecord::remove(state_dir)?;
+        return Ok(Some(removed));
+    }
+    left.reverse();
+    record.objects = left;
+    record.save(state_dir)?;
+    bail!(
+        "could not remove everything {} records: {}",
+        PodsRecord::path(state_dir).display(),
+        errors.join("; ")
+    )
+}
+
+/// Before anything else: the pods an earlier `up` on this state directory left behind when
+/// it was killed (`kill -9`) are removed; returns the one line saying so. A record whose
+/// owner still runs is an error.
+pub fn clean_stale(state_dir: &Path) -> anyhow::Result<Option<String>> {
+    let Some(record) = PodsRecord::load(state_dir)? else {
+        return Ok(None);
+    };
+    if !record.owner_gone() && record.owner_pid != std::process::id() {
+        bail!(
+            "{} belongs to pid {}, which still runs: stop it first",
+            PodsRecord::path(state_dir).display(),
+            record.owner_pid
+        );
+    }
+    let Some(r) = teardown(state_dir)? else {
+        return Ok(None);
+    };
+    Ok(Some(format!(
+        "removed what pid {} (gone) left in the kernel: {} pod(s){}, {} object(s) in all",
+        r.owner_pid,
+        r.pods,
+        r.bridge.map(|b| format!(" on {b}")).unwrap_or_default(),
+        r.objects
+    )))
+}
