@@ -2,12 +2,15 @@
 and says where the client connects. Ports follow shared/bench-anchors/README.md."""
 
 import http.client
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import collector
 import meshwork
+import pods
 from paths import CONF, LOGS, WORK, envoy_binary
 from procs import Proc, spawn, stop, wait_port
 
@@ -21,10 +24,17 @@ class Target:
 
     port: int
     absolute_form: bool = False  # True: send `GET http://server/` (meshwork's forward-proxy form)
+    netns: str | None = None     # pod mode: the client runs in this pod and connects to `http://server/`
 
     @property
     def url(self) -> str:
-        return f"http://{HOST_HEADER}/" if self.absolute_form else f"http://127.0.0.1:{self.port}/"
+        if self.netns or self.absolute_form:
+            return f"http://{HOST_HEADER}/"
+        return f"http://127.0.0.1:{self.port}/"
+
+    def argv(self, argv: list) -> list[str]:
+        """A load generator's argv, run inside the client's pod in pod mode."""
+        return ["ip", "netns", "exec", self.netns, *map(str, argv)] if self.netns else list(map(str, argv))
 
 
 @dataclass
@@ -36,6 +46,8 @@ class Contender:
     start: Callable[[], list[Proc]]    # measured procs first, A then B
     target: Target | None = None       # filled in by `ready()`
     traced: bool = False               # meshwork with tracing on (`bench/run --tracing`)
+    pod: bool = False                  # meshwork in pod mode (issue 10): the client runs in pod A
+    app: Proc | None = None            # pod mode: the app inside pod B (set once the pods exist)
 
 
 def _nginx(name: str) -> list[str]:
@@ -70,7 +82,9 @@ def start_app() -> Proc:
     return app
 
 
-def all_contenders(with_meshwork_h1: bool, traced: bool = False) -> list[Contender]:
+def all_contenders(with_meshwork_h1: bool, traced: bool = False, pod: bool = False) -> list[Contender]:
+    """Every contender; `pod` adds meshwork-pod-<hop> after the meshwork ones (the caller checks
+    `pods.unavailable()` first)."""
     cs = [
         Contender("direct", "direct", "-", APP_PORT, lambda: []),
         Contender("nginx-h1", "nginx", "h1", 20001, lambda: _pair(
@@ -88,11 +102,33 @@ def all_contenders(with_meshwork_h1: bool, traced: bool = False) -> list[Contend
         if traced:  # same ports: contenders run one at a time
             cs.append(Contender(f"meshwork-{hop}-traced", "meshwork", hop, port, lambda hop=hop: meshwork.start_chain(
                 hop, collector.sidecar_flags()), traced=True))
+    for hop in (("h2", "h1") if with_meshwork_h1 else ("h2",)) if pod else ():
+        # port 80: the client in pod A connects to `http://server/`, captured by sidecar A
+        cs.append(Contender(f"meshwork-pod-{hop}", "meshwork", hop, 80, lambda hop=hop: meshwork.start_pod_chain(
+            hop, (pods.CLIENT.path, pods.CLIENT.ip), (pods.SERVER.path, pods.SERVER.ip)), pod=True))
     return cs
 
 
+_PROBE = """import http.client, sys
+conn = http.client.HTTPConnection(sys.argv[1], 80, timeout=5)
+conn.request(sys.argv[2], "/", headers={"Host": sys.argv[1]})
+response = conn.getresponse()
+body = response.read()
+sys.stdout.buffer.write(b"%d " % response.status + body)
+"""
+
+
 def probe(target: Target, method: str = "GET") -> tuple[int, bytes]:
-    """One request as the load generators send it; returns (status, body)."""
+    """One request as the load generators send it; returns (status, body). In pod mode it is sent
+    from inside the client's pod (a Python child under `ip netns exec`), to `http://server/`."""
+    if target.netns:
+        done = subprocess.run(target.argv([sys.executable, "-c", _PROBE, HOST_HEADER, method]),
+                              capture_output=True, timeout=15)
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            raise OSError(lines[-1] if lines else f"probe in {target.netns} exited {done.returncode}")
+        status, _, body = done.stdout.partition(b" ")
+        return int(status), body
     conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=5)
     try:
         path = target.url if target.absolute_form else "/"
@@ -105,8 +141,14 @@ def probe(target: Target, method: str = "GET") -> tuple[int, bytes]:
 
 def ready(c: Contender, timeout: float = 30.0) -> Target:
     """Waits until a request through the chain gets the app's `200 ok`. For meshwork, tries
-    origin-form + Host first (Linkerd-style), then the absolute form of an HTTP proxy."""
-    forms = [Target(c.port), Target(c.port, absolute_form=True)] if c.family == "meshwork" else [Target(c.port)]
+    origin-form + Host first (Linkerd-style), then the absolute form of an HTTP proxy; in pod mode
+    the one form an app in a pod uses, `http://server/` from inside pod A."""
+    if c.pod:
+        forms = [Target(c.port, netns=pods.CLIENT.netns)]
+    elif c.family == "meshwork":
+        forms = [Target(c.port), Target(c.port, absolute_form=True)]
+    else:
+        forms = [Target(c.port)]
     deadline = time.monotonic() + timeout
     last = "no attempt"
     while time.monotonic() < deadline:
@@ -117,7 +159,8 @@ def ready(c: Contender, timeout: float = 30.0) -> Target:
                 status, body = 0, str(e).encode()
             if status == 200 and body == b"ok":
                 return target
-            last = f"{'absolute' if target.absolute_form else 'origin'}-form: {status} {body[:200]!r}"
+            form = "pod" if target.netns else "absolute" if target.absolute_form else "origin"
+            last = f"{form}-form: {status} {body[:200]!r}"
         time.sleep(0.2)
     raise RuntimeError(f"{c.name}: no 200 ok through the chain after {timeout:.0f}s ({last})")
 

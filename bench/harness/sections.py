@@ -63,6 +63,16 @@ def caveats(raw: dict, med: dict) -> list[str]:
         "- The load generator shares the 2 cores with the proxies, so max rps is bounded by the client as much as by the proxies (ⓘ = informational).",
         "- Idle RSS is read after one readiness request through the chain (so pools hold one connection).",
     ]
+    if any(n.startswith("meshwork-pod-") for n in med):
+        lines.append("- Pod mode does more kernel work per request than proxy mode: conntrack and NAT on every packet inside "
+                     "the pods (the ruleset's nat chains), and the bridge and a veth pair between the host and pod B. /proc CPU "
+                     "charges packet processing mostly to the task that sends (loopback and veth deliver in the sender's "
+                     "context), so the sidecars' sends to each other and to the apps count; the load generator's sends into "
+                     "pod A count to it (not measured), as in proxy mode.")
+        left = raw["meta"].get("pods", {}).get("left_after_run")
+        if left is not None:
+            lines.append("- After the run the pod network was removed: " + (
+                "nothing left (namespaces, links, host table, /etc/netns)." if not left else f"**left: {left}**"))
     errors = {n: m["errors"] for n, m in med.items() if m["errors"]}
     if errors:
         lines.append(f"- **errors seen** (sum over rounds): {errors} — those contenders' numbers are suspect.")
@@ -127,9 +137,68 @@ def tracing_section(raw: dict, med: dict, per: dict) -> list[str]:
     return lines + [""]
 
 
+POD_LIMIT = 1.1  # issue 10: pod-mode pair CPU µs/request ≤ 1.1× proxy mode
+
+
+def pod_verdicts(med: dict, per: dict) -> list[tuple[str, float | None, str, str]]:
+    """(hop, pod ÷ proxy pair CPU µs/req at saturation, per-round ratios, verdict) for each hop
+    with both meshwork-<hop> and meshwork-pod-<hop> in the run."""
+    out = []
+    for hop in ("h2", "h1"):
+        pod, proxy = f"meshwork-pod-{hop}", f"meshwork-{hop}"
+        if pod not in med or proxy not in med:
+            continue
+        r = report.ratio(med, pod, proxy, "cpu_us_req")
+        spread = ", ".join(f"{x:.3f}" for x in stats.per_round_ratios(per, pod, proxy, "cpu_us_req"))
+        out.append((hop, r, spread, "n/a" if r is None else "PASS" if r <= POD_LIMIT else "MISS"))
+    return out
+
+
+def pod_section(raw: dict, med: dict, per: dict) -> list[str]:
+    """Issue 10: meshwork-pod-<hop> (pod mode) beside meshwork-<hop> (proxy mode), same rounds.
+    Nothing for a run without pod contenders and without a recorded reason (older raw files)."""
+    p = raw["meta"].get("pods")
+    hops = [h for h in ("h2", "h1") if f"meshwork-pod-{h}" in med]
+    if not p and not hops:
+        return []
+    lines = ["## Pod mode vs proxy mode (issue 10)", ""]
+    if p and p.get("skipped"):
+        return lines + [f"**Pod mode not measured**: {p['skipped']}", ""]
+    net = f"`{p['network']}` on bridge `{p['bridge']}`" if p else "a bench-only bridge"
+    a = f"--pod /run/netns/{p['client']['netns']} --pod-ip {p['client']['ip']}" if p else "--pod … --pod-ip …"
+    b = f"--pod /run/netns/{p['server']['netns']} --pod-ip {p['server']['ip']}" if p else "--pod … --pod-ip …"
+    lines += [f"meshwork-pod-<hop> = the same control plane and single-threaded pair, policy on, in pod mode: two network "
+              f"namespaces on {net} (bench/harness/pods.py: veth pairs, the pod ruleset from `meshwork pod-ruleset`, "
+              f"`nameserver 127.0.0.1`). A runs with `{a}`, B with `{b} --app 127.0.0.1:18080` (a second nginx, the "
+              "same config, inside pod B). wrk and oha run **inside pod A** against `http://server/`: the name is "
+              "resolved by A's pod resolver and the connection captured by nftables to A's capture listener, as an "
+              "app's would be. Measured: the two sidecars (nginx and the load generator are not, as in proxy mode).", "",
+              "| goal (issue 10) | proxy mode | pod mode | pod ÷ proxy | each round | verdict |",
+              "|---|---:|---:|---:|---|---|"]
+    for hop, r, spread, verdict in pod_verdicts(med, per):
+        proxy, pod = med[f"meshwork-{hop}"]["cpu_us_req"], med[f"meshwork-pod-{hop}"]["cpu_us_req"]
+        lines.append(f"| {hop}: pair CPU µs/req (saturation), pod ÷ proxy ≤ {POD_LIMIT}× | {proxy:.1f} | {pod:.1f} | "
+                     f"**{'—' if r is None else f'{r:.3f}×'}** | {spread} | **{verdict}** |")
+    lines += ["", "The same run, other figures (medians; ⓘ informational):", "",
+              "| metric | proxy mode | pod mode | pod ÷ proxy |", "|---|---:|---:|---:|"]
+    rows = [("of which user (µs/req)", "cpu_user_us_req", 1), ("of which kernel (µs/req)", "cpu_sys_us_req", 1),
+            ("pair CPU µs/req @1000 rps", "cpu_us_req_1000", 1), ("added p50, 1 conn (ms)", "added_p50_1c_ms", 3),
+            ("added p50 @1000 rps (ms)", "added_p50_1000_ms", 3), ("max rps, 32 conns ⓘ", "max_rps", 0),
+            ("idle RSS, larger proxy (MiB)", "idle_rss_max", 1), ("peak RSS, larger proxy (MiB)", "peak_rss_max", 1)]
+    for hop in hops:
+        if f"meshwork-{hop}" not in med:
+            lines.append(f"| {hop}: meshwork-{hop} not in this run | | | |")
+            continue
+        for label, key, d in rows:
+            x, y = med[f"meshwork-{hop}"].get(key), med[f"meshwork-pod-{hop}"].get(key)
+            lines.append(f"| {hop}: {label} | {num(x, d)} | {num(y, d)} | {report.times(report.ratio(med, f'meshwork-pod-{hop}', f'meshwork-{hop}', key))} |")
+    return lines + [""]
+
+
 def document(raw: dict, med: dict, per: dict, order: list[str]) -> list[str]:
     return [
         *header(raw["meta"]),
+        *pod_section(raw, med, per),
         *tracing_section(raw, med, per),
         "## Goals (issue 6)", "", *report.goals_table(med, per), "",
         "Verdicts use the medians; \"each round\" shows the same ratio (or MiB) round by round, to judge how firm a verdict is.", "",
@@ -186,6 +255,7 @@ def cpu_document(raw: dict) -> list[str]:
                   "| | tracing off | tracing on | added per request | on ÷ off |", "|---|---:|---:|---:|---:|"]
         for label, k in (("pair CPU µs/req", "cpu_s"), ("  user", "user_s"), ("  kernel", "sys_s")):
             lines.append(f"| {label} | {off[k]:.2f} | {on[k]:.2f} | {on[k] - off[k]:+.2f} µs | {on[k] / off[k]:.2f}× |")
+    lines += _cpu_pod_lines(meta, by, med, us)
     lines += ["", "## Per round", "", "| round | contender | CPU µs/req | requests | rps | spans exported A / B | dropped A / B | builds seen |",
               "|---:|---|---:|---:|---:|---:|---|---|"]
     for r in recs:
@@ -201,4 +271,26 @@ def cpu_document(raw: dict) -> list[str]:
               f"Machine: {m['nproc']} vCPU `{m['cpu']}`, load before / after {meta['load_before']} / {meta['load_after']} "
               "(shared with other agents' builds: trust the ratio from the same rounds more than the absolute µs). "
               f"meshwork: {meta['meshwork']}; {meta['meshwork_build']}."]
+    return lines
+
+
+def _cpu_pod_lines(meta: dict, by: dict, med: dict, us) -> list[str]:
+    """`bench/cpu --pods`: pod mode ÷ proxy mode per hop, same rounds (issue 10: ≤ 1.1×)."""
+    p, lines = meta.get("pods"), []
+    if p and p.get("skipped"):
+        return ["", f"**Pod mode not measured**: {p['skipped']}"]
+    for hop in ("h2", "h1"):
+        proxy, pod = med.get(f"meshwork-{hop}"), med.get(f"meshwork-pod-{hop}")
+        if not proxy or not pod:
+            continue
+        rounds = sorted({r["round"] for r in by[f"meshwork-pod-{hop}"]} & {r["round"] for r in by[f"meshwork-{hop}"]})
+        per = [us(next(r for r in by[f"meshwork-pod-{hop}"] if r["round"] == k), "cpu_s") /
+               us(next(r for r in by[f"meshwork-{hop}"] if r["round"] == k), "cpu_s") for k in rounds]
+        r = pod["cpu_s"] / proxy["cpu_s"]
+        verdict = "PASS" if r <= POD_LIMIT else "MISS"
+        lines += ["", f"**{hop}: pod mode vs proxy mode** (issue 10: pod ÷ proxy ≤ {POD_LIMIT}×; per round: "
+                  f"{', '.join(f'{x:.3f}' for x in per)}) — **{r:.3f}×, {verdict}**", "",
+                  "| | proxy mode | pod mode | added per request | pod ÷ proxy |", "|---|---:|---:|---:|---:|"]
+        for label, k in (("pair CPU µs/req", "cpu_s"), ("  user", "user_s"), ("  kernel", "sys_s")):
+            lines.append(f"| {label} | {proxy[k]:.2f} | {pod[k]:.2f} | {pod[k] - proxy[k]:+.2f} µs | {pod[k] / proxy[k]:.3f}× |")
     return lines

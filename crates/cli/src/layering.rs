@@ -27,6 +27,7 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("entry_cmd", &[]),
     ("token_cmd", &[]),
     ("validate_cmd", &[]),
+    ("pod_ruleset_cmd", &[]),
     ("demo", &["parent"]),
     ("exec", &["state", "pods"]),
     ("policy_cmd", &["state", "sidecar_admin", "columns"]),

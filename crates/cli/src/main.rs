@@ -21,6 +21,7 @@ mod layering;
 mod logging;
 mod observe;
 mod parent;
+mod pod_ruleset_cmd;
 mod pods;
 mod policy_cmd;
 mod sidecar_admin;
@@ -92,6 +93,8 @@ enum Command {
     /// Run an application for `up`, stopping its process group when `up` is gone.
     #[command(hide = true)]
     Guard(up::guard::GuardArgs),
+    #[command(hide = true)]
+    PodRuleset,
     /// Create and remove pods (network namespaces) without the rest of `up` (tests).
     #[command(hide = true)]
     Pods(pods::cmd::PodsArgs),
@@ -121,6 +124,7 @@ fn main() -> std::process::ExitCode {
         Command::Claims(args) => claims::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Guard(args) => up::guard::run(args),
+        Command::PodRuleset => pod_ruleset_cmd::run(),
         Command::Pods(args) => pods::cmd::run(args),
     };
     match result {

@@ -30,6 +30,8 @@ mod lifecycle;
 mod observe;
 #[path = "cli/pod_mesh.rs"]
 mod pod_mesh;
+#[path = "cli/pod_ruleset.rs"]
+mod pod_ruleset;
 #[path = "cli/pods.rs"]
 mod pods;
 #[path = "cli/policy.rs"]
