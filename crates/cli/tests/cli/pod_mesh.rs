@@ -354,8 +354,14 @@ fn stopping_up_by_sigint_or_sigterm_leaves_no_pod() {
         up.signal_and_wait(signal, Duration::from_secs(30));
         let left: Vec<&String> = names.iter().filter(|n| netns_exists(n)).collect();
         assert!(left.is_empty(), "SIG{signal} left {left:?}");
-        let link = Command::new("ip").args(["link", "show", &bridge]).output().unwrap();
-        assert!(!link.status.success(), "SIG{signal} left the bridge {bridge}");
+        let link = Command::new("ip")
+            .args(["link", "show", &bridge])
+            .output()
+            .unwrap();
+        assert!(
+            !link.status.success(),
+            "SIG{signal} left the bridge {bridge}"
+        );
         assert!(!up.state.path().join("pods.json").exists());
     }
 }
