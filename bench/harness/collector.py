@@ -61,6 +61,14 @@ def version(agent: Path) -> str:
     return f"{out or 'rotel-agent'} (PyPI {ROTEL})"
 
 
+def unsampled_flags() -> list[str]:
+    """The tracing meshwork ships with, configured but sampling 0 (issue 16 measures "tracing
+    configured but sampling 0"): every sidecar of every meshwork contender runs with these unless
+    it is a `-traced` one. Nothing is sampled, so nothing is exported and no collector is needed;
+    a request that arrives with a sampled `traceparent` would still be traced (wrk sends none)."""
+    return ["--tracing", "--otlp-endpoint", ENDPOINT, "--otlp-protocol", "grpc", "--trace-sampling", "0"]
+
+
 def sidecar_flags() -> list[str]:
     """`meshwork proxy` flags for tracing on, 100 % sampling, OTLP/gRPC to the collector."""
     return ["--tracing", "--otlp-endpoint", ENDPOINT, "--otlp-protocol", "grpc", "--trace-sampling", "1.0"]

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import collector
 from paths import MESH_RESOURCES, MESH_STATE, MESHWORK
 from procs import Proc, spawn, stop, wait_port
 
@@ -71,9 +72,10 @@ def start_sidecars(hop: str, state: Path, wrapper: list[str] | None = None,
                    timeout: float = 30.0, flags: list[str] | None = None,
                    pod_flags: dict[str, list[str]] | None = None) -> list[Proc]:
     """B (server) then A (client); `wrapper` prefixes both argv (valgrind for bench/callgrind),
-    `flags` are added to both (the tracing flags for `--tracing`), `pod_flags` per workload
-    (`--pod … --pod-ip …`: pod mode, whose listeners are inside the pods, not on these ports)."""
-    extra = ([h1_flag()] if hop == "h1" else []) + (flags or [])
+    `flags` are added to both (the tracing flags for `--tracing`; without them, tracing configured
+    with sampling 0, as meshwork ships), `pod_flags` per workload (`--pod … --pod-ip …`: pod mode,
+    whose listeners are inside the pods, not on these ports)."""
+    extra = ([h1_flag()] if hop == "h1" else []) + (flags or collector.unsampled_flags())
     wrap = wrapper or []
     name = f"meshwork-{'pod-' if pod_flags else ''}{hop}" + ("-traced" if flags else "")
     pod = pod_flags or {}
