@@ -189,17 +189,6 @@ def document(raw: dict, order: list[str]) -> list[str]:
     return sections.document(raw, med, per, order)
 
 
-def with_routes() -> Path:
-    """bench/mesh/ plus bench/routes/: the same chain with a route configured."""
-    target = paths.WORK / "mesh-routes"
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    for source in (paths.MESH_RESOURCES, paths.BENCH / "routes"):
-        for doc in sorted(source.glob("*.yaml")):
-            shutil.copy(doc, target / doc.name)
-    return target
-
-
 @contextmanager
 def running_collector(agent: Path | None) -> Iterator[Proc | None]:
     """The OTLP collector for `--tracing` (nothing without it)."""
@@ -247,14 +236,12 @@ def running_pods(contenders: list[Contender], failures: list, pod_meta: dict | N
 def cmd_callgrind(args: argparse.Namespace) -> int:
     prepare(args.no_install, load_tools=False)
     agent = collector.ensure(args.no_install) if args.tracing else None
-    if args.routes:
-        meshwork.MESH_RESOURCES = with_routes()
     if args.tag:  # its own directory: an A/B of two builds keeps both builds' files
         callgrind.CALLGRIND = paths.CALLGRIND / args.tag
     with running_app(), running_collector(agent):
         cg = callgrind.run(args.n, traced=args.tracing)
     for run in cg:
-        run["route"] = "bench/routes/server.yaml" if args.routes else None
+        run["route"] = "bench/mesh/route.yaml"
     name = stamp(False, f"{args.tag}-callgrind" if args.tag else "callgrind")
     head = []
     if args.tracing:
@@ -381,8 +368,6 @@ def main() -> int:
     cg.add_argument("-n", type=int, default=2000)
     cg.add_argument("--no-install", action="store_true")
     cg.add_argument("--tag", help="suffix for the report name")
-    cg.add_argument("--routes", action="store_true",
-                    help="add bench/routes/ (an HTTPRoute with timeouts and retries) to the resources")
     cg.add_argument("--tracing", action="store_true",
                     help="per hop, tracing off then on (100 %% sampling, OTLP/gRPC to a rotel collector on loopback)")
     cpu = sub.add_parser("cpu", help="meshwork pair CPU µs/request at saturation, wrk only (bench/cpu)")
