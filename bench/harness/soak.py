@@ -120,7 +120,8 @@ def drive(target: Target, s: Settings, sampler: Sampler, procs: list[Proc]) -> l
     done = 0
     while done < s.requests:
         rate = sum(x["requests"] for x in segments) / sum(x["seconds"] for x in segments) if segments else 0
-        seconds = SEGMENT_S if not rate else max(1, min(SEGMENT_S, math.ceil((s.requests - done) / rate)))
+        # the last segment is sized to what is left, 10 % over: one short of N costs a whole extra second
+        seconds = SEGMENT_S if not rate else max(1, min(SEGMENT_S, math.ceil(1.1 * (s.requests - done) / rate)))
         seg = load.wrk(target, s.connections, seconds, threads=s.threads)
         seg["seconds"] = seconds
         now = request_counts(sampler.admins["B"], "inbound")[0] - sampler.base["B"][0]

@@ -61,7 +61,14 @@ def hop_section(h: dict, s: dict) -> list[str]:
              f"**{m['rps']:,.0f} requests/s**",
              f"- errors: **{m['errors']}** — wrk non-2xx/3xx {e['non2xx']}, socket connect {e['connect']}, read {e['read']}, "
              f"write {e['write']}, timeout {e['timeout']}; metrics: status ≠ 200 at A {m['non_200_A']}, at B {m['non_200_B']}",
-             f"- policy enforced (POST → 403 before the load): {h['policy_enforced']}", ""]
+             f"- policy enforced (POST → 403 before the load): {h['policy_enforced']}"]
+    if m["requests_B"] != m["requests_A"]:
+        lines.append(f"- B counted {m['requests_B'] - m['requests_A']:+,} against A: requests in flight when a wrk segment "
+                     "ended (wrk closes its connections then) reached B and were answered, but A's request future was "
+                     "dropped with its client before the response head came back, and A's telemetry records a request "
+                     "only when its response head (or error) completes (crates/proxy/src/telemetry.rs, `Recorded`); "
+                     "wrk counts them neither as responses nor as errors")
+    lines.append("")
     if not m["growth_judged"]:
         lines += [f"- **growth not judged**: no sample under load came after the first {s['baseline']:,} requests "
                   "(N too small); the end is compared with itself.", ""]
