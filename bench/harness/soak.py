@@ -14,6 +14,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import load
 import machine
@@ -55,10 +56,36 @@ def request_counts(admin: str, direction: str) -> tuple[int, int]:
     return total, bad
 
 
-def memory(pid: int) -> dict:
-    """MiB of VmRSS, RssAnon, RssFile and the number of open file descriptors of `pid`."""
+APP_PORT = int(meshwork.APP.rsplit(":", 1)[1])
+
+
+def upstream_connections(pid: int, fds: list[str], port: int) -> int:
+    """How many of `pid`'s fds are TCP connections to `port` (from its /proc/PID/net/tcp*): a
+    sidecar's pooled connections to its upstream (A's to B's inbound, B's to the app) explain most
+    of its fds after the load."""
+    inodes = set()
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed since the listing
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:["):-1])
+    hex_port, n = f":{port:04X}", 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()  # sl local_address rem_address st … inode (10th)
+            if f[2].endswith(hex_port) and f[9] in inodes:
+                n += 1
+    return n
+
+
+def memory(pid: int, upstream_port: int) -> dict:
+    """MiB of VmRSS, RssAnon, RssFile, the number of open file descriptors of `pid` and how many
+    of them are connections to its upstream."""
     out = {key: status_kib(pid, key) / 1024 for key in ("VmRSS", "RssAnon", "RssFile")}
-    out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    fds = os.listdir(f"/proc/{pid}/fd")
+    out["fds"], out["upstream_conns"] = len(fds), upstream_connections(pid, fds, upstream_port)
     return out
 
 
@@ -67,8 +94,8 @@ class Sampler:
     Request counts are deltas from the counters at construction: B's inbound series (every request
     that reached the server's sidecar) and A's outbound series (what the client's sidecar answered)."""
 
-    def __init__(self, procs: list[Proc], admins: dict[str, str]):
-        self.procs, self.admins = dict(zip("AB", procs)), admins
+    def __init__(self, procs: list[Proc], admins: dict[str, str], upstream_ports: dict[str, int]):
+        self.procs, self.admins, self.upstream_ports = dict(zip("AB", procs)), admins, upstream_ports
         self.base = self._counts()
         self.t0 = time.monotonic()
         self.phase = "before"
@@ -86,7 +113,7 @@ class Sampler:
         delta = {side: [now - base for now, base in zip(counts[side], self.base[side])] for side in counts}
         sample = {"t": round(t, 2), "phase": phase, "requests": delta["B"][0], "non_200_B": delta["B"][1],
                   "requests_A": delta["A"][0], "non_200_A": delta["A"][1],
-                  **{side: memory(p.pid) for side, p in self.procs.items()}}
+                  **{side: memory(p.pid, self.upstream_ports[side]) for side, p in self.procs.items()}}
         self.samples.append(sample)
         return sample
 
@@ -147,7 +174,8 @@ def soak_hop(hop: str, s: Settings) -> dict:
         target = ready(c)
         enforced = policy_enforced(target)
         info = meshwork.ready_info(hop)
-        sampler = Sampler(procs[:2], {"A": info["client"]["admin"], "B": info["server"]["admin"]})
+        sampler = Sampler(procs[:2], {"A": info["client"]["admin"], "B": info["server"]["admin"]},
+                          {"A": meshwork.INBOUND_PORT[hop], "B": APP_PORT})
         sampler.take()  # "before": idle, after the readiness and policy probes
         sampler.phase = "load"
         sampler.start()

@@ -34,7 +34,10 @@ def header(raw: dict) -> list[str]:
         f"**Verdicts**: errors = 0 (wrk's non-2xx/3xx responses and socket errors, and any status other than 200 in A's "
         f"outbound or B's inbound metrics); VmRSS at the end of the load within +{lim['rss_growth']:.0%} of VmRSS at the "
         f"first sample after {s['baseline']:,} requests, per sidecar (memory bounded, not leaking). Open fds at the end "
-        "against the start are reported, not judged.", "",
+        "against the start are reported, not judged: what stays open after the load is mostly the pools' idle connections "
+        "to each sidecar's upstream (A's to B's inbound, B's to the app; HTTP/1.1 pools keep up to 32 idle connections "
+        "per upstream, `MAX_IDLE_HTTP1` in `crates/proxy/src/pool.rs`, until their idle timeout), counted in the fd rows "
+        "as \"TCP to its upstream\".", "",
     ]
 
 
@@ -93,7 +96,8 @@ def hop_section(h: dict, s: dict) -> list[str]:
                  " | ".join(_mib(after[side]["VmRSS"]) for side, _ in SIDES) + " |")
     for label, x in (("before load, idle", before), ("first sample under load", first),
                      ("end of the load", end), ("idle after the load", after)):
-        lines.append(f"| open fds, {label} | " + " | ".join(str(x[side]["fds"]) for side, _ in SIDES) + " |")
+        lines.append(f"| open fds, {label} (of which TCP to its upstream) | " +
+                     " | ".join(f"{x[side]['fds']} ({x[side].get('upstream_conns', '—')})" for side, _ in SIDES) + " |")
     return lines + [""] + series(h["samples"], s["requests"])
 
 
