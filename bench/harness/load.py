@@ -84,9 +84,10 @@ _WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
 
-def wrk(t: Target, conns: int, seconds: float) -> dict:
-    """Closed loop on one wrk thread; returns completed requests, rps and errors."""
-    argv = t.argv(["wrk", "-t", "1", "-c", str(conns), "-d", f"{seconds}s", *_wrk_target_args(t)])
+def wrk(t: Target, conns: int, seconds: float, threads: int = 1) -> dict:
+    """Closed loop on `threads` wrk threads (one unless asked); returns completed requests, rps and
+    errors (non-2xx/3xx responses plus socket errors, each kind also on its own)."""
+    argv = t.argv(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s", *_wrk_target_args(t)])
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed: {' '.join(argv)}\n{done.stderr[-2000:]}")
@@ -96,6 +97,7 @@ def wrk(t: Target, conns: int, seconds: float) -> dict:
     requests = int(m.group(1))
     non2xx = int(_WRK_NON2XX.search(done.stdout).group(1)) if _WRK_NON2XX.search(done.stdout) else 0
     sock = _WRK_SOCKET.search(done.stdout)
-    socket_errors = sum(int(g) for g in sock.groups()) if sock else 0
+    socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()) if sock else (0,) * 4))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
-    return {"requests": requests - non2xx, "rps": rps, "errors": non2xx + socket_errors}
+    return {"requests": requests - non2xx, "rps": rps, "errors": non2xx + sum(socket_errors.values()),
+            "non2xx": non2xx, "socket_errors": socket_errors}

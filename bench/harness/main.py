@@ -336,10 +336,25 @@ def cmd_tapcost(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    """bench/soak (issue 16): ≥ N requests per hop through a fresh meshwork pair, RSS and fds sampled every second."""
+    import soak
+    build = prepare(args.no_install, load_tools=False)[1]
+    with running_app():
+        raw = soak.run(args.hops, soak.Settings(args.requests, args.connections, args.threads, args.baseline),
+                       build, sys.argv[2:])
+    soak.write(stamp(False, f"{args.tag}-soak" if args.tag else "soak"), raw)
+    return 0 if soak.passed(raw) else 1
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Re-makes the markdown report from a raw JSON file (e.g. after changing the report code)."""
     raw_path = Path(args.raw).resolve()
     raw = json.loads(raw_path.read_text())
+    if raw.get("kind") == "soak":
+        import soak_report
+        raw_path.with_suffix(".md").write_text(paths.relative("\n".join(soak_report.document(raw)) + "\n"))
+        return 0
     order = list(dict.fromkeys(r["contender"] for r in sorted(raw["records"], key=lambda r: (r["round"], r["position"]))
                                if r["round"] == 0)) or sorted({r["contender"] for r in raw["records"]})
     md_path = raw_path.with_suffix(".md")
@@ -389,11 +404,19 @@ def main() -> int:
     tap.add_argument("--hop", default="h2", choices=["h2", "h1"])
     tap.add_argument("--tag", help="suffix for the report name")
     tap.add_argument("--no-install", action="store_true", help="accepted for symmetry: nothing is installed")
+    sk = sub.add_parser("soak", help="≥ 1M requests per hop at saturation, RSS and fds sampled every second (bench/soak)")
+    sk.add_argument("--requests", type=int, default=1_000_000, help="requests per hop, as counted by sidecar B")
+    sk.add_argument("--connections", type=int, default=100)
+    sk.add_argument("--threads", type=int, default=1, help="wrk threads")
+    sk.add_argument("--baseline", type=int, default=100_000, help="RSS growth is judged from the first sample past this")
+    sk.add_argument("--hops", nargs="+", default=["h2", "h1"], choices=["h2", "h1"])
+    sk.add_argument("--no-install", action="store_true")
+    sk.add_argument("--tag", help="suffix for the report name")
     render = sub.add_parser("render", help="re-make a report's markdown from its raw JSON")
     render.add_argument("raw", help="bench/results/<name>.json")
     args = p.parse_args()
     commands = {"run": cmd_run, "callgrind": cmd_callgrind, "cpu": cmd_cpu, "tapcost": cmd_tapcost,
-                "render": cmd_render}
+                "soak": cmd_soak, "render": cmd_render}
     return commands[args.cmd](args)
 
 
