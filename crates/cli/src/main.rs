@@ -34,6 +34,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: fewer instructions per allocation on the data path
+/// (the sidecar allocates per request: hyper, h2, tower), measured in issue 16.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A service mesh with SPIFFE workload identity, L7 policy, and a service broker.
 #[derive(Parser)]
 #[command(name = "meshwork", version, about)]

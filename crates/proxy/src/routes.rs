@@ -23,6 +23,7 @@ use crate::endpoint_slot::EndpointSlot;
 use crate::resilience::EndpointKey;
 use crate::resilience::budget::RetryBudget;
 use crate::resilience::outlier::OutlierDetector;
+use crate::resilience::rule_layers::RuleLayers;
 use crate::route_classifier::RouteClassifier;
 use rule::CompiledTraffic;
 
@@ -214,6 +215,9 @@ pub struct MeshService {
     /// Which endpoints are ejected; made by the balancer on first use (it holds the
     /// metrics), carried across snapshots.
     outlier: OnceLock<Arc<OutlierDetector>>,
+    /// Per route rule, its timeouts and retry; made by the outbound stack on the rule's
+    /// first request (they hold the metrics), for this snapshot only.
+    rule_layers: Box<[OnceLock<Option<RuleLayers>>]>,
 }
 
 impl std::fmt::Debug for MeshService {
@@ -255,12 +259,19 @@ impl MeshService {
         let retry_budget = carried_budget(previous, &name, policy)
             .unwrap_or_else(|| Arc::new(RetryBudget::new(&policy.retry_budget)));
         let outlier = carried_outlier(previous, &name, policy, &endpoints);
+        let rule_layers = route
+            .traffic
+            .rules
+            .iter()
+            .map(|_| OnceLock::new())
+            .collect();
         MeshService {
             name,
             endpoints,
             traffic,
             retry_budget,
             outlier,
+            rule_layers,
         }
     }
 
@@ -291,6 +302,16 @@ impl MeshService {
     /// The service's retry budget.
     pub fn retry_budget(&self) -> &Arc<RetryBudget> {
         &self.retry_budget
+    }
+
+    /// Rule `index`'s timeouts and retry, made with `make` on the rule's first request;
+    /// `None` when the rule configures none (or there is no such rule).
+    pub(crate) fn rule_layers(
+        &self,
+        index: usize,
+        make: impl FnOnce() -> Option<RuleLayers>,
+    ) -> Option<&RuleLayers> {
+        self.rule_layers.get(index)?.get_or_init(make).as_ref()
     }
 
     /// Whether the service currently has no endpoints.

@@ -5,61 +5,36 @@
 //!
 //! A request whose rule configures none of these — every request when no route is
 //! configured — passes straight through: no box, no clock, no copy of the request. Only a
-//! configured rule pays for the layers (built per request from the rule: they are a few
-//! `Arc`s, and the rule may change with every snapshot).
+//! configured rule pays for the layers (made once per rule and snapshot,
+//! [`RuleLayers`], and applied per request: a few `Arc` clones, no box per layer).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either};
 use http::{Request, Response};
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use super::classify::Classified;
 use crate::body::ProxyBody;
-use crate::forward_error::{ForwardError, TimeoutKind};
-use crate::label::Label;
+use crate::forward_error::ForwardError;
 use crate::metrics::ProxyMetrics;
-use crate::resilience::budget::RetryBudget;
-use crate::resilience::retry::{RetryLayer, RetryPolicy};
-use crate::resilience::timeout::TimeoutLayer;
+use crate::resilience::rule_layers::RuleLayers;
 
-/// What a rule asks for, read from the request's [`Classified`].
-struct Plan {
-    service: Label,
-    request_timeout: Option<Duration>,
-    try_timeout: Option<Duration>,
-    /// The rule's retries and the service's budget.
-    retry: Option<(RetryPolicy, Arc<RetryBudget>)>,
-}
-
-impl Plan {
-    /// `None` when the request's rule (if any) configures nothing.
-    fn of(classified: &Classified) -> Option<Plan> {
+/// The layers of the request's route rule, if it configures any (made on the rule's first
+/// request, then shared: [`crate::routes::MeshService::rule_layers`]).
+fn rule_layers(classified: &Classified, metrics: &Arc<dyn ProxyMetrics>) -> Option<RuleLayers> {
+    let index = classified.rule?;
+    let service = classified.mesh_service()?;
+    let make = || {
         let rule = classified.route_rule()?;
-        let request_timeout = rule.request_timeout_ms.map(Duration::from_millis);
-        let try_timeout = rule.backend_request_timeout_ms.map(Duration::from_millis);
-        if request_timeout.is_none() && try_timeout.is_none() && rule.retry.is_none() {
-            return None;
-        }
         let labels = classified
             .table
             .classifier()
             .labels_at(classified.service?)?;
-        let budget = classified.mesh_service()?.retry_budget();
-        let retry = rule
-            .retry
-            .as_ref()
-            .map(|retry| (RetryPolicy::new(Some(retry)), Arc::clone(budget)));
-        Some(Plan {
-            service: labels.service(),
-            request_timeout,
-            try_timeout,
-            retry,
-        })
-    }
+        RuleLayers::of(rule, labels.service(), service.retry_budget(), metrics)
+    };
+    service.rule_layers(index, make).cloned()
 }
 
 /// Tower layer applying each request's route rule (see the [module docs](self)).
@@ -94,7 +69,6 @@ pub struct RoutePolicy<S> {
 }
 
 type Answer = Result<Response<ProxyBody>, ForwardError>;
-type Tries = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, ForwardError>;
 
 impl<S> Service<Request<ProxyBody>> for RoutePolicy<S>
 where
@@ -114,18 +88,19 @@ where
     }
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
-        let plan = request.extensions().get::<Classified>().and_then(Plan::of);
-        let Some(plan) = plan else {
+        let classified = request.extensions().get::<Classified>();
+        let layers =
+            classified.and_then(|c| Some((rule_layers(c, &self.metrics)?, RuleRef::of(c))));
+        let Some((layers, rule)) = layers else {
             return Either::Left(self.inner.call(request));
         };
-        let tries = plan.layers(Tries::new(self.inner.clone()), &self.metrics);
-        let rule = request.extensions().get::<Classified>().map(RuleRef::of);
+        let tries = layers.apply(self.inner.clone());
         // Boxed on its own first: an `async` block holding the `Oneshot` trips
         // rust-lang/rust#102211 (see `server::answer`).
         let tried: BoxFuture<'static, Answer> = Box::pin(tries.oneshot(request));
         Either::Right(Box::pin(async move {
             let answer = tried.await;
-            if let (Err(error), Some(rule)) = (&answer, rule) {
+            if let Err(error) = &answer {
                 rule.log(error);
             }
             answer
@@ -157,30 +132,5 @@ impl RuleRef {
             tracing::info!(service = service.name(), rule = %rule.name, %error,
                 "request failed under its route rule's timeouts and retries");
         }
-    }
-}
-
-impl Plan {
-    /// The layers the rule asks for around `inner`, innermost first.
-    fn layers(&self, inner: Tries, metrics: &Arc<dyn ProxyMetrics>) -> Tries {
-        let timeout =
-            |after, kind| TimeoutLayer::new(after, kind, self.service, Arc::clone(metrics));
-        let mut tries = inner;
-        if let Some(after) = self.try_timeout {
-            tries = Tries::new(timeout(after, TimeoutKind::Try).layer(tries));
-        }
-        if let Some((policy, budget)) = &self.retry {
-            let retry = RetryLayer::new(
-                policy.clone(),
-                Arc::clone(budget),
-                self.service,
-                Arc::clone(metrics),
-            );
-            tries = Tries::new(retry.layer(tries));
-        }
-        if let Some(after) = self.request_timeout {
-            tries = Tries::new(timeout(after, TimeoutKind::Request).layer(tries));
-        }
-        tries
     }
 }

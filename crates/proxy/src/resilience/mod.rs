@@ -16,6 +16,7 @@
 //! - [`retry`]: sends a request again on failures that allow it (GEP-1731), with
 //!   exponential backoff and full jitter, within the budget.
 //! - [`outlier`]: which endpoints of a service are ejected, and until when.
+//! - [`rule_layers`]: the timeouts and retry of one route rule, made once per snapshot.
 //!
 //! The balancer is `outbound::balance` (power of two choices over a peak-EWMA estimate
 //! held per endpoint, `endpoint_slot::load`; why not tower's `p2c::Balance` is said there): it
@@ -23,13 +24,14 @@
 //! (counters on the endpoint's slot: no permit and no extra box per request).
 //!
 //! Nothing here reads the snapshot or the request's route: the stack builds one layer per
-//! route (timeouts, retry rule) or per service (budget, outlier state), and hands it what
-//! it needs.
+//! route rule (timeouts, retry rule; once per snapshot, [`rule_layers`]) or per service
+//! (budget, outlier state), and hands it what it needs.
 
 pub(crate) mod budget;
 pub(crate) mod outlier;
 pub(crate) mod replay;
 pub(crate) mod retry;
+pub(crate) mod rule_layers;
 pub(crate) mod timeout;
 
 use std::net::SocketAddr;

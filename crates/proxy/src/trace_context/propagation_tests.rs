@@ -303,3 +303,35 @@ fn formats_are_a_set() {
     assert!(Formats::from(Format::None).is_empty());
     assert_eq!(Formats::from(Format::B3Single), Formats::B3_SINGLE);
 }
+
+#[test]
+fn inject_marks_the_values_new_with_every_hop_never_indexed() {
+    let context = TraceContext::start(Sampling::Accept);
+    let mut out = headers(&[("x-request-id", "kept")]);
+    let formats = Formats::W3C | Formats::B3_SINGLE;
+    inject(&context, SpanId::random(), formats, &mut out);
+    // HPACK sends these as never-indexed literals: they would only evict what repeats.
+    assert!(out[TRACEPARENT].is_sensitive());
+    assert!(out[B3_HEADER].is_sensitive());
+    assert!(!out["x-request-id"].is_sensitive());
+}
+
+#[test]
+fn inject_removes_a_lone_stale_header_of_every_family() {
+    let names = [
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+    ];
+    for name in names {
+        let mut out = headers(&[("x-request-id", "kept"), (name, "stale")]);
+        let context = TraceContext::start(Sampling::Accept);
+        inject(&context, SpanId::random(), Formats::NONE, &mut out);
+        assert_eq!(out, headers(&[("x-request-id", "kept")]), "{name}");
+    }
+}
