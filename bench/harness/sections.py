@@ -200,7 +200,7 @@ def document(raw: dict, med: dict, per: dict, order: list[str]) -> list[str]:
         *header(raw["meta"]),
         *pod_section(raw, med, per),
         *tracing_section(raw, med, per),
-        "## Goals (issue 6)", "", *report.goals_table(med, per), "",
+        "## Goals (issues 6 and 16)", "", *report.goals_table(med, per), "",
         "Verdicts use the medians; \"each round\" shows the same ratio (or MiB) round by round, to judge how firm a verdict is.", "",
         "## Medians per contender", "", "### Latency", "",
         *report.medians_table(med, order, report.LATENCY_COLUMNS), "",
