@@ -216,6 +216,9 @@ def run_hop(n: int, hop: str, flags: list[str] | None = None, scrape: bool = Fal
         "per_request": total(loaded) / n,
         "marginal_per_request": (total(loaded) - total(zero)) / n,
         "profile": profile(zero, loaded, n),
+        # bench/mesh's route (every request matches it) and the sidecars' tracing flags.
+        "route": "bench/mesh/route.yaml",
+        "tracing_flags": flags or collector.unsampled_flags(),
     }
     if scrape:
         out["tracing"] = {"on": bool(flags), "flags": flags or [],

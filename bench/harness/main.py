@@ -240,8 +240,6 @@ def cmd_callgrind(args: argparse.Namespace) -> int:
         callgrind.CALLGRIND = paths.CALLGRIND / args.tag
     with running_app(), running_collector(agent):
         cg = callgrind.run(args.n, traced=args.tracing)
-    for run in cg:
-        run["route"] = "bench/mesh/route.yaml"
     name = stamp(False, f"{args.tag}-callgrind" if args.tag else "callgrind")
     head = []
     if args.tracing:

@@ -146,7 +146,9 @@ def _callgrind_hop(cg: dict) -> list[str]:
     route = f", route `{cg['route']}` (timeouts and retries)" if cg.get("route") else ", no route configured"
     if "tracing" in cg:
         route += (", **tracing on** (100 % sampling, OTLP/gRPC to the collector)" if cg["tracing"]["on"]
-                  else ", **tracing off**")
+                  else ", **tracing off**" if not cg.get("tracing_flags") else ", **tracing at sampling 0**")
+    elif cg.get("tracing_flags"):
+        route += ", tracing configured at sampling 0"
     lines = [f"**meshwork-{cg['hop']}** pair (policy on{route}), one keep-alive client connection, sequential requests.", "",
              "| run | A (client sidecar) | B (server sidecar) | pair |", "|---|---:|---:|---:|"]
     for label, r in ((f"0 requests (start-up + shut-down)", z), (f"{l['requests']} requests", l)):
