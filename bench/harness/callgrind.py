@@ -134,7 +134,7 @@ def annotate(path: str, inclusive: bool, top: int = 25) -> list[str]:
 # Exclusive cost grouped by component; first match wins (function names as callgrind prints them).
 CATEGORIES = [
     ("memcpy/memmove/memset", r"mem(cpy|move|set)"),
-    ("malloc/free", r"malloc|_int_free|\bfree\b|realloc|cfree|tcache"),
+    ("malloc/free (glibc or mimalloc)", r"malloc|_int_free|\bfree\b|realloc|cfree|tcache|\b_?mi_[a-z_]+"),
     ("handshake crypto (ECDSA, X25519, SHA-2; one-off)", r"nistz256|p256|x25519|sha256_block|sha512_block|bn_mul|limbs_|ecdsa"),
     ("TLS records (rustls, AES-GCM)", r"rustls|tokio_rustls|aes|gcm|ghash|chacha|poly1305|\bring::|ring_core"),
     ("HTTP/2 (h2, hpack)", r"\bh2::"),
@@ -194,7 +194,7 @@ def profile(zero: dict, loaded: dict, n: int) -> dict:
 
 def run(n: int = 2000, traced: bool = False) -> list[dict]:
     """One measurement per hop protocol the binary supports (h2 always; h1 with --peer-http1).
-    `traced`: per hop, tracing off then on (100 % sampling, OTLP/gRPC to the collector, which
+    `traced`: per hop, tracing at sampling 0 then on (100 % sampling, OTLP/gRPC to the collector, which
     the caller runs), every run scraping the sidecars' span counters."""
     hops = ["h2"] + (["h1"] if meshwork.h1_flag() else [])
     if not traced:

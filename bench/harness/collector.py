@@ -62,8 +62,7 @@ def version(agent: Path) -> str:
 
 
 def unsampled_flags() -> list[str]:
-    """The tracing meshwork ships with, configured but sampling 0 (issue 16 measures "tracing
-    configured but sampling 0"): every sidecar of every meshwork contender runs with these unless
+    """Tracing configured but sampling 0, as issue 16 measures meshwork: every sidecar of every meshwork contender runs with these unless
     it is a `-traced` one. Nothing is sampled, so nothing is exported and no collector is needed;
     a request that arrives with a sampled `traceparent` would still be traced (wrk sends none)."""
     return ["--tracing", "--otlp-endpoint", ENDPOINT, "--otlp-protocol", "grpc", "--trace-sampling", "0"]

@@ -249,7 +249,7 @@ def cmd_callgrind(args: argparse.Namespace) -> int:
                 "collector_argv": f"rotel-agent start --otlp-grpc-endpoint 127.0.0.1:{collector.GRPC_PORT} "
                                   f"--otlp-http-endpoint 127.0.0.1:{collector.HTTP_PORT} --exporter blackhole"}
         cg = {"meta": meta, "runs": cg, "tracing_delta": deltas}
-        head = ["## Tracing off vs on, same run (issue 12)", "",
+        head = ["## Tracing at sampling 0 vs on (100 %), same run (issues 12, 16)", "",
                 f"`bench/callgrind --tracing` (N = {args.n} sequential requests on one keep-alive connection, policy and "
                 f"metrics on). Tracing on = `{' '.join(collector.sidecar_flags())}` on both sidecars, exporting to "
                 f"`{meta['collector']}` on loopback (`{meta['collector_argv']}`; it is not measured). The export task "
@@ -267,7 +267,7 @@ def cmd_callgrind(args: argparse.Namespace) -> int:
 
 
 def cmd_cpu(args: argparse.Namespace) -> int:
-    """Pair CPU µs per request at saturation (wrk only), meshwork contenders only, tracing off and
+    """Pair CPU µs per request at saturation (wrk only), meshwork contenders only, tracing at sampling 0 and
     (with --tracing) on in the same rounds, order alternating."""
     build = prepare(args.no_install, load_tools=False)[1]
     agent = collector.ensure(args.no_install) if args.tracing else None
@@ -382,7 +382,7 @@ def main() -> int:
     cg.add_argument("--no-install", action="store_true")
     cg.add_argument("--tag", help="suffix for the report name")
     cg.add_argument("--tracing", action="store_true",
-                    help="per hop, tracing off then on (100 %% sampling, OTLP/gRPC to a rotel collector on loopback)")
+                    help="per hop, tracing at sampling 0 then on (100 %% sampling, OTLP/gRPC to a rotel collector on loopback)")
     cpu = sub.add_parser("cpu", help="meshwork pair CPU µs/request at saturation, wrk only (bench/cpu)")
     cpu.add_argument("--tracing", action="store_true",
                      help="also meshwork-<hop>-traced (100 %% sampling, OTLP/gRPC to a rotel collector), same rounds")

@@ -73,7 +73,7 @@ def start_sidecars(hop: str, state: Path, wrapper: list[str] | None = None,
                    pod_flags: dict[str, list[str]] | None = None) -> list[Proc]:
     """B (server) then A (client); `wrapper` prefixes both argv (valgrind for bench/callgrind),
     `flags` are added to both (the tracing flags for `--tracing`; without them, tracing configured
-    with sampling 0, as meshwork ships), `pod_flags` per workload (`--pod … --pod-ip …`: pod mode,
+    with sampling 0, as issue 16 measures), `pod_flags` per workload (`--pod … --pod-ip …`: pod mode,
     whose listeners are inside the pods, not on these ports)."""
     extra = ([h1_flag()] if hop == "h1" else []) + (flags or collector.unsampled_flags())
     wrap = wrapper or []

@@ -169,7 +169,7 @@ def profile_section(runs: list[dict] | None) -> list[str]:
 
 def _profile_hop(cg: dict) -> list[str]:
     n, pr = cg["requests"], cg["profile"]
-    traced = "" if "tracing" not in cg else (", tracing on" if cg["tracing"]["on"] else ", tracing off")
+    traced = "" if "tracing" not in cg else (", tracing on" if cg["tracing"]["on"] else ", tracing at sampling 0")
     lines = [f"## Profile of meshwork-{cg['hop']}{traced}: where the instructions per request go (callgrind)", "",
              f"Marginal cost = (N-run − 0-run) ÷ N per function, exclusive, grouped by component "
              f"(N = {n}; the one mTLS handshake between the sidecars is spread over N).", "",
@@ -197,12 +197,12 @@ def _pair(run: dict) -> tuple[int, int]:
 
 
 def tracing_section(runs: list[dict], deltas: dict[str, dict]) -> list[str]:
-    """`bench/callgrind --tracing`: per hop, tracing off and on from the same run, their ratio,
+    """`bench/callgrind --tracing`: per hop, tracing at sampling 0 and on from the same run, their ratio,
     the spans the sidecars said they exported, and what tracing adds per component/function."""
     by_hop: dict[str, dict] = {}
     for cg in runs:
         by_hop.setdefault(cg["hop"], {})["on" if cg["tracing"]["on"] else "off"] = cg
-    lines = ["| hop | tracing off | tracing on (100 %) | added by tracing | on ÷ off |", "|---|---:|---:|---:|---:|"]
+    lines = ["| hop | sampling 0 | tracing on (100 %) | added by sampling | on ÷ off |", "|---|---:|---:|---:|---:|"]
     for hop, pair in by_hop.items():
         off, on = pair["off"], pair["on"]
         for label, key in (("instructions/request (pair total ÷ N)", "per_request"),

@@ -107,7 +107,7 @@ def tracing_section(raw: dict, med: dict, per: dict) -> list[str]:
              f"meshwork-<hop>-traced = the same pair with `{' '.join(t.get('flags', []))}`, exporting to "
              f"`{t.get('collector', 'rotel')}` on loopback (blackhole exporter; the collector's CPU is not counted, "
              "the sidecars' export task is). Medians over rounds; each round ran both.", "",
-             "| metric | tracing off | tracing on | added | on ÷ off | on ÷ off per round |", "|---|---:|---:|---:|---:|---|"]
+             "| metric | sampling 0 | tracing on | added | on ÷ off | on ÷ off per round |", "|---|---:|---:|---:|---:|---|"]
     rows = [("pair CPU µs/req (saturation)", "cpu_us_req", 2), ("  of which user", "cpu_user_us_req", 2),
             ("  of which kernel", "cpu_sys_us_req", 2), ("pair CPU µs/req @1000 rps", "cpu_us_req_1000", 2),
             ("max rps, 32 conns ⓘ", "max_rps", 0), ("p50, 1 conn (ms)", "p50_1c_ms", 3),
@@ -252,7 +252,7 @@ def cpu_document(raw: dict) -> list[str]:
         per = [us(next(r for r in by[f"meshwork-{hop}-traced"] if r["round"] == k), "cpu_s") /
                us(next(r for r in by[f"meshwork-{hop}"] if r["round"] == k), "cpu_s") for k in rounds]
         lines += ["", f"**{hop}: tracing on vs off** (medians; on ÷ off per round: {', '.join(f'{x:.2f}' for x in per)})", "",
-                  "| | tracing off | tracing on | added per request | on ÷ off |", "|---|---:|---:|---:|---:|"]
+                  "| | sampling 0 | tracing on | added per request | on ÷ off |", "|---|---:|---:|---:|---:|"]
         for label, k in (("pair CPU µs/req", "cpu_s"), ("  user", "user_s"), ("  kernel", "sys_s")):
             lines.append(f"| {label} | {off[k]:.2f} | {on[k]:.2f} | {on[k] - off[k]:+.2f} µs | {on[k] / off[k]:.2f}× |")
     lines += _cpu_pod_lines(meta, by, med, us)

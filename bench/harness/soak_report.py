@@ -65,12 +65,16 @@ def hop_section(h: dict, s: dict) -> list[str]:
              f"- errors: **{m['errors']}** — wrk non-2xx/3xx {e['non2xx']}, socket connect {e['connect']}, read {e['read']}, "
              f"write {e['write']}, timeout {e['timeout']}; metrics: status ≠ 200 at A {m['non_200_A']}, at B {m['non_200_B']}",
              f"- policy enforced (POST → 403 before the load): {h['policy_enforced']}"]
-    if m["requests_B"] != m["requests_A"]:
-        lines.append(f"- B counted {m['requests_B'] - m['requests_A']:+,} against A: requests in flight when a wrk segment "
-                     "ended (wrk closes its connections then) reached B and were answered, but A's request future was "
-                     "dropped with its client before the response head came back, and A's telemetry records a request "
-                     "only when its response head (or error) completes (crates/proxy/src/telemetry.rs, `Recorded`); "
-                     "wrk counts them neither as responses nor as errors")
+    if m["requests_B"] > m["requests_A"]:
+        lines.append(f"- B counted {m['requests_B'] - m['requests_A']:,} more than A. The likely cause (not proven per "
+                     "request): requests in flight when a wrk segment ended (wrk closes its connections then) reached B "
+                     "and were answered, but A's request future was dropped with its client before the response head "
+                     "came back, and A's telemetry records a request only when its response head (or error) completes "
+                     "(crates/proxy/src/telemetry.rs, `Recorded`); wrk counts them neither as responses nor as errors. "
+                     "Retries would also count at B once per try (the route retries 502/503/504; none is expected here)")
+    elif m["requests_A"] > m["requests_B"]:
+        lines.append(f"- A counted {m['requests_A'] - m['requests_B']:,} more than B: requests A answered itself "
+                     "(an error it rendered, counted above) never reached B")
     lines.append("")
     if not m["growth_judged"]:
         lines += [f"- **growth not judged**: no sample under load came after the first {s['baseline']:,} requests "
@@ -113,7 +117,7 @@ def series(samples: list[dict], n: int) -> list[str]:
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     loaded = [x for x in samples if x["phase"] == "load"]
     mark, picked = step, loaded[:1]
-    for x in loaded:
+    for x in loaded[1:]:
         if x["requests"] >= mark:
             picked.append(x)
             mark = (x["requests"] // step + 1) * step
