@@ -259,12 +259,7 @@ impl MeshService {
         let retry_budget = carried_budget(previous, &name, policy)
             .unwrap_or_else(|| Arc::new(RetryBudget::new(&policy.retry_budget)));
         let outlier = carried_outlier(previous, &name, policy, &endpoints);
-        let rule_layers = route
-            .traffic
-            .rules
-            .iter()
-            .map(|_| OnceLock::new())
-            .collect();
+        let rule_layers = (0..traffic.rule_count()).map(|_| OnceLock::new()).collect();
         MeshService {
             name,
             endpoints,
@@ -449,6 +444,34 @@ mod tests {
             .parse()
             .unwrap();
         assert!(table.services_of(&store).is_empty());
+    }
+
+    #[test]
+    fn a_rule_s_layers_are_made_once_per_snapshot() {
+        let with_rule = |version| {
+            let mut snapshot = snapshot(version, &[1]);
+            let billing = snapshot.services.get_mut("Billing").unwrap();
+            let rule = api::contract::traffic::RouteRule::default();
+            billing.traffic.rules = vec![rule];
+            snapshot
+        };
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            None
+        };
+        let routes = Routes::new(&with_rule(1));
+        let first = routes.load();
+        let billing = first.service("billing").unwrap();
+        assert!(billing.rule_layers(0, make).is_none());
+        assert!(billing.rule_layers(0, make).is_none());
+        assert_eq!(made.get(), 1, "made on the first request, then kept");
+        assert!(billing.rule_layers(1, make).is_none(), "no rule 1");
+        assert_eq!(made.get(), 1);
+        assert!(routes.update(&with_rule(2)));
+        let second = routes.load();
+        second.service("billing").unwrap().rule_layers(0, make);
+        assert_eq!(made.get(), 2, "a new snapshot's rule gets its own layers");
     }
 
     #[test]

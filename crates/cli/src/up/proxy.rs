@@ -111,6 +111,7 @@ fn pod_config(
 /// Runs the sidecar until SIGINT/SIGTERM.
 pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     logging::init();
+    no_huge_pages();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let trace = trace_flags::config(&args.trace, &args.workload, |name| std::env::var(name).ok())?;
     tracing::info!("{}", trace_flags::describe(trace.as_ref()));
@@ -161,6 +162,17 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     .context("starting the tokio runtime")?;
     rt.block_on(proxy::run(config, parent::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sidecar's heap is small and short-lived: no transparent huge pages for it. mimalloc
+/// (the global allocator) reserves its arenas in large aligned blocks, which a host whose THP
+/// setting is `always` backs with 2 MiB pages: measured with mimalloc's own `MADV_HUGEPAGE`, a
+/// pair's idle RSS grew by 8 MiB per sidecar (issue 16). Only this process: `up` and the apps
+/// it starts keep the host's setting.
+fn no_huge_pages() {
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!(%error, "could not turn transparent huge pages off (prctl)");
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! A request whose rule configures none of these — every request when no route is
 //! configured — passes straight through: no box, no clock, no copy of the request. Only a
 //! configured rule pays for the layers (made once per rule and snapshot,
-//! [`RuleLayers`], and applied per request: a few `Arc` clones, no box per layer).
+//! [`RuleLayers`], and applied per request: a few `Arc` clones, no boxed service per layer;
+//! the timeout and retry futures are boxed).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,7 +24,10 @@ use crate::resilience::rule_layers::RuleLayers;
 
 /// The layers of the request's route rule, if it configures any (made on the rule's first
 /// request, then shared: [`crate::routes::MeshService::rule_layers`]).
-fn rule_layers(classified: &Classified, metrics: &Arc<dyn ProxyMetrics>) -> Option<RuleLayers> {
+fn rule_layers<'c>(
+    classified: &'c Classified,
+    metrics: &Arc<dyn ProxyMetrics>,
+) -> Option<&'c RuleLayers> {
     let index = classified.rule?;
     let service = classified.mesh_service()?;
     let make = || {
@@ -34,7 +38,7 @@ fn rule_layers(classified: &Classified, metrics: &Arc<dyn ProxyMetrics>) -> Opti
             .labels_at(classified.service?)?;
         RuleLayers::of(rule, labels.service(), service.retry_budget(), metrics)
     };
-    service.rule_layers(index, make).cloned()
+    service.rule_layers(index, make)
 }
 
 /// Tower layer applying each request's route rule (see the [module docs](self)).
@@ -89,12 +93,14 @@ where
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let classified = request.extensions().get::<Classified>();
-        let layers =
-            classified.and_then(|c| Some((rule_layers(c, &self.metrics)?, RuleRef::of(c))));
-        let Some((layers, rule)) = layers else {
+        let inner = &self.inner;
+        let tries = classified.and_then(|c| {
+            let layers = rule_layers(c, &self.metrics)?;
+            Some((layers.apply(inner.clone()), RuleRef::of(c)))
+        });
+        let Some((tries, rule)) = tries else {
             return Either::Left(self.inner.call(request));
         };
-        let tries = layers.apply(self.inner.clone());
         // Boxed on its own first: an `async` block holding the `Oneshot` trips
         // rust-lang/rust#102211 (see `server::answer`).
         let tried: BoxFuture<'static, Answer> = Box::pin(tries.oneshot(request));

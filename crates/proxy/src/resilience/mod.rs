@@ -23,9 +23,9 @@
 //! consults the outlier state and enforces the circuit breaker's per-endpoint caps itself
 //! (counters on the endpoint's slot: no permit and no extra box per request).
 //!
-//! Nothing here reads the snapshot or the request's route: the stack builds one layer per
-//! route rule (timeouts, retry rule; once per snapshot, [`rule_layers`]) or per service
-//! (budget, outlier state), and hands it what it needs.
+//! Nothing here reads the snapshot or the request's classification: the stack builds the
+//! layers of a route rule (timeouts, retry rule; [`rule_layers`], from the rule it is given,
+//! once per snapshot) or of a service (budget, outlier state), and hands them what they need.
 
 pub(crate) mod budget;
 pub(crate) mod outlier;

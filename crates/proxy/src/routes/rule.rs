@@ -74,6 +74,11 @@ impl CompiledTraffic {
         &self.policy
     }
 
+    /// How many rules there are (indices `0..rule_count()`).
+    pub fn rule_count(&self) -> usize {
+        self.matcher.rules().len()
+    }
+
     /// Rule `index`.
     pub fn rule(&self, index: usize) -> Option<&RouteRule> {
         self.matcher.rules().get(index)
