@@ -247,6 +247,22 @@ fn bridge_of(ip: &str) -> String {
         .to_owned()
 }
 
+/// How many frames matching `filter` a capture still being written holds so far (a partial
+/// last block makes tshark fail, but what it read before is counted).
+fn count_so_far(pcap: &std::path::Path, filter: &str) -> usize {
+    let args = ["-d", "tcp.port==4143,tls", "-Y", filter, "-T", "fields"];
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(args)
+        .args(["-e", "frame.number"])
+        .output();
+    out.map_or(0, |out| {
+        let lines = String::from_utf8_lossy(&out.stdout);
+        lines.lines().filter(|l| !l.is_empty()).count()
+    })
+}
+
 /// Frames of `pcap` that tshark shows with `filter` (mTLS on 4143 decoded as TLS).
 fn frames(pcap: &std::path::Path, filter: &str, field: &str) -> Vec<String> {
     let out = Command::new("tshark")
@@ -302,6 +318,12 @@ fn the_pod_network_carries_only_tls_records() {
         let (code, _) = curl_post_charge(&up, "reporting");
         assert_eq!(code, 403);
     }
+    // dumpcap writes the file in blocks, and frames still in its buffer when it is stopped can
+    // be lost (a CI run once saw none): stop it only once the file holds the exchange.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while count_so_far(&pcap, "tls.app_data") < 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tshark.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -310,7 +332,11 @@ fn the_pod_network_carries_only_tls_records() {
     tshark.wait().unwrap();
 
     let records = frames(&pcap, "tls.app_data", "frame.number");
-    assert!(records.len() >= 10, "the capture saw no TLS: {records:?}");
+    let all = frames(&pcap, "frame", "frame.number").len();
+    assert!(
+        records.len() >= 10,
+        "the capture saw too little TLS: {records:?} among {all} frames"
+    );
     let plain = frames(&pcap, "tcp.len > 0 && !tls", "frame.number");
     assert!(
         plain.is_empty(),
