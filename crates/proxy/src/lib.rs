@@ -48,7 +48,7 @@ mod label;
 #[cfg(test)]
 mod layering;
 mod metrics;
-mod opaque_preamble;
+pub mod opaque_preamble;
 mod outbound;
 pub mod pod;
 mod pool;

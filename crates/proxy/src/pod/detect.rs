@@ -47,12 +47,7 @@ pub enum Detected {
 pub async fn detect<I: AsyncRead + Unpin>(io: &mut I, first: &mut Vec<u8>) -> Detected {
     let deadline = tokio::time::Instant::now() + DETECT_TIMEOUT;
     loop {
-        let verdict = match first.first() {
-            None => None,
-            Some(&TLS_HANDSHAKE_RECORD) => client_hello(first),
-            Some(_) => request_line(first),
-        };
-        if let Some(verdict) = verdict {
+        if let Some(verdict) = classify(first) {
             return verdict;
         }
         if first.len() >= MAX_FIRST_BYTES {
@@ -64,6 +59,16 @@ pub async fn detect<I: AsyncRead + Unpin>(io: &mut I, first: &mut Vec<u8>) -> De
             // Closed, failed or silent: whatever came so far decides.
             _ => return give_up(first),
         }
+    }
+}
+
+/// The verdict on the first bytes an app sent, or `None` while more bytes could change it
+/// (the pure part of [`detect`]; peer input: `fuzz/fuzz_targets/pod_detect.rs`).
+pub fn classify(first: &[u8]) -> Option<Detected> {
+    match first.first() {
+        None => None,
+        Some(&TLS_HANDSHAKE_RECORD) => client_hello(first),
+        Some(_) => request_line(first),
     }
 }
 
@@ -96,7 +101,8 @@ fn request_line(first: &[u8]) -> Option<Detected> {
 /// preface); an uppercase text protocol (`SET k v` of Redis, STOMP) is opaque. `None` until
 /// the line ends, within [`MAX_FIRST_BYTES`].
 fn http_version(first: &[u8]) -> Option<Detected> {
-    let Some(end) = first.iter().position(|b| *b == b'\n') else {
+    // Only within the bytes `detect` reads at most, so a verdict never depends on later ones.
+    let Some(end) = first.iter().take(MAX_FIRST_BYTES).position(|b| *b == b'\n') else {
         return (first.len() >= MAX_FIRST_BYTES).then_some(Detected::Opaque);
     };
     let line = first[..end].strip_suffix(b"\r").unwrap_or(&first[..end]);
@@ -149,6 +155,25 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
+
+    #[test]
+    fn a_verdict_does_not_depend_on_bytes_past_what_detect_reads() {
+        let mut line = b"GET /".to_vec();
+        line.resize(MAX_FIRST_BYTES - b" HTTP/1.1".len(), b'a');
+        line.extend_from_slice(b" HTTP/1.1");
+        assert_eq!(
+            classify(&line),
+            Some(Detected::Opaque),
+            "no line end within the limit"
+        );
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(
+            classify(&line),
+            Some(Detected::Opaque),
+            "the same with the line end after it"
+        );
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http));
+    }
 
     async fn detect_bytes(chunks: &[&[u8]]) -> (Detected, Vec<u8>) {
         let (mut client, mut server) = tokio::io::duplex(64 * 1024);
