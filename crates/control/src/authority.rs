@@ -17,7 +17,8 @@ use identity::{Ca, CaPem, TrustBundle, TrustDomain};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{AUTHORITIES, StateError, Store};
+use crate::store::redb::RedbStore;
+use crate::store::{StateError, Table};
 
 /// Where an authority is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +118,7 @@ pub struct Authorities {
 impl Authorities {
     /// Loads the stored roots; on first start imports `<state>/ca/*.pem` or generates one.
     pub fn load_or_create(
-        store: &Store,
+        store: &RedbStore,
         state_dir: &Path,
         td: &TrustDomain,
         now: OffsetDateTime,
@@ -168,7 +169,7 @@ impl Authorities {
     /// Prepares a new root, published now and signing from `now + activate_after`.
     pub fn rotate(
         &mut self,
-        store: &Store,
+        store: &RedbStore,
         now: OffsetDateTime,
         activate_after: time::Duration,
     ) -> Result<&Authority, AuthorityError> {
@@ -204,7 +205,7 @@ impl Authorities {
     /// whether anything changed (the bundle or the signer).
     pub fn tick(
         &mut self,
-        store: &Store,
+        store: &RedbStore,
         now: OffsetDateTime,
         retire_after: time::Duration,
     ) -> Result<bool, AuthorityError> {
@@ -236,7 +237,7 @@ impl Authorities {
             .map(|a| a.seq)
             .collect();
         for seq in retired {
-            store.delete(AUTHORITIES, &key(seq))?;
+            store.delete_now(Table::Authorities, &key(seq))?;
             self.list.retain(|a| a.seq != seq);
             tracing::info!(seq, "old CA left the trust bundle");
             changed = true;
@@ -258,9 +259,9 @@ impl Authorities {
 }
 
 /// Every stored root, oldest first.
-fn load_all(store: &Store) -> Result<Vec<Authority>, AuthorityError> {
+fn load_all(store: &RedbStore) -> Result<Vec<Authority>, AuthorityError> {
     let mut list = Vec::new();
-    for (key, rec) in store.all::<AuthorityRecord>(AUTHORITIES)? {
+    for (key, rec) in store.all::<AuthorityRecord>(Table::Authorities)? {
         let ca = Ca::from_pem(&rec.cert_pem, &rec.key_pem).map_err(|source| {
             AuthorityError::Invalid {
                 what: format!("authorities/{key}"),
@@ -279,7 +280,7 @@ fn load_all(store: &Store) -> Result<Vec<Authority>, AuthorityError> {
 }
 
 /// Every root is of `td`, and exactly one is active.
-fn check(store: &Store, list: &[Authority], td: &TrustDomain) -> Result<(), AuthorityError> {
+fn check(store: &RedbStore, list: &[Authority], td: &TrustDomain) -> Result<(), AuthorityError> {
     for a in list {
         if a.ca.trust_domain() != td {
             let found = a.ca.trust_domain().clone();
@@ -307,14 +308,14 @@ fn key(seq: u64) -> String {
     format!("{seq:020}")
 }
 
-fn persist(store: &Store, a: &Authority) -> Result<(), AuthorityError> {
+fn persist(store: &RedbStore, a: &Authority) -> Result<(), AuthorityError> {
     let CaPem { cert_pem, key_pem } = a.ca.to_pem();
     let rec = AuthorityRecord {
         cert_pem,
         key_pem,
         state: a.state,
     };
-    store.put(AUTHORITIES, &key(a.seq), &rec)?;
+    store.put_now(Table::Authorities, &key(a.seq), &rec)?;
     Ok(())
 }
 
@@ -356,9 +357,9 @@ mod tests {
 
     const HOUR: time::Duration = time::Duration::hours(1);
 
-    fn setup() -> (tempfile::TempDir, Store, TrustDomain, OffsetDateTime) {
+    fn setup() -> (tempfile::TempDir, RedbStore, TrustDomain, OffsetDateTime) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
         (
             dir,
             store,

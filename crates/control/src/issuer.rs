@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use crate::authority::{Authorities, AuthorityError, AuthorityState};
 use crate::jwt::{JwtAuthority, JwtError, JwtKeyRecord};
 use crate::replica::ReplicaKey;
-use crate::store::{AGENTS, ENDPOINTS, ENTRIES, JWT_KEYS, StateError, Store};
+use crate::store::redb::RedbStore;
+use crate::store::{StateError, Table};
 use crate::tokens::{self, JoinRefusal, JoinToken};
 
 /// Slack on top of one SVID lifetime before a prepared root starts signing.
@@ -69,7 +70,7 @@ struct AgentRecord {
 
 /// Durable identity state and the issuing it backs.
 pub struct Issuer {
-    store: Store,
+    store: RedbStore,
     trust_domain: TrustDomain,
     svid_ttl: time::Duration,
     authorities: RwLock<Authorities>,
@@ -93,12 +94,12 @@ impl Issuer {
         td: &TrustDomain,
         svid_ttl: time::Duration,
     ) -> Result<Issuer, AuthorityError> {
-        let store = Store::open(state_dir)?;
+        let store = RedbStore::open(state_dir)?;
         let now = OffsetDateTime::now_utc();
         let authorities = Authorities::load_or_create(&store, state_dir, td, now)?;
         let jwt = load_jwt(&store)?;
         let entries = store
-            .all::<RegistrationEntrySpec>(ENTRIES)?
+            .all::<RegistrationEntrySpec>(Table::Entries)?
             .into_iter()
             .collect();
         let issuer = Issuer {
@@ -125,7 +126,7 @@ impl Issuer {
     }
 
     /// The state file.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &RedbStore {
         &self.store
     }
 
@@ -225,7 +226,7 @@ impl Issuer {
     /// Creates or replaces an entry durably, then publishes it to agents.
     pub fn put_entry(&self, entry: Entry) -> Result<(), StateError> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        self.store.put(ENTRIES, &entry.id, &entry.spec)?;
+        self.store.put_now(Table::Entries, &entry.id, &entry.spec)?;
         entries.insert(entry.id, entry.spec);
         drop(entries);
         self.publish()
@@ -234,7 +235,7 @@ impl Issuer {
     /// Deletes an entry durably; whether it existed.
     pub fn delete_entry(&self, id: &str) -> Result<bool, StateError> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let existed = self.store.delete(ENTRIES, id)?;
+        let existed = self.store.delete_now(Table::Entries, id)?;
         entries.remove(id);
         drop(entries);
         self.publish()?;
@@ -309,7 +310,7 @@ impl Issuer {
             &self.store,
             token,
             now,
-            Some((AGENTS, id.as_str(), &record)),
+            Some((Table::Agents, id.as_str(), &record)),
         )?;
         tracing::info!(agent = %id, "agent joined");
         Ok(id)
@@ -318,7 +319,8 @@ impl Issuer {
     /// Whether `id` is an agent that joined (and was not removed).
     pub fn is_agent(&self, id: &SpiffeId) -> bool {
         matches!(
-            self.store.get::<AgentRecord>(AGENTS, id.as_str()),
+            self.store
+                .read_now::<AgentRecord>(Table::Agents, id.as_str()),
             Ok(Some(_))
         )
     }
@@ -326,7 +328,7 @@ impl Issuer {
     /// How many agents have joined.
     pub fn agent_count(&self) -> usize {
         self.store
-            .all::<AgentRecord>(AGENTS)
+            .all::<AgentRecord>(Table::Agents)
             .map(|a| a.len())
             .unwrap_or(0)
     }
@@ -336,11 +338,11 @@ impl Issuer {
     /// re-register). Keys of state files from before replicas read as replica 0.
     pub fn endpoints(&self) -> Result<BTreeMap<ReplicaKey, std::net::SocketAddr>, StateError> {
         self.store
-            .all(ENDPOINTS)?
+            .all(Table::Endpoints)?
             .into_iter()
             .map(|(key, addr)| match key.parse::<ReplicaKey>() {
                 Ok(replica) => Ok((replica, addr)),
-                Err(e) => Err(self.store.bad_key(ENDPOINTS, &key, e)),
+                Err(e) => Err(self.store.bad_key(Table::Endpoints, &key, e)),
             })
             .collect()
     }
@@ -351,7 +353,8 @@ impl Issuer {
         replica: &ReplicaKey,
         addr: std::net::SocketAddr,
     ) -> Result<(), StateError> {
-        self.store.put(ENDPOINTS, &replica.to_string(), &addr)
+        self.store
+            .put_now(Table::Endpoints, &replica.to_string(), &addr)
     }
 
     /// A receiver of every new [`NodeView`].
@@ -377,7 +380,7 @@ impl Issuer {
     }
 }
 
-fn load_jwt(store: &Store) -> Result<JwtAuthority, AuthorityError> {
+fn load_jwt(store: &RedbStore) -> Result<JwtAuthority, AuthorityError> {
     let invalid = |e: JwtError| {
         AuthorityError::State(StateError::Record {
             path: store.path().to_owned(),
@@ -386,10 +389,14 @@ fn load_jwt(store: &Store) -> Result<JwtAuthority, AuthorityError> {
             source: serde_json::Error::io(std::io::Error::other(e.to_string())),
         })
     };
-    if let Some((_, rec)) = store.all::<JwtKeyRecord>(JWT_KEYS)?.into_iter().next() {
+    if let Some((_, rec)) = store
+        .all::<JwtKeyRecord>(Table::JwtKeys)?
+        .into_iter()
+        .next()
+    {
         return JwtAuthority::from_record(&rec).map_err(invalid);
     }
     let (jwt, rec) = JwtAuthority::generate().map_err(invalid)?;
-    store.put(JWT_KEYS, &rec.kid, &rec)?;
+    store.put_now(Table::JwtKeys, &rec.kid, &rec)?;
     Ok(jwt)
 }

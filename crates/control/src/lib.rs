@@ -59,7 +59,7 @@ pub use node_api::{
 pub use node_tls::control_id;
 pub use registry::Registry;
 pub use replica::{ReplicaKey, ReplicaKeyError};
-pub use store::{STATE_FILE, StateError};
+pub use store::{STATE_FILE, StateError, StoreError};
 pub use tokens::{DEFAULT_TOKEN_TTL, JoinRefusal, JoinToken};
 
 /// Default lifetime of issued SVIDs when the `Mesh` does not set one.

@@ -232,7 +232,8 @@ fn replicas(w: &api::mesh::Workload) -> u16 {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::store::{ENDPOINTS, Store};
+    use crate::store::Table;
+    use crate::store::redb::RedbStore;
 
     const MESH: &str = "apiVersion: meshwork.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: m\n\
         spec:\n  trustDomain: meshwork.local\n---\n\
@@ -296,10 +297,10 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         {
             // What a control plane from before replicas wrote: the bare workload name.
-            let store = Store::open(state.path()).unwrap();
+            let store = RedbStore::open(state.path()).unwrap();
             let addr = SocketAddr::from(([127, 0, 0, 1], 4001));
-            store.put(ENDPOINTS, "billing", &addr).unwrap();
-            store.put(ENDPOINTS, "billing.2", &addr).unwrap();
+            store.put_now(Table::Endpoints, "billing", &addr).unwrap();
+            store.put_now(Table::Endpoints, "billing.2", &addr).unwrap();
         }
         let registry = open_registry(state.path(), Some(2));
         assert_eq!(
@@ -313,9 +314,9 @@ mod tests {
     fn an_unreadable_endpoint_key_is_reported_not_dropped() {
         let state = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(state.path()).unwrap();
+            let store = RedbStore::open(state.path()).unwrap();
             let addr = SocketAddr::from(([127, 0, 0, 1], 4001));
-            store.put(ENDPOINTS, "billing.x", &addr).unwrap();
+            store.put_now(Table::Endpoints, "billing.x", &addr).unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::store::{AlsoPut, StateError, Store, TOKENS};
+use crate::store::redb::{AlsoPut, RedbStore};
+use crate::store::{StateError, Table};
 
 /// Default lifetime of a join token.
 pub const DEFAULT_TOKEN_TTL: time::Duration = time::Duration::minutes(10);
@@ -52,7 +53,7 @@ pub struct JoinToken {
 
 /// Creates and durably stores a token valid for `ttl`.
 pub fn create(
-    store: &Store,
+    store: &RedbStore,
     ttl: time::Duration,
     now: OffsetDateTime,
 ) -> Result<JoinToken, StateError> {
@@ -61,8 +62,8 @@ pub fn create(
     rand::Rng::fill(&mut rand::rng(), &mut secret);
     let token = B64.encode(secret);
     let expires_at = (now + ttl).unix_timestamp();
-    store.put(
-        TOKENS,
+    store.put_now(
+        Table::Tokens,
         &digest(&token),
         &TokenRecord {
             expires_at,
@@ -74,14 +75,14 @@ pub fn create(
 
 /// Marks `token` used if it is known, unused and unexpired.
 #[cfg(test)]
-pub fn redeem(store: &Store, token: &str, now: OffsetDateTime) -> Result<(), JoinRefusal> {
+pub fn redeem(store: &RedbStore, token: &str, now: OffsetDateTime) -> Result<(), JoinRefusal> {
     redeem_recording::<()>(store, token, now, None)
 }
 
 /// As [`redeem`], writing `record` (the joined agent) in the same transaction, so a
 /// token is never spent without its agent being recorded.
 pub fn redeem_recording<X: Serialize>(
-    store: &Store,
+    store: &RedbStore,
     token: &str,
     now: OffsetDateTime,
     record: AlsoPut<'_, X>,
@@ -99,7 +100,7 @@ pub fn redeem_recording<X: Serialize>(
             Ok(()),
         ),
     };
-    store.modify_and_put(TOKENS, &digest(token), check, record)?
+    store.modify_and_put(Table::Tokens, &digest(token), check, record)?
 }
 
 /// The SPIFFE ID an agent that joined with `token` receives:
@@ -125,7 +126,7 @@ mod tests {
     #[test]
     fn a_token_joins_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
         let now = OffsetDateTime::now_utc();
         let t = create(&store, DEFAULT_TOKEN_TTL, now).unwrap();
         redeem(&store, &t.token, now).unwrap();
@@ -142,7 +143,7 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused_and_stays_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
         let now = OffsetDateTime::now_utc();
         let t = create(&store, time::Duration::minutes(1), now).unwrap();
         let later = now + time::Duration::minutes(1);
@@ -158,25 +159,24 @@ mod tests {
 
     #[test]
     fn the_agent_is_recorded_with_the_redemption_and_only_then() {
-        use crate::store::AGENTS;
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
         let now = OffsetDateTime::now_utc();
         let t = create(&store, DEFAULT_TOKEN_TTL, now).unwrap();
         let rec = serde_json::json!({"joined_at": 1});
-        redeem_recording(&store, &t.token, now, Some((AGENTS, "a", &rec))).unwrap();
-        let again = redeem_recording(&store, &t.token, now, Some((AGENTS, "b", &rec)));
+        redeem_recording(&store, &t.token, now, Some((Table::Agents, "a", &rec))).unwrap();
+        let again = redeem_recording(&store, &t.token, now, Some((Table::Agents, "b", &rec)));
         assert!(matches!(again, Err(JoinRefusal::AlreadyUsed)));
-        let agents: Vec<(String, serde_json::Value)> = store.all(AGENTS).unwrap();
+        let agents: Vec<(String, serde_json::Value)> = store.all(Table::Agents).unwrap();
         assert_eq!(agents, vec![("a".to_owned(), rec)]);
     }
 
     #[test]
     fn tokens_are_stored_hashed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
         let t = create(&store, DEFAULT_TOKEN_TTL, OffsetDateTime::now_utc()).unwrap();
-        let keys: Vec<(String, serde_json::Value)> = store.all(TOKENS).unwrap();
+        let keys: Vec<(String, serde_json::Value)> = store.all(Table::Tokens).unwrap();
         assert_eq!(keys.len(), 1);
         assert_ne!(keys[0].0, t.token);
         assert!(

@@ -9,6 +9,7 @@
 
 pub mod ca;
 pub mod echo;
+pub mod etcd;
 pub mod harness;
 pub mod kube_fake;
 pub mod layering;

@@ -21,7 +21,7 @@ async fn a_stopped_control_plane_has_closed_its_state_file() {
     wait_for_socket(&sock).await;
 
     mesh.control.take().expect("control").shutdown().await;
-    control::store::Store::open(mesh.state.path()).expect("closed when serve returned");
+    control::store::redb::RedbStore::open(mesh.state.path()).expect("closed when serve returned");
     drop(stalled);
     let _ = stop.send(());
     agent.await.expect("join").expect("agent");

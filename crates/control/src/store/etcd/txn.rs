@@ -1,0 +1,172 @@
+//! A commit as one etcd transaction, and what to do when its answer is lost.
+//!
+//! The transaction's compares are the operations' expectations (`Absent`: create
+//! revision 0; `At(r)`: mod revision r), its success branch the writes, and its failure
+//! branch a read of every operation's key in the same transaction: a refused commit
+//! reports exactly which expectation failed and what the record was.
+//!
+//! While the cluster is unavailable (a member just died, an election is under way) the
+//! commit is sent again within the retry budget. An attempt whose answer was lost may
+//! have applied; a later attempt then finds its own writes in place and conflicts. So
+//! after a lost answer, a conflict where every write is already exactly what this
+//! commit wrote is reported as applied: the state the caller asked for holds, and
+//! saying "conflict" would make a caller that redeems a token refuse its own success.
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse, TxnResponse};
+
+use super::{EtcdStore, RETRY_BUDGET, RETRY_PAUSE, revision};
+use crate::store::{Commit, Expect, Op, Record, Revision, StoreError};
+
+/// Commits `ops` (already checked for distinct keys).
+pub(super) async fn commit(store: &EtcdStore, ops: &[Op]) -> Result<Commit, StoreError> {
+    let txn = build(store, ops);
+    let started = tokio::time::Instant::now();
+    let mut uncertain = false;
+    loop {
+        let mut client = store.client.clone();
+        match store.once("commit", client.txn(txn.clone())).await {
+            Ok(answer) if answer.succeeded() => return Ok(Commit::Applied(at(&answer))),
+            Ok(answer) => {
+                let current = read_back(store, ops, &answer.op_responses());
+                if uncertain && already_applied(ops, &current) {
+                    let written = current.iter().flatten().map(|r| r.mod_revision).max();
+                    return Ok(Commit::Applied(written.unwrap_or_else(|| at(&answer))));
+                }
+                return Ok(conflict(ops, current));
+            }
+            Err(e) if e.is_transient() && started.elapsed() < RETRY_BUDGET => {
+                tracing::debug!(error = %e, "etcd commit not answered; sending it again");
+                uncertain = true;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn at(answer: &TxnResponse) -> Revision {
+    answer.header().map(|h| revision(h.revision())).unwrap_or(0)
+}
+
+fn build(store: &EtcdStore, ops: &[Op]) -> Txn {
+    let mut compares = Vec::new();
+    let mut writes = Vec::with_capacity(ops.len());
+    let mut reads = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = store.key(op.table(), op.key());
+        match op.expect() {
+            Expect::Any => {}
+            Expect::Absent => {
+                compares.push(Compare::create_revision(key.clone(), CompareOp::Equal, 0));
+            }
+            Expect::At(r) => {
+                let r = i64::try_from(r).unwrap_or(i64::MAX);
+                compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, r));
+            }
+        }
+        reads.push(TxnOp::get(key.clone(), None));
+        match op {
+            Op::Put { value, .. } => writes.push(TxnOp::put(key, value.to_vec(), None)),
+            Op::Delete { .. } => writes.push(TxnOp::delete(key, None)),
+            Op::Check { .. } => {}
+        }
+    }
+    Txn::new().when(compares).and_then(writes).or_else(reads)
+}
+
+/// The failure branch's reads: each operation's record as the transaction saw it.
+fn read_back(store: &EtcdStore, ops: &[Op], reads: &[TxnOpResponse]) -> Vec<Option<Record>> {
+    (0..ops.len())
+        .map(|i| match reads.get(i) {
+            Some(TxnOpResponse::Get(got)) => got.kvs().first().and_then(|kv| store.record(kv)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the store already holds exactly what `ops` would write.
+fn already_applied(ops: &[Op], current: &[Option<Record>]) -> bool {
+    ops.iter().zip(current).all(|(op, now)| match op {
+        Op::Put { value, .. } => now.as_ref().is_some_and(|r| r.value == *value),
+        Op::Delete { .. } => now.is_none(),
+        Op::Check { .. } => op.holds_for(now.as_ref()),
+    })
+}
+
+/// The first operation whose expectation fails on the transaction's own snapshot.
+fn conflict(ops: &[Op], current: Vec<Option<Record>>) -> Commit {
+    let failed = ops
+        .iter()
+        .zip(current)
+        .enumerate()
+        .find(|(_, (op, now))| !op.holds_for(now.as_ref()));
+    match failed {
+        Some((index, (_, current))) => Commit::Conflict { index, current },
+        // invariant: etcd refused a compare, so one fails on the same snapshot; if the
+        // reads are ever missing, blame the first guarded operation.
+        None => Commit::Conflict {
+            index: ops
+                .iter()
+                .position(|op| op.expect() != Expect::Any)
+                .unwrap_or(0),
+            current: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::Table;
+
+    fn put(value: &'static str, expect: Expect) -> Op {
+        Op::Put {
+            table: Table::Tokens,
+            key: "t".to_owned(),
+            value: Bytes::from_static(value.as_bytes()),
+            expect,
+        }
+    }
+
+    fn record(value: &'static str, at: Revision) -> Option<Record> {
+        Some(Record {
+            key: "t".to_owned(),
+            value: Bytes::from_static(value.as_bytes()),
+            mod_revision: at,
+        })
+    }
+
+    #[test]
+    fn a_lost_answer_is_recognised_only_when_every_write_is_in_place() {
+        let delete = Op::Delete {
+            table: Table::Agents,
+            key: "a".to_owned(),
+            expect: Expect::At(3),
+        };
+        let ops = [put("used", Expect::At(4)), delete];
+        assert!(already_applied(&ops, &[record("used", 9), None]));
+        assert!(
+            !already_applied(&ops, &[record("fresh", 4), None]),
+            "not written"
+        );
+        assert!(
+            !already_applied(&ops, &[record("used", 9), record("x", 3)]),
+            "not deleted"
+        );
+    }
+
+    #[test]
+    fn the_conflict_names_the_first_failing_expectation() {
+        let ops = [put("a", Expect::Any), put("b", Expect::Absent)];
+        let found = conflict(&ops, vec![None, record("old", 2)]);
+        assert_eq!(
+            found,
+            Commit::Conflict {
+                index: 1,
+                current: record("old", 2)
+            }
+        );
+    }
+}
