@@ -345,6 +345,18 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0 if soak.passed(raw) else 1
 
 
+def cmd_fanout(args: argparse.Namespace) -> int:
+    """bench/fanout (issue 15): a change's fan-out to N sidecars long-polling one control plane."""
+    import fanout
+    paths.ensure_dirs()
+    if not args.no_install and "MESHWORK_BIN" not in os.environ:
+        install.build_meshwork()
+    raw = fanout.run(args.sidecars, args.rounds, args.idle, sys.argv[2:])
+    md = fanout.write(stamp(False, f"{args.tag}-fanout" if args.tag else "fanout"), raw)
+    print(md.read_text())
+    return 0 if all("failed" not in r and r.get("missed", 1) == 0 for r in raw["results"]) else 1
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Re-makes the markdown report from a raw JSON file (e.g. after changing the report code)."""
     raw_path = Path(args.raw).resolve()
@@ -410,11 +422,17 @@ def main() -> int:
     sk.add_argument("--hops", nargs="+", default=["h2", "h1"], choices=["h2", "h1"])
     sk.add_argument("--no-install", action="store_true")
     sk.add_argument("--tag", help="suffix for the report name")
+    fo = sub.add_parser("fanout", help="a policy change's fan-out to N simulated sidecars (bench/fanout)")
+    fo.add_argument("--sidecars", type=int, nargs="+", default=[100, 1000, 3000, 10000])
+    fo.add_argument("--rounds", type=int, default=5, help="measured changes per N")
+    fo.add_argument("--idle", type=int, default=30, help="seconds of attached idle measured per N")
+    fo.add_argument("--no-install", action="store_true")
+    fo.add_argument("--tag", help="suffix for the report name")
     render = sub.add_parser("render", help="re-make a report's markdown from its raw JSON")
     render.add_argument("raw", help="bench/results/<name>.json")
     args = p.parse_args()
     commands = {"run": cmd_run, "callgrind": cmd_callgrind, "cpu": cmd_cpu, "tapcost": cmd_tapcost,
-                "soak": cmd_soak, "render": cmd_render}
+                "soak": cmd_soak, "fanout": cmd_fanout, "render": cmd_render}
     return commands[args.cmd](args)
 
 

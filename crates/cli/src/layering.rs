@@ -25,6 +25,7 @@ pub const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("check_cmd", &[]),
     ("crds_cmd", &[]),
     ("entry_cmd", &[]),
+    ("fanout_cmd", &[]),
     ("token_cmd", &[]),
     ("validate_cmd", &[]),
     ("pod_ruleset_cmd", &[]),

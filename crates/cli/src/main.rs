@@ -15,6 +15,7 @@ mod dashboard;
 mod demo;
 mod entry_cmd;
 mod exec;
+mod fanout_cmd;
 mod kubernetes;
 #[cfg(test)]
 mod layering;
@@ -103,6 +104,10 @@ enum Command {
     /// Create and remove pods (network namespaces) without the rest of `up` (tests).
     #[command(hide = true)]
     Pods(pods::cmd::PodsArgs),
+    /// Simulate N sidecars long-polling the control plane and measure a change's fan-out
+    /// (bench/fanout).
+    #[command(hide = true)]
+    Fanout(fanout_cmd::FanoutArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -131,6 +136,7 @@ fn main() -> std::process::ExitCode {
         Command::Guard(args) => up::guard::run(args),
         Command::PodRuleset => pod_ruleset_cmd::run(),
         Command::Pods(args) => pods::cmd::run(args),
+        Command::Fanout(args) => fanout_cmd::run(args),
     };
     match result {
         Ok(code) => code,

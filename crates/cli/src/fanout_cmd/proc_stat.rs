@@ -1,0 +1,104 @@
+//! The control plane's CPU and memory from `/proc/<pid>`, and this process's open-file
+//! limit (each simulated sidecar holds a connection).
+
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// Linux's `USER_HZ` on every architecture meshwork builds for: `/proc/<pid>/stat` counts
+/// CPU time in these ticks.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Raises the soft open-file limit to the hard one; refuses `sidecars` it cannot hold.
+pub fn raise_open_files(sidecars: usize) -> anyhow::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising RLIMIT_NOFILE")?;
+    let need = sidecars as u64 + 64;
+    anyhow::ensure!(
+        need <= hard,
+        "{sidecars} sidecars need {need} open files; the hard limit is {hard} (ulimit -Hn)"
+    );
+    Ok(())
+}
+
+/// One reading of a process.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    cpu_seconds: f64,
+    rss_kib: u64,
+    at: Instant,
+}
+
+impl Sample {
+    /// Reads `/proc/<pid>/stat` (utime + stime) and `/proc/<pid>/status` (VmRSS).
+    pub fn take(pid: u32) -> anyhow::Result<Sample> {
+        let stat_path = format!("/proc/{pid}/stat");
+        let stat =
+            std::fs::read_to_string(&stat_path).with_context(|| format!("reading {stat_path}"))?;
+        // Fields after the command (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let cpu_seconds = (tick(11) + tick(12)) / TICKS_PER_SECOND;
+        let status_path = format!("/proc/{pid}/status");
+        let status = std::fs::read_to_string(&status_path)
+            .with_context(|| format!("reading {status_path}"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        Ok(Sample {
+            cpu_seconds,
+            rss_kib,
+            at: Instant::now(),
+        })
+    }
+}
+
+/// The control plane's cost, per the units.
+#[derive(Debug, Serialize)]
+pub struct ControlCost {
+    rss_before_kib: u64,
+    rss_attached_kib: u64,
+    /// (attached − before) / sidecars.
+    rss_per_proxy_kib: f64,
+    /// Attached and idle (only the 25 s refresh answers), CPU % of one core per 1,000.
+    idle_cpu_percent_per_1000: f64,
+    /// CPU milliseconds one change costs, idle work subtracted, per 1,000 proxies.
+    cpu_ms_per_change_per_1000: f64,
+}
+
+impl ControlCost {
+    /// From samples taken before attaching, once attached, after the idle window and
+    /// after the rounds.
+    pub fn new(
+        sidecars: usize,
+        rounds: usize,
+        [before, attached, idle, after]: [&Sample; 4],
+    ) -> ControlCost {
+        let thousands = sidecars as f64 / 1000.0;
+        let idle_window = idle.at.duration_since(attached.at).as_secs_f64().max(1e-9);
+        let idle_rate = (idle.cpu_seconds - attached.cpu_seconds) / idle_window;
+        let rounds_window = after.at.duration_since(idle.at).as_secs_f64();
+        let change_cpu = (after.cpu_seconds - idle.cpu_seconds) - idle_rate * rounds_window;
+        ControlCost {
+            rss_before_kib: before.rss_kib,
+            rss_attached_kib: attached.rss_kib,
+            rss_per_proxy_kib: attached.rss_kib.saturating_sub(before.rss_kib) as f64
+                / sidecars.max(1) as f64,
+            idle_cpu_percent_per_1000: idle_rate * 100.0 / thousands,
+            cpu_ms_per_change_per_1000: change_cpu.max(0.0) * 1000.0
+                / rounds.max(1) as f64
+                / thousands,
+        }
+    }
+}
