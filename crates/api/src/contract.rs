@@ -8,18 +8,27 @@
 //! - `GET /v1/snapshot?since=V` — [`Snapshot`]: long poll, answers as soon as the version
 //!   exceeds `V` (or after [`LONG_POLL_SECS`] with the current one).
 //!
-//! Errors are non-2xx answers with an [`ErrorBody`]. [`exchange`] sends one request of
-//! this shape on a connected stream; every client of the contract uses it.
+//! Errors are non-2xx answers with an [`ErrorBody`]. Each route is a [`client::Call`]
+//! ([`SignSvid`], [`RegisterEndpoint`], [`SnapshotSince`]); the operator routes on the same
+//! socket are in [`admin`], the agent's node API in [`node`]. [`client::Client`] is the one
+//! client of all of them, on [`exchange`] (one request on a connected stream).
 
+pub mod admin;
+pub mod client;
 pub mod exchange;
+pub mod node;
 pub mod observe;
 pub mod traffic;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use http::Method;
 use identity::SpiffeId;
 use serde::{Deserialize, Serialize};
+
+use client::{Call, NoBody};
 
 /// How long the control plane holds a snapshot long poll before answering unchanged.
 pub const LONG_POLL_SECS: u64 = 25;
@@ -113,6 +122,47 @@ pub struct ErrorBody {
     pub error: String,
     /// A sentence for humans.
     pub description: String,
+}
+
+/// `POST /v1/svid`: has the CA sign the CSR.
+#[derive(Debug, Clone, Copy)]
+pub struct SignSvid;
+
+impl Call for SignSvid {
+    const METHOD: Method = Method::POST;
+    type Request = SvidRequest;
+    type Response = SvidResponse;
+    fn path(&self) -> Cow<'static, str> {
+        Cow::Borrowed("/v1/svid")
+    }
+}
+
+/// `POST /v1/endpoints`: announces a sidecar's inbound address (answered `204`).
+#[derive(Debug, Clone, Copy)]
+pub struct RegisterEndpoint;
+
+impl Call for RegisterEndpoint {
+    const METHOD: Method = Method::POST;
+    type Request = EndpointRegistration;
+    type Response = NoBody;
+    fn path(&self) -> Cow<'static, str> {
+        Cow::Borrowed("/v1/endpoints")
+    }
+}
+
+/// `GET /v1/snapshot?since=V`: long-polls until the version exceeds `V` (or control's
+/// poll period passes).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotSince(pub u64);
+
+impl Call for SnapshotSince {
+    const METHOD: Method = Method::GET;
+    const LONG_POLL: bool = true;
+    type Request = NoBody;
+    type Response = Snapshot;
+    fn path(&self) -> Cow<'static, str> {
+        Cow::Owned(format!("/v1/snapshot?since={}", self.0))
+    }
 }
 
 #[cfg(test)]

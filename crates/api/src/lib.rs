@@ -3,8 +3,10 @@
 //! Owns: the Kubernetes-style envelope (`apiVersion/kind/metadata/spec`), every
 //! resource kind's spec type, loading and validating them from YAML with errors
 //! that name file, line, resource and field, and the JSON types proxies and the
-//! control plane exchange. Pure data, except [`contract::exchange`]: one HTTP/1.1
-//! request on a stream the caller connected (no listening, no processes).
+//! control plane exchange. Pure data, except [`contract::exchange`] (one HTTP/1.1
+//! request on a connected stream) and [`contract::client`] (the one client of the
+//! contract: it dials unix sockets or what a caller's `Connect` dials; no listening,
+//! no processes).
 //!
 //! Must not import `proxy`, `control`, `broker` or `cli` (they depend on this crate).
 

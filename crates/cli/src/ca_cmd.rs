@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use api::contract::admin::{AuthorityState, RotateCa, Status};
+use api::contract::client::{Client, NoBody, UnixConnect};
 
 /// Arguments of `meshwork ca`.
 #[derive(clap::Args)]
@@ -31,7 +33,7 @@ enum CaCommand {
 
 /// Runs `meshwork ca`.
 pub fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
-    let client = control::AdminClient::new(args.state_dir.join("control.sock"));
+    let client = Client::new(UnixConnect(args.state_dir.join("control.sock")));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,7 +41,7 @@ pub fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     match args.command {
         CaCommand::Rotate => {
-            let a = rt.block_on(client.rotate_ca())?;
+            let a = rt.block_on(client.call(&RotateCa, &NoBody))?;
             println!(
                 "CA #{} is in the trust bundle now; {}",
                 a.seq,
@@ -47,7 +49,7 @@ pub fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
             );
         }
         CaCommand::Status => {
-            let status = rt.block_on(client.status())?;
+            let status = rt.block_on(client.call(&Status, &NoBody))?;
             for a in status.authorities {
                 let left = control::check::human(a.not_after - status.now);
                 println!(
@@ -61,14 +63,14 @@ pub fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn state(s: control::AuthorityState, now: i64) -> String {
+fn state(s: AuthorityState, now: i64) -> String {
     let until = |t: i64| control::check::human((t - now).max(0));
     match s {
-        control::AuthorityState::Prepared { activate_at } => {
+        AuthorityState::Prepared { activate_at } => {
             format!("prepared: signs in {}", until(activate_at))
         }
-        control::AuthorityState::Active => "active: signing".into(),
-        control::AuthorityState::Retiring { retire_at } => {
+        AuthorityState::Active => "active: signing".into(),
+        AuthorityState::Retiring { retire_at } => {
             format!("retiring: leaves the bundle in {}", until(retire_at))
         }
     }

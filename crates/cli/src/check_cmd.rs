@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use api::contract::admin::Status;
+use api::contract::client::{Client, NoBody, UnixConnect};
 use control::check::{CheckInput, Level, evaluate};
 
 /// Arguments of `meshwork check`.
@@ -28,14 +30,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting tokio")?;
-    let client = control::AdminClient::new(args.state_dir.join("control.sock"));
+    let client = Client::new(UnixConnect(args.state_dir.join("control.sock")));
     let agent = args.agent.or_else(|| {
         let text = std::fs::read_to_string(args.state_dir.join("agent-admin.addr")).ok()?;
         text.trim().parse().ok()
     });
     let input = rt.block_on(async {
         CheckInput {
-            control: client.status().await.map_err(|e| e.to_string()),
+            control: client.call(&Status, &NoBody).await.map_err(|e| e.chain()),
             agent: match agent {
                 Some(addr) => Some(control::agent::fetch_status(addr).await),
                 None => None,

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use api::contract::admin::{DeleteEntry, ListEntries, PutEntry};
+use api::contract::client::{Client, NoBody, UnixConnect};
 use api::entry::{RegistrationEntrySpec, Selector};
 use identity::SpiffeId;
 
@@ -46,7 +48,7 @@ enum EntryCommand {
 
 /// Runs `meshwork entry`.
 pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
-    let client = control::AdminClient::new(args.state_dir.join("control.sock"));
+    let client = Client::new(UnixConnect(args.state_dir.join("control.sock")));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -62,11 +64,11 @@ pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
                 selectors,
                 hint: None,
             };
-            rt.block_on(client.put_entry(&id, &spec))?;
+            rt.block_on(client.call(&PutEntry(&id), &spec))?;
             println!("entry {id} stored");
         }
         EntryCommand::List => {
-            for e in rt.block_on(client.entries())? {
+            for e in rt.block_on(client.call(&ListEntries, &NoBody))? {
                 let selectors: Vec<String> =
                     e.spec.selectors.iter().map(ToString::to_string).collect();
                 println!(
@@ -78,7 +80,7 @@ pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
             }
         }
         EntryCommand::Delete { id } => {
-            rt.block_on(client.delete_entry(&id))?;
+            rt.block_on(client.call(&DeleteEntry(&id), &NoBody))?;
             println!("entry {id} deleted");
         }
     }

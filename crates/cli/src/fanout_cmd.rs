@@ -19,14 +19,27 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use api::contract::exchange::Exchange;
+use api::contract::SnapshotSince;
+use api::contract::client::{Call, Client, NoBody, UnixConnect};
 use hyper::http::Method;
 use serde::{Deserialize, Serialize};
 
 mod proc_stat;
 
-/// The control socket's requests (the authority is meaningless there).
-const EXCHANGE: Exchange = Exchange::new("localhost");
+/// The sidecars' snapshot long poll, answered with only the version decoded: the same
+/// route, client and transport as [`SnapshotSince`]; decoding the rest is the sidecar's
+/// own CPU, which on this one machine would compete with the control plane measured.
+struct SnapshotVersion(u64);
+
+impl Call for SnapshotVersion {
+    const METHOD: Method = SnapshotSince::METHOD;
+    const LONG_POLL: bool = SnapshotSince::LONG_POLL;
+    type Request = NoBody;
+    type Response = VersionOnly;
+    fn path(&self) -> std::borrow::Cow<'static, str> {
+        SnapshotSince(self.0).path()
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct FanoutArgs {
@@ -136,14 +149,15 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<std::process::ExitCode> {
 
 async fn measure(args: &FanoutArgs) -> anyhow::Result<FanoutReport> {
     let start = Instant::now();
-    let first = snapshot_version(&args.socket, 0).await?;
+    let client = Arc::new(Client::new(UnixConnect(args.socket.clone())));
+    let first = client.call(&SnapshotVersion(0), &NoBody).await?.version;
     let before = args.control_pid.map(proc_stat::Sample::take).transpose()?;
     let slots: Arc<Vec<Slot>> = Arc::new((0..args.sidecars).map(|_| Slot::default()).collect());
     let errors = Arc::new(AtomicUsize::new(0));
     for i in 0..args.sidecars {
-        let (slots, errors, socket) =
-            (Arc::clone(&slots), Arc::clone(&errors), args.socket.clone());
-        tokio::spawn(async move { poll(&socket, &slots[i], first, start, &errors).await });
+        let (slots, errors, client) =
+            (Arc::clone(&slots), Arc::clone(&errors), Arc::clone(&client));
+        tokio::spawn(async move { poll(&client, &slots[i], first, start, &errors).await });
     }
     // Warm-up: every sidecar has connected and re-polls once it has this change.
     let warm = change(args, 0, &slots, start).await?;
@@ -281,10 +295,16 @@ pub fn probe_path(resources: &Path) -> PathBuf {
 }
 
 /// One simulated sidecar: long polls forever, recording each new version's arrival.
-async fn poll(socket: &Path, slot: &Slot, mut since: u64, start: Instant, errors: &AtomicUsize) {
+async fn poll(
+    client: &Client<UnixConnect>,
+    slot: &Slot,
+    mut since: u64,
+    start: Instant,
+    errors: &AtomicUsize,
+) {
     loop {
-        match snapshot_version(socket, since).await {
-            Ok(version) if version > since => {
+        match client.call(&SnapshotVersion(since), &NoBody).await {
+            Ok(VersionOnly { version }) if version > since => {
                 slot.at
                     .store(start.elapsed().as_nanos() as u64, Ordering::Release);
                 slot.version.store(version, Ordering::Release);
@@ -297,13 +317,4 @@ async fn poll(socket: &Path, slot: &Slot, mut since: u64, start: Instant, errors
             }
         }
     }
-}
-
-async fn snapshot_version(socket: &Path, since: u64) -> anyhow::Result<u64> {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .with_context(|| format!("connecting to {}", socket.display()))?;
-    let route = format!("/v1/snapshot?since={since}");
-    let body = EXCHANGE.send(stream, Method::GET, &route, None).await?;
-    Ok(serde_json::from_slice::<VersionOnly>(&body)?.version)
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use api::contract::admin::{CreateToken, TokenRequest};
+use api::contract::client::{Client, UnixConnect};
 
 /// Arguments of `meshwork token`.
 #[derive(clap::Args)]
@@ -32,14 +34,17 @@ enum TokenCommand {
 
 /// Runs `meshwork token`.
 pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
-    let client = control::AdminClient::new(args.state_dir.join("control.sock"));
+    let client = Client::new(UnixConnect(args.state_dir.join("control.sock")));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting tokio")?;
     match args.command {
         TokenCommand::Create { ttl } => {
-            let token = rt.block_on(client.create_token(Some(ttl.get().as_secs().max(1))))?;
+            let request = TokenRequest {
+                ttl_secs: Some(ttl.get().as_secs().max(1)),
+            };
+            let token = rt.block_on(client.call(&CreateToken, &request))?;
             println!("{}", token.token);
             eprintln!(
                 "expires at {} (unix seconds); use it once: meshwork agent --join-token ...",

@@ -1,5 +1,6 @@
 //! Operator routes on the control socket (`<state>/control.sock`, mode 0600: only the
-//! owner can reach them): join tokens, registration entries, CA rotation, status.
+//! owner can reach them): join tokens, registration entries, CA rotation, status. The wire
+//! types and calls are [`api::contract::admin`].
 //!
 //! - `POST /v1/admin/tokens` `{ "ttl_secs": 600 }` → [`JoinToken`]
 //! - `GET /v1/admin/entries` → `[Entry]`
@@ -10,42 +11,17 @@
 
 use std::sync::Arc;
 
+use api::contract::admin::{AuthorityStatus, ControlStatus, JoinToken, TokenRequest};
+use api::contract::node::Entry;
 use api::duration::HumanDuration;
 use api::entry::RegistrationEntrySpec;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
-use crate::issuer::{AuthorityStatus, Entry};
-use crate::tokens::{DEFAULT_TOKEN_TTL, JoinToken};
+use crate::tokens::DEFAULT_TOKEN_TTL;
 use crate::{ControlError, Registry};
-
-/// The answer of `GET /v1/admin/status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ControlStatus {
-    /// The trust domain.
-    pub trust_domain: String,
-    /// Lifetime of issued X.509-SVIDs, seconds.
-    pub svid_ttl_secs: i64,
-    /// Every CA and its state.
-    pub authorities: Vec<AuthorityStatus>,
-    /// Registration entries.
-    pub entries: usize,
-    /// Agents that joined.
-    pub agents: usize,
-    /// The control plane's clock, unix seconds (for skew checks).
-    pub now: i64,
-}
-
-/// Body of `POST /v1/admin/tokens`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TokenRequest {
-    /// Lifetime in seconds; 10 minutes when absent.
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-}
 
 pub(crate) fn router() -> Router<Arc<Registry>> {
     Router::new()

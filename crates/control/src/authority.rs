@@ -13,30 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use api::contract::admin::AuthorityState;
 use identity::{Ca, CaPem, TrustBundle, TrustDomain};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::store::redb::RedbStore;
 use crate::store::{StateError, Table};
-
-/// Where an authority is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum AuthorityState {
-    /// In the bundle, not signing yet; starts signing at `activate_at` (unix s).
-    Prepared {
-        /// When it becomes the signing root.
-        activate_at: i64,
-    },
-    /// The signing root.
-    Active,
-    /// No longer signing; leaves the bundle at `retire_at` (unix s).
-    Retiring {
-        /// When it leaves the bundle.
-        retire_at: i64,
-    },
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AuthorityRecord {

@@ -12,9 +12,7 @@
 
 use std::fmt;
 
-use crate::admin::ControlStatus;
-use crate::agent::AgentStatus;
-use crate::authority::AuthorityState;
+use api::contract::admin::{AgentStatus, AuthorityState, ControlStatus};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -195,7 +193,7 @@ pub fn human(secs: i64) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::issuer::AuthorityStatus;
+    use api::contract::admin::AuthorityStatus;
 
     const NOW: i64 = 1_800_000_000;
 

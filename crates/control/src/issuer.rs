@@ -10,58 +10,26 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use api::contract::SvidResponse;
+use api::contract::admin::{AuthorityStatus, JoinToken};
+use api::contract::node::{Entry, NodeView};
 use api::entry::RegistrationEntrySpec;
 use identity::{CaError, SpiffeId, TrustBundle, TrustDomain};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::authority::{Authorities, AuthorityError, AuthorityState};
+use crate::authority::{Authorities, AuthorityError};
 use crate::jwt::{JwtAuthority, JwtError, JwtKeyRecord};
 use crate::replica::ReplicaKey;
 use crate::store::redb::RedbStore;
 use crate::store::{StateError, Table};
-use crate::tokens::{self, JoinRefusal, JoinToken};
+use crate::tokens::{self, JoinRefusal};
 
 /// Slack on top of one SVID lifetime before a prepared root starts signing.
 const ACTIVATION_MARGIN: time::Duration = time::Duration::seconds(5);
 
 /// Ids of entries that come from `RegistrationEntry` resources: `resource.<namespace>.<name>`.
 pub const RESOURCE_ENTRY_PREFIX: &str = "resource.";
-
-/// A registration entry with its id, as stored and as sent to agents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Unique id (e.g. `up-billing`); re-registering an id replaces the entry.
-    pub id: String,
-    /// What it grants to whom.
-    pub spec: RegistrationEntrySpec,
-}
-
-/// What agents need from control, under one version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeView {
-    /// Grows on every change.
-    pub version: u64,
-    /// Every registration entry.
-    pub entries: Vec<Entry>,
-    /// The X.509 trust bundle, PEM (every published root).
-    pub bundle_pem: String,
-    /// The JWT bundle, a JWKS document.
-    pub jwks: String,
-}
-
-/// One CA as shown by `meshwork ca status` / `meshwork check`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuthorityStatus {
-    /// Its sequence number.
-    pub seq: u64,
-    /// Prepared / active / retiring.
-    #[serde(flatten)]
-    pub state: AuthorityState,
-    /// The root's notAfter, unix s.
-    pub not_after: i64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AgentRecord {

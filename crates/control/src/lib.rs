@@ -16,7 +16,6 @@
 //! Must not import `proxy`, `broker` or `cli`.
 
 mod admin;
-mod admin_client;
 pub mod agent;
 pub mod authority;
 pub mod check;
@@ -45,22 +44,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::connection::Stopping;
 
-pub use admin::{ControlStatus, TokenRequest};
-pub use admin_client::{AdminClient, AdminError};
-pub use authority::{AuthorityError, AuthorityState};
+pub use authority::AuthorityError;
 pub use error::ControlError;
 pub use feed::{ResourceFeed, ResourceUpdate};
-pub use issuer::{AuthorityStatus, Entry, Issuer, NodeView};
+pub use issuer::Issuer;
 pub use jwt::{DEFAULT_JWT_TTL, JwtBundle, JwtError};
-pub use node_api::{
-    AGENT_PATH_PREFIX, CONTROL_PATH, JoinRequest, JwtSvidRequest, JwtSvidResponse, RenewRequest,
-    WorkloadSvidRequest,
-};
 pub use node_tls::control_id;
 pub use registry::Registry;
 pub use replica::{ReplicaKey, ReplicaKeyError};
 pub use store::{STATE_FILE, StateError, StoreError};
-pub use tokens::{DEFAULT_TOKEN_TTL, JoinRefusal, JoinToken};
+pub use tokens::{DEFAULT_TOKEN_TTL, JoinRefusal};
 
 /// Default lifetime of issued SVIDs when the `Mesh` does not set one.
 pub const DEFAULT_SVID_TTL: std::time::Duration = std::time::Duration::from_secs(3600);

@@ -1,5 +1,5 @@
 //! The agent ⇄ control API: HTTP + JSON over mTLS on a loopback TCP port
-//! (the listener is in `node_tls`).
+//! (the listener is in `node_tls`; the wire types and routes are [`api::contract::node`]).
 //!
 //! - `POST /v1/node/join` [`JoinRequest`] → [`SvidResponse`]: node attestation. The
 //!   only route that takes a caller without a client certificate; the one-time join
@@ -16,70 +16,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::contract::node::{
+    AGENT_PATH_PREFIX, JoinRequest, JwtSvidRequest, JwtSvidResponse, NodeView, RenewRequest,
+    WorkloadSvidRequest,
+};
 use api::contract::{LONG_POLL_SECS, SvidResponse};
 use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use identity::SpiffeId;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::ControlError;
 use crate::connection::Stopping;
-use crate::issuer::{Issuer, NodeView};
+use crate::issuer::Issuer;
 use crate::jwt::DEFAULT_JWT_TTL;
 use crate::tokens::JoinRefusal;
-
-/// Path prefix of every agent's SPIFFE ID.
-pub const AGENT_PATH_PREFIX: &str = "/meshwork/agent/";
-
-/// The control plane's own SPIFFE ID path (what agents verify on every connection).
-pub const CONTROL_PATH: &str = "/meshwork/control";
-
-/// Node attestation with a join token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
-    /// The one-time token from `meshwork token create`.
-    pub token: String,
-    /// CSR for the node SVID (the key stays with the agent).
-    pub csr_pem: String,
-}
-
-/// Node SVID renewal.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RenewRequest {
-    /// CSR for the new node SVID.
-    pub csr_pem: String,
-}
-
-/// An X.509-SVID for an entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkloadSvidRequest {
-    /// The registration entry the workload matched.
-    pub entry_id: String,
-    /// CSR made by the agent for the workload.
-    pub csr_pem: String,
-}
-
-/// A JWT-SVID for an entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JwtSvidRequest {
-    /// The registration entry the workload matched.
-    pub entry_id: String,
-    /// Audiences (at least one).
-    pub audience: Vec<String>,
-}
-
-/// A minted JWT-SVID.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JwtSvidResponse {
-    /// Its subject.
-    pub spiffe_id: SpiffeId,
-    /// JWS compact serialisation.
-    pub token: String,
-    /// `exp`, unix seconds.
-    pub expires_at: i64,
-}
 
 /// The verified SPIFFE ID of the TLS client, if it presented a certificate.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::contract::node::CONTROL_PATH;
 use axum::Extension;
 use identity::{
     ClientAuth, PeerPolicy, Protocols, SpiffeId, Svid, SvidCertificate, SvidKey, SvidStore,
@@ -23,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::ControlError;
 use crate::connection::Stopping;
 use crate::issuer::Issuer;
-use crate::node_api::{self, CONTROL_PATH, Peer};
+use crate::node_api::{self, Peer};
 
 /// How often CA transitions and the control plane's own SVID are checked.
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);

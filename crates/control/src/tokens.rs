@@ -5,6 +5,7 @@
 //! transaction (look up, check, mark used), so two agents racing with the same
 //! token cannot both join.
 
+use api::contract::admin::JoinToken;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use identity::{SpiffeId, TrustDomain};
@@ -40,15 +41,6 @@ pub enum JoinRefusal {
     /// The state file failed (not the presenter's fault; retry later).
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-/// A fresh token, as handed to an operator.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinToken {
-    /// The secret to pass to `meshwork agent --join-token`.
-    pub token: String,
-    /// Unix seconds after which it is refused.
-    pub expires_at: i64,
 }
 
 /// Creates and durably stores a token valid for `ttl`.

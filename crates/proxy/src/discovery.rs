@@ -11,14 +11,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::contract::{EndpointRegistration, Snapshot, SvidRequest, SvidResponse};
+use api::contract::client::{Backoff, NoBody};
+use api::contract::{
+    EndpointRegistration, RegisterEndpoint, SignSvid, Snapshot, SnapshotSince, SvidRequest,
+    SvidResponse,
+};
 use identity::{SpiffeId, Svid, SvidCertificate, SvidKey, SvidStore, TrustBundle};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::config::ControlSource;
-use crate::control_client::{ControlClient, ControlError};
+use crate::control_client::{ControlClient, ControlError, control_client};
 use crate::routes::Routes;
 use crate::start_error::ProxyError;
 
@@ -54,7 +57,7 @@ pub async fn bootstrap(
             workload_api,
         } => (control, Some(workload_api)),
     };
-    let client = ControlClient::new(path);
+    let client = control_client(path);
     let (svid, bundle, svid_stream) = match workload_api {
         Some(socket) => {
             let (svid, bundle, stream) = crate::workload_api::first_svid(&socket).await?;
@@ -118,7 +121,7 @@ pub async fn fetch_svid(
         workload: workload.to_owned(),
         csr_pem,
     };
-    let response = retry_transient("SVID request", || client.request_svid(&request))
+    let response = retry_transient("SVID request", || client.call(&SignSvid, &request))
         .await
         .map_err(|source| ProxyError::Control {
             step: "requesting an SVID",
@@ -159,17 +162,19 @@ pub async fn register(
     client: &ControlClient,
     registration: &EndpointRegistration,
 ) -> Result<(), ProxyError> {
-    retry_transient("endpoint registration", || client.register(registration))
-        .await
-        .map_err(|source| ProxyError::Control {
-            step: "registering the inbound endpoint",
-            source,
-        })
+    retry_transient("endpoint registration", || {
+        register_once(client, registration)
+    })
+    .await
+    .map_err(|source| ProxyError::Control {
+        step: "registering the inbound endpoint",
+        source,
+    })
 }
 
 /// The first snapshot, whatever its version (`since=0`).
 pub async fn first_snapshot(client: &ControlClient) -> Result<Snapshot, ProxyError> {
-    retry_transient("first snapshot", || client.snapshot(0))
+    retry_transient("first snapshot", || client.call(&SnapshotSince(0), &NoBody))
         .await
         .map_err(|source| ProxyError::Control {
             step: "fetching the first snapshot",
@@ -232,7 +237,7 @@ async fn watch_snapshots(loops: Arc<ControlLoops>) {
             continue;
         }
         let since = if resync { 0 } else { version };
-        match loops.client.snapshot(since).await {
+        match loops.client.call(&SnapshotSince(since), &NoBody).await {
             Ok(snapshot) => {
                 backoff.reset();
                 adopt(&loops.routes, &snapshot, version, resync);
@@ -248,7 +253,18 @@ async fn watch_snapshots(loops: Arc<ControlLoops>) {
 }
 
 async fn reregister(loops: &ControlLoops) -> Result<(), ControlError> {
-    loops.client.register(&loops.registration).await
+    register_once(&loops.client, &loops.registration).await
+}
+
+/// `POST /v1/endpoints` once (answered `204`).
+async fn register_once(
+    client: &ControlClient,
+    registration: &EndpointRegistration,
+) -> Result<(), ControlError> {
+    client
+        .call(&RegisterEndpoint, registration)
+        .await
+        .map(|NoBody| ())
 }
 
 /// Applies `snapshot` if it is newer than `version`, or unconditionally on a resync.

@@ -2,7 +2,7 @@
 //! the check sees and what it does not).
 //!
 //! Bottom to top:
-//! - the leaves, importing nothing of the crate: `body`, `label`, `backoff`,
+//! - the leaves, importing nothing of the crate: `body`, `label`,
 //!   `control_client`, `exposition`, `hop_by_hop`, `ready`, `opaque_preamble` (the 8 bytes
 //!   that open an opaque TCP connection between sidecars), `trace_context` (W3C and B3
 //!   context, sampling), and `config` (only the sampler type of `trace_context`);
@@ -33,7 +33,6 @@
 pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("body", &[]),
     ("label", &[]),
-    ("backoff", &[]),
     ("config", &["trace_context"]),
     ("control_client", &[]),
     ("exposition", &[]),
@@ -66,11 +65,10 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ),
     // `prometheus` and `label` in its tests only: a real recorder to sample.
     ("sample_ring", &["label", "metrics", "prometheus"]),
-    ("workload_api", &["backoff", "start_error"]),
+    ("workload_api", &["start_error"]),
     (
         "resilience",
         &[
-            "backoff",
             "body",
             "forward_error",
             "label",
@@ -116,7 +114,6 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     (
         "discovery",
         &[
-            "backoff",
             "config",
             "control_client",
             "routes",
@@ -127,7 +124,6 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     (
         "inbound",
         &[
-            "backoff",
             "body",
             "config",
             "denial",

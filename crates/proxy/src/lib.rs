@@ -9,8 +9,8 @@
 //! Workload API, like any workload's, and is swapped in on every push (`workload_api`).
 //!
 //! Must not import `control`, `broker` or `cli`; talks to the control plane only
-//! through [`api::contract`] over its socket ([`ControlClient`], the one file that
-//! changes when agents move to gRPC).
+//! through [`api::contract`] over its socket ([`ControlClient`]: the contract's one
+//! client, [`api::contract::client::Client`], over a unix socket).
 //!
 //! Runs on any tokio runtime, including `current_thread`: nothing here assumes
 //! worker threads.
@@ -33,7 +33,6 @@
 //! status, peer, duration) into [`PrometheusMetrics`], served on the admin `/metrics`.
 
 mod admin;
-mod backoff;
 mod body;
 mod config;
 mod control_client;

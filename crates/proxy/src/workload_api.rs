@@ -10,13 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use api::contract::client::Backoff;
 use api::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use api::workload::{SECURITY_HEADER, X509svidRequest, X509svidResponse};
 use identity::{Svid, SvidStore, TrustBundle};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tonic::Streaming;
 
-use crate::backoff::Backoff;
 use crate::start_error::ProxyError;
 
 /// An open `FetchX509SVID` stream.

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use api::contract::admin::{CreateToken, PutEntry, TokenRequest};
+use api::contract::client::{Client, UnixConnect};
 use api::entry::{RegistrationEntrySpec, Selector};
 use identity::SpiffeId;
 
@@ -27,11 +29,12 @@ pub async fn start(
     socket: PathBuf,
     timeout: Duration,
 ) -> anyhow::Result<PathBuf> {
-    let admin = control::AdminClient::new(state.control_socket());
+    let admin = Client::new(UnixConnect(state.control_socket()));
+    let request = TokenRequest { ttl_secs: Some(60) };
     let token = bounded(
         timeout,
         "creating the agent's join token",
-        admin.create_token(Some(60)),
+        admin.call(&CreateToken, &request),
     )
     .await?;
     let port = super::ports::free_port().context("allocating the agent's admin port")?;
@@ -81,9 +84,9 @@ pub async fn register(
         selectors: facts,
         hint: None,
     };
-    let admin = control::AdminClient::new(state.control_socket());
+    let admin = Client::new(UnixConnect(state.control_socket()));
     let what = format!("registering {name} with the control plane");
-    bounded(timeout, &what, admin.put_entry(entry_id, &spec)).await?;
+    bounded(timeout, &what, admin.call(&PutEntry(entry_id), &spec)).await?;
     Ok(())
 }
 

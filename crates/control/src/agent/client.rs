@@ -1,6 +1,6 @@
-//! The agent's client of the node API ([`crate::node_api`]): HTTP/1.1 + JSON over
-//! TLS on loopback TCP, one connection per call (calls are rare; a long poll holds
-//! its own connection, and a restarted control plane needs no reconnect logic).
+//! How the agent reaches the node API ([`crate::node_api`]): TLS on loopback TCP, as a
+//! [`Connect`] for the contract's one client ([`api::contract::client::Client`], which
+//! owns the HTTP exchange, timeouts and errors; the routes are [`api::contract::node`]).
 //!
 //! Before joining, the agent has no SVID: it verifies the control plane against
 //! the bootstrap bundle and presents no certificate
@@ -10,89 +10,38 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use api::contract::exchange::{Exchange, ExchangeError, json_body};
-use api::contract::{ErrorBody, SvidResponse};
-use bytes::Bytes;
-use http::{Method, StatusCode};
+use api::contract::client::{Client, Connect, ConnectError};
+use api::contract::exchange::Exchange;
 use identity::{PeerPolicy, Protocols, SpiffeId, SvidStore, TrustBundle};
 use rustls::pki_types::ServerName;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
-/// Ordinary calls must answer quickly.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Long polls answer after `LONG_POLL_SECS`; allow slack.
-const POLL_TIMEOUT: Duration = Duration::from_secs(api::contract::LONG_POLL_SECS + 15);
+/// The agent's client of the node API.
+pub type NodeClient = Client<TlsConnect>;
+
 /// Requests to the node API (the TLS name is the IP; `Host` is informative), answers
 /// capped at 16 MiB.
 const EXCHANGE: Exchange = Exchange::new("control");
 
-/// Why a call to the control plane failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeClientError {
-    /// TCP connect, TLS handshake or HTTP exchange failed: control is unreachable.
-    #[error("control plane at {addr} unreachable ({step}): {message}")]
-    Unreachable {
-        /// The node API address.
-        addr: SocketAddr,
-        /// connect / handshake / exchange / timeout.
-        step: &'static str,
-        /// The cause.
-        message: String,
-    },
-    /// Control answered with an error.
-    #[error("control answered {route} with {status}: {error}: {description}")]
-    Status {
-        /// The route.
-        route: String,
-        /// The status.
-        status: StatusCode,
-        /// The machine-readable code.
-        error: String,
-        /// For humans.
-        description: String,
-    },
-    /// The answer is not the expected JSON.
-    #[error("control's answer to {route} is not valid JSON: {source}")]
-    Decode {
-        /// The route.
-        route: String,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl NodeClientError {
-    /// Whether retrying later can help (transport trouble, 5xx).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            NodeClientError::Unreachable { .. } => true,
-            NodeClientError::Status { status, .. } => status.is_server_error(),
-            NodeClientError::Decode { .. } => false,
-        }
-    }
-}
-
-/// A client of one control plane's node API.
+/// Dials the node API at one address and completes the TLS handshake.
 #[derive(Clone)]
-pub struct NodeClient {
+pub struct TlsConnect {
     addr: SocketAddr,
     connector: TlsConnector,
 }
 
-impl std::fmt::Debug for NodeClient {
+impl std::fmt::Debug for TlsConnect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeClient")
+        f.debug_struct("TlsConnect")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
 }
 
-impl NodeClient {
+impl TlsConnect {
     /// Pre-join: verifies control against `bundle`, presents no certificate.
     pub fn bootstrap(addr: SocketAddr, bundle: TrustBundle, control: SpiffeId) -> NodeClient {
         let config = identity::anonymous_client_config(
@@ -100,124 +49,35 @@ impl NodeClient {
             PeerPolicy::Exactly(control),
             Protocols::HTTP1,
         );
-        NodeClient {
-            addr,
-            connector: TlsConnector::from(config),
-        }
+        TlsConnect::client(addr, TlsConnector::from(config))
     }
 
     /// Post-join: mTLS with the node SVID in `store`.
     pub fn attested(addr: SocketAddr, store: &Arc<SvidStore>, control: SpiffeId) -> NodeClient {
         let config = identity::client_config(store, PeerPolicy::Exactly(control), Protocols::HTTP1);
-        NodeClient {
-            addr,
-            connector: TlsConnector::from(config),
-        }
+        TlsConnect::client(addr, TlsConnector::from(config))
     }
 
-    /// POSTs `body` as JSON to `route` and decodes the answer.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        route: &str,
-        body: &B,
-    ) -> Result<T, NodeClientError> {
-        let bytes = self
-            .call(Method::POST, route, Some(json_body(body)), CALL_TIMEOUT)
-            .await?;
-        decode(route, &bytes)
+    fn client(addr: SocketAddr, connector: TlsConnector) -> NodeClient {
+        Client::with_exchange(TlsConnect { addr, connector }, EXCHANGE)
     }
+}
 
-    /// GETs `route` (a long poll) and decodes the answer.
-    pub async fn poll<T: DeserializeOwned>(&self, route: &str) -> Result<T, NodeClientError> {
-        let bytes = self.call(Method::GET, route, None, POLL_TIMEOUT).await?;
-        decode(route, &bytes)
-    }
+impl Connect for TlsConnect {
+    type Stream = TlsStream<TcpStream>;
 
-    /// As [`NodeClient::post`] for SVID-returning routes.
-    pub async fn svid<B: Serialize>(
-        &self,
-        route: &str,
-        body: &B,
-    ) -> Result<SvidResponse, NodeClientError> {
-        self.post(route, body).await
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        route: &str,
-        body: Option<Bytes>,
-        timeout: Duration,
-    ) -> Result<Bytes, NodeClientError> {
-        match tokio::time::timeout(timeout, self.exchange(method, route, body)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.unreachable("timeout", format!("no answer within {timeout:?}"))),
-        }
-    }
-
-    fn unreachable(&self, step: &'static str, message: String) -> NodeClientError {
-        NodeClientError::Unreachable {
-            addr: self.addr,
-            step,
-            message,
-        }
-    }
-
-    async fn exchange(
-        &self,
-        method: Method,
-        route: &str,
-        body: Option<Bytes>,
-    ) -> Result<Bytes, NodeClientError> {
-        let tcp = tokio::net::TcpStream::connect(self.addr)
+    async fn connect(&self) -> Result<Self::Stream, ConnectError> {
+        let tcp = TcpStream::connect(self.addr)
             .await
-            .map_err(|e| self.unreachable("connect", e.to_string()))?;
+            .map_err(ConnectError::Connect)?;
         let name = ServerName::IpAddress(self.addr.ip().into());
-        let tls = self
-            .connector
+        self.connector
             .connect(name, tcp)
             .await
-            .map_err(|e| self.unreachable("handshake", e.to_string()))?;
-        match EXCHANGE.send(tls, method, route, body).await {
-            Ok(bytes) => Ok(bytes),
-            Err(ExchangeError::Status {
-                status,
-                body,
-                excerpt,
-            }) => Err(status_error(route, status, body, excerpt)),
-            // hyper's own message, as before the shared exchange.
-            Err(ExchangeError::Transport(source)) => {
-                Err(self.unreachable("exchange", source.to_string()))
-            }
-            Err(too_large @ ExchangeError::TooLarge { .. }) => {
-                Err(self.unreachable("exchange", too_large.to_string()))
-            }
-        }
+            .map_err(ConnectError::Handshake)
     }
-}
 
-/// A non-2xx answer, with the contract's error body when there is one.
-fn status_error(
-    route: &str,
-    status: StatusCode,
-    body: Option<ErrorBody>,
-    excerpt: String,
-) -> NodeClientError {
-    let (error, description) = match body {
-        Some(b) => (b.error, b.description),
-        None => ("unknown".into(), excerpt),
-    };
-    NodeClientError::Status {
-        route: route.to_owned(),
-        status,
-        error,
-        description,
+    fn describe(&self) -> String {
+        format!("control plane at {}", self.addr)
     }
-}
-
-fn decode<T: DeserializeOwned>(route: &str, bytes: &[u8]) -> Result<T, NodeClientError> {
-    serde_json::from_slice(bytes).map_err(|source| NodeClientError::Decode {
-        route: route.to_owned(),
-        source,
-    })
 }

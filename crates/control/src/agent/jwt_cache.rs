@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::node_api::{JwtSvidRequest, JwtSvidResponse};
+use api::contract::client::CallError;
+use api::contract::node::{JwtSvid, JwtSvidRequest, JwtSvidResponse};
 
-use super::client::{NodeClient, NodeClientError};
+use super::client::NodeClient;
 
 /// At most this many tokens are kept; expired ones are dropped first.
 const MAX_ENTRIES: usize = 1024;
@@ -31,7 +32,7 @@ impl JwtCache {
         entry_id: &str,
         audience: &[String],
         now: i64,
-    ) -> Result<JwtSvidResponse, NodeClientError> {
+    ) -> Result<JwtSvidResponse, CallError> {
         let mut sorted = audience.to_vec();
         sorted.sort();
         let key = (entry_id.to_owned(), sorted);
@@ -45,10 +46,7 @@ impl JwtCache {
             entry_id: entry_id.to_owned(),
             audience: audience.to_vec(),
         };
-        match client
-            .post::<_, JwtSvidResponse>("/v1/node/jwt", &body)
-            .await
-        {
+        match client.call(&JwtSvid, &body).await {
             Ok(fresh) => {
                 let mut tokens = self.lock();
                 if tokens.len() >= MAX_ENTRIES {

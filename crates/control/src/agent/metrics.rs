@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use api::contract::admin::AgentStatus;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -14,30 +15,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{Agent, AgentError};
-
-/// `GET /status`: what `meshwork check` inspects.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentStatus {
-    /// The agent's SPIFFE ID.
-    pub node_id: String,
-    /// The node SVID's notAfter, unix s.
-    pub node_svid_expires_at: i64,
-    /// Whether the last exchange with control succeeded.
-    pub control_connected: bool,
-    /// When control last answered a sync, unix s.
-    pub last_sync: Option<i64>,
-    /// Workload SVIDs held: `(entry id, SPIFFE ID, notAfter unix s)`.
-    pub svids: Vec<(String, String, i64)>,
-    /// notAfter of every root in the trust bundle, unix s.
-    pub ca_expires_at: Vec<i64>,
-    /// The agent's clock, unix s.
-    pub now: i64,
-}
 
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, AgentError> {
     TcpListener::bind(addr)

@@ -26,14 +26,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use api::contract::client::CallError;
 use identity::{SpiffeId, Svid, SvidCertificate, SvidKey, SvidStore, TrustBundle, TrustDomain};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use attest::{facts as process_facts, start_time as process_start_time};
-pub use client::{NodeClient, NodeClientError};
+pub use client::{NodeClient, TlsConnect};
 pub use h2_authority::{AuthorityRewriter, RewriteError};
-pub use metrics::{AgentStatus, fetch_status};
+pub use metrics::fetch_status;
 pub use state::{AgentState, Identities, renewal_delay};
 
 use crate::node_tls::control_id;
@@ -62,7 +63,7 @@ pub struct AgentConfig {
 pub enum AgentError {
     /// Joining failed for good (e.g. the token was refused).
     #[error("joining the control plane failed")]
-    Join(#[source] NodeClientError),
+    Join(#[source] CallError),
     /// A key, CSR or returned SVID was unusable.
     #[error("the node SVID or its key is unusable")]
     Svid(#[source] identity::SvidError),
@@ -160,7 +161,7 @@ async fn join(config: &AgentConfig) -> Result<Agent, AgentError> {
     let control = control_id(&config.trust_domain);
     let (svid, bundle) = node::attest(config).await?;
     let node = Arc::new(SvidStore::new(svid, bundle.clone()));
-    let client = NodeClient::attested(config.control, &node, control);
+    let client = TlsConnect::attested(config.control, &node, control);
     let initial = AgentState {
         entries: Vec::new(),
         svids: Default::default(),

@@ -10,12 +10,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use api::contract::client::Backoff;
+use api::contract::node::{Join, JoinRequest, Renew, RenewRequest};
 use identity::{Svid, SvidKey, SvidStore, TrustBundle};
 
-use super::client::NodeClient;
-use super::state::Backoff;
+use super::client::TlsConnect;
 use super::{AgentConfig, AgentError, assemble, csr_subject};
-use crate::node_api::{JoinRequest, RenewRequest};
 use crate::node_tls::control_id;
 
 const SVID_FILE: &str = "node-svid.pem";
@@ -50,7 +50,7 @@ pub(crate) async fn attest(config: &AgentConfig) -> Result<(Svid, TrustBundle), 
 
 async fn join(config: &AgentConfig, token: &str) -> Result<(Svid, TrustBundle), AgentError> {
     let control = control_id(&config.trust_domain);
-    let client = NodeClient::bootstrap(
+    let client = TlsConnect::bootstrap(
         config.control,
         config.bootstrap_bundle.clone(),
         control.clone(),
@@ -63,10 +63,10 @@ async fn join(config: &AgentConfig, token: &str) -> Result<(Svid, TrustBundle), 
     };
     let mut backoff = Backoff::default();
     let response = loop {
-        match client.svid("/v1/node/join", &request).await {
+        match client.call(&Join, &request).await {
             Ok(r) => break r,
             Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "join failed; retrying");
+                tracing::warn!(error = %e.chain(), "join failed; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => return Err(AgentError::Join(e)),
@@ -82,23 +82,20 @@ async fn join(config: &AgentConfig, token: &str) -> Result<(Svid, TrustBundle), 
 async fn resume(config: &AgentConfig, saved: Svid) -> Result<(Svid, TrustBundle), AgentError> {
     let id = saved.id().clone();
     let store = Arc::new(SvidStore::new(saved, config.bootstrap_bundle.clone()));
-    let client = NodeClient::attested(config.control, &store, control_id(&config.trust_domain));
+    let client = TlsConnect::attested(config.control, &store, control_id(&config.trust_domain));
     let mut backoff = Backoff::default();
     loop {
         let key = SvidKey::generate().map_err(AgentError::Svid)?;
         let csr_pem = key
             .csr_pem(&csr_subject(&config.trust_domain))
             .map_err(AgentError::Svid)?;
-        match client
-            .svid("/v1/node/renew", &RenewRequest { csr_pem })
-            .await
-        {
+        match client.call(&Renew, &RenewRequest { csr_pem }).await {
             Ok(response) => {
                 tracing::info!(node = %id, "resumed with the saved node SVID");
                 return assemble(key, &response, &config.trust_domain);
             }
             Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "resuming failed; retrying");
+                tracing::warn!(error = %e.chain(), "resuming failed; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => return Err(AgentError::Join(e)),

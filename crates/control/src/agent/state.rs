@@ -10,8 +10,8 @@ use identity::{Svid, TrustBundle};
 use rand::Rng;
 use time::OffsetDateTime;
 
-use crate::issuer::Entry;
 use crate::jwt::JwtBundle;
+use api::contract::node::Entry;
 
 /// Everything Workload API answers are made of.
 #[derive(Debug, Clone)]
@@ -121,28 +121,6 @@ pub fn renewal_delay_with(
     remaining.mul_f64(fraction).max(Duration::from_secs(1))
 }
 
-/// Capped exponential backoff with full jitter (100 ms doubling to 10 s).
-#[derive(Debug, Default)]
-pub struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = Duration::from_millis(100)
-            .saturating_mul(1 << self.attempt.min(7))
-            .min(Duration::from_secs(10));
-        self.attempt = self.attempt.saturating_add(1);
-        ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
-    }
-
-    /// After a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -161,15 +139,5 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(renewal_delay_with(now, now, 0.5), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn backoff_is_capped() {
-        let mut b = Backoff::default();
-        for _ in 0..50 {
-            assert!(b.next_delay() <= Duration::from_secs(10));
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

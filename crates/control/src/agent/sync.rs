@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::contract::client::{Backoff, NoBody};
+use api::contract::node::{
+    NodeSync, NodeView, Renew, RenewRequest, WorkloadSvid, WorkloadSvidRequest,
+};
 use identity::{SvidKey, TrustBundle};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::state::{Backoff, renewal_delay};
+use super::state::renewal_delay;
 use super::{Agent, assemble, csr_subject};
-use crate::issuer::NodeView;
 use crate::jwt::JwtBundle;
-use crate::node_api::{RenewRequest, WorkloadSvidRequest};
 
 /// Runs every loop until `stop` is cancelled.
 pub(crate) async fn run(agent: Arc<Agent>, version: u64, stop: CancellationToken) {
@@ -31,14 +33,14 @@ pub(crate) async fn run(agent: Arc<Agent>, version: u64, stop: CancellationToken
 pub(crate) async fn first(agent: &Agent) -> u64 {
     let mut backoff = Backoff::default();
     loop {
-        match agent.client.poll::<NodeView>("/v1/node/sync?since=0").await {
+        match agent.client.call(&NodeSync(0), &NoBody).await {
             Ok(view) => {
                 let version = view.version;
                 adopt(agent, view);
                 return version;
             }
             Err(error) => {
-                tracing::warn!(%error, "first sync failed; retrying");
+                tracing::warn!(error = %error.chain(), "first sync failed; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
@@ -48,11 +50,7 @@ pub(crate) async fn first(agent: &Agent) -> u64 {
 async fn sync_views(agent: Arc<Agent>, mut version: u64) {
     let mut backoff = Backoff::default();
     loop {
-        match agent
-            .client
-            .poll::<NodeView>(&format!("/v1/node/sync?since={version}"))
-            .await
-        {
+        match agent.client.call(&NodeSync(version), &NoBody).await {
             Ok(view) => {
                 backoff.reset();
                 version = view.version;
@@ -66,7 +64,7 @@ async fn sync_views(agent: Arc<Agent>, mut version: u64) {
                     std::mem::replace(&mut Arc::make_mut(s).control_connected, false)
                 });
                 if was_connected {
-                    tracing::warn!(%error, "lost the control plane; serving the last known state");
+                    tracing::warn!(error = %error.chain(), "lost the control plane; serving the last known state");
                 }
                 tokio::time::sleep(delay).await;
             }
@@ -169,9 +167,9 @@ async fn mint(agent: &Agent, entry_id: &str) -> Result<identity::Svid, String> {
     };
     let response = agent
         .client
-        .svid("/v1/node/svid", &request)
+        .call(&WorkloadSvid, &request)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.chain())?;
     let (svid, _) = assemble(key, &response, &agent.trust_domain).map_err(|e| e.to_string())?;
     Ok(svid)
 }
@@ -189,9 +187,9 @@ async fn renew_node_svid(agent: Arc<Agent>) {
                 .map_err(|e| e.to_string())?;
             let response = agent
                 .client
-                .svid("/v1/node/renew", &RenewRequest { csr_pem })
+                .call(&Renew, &RenewRequest { csr_pem })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.chain())?;
             assemble(key, &response, &agent.trust_domain).map_err(|e| e.to_string())
         };
         match renewed.await {

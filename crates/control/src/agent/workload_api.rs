@@ -91,7 +91,7 @@ fn caller<T>(request: &Request<T>) -> Result<ProcessFacts, Status> {
 }
 
 fn x509_response(
-    ids: &[(crate::issuer::Entry, Arc<identity::Svid>)],
+    ids: &[(api::contract::node::Entry, Arc<identity::Svid>)],
     state: &AgentState,
 ) -> X509svidResponse {
     let bundle = der_concat(state.bundle.roots());

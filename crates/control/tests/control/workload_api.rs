@@ -4,8 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use api::contract::admin::{
+    AuthorityState, JoinToken, ListEntries, PutEntry, Status, TokenRequest,
+};
+use api::contract::client::{Client, NoBody, UnixConnect};
+use api::contract::node::Entry;
 use control::agent::{AgentConfig, AgentError};
-use control::{JoinToken, TokenRequest};
 use identity::TrustBundle;
 use spiffe::{WorkloadApiClient, X509Source};
 
@@ -13,6 +17,11 @@ use super::{Running, call, start_with};
 
 const TD: &str = "meshwork.local";
 const ID: &str = "spiffe://meshwork.local/test/interop";
+
+/// The contract's client on a control socket.
+fn admin_client(socket: impl Into<PathBuf>) -> Client<UnixConnect> {
+    Client::new(UnixConnect(socket.into()))
+}
 
 /// A resource directory holding only a Mesh with the given SVID lifetime.
 fn mesh_dir(svid_ttl: &str) -> tempfile::TempDir {
@@ -353,8 +362,8 @@ async fn the_admin_endpoint_reports_expiry_for_check_and_prometheus() {
     assert_eq!(status.svids[0].1, ID);
     assert!(status.control_connected);
 
-    let control_status = control::AdminClient::new(mesh.socket())
-        .status()
+    let control_status = admin_client(mesh.socket())
+        .call(&Status, &NoBody)
         .await
         .expect("status");
     let input = control::check::CheckInput {
@@ -502,16 +511,19 @@ async fn registration_entry_resources_are_applied_declaratively() {
     );
     std::fs::write(resources.path().join("entry.yaml"), entry).expect("write");
     let control = start_with(state.path(), resources.path(), None).await;
-    let admin = control::AdminClient::new(state.path().join("control.sock"));
+    let admin = admin_client(state.path().join("control.sock"));
     let spec = api::entry::RegistrationEntrySpec {
         spiffe_id: "spiffe://meshwork.local/by-api".parse().expect("id"),
         selectors: vec!["unix:uid:4242".parse().expect("selector")],
         hint: None,
     };
-    admin.put_entry("by-api", &spec).await.expect("api entry");
-    let ids = |entries: Vec<control::Entry>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    admin
+        .call(&PutEntry("by-api"), &spec)
+        .await
+        .expect("api entry");
+    let ids = |entries: Vec<Entry>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(admin.entries().await.expect("entries")),
+        ids(admin.call(&ListEntries, &NoBody).await.expect("entries")),
         ["by-api", "resource.default.interop"]
     );
     control.shutdown().await;
@@ -519,7 +531,10 @@ async fn registration_entry_resources_are_applied_declaratively() {
     // The resource is deleted: after a restart its entry is gone, the API's stays.
     std::fs::remove_file(resources.path().join("entry.yaml")).expect("rm");
     let control = start_with(state.path(), resources.path(), None).await;
-    assert_eq!(ids(admin.entries().await.expect("entries")), ["by-api"]);
+    assert_eq!(
+        ids(admin.call(&ListEntries, &NoBody).await.expect("entries")),
+        ["by-api"]
+    );
     control.shutdown().await;
 }
 
@@ -568,18 +583,15 @@ async fn after_a_ca_rotation_workloads_get_svids_from_the_new_root_and_trust_bot
     .expect("no SVID from the new root within 30 s");
     // The old root is still trusted (it retires one SVID lifetime + skew later).
     assert_eq!(signed_by_new.len(), 2);
-    let status = control::AdminClient::new(mesh.socket())
-        .status()
+    let status = admin_client(mesh.socket())
+        .call(&Status, &NoBody)
         .await
         .expect("status");
     let states: Vec<_> = status.authorities.iter().map(|a| a.state).collect();
     assert!(
         matches!(
             states.as_slice(),
-            [
-                control::AuthorityState::Retiring { .. },
-                control::AuthorityState::Active
-            ]
+            [AuthorityState::Retiring { .. }, AuthorityState::Active]
         ),
         "{states:?}"
     );

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use api::contract::client::Backoff;
 
 /// The first probe retries after at most this; a just-started app is found quickly.
 const PROBE_BASE: Duration = Duration::from_millis(10);

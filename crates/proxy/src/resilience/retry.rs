@@ -18,7 +18,7 @@
 //! even with `attempts: 0`: that costs the peer nothing. (Without a retry rule no retry layer
 //! is built; the balancer still moves an unsent request to another endpoint.) Before each retry the budget is asked; a
 //! refusal is counted and the last failure goes to the caller. Then an exponential backoff with full jitter (a uniform wait
-//! in `[0, min(cap, base·2ⁿ)]`, [`crate::backoff::Backoff`]) spreads the retries of many
+//! in `[0, min(cap, base·2ⁿ)]`, [`api::contract::client::Backoff`]) spreads the retries of many
 //! callers, inside the route's request timeout (the layer outside this one).
 //!
 //! Not tower's `retry::Retry`: its `Policy` can only clone a request it is shown by
@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use api::contract::client::Backoff;
 use api::contract::traffic::RetryRule;
 use futures_util::future::BoxFuture;
 use http::{HeaderName, Request, Response};
@@ -39,7 +40,6 @@ use tower::{Service, ServiceExt};
 
 use super::budget::RetryBudget;
 use super::replay::{MAX_REPLAY_BYTES, Replayable, is_retryable_request};
-use crate::backoff::Backoff;
 use crate::body::ProxyBody;
 use crate::forward_error::{ForwardError, TimeoutKind};
 use crate::label::Label;

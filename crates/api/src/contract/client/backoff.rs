@@ -1,4 +1,6 @@
-//! Capped exponential backoff with full jitter, for retrying the control plane.
+//! Capped exponential backoff with full jitter: the one retry delay of meshwork's
+//! clients of the control plane (sidecars, agents), also used by the sidecar's retry
+//! layer and app-readiness probe.
 //!
 //! Full jitter (a uniform delay in `[0, min(cap, base·2ⁿ)]`) spreads the retries of
 //! many sidecars that lost control at the same moment, so a restarted control plane
