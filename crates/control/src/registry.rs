@@ -11,6 +11,7 @@ use api::contract::{
     Endpoint, EndpointRegistration, ServiceRoute, Snapshot, SvidRequest, SvidResponse,
 };
 use axum::http::StatusCode;
+use bytes::Bytes;
 use identity::TrustDomain;
 use policy::PolicySet;
 use tokio::sync::watch;
@@ -32,7 +33,35 @@ pub struct Registry {
     endpoints: Mutex<BTreeMap<ReplicaKey, SocketAddr>>,
     /// The policies published in snapshots; replaced live by [`Registry::replace_policies`].
     policies: Mutex<PolicySet>,
-    snapshots: watch::Sender<Arc<Snapshot>>,
+    snapshots: watch::Sender<Arc<PublishedSnapshot>>,
+}
+
+/// A published snapshot with its JSON, encoded once at publishing for every long poll it
+/// answers: with N sidecars polling, a change used to be cloned and serialised N times
+/// (measured with `bench/fanout`, docs/scale.md).
+#[derive(Debug, Default)]
+pub struct PublishedSnapshot {
+    snapshot: Snapshot,
+    json: Bytes,
+}
+
+impl PublishedSnapshot {
+    fn new(snapshot: Snapshot) -> PublishedSnapshot {
+        let json = api::contract::exchange::json_body(&snapshot);
+        PublishedSnapshot { snapshot, json }
+    }
+
+    /// The snapshot as the contract's JSON (a cheap clone of shared bytes).
+    pub fn json(&self) -> Bytes {
+        self.json.clone()
+    }
+}
+
+impl std::ops::Deref for PublishedSnapshot {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
 }
 
 impl Registry {
@@ -48,7 +77,7 @@ impl Registry {
         let svid_ttl = time::Duration::try_from(svid_ttl).unwrap_or(identity::DEFAULT_SVID_TTL);
         let issuer = Arc::new(Issuer::open(state_dir, &trust_domain, svid_ttl)?);
         issuer.apply_resource_entries(&resources)?;
-        let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
+        let (snapshots, _) = watch::channel(Arc::new(PublishedSnapshot::default()));
         let endpoints = issuer.endpoints()?;
         let registry = Registry {
             issuer,
@@ -155,7 +184,7 @@ impl Registry {
     }
 
     /// A receiver that sees every new snapshot.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PublishedSnapshot>> {
         self.snapshots.subscribe()
     }
 
@@ -197,12 +226,13 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        self.snapshots.send_replace(Arc::new(Snapshot {
-            version,
-            services,
-            policy_hash: policies.hash().to_string(),
-            policies,
-        }));
+        self.snapshots
+            .send_replace(Arc::new(PublishedSnapshot::new(Snapshot {
+                version,
+                services,
+                policy_hash: policies.hash().to_string(),
+                policies,
+            })));
     }
 
     /// `w`'s registered replicas as endpoints, in replica order. Replicas past
@@ -256,6 +286,23 @@ mod tests {
             inbound: SocketAddr::from(([127, 0, 0, 1], port)),
             replica,
         })
+    }
+
+    #[test]
+    fn a_published_snapshot_is_served_as_its_json_encoded_once() {
+        let snapshot = Snapshot {
+            version: 7,
+            policy_hash: "h".to_owned(),
+            ..Snapshot::default()
+        };
+        let published = PublishedSnapshot::new(snapshot.clone());
+        let served: Snapshot = serde_json::from_slice(&published.json()).unwrap();
+        assert_eq!((served, published.version), (snapshot, 7));
+        assert_eq!(
+            published.json().as_ptr(),
+            published.json().as_ptr(),
+            "shared, not re-encoded"
+        );
     }
 
     fn billing_ports(registry: &Registry) -> Vec<u16> {

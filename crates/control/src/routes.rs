@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::contract::{EndpointRegistration, LONG_POLL_SECS, Snapshot, SvidRequest, SvidResponse};
+use api::contract::{EndpointRegistration, LONG_POLL_SECS, SvidRequest, SvidResponse};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::connection::Stopping;
@@ -50,7 +51,7 @@ async fn snapshot(
     State(registry): State<Arc<Registry>>,
     Extension(Stopping(stop)): Extension<Stopping>,
     Query(q): Query<Since>,
-) -> Json<Snapshot> {
+) -> ([(header::HeaderName, &'static str); 1], Bytes) {
     let mut rx = registry.subscribe();
     let newer = {
         let wait = rx.wait_for(|s| s.version > q.since);
@@ -64,5 +65,6 @@ async fn snapshot(
         }
     };
     let snap = newer.unwrap_or_else(|| Arc::clone(&rx.borrow()));
-    Json(Snapshot::clone(&snap))
+    // Encoded once when published, not once per poller.
+    ([(header::CONTENT_TYPE, "application/json")], snap.json())
 }
