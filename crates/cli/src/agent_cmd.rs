@@ -27,10 +27,11 @@ pub struct AgentArgs {
     #[arg(long, default_value = ".meshwork", env = "MESHWORK_STATE_DIR")]
     pub state_dir: PathBuf,
     /// The control plane's node API, `IP:PORT` or `HOST:PORT` (a name is resolved once, at
-    /// start: a Kubernetes Service's cluster IP does not move); read from
-    /// `<state-dir>/node-api.addr` by default.
+    /// start: a Kubernetes Service's cluster IP does not move); repeat it for each
+    /// control-plane replica (the agent fails over between them). Read from
+    /// `<state-dir>/node-api.addr` (one address per line) by default.
     #[arg(long, value_name = "ADDR")]
-    pub control: Option<String>,
+    pub control: Vec<String>,
     /// Roots to trust the control plane with before joining; `<state-dir>/bundle.pem` by default.
     #[arg(long)]
     pub trust_bundle: Option<PathBuf>,
@@ -54,24 +55,38 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--control {addr}: the name has no address"))
 }
 
+/// The node API addresses in `path`, one per line (blank lines ignored).
+fn read_addrs(path: &std::path::Path) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading {} (is the control plane running? or pass --control)",
+            path.display()
+        )
+    })?;
+    let addrs = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            line.trim()
+                .parse()
+                .with_context(|| format!("{}:{}: not IP:PORT", path.display(), n + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!addrs.is_empty(), "{} holds no address", path.display());
+    Ok(addrs)
+}
+
 /// Runs the agent until SIGINT/SIGTERM.
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     logging::init();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let control = match args.control {
-        Some(addr) => resolve(&addr)?,
-        None => {
-            let path = args.state_dir.join("node-api.addr");
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "reading {} (is the control plane running? or pass --control)",
-                    path.display()
-                )
-            })?;
-            text.trim()
-                .parse()
-                .with_context(|| format!("parsing {}", path.display()))?
-        }
+    let control = match args.control.as_slice() {
+        [] => read_addrs(&args.state_dir.join("node-api.addr"))?,
+        given => given
+            .iter()
+            .map(|a| resolve(a))
+            .collect::<anyhow::Result<_>>()?,
     };
     if let Some(admin) = args.admin
         && !admin.ip().is_loopback()

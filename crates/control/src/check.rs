@@ -217,6 +217,7 @@ mod tests {
             node_id: "spiffe://example.org/meshwork/agent/x".into(),
             node_svid_expires_at: NOW + 3000,
             control_connected: true,
+            control_replica: None,
             last_sync: Some(NOW),
             svids: vec![(
                 "billing".into(),

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "control/failover.rs"]
+mod failover;
 #[path = "control/grpc_core.rs"]
 mod grpc_core;
 #[path = "control/shutdown.rs"]

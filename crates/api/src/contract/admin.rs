@@ -95,6 +95,10 @@ pub struct AgentStatus {
     pub node_svid_expires_at: i64,
     /// Whether the last exchange with control succeeded.
     pub control_connected: bool,
+    /// The control-plane replica the agent talks to now (its node API address). Absent
+    /// from agents that predate replicas.
+    #[serde(default)]
+    pub control_replica: Option<String>,
     /// When control last answered a sync, unix s.
     pub last_sync: Option<i64>,
     /// Workload SVIDs held: `(entry id, SPIFFE ID, notAfter unix s)`.

@@ -7,6 +7,10 @@
 //! ([`identity::anonymous_client_config`]). After
 //! joining, every call is mTLS with the node SVID, and the control plane must prove
 //! `spiffe://<td>/meshwork/control`.
+//!
+//! With several control replicas, a connection goes to the current one and, when that
+//! fails (TCP or TLS), to the next ones in turn ([`Replicas`]); the call fails only when
+//! none answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +23,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::replicas::Replicas;
+
 /// The agent's client of the node API.
 pub type NodeClient = Client<TlsConnect>;
 
@@ -26,40 +32,66 @@ pub type NodeClient = Client<TlsConnect>;
 /// capped at 16 MiB.
 const EXCHANGE: Exchange = Exchange::new("control");
 
-/// Dials the node API at one address and completes the TLS handshake.
+/// Dials the node API of the current replica (failing over to the others) and completes
+/// the TLS handshake.
 #[derive(Clone)]
 pub struct TlsConnect {
-    addr: SocketAddr,
+    replicas: Arc<Replicas>,
     connector: TlsConnector,
 }
 
 impl std::fmt::Debug for TlsConnect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsConnect")
-            .field("addr", &self.addr)
+            .field("replicas", &self.replicas.all())
             .finish_non_exhaustive()
     }
 }
 
 impl TlsConnect {
     /// Pre-join: verifies control against `bundle`, presents no certificate.
-    pub fn bootstrap(addr: SocketAddr, bundle: TrustBundle, control: SpiffeId) -> NodeClient {
+    pub fn bootstrap(
+        replicas: Arc<Replicas>,
+        bundle: TrustBundle,
+        control: SpiffeId,
+    ) -> NodeClient {
         let config = identity::anonymous_client_config(
             bundle,
             PeerPolicy::Exactly(control),
             Protocols::HTTP1,
         );
-        TlsConnect::client(addr, TlsConnector::from(config))
+        TlsConnect::client(replicas, TlsConnector::from(config))
     }
 
     /// Post-join: mTLS with the node SVID in `store`.
-    pub fn attested(addr: SocketAddr, store: &Arc<SvidStore>, control: SpiffeId) -> NodeClient {
+    pub fn attested(
+        replicas: Arc<Replicas>,
+        store: &Arc<SvidStore>,
+        control: SpiffeId,
+    ) -> NodeClient {
         let config = identity::client_config(store, PeerPolicy::Exactly(control), Protocols::HTTP1);
-        TlsConnect::client(addr, TlsConnector::from(config))
+        TlsConnect::client(replicas, TlsConnector::from(config))
     }
 
-    fn client(addr: SocketAddr, connector: TlsConnector) -> NodeClient {
-        Client::with_exchange(TlsConnect { addr, connector }, EXCHANGE)
+    fn client(replicas: Arc<Replicas>, connector: TlsConnector) -> NodeClient {
+        Client::with_exchange(
+            TlsConnect {
+                replicas,
+                connector,
+            },
+            EXCHANGE,
+        )
+    }
+
+    async fn connect_to(&self, addr: SocketAddr) -> Result<TlsStream<TcpStream>, ConnectError> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(ConnectError::Connect)?;
+        let name = ServerName::IpAddress(addr.ip().into());
+        self.connector
+            .connect(name, tcp)
+            .await
+            .map_err(ConnectError::Handshake)
     }
 }
 
@@ -67,17 +99,33 @@ impl Connect for TlsConnect {
     type Stream = TlsStream<TcpStream>;
 
     async fn connect(&self) -> Result<Self::Stream, ConnectError> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(ConnectError::Connect)?;
-        let name = ServerName::IpAddress(self.addr.ip().into());
-        self.connector
-            .connect(name, tcp)
-            .await
-            .map_err(ConnectError::Handshake)
+        let mut last = None;
+        for _ in 0..self.replicas.all().len() {
+            let Some((i, addr)) = self.replicas.current() else {
+                break;
+            };
+            match self.connect_to(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => {
+                    self.replicas.failed(i);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            ConnectError::Connect(std::io::Error::other("no control replica configured"))
+        }))
     }
 
     fn describe(&self) -> String {
-        format!("control plane at {}", self.addr)
+        match self.replicas.current() {
+            Some((_, addr)) if self.replicas.all().len() == 1 => format!("control plane at {addr}"),
+            Some((i, addr)) => format!(
+                "control plane at {addr} (replica {} of {})",
+                i + 1,
+                self.replicas.all().len()
+            ),
+            None => "no control replica".to_owned(),
+        }
     }
 }

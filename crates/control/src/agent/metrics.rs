@@ -54,6 +54,7 @@ pub(crate) fn snapshot(agent: &Agent) -> AgentStatus {
         node_id: node.id().to_string(),
         node_svid_expires_at: node.not_after().unix_timestamp(),
         control_connected: state.control_connected,
+        control_replica: agent.replicas.current().map(|(_, addr)| addr.to_string()),
         last_sync: state.last_sync.map(|t| t.unix_timestamp()),
         svids: state
             .svids

@@ -18,6 +18,7 @@ mod h2_authority;
 mod jwt_cache;
 mod metrics;
 mod node;
+mod replicas;
 mod state;
 mod sync;
 mod workload_api;
@@ -35,6 +36,7 @@ pub use attest::{facts as process_facts, start_time as process_start_time};
 pub use client::{NodeClient, TlsConnect};
 pub use h2_authority::{AuthorityRewriter, RewriteError};
 pub use metrics::fetch_status;
+pub use replicas::Replicas;
 pub use state::{AgentState, Identities, renewal_delay};
 
 use crate::node_tls::control_id;
@@ -42,8 +44,9 @@ use crate::node_tls::control_id;
 /// What an agent needs to start.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The control plane's node API (`<state>/node-api.addr`).
-    pub control: SocketAddr,
+    /// The node API of every control-plane replica (`<state>/node-api.addr`, one per line);
+    /// the agent talks to one and fails over to the others ([`Replicas`]).
+    pub control: Vec<SocketAddr>,
     /// The trust domain.
     pub trust_domain: TrustDomain,
     /// Roots to verify the control plane with before joining (`<state>/bundle.pem`).
@@ -107,6 +110,7 @@ pub enum AgentError {
 /// The agent's shared pieces.
 pub(crate) struct Agent {
     pub client: NodeClient,
+    pub replicas: Arc<Replicas>,
     pub node: Arc<SvidStore>,
     pub state: watch::Sender<Arc<AgentState>>,
     pub trust_domain: TrustDomain,
@@ -159,9 +163,10 @@ pub async fn run(
 /// Node attestation: trades the join token for a node SVID, then takes the first sync.
 async fn join(config: &AgentConfig) -> Result<Agent, AgentError> {
     let control = control_id(&config.trust_domain);
-    let (svid, bundle) = node::attest(config).await?;
+    let replicas = Arc::new(Replicas::new(config.control.clone()));
+    let (svid, bundle) = node::attest(config, &replicas).await?;
     let node = Arc::new(SvidStore::new(svid, bundle.clone()));
-    let client = TlsConnect::attested(config.control, &node, control);
+    let client = TlsConnect::attested(Arc::clone(&replicas), &node, control);
     let initial = AgentState {
         entries: Vec::new(),
         svids: Default::default(),
@@ -174,6 +179,7 @@ async fn join(config: &AgentConfig) -> Result<Agent, AgentError> {
     let (state, _) = watch::channel(Arc::new(initial));
     Ok(Agent {
         client,
+        replicas,
         node,
         state,
         trust_domain: config.trust_domain.clone(),

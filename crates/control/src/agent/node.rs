@@ -15,6 +15,7 @@ use api::contract::node::{Join, JoinRequest, Renew, RenewRequest};
 use identity::{Svid, SvidKey, SvidStore, TrustBundle};
 
 use super::client::TlsConnect;
+use super::replicas::Replicas;
 use super::{AgentConfig, AgentError, assemble, csr_subject};
 use crate::node_tls::control_id;
 
@@ -22,12 +23,15 @@ const SVID_FILE: &str = "node-svid.pem";
 const KEY_FILE: &str = "node-key.pem";
 
 /// The node SVID and the bundle control returned with it.
-pub(crate) async fn attest(config: &AgentConfig) -> Result<(Svid, TrustBundle), AgentError> {
+pub(crate) async fn attest(
+    config: &AgentConfig,
+    replicas: &Arc<Replicas>,
+) -> Result<(Svid, TrustBundle), AgentError> {
     if let Some(dir) = &config.data_dir
         && let Some(saved) = load(dir)?
     {
         if saved.not_after() > time::OffsetDateTime::now_utc() {
-            match resume(config, saved).await {
+            match resume(config, saved, replicas).await {
                 Ok(pair) => {
                     save(dir, &pair.0)?;
                     return Ok(pair);
@@ -41,17 +45,21 @@ pub(crate) async fn attest(config: &AgentConfig) -> Result<(Svid, TrustBundle), 
         }
     }
     let token = config.join_token.as_deref().ok_or(AgentError::NoToken)?;
-    let pair = join(config, token).await?;
+    let pair = join(config, token, replicas).await?;
     if let Some(dir) = &config.data_dir {
         save(dir, &pair.0)?;
     }
     Ok(pair)
 }
 
-async fn join(config: &AgentConfig, token: &str) -> Result<(Svid, TrustBundle), AgentError> {
+async fn join(
+    config: &AgentConfig,
+    token: &str,
+    replicas: &Arc<Replicas>,
+) -> Result<(Svid, TrustBundle), AgentError> {
     let control = control_id(&config.trust_domain);
     let client = TlsConnect::bootstrap(
-        config.control,
+        Arc::clone(replicas),
         config.bootstrap_bundle.clone(),
         control.clone(),
     );
@@ -79,10 +87,15 @@ async fn join(config: &AgentConfig, token: &str) -> Result<(Svid, TrustBundle), 
 
 /// mTLS with the saved SVID; a renewal both proves control still knows this agent
 /// and gives a fresh SVID.
-async fn resume(config: &AgentConfig, saved: Svid) -> Result<(Svid, TrustBundle), AgentError> {
+async fn resume(
+    config: &AgentConfig,
+    saved: Svid,
+    replicas: &Arc<Replicas>,
+) -> Result<(Svid, TrustBundle), AgentError> {
     let id = saved.id().clone();
     let store = Arc::new(SvidStore::new(saved, config.bootstrap_bundle.clone()));
-    let client = TlsConnect::attested(config.control, &store, control_id(&config.trust_domain));
+    let control = control_id(&config.trust_domain);
+    let client = TlsConnect::attested(Arc::clone(replicas), &store, control);
     let mut backoff = Backoff::default();
     loop {
         let key = SvidKey::generate().map_err(AgentError::Svid)?;

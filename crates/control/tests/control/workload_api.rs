@@ -85,7 +85,7 @@ impl Mesh {
         let addr = std::fs::read_to_string(self.state.path().join("node-api.addr")).expect("addr");
         let bundle = std::fs::read_to_string(self.state.path().join("bundle.pem")).expect("bundle");
         AgentConfig {
-            control: addr.trim().parse().expect("addr"),
+            control: vec![addr.trim().parse().expect("addr")],
             trust_domain: TD.parse().expect("td"),
             bootstrap_bundle: TrustBundle::from_pem(TD.parse().expect("td"), &bundle)
                 .expect("bundle"),
