@@ -188,7 +188,7 @@ impl EtcdStore {
                 if matches!(
                     s.code(),
                     Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
-                ) =>
+                ) || transport_failed(s) =>
             {
                 self.unavailable(op, Some(s.message().to_owned()))
             }
@@ -219,6 +219,14 @@ impl EtcdStore {
         self.once("compact", client.compact(rev, None)).await?;
         Ok(())
     }
+}
+
+/// Whether a status only wraps the connection breaking (tonic reports a request on a
+/// connection to a member that just died as `Unknown: transport error`, its source a
+/// broken pipe): the member is gone, not the request refused.
+fn transport_failed(status: &tonic::Status) -> bool {
+    status.code() == Code::Unknown
+        && std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
 /// etcd's signed revisions as ours (etcd's are never negative).
