@@ -14,6 +14,8 @@ mod crds;
 mod dashboard;
 #[path = "cli/deploy.rs"]
 mod deploy;
+#[path = "cli/fanout.rs"]
+mod fanout;
 #[path = "cli/harness.rs"]
 mod harness;
 #[path = "cli/identity.rs"]
