@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::contract::client::{Client, Connect, ConnectError};
 use api::contract::exchange::Exchange;
@@ -27,6 +28,12 @@ use super::replicas::Replicas;
 
 /// The agent's client of the node API.
 pub type NodeClient = Client<TlsConnect>;
+
+/// How long one replica has to accept the connection and finish the TLS handshake before
+/// the next one is tried. A host that is down drops packets rather than refusing them, and
+/// a hung process accepts and never answers: without this bound the call's own timeout
+/// would expire on the dead replica and the agent would never move on.
+const REPLICA_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Requests to the node API (the TLS name is the IP; `Host` is informative), answers
 /// capped at 16 MiB.
@@ -84,22 +91,57 @@ impl TlsConnect {
     }
 
     async fn connect_to(&self, addr: SocketAddr) -> Result<TlsStream<TcpStream>, ConnectError> {
-        let tcp = TcpStream::connect(addr)
+        let attempt = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(ConnectError::Connect)?;
+            let name = ServerName::IpAddress(addr.ip().into());
+            self.connector
+                .connect(name, tcp)
+                .await
+                .map_err(ConnectError::Handshake)
+        };
+        tokio::time::timeout(REPLICA_CONNECT_TIMEOUT, attempt)
             .await
-            .map_err(ConnectError::Connect)?;
-        let name = ServerName::IpAddress(addr.ip().into());
-        self.connector
-            .connect(name, tcp)
-            .await
-            .map_err(ConnectError::Handshake)
+            .unwrap_or_else(|_| {
+                Err(ConnectError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection and TLS handshake within {REPLICA_CONNECT_TIMEOUT:?}"),
+                )))
+            })
     }
+}
+
+/// One replica's error as it is; several as one that names each replica and its cause.
+fn every_replica_failed(mut failures: Vec<(SocketAddr, ConnectError)>) -> ConnectError {
+    if failures.len() == 1
+        && let Some((_, only)) = failures.pop()
+    {
+        return only;
+    }
+    if failures.is_empty() {
+        return ConnectError::Connect(std::io::Error::other("no control replica configured"));
+    }
+    let causes: Vec<String> = failures
+        .iter()
+        .map(|(addr, e)| {
+            let cause = std::error::Error::source(e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            format!("{addr}: {e}{cause}")
+        })
+        .collect();
+    ConnectError::Connect(std::io::Error::other(format!(
+        "no control replica answered ({})",
+        causes.join("; ")
+    )))
 }
 
 impl Connect for TlsConnect {
     type Stream = TlsStream<TcpStream>;
 
     async fn connect(&self) -> Result<Self::Stream, ConnectError> {
-        let mut last = None;
+        let mut failures = Vec::new();
         for _ in 0..self.replicas.all().len() {
             let Some((i, addr)) = self.replicas.current() else {
                 break;
@@ -108,13 +150,11 @@ impl Connect for TlsConnect {
                 Ok(stream) => return Ok(stream),
                 Err(e) => {
                     self.replicas.failed(i);
-                    last = Some(e);
+                    failures.push((addr, e));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| {
-            ConnectError::Connect(std::io::Error::other("no control replica configured"))
-        }))
+        Err(every_replica_failed(failures))
     }
 
     fn describe(&self) -> String {

@@ -1,9 +1,11 @@
 //! The control-plane replicas an agent may talk to, and which one it talks to now.
 //!
-//! Any replica serves an agent: joins, renewals and syncs go through the shared store
-//! (issue 15), so the agent keeps one list and one current replica. It stays on the
+//! Any replica is to serve an agent, since replicas share one store (issue 15; the control
+//! plane does not yet run replicas on etcd, docs/scale.md), so the agent keeps one list and
+//! one current replica. It stays on the
 //! current one while it answers (sticky: no rebalancing churn); when connecting to it
-//! fails, the next in the list is tried at once, then the one after, each once per call.
+//! fails or does not finish within 2 s, the next in the list is tried at once, then the one
+//! after, each once per call; a sync that fails transiently (5xx, a hang) also moves on.
 //! Only when all fail does the call fail, and the caller's jittered backoff
 //! ([`api::contract::client::Backoff`]) spaces the next round, while the agent keeps
 //! serving from its last state (static stability). Agents start at a random replica so
@@ -41,6 +43,13 @@ impl Replicas {
     pub fn current(&self) -> Option<(usize, SocketAddr)> {
         let i = self.current.load(Ordering::Acquire) % self.addrs.len().max(1);
         self.addrs.get(i).map(|a| (i, *a))
+    }
+
+    /// The current replica answered with a transient error: move on (see [`failed`](Self::failed)).
+    pub fn failed_current(&self) {
+        if let Some((i, _)) = self.current() {
+            self.failed(i);
+        }
     }
 
     /// Replica `failed` did not answer: make the next one current, unless another call

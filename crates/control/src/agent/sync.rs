@@ -58,6 +58,11 @@ async fn sync_views(agent: Arc<Agent>, mut version: u64) {
             }
             Err(error) => {
                 version = 0;
+                if error.is_transient() {
+                    // A replica that answers 5xx (no store quorum) or hangs mid-exchange:
+                    // the next poll goes to another one (with several replicas).
+                    agent.replicas.failed_current();
+                }
                 let delay = backoff.next_delay();
                 let was_connected = agent.state.borrow().control_connected;
                 agent.state.send_if_modified(|s| {
