@@ -3,15 +3,16 @@
 //!
 //! etcd: its Election API on a lease. A replica grants itself a lease (`ttl`), keeps it
 //! alive every `ttl / 3`, and campaigns under `<prefix>/election`; etcd makes the
-//! oldest candidate the leader. [`Leadership::lost`] is cancelled when keep-alive answers
-//! stop for `ttl - 1 s` by the local clock, that is before etcd can let the next
-//! candidate win, or as soon as etcd says the lease is gone. Every leader write carries
+//! oldest candidate the leader. [`Leadership::lost`] is cancelled by a timer when no
+//! renewal has been confirmed for `ttl - 1 s`, counted from when the confirmed request
+//! was sent (so before etcd, which counts from when it granted it, can let the next
+//! candidate win), or as soon as etcd says the lease is gone. Every leader write carries
 //! [`Fence::check`], a compare on the leader key's revision, so even a paused ex-leader
 //! cannot write after losing.
 //!
 //! redb: one process owns the file (redb locks it), so it leads at once and forever.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{LeaderKey, LeaseKeepAliveStream, LeaseKeeper, ResignOptions};
 use tokio_util::sync::CancellationToken;
@@ -114,20 +115,21 @@ async fn campaign(
     replica: &str,
     ttl: Duration,
 ) -> Result<Leadership, StoreError> {
-    let ttl = ttl.max(Duration::from_secs(2));
-    let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    let secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
     let mut client = store.client();
     let granted = client
         .lease_grant(secs, None)
         .await
         .map_err(|e| store.error("lease grant", e))?;
     let lease = granted.id();
-    let (keeper, answers) = client
+    // The TTL etcd granted, which is what it will enforce.
+    let ttl = Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(2).max(2));
+    let stream = client
         .lease_keep_alive(lease)
         .await
         .map_err(|e| store.error("lease keep-alive", e))?;
     let lost = CancellationToken::new();
-    let keep_alive = tokio::spawn(keep_alive(keeper, answers, ttl, lost.clone()));
+    let keep_alive = tokio::spawn(keep_alive(store.clone(), lease, stream, ttl, lost.clone()));
     let mut waiting = store.waiting_client();
     let won = tokio::select! {
         won = waiting.campaign(store.election_name(), replica, lease) => won,
@@ -145,8 +147,17 @@ async fn campaign(
             return Err(store.error("campaign", e));
         }
     };
-    let leader = won.leader().cloned().unwrap_or_else(LeaderKey::new);
-    let fence = store.record_key(leader.key()).map(|(_, key)| Fence {
+    // Without its leader key a leader could not fence its writes: refuse to lead.
+    let Some((leader, key)) = won
+        .leader()
+        .and_then(|l| Some((l.clone(), store.record_key(l.key())?.1)))
+    else {
+        keep_alive.abort();
+        let _ = client.lease_revoke(lease).await;
+        let why = "etcd answered the campaign without a leader key under the prefix".to_owned();
+        return Err(store.unavailable("campaign", Some(why)));
+    };
+    let fence = Some(Fence {
         key,
         revision: u64::try_from(leader.rev()).unwrap_or(0),
     });
@@ -163,38 +174,72 @@ async fn campaign(
     })
 }
 
-/// Renews the lease every `ttl / 3`; cancels `lost` when etcd says the lease is gone or
-/// no renewal was confirmed for `ttl - 1 s`.
+/// What one renewal came to.
+enum Renewal {
+    /// etcd renewed the lease.
+    Confirmed,
+    /// etcd says the lease no longer exists.
+    Gone,
+    /// No answer (the stream broke, e.g. its member died): open another.
+    Failed,
+}
+
+async fn renew(keeper: &mut LeaseKeeper, answers: &mut LeaseKeepAliveStream) -> Renewal {
+    if keeper.keep_alive().await.is_err() {
+        return Renewal::Failed;
+    }
+    match answers.message().await {
+        Ok(Some(answer)) if answer.ttl() > 0 => Renewal::Confirmed,
+        Ok(Some(_)) => Renewal::Gone,
+        _ => Renewal::Failed,
+    }
+}
+
+/// Renews the lease every `ttl / 3` and cancels `lost` when etcd says the lease is gone,
+/// or when no renewal was confirmed for `give_up` (`ttl - 1 s`, at least `ttl / 2`) by a
+/// timer, not at the next loop turn: etcd's TTL runs from a renewal it granted, which is
+/// after the request was sent, so counting from the send steps down before etcd can let
+/// the next candidate lead. A broken keep-alive stream (its member died) is reopened.
 async fn keep_alive(
-    mut keeper: LeaseKeeper,
-    mut answers: LeaseKeepAliveStream,
+    store: EtcdStore,
+    lease: i64,
+    (mut keeper, mut answers): (LeaseKeeper, LeaseKeepAliveStream),
     ttl: Duration,
     lost: CancellationToken,
 ) {
     let period = ttl / 3;
-    let give_up = ttl.saturating_sub(Duration::from_secs(1));
-    let mut confirmed = Instant::now();
+    let give_up = ttl.saturating_sub(Duration::from_secs(1)).max(ttl / 2);
+    let mut confirmed = tokio::time::Instant::now();
     loop {
-        let answered = match keeper.keep_alive().await {
-            Ok(()) => tokio::time::timeout(period, answers.message()).await,
-            Err(_) => Ok(Ok(None)),
+        let deadline = confirmed + give_up;
+        let sent = tokio::time::Instant::now();
+        let renewal = tokio::select! {
+            renewal = renew(&mut keeper, &mut answers) => renewal,
+            () = tokio::time::sleep_until(deadline) => break,
         };
-        match answered {
-            Ok(Ok(Some(answer))) if answer.ttl() > 0 => confirmed = Instant::now(),
-            Ok(Ok(Some(_))) => {
-                tracing::warn!("the leadership lease is gone");
+        match renewal {
+            Renewal::Confirmed => confirmed = sent,
+            Renewal::Gone => {
+                tracing::warn!(lease, "the leadership lease is gone");
                 lost.cancel();
                 return;
             }
-            _ => {}
+            Renewal::Failed => {
+                let mut client = store.client();
+                if let Ok(Ok(fresh)) =
+                    tokio::time::timeout(period, client.lease_keep_alive(lease)).await
+                {
+                    (keeper, answers) = fresh;
+                }
+            }
         }
-        if confirmed.elapsed() >= give_up {
-            tracing::warn!(?give_up, "no lease renewal confirmed; stepping down");
-            lost.cancel();
-            return;
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep_until(confirmed + give_up) => break,
         }
-        tokio::time::sleep(period.saturating_sub(Duration::from_millis(1))).await;
     }
+    tracing::warn!(?give_up, lease, "no lease renewal confirmed; stepping down");
+    lost.cancel();
 }
 
 #[cfg(test)]
@@ -282,7 +327,7 @@ mod tests {
         let leading_a = a.campaign("a", TTL).await.unwrap();
         let waiting_b = contend(&b, "b");
         // No resign: the keep-alive stops, as when the process is killed.
-        let crashed = Instant::now();
+        let crashed = std::time::Instant::now();
         drop(leading_a);
         let leading_b = tokio::time::timeout(TTL + Duration::from_secs(3), waiting_b)
             .await
@@ -293,6 +338,21 @@ mod tests {
             "b led before a's lease ran out"
         );
         assert!(!leading_b.lost().is_cancelled());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_cut_off_from_etcd_steps_down_within_its_lease() {
+        let Some(mut cluster) = EtcdCluster::start_or_skip(1) else {
+            return;
+        };
+        let a = replica(&cluster).await;
+        let leading = a.campaign("a", TTL).await.unwrap();
+        cluster.kill(0);
+        // etcd could let another candidate lead once the lease's TTL has passed since the
+        // last renewal it granted; the leader must have stepped down before that.
+        tokio::time::timeout(TTL, leading.lost().cancelled())
+            .await
+            .expect("stepped down within one TTL of losing etcd");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

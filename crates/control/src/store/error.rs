@@ -64,6 +64,16 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A guarded commit's answer was lost and its retry conflicted: it may or may not
+    /// have applied. Read the records before deciding what to do.
+    #[error(
+        "{store}: the answer to a commit was lost and sending it again conflicted: it may or \
+         may not have applied; read the records before retrying"
+    )]
+    Ambiguous {
+        /// The store.
+        store: String,
+    },
     /// A read-check-write kept meeting concurrent writers.
     #[error("{store}: {table}/{key} changed under {rounds} attempts to update it; try again")]
     Contended {

@@ -31,6 +31,9 @@ const CASES: &[(&str, Case)] = &[
         Box::pin(modify_under_contention(s))
     }),
     ("typed_records", |s| Box::pin(typed_records(s))),
+    ("a_commit_that_changes_nothing", |s| {
+        Box::pin(a_commit_that_changes_nothing(s))
+    }),
 ];
 
 fn put(table: Table, key: &str, value: &str, expect: Expect) -> Op {
@@ -141,7 +144,7 @@ async fn one_key_once_per_commit(store: Arc<Store>) {
     assert!(err.to_string().contains("entries/k twice"), "{err}");
 }
 
-async fn next(changes: &mut Changes) -> Change {
+async fn next_change(changes: &mut Changes) -> Change {
     let item = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
     item.expect("a change within 5 s")
         .expect("the watch goes on")
@@ -169,14 +172,14 @@ async fn watch_in_order(store: Arc<Store>) {
         },
     ];
     let r2 = applied(&store, ops).await;
-    let first = next(&mut changes).await;
+    let first = next_change(&mut changes).await;
     assert_eq!(
         (first.table, first.key.as_str(), first.revision),
         (Table::Entries, "e1", r1)
     );
     assert_eq!(first.value.as_deref(), Some(&b"1"[..]));
-    let second = next(&mut changes).await;
-    let third = next(&mut changes).await;
+    let second = next_change(&mut changes).await;
+    let third = next_change(&mut changes).await;
     assert_eq!((second.table, second.revision), (Table::Endpoints, r2));
     assert_eq!(
         (third.key.as_str(), third.value, third.revision),
@@ -190,7 +193,7 @@ async fn watch_from_the_past(store: Arc<Store>) {
     // etcd replays its history; redb keeps none and says so. Both are correct: what
     // must never happen is a watch that silently starts later than asked.
     match store.watch(&[Table::Entries], before).await {
-        Ok(mut changes) => assert_eq!(next(&mut changes).await.revision, r),
+        Ok(mut changes) => assert_eq!(next_change(&mut changes).await.revision, r),
         Err(StoreError::Compacted(at)) => assert_eq!(at, before),
         Err(e) => panic!("{e}"),
     }
@@ -252,6 +255,28 @@ async fn typed_records(store: Arc<Store>) {
     assert!(first && at.is_some() && !second && none.is_none());
     let agent = store.get(Table::Agents, "a1").await.unwrap().unwrap();
     assert_eq!(Some(agent.mod_revision), at);
+}
+
+async fn a_commit_that_changes_nothing(store: Arc<Store>) {
+    let r = applied(&store, vec![put(Table::Entries, "k", "1", Expect::Any)]).await;
+    let mut changes = store.watch(&[Table::Entries], r).await.unwrap();
+    let nothing = vec![
+        Op::Check {
+            table: Table::Entries,
+            key: "k".to_owned(),
+            expect: Expect::At(r),
+        },
+        Op::Delete {
+            table: Table::Entries,
+            key: "absent".to_owned(),
+            expect: Expect::Any,
+        },
+    ];
+    assert_eq!(applied(&store, nothing).await, r, "the revision stays");
+    // Watching from what that commit reported misses nothing that follows.
+    let next = applied(&store, vec![put(Table::Entries, "k", "2", Expect::Any)]).await;
+    assert!(next > r);
+    assert_eq!(next_change(&mut changes).await.revision, next);
 }
 
 async fn run(backend: &str, fresh: impl AsyncFn(&str) -> Store) {

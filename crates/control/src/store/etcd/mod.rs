@@ -336,8 +336,12 @@ impl Follow {
                 Ok(None) => return None,
                 Err(e) => return Some(Err(self.store.classify("watch", e))),
             };
-            if answer.compact_revision() > 0 || answer.canceled() {
+            if answer.compact_revision() > 0 {
                 return Some(Err(StoreError::Compacted(self.seen)));
+            }
+            if answer.canceled() {
+                let why = format!("the watch was cancelled: {}", answer.cancel_reason());
+                return Some(Err(self.store.unavailable("watch", Some(why))));
             }
             for event in answer.events() {
                 let Some(kv) = event.kv() else { continue };

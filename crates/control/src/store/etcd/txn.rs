@@ -7,15 +7,18 @@
 //!
 //! While the cluster is unavailable (a member just died, an election is under way) the
 //! commit is sent again within the retry budget. An attempt whose answer was lost may
-//! have applied; a later attempt then finds its own writes in place and conflicts. So
-//! after a lost answer, a conflict where every write is already exactly what this
-//! commit wrote is reported as applied: the state the caller asked for holds, and
-//! saying "conflict" would make a caller that redeems a token refuse its own success.
+//! have applied. For a commit without expectations that is harmless: sending it again
+//! writes the same values. For a guarded commit it is not: a retry that conflicts may be
+//! conflicting with its own earlier attempt, or with another writer's, and the two cannot
+//! be told apart from the records (another writer can write the same bytes, e.g. two
+//! replicas redeeming one token in the same second). So a guarded commit whose retry
+//! conflicts after a lost answer fails with [`StoreError::Ambiguous`]: neither "applied"
+//! (it may not have) nor "conflict" (a read-check-write would apply itself twice).
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
 use super::{EtcdStore, RETRY_BUDGET, RETRY_PAUSE, revision};
-use crate::store::{Commit, Expect, Op, Record, Revision, StoreError};
+use crate::store::{Backend, Commit, Expect, Op, Record, Revision, StoreError};
 
 /// Commits `ops` (already checked for distinct keys).
 pub(super) async fn commit(store: &EtcdStore, ops: &[Op]) -> Result<Commit, StoreError> {
@@ -26,12 +29,13 @@ pub(super) async fn commit(store: &EtcdStore, ops: &[Op]) -> Result<Commit, Stor
         let mut client = store.client.clone();
         match store.once("commit", client.txn(txn.clone())).await {
             Ok(answer) if answer.succeeded() => return Ok(Commit::Applied(at(&answer))),
+            Ok(_) if uncertain => {
+                return Err(StoreError::Ambiguous {
+                    store: store.describe(),
+                });
+            }
             Ok(answer) => {
                 let current = read_back(store, ops, &answer.op_responses());
-                if uncertain && already_applied(ops, &current) {
-                    let written = current.iter().flatten().map(|r| r.mod_revision).max();
-                    return Ok(Commit::Applied(written.unwrap_or_else(|| at(&answer))));
-                }
                 return Ok(conflict(ops, current));
             }
             Err(e) if e.is_transient() && started.elapsed() < RETRY_BUDGET => {
@@ -84,15 +88,6 @@ fn read_back(store: &EtcdStore, ops: &[Op], reads: &[TxnOpResponse]) -> Vec<Opti
         .collect()
 }
 
-/// Whether the store already holds exactly what `ops` would write.
-fn already_applied(ops: &[Op], current: &[Option<Record>]) -> bool {
-    ops.iter().zip(current).all(|(op, now)| match op {
-        Op::Put { value, .. } => now.as_ref().is_some_and(|r| r.value == *value),
-        Op::Delete { .. } => now.is_none(),
-        Op::Check { .. } => op.holds_for(now.as_ref()),
-    })
-}
-
 /// The first operation whose expectation fails on the transaction's own snapshot.
 fn conflict(ops: &[Op], current: Vec<Option<Record>>) -> Commit {
     let failed = ops
@@ -136,25 +131,6 @@ mod tests {
             value: Bytes::from_static(value.as_bytes()),
             mod_revision: at,
         })
-    }
-
-    #[test]
-    fn a_lost_answer_is_recognised_only_when_every_write_is_in_place() {
-        let delete = Op::Delete {
-            table: Table::Agents,
-            key: "a".to_owned(),
-            expect: Expect::At(3),
-        };
-        let ops = [put("used", Expect::At(4)), delete];
-        assert!(already_applied(&ops, &[record("used", 9), None]));
-        assert!(
-            !already_applied(&ops, &[record("fresh", 4), None]),
-            "not written"
-        );
-        assert!(
-            !already_applied(&ops, &[record("used", 9), record("x", 3)]),
-            "not deleted"
-        );
     }
 
     #[test]

@@ -334,7 +334,14 @@ impl RedbStore {
                     Op::Check { .. } => {}
                 }
             }
-            Ok(super::Commit::Applied(w.revision))
+            // Nothing changed (only checks, or deletes of absent records): the store
+            // revision stays, as etcd's does; reporting the next one would hand the
+            // caller a revision the next real commit also gets.
+            let at = match w.changes.is_empty() {
+                true => w.revision - 1,
+                false => w.revision,
+            };
+            Ok(super::Commit::Applied(at))
         })
     }
 }
