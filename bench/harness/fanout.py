@@ -83,7 +83,8 @@ def verdicts(raw: dict) -> list[str]:
         p99 = at_1000[0]["fanout_ms"]["p99"]
         out.append(f"p99 fan-out at 1,000 proxies: {p99:.1f} ms (target < {FANOUT_P99_MS:.0f} ms): "
                    + ("PASS" if p99 < FANOUT_P99_MS else "MISS"))
-    per = [r["control"]["rss_per_proxy_kib"] for r in raw["results"] if r.get("control")]
+    per = [r["control"]["rss_per_proxy_kib"] for r in raw["results"]
+           if r.get("control") and r["control"].get("rss_per_proxy_kib") is not None]
     if per:
         worst = max(per)
         out.append(f"control-plane memory per attached proxy, worst N: {worst:.1f} KiB (target < "
@@ -109,17 +110,20 @@ def markdown(raw: dict) -> str:
             lines.append(f"| {r['sidecars']} | failed: {r['failed']} |" + " |" * 10)
             continue
         f, c = r["fanout_ms"], r.get("control") or {}
+        num = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731 (null: not measurable)
         rss = (f"{c.get('rss_before_kib', 0) / 1024:.1f} → {c.get('rss_attached_kib', 0) / 1024:.1f}" if c else "")
-        lines.append(f"| {r['sidecars']} | {f['p50']:.1f} | {f['p90']:.1f} | {f['p99']:.1f} | {f['max']:.1f} | "
-                     f"{r['poll_delay_ms']['p50']:.0f} | {r['missed']} | {r['errors']} | {rss} | "
-                     f"{c.get('rss_per_proxy_kib', 0):.1f} | {c.get('idle_cpu_percent_per_1000', 0):.2f} | "
-                     f"{c.get('cpu_ms_per_change_per_1000', 0):.0f} |")
+        lines.append(f"| {r['sidecars']} | {num(f['p50'], '.1f')} | {num(f['p90'], '.1f')} | {num(f['p99'], '.1f')} | "
+                     f"{num(f['max'], '.1f')} | {num(r['poll_delay_ms']['p50'], '.0f')} | {r['missed']} | {r['errors']} | "
+                     f"{rss} | {num(c.get('rss_per_proxy_kib'), '.1f')} | {num(c.get('idle_cpu_percent_per_1000'), '.2f')} | "
+                     f"{num(c.get('cpu_ms_per_change_per_1000'), '.0f')} |")
     lines += ["", "## Per change", "", "| N | change | p50 ms | p99 ms | max ms | poll delay ms | missed |",
               "|---|---|---|---|---|---|---|"]
     for r in raw["results"]:
         for i, rd in enumerate(r.get("rounds", []), 1):
-            lines.append(f"| {r['sidecars']} | {i} (v{rd['version']}) | {rd['p50_ms']:.1f} | {rd['p99_ms']:.1f} | "
-                         f"{rd['max_ms']:.1f} | {rd['poll_delay_ms']:.0f} | {rd['missed']} |")
+            cell = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731 (every sidecar missed)
+            lines.append(f"| {r['sidecars']} | {i} (v{rd['version']}) | {cell(rd['p50_ms'], '.1f')} | "
+                         f"{cell(rd['p99_ms'], '.1f')} | {cell(rd['max_ms'], '.1f')} | "
+                         f"{cell(rd['poll_delay_ms'], '.0f')} | {rd['missed']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -365,6 +365,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         import soak_report
         raw_path.with_suffix(".md").write_text(paths.relative("\n".join(soak_report.document(raw)) + "\n"))
         return 0
+    if raw.get("kind") == "fanout":
+        import fanout
+        raw_path.with_suffix(".md").write_text(paths.relative(fanout.markdown(raw)))
+        return 0
     order = list(dict.fromkeys(r["contender"] for r in sorted(raw["records"], key=lambda r: (r["round"], r["position"]))
                                if r["round"] == 0)) or sorted({r["contender"] for r in raw["records"]})
     md_path = raw_path.with_suffix(".md")

@@ -134,6 +134,9 @@ impl Quantiles {
 /// Runs the measurement.
 pub fn run(args: FanoutArgs) -> anyhow::Result<std::process::ExitCode> {
     proc_stat::raise_open_files(args.sidecars)?;
+    if let Some(pid) = args.control_pid {
+        proc_stat::check_control_limit(pid, args.sidecars)?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let report = runtime.block_on(measure(&args))?;
     let text = serde_json::to_string_pretty(&report)?;

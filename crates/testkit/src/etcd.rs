@@ -56,9 +56,24 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members and waits until each answers `/health`.
+    /// Starts `n` members and waits until each answers `/health`. The ports are free when
+    /// picked but released before etcd binds them, so another test may take one in between:
+    /// such a start is tried again on new ports (up to 3 times).
     pub fn start(n: usize) -> Result<EtcdCluster, EtcdError> {
         let binary = locate()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match EtcdCluster::start_on_free_ports(&binary, n) {
+                Err(EtcdError::Start { log, .. })
+                    if attempt < 3 && log.contains("address already in use") => {}
+                done => return done,
+            }
+        }
+    }
+
+    fn start_on_free_ports(binary: &Path, n: usize) -> Result<EtcdCluster, EtcdError> {
+        let binary = binary.to_owned();
         let mut held = Vec::new();
         let mut members = Vec::new();
         for _ in 0..n {

@@ -23,6 +23,31 @@ pub fn raise_open_files(sidecars: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses when the control plane (`pid`) cannot hold `sidecars` connections: its soft
+/// open-file limit, from `/proc/<pid>/limits`, is what it inherited, not ours.
+pub fn check_control_limit(pid: u32, sidecars: usize) -> anyhow::Result<()> {
+    let path = format!("/proc/{pid}/limits");
+    let limits = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .with_context(|| format!("{path}: no \"Max open files\" line"))?;
+    if soft == "unlimited" {
+        return Ok(());
+    }
+    let soft: u64 = soft
+        .parse()
+        .with_context(|| format!("{path}: open files {soft:?}"))?;
+    let need = sidecars as u64 + 64;
+    anyhow::ensure!(
+        need <= soft,
+        "the control plane (pid {pid}) may open {soft} files but {sidecars} sidecars need \
+         {need}: raise its limit (ulimit -n) before starting it"
+    );
+    Ok(())
+}
+
 /// One reading of a process.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -41,13 +66,13 @@ impl Sample {
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
-        let tick = |i: usize| {
+        let tick = |i: usize| -> anyhow::Result<f64> {
             fields
                 .get(i)
                 .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
+                .with_context(|| format!("{stat_path}: field {} is not a tick count", i + 3))
         };
-        let cpu_seconds = (tick(11) + tick(12)) / TICKS_PER_SECOND;
+        let cpu_seconds = (tick(11)? + tick(12)?) / TICKS_PER_SECOND;
         let status_path = format!("/proc/{pid}/status");
         let status = std::fs::read_to_string(&status_path)
             .with_context(|| format!("reading {status_path}"))?;
@@ -55,7 +80,7 @@ impl Sample {
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
+            .with_context(|| format!("{status_path}: no VmRSS line"))?;
         Ok(Sample {
             cpu_seconds,
             rss_kib,
@@ -71,10 +96,12 @@ pub struct ControlCost {
     rss_attached_kib: u64,
     /// (attached − before) / sidecars.
     rss_per_proxy_kib: f64,
-    /// Attached and idle (only the 25 s refresh answers), CPU % of one core per 1,000.
-    idle_cpu_percent_per_1000: f64,
-    /// CPU milliseconds one change costs, idle work subtracted, per 1,000 proxies.
-    cpu_ms_per_change_per_1000: f64,
+    /// Attached and idle (only the 25 s refresh answers), CPU % of one core per 1,000;
+    /// `None` when the idle window was under a second (too short for 10 ms ticks).
+    idle_cpu_percent_per_1000: Option<f64>,
+    /// CPU milliseconds one change costs, idle work subtracted, per 1,000 proxies (`None`
+    /// without an idle rate to subtract).
+    cpu_ms_per_change_per_1000: Option<f64>,
 }
 
 impl ControlCost {
@@ -86,19 +113,20 @@ impl ControlCost {
         [before, attached, idle, after]: [&Sample; 4],
     ) -> ControlCost {
         let thousands = sidecars as f64 / 1000.0;
-        let idle_window = idle.at.duration_since(attached.at).as_secs_f64().max(1e-9);
-        let idle_rate = (idle.cpu_seconds - attached.cpu_seconds) / idle_window;
+        let idle_window = idle.at.duration_since(attached.at).as_secs_f64();
+        let idle_rate =
+            (idle_window >= 1.0).then(|| (idle.cpu_seconds - attached.cpu_seconds) / idle_window);
         let rounds_window = after.at.duration_since(idle.at).as_secs_f64();
-        let change_cpu = (after.cpu_seconds - idle.cpu_seconds) - idle_rate * rounds_window;
+        let change_cpu =
+            idle_rate.map(|r| (after.cpu_seconds - idle.cpu_seconds) - r * rounds_window);
         ControlCost {
             rss_before_kib: before.rss_kib,
             rss_attached_kib: attached.rss_kib,
             rss_per_proxy_kib: attached.rss_kib.saturating_sub(before.rss_kib) as f64
                 / sidecars.max(1) as f64,
-            idle_cpu_percent_per_1000: idle_rate * 100.0 / thousands,
-            cpu_ms_per_change_per_1000: change_cpu.max(0.0) * 1000.0
-                / rounds.max(1) as f64
-                / thousands,
+            idle_cpu_percent_per_1000: idle_rate.map(|r| r * 100.0 / thousands),
+            cpu_ms_per_change_per_1000: change_cpu
+                .map(|c| c.max(0.0) * 1000.0 / rounds.max(1) as f64 / thousands),
         }
     }
 }

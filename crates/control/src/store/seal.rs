@@ -4,9 +4,11 @@
 //! The CA's and the JWT issuer's private keys must not sit in etcd in the clear: etcd's
 //! data directory, its snapshots and its backups are read by more people and programs
 //! than a 0600 file on the control host. Each replica reads the same 32-byte KEK from a
-//! file (`--kek-file`, mode 0600) and seals a private key as AES-256-GCM with a fresh
-//! 96-bit nonce per record. The additional authenticated data is `<table>/<key>`, so a
-//! sealed key cannot be copied into another record and still open.
+//! file (mode 0600; not wired in yet: the control plane does not run on etcd yet, see
+//! docs/scale.md) and seals a private key as AES-256-GCM with a fresh 96-bit nonce per
+//! record. The additional authenticated data is `<scope>/<table>/<key>`, the scope being
+//! the store's key prefix (one per trust domain), so a sealed key cannot be copied into
+//! another record, or another mesh sharing the KEK, and still open.
 //!
 //! Why envelope encryption rather than per-replica intermediate CAs (SPIRE's
 //! UpstreamAuthority): each replica would still need the root key to sign its
@@ -184,12 +186,12 @@ impl Kek {
         &self.id
     }
 
-    /// Seals `secret` for record `table/key`.
-    pub fn seal(&self, table: Table, key: &str, secret: &[u8]) -> Sealed {
+    /// Seals `secret` for record `table/key` of the store scoped `scope`.
+    pub fn seal(&self, scope: &str, table: Table, key: &str, secret: &[u8]) -> Sealed {
         let mut nonce = [0u8; NONCE_LEN];
         rand::Rng::fill(&mut rand::rng(), &mut nonce);
         let mut data = secret.to_vec();
-        let aad = Aad::from(aad(table, key));
+        let aad = Aad::from(aad(scope, table, key));
         // invariant: sealing fails only for inputs beyond AES-GCM's 64 GiB limit;
         // private keys are a few hundred bytes.
         #[allow(clippy::expect_used)]
@@ -204,7 +206,13 @@ impl Kek {
     }
 
     /// Opens what [`seal`](Self::seal) sealed for the same record.
-    pub fn open(&self, table: Table, key: &str, sealed: &Sealed) -> Result<Vec<u8>, SealError> {
+    pub fn open(
+        &self,
+        scope: &str,
+        table: Table,
+        key: &str,
+        sealed: &Sealed,
+    ) -> Result<Vec<u8>, SealError> {
         if sealed.kek != self.id {
             return Err(SealError::OtherKek {
                 table: table.name(),
@@ -226,7 +234,7 @@ impl Kek {
         let mut data = B64
             .decode(&sealed.ct)
             .map_err(|_| broken("ciphertext is not base64"))?;
-        let aad = Aad::from(aad(table, key));
+        let aad = Aad::from(aad(scope, table, key));
         let plain = self
             .key
             .open_in_place(Nonce::assume_unique_for_key(nonce), aad, &mut data)
@@ -235,8 +243,8 @@ impl Kek {
     }
 }
 
-fn aad(table: Table, key: &str) -> Vec<u8> {
-    format!("{}/{}", table.name(), key).into_bytes()
+fn aad(scope: &str, table: Table, key: &str) -> Vec<u8> {
+    format!("{scope}/{}/{key}", table.name()).into_bytes()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -256,24 +264,25 @@ mod tests {
     fn a_sealed_key_opens_only_for_its_record_under_its_kek() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (kek(dir.path(), "a"), kek(dir.path(), "b"));
-        let sealed = a.seal(Table::Authorities, "01", b"-----BEGIN PRIVATE KEY-----");
+        let td = "/meshwork/a.example";
+        let sealed = a.seal(td, Table::Authorities, "01", b"-----BEGIN PRIVATE KEY-----");
         assert!(!sealed.ct.contains("BEGIN"), "not in the clear");
-        let plain = a.open(Table::Authorities, "01", &sealed).unwrap();
+        let plain = a.open(td, Table::Authorities, "01", &sealed).unwrap();
         assert_eq!(plain, b"-----BEGIN PRIVATE KEY-----");
-        let moved = a.open(Table::Authorities, "02", &sealed).unwrap_err();
+        let moved = a.open(td, Table::Authorities, "02", &sealed).unwrap_err();
         assert!(matches!(moved, SealError::Broken { .. }), "{moved}");
+        let other_mesh = a.open("/meshwork/b.example", Table::Authorities, "01", &sealed);
+        assert!(matches!(other_mesh, Err(SealError::Broken { .. })));
         let other = b
-            .open(Table::Authorities, "01", &sealed)
+            .open(td, Table::Authorities, "01", &sealed)
             .unwrap_err()
             .to_string();
         assert!(other.contains(a.id()) && other.contains(b.id()), "{other}");
         let mut tampered = sealed.clone();
         tampered.ct.replace_range(0..4, "AAAA");
-        assert!(a.open(Table::Authorities, "01", &tampered).is_err());
-        assert_ne!(
-            a.seal(Table::JwtKeys, "k", b"x"),
-            a.seal(Table::JwtKeys, "k", b"x")
-        );
+        assert!(a.open(td, Table::Authorities, "01", &tampered).is_err());
+        let seal_x = |k: &Kek| k.seal(td, Table::JwtKeys, "k", b"x");
+        assert_ne!(seal_x(&a), seal_x(&a), "a fresh nonce each time");
     }
 
     #[test]
