@@ -24,6 +24,8 @@ mod error;
 mod feed;
 mod issuer;
 mod jwt;
+#[cfg(test)]
+mod layering;
 pub mod node_api;
 mod node_tls;
 mod registry;
