@@ -13,17 +13,19 @@ use api::contract::SvidResponse;
 use api::contract::admin::{AuthorityStatus, JoinToken};
 use api::contract::node::{Entry, NodeView};
 use api::entry::RegistrationEntrySpec;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use identity::{CaError, SpiffeId, TrustBundle, TrustDomain};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::authority::{Authorities, AuthorityError};
-use crate::jwt::{JwtAuthority, JwtError, JwtKeyRecord};
 use crate::replica::ReplicaKey;
 use crate::store::redb::RedbStore;
 use crate::store::{StateError, Table};
 use crate::tokens::{self, JoinRefusal};
+use identity::{JwtAuthority, JwtError, JwtKeyMaterial};
 
 /// Slack on top of one SVID lifetime before a prepared root starts signing.
 const ACTIVATION_MARGIN: time::Duration = time::Duration::seconds(5);
@@ -348,6 +350,33 @@ impl Issuer {
     }
 }
 
+/// The stored form of the JWT signing key: its id and its PKCS#8 DER, base64 (standard
+/// alphabet), as in every state file so far.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JwtKeyRecord {
+    kid: String,
+    pkcs8: String,
+}
+
+impl JwtKeyRecord {
+    fn new(material: &JwtKeyMaterial) -> JwtKeyRecord {
+        JwtKeyRecord {
+            kid: material.kid.clone(),
+            pkcs8: B64.encode(&material.pkcs8),
+        }
+    }
+
+    fn material(&self) -> Result<JwtKeyMaterial, JwtError> {
+        let pkcs8 = B64
+            .decode(&self.pkcs8)
+            .map_err(|_| JwtError::Crypto("decoding the stored JWT key"))?;
+        Ok(JwtKeyMaterial {
+            kid: self.kid.clone(),
+            pkcs8,
+        })
+    }
+}
+
 fn load_jwt(store: &RedbStore) -> Result<JwtAuthority, AuthorityError> {
     let invalid = |e: JwtError| {
         AuthorityError::State(StateError::Record {
@@ -362,9 +391,10 @@ fn load_jwt(store: &RedbStore) -> Result<JwtAuthority, AuthorityError> {
         .into_iter()
         .next()
     {
-        return JwtAuthority::from_record(&rec).map_err(invalid);
+        return JwtAuthority::from_material(&rec.material().map_err(invalid)?).map_err(invalid);
     }
-    let (jwt, rec) = JwtAuthority::generate().map_err(invalid)?;
+    let (jwt, material) = JwtAuthority::generate().map_err(invalid)?;
+    let rec = JwtKeyRecord::new(&material);
     store.put_now(Table::JwtKeys, &rec.kid, &rec)?;
     Ok(jwt)
 }

@@ -1,19 +1,16 @@
 //! The module layering of the control crate, checked by a test (see `testkit::layering`
 //! for what the check sees and what it does not).
 //!
-//! Bottom to top: the leaves (`replica` keys, `connection` tracking, `jwt`, `check`) →
-//! `store` (the storage interface and its backends) → `authority`, `tokens` → `error` →
-//! `issuer` (identity state and issuing) → `registry` (snapshots) → `feed` → `reload`;
-//! beside them the servers: `node_api` → `node_tls`, and `admin` → `routes`. The agent, a
-//! client, uses only `jwt` (its bundle type) and `node_tls` (the control plane's SPIFFE ID):
-//! moving those two into `identity` is what splitting the agent into its own crate needs
-//! (docs/design/scale-out.md §6).
+//! Bottom to top: the leaves (`replica` keys, `connection` tracking, `check`, and `agent`,
+//! a client that imports nothing of the server: it can become its own crate) → `store`
+//! (the storage interface and its backends) → `authority`, `tokens` → `error` → `issuer`
+//! (identity state and issuing) → `registry` (snapshots) → `feed` → `reload`; beside them
+//! the servers: `node_api` → `node_tls`, and `admin` → `routes`.
 
 /// Each top-level module and the modules it may use.
 pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("replica", &[]),
     ("connection", &[]),
-    ("jwt", &[]),
     ("check", &[]),
     ("layering", &[]),
     ("store", &["replica"]),
@@ -27,12 +24,9 @@ pub(crate) const LAYERS: &[testkit::layering::Layer<'static>] = &[
     ("registry", &["error", "issuer", "replica", "store"]),
     ("feed", &["registry"]),
     ("reload", &["feed", "registry"]),
-    (
-        "node_api",
-        &["connection", "error", "issuer", "jwt", "tokens"],
-    ),
+    ("node_api", &["connection", "error", "issuer", "tokens"]),
     ("node_tls", &["connection", "error", "issuer", "node_api"]),
-    ("agent", &["jwt", "node_tls"]),
+    ("agent", &[]),
     ("admin", &["error", "registry", "tokens"]),
     ("routes", &["admin", "connection", "error", "registry"]),
 ];

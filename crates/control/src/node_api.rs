@@ -31,8 +31,8 @@ use serde::Deserialize;
 use crate::ControlError;
 use crate::connection::Stopping;
 use crate::issuer::Issuer;
-use crate::jwt::DEFAULT_JWT_TTL;
 use crate::tokens::JoinRefusal;
+use identity::DEFAULT_JWT_TTL;
 
 /// The verified SPIFFE ID of the TLS client, if it presented a certificate.
 #[derive(Debug, Clone)]

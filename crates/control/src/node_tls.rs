@@ -11,11 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::contract::node::CONTROL_PATH;
 use axum::Extension;
-use identity::{
-    ClientAuth, PeerPolicy, Protocols, SpiffeId, Svid, SvidCertificate, SvidKey, SvidStore,
-};
+use identity::control_id;
+use identity::{ClientAuth, PeerPolicy, Protocols, Svid, SvidCertificate, SvidKey, SvidStore};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -28,12 +26,6 @@ use crate::node_api::{self, Peer};
 
 /// How often CA transitions and the control plane's own SVID are checked.
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
-
-/// The control plane's SPIFFE ID in `td`.
-pub fn control_id(td: &identity::TrustDomain) -> SpiffeId {
-    // invariant: a constant, valid path.
-    SpiffeId::new(td.clone(), CONTROL_PATH).unwrap_or_else(|_| td.spiffe_id())
-}
 
 /// Issues the control plane its own SVID from its own CA.
 fn own_svid(issuer: &Issuer) -> Result<Svid, ControlError> {

@@ -20,6 +20,7 @@
 
 pub mod bundle;
 pub mod ca;
+pub mod jwt;
 pub mod peer;
 pub mod spiffe_id;
 pub mod store;
@@ -29,6 +30,7 @@ pub mod verifier;
 
 pub use bundle::{BundleError, TrustBundle};
 pub use ca::{CLOCK_SKEW_ALLOWANCE, Ca, CaError, CaPem, DEFAULT_CA_TTL, DEFAULT_SVID_TTL};
+pub use jwt::{DEFAULT_JWT_TTL, JwtAuthority, JwtBundle, JwtError, JwtKeyMaterial};
 pub use peer::{ClientAuth, PeerPolicy, SpiffeClientCertVerifier, SpiffeServerCertVerifier};
 pub use spiffe_id::{
     MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,
@@ -40,3 +42,12 @@ pub use tls::{
     server_config,
 };
 pub use verifier::{PeerRole, VerifyError, peer_spiffe_id, verify_svid};
+
+/// The path of the control plane's own SPIFFE ID: agents require exactly this peer.
+pub const CONTROL_PATH: &str = "/meshwork/control";
+
+/// The control plane's SPIFFE ID in `td`.
+pub fn control_id(td: &TrustDomain) -> SpiffeId {
+    // invariant: a constant, valid path.
+    SpiffeId::new(td.clone(), CONTROL_PATH).unwrap_or_else(|_| td.spiffe_id())
+}

@@ -25,7 +25,7 @@ use crate::entry::RegistrationEntrySpec;
 pub const AGENT_PATH_PREFIX: &str = "/meshwork/agent/";
 
 /// The control plane's own SPIFFE ID path (what agents verify on every connection).
-pub const CONTROL_PATH: &str = "/meshwork/control";
+pub use identity::CONTROL_PATH;
 
 /// Node attestation with a join token.
 #[derive(Debug, Clone, Serialize, Deserialize)]

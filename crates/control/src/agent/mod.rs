@@ -39,7 +39,7 @@ pub use metrics::fetch_status;
 pub use replicas::Replicas;
 pub use state::{AgentState, Identities, renewal_delay};
 
-use crate::node_tls::control_id;
+use identity::control_id;
 
 /// What an agent needs to start.
 #[derive(Debug, Clone)]
@@ -170,7 +170,7 @@ async fn join(config: &AgentConfig) -> Result<Agent, AgentError> {
     let initial = AgentState {
         entries: Vec::new(),
         svids: Default::default(),
-        jwt_bundle: crate::jwt::JwtBundle::empty(config.trust_domain.clone()),
+        jwt_bundle: identity::JwtBundle::empty(config.trust_domain.clone()),
         jwks: String::new(),
         bundle,
         control_connected: true,

@@ -17,7 +17,7 @@ use identity::{Svid, SvidKey, SvidStore, TrustBundle};
 use super::client::TlsConnect;
 use super::replicas::Replicas;
 use super::{AgentConfig, AgentError, assemble, csr_subject};
-use crate::node_tls::control_id;
+use identity::control_id;
 
 const SVID_FILE: &str = "node-svid.pem";
 const KEY_FILE: &str = "node-key.pem";

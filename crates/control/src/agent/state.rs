@@ -10,8 +10,8 @@ use identity::{Svid, TrustBundle};
 use rand::Rng;
 use time::OffsetDateTime;
 
-use crate::jwt::JwtBundle;
 use api::contract::node::Entry;
+use identity::JwtBundle;
 
 /// Everything Workload API answers are made of.
 #[derive(Debug, Clone)]

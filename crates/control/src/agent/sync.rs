@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::renewal_delay;
 use super::{Agent, assemble, csr_subject};
-use crate::jwt::JwtBundle;
+use identity::JwtBundle;
 
 /// Runs every loop until `stop` is cancelled.
 pub(crate) async fn run(agent: Arc<Agent>, version: u64, stop: CancellationToken) {

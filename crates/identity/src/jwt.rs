@@ -9,14 +9,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::{SpiffeId, TrustDomain};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use identity::{SpiffeId, TrustDomain};
 use ring::rand::SystemRandom;
 use ring::signature::{
     self, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
@@ -55,13 +54,22 @@ pub enum JwtError {
     NoAudience,
 }
 
-/// The stored form of a JWT signing key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct JwtKeyRecord {
+/// A JWT signing key as material to store: its key id and its PKCS#8 DER (the storing
+/// side decides the encoding, and whether to seal it).
+#[derive(Clone)]
+pub struct JwtKeyMaterial {
     /// Key id, published in the JWKS and each token's header.
     pub kid: String,
-    /// PKCS#8 DER, base64 (standard alphabet).
-    pub pkcs8: String,
+    /// The private key, PKCS#8 DER.
+    pub pkcs8: Vec<u8>,
+}
+
+impl std::fmt::Debug for JwtKeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKeyMaterial")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The control plane's JWT signing key.
@@ -80,31 +88,28 @@ impl std::fmt::Debug for JwtAuthority {
 }
 
 impl JwtAuthority {
-    /// A new P-256 key and its record for storing.
-    pub(crate) fn generate() -> Result<(JwtAuthority, JwtKeyRecord), JwtError> {
+    /// A new P-256 key and its material for storing.
+    pub fn generate() -> Result<(JwtAuthority, JwtKeyMaterial), JwtError> {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map_err(|_| JwtError::Crypto("generating the JWT key"))?;
         let mut kid = [0u8; 12];
         ring::rand::SecureRandom::fill(&rng, &mut kid)
             .map_err(|_| JwtError::Crypto("drawing a key id"))?;
-        let record = JwtKeyRecord {
+        let material = JwtKeyMaterial {
             kid: B64.encode(kid),
-            pkcs8: base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref()),
+            pkcs8: pkcs8.as_ref().to_vec(),
         };
-        Ok((Self::from_record(&record)?, record))
+        Ok((Self::from_material(&material)?, material))
     }
 
     /// Loads a stored key.
-    pub(crate) fn from_record(record: &JwtKeyRecord) -> Result<JwtAuthority, JwtError> {
+    pub fn from_material(material: &JwtKeyMaterial) -> Result<JwtAuthority, JwtError> {
         let rng = SystemRandom::new();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(&record.pkcs8)
-            .map_err(|_| JwtError::Crypto("decoding the stored JWT key"))?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &material.pkcs8, &rng)
             .map_err(|_| JwtError::Crypto("reading the stored JWT key"))?;
         Ok(JwtAuthority {
-            kid: record.kid.clone(),
+            kid: material.kid.clone(),
             key,
             rng,
         })
@@ -367,8 +372,8 @@ mod tests {
 
     #[test]
     fn a_stored_key_signs_tokens_the_old_bundle_accepts() {
-        let (auth, record) = JwtAuthority::generate().unwrap();
-        let again = JwtAuthority::from_record(&record).unwrap();
+        let (auth, material) = JwtAuthority::generate().unwrap();
+        let again = JwtAuthority::from_material(&material).unwrap();
         let td: TrustDomain = "example.org".parse().unwrap();
         let bundle = JwtBundle::from_jwks(td, &auth.jwks()).unwrap();
         let id: SpiffeId = "spiffe://example.org/x".parse().unwrap();
