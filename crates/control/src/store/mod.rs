@@ -17,6 +17,7 @@
 //! compile time) and adds the typed helpers callers use ([`Store::read`],
 //! [`Store::put`], [`Store::delete`], [`Store::modify`]).
 
+pub mod cache;
 pub mod election;
 mod error;
 pub mod etcd;
