@@ -29,10 +29,33 @@ enum CaCommand {
     Rotate,
     /// Show every root and its state.
     Status,
+    /// The key-encryption key of a shared (etcd) store.
+    #[command(subcommand)]
+    Kek(KekCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum KekCommand {
+    /// Create a new key-encryption key file (mode 0600; refuses to overwrite one). Give
+    /// every control replica the same file with --kek-file; keep it out of etcd and its
+    /// backups.
+    Create {
+        /// Where to write it.
+        path: PathBuf,
+    },
 }
 
 /// Runs `meshwork ca`.
 pub fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
+    if let CaCommand::Kek(KekCommand::Create { path }) = &args.command {
+        let kek = control::store::seal::Kek::create(path)?;
+        println!(
+            "key-encryption key {} written to {}",
+            kek.id(),
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = Client::new(UnixConnect(args.state_dir.join("control.sock")));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,6 +82,7 @@ pub fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        CaCommand::Kek(_) => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -40,7 +40,7 @@ async fn create_token(
     Json(req): Json<TokenRequest>,
 ) -> Result<Json<JoinToken>, ControlError> {
     let ttl = token_ttl(req.ttl_secs)?;
-    Ok(Json(registry.issuer().create_token(ttl)?))
+    Ok(Json(registry.issuer().create_token(ttl).await?))
 }
 
 /// A token's lifetime: 10 minutes when absent; positive and at most
@@ -106,7 +106,7 @@ async fn put_entry(
         ));
     }
     tracing::info!(entry = %id, spiffe_id = %spec.spiffe_id, "registration entry stored");
-    issuer.put_entry(Entry { id, spec })?;
+    issuer.put_entry(Entry { id, spec }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -114,7 +114,7 @@ async fn delete_entry(
     State(registry): State<Arc<Registry>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ControlError> {
-    if registry.issuer().delete_entry(&id)? {
+    if registry.issuer().delete_entry(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ControlError::request(
@@ -128,7 +128,7 @@ async fn delete_entry(
 async fn rotate_ca(
     State(registry): State<Arc<Registry>>,
 ) -> Result<Json<AuthorityStatus>, ControlError> {
-    Ok(Json(registry.issuer().rotate_ca()?))
+    Ok(Json(registry.issuer().rotate_ca().await?))
 }
 
 async fn status(State(registry): State<Arc<Registry>>) -> Json<ControlStatus> {

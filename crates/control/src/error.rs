@@ -25,6 +25,12 @@ pub enum ControlError {
     /// The state file failed.
     #[error(transparent)]
     State(#[from] crate::store::StateError),
+    /// The store failed (for etcd: unavailable, no quorum: retry later).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The key-encryption key cannot be read.
+    #[error(transparent)]
+    Kek(crate::store::seal::SealError),
     /// A task of the control plane still held the state file after shutdown (a bug: `serve`
     /// awaits every task it starts).
     #[error("the state file is still held by a task after the control plane stopped")]
@@ -77,6 +83,11 @@ impl ControlError {
             ControlError::Request { status, code, .. } => (*status, code),
             ControlError::Authority(crate::AuthorityError::RotationInProgress { .. }) => {
                 (StatusCode::CONFLICT, "rotation_in_progress")
+            }
+            ControlError::Store(e) | ControlError::Authority(crate::AuthorityError::Store(e))
+                if e.is_transient() =>
+            {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
             }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

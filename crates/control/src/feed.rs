@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use api::{LoadError, ResourceSet};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use crate::Registry;
+use crate::registry::{LiveChange, LiveResources, Registry};
+use crate::store::Op;
 
 /// One version of the mesh's resources, as a source read them.
 #[derive(Debug)]
@@ -42,6 +42,9 @@ pub(crate) enum Reload {
     TrafficPublished,
     /// The resources do not load (the loader's error); the previous policies keep serving.
     Invalid(String),
+    /// Not written: the store failed or this replica no longer leads; the previous
+    /// policies keep serving (the next leader applies the source again).
+    NotWritten(String),
 }
 
 /// Applies updates to one registry.
@@ -56,12 +59,14 @@ impl Applier {
         Applier { started_with }
     }
 
-    /// Publishes what changed in `resources` (from `source`); nothing when they are invalid.
-    pub(crate) fn apply(
+    /// Stores and publishes what changed in `resources` (from `source`), under `fence` (the
+    /// leader's); nothing when they are invalid.
+    pub(crate) async fn apply(
         &self,
         registry: &Registry,
         source: &str,
         resources: &Result<ResourceSet, LoadError>,
+        fence: Option<Op>,
     ) -> Reload {
         let set = match resources {
             Ok(set) => set,
@@ -71,14 +76,47 @@ impl Applier {
             tracing::warn!(%source,
                 "Mesh, Workload or Service resources changed: they apply after a restart; applying policy changes only");
         }
-        // Both run: each publishes what changed (two snapshots when both did; proxies take
-        // the newest).
-        let policies = registry.replace_policies(set.policy_set());
-        let traffic = registry.replace_traffic(set.traffic());
-        match (policies, traffic) {
-            (true, _) => Reload::Published(registry.subscribe().borrow().policy_hash.clone()),
-            (false, true) => Reload::TrafficPublished,
-            (false, false) => Reload::SamePolicies,
+        match registry.write_live(&LiveResources::of(set), fence).await {
+            Ok(LiveChange::Policies) => {
+                Reload::Published(registry.subscribe().borrow().policy_hash.clone())
+            }
+            Ok(LiveChange::Traffic) => Reload::TrafficPublished,
+            Ok(LiveChange::Same) => Reload::SamePolicies,
+            Ok(LiveChange::Fenced) => Reload::NotWritten("this replica no longer leads".to_owned()),
+            Err(error) => Reload::NotWritten(error.to_string()),
+        }
+    }
+
+    /// Applies `update` and logs what that did (`unchanged_quietly`: an unchanged
+    /// result only at debug level, for the application when a replica takes the lead).
+    pub(crate) async fn apply_logged(
+        &self,
+        registry: &Registry,
+        update: &ResourceUpdate,
+        fence: Option<Op>,
+        unchanged_quietly: bool,
+    ) {
+        let source = update.source.as_str();
+        let version = || registry.subscribe().borrow().version;
+        match self.apply(registry, source, &update.resources, fence).await {
+            Reload::SamePolicies if unchanged_quietly => {
+                tracing::debug!(%source, "the stored policies and routes are the source's")
+            }
+            Reload::SamePolicies => {
+                tracing::info!(%source, "resources reloaded; policies and routes unchanged")
+            }
+            Reload::Published(hash) => {
+                tracing::info!(%source, policy_hash = %hash, version = version(), "policies reloaded and published");
+            }
+            Reload::TrafficPublished => {
+                tracing::info!(%source, version = version(), "routes and traffic settings reloaded and published");
+            }
+            Reload::Invalid(error) => {
+                tracing::error!(%source, "resources not reloaded, the previous policies keep serving:\n{error}");
+            }
+            Reload::NotWritten(error) => {
+                tracing::warn!(%source, %error, "resources not stored; the previous policies keep serving");
+            }
         }
     }
 }
@@ -103,45 +141,6 @@ pub(crate) fn needs_restart(before: &ResourceSet, after: &ResourceSet) -> bool {
         || without_traffic(&before.services) != without_traffic(&after.services)
 }
 
-/// Applies every update `feed` brings, logging what each did, until `stop` is cancelled or
-/// the source is gone.
-pub(crate) async fn apply_feed(
-    registry: Arc<Registry>,
-    started_with: ResourceSet,
-    mut feed: ResourceFeed,
-    stop: CancellationToken,
-) {
-    let applier = Applier::new(started_with);
-    loop {
-        tokio::select! {
-            changed = feed.changed() => if changed.is_err() {
-                tracing::debug!("the resource source ended; the last resources keep serving");
-                return;
-            },
-            () = stop.cancelled() => return,
-        }
-        // Cloned out so that the source is not held up while this applies.
-        let update = Arc::clone(&feed.borrow_and_update());
-        let source = update.source.as_str();
-        match applier.apply(&registry, source, &update.resources) {
-            Reload::SamePolicies => {
-                tracing::info!(%source, "resources reloaded; policies and routes unchanged")
-            }
-            Reload::Published(hash) => {
-                let version = registry.subscribe().borrow().version;
-                tracing::info!(%source, policy_hash = %hash, version, "policies reloaded and published");
-            }
-            Reload::TrafficPublished => {
-                let version = registry.subscribe().borrow().version;
-                tracing::info!(%source, version, "routes and traffic settings reloaded and published");
-            }
-            Reload::Invalid(error) => {
-                tracing::error!(%source, "resources not reloaded, the previous policies keep serving:\n{error}");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
@@ -153,66 +152,43 @@ mod tests {
         api::load_dir(&dir).expect("example loads")
     }
 
-    fn update(resources: Result<ResourceSet, LoadError>) -> Arc<ResourceUpdate> {
-        Arc::new(ResourceUpdate {
-            source: "test".to_owned(),
-            resources,
-        })
-    }
-
     #[tokio::test]
-    async fn each_update_a_feed_brings_is_applied_and_invalid_ones_keep_the_old_policies() {
+    async fn updates_are_stored_and_published_and_invalid_ones_keep_the_old_policies() {
         let set = example();
-        let state = tempfile::tempdir().expect("tempdir");
-        let registry = Arc::new(Registry::open(state.path(), set.clone()).expect("registry"));
-        let (sender, feed) = watch::channel(update(Ok(set.clone())));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(apply_feed(
-            Arc::clone(&registry),
-            set.clone(),
-            feed,
-            stop.clone(),
-        ));
-        let mut snapshots = registry.subscribe();
-        let first = Arc::clone(&snapshots.borrow_and_update());
+        let local = crate::registry::Local::open(set.clone()).await;
+        let registry = &local.registry;
+        let applier = Applier::new(set.clone());
+        let first = Arc::clone(&registry.subscribe().borrow());
         assert_eq!(first.policies.authorization.len(), 3);
 
         let mut fewer = set.clone();
         fewer.authorization_policies.truncate(1);
-        sender.send(update(Ok(fewer))).expect("send");
-        snapshots.changed().await.expect("a new snapshot");
-        let second = Arc::clone(&snapshots.borrow_and_update());
+        let reload = applier
+            .apply(registry, "test", &Ok(fewer.clone()), None)
+            .await;
+        assert!(matches!(reload, Reload::Published(_)), "{reload:?}");
+        let second = Arc::clone(&registry.subscribe().borrow());
         assert_eq!(second.policies.authorization.len(), 1);
         assert!(second.version > first.version);
+        let same = applier.apply(registry, "test", &Ok(fewer), None).await;
+        assert!(matches!(same, Reload::SamePolicies), "{same:?}");
+        assert_eq!(registry.subscribe().borrow().version, second.version);
 
         // Invalid: nothing is published; then the original set goes out again.
-        sender
-            .send(update(Err(LoadError::NoMesh(None))))
-            .expect("send");
-        sender.send(update(Ok(set))).expect("send");
-        snapshots.changed().await.expect("a new snapshot");
-        let third = Arc::clone(&snapshots.borrow_and_update());
-        assert_eq!(third.policy_hash, first.policy_hash);
-
-        // A source that goes away leaves the control plane serving what it has.
-        drop(sender);
-        task.await.expect("the task ends with its source");
-        assert_eq!(registry.subscribe().borrow().version, third.version);
-    }
-
-    #[test]
-    fn invalid_updates_are_reported_with_the_loaders_error() {
-        let set = example();
-        let state = tempfile::tempdir().expect("tempdir");
-        let registry = Registry::open(state.path(), set.clone()).expect("registry");
-        let version = registry.subscribe().borrow().version;
-        let applier = Applier::new(set);
-        let Reload::Invalid(error) =
-            applier.apply(&registry, "test", &Err(LoadError::NoMesh(None)))
-        else {
-            panic!("an invalid update was applied")
+        let error = applier
+            .apply(registry, "test", &Err(LoadError::NoMesh(None)), None)
+            .await;
+        let Reload::Invalid(error) = error else {
+            panic!("an invalid update was applied: {error:?}")
         };
         assert!(error.contains("no `kind: Mesh` resource"), "{error}");
-        assert_eq!(registry.subscribe().borrow().version, version);
+        assert_eq!(registry.subscribe().borrow().version, second.version);
+        applier.apply(registry, "test", &Ok(set), None).await;
+        let third = Arc::clone(&registry.subscribe().borrow());
+        assert_eq!(third.policy_hash, first.policy_hash);
+
+        // The store keeps them: a restart with other files serves its own files' policies
+        // (redb: the only writer), a replica joining a shared store serves the stored ones.
+        local.close().await;
     }
 }

@@ -20,19 +20,23 @@ pub mod agent;
 pub mod authority;
 pub mod check;
 mod connection;
+mod duties;
 mod error;
 mod feed;
 mod issuer;
+mod keys;
 #[cfg(test)]
 mod layering;
 pub mod node_api;
 mod node_tls;
+mod open;
 mod registry;
 mod reload;
 mod replica;
 mod routes;
 pub mod store;
 mod tokens;
+mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +55,7 @@ pub use feed::{ResourceFeed, ResourceUpdate};
 pub use identity::control_id;
 pub use identity::{DEFAULT_JWT_TTL, JwtBundle, JwtError};
 pub use issuer::Issuer;
+pub use open::{EtcdConfig, StoreConfig};
 pub use registry::Registry;
 pub use replica::{ReplicaKey, ReplicaKeyError};
 pub use store::{STATE_FILE, StateError, StoreError};
@@ -72,6 +77,8 @@ pub struct ControlConfig {
     /// address is written to `<state>/node-api.addr` and the trust bundle agents
     /// bootstrap with to `<state>/bundle.pem`. `None`: no agents.
     pub node_api: Option<std::net::SocketAddr>,
+    /// Where the state lives: `<state>/control.redb` (the default) or a shared etcd.
+    pub store: StoreConfig,
 }
 
 /// Runs the control plane until `shutdown` resolves. When it returns, every task it started
@@ -130,34 +137,36 @@ async fn serve_with(
     let mut config = config;
     let resources = std::mem::take(&mut config.resources);
     let started_with = feed.as_ref().map(|_| resources.clone());
-    let registry = Arc::new(Registry::open(&config.state_dir, resources)?);
-    // Every task started below holds the registry or the issuer, so the state file: each
-    // runs on `tasks` and ends when `stop` is cancelled (see `connection`).
+    // Every task started below holds the registry or the issuer, so the store: each runs
+    // on `tasks` and ends when `stop` is cancelled (see `connection`).
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let fed = feed.zip(started_with);
-    let served = run(&config, fed, &registry, &stop, &tasks, shutdown).await;
+    let opened = open::open(&config.store, &config.state_dir, resources, &stop, &tasks).await;
+    let served = match &opened {
+        Ok(registry) => {
+            let replica = config.store.replica_id().to_owned();
+            let fed = feed.zip(started_with);
+            let lead = duties::lead(Arc::clone(registry), replica, fed, stop.clone());
+            tasks.spawn(lead);
+            run(&config, registry, &stop, &tasks, shutdown).await
+        }
+        Err(_) => Ok(()),
+    };
     stop.cancel();
     tasks.close();
     tasks.wait().await;
-    close_state_file(registry)?;
+    close_state_file(opened?)?;
     served
 }
 
-/// Starts applying the feed and the node API, then serves the control socket until
-/// `shutdown`.
+/// Starts the node API, then serves the control socket until `shutdown`.
 async fn run(
     config: &ControlConfig,
-    fed: Option<(ResourceFeed, ResourceSet)>,
     registry: &Arc<Registry>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
-    if let Some((feed, set)) = fed {
-        let stop = stop.clone();
-        tasks.spawn(feed::apply_feed(Arc::clone(registry), set, feed, stop));
-    }
     if let Some(addr) = config.node_api {
         start_node_api(addr, &config.state_dir, registry, stop, tasks).await?;
     }

@@ -53,7 +53,7 @@ fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -
 }
 
 /// The calling agent, or why it is not one.
-fn agent(issuer: &Issuer, peer: &Peer) -> Result<SpiffeId, ControlError> {
+async fn agent(issuer: &Issuer, peer: &Peer) -> Result<SpiffeId, ControlError> {
     let Some(id) = &peer.0 else {
         return Err(refused(
             StatusCode::UNAUTHORIZED,
@@ -61,7 +61,7 @@ fn agent(issuer: &Issuer, peer: &Peer) -> Result<SpiffeId, ControlError> {
             "this route needs a node SVID",
         ));
     };
-    if !id.path().starts_with(AGENT_PATH_PREFIX) || !issuer.is_agent(id) {
+    if !id.path().starts_with(AGENT_PATH_PREFIX) || !issuer.is_agent(id).await {
         return Err(refused(
             StatusCode::FORBIDDEN,
             "not_an_agent",
@@ -85,8 +85,8 @@ async fn join(
     State(issuer): State<Arc<Issuer>>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<SvidResponse>, ControlError> {
-    let id = issuer.join(&req.token).map_err(|e| match e {
-        JoinRefusal::State(source) => ControlError::State(source),
+    let id = issuer.join(&req.token).await.map_err(|e| match e {
+        JoinRefusal::Store(source) => ControlError::Store(source),
         other => refused(StatusCode::FORBIDDEN, "join_refused", other.to_string()),
     })?;
     sign(&issuer, &req.csr_pem, &id)
@@ -97,7 +97,7 @@ async fn renew(
     Extension(peer): Extension<Peer>,
     Json(req): Json<RenewRequest>,
 ) -> Result<Json<SvidResponse>, ControlError> {
-    let id = agent(&issuer, &peer)?;
+    let id = agent(&issuer, &peer).await?;
     sign(&issuer, &req.csr_pem, &id)
 }
 
@@ -106,7 +106,7 @@ async fn workload_svid(
     Extension(peer): Extension<Peer>,
     Json(req): Json<WorkloadSvidRequest>,
 ) -> Result<Json<SvidResponse>, ControlError> {
-    let agent = agent(&issuer, &peer)?;
+    let agent = agent(&issuer, &peer).await?;
     let entry = issuer.entry(&req.entry_id).ok_or_else(|| {
         refused(
             StatusCode::NOT_FOUND,
@@ -123,7 +123,7 @@ async fn jwt_svid(
     Extension(peer): Extension<Peer>,
     Json(req): Json<JwtSvidRequest>,
 ) -> Result<Json<JwtSvidResponse>, ControlError> {
-    agent(&issuer, &peer)?;
+    agent(&issuer, &peer).await?;
     let entry = issuer.entry(&req.entry_id).ok_or_else(|| {
         refused(
             StatusCode::NOT_FOUND,
@@ -155,10 +155,12 @@ async fn sync(
     Extension(Stopping(stop)): Extension<Stopping>,
     Query(q): Query<Since>,
 ) -> Result<Json<NodeView>, ControlError> {
-    agent(&issuer, &peer)?;
+    agent(&issuer, &peer).await?;
     let mut rx = issuer.subscribe();
     let newer = {
-        let wait = rx.wait_for(|v| v.version > q.since);
+        // `!=`: an agent that moved from another replica may hold a version this one
+        // has not reached yet; it gets this replica's view at once.
+        let wait = rx.wait_for(|v| v.version != q.since);
         let poll = tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait);
         tokio::select! {
             answer = poll => match answer {

@@ -127,7 +127,8 @@ async fn connection(
     crate::connection::http(tls, service, stop, tasks).await;
 }
 
-/// Drives CA rotation and keeps the control plane's SVID and bundle current.
+/// Keeps this replica's own SVID and bundle current (CA transitions are the leader's
+/// duty, `crate::duties`).
 async fn maintain(issuer: Arc<Issuer>, store: Arc<SvidStore>) {
     let half_life = |svid: &Svid| {
         let now = time::OffsetDateTime::now_utc();
@@ -136,9 +137,6 @@ async fn maintain(issuer: Arc<Issuer>, store: Arc<SvidStore>) {
     let mut renew_at = half_life(&store.svid());
     loop {
         tokio::time::sleep(MAINTENANCE_PERIOD).await;
-        if let Err(error) = issuer.tick_ca() {
-            tracing::error!(%error, "CA rotation step failed; retrying");
-        }
         let bundle = issuer.bundle();
         if *store.bundle() != bundle {
             store.set_bundle(bundle);

@@ -105,6 +105,7 @@ mod tests {
     use super::*;
     use crate::Registry;
     use crate::feed::{Applier, Reload, needs_restart};
+    use crate::registry::Local;
 
     /// What `meshwork control --resources DIR` does each second: poll, then apply.
     struct Reloader {
@@ -115,9 +116,9 @@ mod tests {
 
     impl Reloader {
         /// What one poll did: `None` when no file changed.
-        fn poll(&mut self, registry: &Registry) -> Option<Reload> {
+        async fn poll(&mut self, registry: &Registry) -> Option<Reload> {
             let resources = self.poller.poll()?;
-            Some(self.applier.apply(registry, "test", &resources))
+            Some(self.applier.apply(registry, "test", &resources, None).await)
         }
     }
 
@@ -126,7 +127,7 @@ mod tests {
     }
 
     /// A copy of the example (resources only) to edit, and a registry serving it.
-    fn setup() -> (tempfile::TempDir, tempfile::TempDir, Registry, Reloader) {
+    async fn setup() -> (tempfile::TempDir, Local, Reloader) {
         let dir = tempfile::tempdir().expect("tempdir");
         for f in [
             "mesh.yaml",
@@ -137,23 +138,23 @@ mod tests {
             std::fs::copy(example().join(f), dir.path().join(f)).expect("copy");
         }
         let set = api::load_dir(dir.path()).expect("example loads");
-        let state = tempfile::tempdir().expect("tempdir");
-        let registry = Registry::open(state.path(), set.clone()).expect("registry");
+        let local = Local::open(set.clone()).await;
         let reloader = Reloader {
             poller: DirPoller::new(dir.path().to_owned()),
             applier: Applier::new(set.clone()),
             started_with: set,
         };
-        (dir, state, registry, reloader)
+        (dir, local, reloader)
     }
 
-    #[test]
-    fn policy_edits_are_published_and_invalid_edits_keep_the_old_policies() {
-        let (dir, _state, registry, mut reloader) = setup();
+    #[tokio::test]
+    async fn policy_edits_are_published_and_invalid_edits_keep_the_old_policies() {
+        let (dir, local, mut reloader) = setup().await;
+        let registry = &local.registry;
         let first = Arc::clone(&registry.subscribe().borrow());
         assert_eq!(first.policies.authorization.len(), 3);
         assert_eq!(first.policy_hash, first.policies.hash().to_string());
-        assert!(reloader.poll(&registry).is_none());
+        assert!(reloader.poll(registry).await.is_none());
 
         let policies = dir.path().join("policies.yaml");
         let text = std::fs::read_to_string(&policies).expect("read");
@@ -162,7 +163,7 @@ mod tests {
             text.replace("ports: [443]", "ports: [443, 8443]"),
         )
         .expect("write");
-        let Some(Reload::Published(hash)) = reloader.poll(&registry) else {
+        let Some(Reload::Published(hash)) = reloader.poll(registry).await else {
             panic!("not published")
         };
         let second = Arc::clone(&registry.subscribe().borrow());
@@ -172,7 +173,7 @@ mod tests {
 
         std::fs::write(&policies, "apiVersion: meshwork.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: x}\nspec: {to: []}\n")
             .expect("write");
-        let Some(Reload::Invalid(error)) = reloader.poll(&registry) else {
+        let Some(Reload::Invalid(error)) = reloader.poll(registry).await else {
             panic!("invalid edit accepted")
         };
         assert!(
@@ -181,28 +182,30 @@ mod tests {
         );
         assert_eq!(registry.subscribe().borrow().version, second.version);
         assert!(
-            reloader.poll(&registry).is_none(),
+            reloader.poll(registry).await.is_none(),
             "an invalid edit is reported once"
         );
     }
 
-    #[test]
-    fn unchanged_policies_publish_nothing() {
-        let (dir, _state, registry, mut reloader) = setup();
+    #[tokio::test]
+    async fn unchanged_policies_publish_nothing() {
+        let (dir, local, mut reloader) = setup().await;
+        let registry = &local.registry;
         let version = registry.subscribe().borrow().version;
         let services = dir.path().join("services.yaml");
         let text = std::fs::read_to_string(&services).expect("read");
         std::fs::write(&services, format!("# a comment\n{text}")).expect("write");
         assert!(matches!(
-            reloader.poll(&registry),
+            reloader.poll(registry).await,
             Some(Reload::SamePolicies)
         ));
         assert_eq!(registry.subscribe().borrow().version, version);
     }
 
-    #[test]
-    fn route_and_traffic_edits_are_published_live() {
-        let (dir, _state, registry, mut reloader) = setup();
+    #[tokio::test]
+    async fn route_and_traffic_edits_are_published_live() {
+        let (dir, local, mut reloader) = setup().await;
+        let registry = &local.registry;
         let first = Arc::clone(&registry.subscribe().borrow());
         // The example's billing Service has knobs (services.yaml) but, here, no route.
         let traffic = &first.services["billing"].traffic;
@@ -212,7 +215,7 @@ mod tests {
         let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: billing}\nspec:\n  parentRefs: [{group: '', kind: Service, name: billing}]\n  rules:\n    - matches: [{path: {value: /charges}}]\n      timeouts: {request: 2s}\n";
         std::fs::write(dir.path().join("routes.yaml"), route).expect("write");
         assert!(matches!(
-            reloader.poll(&registry),
+            reloader.poll(registry).await,
             Some(Reload::TrafficPublished)
         ));
         let second = Arc::clone(&registry.subscribe().borrow());
@@ -231,7 +234,7 @@ mod tests {
         let after = api::load_dir(dir.path()).expect("loads");
         assert!(!needs_restart(&reloader.started_with, &after));
         assert!(matches!(
-            reloader.poll(&registry),
+            reloader.poll(registry).await,
             Some(Reload::TrafficPublished)
         ));
         let third = Arc::clone(&registry.subscribe().borrow());
@@ -239,7 +242,7 @@ mod tests {
         assert_eq!(policy.outlier_detection.consecutive_failures, 2);
 
         std::fs::write(dir.path().join("routes.yaml"), route.replace("2s", "2d")).expect("write");
-        let Some(Reload::Invalid(error)) = reloader.poll(&registry) else {
+        let Some(Reload::Invalid(error)) = reloader.poll(registry).await else {
             panic!("invalid route accepted")
         };
         let error = error.to_string();

@@ -34,7 +34,7 @@ async fn endpoints(
     State(registry): State<Arc<Registry>>,
     Json(reg): Json<EndpointRegistration>,
 ) -> Result<StatusCode, ControlError> {
-    registry.register(reg)?;
+    registry.register(reg).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -54,7 +54,9 @@ async fn snapshot(
 ) -> ([(header::HeaderName, &'static str); 1], Bytes) {
     let mut rx = registry.subscribe();
     let newer = {
-        let wait = rx.wait_for(|s| s.version > q.since);
+        // `!=`, not `>`: a client that moved from another replica, or across a restore
+        // of the store, may hold a version this one has not reached; it gets ours at once.
+        let wait = rx.wait_for(|s| s.version != q.since);
         let poll = tokio::time::timeout(Duration::from_secs(LONG_POLL_SECS), wait);
         tokio::select! {
             answer = poll => match answer {

@@ -7,6 +7,8 @@
 mod failover;
 #[path = "control/grpc_core.rs"]
 mod grpc_core;
+#[path = "control/replicas.rs"]
+mod replicas;
 #[path = "control/shutdown.rs"]
 mod shutdown;
 #[path = "control/workload_api.rs"]
@@ -45,6 +47,7 @@ async fn start_with(state: &Path, dir: &Path, node_api: Option<std::net::SocketA
         state_dir: state.to_owned(),
         resources: api::load_dir(dir).expect("resources"),
         node_api,
+        store: control::StoreConfig::Redb,
     };
     let (stop, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(control::serve(config, async {
@@ -228,6 +231,7 @@ async fn ca_survives_restart_and_corrupt_state_is_never_silently_replaced() {
         state_dir: dir.path().to_owned(),
         resources: api::load_dir(&example()).expect("example"),
         node_api: None,
+        store: control::StoreConfig::Redb,
     };
     let err = control::serve(config, async {})
         .await

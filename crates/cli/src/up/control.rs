@@ -34,6 +34,55 @@ pub struct ControlArgs {
     /// The broker `ServiceClaim`s are provisioned through (Kubernetes mode).
     #[command(flatten)]
     pub claims: crate::kubernetes::claims::BrokerArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where the control plane keeps its state: `<state-dir>/control.redb` by default, or a
+/// shared etcd cluster for several replicas (docs/scale.md).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// An etcd member's client URL (`http://127.0.0.1:2379`); repeat for each member.
+    /// Every replica started with the same members and prefix shares one state.
+    #[arg(long = "etcd", value_name = "URL")]
+    pub etcd: Vec<String>,
+    /// The key prefix in etcd; `/meshwork/<trust domain>` by default.
+    #[arg(long, requires = "etcd")]
+    pub etcd_prefix: Option<String>,
+    /// The key-encryption key file (required with --etcd; the same file on every
+    /// replica; never in etcd): CA and JWT private keys are sealed with it. Create one
+    /// with `meshwork ca kek create PATH`.
+    #[arg(long, requires = "etcd")]
+    pub kek_file: Option<PathBuf>,
+    /// This replica's name in elections and logs; the host name and process id by default.
+    #[arg(long, requires = "etcd")]
+    pub replica_id: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store configuration these arguments select.
+    pub fn config(&self) -> anyhow::Result<control::StoreConfig> {
+        if self.etcd.is_empty() {
+            return Ok(control::StoreConfig::Redb);
+        }
+        let Some(kek_file) = self.kek_file.clone() else {
+            anyhow::bail!(
+                "--etcd needs --kek-file: CA and JWT private keys are sealed before they go \
+                 into etcd (create the file once with `meshwork ca kek create PATH` and give \
+                 every replica the same one)"
+            );
+        };
+        let replica_id = self.replica_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        Ok(control::StoreConfig::Etcd(control::EtcdConfig {
+            endpoints: self.etcd.clone(),
+            prefix: self.etcd_prefix.clone(),
+            kek_file,
+            replica_id,
+        }))
+    }
 }
 
 /// Runs the control plane until SIGINT/SIGTERM.
@@ -57,6 +106,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         state_dir: args.state_dir,
         resources,
         node_api: Some(args.node_api),
+        store: args.store.config()?,
     };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match args.resources {

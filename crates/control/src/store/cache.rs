@@ -12,11 +12,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::pin::Pin;
+
+use futures_util::stream::Peekable;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::{Backend, Record, Revision, Store, StoreError, Table};
+use super::{Backend, Change, Changes, Record, Revision, Store, StoreError, Table};
 
 /// The pause before listing again after the store failed (it may be unavailable).
 const RELIST_PAUSE: Duration = Duration::from_millis(200);
@@ -30,11 +34,12 @@ pub struct StateCache {
 
 impl StateCache {
     /// Lists `tables` once (so the cache is complete when this returns) and keeps them
-    /// current until `stop`.
+    /// current, on `tasks`, until `stop`.
     pub async fn start(
         store: Arc<Store>,
         tables: Vec<Table>,
         stop: CancellationToken,
+        tasks: &TaskTracker,
     ) -> Result<Arc<StateCache>, StoreError> {
         let cache = Arc::new(StateCache {
             tables: RwLock::new(BTreeMap::new()),
@@ -42,7 +47,7 @@ impl StateCache {
         });
         let at = cache.relist(&store, &tables).await?;
         let reflector = Arc::clone(&cache);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             tokio::select! {
                 () = reflector.reflect(&store, &tables, at) => {}
                 () = stop.cancelled() => {}
@@ -71,6 +76,12 @@ impl StateCache {
         *self.revision.borrow()
     }
 
+    /// A receiver woken after every change the cache applies (also within one revision:
+    /// a commit's changes arrive one by one) and after every listing.
+    pub fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
     /// Waits until the cache is current at `revision` or later (a write's own revision:
     /// read-your-writes); `false` if that took longer than `within`.
     pub async fn caught_up(&self, revision: Revision, within: Duration) -> bool {
@@ -93,11 +104,7 @@ impl StateCache {
         }
         let at = if at == Revision::MAX { 0 } else { at };
         *self.tables.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        self.revision.send_if_modified(|r| {
-            let newer = at > *r;
-            *r = (*r).max(at);
-            newer
-        });
+        self.revision.send_modify(|r| *r = (*r).max(at));
         Ok(at)
     }
 
@@ -107,20 +114,24 @@ impl StateCache {
     async fn reflect(&self, store: &Store, tables: &[Table], mut at: Revision) {
         loop {
             let relist = match store.watch(tables, at).await {
-                Ok(mut changes) => loop {
-                    match changes.next().await {
-                        Some(Ok(change)) => {
-                            at = at.max(change.revision);
-                            self.apply(change);
+                Ok(changes) => {
+                    let mut changes = changes.peekable();
+                    loop {
+                        match changes.next().await {
+                            Some(Ok(change)) => {
+                                at = at.max(change.revision);
+                                let commit = whole_commit(&mut changes, change);
+                                self.apply(commit);
+                            }
+                            Some(Err(StoreError::Compacted(_))) => break true,
+                            Some(Err(error)) => {
+                                tracing::debug!(%error, "cache watch broke; watching again");
+                                break false;
+                            }
+                            None => break false,
                         }
-                        Some(Err(StoreError::Compacted(_))) => break true,
-                        Some(Err(error)) => {
-                            tracing::debug!(%error, "cache watch broke; watching again");
-                            break false;
-                        }
-                        None => break false,
                     }
-                },
+                }
                 Err(StoreError::Compacted(_)) => true,
                 Err(error) => {
                     tracing::debug!(%error, "cache watch did not start; trying again");
@@ -146,29 +157,52 @@ impl StateCache {
         }
     }
 
-    fn apply(&self, change: super::Change) {
+    /// Applies one commit's changes together: a reader (and `caught_up`) never sees a
+    /// commit half applied.
+    fn apply(&self, commit: Vec<Change>) {
+        let mut revision = 0;
         {
             let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
-            let table = tables.entry(change.table).or_default();
-            match change.value {
-                Some(value) => {
-                    let record = Record {
-                        key: change.key.clone(),
-                        value,
-                        mod_revision: change.revision,
-                    };
-                    table.insert(change.key, record);
-                }
-                None => {
-                    table.remove(&change.key);
+            for change in commit {
+                revision = revision.max(change.revision);
+                let table = tables.entry(change.table).or_default();
+                match change.value {
+                    Some(value) => {
+                        let record = Record {
+                            key: change.key.clone(),
+                            value,
+                            mod_revision: change.revision,
+                        };
+                        table.insert(change.key, record);
+                    }
+                    None => {
+                        table.remove(&change.key);
+                    }
                 }
             }
         }
-        self.revision.send_if_modified(|r| {
-            let newer = change.revision > *r;
-            *r = (*r).max(change.revision);
-            newer
-        });
+        self.revision.send_modify(|r| *r = (*r).max(revision));
+    }
+}
+
+/// `first` and the changes of the same commit that follow it: both backends deliver a
+/// commit's changes together (etcd in one watch response, redb in one message), so they
+/// are ready without waiting.
+fn whole_commit(changes: &mut Peekable<Changes>, first: Change) -> Vec<Change> {
+    let revision = first.revision;
+    let mut commit = vec![first];
+    loop {
+        let same = matches!(
+            Pin::new(&mut *changes).peek().now_or_never(),
+            Some(Some(Ok(next))) if next.revision == revision
+        );
+        if !same {
+            return commit;
+        }
+        match changes.next().now_or_never() {
+            Some(Some(Ok(next))) => commit.push(next),
+            _ => return commit,
+        }
     }
 }
 
@@ -200,9 +234,15 @@ mod tests {
     async fn follows(store: Arc<Store>) {
         put(&store, Table::Entries, "a", "1").await;
         let stop = CancellationToken::new();
-        let cache = StateCache::start(Arc::clone(&store), vec![Table::Entries], stop.clone())
-            .await
-            .unwrap();
+        let tasks = TaskTracker::new();
+        let cache = StateCache::start(
+            Arc::clone(&store),
+            vec![Table::Entries],
+            stop.clone(),
+            &tasks,
+        )
+        .await
+        .unwrap();
         assert_eq!(cache.get(Table::Entries, "a").unwrap().value, "1");
         let r = put(&store, Table::Entries, "b", "2").await;
         put(&store, Table::Tokens, "t", "x").await;
@@ -242,9 +282,15 @@ mod tests {
         follows(connect(&cluster).await).await;
         let store = connect(&cluster).await;
         let stop = CancellationToken::new();
-        let cache = StateCache::start(Arc::clone(&store), vec![Table::Entries], stop.clone())
-            .await
-            .unwrap();
+        let tasks = TaskTracker::new();
+        let cache = StateCache::start(
+            Arc::clone(&store),
+            vec![Table::Entries],
+            stop.clone(),
+            &tasks,
+        )
+        .await
+        .unwrap();
         // The watch breaks while etcd is down; the cache keeps what it has, then lists
         // again and follows the writes made after etcd returned.
         cluster.kill(0);

@@ -25,7 +25,7 @@ pub mod redb;
 pub mod seal;
 #[cfg(test)]
 mod suite;
-mod typed;
+pub mod typed;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,11 +62,15 @@ pub enum Table {
     /// Candidates for leadership of the singleton duties (etcd's Election API writes
     /// these: one key per campaigning replica's lease; the oldest leads).
     Election,
+    /// Version markers: `identity` and `snapshot`, rewritten (as the last operation) by
+    /// every commit that changes what agents or sidecars see, so each view's version is
+    /// the revision of that marker, the same on every replica (see `crate::versions`).
+    Versions,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Authorities,
         Table::JwtKeys,
         Table::Entries,
@@ -76,6 +80,7 @@ impl Table {
         Table::Resources,
         Table::Replicas,
         Table::Election,
+        Table::Versions,
     ];
 
     /// The table's name in both backends.
@@ -90,6 +95,7 @@ impl Table {
             Table::Resources => "resources",
             Table::Replicas => "replicas",
             Table::Election => "election",
+            Table::Versions => "versions",
         }
     }
 

@@ -2,6 +2,9 @@
 //! reads, one fsync per commit), so they run inline on the calling task, as before the
 //! interface existed.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use tokio::sync::broadcast::error::RecvError;
 
 use super::RedbStore;
@@ -45,23 +48,29 @@ impl Backend for RedbStore {
 }
 
 /// The broadcast as a [`Changes`] stream of `tables`; ends with `Compacted` if the
-/// watcher fell behind the buffer.
+/// watcher fell behind the buffer. A commit's changes arrive as one message, so once
+/// the first is yielded the rest are ready at once.
 fn follow(
-    receiver: tokio::sync::broadcast::Receiver<Change>,
+    receiver: tokio::sync::broadcast::Receiver<Arc<[Change]>>,
     tables: Vec<Table>,
     after: Revision,
 ) -> Changes {
-    let state = Some((receiver, after));
+    let state = Some((receiver, after, VecDeque::new()));
     Box::pin(futures_util::stream::unfold(state, move |state| {
         let tables = tables.clone();
         async move {
-            let (mut receiver, mut seen) = state?;
+            let (mut receiver, mut seen, mut ready) = state?;
             loop {
+                if let Some(change) = ready.pop_front() {
+                    return Some((Ok(change), Some((receiver, seen, ready))));
+                }
                 match receiver.recv().await {
-                    Ok(change) => {
-                        seen = change.revision;
-                        if change.revision > after && tables.contains(&change.table) {
-                            return Some((Ok(change), Some((receiver, seen))));
+                    Ok(commit) => {
+                        for change in commit.iter() {
+                            seen = change.revision;
+                            if change.revision > after && tables.contains(&change.table) {
+                                ready.push_back(change.clone());
+                            }
                         }
                     }
                     Err(RecvError::Lagged(_)) => {

@@ -27,12 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use redb::{ReadableDatabase, ReadableTable};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
 pub use self::error::StateError;
-use self::format::{META, definition};
+use self::format::definition;
 use super::{Change, Op, Record, Revision, Table};
 
 /// File name of the store inside the state directory.
@@ -41,15 +39,12 @@ pub const STATE_FILE: &str = "control.redb";
 /// How many changes a watcher may fall behind before it must list again.
 const WATCH_BUFFER: usize = 4096;
 
-/// A record of another table to write along with a change (see
-/// [`RedbStore::modify_and_put`]).
-pub(crate) type AlsoPut<'a, X> = Option<(Table, &'a str, &'a X)>;
-
 /// The open state file.
 pub struct RedbStore {
     db: redb::Database,
     path: PathBuf,
-    changes: broadcast::Sender<Change>,
+    /// Each commit's changes as one message, so a watcher gets a commit whole.
+    changes: broadcast::Sender<std::sync::Arc<[Change]>>,
     /// Held from a write transaction's start until its changes are broadcast, so
     /// watchers receive commits in revision order.
     writing: Mutex<()>,
@@ -115,111 +110,6 @@ impl RedbStore {
         }
     }
 
-    /// Every record of `table`, decoded, in key order (synchronous: for callers not
-    /// yet on the async [`Backend`](super::Backend) interface).
-    pub(crate) fn all<T: DeserializeOwned>(
-        &self,
-        table: Table,
-    ) -> Result<Vec<(String, T)>, StateError> {
-        let (records, _) = self.list_now(table)?;
-        records
-            .into_iter()
-            .map(|rec| Ok((rec.key.clone(), self.decode(table, &rec.key, &rec.value)?)))
-            .collect()
-    }
-
-    /// A [`StateError::Key`] for `key` of `table`.
-    pub(crate) fn bad_key(
-        &self,
-        table: Table,
-        key: &str,
-        source: crate::replica::ReplicaKeyError,
-    ) -> StateError {
-        StateError::Key {
-            path: self.path.clone(),
-            table: table.name().to_owned(),
-            key: key.to_owned(),
-            source,
-        }
-    }
-
-    /// One record of `table`, decoded (synchronous, see [`all`](Self::all)).
-    pub(crate) fn read_now<T: DeserializeOwned>(
-        &self,
-        table: Table,
-        key: &str,
-    ) -> Result<Option<T>, StateError> {
-        match self.get_now(table, key)? {
-            Some(rec) => self.decode(table, key, &rec.value).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Writes (or replaces) one record durably (synchronous, see [`all`](Self::all)).
-    pub(crate) fn put_now<T: Serialize>(
-        &self,
-        table: Table,
-        key: &str,
-        value: &T,
-    ) -> Result<(), StateError> {
-        self.write(|w| w.put(table, key, super::typed::encode(value)))
-    }
-
-    /// Removes one record durably; whether it existed (synchronous).
-    pub(crate) fn delete_now(&self, table: Table, key: &str) -> Result<bool, StateError> {
-        self.write(|w| w.delete(table, key))
-    }
-
-    /// Reads, changes and writes back one record in one transaction. `f` sees the
-    /// current value (if any) and returns the value to store (`None` leaves it as is)
-    /// and its answer for the caller; when `f` writes, `also` (a record of another
-    /// table) is written in the same transaction.
-    pub(crate) fn modify_and_put<T, R, X>(
-        &self,
-        table: Table,
-        key: &str,
-        f: impl FnOnce(Option<T>) -> (Option<T>, R),
-        also: AlsoPut<'_, X>,
-    ) -> Result<R, StateError>
-    where
-        T: Serialize + DeserializeOwned,
-        X: Serialize,
-    {
-        self.write(|w| {
-            let current = match w.current(table, key)? {
-                Some(rec) => Some(self.decode(table, key, &rec.value)?),
-                None => None,
-            };
-            let (next, answer) = f(current);
-            if let Some(next) = next {
-                w.put(table, key, super::typed::encode(&next))?;
-                if let Some((other, key, value)) = also {
-                    w.put(other, key, super::typed::encode(value))?;
-                }
-            }
-            Ok(answer)
-        })
-    }
-
-    /// Increments and returns the persisted snapshot version, so versions keep
-    /// growing across restarts.
-    pub fn next_version(&self) -> Result<u64, StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.storage(e))?;
-        let next = {
-            let mut t = txn.open_table(META).map_err(|e| self.storage(e))?;
-            let current = t
-                .get(format::SNAPSHOT_VERSION)
-                .map_err(|e| self.storage(e))?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            t.insert(format::SNAPSHOT_VERSION, current + 1)
-                .map_err(|e| self.storage(e))?;
-            current + 1
-        };
-        txn.commit().map_err(|e| self.storage(e))?;
-        Ok(next)
-    }
-
     fn get_now(&self, table: Table, key: &str) -> Result<Option<Record>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.storage(e))?;
         let t = txn
@@ -261,20 +151,6 @@ impl RedbStore {
             .ok_or_else(|| self.unreadable(table, key, "shorter than its revision"))
     }
 
-    fn decode<T: DeserializeOwned>(
-        &self,
-        table: Table,
-        key: &str,
-        bytes: &[u8],
-    ) -> Result<T, StateError> {
-        serde_json::from_slice(bytes).map_err(|source| StateError::Record {
-            path: self.path.clone(),
-            table: table.name().to_owned(),
-            key: key.to_owned(),
-            source,
-        })
-    }
-
     fn unreadable(&self, table: Table, key: &str, why: &str) -> StateError {
         StateError::Record {
             path: self.path.clone(),
@@ -307,9 +183,9 @@ impl RedbStore {
             format::set_revision(&txn, revision).map_err(|e| self.storage(e))?;
         }
         txn.commit().map_err(|e| self.storage(e))?;
-        for change in changes {
+        if !changes.is_empty() {
             // No receiver is not an error: nobody watches.
-            let _ = self.changes.send(change);
+            let _ = self.changes.send(changes.into());
         }
         Ok(answer)
     }

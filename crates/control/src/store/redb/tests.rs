@@ -6,25 +6,23 @@ use redb::TableDefinition;
 
 use super::format::{META, SNAPSHOT_VERSION, definition};
 use super::*;
-use crate::store::Backend;
+use crate::store::{Backend, Store};
 
-#[test]
-fn records_survive_reopen_and_versions_keep_growing() {
+#[tokio::test]
+async fn records_survive_reopen_and_revisions_keep_growing() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = RedbStore::open(dir.path()).unwrap();
-        store
-            .put_now(Table::Entries, "a", &serde_json::json!({"x": 1}))
-            .unwrap();
-        assert_eq!(store.next_version().unwrap(), 1);
-        assert_eq!(store.next_version().unwrap(), 2);
-    }
-    let store = RedbStore::open(dir.path()).unwrap();
-    let all: Vec<(String, serde_json::Value)> = store.all(Table::Entries).unwrap();
+    let first = {
+        let store = Store::Redb(RedbStore::open(dir.path()).unwrap());
+        let value = serde_json::json!({"x": 1});
+        store.put(Table::Entries, "a", &value).await.unwrap()
+    };
+    let store = Store::Redb(RedbStore::open(dir.path()).unwrap());
+    let all: Vec<(String, serde_json::Value)> = store.read_all(Table::Entries).await.unwrap();
     assert_eq!(all, vec![("a".to_owned(), serde_json::json!({"x": 1}))]);
-    assert_eq!(store.next_version().unwrap(), 3);
-    assert!(store.delete_now(Table::Entries, "a").unwrap());
-    assert!(!store.delete_now(Table::Entries, "a").unwrap());
+    assert_eq!(store.revision().await.unwrap(), first);
+    let gone = store.delete(Table::Entries, "a").await.unwrap();
+    assert!(gone.is_some_and(|r| r > first));
+    assert_eq!(store.delete(Table::Entries, "a").await.unwrap(), None);
 }
 
 #[test]
@@ -62,8 +60,8 @@ fn a_corrupt_file_is_reported_and_left_alone() {
     );
 }
 
-#[test]
-fn an_undecodable_record_names_table_and_key() {
+#[tokio::test]
+async fn an_undecodable_record_names_table_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(dir.path()).unwrap();
     let txn = store.db.begin_write().unwrap();
@@ -76,29 +74,18 @@ fn an_undecodable_record_names_table_and_key() {
         .insert("k2", b"short".as_slice())
         .unwrap();
     txn.commit().unwrap();
-    let err = store.all::<serde_json::Value>(Table::Tokens).unwrap_err();
+    let store = Store::Redb(store);
+    let err = store
+        .read_all::<serde_json::Value>(Table::Tokens)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("join_tokens/k1"), "{err}");
-    let err = store.read_now::<serde_json::Value>(Table::Agents, "k2");
+    let err = store.get(Table::Agents, "k2").await;
     let text = err.unwrap_err().to_string();
     assert!(
         text.contains("agents/k2") && text.contains("shorter"),
         "{text}"
     );
-}
-
-#[test]
-fn modify_and_put_is_read_check_write_in_one_transaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(dir.path()).unwrap();
-    let modify = |f: fn(Option<u32>) -> (Option<u32>, bool)| {
-        store
-            .modify_and_put::<u32, bool, u32>(Table::Tokens, "t", f, Some((Table::Agents, "a", &7)))
-            .unwrap()
-    };
-    let first = modify(|cur| (Some(1), cur.is_none()));
-    let second = modify(|cur| (None, cur.is_none()));
-    assert!(first && !second);
-    assert_eq!(store.read_now::<u32>(Table::Agents, "a").unwrap(), Some(7));
 }
 
 /// A file as meshwork wrote it before the storage interface: bare JSON values, a
@@ -143,19 +130,13 @@ async fn a_format_1_file_is_upgraded_once_and_revisions_keep_growing() {
                 ("store", &br#"{"x":1}"#[..], 41)
             ]
         );
-        store
-            .put_now(Table::Entries, "new", &serde_json::json!(3))
-            .unwrap();
-        assert_eq!(store.revision().await.unwrap(), 42);
-        assert_eq!(
-            store.next_version().unwrap(),
-            42,
-            "the snapshot counter is kept"
-        );
+        let store = Store::Redb(store);
+        let value = serde_json::json!(3);
+        assert_eq!(store.put(Table::Entries, "new", &value).await.unwrap(), 42);
     }
     // A second open does not upgrade again (it would prefix the prefixed values).
-    let store = RedbStore::open(dir.path()).unwrap();
-    let all: Vec<(String, serde_json::Value)> = store.all(Table::Entries).unwrap();
+    let store = Store::Redb(RedbStore::open(dir.path()).unwrap());
+    let all: Vec<(String, serde_json::Value)> = store.read_all(Table::Entries).await.unwrap();
     assert_eq!(all.len(), 3);
     assert_eq!(store.revision().await.unwrap(), 42);
 }
