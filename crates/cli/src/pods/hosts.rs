@@ -9,9 +9,10 @@
 //! bridge `mwbr<s>` with the slot's `.1`, the host's pods on it (as [`super::plan`] makes
 //! them, their host-side veths in the host's namespace), a route to every other host's slot
 //! via that host's fabric address (from this host's `.1`, so packets between hosts carry pod
-//! subnet addresses), and forwarding only between the pod bridge and `eth0`. Nothing routes
-//! off the machine: hosts have no default route and the root namespace forwards nothing
-//! into or out of the fabric.
+//! subnet addresses), and forwarding only between the pod bridge and `eth0`. The root
+//! namespace routes to each host's pods via the host, as it reaches pods without hosts.
+//! Nothing routes off the machine: hosts have no default route and the root namespace
+//! forwards nothing into or out of the fabric.
 //!
 //! What lives inside a host's namespace (its bridge, its pods' veth ends, its ruleset) goes
 //! with the namespace, as a pod's `eth0` goes with the pod: `pods.json` records the host
@@ -220,9 +221,16 @@ pub fn host_steps(fabric: &Slot, host: &HostPlan) -> Vec<Step> {
 }
 
 /// In every host, a route to every other host's pods via that host's fabric address, from
-/// this host's pod bridge address.
+/// this host's pod bridge address; and in the root namespace a route to each host's pods
+/// via the host, so that the machine reaches pods as it does without hosts (and a packet
+/// for a pod never takes the machine's default route). Each route goes with its link.
 pub fn route_steps(hosts: &[HostPlan]) -> Vec<Step> {
     let mut steps = Vec::new();
+    for host in hosts {
+        let to = format!("{}/24", host.slot.base);
+        let via = host.fabric_ip.to_string();
+        steps.push(run(None, &["ip", "route", "add", &to, "via", &via]));
+    }
     for host in hosts {
         let src = host.slot.gateway().to_string();
         for other in hosts.iter().filter(|h| h.name != host.name) {
@@ -360,6 +368,8 @@ mod tests {
         assert_eq!(
             routes,
             [
+                "ip route add 198.18.5.0/24 via 198.18.4.2",
+                "ip route add 198.18.7.0/24 via 198.18.4.3",
                 "ip -n mw4-host-a route add 198.18.7.0/24 via 198.18.4.3 src 198.18.5.1",
                 "ip -n mw4-host-b route add 198.18.5.0/24 via 198.18.4.2 src 198.18.7.1",
             ]

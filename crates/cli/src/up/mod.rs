@@ -340,35 +340,7 @@ async fn start_all(
         state.path().display()
     );
     let instances = instances::plan(set)?;
-    let (node_api, agents) = match &pods {
-        // The hosts and the fabric first: the node API listens on the fabric.
-        Some(Some(placement)) => {
-            let mut network = hosts::create(set, state.path(), &instances, placement)?;
-            let node_api = start_control(sup, &launch, network.fabric_gateway.into()).await?;
-            hosts::start_agents(
-                sup,
-                &launch.exe,
-                state,
-                &mut network,
-                &node_api,
-                launch.timeout,
-            )
-            .await?;
-            (node_api, sidecars::Agents::Hosts(network))
-        }
-        _ => {
-            let node_api =
-                start_control(sup, &launch, std::net::Ipv4Addr::LOCALHOST.into()).await?;
-            let place = node_agent::AgentPlace::single(state);
-            let socket = node_agent::start(sup, &launch.exe, state, place, launch.timeout).await?;
-            // Before any process that would run in them; recorded, so every way out removes them.
-            let pods = match pods {
-                Some(_) => isolation::create_pods(set, state.path(), &instances)?,
-                None => Default::default(),
-            };
-            (node_api, sidecars::Agents::One { socket, pods })
-        }
-    };
+    let (node_api, agents) = start_identity(sup, &launch, &instances, pods).await?;
     let pending = sidecars::start(sup, &launch, &instances, &agents).await?;
     let claims_ctx = claims::ClaimsContext {
         exe: &launch.exe,
@@ -382,6 +354,32 @@ async fn start_all(
     let agent_socket = agents.socket(None).unwrap_or(Path::new("")).to_owned();
     table::print_table(&table, &launch, &node_api, &agent_socket, dashboard);
     Ok(())
+}
+
+/// The control plane, the node agent(s) and the pods (before any process that would run in
+/// them; recorded, so every way out removes them); returns the node API's address. With
+/// simulated hosts, the hosts come first: the node API listens on their fabric.
+async fn start_identity(
+    sup: &mut Supervisor,
+    l: &Launch<'_>,
+    instances: &[Instance],
+    pods: Pods,
+) -> anyhow::Result<(String, sidecars::Agents)> {
+    if let Some(Some(placement)) = &pods {
+        let mut network = hosts::create(l.set, l.state.path(), instances, placement)?;
+        let node_api = start_control(sup, l, network.fabric_gateway.into()).await?;
+        let timeout = l.timeout;
+        hosts::start_agents(sup, &l.exe, l.state, &mut network, &node_api, timeout).await?;
+        return Ok((node_api, sidecars::Agents::Hosts(network)));
+    }
+    let node_api = start_control(sup, l, std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    let place = node_agent::AgentPlace::single(l.state);
+    let socket = node_agent::start(sup, &l.exe, l.state, place, l.timeout).await?;
+    let pods = match pods {
+        Some(_) => isolation::create_pods(l.set, l.state.path(), instances)?,
+        None => Default::default(),
+    };
+    Ok((node_api, sidecars::Agents::One { socket, pods }))
 }
 
 /// The control plane (restarted if it dies), its node API on `ip`; returns that address.

@@ -30,7 +30,8 @@ impl Agents {
         }
     }
 
-    /// The Workload API socket of `pod`'s sidecar (`None`: no pod).
+    /// The Workload API socket for the sidecar of `pod` (or of no pod: a `hostNetwork`
+    /// workload).
     pub(super) fn socket(&self, pod: Option<&PodPlan>) -> Option<&Path> {
         match self {
             Agents::One { socket, .. } => Some(socket),
