@@ -150,6 +150,42 @@ fn store_on_one_host_charges_billing_on_another_over_mtls_across_the_fabric() {
     let store = pod("store", 0);
     assert_eq!(store["host"], "a");
     assert!(in_slot(store["ip"].as_str().unwrap(), &base(&a["slot"])));
+    // Recorded in the order made, so removed (in reverse) pods first, then the hosts, then
+    // the fabric.
+    let objects: Vec<String> = record["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| format!("{} {}", o["kind"].as_str().unwrap(), o["name"]))
+        .collect();
+    let (fabric, sa, sb) = (
+        &record["slot"]["index"],
+        &a["slot"]["index"],
+        &b["slot"]["index"],
+    );
+    assert_eq!(
+        objects[..6],
+        [
+            format!("bridge \"mwbr{fabric}\""),
+            format!("host_table \"meshwork_{fabric}\""),
+            format!("netns {}", a["netns"]),
+            format!("host_veth \"mwbr{sa}\""),
+            format!("netns {}", b["netns"]),
+            format!("host_veth \"mwbr{sb}\""),
+        ],
+        "{objects:#?}"
+    );
+    let pod_objects = &objects[6..];
+    assert_eq!(
+        pod_objects.len(),
+        2 * 4,
+        "an etc dir and a netns per pod: {objects:#?}"
+    );
+    assert!(
+        pod_objects
+            .iter()
+            .all(|o| o.starts_with("etc_dir") || o.starts_with("netns"))
+    );
     let billing: Vec<String> = (0..2)
         .map(|r| {
             let p = pod("billing", r);
