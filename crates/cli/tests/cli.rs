@@ -18,6 +18,8 @@ mod deploy;
 mod fanout;
 #[path = "cli/harness.rs"]
 mod harness;
+#[path = "cli/hosts.rs"]
+mod hosts;
 #[path = "cli/identity.rs"]
 mod identity;
 #[path = "cli/kube_cluster.rs"]

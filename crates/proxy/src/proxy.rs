@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, AdminParts, Workload};
@@ -15,7 +15,7 @@ use crate::inbound::app_readiness::{self, AppConnect, AppReadiness};
 use crate::inbound::{self, Inbound, app::AppService, opaque::OpaqueInbound};
 use crate::metrics::ProxyMetrics;
 use crate::outbound::claim_binding::ClaimBindings;
-use crate::outbound::connect::{PeerConnector, PeerPool};
+use crate::outbound::connect::{PeerConnector, PeerPool, PeerTcp};
 use crate::outbound::resolve::HostResolver;
 use crate::outbound::{self, Outbound, egress::Egress};
 use crate::pod::{self, Capture, Dispatch, OpaqueContext, PodNetns, PodSide, PodSockets};
@@ -86,11 +86,21 @@ impl Proxy {
             inbound_addr,
         )
         .await?;
-        let pool = PeerPool::new(PeerConnector::new(
-            Arc::clone(&store),
-            config.peer_protocol,
-            Arc::clone(&metrics),
-        ));
+        let host_netns = config.pod.as_ref().and_then(|p| p.host_netns.as_ref());
+        let peer_tcp = match host_netns {
+            Some(path) => Some(from_host(
+                PodNetns::open(path).map_err(|e| ProxyError::Pod(e.into()))?,
+            )),
+            None => None,
+        };
+        let pool = PeerPool::new(
+            PeerConnector::new(
+                Arc::clone(&store),
+                config.peer_protocol,
+                Arc::clone(&metrics),
+            )
+            .with_tcp(peer_tcp),
+        );
         let resolver = HostResolver::new(config.dns).map_err(ProxyError::Resolver)?;
         let info = ReadyInfo {
             inbound: inbound_addr,
@@ -295,6 +305,20 @@ fn in_pod(netns: &PodNetns) -> AppConnect {
     Arc::new(move |addr| {
         let netns = netns.clone();
         Box::pin(async move { netns.connect(addr).await.map_err(std::io::Error::other) })
+    })
+}
+
+/// Connections to peer sidecars from the simulated host's namespace (`--hosts`), but for
+/// loopback peers (a `hostNetwork` workload's sidecar, on this machine's loopback).
+fn from_host(netns: PodNetns) -> PeerTcp {
+    Arc::new(move |addr| {
+        let netns = netns.clone();
+        Box::pin(async move {
+            if addr.ip().is_loopback() {
+                return TcpStream::connect(addr).await;
+            }
+            netns.connect(addr).await.map_err(std::io::Error::other)
+        })
     })
 }
 

@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod cmd;
+pub mod hosts;
 pub mod kernel;
 pub mod plan;
 pub mod probe;
@@ -25,6 +26,7 @@ pub use plan::PodPlan;
 pub use probe::{Isolation, probe};
 pub use record::PodsRecord;
 
+use hosts::HostPlan;
 use plan::{Object, Slot, Step};
 
 /// `up --isolation`.
@@ -76,29 +78,133 @@ pub fn create(
             plan::MAX_PODS
         );
     }
+    let mut record = new_record(state_dir)?;
+    let slot = claim_slot(state_dir, &mut record, network, first_slot, &bridge)?;
+    record.slot = Some(slot);
+    record.save(state_dir)?;
+    for step in plan::slot_steps(&slot) {
+        apply(state_dir, &mut record, step)?;
+    }
+    for (i, (workload, replica)) in members.iter().enumerate() {
+        let pod = PodPlan::new(&slot, i, workload, *replica);
+        add_pod(state_dir, &mut record, &slot, pod, None)?;
+    }
+    Ok(record)
+}
+
+/// `up --hosts`: the fabric in a free slot of `network` (from `first_slot`), then one
+/// simulated host per `(name, members)` in a slot of its own, routes between them, and one
+/// pod per member on its host (`hosts.rs`). Recorded as [`create`] records.
+pub fn create_hosts(
+    state_dir: &Path,
+    network: &PodNetwork,
+    first_slot: u32,
+    hosts: &[(String, Vec<(String, u16)>)],
+) -> anyhow::Result<PodsRecord> {
+    if hosts.is_empty() || hosts.len() > plan::MAX_PODS {
+        bail!(
+            "{} hosts asked for; the fabric holds 1 to {}",
+            hosts.len(),
+            plan::MAX_PODS
+        );
+    }
+    for (name, members) in hosts {
+        hosts::check_name(name)?;
+        if members.len() > plan::MAX_PODS {
+            bail!(
+                "host {name}: {} pods; a host holds {}",
+                members.len(),
+                plan::MAX_PODS
+            );
+        }
+    }
+    let mut record = new_record(state_dir)?;
+    let fabric = claim_slot(state_dir, &mut record, network, first_slot, &bridge)?;
+    record.slot = Some(fabric);
+    record.save(state_dir)?;
+    for step in hosts::fabric_steps(&fabric) {
+        apply(state_dir, &mut record, step)?;
+    }
+    let mut next = fabric.index + 1;
+    for (k, (name, _)) in hosts.iter().enumerate() {
+        let host = add_host(state_dir, &mut record, network, &fabric, (k, name), next)
+            .with_context(|| format!("creating host {name}"))?;
+        next = host.slot.index + 1;
+    }
+    for step in hosts::route_steps(&record.hosts) {
+        apply(state_dir, &mut record, step)?;
+    }
+    for (host, (name, members)) in record.hosts.clone().iter().zip(hosts) {
+        for (i, (workload, replica)) in members.iter().enumerate() {
+            let pod = PodPlan::new(&host.slot, i, workload, *replica).on_host(name);
+            add_pod(state_dir, &mut record, &host.slot, pod, Some(&host.netns))?;
+        }
+    }
+    Ok(record)
+}
+
+/// A host's namespace, its slot (claimed from `first`) and its links.
+fn add_host(
+    state_dir: &Path,
+    record: &mut PodsRecord,
+    network: &PodNetwork,
+    fabric: &Slot,
+    (k, name): (usize, &str),
+    first: u32,
+) -> anyhow::Result<HostPlan> {
+    let netns = hosts::netns(fabric, name);
+    for step in hosts::netns_steps(&netns) {
+        apply(state_dir, record, step)?;
+    }
+    let veth = |slot: &Slot| {
+        (
+            Object::HostVeth(slot.bridge()),
+            hosts::claim_argv(slot, &netns),
+        )
+    };
+    let slot = claim_slot(state_dir, record, network, first, &veth)?;
+    let host = HostPlan::new(fabric, k, name, slot);
+    record.hosts.push(host.clone());
+    record.save(state_dir)?;
+    for step in hosts::host_steps(fabric, &host) {
+        apply(state_dir, record, step)?;
+    }
+    Ok(host)
+}
+
+/// An empty record, saved, where none is.
+fn new_record(state_dir: &Path) -> anyhow::Result<PodsRecord> {
     if PodsRecord::load(state_dir)?.is_some() {
         bail!(
             "{} exists: remove its pods first",
             PodsRecord::path(state_dir).display()
         );
     }
-    let mut record = PodsRecord::new();
+    let record = PodsRecord::new();
     record.save(state_dir)?;
-    let slot = claim_slot(state_dir, &mut record, network, first_slot)?;
-    for step in plan::slot_steps(&slot) {
-        apply(state_dir, &mut record, step)?;
-    }
-    let ruleset = proxy::pod::PodRules::default().ruleset();
-    for (i, (workload, replica)) in members.iter().enumerate() {
-        let pod = PodPlan::new(&slot, i, workload, *replica);
-        record.pods.push(pod.clone());
-        record.save(state_dir)?;
-        for step in plan::pod_steps(&slot, &pod, &ruleset) {
-            apply(state_dir, &mut record, step)
-                .with_context(|| format!("creating the pod of {workload} replica {replica}"))?;
-        }
-    }
     Ok(record)
+}
+
+/// Records `pod`, then makes it in `slot` (on the simulated host `host`, if any).
+fn add_pod(
+    state_dir: &Path,
+    record: &mut PodsRecord,
+    slot: &Slot,
+    pod: PodPlan,
+    host: Option<&str>,
+) -> anyhow::Result<()> {
+    let ruleset = proxy::pod::PodRules::default().ruleset();
+    record.pods.push(pod.clone());
+    record.save(state_dir)?;
+    for step in plan::pod_steps(slot, &pod, &ruleset, host) {
+        apply(state_dir, record, step).with_context(|| {
+            format!(
+                "creating the pod of {} replica {}",
+                pod.workload, pod.replica
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Records what `step` creates, then runs it.
@@ -114,26 +220,37 @@ fn apply(state_dir: &Path, record: &mut PodsRecord, step: Step) -> anyhow::Resul
 /// `up` was killed can be found and reclaimed from another state directory.
 const ALIAS_PREFIX: &str = "meshwork:";
 
-/// Takes the first slot from `first` whose bridge this process can create (EEXIST: another
-/// `up` has it, or had it and was killed: then its objects are removed and the slot taken).
+/// How a slot is claimed: the object to record and the command that creates the link named
+/// `mwbr<slot>` in the root namespace (failing with EEXIST where it exists).
+type Claim<'a> = &'a dyn Fn(&Slot) -> (Object, Vec<String>);
+
+/// A slot's bridge, in the root namespace.
+fn bridge(slot: &Slot) -> (Object, Vec<String>) {
+    let name = slot.bridge();
+    let argv = ["ip", "link", "add", &name, "type", "bridge"].map(str::to_owned);
+    (Object::Bridge(name), argv.to_vec())
+}
+
+/// Takes the first slot from `first` whose link `make` can create (EEXIST: another `up`
+/// has it, or had it and was killed: then its objects are removed and the slot taken), and
+/// names this state directory in the link's alias.
 fn claim_slot(
     state_dir: &Path,
     record: &mut PodsRecord,
     network: &PodNetwork,
     first: u32,
+    make: Claim<'_>,
 ) -> anyhow::Result<Slot> {
     for index in first..plan::slot_count(network) {
         let Some(slot) = Slot::of(network, index) else {
             break;
         };
-        let mut taken = try_bridge(state_dir, record, &slot)?;
+        let mut taken = try_create(state_dir, record, make(&slot))?;
         if !taken && let Some(line) = reclaim(&slot)? {
             println!("[up] {line}");
-            taken = try_bridge(state_dir, record, &slot)?;
+            taken = try_create(state_dir, record, make(&slot))?;
         }
         if taken {
-            record.slot = Some(slot);
-            record.save(state_dir)?;
             let alias = format!("{ALIAS_PREFIX}{}", state_dir.canonicalize()?.display());
             if alias.len() < 256 {
                 let argv = ["ip", "link", "set", &slot.bridge(), "alias", &alias];
@@ -143,18 +260,20 @@ fn claim_slot(
         }
     }
     bail!(
-        "every /24 slot of the pod network {network} is taken (bridges mwbr0…mwbr{}); stop \
-         another `meshwork up` or widen Mesh spec.pods.network",
+        "every /24 slot of the pod network {network} from {first} is taken (bridges \
+         mwbr{first}…mwbr{}); stop another `meshwork up` or widen Mesh spec.pods.network",
         plan::slot_count(network) - 1
     )
 }
 
-/// Creates `slot`'s bridge, recorded first; false when it exists (not ours: unrecorded).
-fn try_bridge(state_dir: &Path, record: &mut PodsRecord, slot: &Slot) -> anyhow::Result<bool> {
-    let bridge = slot.bridge();
-    record.objects.push(Object::Bridge(bridge.clone()));
+/// Creates `object` with `argv`, recorded first; false when it exists (not ours: unrecorded).
+fn try_create(
+    state_dir: &Path,
+    record: &mut PodsRecord,
+    (object, argv): (Object, Vec<String>),
+) -> anyhow::Result<bool> {
+    record.objects.push(object);
     record.save(state_dir)?;
-    let argv = ["ip", "link", "add", &bridge, "type", "bridge"].map(str::to_owned);
     match kernel::run(&argv, None)? {
         Ok(()) => Ok(true),
         Err(failed) => {
@@ -180,7 +299,7 @@ fn reclaim(slot: &Slot) -> anyhow::Result<Option<String>> {
     let Ok(Some(record)) = PodsRecord::load(dir) else {
         return Ok(None);
     };
-    if record.slot.map(|s| s.index) != Some(slot.index) || !record.owner_gone() {
+    if !record.holds_slot(slot.index) || !record.owner_gone() {
         return Ok(None);
     }
     let Some(removed) = teardown(dir)? else {

@@ -166,6 +166,9 @@ pub struct PodPlan {
     pub ip: Ipv4Addr,
     /// The host side of its veth pair.
     pub host_veth: String,
+    /// The simulated host it is on (`up --hosts`); `None`: the machine's root namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl PodPlan {
@@ -177,6 +180,15 @@ impl PodPlan {
             netns: slot.netns(workload, replica),
             ip: slot.pod_ip(i),
             host_veth: slot.host_veth(i),
+            host: None,
+        }
+    }
+
+    /// The same pod, on simulated host `host`.
+    pub fn on_host(self, host: &str) -> PodPlan {
+        PodPlan {
+            host: Some(host.to_owned()),
+            ..self
         }
     }
 
@@ -188,10 +200,31 @@ impl PodPlan {
 
 /// Every step of one pod, in order: its `/etc`, the namespace, IPv6 off, the pod's
 /// ruleset (`ruleset`), then the veth pair, addresses, links up and the default route.
-pub fn pod_steps(slot: &Slot, pod: &PodPlan, ruleset: &str) -> Vec<Step> {
+/// With `host` (a simulated host's namespace, `hosts.rs`) the pod's bridge and the host
+/// side of its veth are in that namespace, and the veth goes with it (not recorded).
+pub fn pod_steps(slot: &Slot, pod: &PodPlan, ruleset: &str, host: Option<&str>) -> Vec<Step> {
     let ns = pod.netns.as_str();
     let veth = pod.host_veth.as_str();
     let bridge = slot.bridge();
+    let in_host = |argv: &[&str]| -> Vec<String> {
+        let prefix = host.map(|h| ["-n", h]);
+        std::iter::once("ip")
+            .chain(prefix.iter().flatten().copied())
+            .chain(argv.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    };
+    let veth_object = match host {
+        None => Some(Object::HostVeth(veth.to_owned())),
+        Some(_) => None,
+    };
+    let link = |creates, argv: &[&str]| Step {
+        creates,
+        action: Action::Run {
+            argv: in_host(argv),
+            stdin: None,
+        },
+    };
     let address = format!("{}/24", pod.ip);
     let gateway = slot.gateway().to_string();
     let etc = Path::new(ETC_NETNS_DIR).join(ns);
@@ -219,13 +252,13 @@ pub fn pod_steps(slot: &Slot, pod: &PodPlan, ruleset: &str) -> Vec<Step> {
             ],
         ),
         nft(None, &["ip", "netns", "exec", ns], ruleset.to_owned()),
-        run(
-            Some(Object::HostVeth(veth.to_owned())),
+        link(
+            veth_object,
             &[
-                "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ],
         ),
-        run(None, &["ip", "link", "set", veth, "master", &bridge, "up"]),
+        link(None, &["link", "set", veth, "master", &bridge, "up"]),
         run(
             None,
             &["ip", "-n", ns, "addr", "add", &address, "dev", "eth0"],
@@ -281,7 +314,10 @@ mod tests {
     fn the_ruleset_is_in_place_before_the_pod_has_a_link() {
         let slot = Slot::of(&"198.18.0.0/16".parse().unwrap(), 2).unwrap();
         let pod = PodPlan::new(&slot, 0, "store", 0);
-        let steps: Vec<String> = pod_steps(&slot, &pod, "RULES").iter().map(argv).collect();
+        let steps: Vec<String> = pod_steps(&slot, &pod, "RULES", None)
+            .iter()
+            .map(argv)
+            .collect();
         let at = |needle: &str| {
             steps
                 .iter()
@@ -301,7 +337,7 @@ mod tests {
             assert!(rules < at(up), "{steps:#?}");
         }
         assert!(at("addr add 198.18.2.2/24 dev eth0") < at("route add default via 198.18.2.1"));
-        let with_rules = pod_steps(&slot, &pod, "RULES");
+        let with_rules = pod_steps(&slot, &pod, "RULES", None);
         assert!(
             matches!(&with_rules[rules].action, Action::Run { stdin: Some(r), .. } if r == "RULES")
         );
@@ -316,6 +352,39 @@ mod tests {
                 Object::EtcDir("/etc/netns/mw2-store-0".into()),
                 Object::Netns("mw2-store-0".into()),
                 Object::HostVeth("mw2p0".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pod_on_a_simulated_host_hangs_off_the_hosts_bridge() {
+        let slot = Slot::of(&"198.18.0.0/16".parse().unwrap(), 7).unwrap();
+        let pod = PodPlan::new(&slot, 1, "billing", 0).on_host("b");
+        assert_eq!(pod.host.as_deref(), Some("b"));
+        let steps = pod_steps(&slot, &pod, "RULES", Some("mw4-host-b"));
+        let lines: Vec<String> = steps.iter().map(argv).collect();
+        assert!(
+            lines.contains(
+                &"ip -n mw4-host-b link add mw7p1 type veth peer name eth0 netns mw7-billing-0"
+                    .to_owned()
+            ),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(&"ip -n mw4-host-b link set mw7p1 master mwbr7 up".to_owned()),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(&"ip -n mw7-billing-0 route add default via 198.18.7.1".to_owned()),
+            "{lines:#?}"
+        );
+        // The veth's host end is in the host's namespace and goes with it: not recorded.
+        let created: Vec<_> = steps.iter().filter_map(|s| s.creates.clone()).collect();
+        assert_eq!(
+            created,
+            [
+                Object::EtcDir("/etc/netns/mw7-billing-0".into()),
+                Object::Netns("mw7-billing-0".into()),
             ]
         );
     }

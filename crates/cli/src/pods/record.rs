@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::hosts::HostPlan;
 use super::plan::{Object, PodPlan, Slot};
 
 /// The file's name in the state directory.
@@ -23,6 +24,9 @@ pub struct PodsRecord {
     pub objects: Vec<Object>,
     /// The pods, for `exec` and `up`'s table.
     pub pods: Vec<PodPlan>,
+    /// `up --hosts`: the simulated hosts (then `slot` is the fabric's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostPlan>,
 }
 
 impl PodsRecord {
@@ -33,7 +37,14 @@ impl PodsRecord {
             slot: None,
             objects: Vec::new(),
             pods: Vec::new(),
+            hosts: Vec::new(),
         }
+    }
+
+    /// Whether slot `index` is one this record took (its own, the fabric's or a host's).
+    pub fn holds_slot(&self, index: u32) -> bool {
+        self.slot.is_some_and(|s| s.index == index)
+            || self.hosts.iter().any(|h| h.slot.index == index)
     }
 
     /// The file of `state_dir`.

@@ -22,11 +22,13 @@ pub mod control;
 mod dashboard;
 mod group;
 pub mod guard;
+mod hosts;
 mod instances;
 mod isolation;
 mod node_agent;
 mod ports;
 pub mod proxy;
+mod sidecars;
 mod signals;
 mod supervisor;
 mod table;
@@ -72,6 +74,15 @@ with `hostNetwork: true` run as in proxy mode. Everything pods use is recorded i
 <state>/pods.json and removed when `up` stops; after a `kill -9`, the next `up` on the same
 state directory removes it first.
 
+Simulated hosts (--hosts a,b, pod mode only): each host is a network namespace
+(`mw<f>-host-<name>`) with an address on a fabric bridge (mwbr<f>, whose .1 is where the
+control plane's node API listens), its own /24 of pods on a bridge inside it, and its own node
+agent (`meshwork agent`, run in the host, joined over the fabric; socket and data under
+<state>/hosts/<name>/). Hosts route to each other's pods over the fabric and nowhere else.
+`--place W=H` puts workload W's pods on host H; the rest go on the first host. Sidecars run
+beside `up` but dial peer sidecars from their pod's host, so a call between pods on two hosts
+crosses the fabric (mTLS); `hostNetwork` workloads are on no host.
+
 Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP stops every process `up` started, at any
 stage: SIGTERM to each process group, 5 s grace, then SIGKILL (a second Ctrl-C kills at
 once). A child that exits during startup, or is not ready within --ready-timeout, stops
@@ -112,13 +123,30 @@ pub struct UpArgs {
     /// (apps reach their sidecar through HTTP_PROXY); `auto` is pods where possible.
     #[arg(long, value_enum, default_value_t = IsolationArg::Auto, env = "MESHWORK_ISOLATION")]
     pub isolation: IsolationArg,
+    /// Pod mode on several simulated hosts (comma-separated names): each a network namespace
+    /// with its own address on a fabric bridge, its own pod subnet and its own node agent;
+    /// a request between pods on two hosts crosses the fabric.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub hosts: Vec<String>,
+    /// With --hosts: run workload W's pods on host H (repeatable); workloads not placed go
+    /// on the first host.
+    #[arg(long, value_name = "W=H", requires = "hosts")]
+    pub place: Vec<String>,
 }
 
 /// Runs `up` until a signal or a child's exit.
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let set = api::load_dir(&args.dir)?;
+    let placement = hosts::Placement::from_args(&set, &args.hosts, &args.place)?;
     let state = StateDir::claim(&args.state_dir)?;
     let pods = match isolation::prepare(&state, args.isolation) {
+        Ok(false) if placement.is_some() => Err(anyhow::anyhow!(
+            "--hosts needs pod mode (root, `ip` and `nft`), which is off here"
+        )),
+        Ok(pods) => Ok(pods.then_some(placement)),
+        Err(e) => Err(e),
+    };
+    let pods = match pods {
         Ok(pods) => pods,
         Err(e) => {
             state.release();
@@ -132,7 +160,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Starts everything, runs until a stop, and stops everything — on every path.
-async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir, pods: bool) -> ExitCode {
+async fn supervise(set: &ResourceSet, args: &UpArgs, state: &StateDir, pods: Pods) -> ExitCode {
     let mut signals = match StopSignals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -178,6 +206,10 @@ async fn stop_private_postgres(state: &StateDir) {
     }
 }
 
+/// Pod mode: `None` off, `Some(None)` pods on this machine, `Some(Some(_))` on simulated
+/// hosts.
+type Pods = Option<Option<hosts::Placement>>;
+
 /// Why the startup did not finish.
 enum Cut {
     Signal(signals::Caught),
@@ -194,7 +226,7 @@ async fn startup(
     set: &ResourceSet,
     args: &UpArgs,
     state: &StateDir,
-    pods: bool,
+    pods: Pods,
 ) -> Result<(), ExitCode> {
     let cut = {
         let start = start_all(sup, set, args, state, pods);
@@ -288,7 +320,7 @@ async fn start_all(
     set: &ResourceSet,
     args: &UpArgs,
     state: &StateDir,
-    pods: bool,
+    pods: Pods,
 ) -> anyhow::Result<()> {
     let launch = Launch {
         exe: std::env::current_exe().context("finding the meshwork binary")?,
@@ -307,14 +339,9 @@ async fn start_all(
         args.dir.display(),
         state.path().display()
     );
-    let (node_api, agent_socket) = start_control_plane(sup, &launch).await?;
     let instances = instances::plan(set)?;
-    // Before any process that would run in them; recorded, so every way out removes them.
-    let pods = match pods {
-        true => isolation::create_pods(set, state.path(), &instances)?,
-        false => Default::default(),
-    };
-    let pending = start_sidecars(sup, &launch, &instances, &pods, &agent_socket).await?;
+    let (node_api, agents) = start_identity(sup, &launch, &instances, pods).await?;
+    let pending = sidecars::start(sup, &launch, &instances, &agents).await?;
     let claims_ctx = claims::ClaimsContext {
         exe: &launch.exe,
         dir: &launch.dir,
@@ -324,21 +351,46 @@ async fn start_all(
     let bindings = claims::deliver(sup, set, state, &claims_ctx).await?;
     let table = apps::start_apps(sup, &launch, pending, &bindings).await?;
     let dashboard = dashboard::start(sup, &launch).await?;
+    let agent_socket = agents.socket(None).unwrap_or(Path::new("")).to_owned();
     table::print_table(&table, &launch, &node_api, &agent_socket, dashboard);
     Ok(())
 }
 
-/// The control plane (restarted if it dies) and the node agent; returns the node API
-/// address and the Workload API socket.
-async fn start_control_plane(
+/// The control plane, the node agent(s) and the pods (before any process that would run in
+/// them; recorded, so every way out removes them); returns the node API's address. With
+/// simulated hosts, the hosts come first: the node API listens on their fabric.
+async fn start_identity(
     sup: &mut Supervisor,
     l: &Launch<'_>,
-) -> anyhow::Result<(String, PathBuf)> {
+    instances: &[Instance],
+    pods: Pods,
+) -> anyhow::Result<(String, sidecars::Agents)> {
+    if let Some(Some(placement)) = &pods {
+        let mut network = hosts::create(l.set, l.state.path(), instances, placement)?;
+        let node_api = start_control(sup, l, network.fabric_gateway.into()).await?;
+        let timeout = l.timeout;
+        hosts::start_agents(sup, &l.exe, l.state, &mut network, &node_api, timeout).await?;
+        return Ok((node_api, sidecars::Agents::Hosts(network)));
+    }
+    let node_api = start_control(sup, l, std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    let place = node_agent::AgentPlace::single(l.state);
+    let socket = node_agent::start(sup, &l.exe, l.state, place, l.timeout).await?;
+    let pods = match pods {
+        Some(_) => isolation::create_pods(l.set, l.state.path(), instances)?,
+        None => Default::default(),
+    };
+    Ok((node_api, sidecars::Agents::One { socket, pods }))
+}
+
+/// The control plane (restarted if it dies), its node API on `ip`; returns that address.
+async fn start_control(
+    sup: &mut Supervisor,
+    l: &Launch<'_>,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<String> {
     // A fixed port for this run, so a restarted control plane is where the agent last saw it.
-    let node_api = format!(
-        "127.0.0.1:{}",
-        ports::free_port().context("allocating the node API port")?
-    );
+    let port = ports::free_port().context("allocating the node API port")?;
+    let node_api = std::net::SocketAddr::new(ip, port).to_string();
     let control = Child::meshwork(&l.exe, "control")
         .args(["--resources".as_ref(), l.dir.as_os_str()])
         .args(["--state-dir".as_ref(), l.state.path().as_os_str()])
@@ -350,91 +402,11 @@ async fn start_control_plane(
     sup.spawn_restartable("control", control)?;
     sup.wait_for_socket("control", &l.state.control_socket(), l.timeout)
         .await?;
-    let socket = l.state.path().join("agent.sock");
-    remove_stale(&socket)?;
-    let agent_socket = node_agent::start(sup, &l.exe, l.state, socket, l.timeout).await?;
-    Ok((node_api, agent_socket))
-}
-
-/// One sidecar per workload replica, each registered with the agent as exactly that
-/// process (all of a workload's replicas get its one identity).
-async fn start_sidecars(
-    sup: &mut Supervisor,
-    l: &Launch<'_>,
-    instances: &[Instance],
-    pods: &std::collections::BTreeMap<String, PodPlan>,
-    agent_socket: &Path,
-) -> anyhow::Result<Vec<Pending>> {
-    let dns = instances::egress_dns(l.set, instances);
-    let mesh_tracing = l.set.mesh().and_then(|m| m.spec.tracing.as_ref());
-    let trace_args = mesh_tracing
-        .map(trace_flags::proxy_args)
-        .unwrap_or_default();
-    let mut pending = Vec::new();
-    for instance in instances {
-        let Some(w) = l.set.workload(&instance.workload) else {
-            continue;
-        };
-        let ready = l
-            .state
-            .replica_ready_file(&instance.workload, instance.replica);
-        let _ = std::fs::remove_file(&ready);
-        let pod = pods.get(&instance.name).cloned();
-        let mut proxy = proxy_command(l, w, instance, &ready, agent_socket, dns, &trace_args);
-        if let Some(pod) = &pod {
-            proxy = proxy.args(isolation::sidecar_pod_args(pod, l.set, l.state.path()));
-        }
-        let proc_name = format!("{}/proxy", instance.name);
-        sup.spawn(&proc_name, proxy)?;
-        let id = l
-            .set
-            .workload_id(&instance.workload)
-            .context("workload without an identity")?;
-        let entry = format!("up-{}", instance.name);
-        node_agent::register(sup, l.state, &proc_name, &entry, id, l.timeout).await?;
-        pending.push(Pending {
-            instance: instance.clone(),
-            ready,
-            pod,
-        });
-    }
-    Ok(pending)
-}
-
-/// The `meshwork proxy` command of `instance`'s sidecar.
-fn proxy_command(
-    l: &Launch<'_>,
-    w: &api::mesh::Workload,
-    instance: &Instance,
-    ready: &Path,
-    agent_socket: &Path,
-    dns: Option<std::net::SocketAddr>,
-    trace_args: &[String],
-) -> Child {
-    let mut proxy = Child::meshwork(&l.exe, "proxy")
-        .args(["--workload", &instance.workload])
-        .args(["--replica", &instance.replica.to_string()])
-        .args(["--app", &format!("127.0.0.1:{}", instance.port)])
-        .args([
-            "--control-socket".as_ref(),
-            l.state.control_socket().as_os_str(),
-        ])
-        .args(["--ready-file".as_ref(), ready.as_os_str()])
-        .args(["--admin", "127.0.0.1:0"])
-        .args(["--workload-api".as_ref(), agent_socket.as_os_str()]);
-    if w.spec.protocol == api::mesh::AppProtocol::Http2 {
-        proxy = proxy.args(["--app-http2"]);
-    }
-    if let Some(dns) = dns {
-        proxy = proxy.args(["--dns", &dns.to_string()]);
-    }
-    // The sidecar also inherits `up`'s environment, OTEL_* included: what the Mesh
-    // leaves out of spec.tracing comes from there.
-    proxy.args(trace_args)
+    Ok(node_api)
 }
 
 /// Removes a unix socket file left by an earlier run, if any.
-fn remove_stale(socket: &Path) -> anyhow::Result<()> {
+pub(super) fn remove_stale(socket: &Path) -> anyhow::Result<()> {
     match std::fs::remove_file(socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("removing the stale socket {}", socket.display()))

@@ -21,36 +21,78 @@ use identity::SpiffeId;
 use super::supervisor::{Child, Supervisor};
 use crate::state::StateDir;
 
-/// Creates a join token, starts the agent and waits for its Workload API socket.
+/// Where one node agent runs and what it serves.
+pub struct AgentPlace {
+    /// Its name in `up`'s logs (`agent`, `agent@a`).
+    pub name: String,
+    /// The network namespace it runs in (a simulated host's); `None`: `up`'s own.
+    pub netns: Option<String>,
+    /// Its Workload API socket.
+    pub socket: PathBuf,
+    /// Where it keeps its node SVID; `None`: `<state>/agent`.
+    pub data_dir: Option<PathBuf>,
+    /// The control plane's node API; `None`: what `<state>/node-api.addr` says.
+    pub control: Option<String>,
+    /// The file its admin address (`/status`, `/metrics`, on its namespace's loopback) is
+    /// written to.
+    pub admin_file: PathBuf,
+}
+
+impl AgentPlace {
+    /// The one agent of an `up` without simulated hosts.
+    pub fn single(state: &StateDir) -> AgentPlace {
+        AgentPlace {
+            name: "agent".to_owned(),
+            netns: None,
+            socket: state.path().join("agent.sock"),
+            data_dir: None,
+            control: None,
+            admin_file: state.path().join("agent-admin.addr"),
+        }
+    }
+}
+
+/// Creates a join token, starts the agent at `place` and waits for its Workload API socket.
 pub async fn start(
     sup: &mut Supervisor,
     exe: &std::path::Path,
     state: &StateDir,
-    socket: PathBuf,
+    place: AgentPlace,
     timeout: Duration,
 ) -> anyhow::Result<PathBuf> {
     let admin = Client::new(UnixConnect(state.control_socket()));
     let request = TokenRequest { ttl_secs: Some(60) };
     let token = bounded(
         timeout,
-        "creating the agent's join token",
+        &format!("creating the join token of {}", place.name),
         admin.call(&CreateToken, &request),
     )
     .await?;
+    // In a host's namespace, its own loopback: free there whatever is free here.
     let port = super::ports::free_port().context("allocating the agent's admin port")?;
     let admin_addr = format!("127.0.0.1:{port}");
-    let agent = Child::meshwork(exe, "agent")
-        .args(["--state-dir".as_ref(), state.path().as_os_str()])
-        .args(["--socket".as_ref(), socket.as_os_str()])
-        .args(["--admin", &admin_addr])
-        .env("MESHWORK_JOIN_TOKEN", &token.token);
-    // Restartable: a restarted agent resumes with the node SVID saved in <state>/agent.
-    sup.spawn_restartable("agent", agent)?;
-    sup.wait_for_socket("agent", &socket, timeout).await?;
-    let addr_file = state.path().join("agent-admin.addr");
-    std::fs::write(&addr_file, &admin_addr)
-        .with_context(|| format!("writing {}", addr_file.display()))?;
-    Ok(socket)
+    let mut agent = match &place.netns {
+        Some(netns) => Child::meshwork_in(netns, exe, "agent"),
+        None => Child::meshwork(exe, "agent"),
+    }
+    .args(["--state-dir".as_ref(), state.path().as_os_str()])
+    .args(["--socket".as_ref(), place.socket.as_os_str()])
+    .args(["--admin", &admin_addr])
+    .env("MESHWORK_JOIN_TOKEN", &token.token);
+    if let Some(dir) = &place.data_dir {
+        agent = agent.args(["--data-dir".as_ref(), dir.as_os_str()]);
+    }
+    if let Some(control) = &place.control {
+        agent = agent.args(["--control", control]);
+    }
+    super::remove_stale(&place.socket)?;
+    // Restartable: a restarted agent resumes with the node SVID saved in its data dir.
+    sup.spawn_restartable(&place.name, agent)?;
+    sup.wait_for_socket(&place.name, &place.socket, timeout)
+        .await?;
+    std::fs::write(&place.admin_file, &admin_addr)
+        .with_context(|| format!("writing {}", place.admin_file.display()))?;
+    Ok(place.socket)
 }
 
 /// Registers the entry that gives the just-spawned child `name` the identity `id`.

@@ -86,34 +86,35 @@ pub struct ProxyArgs {
     /// admitted by a binding there and go to the instance it names; without one, refused.
     #[arg(long, value_name = "DIR", requires = "pod")]
     pub claim_bindings: Option<PathBuf>,
+    /// Pod mode, `up --hosts`: the network namespace of the simulated host the pod is on
+    /// (`/run/netns/NAME`); connections to peer sidecars are opened there, so they leave from
+    /// that host (loopback peers excepted).
+    #[arg(long, value_name = "PATH", requires = "pod")]
+    pub pod_host_netns: Option<PathBuf>,
     // Distributed tracing: off unless asked for (up/trace_flags.rs).
     #[command(flatten)]
     pub trace: trace_flags::TraceArgs,
 }
 
 /// The pod of `--pod PATH --pod-ip IP` (clap requires both or neither).
-fn pod_config(
-    netns: Option<PathBuf>,
-    ip: Option<std::net::Ipv4Addr>,
-    virtual_addresses: proxy::VirtualCidr,
-    opaque_ports: proxy::OpaquePorts,
-    claim_bindings: Option<PathBuf>,
-) -> Option<proxy::PodConfig> {
-    let (netns, ip) = (netns?, ip?);
+fn pod_config(args: &mut ProxyArgs) -> Option<proxy::PodConfig> {
+    let (netns, ip) = (args.pod.take()?, args.pod_ip?);
     Some(proxy::PodConfig {
-        virtual_addresses,
-        opaque_ports,
-        claim_bindings,
+        virtual_addresses: args.pod_virtual_addresses,
+        opaque_ports: args.opaque_ports.clone(),
+        claim_bindings: args.claim_bindings.take(),
+        host_netns: args.pod_host_netns.take(),
         ..proxy::PodConfig::new(netns, ip)
     })
 }
 
 /// Runs the sidecar until SIGINT/SIGTERM.
-pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: ProxyArgs) -> anyhow::Result<ExitCode> {
     logging::init();
     no_huge_pages();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let trace = trace_flags::config(&args.trace, &args.workload, |name| std::env::var(name).ok())?;
+    let pod = pod_config(&mut args);
     tracing::info!("{}", trace_flags::describe(trace.as_ref()));
     let config = proxy::ProxyConfig {
         workload: args.workload,
@@ -144,13 +145,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             .dns
             .map_or(proxy::EgressDns::System, proxy::EgressDns::Server),
         tracing: trace,
-        pod: pod_config(
-            args.pod,
-            args.pod_ip,
-            args.pod_virtual_addresses,
-            args.opaque_ports,
-            args.claim_bindings,
-        ),
+        pod,
     };
     let rt = if args.single_thread {
         tokio::runtime::Builder::new_current_thread()
@@ -203,7 +198,7 @@ mod tests {
 
     #[test]
     fn pod_flags_map_into_the_pod_config() {
-        let args = parse(&[
+        let mut args = parse(&[
             "--pod",
             "/run/netns/p",
             "--pod-ip",
@@ -212,16 +207,12 @@ mod tests {
             "5432",
             "--claim-bindings",
             "/s/bindings/billing",
+            "--pod-host-netns",
+            "/run/netns/mw0-host-b",
         ])
         .unwrap();
-        let pod = pod_config(
-            args.pod,
-            args.pod_ip,
-            args.pod_virtual_addresses,
-            args.opaque_ports,
-            args.claim_bindings,
-        )
-        .unwrap();
+        let pod = pod_config(&mut args).unwrap();
+        assert_eq!(pod.host_netns, Some(PathBuf::from("/run/netns/mw0-host-b")));
         assert_eq!(
             pod.claim_bindings,
             Some(PathBuf::from("/s/bindings/billing"))
@@ -230,16 +221,11 @@ mod tests {
         assert_eq!(pod.ip, std::net::Ipv4Addr::new(198, 18, 0, 2));
         assert_eq!(pod.virtual_addresses, proxy::VirtualCidr::default());
         assert!(pod.opaque_ports.contains(5432) && !pod.opaque_ports.contains(3306));
-        let args = parse(&[]).unwrap();
+        let mut args = parse(&[]).unwrap();
+        assert!(pod_config(&mut args).is_none());
         assert!(
-            pod_config(
-                args.pod,
-                args.pod_ip,
-                args.pod_virtual_addresses,
-                args.opaque_ports,
-                args.claim_bindings
-            )
-            .is_none()
+            parse(&["--pod-host-netns", "/run/netns/h"]).is_err(),
+            "--pod-host-netns needs --pod"
         );
         assert!(
             parse(&["--pod", "/run/netns/p"]).is_err(),

@@ -42,6 +42,15 @@ impl Child {
         Child { cmd, service: true }
     }
 
+    /// `meshwork <sub>` in the named network namespace `netns` (a simulated host's):
+    /// `ip netns exec` execs it, so pid, process group and supervision are as for
+    /// [`Child::meshwork`].
+    pub fn meshwork_in(netns: &str, exe: &Path, sub: &str) -> Child {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns]).arg(exe).arg(sub);
+        Child { cmd, service: true }
+    }
+
     /// A workload's application (`meshwork` as argv\[0\] means this binary), run under
     /// `meshwork guard`, which stops the application's whole process group when `up` is
     /// gone, even after a `kill -9` (see `up/guard.rs`).

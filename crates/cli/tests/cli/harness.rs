@@ -45,6 +45,16 @@ impl Up {
     /// [`Up::spawn`] with `vars` added to `up`'s environment.
     pub fn spawn_with_env(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Up {
         let state = tempfile::tempdir().expect("tempdir");
+        Up::spawn_in(state, dir, args, vars)
+    }
+
+    /// [`Up::spawn_with_env`] on the state directory `state` (e.g. one a killed `up` left).
+    pub fn spawn_in(
+        state: tempfile::TempDir,
+        dir: &Path,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Up {
         let mut child = meshwork()
             .arg("up")
             .arg(dir)

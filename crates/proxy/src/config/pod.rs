@@ -25,6 +25,11 @@ pub struct PodConfig {
     /// claimed service's name are admitted by a binding there (`outbound::claim_binding`);
     /// `None`: every such connection is refused.
     pub claim_bindings: Option<PathBuf>,
+    /// The network namespace of the simulated host the pod is on (`meshwork up --hosts`):
+    /// connections to peer sidecars are opened there, so they leave from that host and cross
+    /// to the peer's; loopback peers (`hostNetwork` workloads) are still dialed from the
+    /// sidecar's own namespace. `None`: every peer is dialed from the sidecar's namespace.
+    pub host_netns: Option<PathBuf>,
 }
 
 impl PodConfig {
@@ -36,6 +41,7 @@ impl PodConfig {
             virtual_addresses: VirtualCidr::default(),
             opaque_ports: OpaquePorts::default(),
             claim_bindings: None,
+            host_netns: None,
         }
     }
 }

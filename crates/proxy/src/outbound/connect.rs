@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use identity::{PeerPolicy, Protocols, SpiffeId, SvidStore};
@@ -44,6 +45,12 @@ pub(crate) type PeerKey = crate::resilience::EndpointKey;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the TCP connection under a peer connection is opened. By default from the sidecar's
+/// own network namespace; a sidecar whose pod is on a simulated host (`meshwork up --hosts`)
+/// opens it in the host's namespace instead, so that mesh traffic leaves from that host.
+pub type PeerTcp =
+    Arc<dyn Fn(SocketAddr) -> BoxFuture<'static, std::io::Result<TcpStream>> + Send + Sync>;
+
 /// Client configs by expected identity and offered protocols.
 type ConfigsByProtocols = HashMap<(SpiffeId, Protocols), Arc<ClientConfig>>;
 
@@ -59,6 +66,8 @@ pub struct PeerConnector {
     unpooled_configs: Arc<Mutex<ConfigsByProtocols>>,
     peer_protocol: PeerProtocol,
     metrics: Arc<dyn ProxyMetrics>,
+    /// Where the TCP connections are opened (`None`: here).
+    tcp: Option<PeerTcp>,
 }
 
 impl PeerConnector {
@@ -74,7 +83,13 @@ impl PeerConnector {
             unpooled_configs: Arc::default(),
             peer_protocol,
             metrics,
+            tcp: None,
         }
+    }
+
+    /// The same connector, opening its TCP connections with `tcp`.
+    pub fn with_tcp(self, tcp: Option<PeerTcp>) -> Self {
+        PeerConnector { tcp, ..self }
     }
 
     fn client_config(&self, identity: &SpiffeId) -> Arc<ClientConfig> {
@@ -124,7 +139,7 @@ impl PeerConnector {
         protocols: Protocols,
     ) -> Result<TlsStream<TcpStream>, BoxError> {
         let connector = TlsConnector::from(self.unpooled_client_config(identity, protocols));
-        let tls = tokio::time::timeout(timeout, handshake(&connector, addr))
+        let tls = tokio::time::timeout(timeout, handshake(&connector, addr, self.tcp.as_ref()))
             .await
             .map_err(|_| {
                 format!("TCP connect and mTLS handshake took longer than {timeout:?}")
@@ -142,7 +157,7 @@ impl PeerConnector {
         timeout: Duration,
     ) -> Result<Sender, BoxError> {
         let connector = TlsConnector::from(self.client_config(identity));
-        let tls = tokio::time::timeout(timeout, handshake(&connector, addr))
+        let tls = tokio::time::timeout(timeout, handshake(&connector, addr, self.tcp.as_ref()))
             .await
             .map_err(|_| {
                 format!("TCP connect and mTLS handshake took longer than {timeout:?}")
@@ -173,12 +188,16 @@ impl PeerConnector {
     }
 }
 
-/// TCP (no Nagle), then the TLS handshake.
+/// TCP (no Nagle; with `tcp` when given), then the TLS handshake.
 async fn handshake(
     connector: &TlsConnector,
     addr: SocketAddr,
+    tcp: Option<&PeerTcp>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
+    let tcp = match tcp {
+        Some(open) => open(addr).await?,
+        None => TcpStream::connect(addr).await?,
+    };
     tcp.set_nodelay(true)?;
     // The SPIFFE verifier checks the URI SAN, not the name: an IP needs no DNS SAN.
     connector

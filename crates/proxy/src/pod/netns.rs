@@ -5,7 +5,9 @@
 //! So one dedicated thread per pod enters the pod's namespace once (`setns(2)`, through
 //! nix's safe wrapper) and creates sockets on request; the tokio runtime then uses them
 //! from its own threads, which stay in the host's namespace (where the sidecar's outgoing
-//! connections to peers, egress and the control plane leave from).
+//! connections to peers, egress and the control plane leave from; with a simulated host,
+//! `PodConfig::host_netns`, its peer connections are made in that host's namespace the same
+//! way).
 
 use std::io;
 use std::net::SocketAddr;
