@@ -8,6 +8,8 @@ mod broker_crash;
 mod claims_cluster;
 #[path = "cli/claims_deletion.rs"]
 mod claims_deletion;
+#[path = "cli/control_ha.rs"]
+mod control_ha;
 #[path = "cli/crds.rs"]
 mod crds;
 #[path = "cli/dashboard.rs"]

@@ -79,10 +79,14 @@ pub(crate) async fn open(
             StartResources::Replace,
         ),
         StoreConfig::Etcd(etcd) => {
+            // One spelling for the prefix: it is also the sealing scope, so `/m/td` and
+            // `/m/td/` must not give two replicas of one store different keys.
             let prefix = etcd
                 .prefix
                 .clone()
-                .unwrap_or_else(|| format!("/meshwork/{td}/"));
+                .unwrap_or_else(|| format!("/meshwork/{td}"))
+                .trim_end_matches('/')
+                .to_owned();
             let kek = Kek::load(&etcd.kek_file).map_err(ControlError::Kek)?;
             let store = EtcdStore::connect(&etcd.endpoints, &prefix).await?;
             (

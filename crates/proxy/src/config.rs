@@ -55,8 +55,9 @@ pub enum ControlSource {
     /// SVIDs from the SPIFFE Workload API (the node agent's socket), like any other
     /// workload; routes from the control socket as for [`ControlSource::Socket`].
     WorkloadApi {
-        /// The control plane's unix socket (registration and snapshots).
-        control: PathBuf,
+        /// The control plane's unix socket (registration and snapshots): with several
+        /// control replicas, each one's, tried in turn when the current one stops answering.
+        control: Vec<PathBuf>,
         /// The Workload API socket (`SPIFFE_ENDPOINT_SOCKET` without `unix:`).
         workload_api: PathBuf,
     },

@@ -10,15 +10,21 @@
 
 use std::path::PathBuf;
 
-use api::contract::client::{CallError, Client, UnixConnect};
+use api::contract::client::{CallError, Client, UnixReplicas};
 
-/// A client of one control plane socket.
-pub type ControlClient = Client<UnixConnect>;
+/// A client of the control plane's socket, or of each replica's in turn when one stops
+/// answering ([`UnixReplicas`]).
+pub type ControlClient = Client<UnixReplicas>;
 
 /// Why a call to the control plane failed.
 pub type ControlError = CallError;
 
-/// A client for the control plane listening on `socket`.
-pub fn control_client(socket: impl Into<PathBuf>) -> ControlClient {
-    Client::new(UnixConnect(socket.into()))
+/// A client for the control-plane replicas listening on `sockets` (the first is tried
+/// first); `None` for an empty list.
+pub fn replicas_client(sockets: &[PathBuf]) -> Option<ControlClient> {
+    let (first, others) = sockets.split_first()?;
+    Some(Client::new(UnixReplicas::new(
+        first.clone(),
+        others.to_vec(),
+    )))
 }

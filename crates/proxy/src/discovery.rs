@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ControlSource;
-use crate::control_client::{ControlClient, ControlError, control_client};
+use crate::control_client::{ControlClient, ControlError, replicas_client};
 use crate::routes::Routes;
 use crate::start_error::ProxyError;
 
@@ -51,13 +51,13 @@ pub async fn bootstrap(
             let store = Arc::new(SvidStore::new(svid, bundle));
             return Ok((store, Routes::new(&snapshot), None));
         }
-        ControlSource::Socket(path) => (path, None),
+        ControlSource::Socket(path) => (vec![path], None),
         ControlSource::WorkloadApi {
             control,
             workload_api,
         } => (control, Some(workload_api)),
     };
-    let client = control_client(path);
+    let client = replicas_client(&path).ok_or(ProxyError::NoControlSocket)?;
     let (svid, bundle, svid_stream) = match workload_api {
         Some(socket) => {
             let (svid, bundle, stream) = crate::workload_api::first_svid(&socket).await?;

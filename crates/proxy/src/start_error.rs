@@ -23,6 +23,9 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    /// The configuration names no control socket.
+    #[error("no control socket is configured (--control-socket)")]
+    NoControlSocket,
     /// The control plane refused a startup step (retrying would not help).
     #[error("control plane: {step} failed")]
     Control {

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use backoff::Backoff;
-pub use unix::UnixConnect;
+pub use unix::{UnixConnect, UnixReplicas};
 
 use super::LONG_POLL_SECS;
 use super::exchange::{Exchange, ExchangeError, json_body};

@@ -194,9 +194,10 @@ pub async fn start_agents(
     exe: &Path,
     state: &StateDir,
     network: &mut Network,
-    node_api: &str,
+    node_apis: &[String],
     timeout: Duration,
 ) -> anyhow::Result<()> {
+    let node_api = node_apis.join(", ");
     for host in &network.hosts {
         let dir = host_dir(state, &host.name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -205,7 +206,7 @@ pub async fn start_agents(
             netns: Some(host.netns.clone()),
             socket: dir.join("agent.sock"),
             data_dir: Some(dir.join("agent")),
-            control: Some(node_api.to_owned()),
+            control: node_apis.to_vec(),
             admin_file: dir.join("agent-admin.addr"),
         };
         let socket = node_agent::start(sup, exe, state, place, timeout).await?;

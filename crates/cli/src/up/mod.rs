@@ -19,6 +19,7 @@
 mod apps;
 mod claims;
 pub mod control;
+mod control_plane;
 mod dashboard;
 mod group;
 pub mod guard;
@@ -45,7 +46,7 @@ use crate::pods::{IsolationArg, PodPlan};
 use crate::state::StateDir;
 use instances::Instance;
 use signals::StopSignals;
-use supervisor::{Child, Ends, Supervisor};
+use supervisor::{Ends, Supervisor};
 
 /// How long children have to stop after SIGTERM before `up` SIGKILLs them.
 const GRACE: Duration = Duration::from_secs(5);
@@ -132,6 +133,9 @@ pub struct UpArgs {
     /// on the first host.
     #[arg(long, value_name = "W=H", requires = "hosts")]
     pub place: Vec<String>,
+    /// Control-plane replicas and their shared store.
+    #[command(flatten)]
+    pub control: control_plane::ControlPlaneArgs,
 }
 
 /// Runs `up` until a signal or a child's exit.
@@ -305,6 +309,7 @@ struct Launch<'a> {
     app_timeout: Duration,
     set: &'a ResourceSet,
     state: &'a StateDir,
+    control: control_plane::ControlPlaneArgs,
 }
 
 /// A sidecar that was started and whose app waits for it.
@@ -332,6 +337,7 @@ async fn start_all(
         app_timeout: Duration::from_secs(args.app_timeout),
         set,
         state,
+        control: args.control.clone(),
     };
     println!(
         "[up] starting {} workload(s) of {} (state in {}; -v shows the children's logs)",
@@ -340,7 +346,7 @@ async fn start_all(
         state.path().display()
     );
     let instances = instances::plan(set)?;
-    let (node_api, agents) = start_identity(sup, &launch, &instances, pods).await?;
+    let (plane, agents) = start_identity(sup, &launch, &instances, pods).await?;
     let pending = sidecars::start(sup, &launch, &instances, &agents).await?;
     let claims_ctx = claims::ClaimsContext {
         exe: &launch.exe,
@@ -352,7 +358,13 @@ async fn start_all(
     let table = apps::start_apps(sup, &launch, pending, &bindings).await?;
     let dashboard = dashboard::start(sup, &launch).await?;
     let agent_socket = agents.socket(None).unwrap_or(Path::new("")).to_owned();
-    table::print_table(&table, &launch, &node_api, &agent_socket, dashboard);
+    table::print_table(
+        &table,
+        &launch,
+        &plane.node_api_list(),
+        &agent_socket,
+        dashboard,
+    );
     Ok(())
 }
 
@@ -364,45 +376,31 @@ async fn start_identity(
     l: &Launch<'_>,
     instances: &[Instance],
     pods: Pods,
-) -> anyhow::Result<(String, sidecars::Agents)> {
+) -> anyhow::Result<(control_plane::ControlPlane, sidecars::Agents)> {
     if let Some(Some(placement)) = &pods {
         let mut network = hosts::create(l.set, l.state.path(), instances, placement)?;
-        let node_api = start_control(sup, l, network.fabric_gateway.into()).await?;
+        let plane = control_plane::start(sup, l, &l.control, network.fabric_gateway.into()).await?;
         let timeout = l.timeout;
-        hosts::start_agents(sup, &l.exe, l.state, &mut network, &node_api, timeout).await?;
-        return Ok((node_api, sidecars::Agents::Hosts(network)));
+        hosts::start_agents(
+            sup,
+            &l.exe,
+            l.state,
+            &mut network,
+            &plane.node_apis,
+            timeout,
+        )
+        .await?;
+        return Ok((plane, sidecars::Agents::Hosts(network)));
     }
-    let node_api = start_control(sup, l, std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    let localhost = std::net::Ipv4Addr::LOCALHOST.into();
+    let plane = control_plane::start(sup, l, &l.control, localhost).await?;
     let place = node_agent::AgentPlace::single(l.state);
     let socket = node_agent::start(sup, &l.exe, l.state, place, l.timeout).await?;
     let pods = match pods {
         Some(_) => isolation::create_pods(l.set, l.state.path(), instances)?,
         None => Default::default(),
     };
-    Ok((node_api, sidecars::Agents::One { socket, pods }))
-}
-
-/// The control plane (restarted if it dies), its node API on `ip`; returns that address.
-async fn start_control(
-    sup: &mut Supervisor,
-    l: &Launch<'_>,
-    ip: std::net::IpAddr,
-) -> anyhow::Result<String> {
-    // A fixed port for this run, so a restarted control plane is where the agent last saw it.
-    let port = ports::free_port().context("allocating the node API port")?;
-    let node_api = std::net::SocketAddr::new(ip, port).to_string();
-    let control = Child::meshwork(&l.exe, "control")
-        .args(["--resources".as_ref(), l.dir.as_os_str()])
-        .args(["--state-dir".as_ref(), l.state.path().as_os_str()])
-        .args(["--socket".as_ref(), l.state.control_socket().as_os_str()])
-        .args(["--node-api", &node_api]);
-    // A socket left by an earlier run (even one still served by its orphaned control plane
-    // for a moment) must not pass for this run's: only ours can bind the path again.
-    remove_stale(&l.state.control_socket())?;
-    sup.spawn_restartable("control", control)?;
-    sup.wait_for_socket("control", &l.state.control_socket(), l.timeout)
-        .await?;
-    Ok(node_api)
+    Ok((plane, sidecars::Agents::One { socket, pods }))
 }
 
 /// Removes a unix socket file left by an earlier run, if any.

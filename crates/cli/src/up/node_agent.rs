@@ -31,8 +31,9 @@ pub struct AgentPlace {
     pub socket: PathBuf,
     /// Where it keeps its node SVID; `None`: `<state>/agent`.
     pub data_dir: Option<PathBuf>,
-    /// The control plane's node API; `None`: what `<state>/node-api.addr` says.
-    pub control: Option<String>,
+    /// The control plane's node APIs (one per replica); empty: what
+    /// `<state>/node-api.addr` says.
+    pub control: Vec<String>,
     /// The file its admin address (`/status`, `/metrics`, on its namespace's loopback) is
     /// written to.
     pub admin_file: PathBuf,
@@ -46,7 +47,7 @@ impl AgentPlace {
             netns: None,
             socket: state.path().join("agent.sock"),
             data_dir: None,
-            control: None,
+            control: Vec::new(),
             admin_file: state.path().join("agent-admin.addr"),
         }
     }
@@ -82,7 +83,7 @@ pub async fn start(
     if let Some(dir) = &place.data_dir {
         agent = agent.args(["--data-dir".as_ref(), dir.as_os_str()]);
     }
-    if let Some(control) = &place.control {
+    for control in &place.control {
         agent = agent.args(["--control", control]);
     }
     super::remove_stale(&place.socket)?;

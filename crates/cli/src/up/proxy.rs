@@ -19,9 +19,11 @@ pub struct ProxyArgs {
     /// replica registers its own endpoint.
     #[arg(long, default_value = "0", value_name = "N")]
     pub replica: u16,
-    /// The control plane's unix socket.
-    #[arg(long)]
-    pub control_socket: PathBuf,
+    /// The control plane's unix socket; repeat it for each control replica's (tried in
+    /// turn when the current one stops answering; SVIDs from the control socket use the
+    /// first only).
+    #[arg(long, required = true)]
+    pub control_socket: Vec<PathBuf>,
     /// Get SVIDs from the SPIFFE Workload API at this socket (`unix:/path` or a path),
     /// like any workload, instead of by CSR from the control socket.
     #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
@@ -124,7 +126,10 @@ pub fn run(mut args: ProxyArgs) -> anyhow::Result<ExitCode> {
                 control: args.control_socket,
                 workload_api: PathBuf::from(endpoint.strip_prefix("unix:").unwrap_or(&endpoint)),
             },
-            None => proxy::ControlSource::Socket(args.control_socket),
+            None => proxy::ControlSource::Socket(
+                // invariant: clap requires at least one --control-socket.
+                args.control_socket.into_iter().next().unwrap_or_default(),
+            ),
         },
         inbound_listen: args.inbound,
         outbound_listen: args.outbound,

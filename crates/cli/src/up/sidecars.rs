@@ -112,10 +112,7 @@ fn proxy_command(
         .args(["--workload", &instance.workload])
         .args(["--replica", &instance.replica.to_string()])
         .args(["--app", &format!("127.0.0.1:{}", instance.port)])
-        .args([
-            "--control-socket".as_ref(),
-            l.state.control_socket().as_os_str(),
-        ])
+        .args(super::control_plane::socket_args(l))
         .args(["--ready-file".as_ref(), ready.as_os_str()])
         .args(["--admin", "127.0.0.1:0"])
         .args(["--workload-api".as_ref(), agent_socket.as_os_str()]);

@@ -13,7 +13,7 @@ use crate::harness::{Up, children_of, eventually, example, meshwork};
 use crate::policy::{OPEN_CHARGES, example_copy};
 
 /// `POST http://billing/charges` through store's sidecar; the status code.
-fn charge(outbound: &str) -> u16 {
+pub(crate) fn charge(outbound: &str) -> u16 {
     let out = Command::new("curl")
         .args([
             "-sS",
@@ -52,7 +52,7 @@ fn child_pid(up: &Up, sub: &str) -> Option<u32> {
     })
 }
 
-fn run(state: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn run(state: &Path, args: &[&str]) -> std::process::Output {
     meshwork()
         .args(args)
         .arg("--state-dir")

@@ -270,6 +270,7 @@ impl Issuer {
     pub async fn apply_resource_entries(
         &self,
         resources: &api::ResourceSet,
+        fence: Option<Op>,
     ) -> Result<(), StoreError> {
         let wanted: BTreeMap<String, RegistrationEntrySpec> = resources
             .registration_entries
@@ -302,8 +303,9 @@ impl Issuer {
                 key: id,
                 expect: Expect::Any,
             });
-        let ops: Vec<Op> = stale.into_iter().chain(changed).collect();
+        let mut ops: Vec<Op> = stale.into_iter().chain(changed).collect();
         if !ops.is_empty() {
+            ops.extend(fence);
             self.commit(ops, View::Identity).await?;
         }
         Ok(())

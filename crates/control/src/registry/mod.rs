@@ -134,7 +134,12 @@ impl Registry {
         start: StartResources,
     ) -> Result<Self, ControlError> {
         let trust_domain = issuer.trust_domain().clone();
-        issuer.apply_resource_entries(&resources).await?;
+        // The only writer applies its directory's entries at once; replicas leave it to
+        // the leader (`crate::duties`), so one started with an older directory cannot
+        // delete what the others' still declare.
+        if start == StartResources::Replace {
+            issuer.apply_resource_entries(&resources, None).await?;
+        }
         let registry = Registry {
             issuer,
             trust_domain,
@@ -272,6 +277,11 @@ impl Registry {
                 key: LIVE.to_owned(),
                 reason: e.to_string(),
             })
+    }
+
+    /// The resources this replica started with.
+    pub fn resources(&self) -> &ResourceSet {
+        &self.resources
     }
 
     /// The identity state (CA, entries, tokens) behind this registry.

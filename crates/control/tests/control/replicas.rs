@@ -82,7 +82,12 @@ impl Cluster {
             node_api: "127.0.0.1:0".parse().ok(),
             store: StoreConfig::Etcd(EtcdConfig {
                 endpoints: self.etcd.endpoints(),
-                prefix: Some(self.prefix.clone()),
+                // r3 spells the prefix with a trailing slash: the same store, and (the
+                // prefix being the sealing scope) the same keys.
+                prefix: Some(match id {
+                    "r3" => format!("{}/", self.prefix),
+                    _ => self.prefix.clone(),
+                }),
                 kek_file: self.kek.clone(),
                 replica_id: id.to_owned(),
             }),
