@@ -1,10 +1,11 @@
 //! The meshwork control plane and node agent.
 //!
-//! Control plane: holds the CA and the registration entries in a durable state file
-//! ([`store`], `<state>/control.redb`), signs X.509-SVIDs from CSRs and JWT-SVIDs,
-//! serves versioned config snapshots to sidecars and operator routes over a 0600 unix
-//! socket (the [`api::contract`] plus `/v1/admin/*`), and the node API to agents over
-//! mTLS on loopback TCP ([`node_api`]). CA rotation with overlap lives in [`authority`].
+//! Control plane: holds the CA and the registration entries in a durable store
+//! ([`store`]: `<state>/control.redb`, or an etcd cluster shared by replicas), signs
+//! X.509-SVIDs from CSRs and JWT-SVIDs, serves versioned config snapshots to sidecars and
+//! operator routes over a 0600 unix socket (the [`api::contract`] plus `/v1/admin/*`), and
+//! the node API to agents over mTLS on loopback TCP ([`node_api`]). CA rotation with
+//! overlap lives in [`authority`].
 //!
 //! Node agent ([`agent`], `meshwork agent`): joins with a one-time token, attests
 //! workloads from unix peer credentials against registration entries, and serves the
@@ -69,7 +70,8 @@ pub const DEFAULT_SVID_TTL: std::time::Duration = std::time::Duration::from_secs
 pub struct ControlConfig {
     /// The unix socket to serve the contract on (created; an old file is replaced).
     pub socket: PathBuf,
-    /// Directory for the CA key and certificate (`<state>/ca/`).
+    /// The state directory: `control.redb` (with the redb store), `bundle.pem`,
+    /// `node-api.addr`, and legacy `ca/*.pem` files, imported once if present.
     pub state_dir: PathBuf,
     /// The mesh's resources.
     pub resources: ResourceSet,

@@ -1,9 +1,8 @@
 //! The control-plane replicas an agent may talk to, and which one it talks to now.
 //!
-//! Any replica is to serve an agent, since replicas share one store (issue 15; the control
-//! plane does not yet run replicas on etcd, docs/scale.md), so the agent keeps one list and
-//! one current replica. It stays on the
-//! current one while it answers (sticky: no rebalancing churn); when connecting to it
+//! Any replica can serve an agent, since replicas share one store (`meshwork control
+//! --etcd`, docs/scale.md), so the agent keeps one list and one current replica. It stays
+//! on the current one while it answers (sticky: no rebalancing churn); when connecting to it
 //! fails or does not finish within 2 s, the next in the list is tried at once, then the one
 //! after, each once per call; a sync that fails transiently (5xx, a hang) also moves on.
 //! Only when all fail does the call fail, and the caller's jittered backoff

@@ -1,6 +1,6 @@
 //! Every record of chosen tables in memory, kept current by the store's watch: what each
-//! control replica will read on its request paths instead of the store (design §2.5;
-//! not wired into the issuer and registry yet).
+//! control replica reads on its request paths instead of the store (design §2.5): the
+//! issuer and the registry read it, and each replica's publisher follows its changes.
 //!
 //! A reflector: list every table, watch from the revision of the listing, apply each change
 //! in order; when the watch breaks (a member died), watch again from the last change; when

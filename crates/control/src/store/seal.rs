@@ -4,11 +4,11 @@
 //! The CA's and the JWT issuer's private keys must not sit in etcd in the clear: etcd's
 //! data directory, its snapshots and its backups are read by more people and programs
 //! than a 0600 file on the control host. Each replica reads the same 32-byte KEK from a
-//! file (mode 0600; not wired in yet: the control plane does not run on etcd yet, see
-//! docs/scale.md) and seals a private key as AES-256-GCM with a fresh 96-bit nonce per
-//! record. The additional authenticated data is `<scope>/<table>/<key>`, the scope being
-//! the store's key prefix (one per trust domain), so a sealed key cannot be copied into
-//! another record, or another mesh sharing the KEK, and still open.
+//! file (mode 0600; `meshwork control --kek-file`, made by `meshwork ca kek create`) and
+//! seals a private key as AES-256-GCM with a fresh 96-bit nonce per record (whenever the
+//! store is etcd). The additional authenticated data is `<scope>/<table>/<key>`, the scope
+//! being the store's key prefix (one per trust domain), so a sealed key cannot be copied
+//! into another record, or another mesh sharing the KEK, and still open.
 //!
 //! Why envelope encryption rather than per-replica intermediate CAs (SPIRE's
 //! UpstreamAuthority): each replica would still need the root key to sign its
