@@ -10,6 +10,7 @@ The directory poll before the publish (0–1 s) is reported apart. Targets from 
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -26,27 +27,92 @@ def log(msg: str) -> None:
     print(f"[fanout] {msg}", flush=True)
 
 
-def one(n: int, rounds: int, idle_s: int) -> dict:
-    """A fresh control plane and N simulated sidecars; the tool's JSON report."""
-    base = paths.WORK / "fanout" / str(n)
-    shutil.rmtree(base, ignore_errors=True)
-    resources, state = base / "resources", base / "state"
-    shutil.copytree(paths.REPO / "examples" / "store-billing", resources)
-    state.mkdir(parents=True)
-    control = spawn(f"fanout-control-{n}", [paths.MESHWORK, "control", "--resources", resources,
-                                            "--state-dir", state], measured=False)
-    try:
-        sock = state / "control.sock"
-        deadline = time.monotonic() + 30
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_etcd(base: Path, members: int) -> tuple[list, list[str]]:
+    """`members` etcd members on loopback (Debian's etcd-server), healthy; (procs, client URLs)."""
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        raise RuntimeError("etcd is not installed (apt-get install etcd-server)")
+    ports = [(free_port(), free_port()) for _ in range(members)]
+    cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
+    procs, urls = [], []
+    for i, (client, peer) in enumerate(ports):
+        url = f"http://127.0.0.1:{client}"
+        procs.append(spawn(f"fanout-etcd-{i}", [
+            etcd, "--name", f"m{i}", "--data-dir", base / f"etcd-{i}",
+            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", cluster, "--initial-cluster-state", "new",
+            "--heartbeat-interval", "50", "--election-timeout", "500"], measured=False))
+        urls.append(url)
+    deadline = time.monotonic() + 30
+    while True:
+        ok = subprocess.run(["etcdctl", "--endpoints", ",".join(urls), "endpoint", "health"],
+                            env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True).returncode == 0
+        if ok:
+            return procs, urls
+        if time.monotonic() > deadline:
+            stop(procs)
+            raise RuntimeError("etcd did not become healthy in 30 s")
+        time.sleep(0.2)
+
+
+def start_controls(base: Path, resources: Path, replicas: int) -> tuple[list, list, list[Path]]:
+    """One control on redb (replicas = 0), or `replicas` replicas on a fresh etcd cluster of
+    as many members; (control procs, etcd procs, control sockets)."""
+    etcd_procs, urls = ([], []) if replicas == 0 else start_etcd(base, replicas)
+    extra = []
+    if replicas:
+        kek = base / "kek"
+        subprocess.run([str(paths.MESHWORK), "ca", "kek", "create", str(kek)], check=True,
+                       stdout=subprocess.DEVNULL)
+        for url in urls:
+            extra += ["--etcd", url]
+        extra += ["--kek-file", kek]
+    controls, sockets = [], []
+    for i in range(max(replicas, 1)):
+        state = base / f"state-{i}"
+        state.mkdir(parents=True)
+        ident = ["--replica-id", f"r{i}"] if replicas else []
+        controls.append(spawn(f"fanout-control-{i}", [paths.MESHWORK, "control", "--resources", resources,
+                                                      "--state-dir", state, *extra, *ident], measured=False))
+        sockets.append(state / "control.sock")
+    deadline = time.monotonic() + 30
+    for sock, control in zip(sockets, controls):
         while not sock.exists():
             if time.monotonic() > deadline or not control.alive():
+                stop(controls + etcd_procs)
                 raise RuntimeError(f"control did not start: see {control.log}")
             time.sleep(0.05)
+    return controls, etcd_procs, sockets
+
+
+def one(n: int, rounds: int, idle_s: int, replicas: int) -> dict:
+    """Fresh control plane(s) and N simulated sidecars (spread over the replicas); the tool's
+    JSON report."""
+    base = paths.WORK / "fanout" / f"{n}-r{replicas}"
+    shutil.rmtree(base, ignore_errors=True)
+    resources = base / "resources"
+    shutil.copytree(paths.REPO / "examples" / "store-billing", resources)
+    controls, etcd_procs, sockets = start_controls(base, resources, replicas)
+    try:
         out = base / "report.json"
-        argv = [paths.MESHWORK, "fanout", "--socket", sock, "--sidecars", str(n), "--resources", resources,
-                "--control-pid", str(control.pid), "--rounds", str(rounds), "--idle-secs", str(idle_s),
-                "--json", out]
-        log(f"N={n}: {rounds} changes after a {idle_s} s idle window")
+        argv = [paths.MESHWORK, "fanout", "--sidecars", str(n), "--resources", resources,
+                "--rounds", str(rounds), "--idle-secs", str(idle_s), "--json", out]
+        for sock in sockets:
+            argv += ["--socket", sock]
+        for c in controls:
+            argv += ["--control-pid", str(c.pid)]
+        for e in etcd_procs:
+            argv += ["--etcd-pid", str(e.pid)]
+        where = f"{replicas} replicas on {replicas} etcd members" if replicas else "one control (redb)"
+        log(f"N={n}, {where}: {rounds} changes after a {idle_s} s idle window")
         done = subprocess.run([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if not out.exists():
             raise RuntimeError(f"meshwork fanout failed for N={n}: {done.stderr.strip()}")
@@ -54,15 +120,16 @@ def one(n: int, rounds: int, idle_s: int) -> dict:
         report["exit"] = done.returncode
         return report
     finally:
-        stop([control])
+        stop(controls)
+        stop(etcd_procs)
 
 
-def run(ns: list[int], rounds: int, idle_s: int, argv: list[str]) -> dict:
+def run(ns: list[int], rounds: int, idle_s: int, argv: list[str], replicas: int = 0) -> dict:
     paths.ensure_dirs()
     results = []
     for n in ns:
         try:
-            results.append(one(n, rounds, idle_s))
+            results.append(one(n, rounds, idle_s, replicas))
         except (RuntimeError, OSError) as e:
             log(f"N={n}: {e}")
             results.append({"sidecars": n, "failed": str(e)})
@@ -72,6 +139,7 @@ def run(ns: list[int], rounds: int, idle_s: int, argv: list[str]) -> dict:
         "command": "bench/fanout " + " ".join(argv),
         "binary": paths.relative(str(paths.MESHWORK)),
         "nproc": os.cpu_count(),
+        "replicas": replicas,
         "results": results,
     }
 
@@ -97,8 +165,11 @@ def verdicts(raw: dict) -> list[str]:
 
 def markdown(raw: dict) -> str:
     lines = [f"# Control-plane fan-out, {raw['when']}", "",
-             f"`{raw['command']}`, binary `{raw['binary']}`, {raw['nproc']} cores. One `meshwork control` "
-             "(redb store) per N; N simulated sidecars long-poll its contract socket (crates/cli/src/fanout_cmd.rs). "
+             f"`{raw['command']}`, binary `{raw['binary']}`, {raw['nproc']} cores. "
+             + (f"{raw['replicas']} `meshwork control` replicas on a fresh {raw['replicas']}-member loopback etcd per N, "
+                "the sidecars spread round-robin over their sockets; control figures are the replicas' sums, etcd's the "
+                "members' sums. " if raw.get("replicas") else "One `meshwork control` (redb store) per N. ")
+             + "N simulated sidecars long-poll the contract socket(s) (crates/cli/src/fanout_cmd.rs). "
              "Fan-out = a sidecar's receipt of the new snapshot − the first sidecar's receipt; the directory "
              "poll before the publish is the separate *poll delay*.", "", "## Verdicts", ""]
     lines += [f"- {v}" for v in verdicts(raw)]
@@ -116,6 +187,14 @@ def markdown(raw: dict) -> str:
                      f"{num(f['max'], '.1f')} | {num(r['poll_delay_ms']['p50'], '.0f')} | {r['missed']} | {r['errors']} | "
                      f"{rss} | {num(c.get('rss_per_proxy_kib'), '.1f')} | {num(c.get('idle_cpu_percent_per_1000'), '.2f')} | "
                      f"{num(c.get('cpu_ms_per_change_per_1000'), '.0f')} |")
+    stores = [(r["sidecars"], r["etcd"]) for r in raw["results"] if r.get("etcd")]
+    if stores:
+        lines += ["", "## etcd (all members)", "", "| N | RSS before → after MiB | idle CPU % | CPU ms / change |",
+                  "|---|---|---|---|"]
+        for n, e in stores:
+            num = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
+            lines.append(f"| {n} | {e['rss_before_kib'] / 1024:.1f} → {e['rss_after_kib'] / 1024:.1f} | "
+                         f"{num(e['idle_cpu_percent'], '.2f')} | {num(e['cpu_ms_per_change'], '.1f')} |")
     lines += ["", "## Per change", "", "| N | change | p50 ms | p99 ms | max ms | poll delay ms | missed |",
               "|---|---|---|---|---|---|---|"]
     for r in raw["results"]:

@@ -351,7 +351,7 @@ def cmd_fanout(args: argparse.Namespace) -> int:
     paths.ensure_dirs()
     if not args.no_install and "MESHWORK_BIN" not in os.environ:
         install.build_meshwork()
-    raw = fanout.run(args.sidecars, args.rounds, args.idle, sys.argv[2:])
+    raw = fanout.run(args.sidecars, args.rounds, args.idle, sys.argv[2:], args.replicas)
     md = fanout.write(stamp(False, f"{args.tag}-fanout" if args.tag else "fanout"), raw)
     print(md.read_text())
     return 0 if all("failed" not in r and r.get("missed", 1) == 0 for r in raw["results"]) else 1
@@ -430,6 +430,8 @@ def main() -> int:
     fo.add_argument("--sidecars", type=int, nargs="+", default=[100, 1000, 3000, 10000])
     fo.add_argument("--rounds", type=int, default=5, help="measured changes per N")
     fo.add_argument("--idle", type=int, default=30, help="seconds of attached idle measured per N")
+    fo.add_argument("--replicas", type=int, default=0,
+                    help="K control replicas on a K-member loopback etcd (0: one control on redb)")
     fo.add_argument("--no-install", action="store_true")
     fo.add_argument("--tag", help="suffix for the report name")
     render = sub.add_parser("render", help="re-make a report's markdown from its raw JSON")

@@ -43,9 +43,10 @@ impl Call for SnapshotVersion {
 
 #[derive(clap::Args, Debug)]
 pub struct FanoutArgs {
-    /// The control plane's contract socket.
-    #[arg(long)]
-    socket: PathBuf,
+    /// The control plane's contract socket; repeat it for each replica's (sidecar i polls
+    /// socket i mod the number given).
+    #[arg(long, required = true)]
+    socket: Vec<PathBuf>,
     /// How many sidecars to simulate.
     #[arg(long)]
     sidecars: usize,
@@ -61,9 +62,13 @@ pub struct FanoutArgs {
     /// Measured changes (after one warm-up change).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// The control plane's pid, to report its CPU and memory.
+    /// The control plane's pid, to report its CPU and memory; repeat it for each replica
+    /// (their sum is reported).
     #[arg(long)]
-    control_pid: Option<u32>,
+    control_pid: Vec<u32>,
+    /// An etcd member's pid (repeatable), to report the store's CPU and memory apart.
+    #[arg(long)]
+    etcd_pid: Vec<u32>,
     /// Seconds to measure the attached-but-idle control plane (the 25 s poll refresh).
     #[arg(long, default_value_t = 30)]
     idle_secs: u64,
@@ -94,7 +99,9 @@ pub struct FanoutReport {
     poll_delay_ms: Quantiles,
     missed: usize,
     errors: usize,
+    replicas: usize,
     control: Option<proc_stat::ControlCost>,
+    etcd: Option<proc_stat::StoreCost>,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,8 +141,8 @@ impl Quantiles {
 /// Runs the measurement.
 pub fn run(args: FanoutArgs) -> anyhow::Result<std::process::ExitCode> {
     proc_stat::raise_open_files(args.sidecars)?;
-    if let Some(pid) = args.control_pid {
-        proc_stat::check_control_limit(pid, args.sidecars)?;
+    for &pid in &args.control_pid {
+        proc_stat::check_control_limit(pid, args.sidecars.div_ceil(args.socket.len()))?;
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let report = runtime.block_on(measure(&args))?;
@@ -152,22 +159,27 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<std::process::ExitCode> {
 
 async fn measure(args: &FanoutArgs) -> anyhow::Result<FanoutReport> {
     let start = Instant::now();
-    let client = Arc::new(Client::new(UnixConnect(args.socket.clone())));
-    let first = client.call(&SnapshotVersion(0), &NoBody).await?.version;
-    let before = args.control_pid.map(proc_stat::Sample::take).transpose()?;
+    let clients: Vec<Arc<Client<UnixConnect>>> = args
+        .socket
+        .iter()
+        .map(|s| Arc::new(Client::new(UnixConnect(s.clone()))))
+        .collect();
+    let first = clients[0].call(&SnapshotVersion(0), &NoBody).await?.version;
+    let sample = || proc_stat::Samples::take(&args.control_pid, &args.etcd_pid);
+    let before = sample()?;
     let slots: Arc<Vec<Slot>> = Arc::new((0..args.sidecars).map(|_| Slot::default()).collect());
     let errors = Arc::new(AtomicUsize::new(0));
     for i in 0..args.sidecars {
-        let (slots, errors, client) =
-            (Arc::clone(&slots), Arc::clone(&errors), Arc::clone(&client));
+        let client = Arc::clone(&clients[i % clients.len()]);
+        let (slots, errors) = (Arc::clone(&slots), Arc::clone(&errors));
         tokio::spawn(async move { poll(&client, &slots[i], first, start, &errors).await });
     }
     // Warm-up: every sidecar has connected and re-polls once it has this change.
     let warm = change(args, 0, &slots, start).await?;
     anyhow::ensure!(warm.missed == 0, "{} sidecars never attached", warm.missed);
-    let attached = args.control_pid.map(proc_stat::Sample::take).transpose()?;
+    let attached = sample()?;
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
-    let idle = args.control_pid.map(proc_stat::Sample::take).transpose()?;
+    let idle = sample()?;
     let mut rounds = Vec::new();
     let (mut fanout, mut delays) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
@@ -176,15 +188,8 @@ async fn measure(args: &FanoutArgs) -> anyhow::Result<FanoutReport> {
         fanout.extend(spread);
         rounds.push(r);
     }
-    let after = args.control_pid.map(proc_stat::Sample::take).transpose()?;
-    let control = match (before, attached, idle, after) {
-        (Some(b), Some(a), Some(i), Some(f)) => Some(proc_stat::ControlCost::new(
-            args.sidecars,
-            args.rounds,
-            [&b, &a, &i, &f],
-        )),
-        _ => None,
-    };
+    let after = sample()?;
+    let samples = [&before, &attached, &idle, &after];
     Ok(FanoutReport {
         sidecars: args.sidecars,
         missed: rounds.iter().map(|r| r.missed).sum(),
@@ -192,7 +197,9 @@ async fn measure(args: &FanoutArgs) -> anyhow::Result<FanoutReport> {
         fanout_ms: Quantiles::of(fanout),
         poll_delay_ms: Quantiles::of(delays),
         errors: errors.load(Ordering::Relaxed),
-        control,
+        replicas: args.socket.len(),
+        control: proc_stat::Samples::control_cost(args.sidecars, args.rounds, samples),
+        etcd: proc_stat::Samples::store_cost(args.rounds, samples),
     })
 }
 

@@ -130,3 +130,94 @@ impl ControlCost {
         }
     }
 }
+
+/// One reading of the control replicas (summed) and of the etcd members (summed); `None`
+/// for a group given no pids.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    control: Option<Sample>,
+    etcd: Option<Sample>,
+}
+
+impl Samples {
+    /// Reads every pid of both groups.
+    pub fn take(control: &[u32], etcd: &[u32]) -> anyhow::Result<Samples> {
+        Ok(Samples {
+            control: Sample::sum(control)?,
+            etcd: Sample::sum(etcd)?,
+        })
+    }
+
+    /// The control replicas' cost, from samples taken before attaching, once attached,
+    /// after the idle window and after the rounds.
+    pub fn control_cost(
+        sidecars: usize,
+        rounds: usize,
+        [b, a, i, f]: [&Samples; 4],
+    ) -> Option<ControlCost> {
+        let [b, a, i, f] = [&b.control, &a.control, &i.control, &f.control];
+        Some(ControlCost::new(
+            sidecars,
+            rounds,
+            [b.as_ref()?, a.as_ref()?, i.as_ref()?, f.as_ref()?],
+        ))
+    }
+
+    /// The etcd members' cost over the same windows.
+    pub fn store_cost(rounds: usize, [b, a, i, f]: [&Samples; 4]) -> Option<StoreCost> {
+        let [b, a, i, f] = [
+            b.etcd.as_ref()?,
+            a.etcd.as_ref()?,
+            i.etcd.as_ref()?,
+            f.etcd.as_ref()?,
+        ];
+        Some(StoreCost::new(rounds, [b, a, i, f]))
+    }
+}
+
+impl Sample {
+    /// The sum over `pids` (`None` for none).
+    fn sum(pids: &[u32]) -> anyhow::Result<Option<Sample>> {
+        let mut total: Option<Sample> = None;
+        for &pid in pids {
+            let one = Sample::take(pid)?;
+            total = Some(match total {
+                None => one,
+                Some(t) => Sample {
+                    cpu_seconds: t.cpu_seconds + one.cpu_seconds,
+                    rss_kib: t.rss_kib + one.rss_kib,
+                    at: one.at,
+                },
+            });
+        }
+        Ok(total)
+    }
+}
+
+/// The store's (etcd's) cost: it should not grow with the number of sidecars, only with
+/// replicas and changes (each replica holds one watch).
+#[derive(Debug, Serialize)]
+pub struct StoreCost {
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+    /// CPU % of one core while the sidecars were attached and idle.
+    idle_cpu_percent: Option<f64>,
+    /// CPU milliseconds per change, idle work subtracted.
+    cpu_ms_per_change: Option<f64>,
+}
+
+impl StoreCost {
+    fn new(rounds: usize, [before, attached, idle, after]: [&Sample; 4]) -> StoreCost {
+        let idle_window = idle.at.duration_since(attached.at).as_secs_f64();
+        let idle_rate =
+            (idle_window >= 1.0).then(|| (idle.cpu_seconds - attached.cpu_seconds) / idle_window);
+        let rounds_window = after.at.duration_since(idle.at).as_secs_f64();
+        let change = idle_rate.map(|r| (after.cpu_seconds - idle.cpu_seconds) - r * rounds_window);
+        StoreCost {
+            rss_before_kib: before.rss_kib,
+            rss_after_kib: after.rss_kib,
+            idle_cpu_percent: idle_rate.map(|r| r * 100.0),
+            cpu_ms_per_change: change.map(|c| c.max(0.0) * 1000.0 / rounds.max(1) as f64),
+        }
+    }
+}
