@@ -1,5 +1,7 @@
 //! End-to-end tests: real `meshwork` processes, real sockets, real TLS, curl.
 
+#[path = "cli/acknowledged_writes.rs"]
+mod acknowledged_writes;
 #[path = "cli/broker.rs"]
 mod broker;
 #[path = "cli/broker_crash.rs"]
