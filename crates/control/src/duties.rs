@@ -79,13 +79,16 @@ async fn run(
     let applier = fed
         .as_ref()
         .map(|(_, started)| Applier::new(started.clone()));
-    // The directory's `RegistrationEntry` resources, as this leader started with them.
-    let entries = registry.resources();
-    let applied = registry
-        .issuer()
-        .apply_resource_entries(entries, fence.clone());
-    if let Err(error) = applied.await {
-        tracing::warn!(%error, "applying the RegistrationEntry resources failed; the next leader retries");
+    // Without a source, the `RegistrationEntry` resources this replica started with (with
+    // one, each application of the source applies its entries).
+    if fed.is_none() {
+        let entries = registry.resources();
+        let applied = registry
+            .issuer()
+            .apply_resource_entries(entries, fence.clone());
+        if let Err(error) = applied.await {
+            tracing::warn!(%error, "applying the RegistrationEntry resources failed; the next leader retries");
+        }
     }
     // The store may hold what an earlier leader applied: apply the source as it is now.
     if let (Some((feed, _)), Some(applier)) = (fed.as_mut(), &applier) {

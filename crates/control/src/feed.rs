@@ -76,6 +76,12 @@ impl Applier {
             tracing::warn!(%source,
                 "Mesh, Workload or Service resources changed: they apply after a restart; applying policy changes only");
         }
+        // The source's `RegistrationEntry` resources too: a replica that started with an
+        // older directory must not take back what the source now declares.
+        let entries = registry.issuer().apply_resource_entries(set, fence.clone());
+        if let Err(error) = entries.await {
+            return Reload::NotWritten(error.to_string());
+        }
         match registry.write_live(&LiveResources::of(set), fence).await {
             Ok(LiveChange::Policies) => {
                 Reload::Published(registry.subscribe().borrow().policy_hash.clone())

@@ -44,6 +44,18 @@ pub enum KeyError {
     /// The KEK does not open it (another KEK, or the record was tampered with).
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// A shared store holds this private key in the clear, which this control plane never
+    /// writes there.
+    #[error(
+        "record {table}/{key} holds a private key in the clear in a shared store, where \
+         meshwork only writes sealed keys; refusing to use it (was it planted?)"
+    )]
+    Unsealed {
+        /// The table.
+        table: &'static str,
+        /// The key.
+        key: String,
+    },
     /// The opened key is not text.
     #[error("record {table}/{key}: the opened private key is not UTF-8")]
     NotText {
@@ -84,6 +96,12 @@ impl KeyStorage {
     /// The secret record `table/key` stores.
     pub fn open(&self, table: Table, key: &str, stored: &StoredKey) -> Result<String, KeyError> {
         match stored {
+            // With a KEK every key is sealed: a clear one was planted by whoever can write
+            // to the store, and would sign for the mesh.
+            StoredKey::Clear(_) if self.kek.is_some() => Err(KeyError::Unsealed {
+                table: table.name(),
+                key: key.to_owned(),
+            }),
             StoredKey::Clear(text) => Ok(text.clone()),
             StoredKey::Sealed { sealed } => {
                 let Some(kek) = &self.kek else {
@@ -131,5 +149,9 @@ mod tests {
         assert!(error.to_string().contains("--kek-file"), "{error}");
         let other = KeyStorage::sealed(kek(dir.path(), "b"), "/m/td");
         assert!(other.open(Table::Authorities, "1", &back).is_err());
+        // A clear key in a sealed store is refused, not used.
+        let planted = StoredKey::Clear("PEM".to_owned());
+        let error = sealed.open(Table::Authorities, "1", &planted).unwrap_err();
+        assert!(error.to_string().contains("in the clear"), "{error}");
     }
 }

@@ -98,23 +98,28 @@ pub(crate) async fn open(
     };
     let store = Arc::new(store);
     let cache = StateCache::start(Arc::clone(&store), CACHED.to_vec(), stop.clone(), tasks).await?;
+    // Subscribed before the views are first built, so no change after that is missed.
+    let changes = cache.subscribe();
     let issuer = Issuer::open(store, Arc::clone(&cache), keys, state_dir, &td, svid_ttl).await?;
     let registry = Arc::new(Registry::open(Arc::new(issuer), resources, start).await?);
-    tasks.spawn(publish(Arc::clone(&registry), cache, stop.clone()));
+    tasks.spawn(publish(Arc::clone(&registry), changes, stop.clone()));
     Ok(registry)
 }
 
 /// Republishes the identity view and the snapshot after every change the cache applies
-/// (each only if its version marker moved).
-async fn publish(registry: Arc<Registry>, cache: Arc<StateCache>, stop: CancellationToken) {
-    let mut changes = cache.subscribe();
+/// (each only if its version marker moved), starting with any made while they were built.
+async fn publish(
+    registry: Arc<Registry>,
+    mut changes: tokio::sync::watch::Receiver<crate::store::Revision>,
+    stop: CancellationToken,
+) {
     loop {
+        changes.borrow_and_update();
+        registry.issuer().refresh();
+        registry.refresh();
         tokio::select! {
             () = stop.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
         }
-        changes.borrow_and_update();
-        registry.issuer().refresh();
-        registry.refresh();
     }
 }

@@ -42,6 +42,20 @@ impl View {
         }
     }
 
+    /// The marker's put, only if the view is still at `version` (what the writer's plan
+    /// was made from): a replica whose cache lags cannot commit a plan made from old state.
+    pub(crate) fn mark_if_at(self, version: Revision) -> Op {
+        Op::Put {
+            table: Table::Versions,
+            key: self.key().to_owned(),
+            value: Bytes::from_static(b"{}"),
+            expect: match version {
+                0 => Expect::Absent,
+                v => Expect::At(v),
+            },
+        }
+    }
+
     /// The operation that sets the marker only if it does not exist yet (a store written
     /// before markers existed, or a new one).
     pub(crate) fn mark_first(self) -> Op {

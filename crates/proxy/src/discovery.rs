@@ -245,6 +245,10 @@ async fn watch_snapshots(loops: Arc<ControlLoops>) {
                 resync = false;
             }
             Err(error) => {
+                if error.is_transient() {
+                    // With several control replicas, the next poll goes to another one.
+                    loops.client.connector().failed_current();
+                }
                 pause(&mut backoff, "snapshot poll", &error).await;
                 resync = true;
             }

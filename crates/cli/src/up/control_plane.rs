@@ -163,15 +163,17 @@ fn shared_store(l: &Launch<'_>, args: &ControlPlaneArgs) -> anyhow::Result<Optio
 
 /// What the agent bootstraps from, which one control process writes itself: every
 /// replica's node API (`<state>/node-api.addr`, one per line) and the trust bundle
-/// (`<state>/bundle.pem`, the same on every replica: one CA).
+/// (`<state>/bundle.pem`, replica 0's: the same on every replica, one CA).
 fn publish_for_agents(l: &Launch<'_>, plane: &ControlPlane) -> anyhow::Result<()> {
     let state = l.state.path();
     let addrs = state.join("node-api.addr");
     std::fs::write(&addrs, plane.node_apis.join("\n"))
         .with_context(|| format!("writing {}", addrs.display()))?;
-    let from = state.join("replicas").join("r0").join("bundle.pem");
+    // A link, not a copy: replica 0 keeps its file current across CA rotations (an agent
+    // started later must bootstrap with the roots of the day).
     let to = state.join("bundle.pem");
-    std::fs::copy(&from, &to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    let _ = std::fs::remove_file(&to);
+    std::os::unix::fs::symlink("replicas/r0/bundle.pem", &to)
+        .with_context(|| format!("linking {} to replicas/r0/bundle.pem", to.display()))?;
     Ok(())
 }

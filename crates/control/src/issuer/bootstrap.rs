@@ -63,7 +63,7 @@ pub(super) async fn bootstrap(
 /// The revision of the latest change to a record of `tables` the store holds now. (Not
 /// the store's revision: that also counts writes to tables the cache does not follow,
 /// such as elections and join tokens, which it would wait for in vain.)
-pub(super) async fn latest_change(store: &Store, tables: &[Table]) -> Result<Revision, StoreError> {
+pub(crate) async fn latest_change(store: &Store, tables: &[Table]) -> Result<Revision, StoreError> {
     let mut latest = 0;
     for &table in tables {
         let (records, _) = store.list(table).await?;

@@ -10,6 +10,8 @@
 mod bootstrap;
 mod state;
 
+pub(crate) use bootstrap::latest_change;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,6 +41,9 @@ const ACTIVATION_MARGIN: time::Duration = time::Duration::seconds(5);
 /// How long a write waits for this replica's cache to hold it before answering (the
 /// write is durable either way; this only gives read-your-writes).
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// How often a CA rotation is planned again after the identity state changed under it.
+const ROTATE_ROUNDS: u32 = 5;
 
 /// Ids of entries that come from `RegistrationEntry` resources: `resource.<namespace>.<name>`.
 pub const RESOURCE_ENTRY_PREFIX: &str = "resource.";
@@ -76,6 +81,7 @@ impl Issuer {
         svid_ttl: time::Duration,
     ) -> Result<Issuer, AuthorityError> {
         bootstrap::bootstrap(&store, &cache, &keys, state_dir, td).await?;
+        let version = View::Identity.version(&cache);
         let state = IdentityState::load(&cache, &keys, td, &store.describe())?;
         let issuer = Issuer {
             store,
@@ -87,7 +93,7 @@ impl Issuer {
             view: watch::channel(Arc::new(NodeView::default())).0,
             refreshing: Mutex::new(()),
         };
-        issuer.publish();
+        issuer.publish(version);
         Ok(issuer)
     }
 
@@ -178,8 +184,8 @@ impl Issuer {
     /// Starts a CA rotation (see [`crate::authority`]); any replica may.
     pub async fn rotate_ca(&self) -> Result<AuthorityStatus, AuthorityError> {
         let store = self.store.describe();
-        for _ in 0..2 {
-            let state = self.state();
+        for _ in 0..ROTATE_ROUNDS {
+            let (state, version) = (self.state(), self.view.borrow().version);
             let now = OffsetDateTime::now_utc();
             let (seq, activate_at, op) = state.authorities.plan_rotation(
                 now,
@@ -187,7 +193,7 @@ impl Issuer {
                 &self.keys,
                 &store,
             )?;
-            if let Commit::Applied(_) = self.commit(vec![op], View::Identity).await? {
+            if let Commit::Applied(_) = self.commit_planned(vec![op], version).await? {
                 tracing::info!(
                     seq,
                     activate_at,
@@ -207,20 +213,20 @@ impl Issuer {
             store,
             table: Table::Authorities.name(),
             key: "(next root)".to_owned(),
-            rounds: 2,
+            rounds: ROTATE_ROUNDS,
         }))
     }
 
     /// Applies due CA transitions (a leader's duty; `fence` guards the commit); the next
     /// transition's time (unix s), if any.
     pub async fn tick_ca(&self, fence: Option<Op>) -> Result<Option<i64>, AuthorityError> {
-        let state = self.state();
+        let (state, version) = (self.state(), self.view.borrow().version);
         let mut ops = state
             .authorities
             .plan_tick(OffsetDateTime::now_utc(), self.retirement_delay());
         if !ops.is_empty() {
             ops.extend(fence);
-            if let Commit::Conflict { index, .. } = self.commit(ops, View::Identity).await? {
+            if let Commit::Conflict { index, .. } = self.commit_planned(ops, version).await? {
                 tracing::debug!(
                     index,
                     "CA transition raced another write; retrying at the next tick"
@@ -400,6 +406,22 @@ impl Issuer {
         Ok(commit)
     }
 
+    /// As [`commit`](Self::commit) for a plan made from the identity state at `version`:
+    /// it conflicts if anything of that state changed since (CA rotations and transitions,
+    /// which must not be planned from a lagging cache).
+    async fn commit_planned(
+        &self,
+        mut ops: Vec<Op>,
+        version: Revision,
+    ) -> Result<Commit, StoreError> {
+        ops.push(View::Identity.mark_if_at(version));
+        let commit = self.store.commit(ops).await?;
+        if let Commit::Applied(revision) = commit {
+            self.settle(revision).await;
+        }
+        Ok(commit)
+    }
+
     /// Waits until the cache holds `revision` (at most [`SETTLE`]) and republishes.
     pub(crate) async fn settle(&self, revision: Revision) {
         if !self.cache.caught_up(revision, SETTLE).await {
@@ -422,14 +444,17 @@ impl Issuer {
     /// the publisher on every cache change, and after this replica's own writes).
     pub(crate) fn refresh(&self) {
         let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
-        if View::Identity.version(&self.cache) <= self.view.borrow().version {
+        // The version is read once, before the records: content newer than its version
+        // is corrected by the next refresh; a version newer than its content would not be.
+        let version = View::Identity.version(&self.cache);
+        if version <= self.view.borrow().version {
             return;
         }
         let store = self.store.describe();
         match IdentityState::load(&self.cache, &self.keys, &self.trust_domain, &store) {
             Ok(state) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
-                self.publish();
+                self.publish(version);
             }
             Err(error) => {
                 tracing::error!(%error, "the stored identity state does not load; serving the previous one")
@@ -437,10 +462,10 @@ impl Issuer {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&self, version: Revision) {
         let state = self.state();
         let view = NodeView {
-            version: View::Identity.version(&self.cache),
+            version,
             entries: self.entries(),
             bundle_pem: state.authorities.bundle().to_pem(),
             jwks: state.jwt.jwks(),

@@ -155,7 +155,14 @@ impl Registry {
             _ => None,
         };
         if let Some(expect) = expect {
-            registry.commit_live(&live, expect, None).await?;
+            if !registry.commit_live(&live, expect, None).await? {
+                // Another replica stored its start resources first: read them.
+                let latest = crate::issuer::latest_change(
+                    registry.issuer.store(),
+                    &[Table::Resources, Table::Versions],
+                );
+                registry.issuer.settle(latest.await?).await;
+            }
         } else if View::Snapshot.version(registry.issuer.cache()) == 0 {
             let marked = registry
                 .issuer

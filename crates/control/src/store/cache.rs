@@ -91,18 +91,18 @@ impl StateCache {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Replaces every table with a fresh listing; the lowest revision the listings were
-    /// read at (changes after it are replayed or re-listed).
+    /// Replaces every table with a fresh listing, all read at one revision (listed one
+    /// by one, a newer marker could be paired with older records); that revision.
     async fn relist(&self, store: &Store, tables: &[Table]) -> Result<Revision, StoreError> {
-        let mut fresh = BTreeMap::new();
-        let mut at = Revision::MAX;
-        for &table in tables {
-            let (records, revision) = store.list(table).await?;
-            at = at.min(revision);
-            let by_key = records.into_iter().map(|r| (r.key.clone(), r)).collect();
-            fresh.insert(table, by_key);
-        }
-        let at = if at == Revision::MAX { 0 } else { at };
+        let (lists, at) = store.list_tables(tables).await?;
+        let fresh = tables
+            .iter()
+            .zip(lists)
+            .map(|(&table, records)| {
+                let by_key = records.into_iter().map(|r| (r.key.clone(), r)).collect();
+                (table, by_key)
+            })
+            .collect();
         *self.tables.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         self.revision.send_modify(|r| *r = (*r).max(at));
         Ok(at)

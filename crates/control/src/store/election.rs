@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use etcd_client::{LeaderKey, LeaseKeepAliveStream, LeaseKeeper, ResignOptions};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::etcd::EtcdStore;
 use super::{Expect, Op, Revision, Store, StoreError, Table};
@@ -53,7 +54,7 @@ struct Session {
     store: EtcdStore,
     lease: i64,
     leader: LeaderKey,
-    keep_alive: tokio::task::JoinHandle<()>,
+    keep_alive: AbortOnDropHandle<()>,
 }
 
 impl Leadership {
@@ -129,7 +130,15 @@ async fn campaign(
         .await
         .map_err(|e| store.error("lease keep-alive", e))?;
     let lost = CancellationToken::new();
-    let keep_alive = tokio::spawn(keep_alive(store.clone(), lease, stream, ttl, lost.clone()));
+    // Aborted when dropped: a campaign cancelled while waiting (the replica stops) must
+    // not leave the lease renewed by an orphan task.
+    let keep_alive = AbortOnDropHandle::new(tokio::spawn(keep_alive(
+        store.clone(),
+        lease,
+        stream,
+        ttl,
+        lost.clone(),
+    )));
     let mut waiting = store.waiting_client();
     let won = tokio::select! {
         won = waiting.campaign(store.election_name(), replica, lease) => won,

@@ -243,6 +243,14 @@ pub trait Backend: Send + Sync + 'static {
         table: Table,
     ) -> impl Future<Output = Result<(Vec<Record>, Revision), StoreError>> + Send;
 
+    /// Every record of each of `tables`, all read at one revision, which is returned (a
+    /// cache listed table by table could pair one table's newer state with another's
+    /// older one).
+    fn list_tables(
+        &self,
+        tables: &[Table],
+    ) -> impl Future<Output = Result<(Vec<Vec<Record>>, Revision), StoreError>> + Send;
+
     /// Applies every operation or none. `Applied` means durable. A key may appear only
     /// once per commit ([`StoreError::Invalid`] otherwise, as etcd refuses it).
     fn commit(&self, ops: Vec<Op>) -> impl Future<Output = Result<Commit, StoreError>> + Send;
@@ -282,6 +290,16 @@ impl Backend for Store {
         match self {
             Store::Redb(s) => s.list(table).await,
             Store::Etcd(s) => s.list(table).await,
+        }
+    }
+
+    async fn list_tables(
+        &self,
+        tables: &[Table],
+    ) -> Result<(Vec<Vec<Record>>, Revision), StoreError> {
+        match self {
+            Store::Redb(s) => s.list_tables(tables).await,
+            Store::Etcd(s) => s.list_tables(tables).await,
         }
     }
 

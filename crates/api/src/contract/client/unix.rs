@@ -37,7 +37,9 @@ impl Connect for UnixConnect {
 /// The unix sockets of several control-plane replicas (one host, one state): dials the
 /// one that answered last and, when it does not accept, each other in turn, staying with
 /// the first that does. A replica that died refuses at once (nothing listens on its
-/// socket), so failing over costs one `connect` per dead replica.
+/// socket), so failing over costs one `connect` per dead replica; one that accepts but
+/// hangs or answers 5xx is left by [`UnixReplicas::failed_current`], which the caller
+/// calls after such an error.
 #[derive(Debug, Clone)]
 pub struct UnixReplicas {
     paths: Arc<[PathBuf]>,
@@ -45,13 +47,24 @@ pub struct UnixReplicas {
 }
 
 impl UnixReplicas {
-    /// Over `first` and then `others`.
+    /// Over `first` and `others`, starting at a random one (clients spread over the
+    /// replicas; a single socket is always the one).
     pub fn new(first: PathBuf, others: impl IntoIterator<Item = PathBuf>) -> UnixReplicas {
         let paths: Vec<PathBuf> = std::iter::once(first).chain(others).collect();
+        let start = rand::random_range(0..paths.len());
         UnixReplicas {
             paths: paths.into(),
-            current: Arc::new(AtomicUsize::new(0)),
+            current: Arc::new(AtomicUsize::new(start)),
         }
+    }
+
+    /// Moves on from the current replica after a call to it failed in a way a connect does
+    /// not see (it accepted, then hung or answered 5xx): the next call dials the next one.
+    pub fn failed_current(&self) {
+        let n = self.paths.len();
+        let _ = self
+            .current
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| Some((i + 1) % n));
     }
 
     /// The socket that answered last (the first one before any did).
@@ -107,6 +120,9 @@ mod tests {
         drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
         let listener = tokio::net::UnixListener::bind(&live).unwrap();
         let replicas = UnixReplicas::new(dead.clone(), [live.clone()]);
+        if replicas.current() == live {
+            replicas.failed_current();
+        }
         assert_eq!(replicas.current(), dead);
         replicas.connect().await.unwrap();
         assert_eq!(replicas.current(), live, "moved on");
@@ -116,6 +132,12 @@ mod tests {
         drop(listener);
         let error = replicas.connect().await.unwrap_err();
         assert!(matches!(error, ConnectError::Connect(_)));
+        replicas.failed_current();
+        assert_eq!(
+            replicas.current(),
+            dead,
+            "a hung or failing one is left for the next"
+        );
         assert!(
             replicas.describe().contains("2 replicas"),
             "{}",

@@ -151,7 +151,7 @@ impl EtcdStore {
     /// Runs an idempotent call (a read), again while the cluster is unavailable, within
     /// [`RETRY_BUDGET`]: the client spreads calls over the endpoints, so after a member
     /// dies or during an election a retry reaches one that answers.
-    async fn call<T, F>(
+    pub(super) async fn call<T, F>(
         &self,
         op: &'static str,
         client: &Client,
@@ -201,7 +201,7 @@ impl EtcdStore {
         }
     }
 
-    fn record(&self, kv: &KeyValue) -> Option<Record> {
+    pub(super) fn record(&self, kv: &KeyValue) -> Option<Record> {
         let (_, key) = self.parse_key(kv.key())?;
         Some(Record {
             key,
@@ -263,6 +263,13 @@ impl Backend for EtcdStore {
                 .collect(),
             at,
         ))
+    }
+
+    async fn list_tables(
+        &self,
+        tables: &[Table],
+    ) -> Result<(Vec<Vec<Record>>, Revision), StoreError> {
+        txn::list_tables(self, tables).await
     }
 
     async fn commit(&self, ops: Vec<Op>) -> Result<Commit, StoreError> {

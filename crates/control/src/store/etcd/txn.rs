@@ -15,10 +15,10 @@
 //! conflicts after a lost answer fails with [`StoreError::Ambiguous`]: neither "applied"
 //! (it may not have) nor "conflict" (a read-check-write would apply itself twice).
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
 use super::{EtcdStore, RETRY_BUDGET, RETRY_PAUSE, revision};
-use crate::store::{Backend, Commit, Expect, Op, Record, Revision, StoreError};
+use crate::store::{Backend, Commit, Expect, Op, Record, Revision, StoreError, Table};
 
 /// Commits `ops` (already checked for distinct keys).
 pub(super) async fn commit(store: &EtcdStore, ops: &[Op]) -> Result<Commit, StoreError> {
@@ -145,4 +145,34 @@ mod tests {
             }
         );
     }
+}
+
+/// Every record of each of `tables`, read in one transaction (so at one revision).
+pub(super) async fn list_tables(
+    store: &EtcdStore,
+    tables: &[Table],
+) -> Result<(Vec<Vec<Record>>, Revision), StoreError> {
+    let gets: Vec<TxnOp> = tables
+        .iter()
+        .map(|t| {
+            let prefix = format!("{}{}/", store.prefix, t.name());
+            TxnOp::get(prefix, Some(GetOptions::new().with_prefix()))
+        })
+        .collect();
+    let txn = Txn::new().and_then(gets);
+    let answer = store
+        .call("list", &store.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
+    let lists = answer
+        .op_responses()
+        .iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(got) => got.kvs().iter().filter_map(|kv| store.record(kv)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok((lists, at(&answer)))
 }

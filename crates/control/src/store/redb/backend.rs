@@ -21,6 +21,13 @@ impl Backend for RedbStore {
         Ok(self.list_now(table)?)
     }
 
+    async fn list_tables(
+        &self,
+        tables: &[Table],
+    ) -> Result<(Vec<Vec<Record>>, Revision), StoreError> {
+        Ok(self.list_tables_now(tables)?)
+    }
+
     async fn commit(&self, ops: Vec<Op>) -> Result<Commit, StoreError> {
         check_distinct(&self.describe(), &ops)?;
         Ok(self.commit_now(&ops)?)

@@ -135,6 +135,28 @@ impl RedbStore {
         Ok((out, revision))
     }
 
+    /// Every record of each of `tables`, in one read transaction.
+    fn list_tables_now(
+        &self,
+        tables: &[Table],
+    ) -> Result<(Vec<Vec<Record>>, Revision), StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let revision = format::revision(&txn).map_err(|e| self.storage(e))?;
+        let mut all = Vec::new();
+        for &table in tables {
+            let t = txn
+                .open_table(definition(table))
+                .map_err(|e| self.storage(e))?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(|e| self.storage(e))? {
+                let (k, v) = row.map_err(|e| self.storage(e))?;
+                out.push(self.record(table, k.value(), v.value())?);
+            }
+            all.push(out);
+        }
+        Ok((all, revision))
+    }
+
     fn revision_now(&self) -> Result<Revision, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.storage(e))?;
         format::revision(&txn).map_err(|e| self.storage(e))
