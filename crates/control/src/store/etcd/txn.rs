@@ -109,6 +109,36 @@ fn conflict(ops: &[Op], current: Vec<Option<Record>>) -> Commit {
     }
 }
 
+/// Every record of each of `tables`, read in one transaction (so at one revision).
+pub(super) async fn list_tables(
+    store: &EtcdStore,
+    tables: &[Table],
+) -> Result<(Vec<Vec<Record>>, Revision), StoreError> {
+    let gets: Vec<TxnOp> = tables
+        .iter()
+        .map(|t| {
+            let prefix = format!("{}{}/", store.prefix, t.name());
+            TxnOp::get(prefix, Some(GetOptions::new().with_prefix()))
+        })
+        .collect();
+    let txn = Txn::new().and_then(gets);
+    let answer = store
+        .call("list", &store.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
+    let lists = answer
+        .op_responses()
+        .iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(got) => got.kvs().iter().filter_map(|kv| store.record(kv)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok((lists, at(&answer)))
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -145,34 +175,4 @@ mod tests {
             }
         );
     }
-}
-
-/// Every record of each of `tables`, read in one transaction (so at one revision).
-pub(super) async fn list_tables(
-    store: &EtcdStore,
-    tables: &[Table],
-) -> Result<(Vec<Vec<Record>>, Revision), StoreError> {
-    let gets: Vec<TxnOp> = tables
-        .iter()
-        .map(|t| {
-            let prefix = format!("{}{}/", store.prefix, t.name());
-            TxnOp::get(prefix, Some(GetOptions::new().with_prefix()))
-        })
-        .collect();
-    let txn = Txn::new().and_then(gets);
-    let answer = store
-        .call("list", &store.client, |mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })
-        .await?;
-    let lists = answer
-        .op_responses()
-        .iter()
-        .map(|r| match r {
-            TxnOpResponse::Get(got) => got.kvs().iter().filter_map(|kv| store.record(kv)).collect(),
-            _ => Vec::new(),
-        })
-        .collect();
-    Ok((lists, at(&answer)))
 }
