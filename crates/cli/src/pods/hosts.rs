@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Action, NETNS_DIR, Object, Slot, Step};
+use super::plan::{NETNS_DIR, Object, Slot, Step, nft, run};
 
 /// The longest host name: `mw65535-host-<name>` stays a short file name.
 pub const MAX_HOST_NAME: usize = 16;
@@ -91,28 +91,11 @@ pub fn netns(fabric: &Slot, name: &str) -> String {
     format!("mw{}-host-{name}", fabric.index)
 }
 
-fn run(creates: Option<Object>, argv: &[&str]) -> Step {
-    Step {
-        creates,
-        action: Action::Run {
-            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
-            stdin: None,
-        },
-    }
-}
-
+/// `nft -f -` with `ruleset`, inside `netns` if given.
 fn nft_in(netns: Option<&str>, ruleset: String) -> Step {
-    let mut argv: Vec<String> = match netns {
-        Some(ns) => ["ip", "netns", "exec", ns].map(str::to_owned).to_vec(),
-        None => Vec::new(),
-    };
-    argv.extend(["nft", "-f", "-"].map(str::to_owned));
-    Step {
-        creates: None,
-        action: Action::Run {
-            argv,
-            stdin: Some(ruleset),
-        },
+    match netns {
+        Some(ns) => nft(None, &["ip", "netns", "exec", ns], ruleset),
+        None => nft(None, &[], ruleset),
     }
 }
 
@@ -258,6 +241,7 @@ pub fn route_steps(hosts: &[HostPlan]) -> Vec<Step> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::pods::plan::Action;
 
     fn line(step: &Step) -> String {
         match &step.action {

@@ -115,7 +115,7 @@ pub struct Step {
     pub action: Action,
 }
 
-fn run(creates: Option<Object>, argv: &[&str]) -> Step {
+pub(super) fn run(creates: Option<Object>, argv: &[&str]) -> Step {
     Step {
         creates,
         action: Action::Run {
@@ -125,7 +125,7 @@ fn run(creates: Option<Object>, argv: &[&str]) -> Step {
     }
 }
 
-fn nft(creates: Option<Object>, prefix: &[&str], ruleset: String) -> Step {
+pub(super) fn nft(creates: Option<Object>, prefix: &[&str], ruleset: String) -> Step {
     let mut argv: Vec<String> = prefix.iter().map(|s| (*s).to_owned()).collect();
     argv.extend(["nft".to_owned(), "-f".to_owned(), "-".to_owned()]);
     Step {

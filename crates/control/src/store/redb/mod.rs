@@ -122,17 +122,8 @@ impl RedbStore {
     }
 
     fn list_now(&self, table: Table) -> Result<(Vec<Record>, Revision), StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.storage(e))?;
-        let revision = format::revision(&txn).map_err(|e| self.storage(e))?;
-        let t = txn
-            .open_table(definition(table))
-            .map_err(|e| self.storage(e))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.storage(e))? {
-            let (k, v) = row.map_err(|e| self.storage(e))?;
-            out.push(self.record(table, k.value(), v.value())?);
-        }
-        Ok((out, revision))
+        let (mut lists, revision) = self.list_tables_now(&[table])?;
+        Ok((lists.pop().unwrap_or_default(), revision))
     }
 
     /// Every record of each of `tables`, in one read transaction.
